@@ -1,0 +1,56 @@
+# aliyun-iot: build, test, demo.
+#   make                 build the C core for Lua 5.4 into build/lua5.4/aliyun/iot/core.so
+#   make LUA=luajit      the same for another interpreter (lua5.1 lua5.2 lua5.3 lua5.4 luajit)
+#   make test            the whole suite; last line "N passed, N failed"
+#   make demo            the main job against the local emulator
+
+VERSION  := 0.1.0
+LUA      ?= lua5.4
+
+ifeq ($(LUA),luajit)
+LUA_INC  := /usr/include/luajit-2.1
+else
+LUA_INC  := /usr/include/$(LUA)
+endif
+
+CC       ?= cc
+CFLAGS   ?= -O2
+CFLAGS   += -std=c99 -Wall -Wextra -Werror -fPIC -D_POSIX_C_SOURCE=200809L
+CFLAGS   += -DALIYUN_IOT_VERSION='"$(VERSION)"'
+CPPFLAGS += -I$(LUA_INC) $(shell pkg-config --cflags libcurl 2>/dev/null)
+LIBS     := -lcurl -lcrypto -lexpat -lpthread -lm
+
+BUILD    := build/$(LUA)
+SRCS     := $(wildcard csrc/*.c)
+OBJS     := $(patsubst csrc/%.c,$(BUILD)/obj/%.o,$(SRCS))
+MODULE   := $(BUILD)/aliyun/iot/core.so
+
+.PHONY: all deps test test-matrix test-openresty demo emulator bench lint rock-check \
+        check-asan check-valgrind fuzz soak clean
+
+all: $(MODULE)
+
+$(BUILD)/obj/%.o: csrc/%.c $(wildcard csrc/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(MODULE): $(OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -o $@ $(OBJS) $(LIBS)
+
+deps:
+	@sh tools/deps.sh
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@LUA=$(LUA) sh tools/test.sh core ctests rock
+
+clean:
+	rm -rf build
+
+test-matrix: deps
+	@for l in lua5.1 lua5.2 lua5.3 lua5.4 luajit; do $(MAKE) --no-print-directory LUA=$$l all || exit 1; done
+	@sh tools/test.sh matrix
+
+rock-check: deps
+	@sh tools/rock-check.sh

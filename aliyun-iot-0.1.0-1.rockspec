@@ -1,0 +1,47 @@
+rockspec_format = "3.0"
+package = "aliyun-iot"
+version = "0.1.0-1"
+source = {
+  url = "git+https://github.com/aliyun-iot/aliyun-iot.git",
+  tag = "v0.1.0",
+}
+description = {
+  summary = "Alibaba Cloud IoT Platform (2018-01-20) client: bulk device provisioning, with a local emulator",
+  detailed = [[
+A Lua client with a C core (signing, libcurl transport, decoding) for the Alibaba Cloud
+IoT Platform device-registration API, batch provisioning helpers that run a whole
+registration flow in one call, an `aliyun-iot` command, and a local emulator of the API
+for offline tests.
+]],
+  license = "MIT",
+  homepage = "https://github.com/aliyun-iot/aliyun-iot",
+}
+dependencies = {
+  "lua >= 5.1",
+  "lua-cjson",
+}
+-- Debian puts curl's headers under the multiarch include folder, which LuaRocks' header
+-- search does not look in; declaring curl by its library resolves it there too.
+external_dependencies = {
+  CURL = { library = "curl" },
+  OPENSSL = { header = "openssl/evp.h" },
+  EXPAT = { header = "expat.h" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["aliyun.iot.core"] = {
+      sources = {
+        "csrc/core.c", "csrc/encode.c", "csrc/params.c", "csrc/sign.c",
+        "csrc/http.c", "csrc/decode.c",
+      },
+      defines = { "_POSIX_C_SOURCE=200809L", 'ALIYUN_IOT_VERSION="0.1.0"' },
+      libraries = { "curl", "crypto", "expat", "pthread", "m" },
+      incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)", "$(EXPAT_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(EXPAT_LIBDIR)" },
+    },
+  },
+  install = {
+    bin = {},
+  },
+}

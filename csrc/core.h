@@ -1,0 +1,21 @@
+/*
+ * What the files of csrc/ share with each other: each concern registers its functions
+ * into the module table, and signing reuses the percent-encoder.
+ */
+#ifndef ALIYUN_IOT_CORE_H
+#define ALIYUN_IOT_CORE_H
+
+#include <stddef.h>
+#include "compat.h"
+
+/* Registers the functions of one concern into the module table at the stack top. */
+void aliyun_open_encode(lua_State *L);
+void aliyun_open_params(lua_State *L);
+void aliyun_open_sign(lua_State *L);
+void aliyun_open_http(lua_State *L);
+void aliyun_open_decode(lua_State *L);
+
+/* Appends percent_encode(s[0..len)) to b (RFC 3986 unreserved kept, %XY upper-case). */
+void aliyun_add_encoded(luaL_Buffer *b, const char *s, size_t len);
+
+#endif

@@ -1,0 +1,50 @@
+#!/bin/sh
+# Runs every test step, keeps going after a failing step, and ends with one plain line
+# "N passed, N failed" summed over all steps (CI reads that line, not busted's summary).
+# Usage: tools/test.sh STEP...   where a STEP is one of the functions below.
+set -u
+LUA=${LUA:-lua5.4}
+COUNTS=$(mktemp)
+trap 'rm -f "$COUNTS"' EXIT
+
+record() { # label passed failed
+    echo "$1: $2 passed, $3 failed"
+    echo "$2 $3" >> "$COUNTS"
+}
+
+# busted over TAP: every "ok"/"not ok" line is one test; a run that dies before reporting
+# anything counts as one failure, so a broken spec file cannot pass silently.
+busted_step() { # label lua spec-paths...
+    label=$1; lua=$2; shift 2
+    out=$(mktemp)
+    ALIYUN_IOT_LUA=$lua LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/$lua/?.so;;" \
+        busted --lua="$lua" -o TAP "$@" 2>&1 | tee "$out"
+    pass=$(grep -c '^ok ' "$out"); fail=$(grep -c '^not ok ' "$out")
+    [ "$pass" -eq 0 ] && [ "$fail" -eq 0 ] && fail=1
+    rm -f "$out"
+    record "$label" "$pass" "$fail"
+}
+
+# A command that prints its own "ok ..."/"not ok ..." lines (C tests, lint, examples).
+tap_step() { # label command...
+    label=$1; shift
+    out=$(mktemp)
+    "$@" 2>&1 | tee "$out"
+    pass=$(grep -c '^ok ' "$out"); fail=$(grep -c '^not ok ' "$out")
+    [ "$pass" -eq 0 ] && [ "$fail" -eq 0 ] && fail=1
+    rm -f "$out"
+    record "$label" "$pass" "$fail"
+}
+
+core() { busted_step "$LUA" "$LUA" spec; }
+ctests() { tap_step ctests sh spec/c/run.sh; }
+rock() { tap_step rockspec sh tools/rock-check.sh; }
+# The core suite under every interpreter; each prints "<interpreter>: N passed, N failed".
+matrix() {
+    for lua in lua5.1 lua5.2 lua5.3 lua5.4 luajit; do
+        busted_step "$lua" "$lua" spec
+    done
+}
+
+for step in "$@"; do "$step"; done
+awk '{p += $1; f += $2} END {printf "%d passed, %d failed\n", p, f; exit (f > 0)}' "$COUNTS"
