@@ -1,0 +1,541 @@
+/*
+ * Response decoding: JSON through lua-cjson with exact integers and no nulls, XML through
+ * expat into the "every child is a list" tree that shape.lua types per action.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <expat.h>
+
+#include "core.h"
+
+/* ------------------------------------------------------------------------------------ */
+/* JSON                                                                                 */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * cjson turns every number into a double (Debian's build even under Lua 5.4), which rounds
+ * ids beyond 2^53 and makes ApplyId 4415 come back as 4415.0. So before cjson sees the
+ * text, every integer literal outside strings is rewritten into a string that starts with
+ * MARK (a byte that never occurs in UTF-8) followed by 'i'; after decoding, a walk turns
+ * those strings back into integers read from the literal's own digits. cjson does not
+ * validate UTF-8, so a genuine string may start with MARK: the pre-pass escapes it as
+ * MARK 's' + original, and the walk strips the two bytes again. Nothing is ambiguous.
+ */
+#define MARK '\xff'
+#define MARK_INT 'i'
+#define MARK_STR 's'
+
+/* Nesting bound for cjson and for the walk below (recursive, so it must be bounded). */
+#define JSON_MAX_DEPTH 512
+
+#define REG_CJSON_DECODE "aliyun.iot.core.cjson_decode"
+
+/*
+ * Parses an integer literal (optional '-', decimal digits, no leading zero) into *out.
+ * Returns 0 when it is outside int64.
+ */
+static int parse_int64(const char *s, size_t len, int64_t *out)
+{
+    int neg = (len > 0 && s[0] == '-');
+    uint64_t limit = neg ? (uint64_t)INT64_MAX + 1u : (uint64_t)INT64_MAX;
+    uint64_t v = 0;
+    size_t i;
+    for (i = (size_t)neg; i < len; i++) {
+        unsigned d = (unsigned)(s[i] - '0');
+        if (v > (limit - d) / 10u)
+            return 0;
+        v = v * 10u + d;
+    }
+    if (neg)
+        *out = v == (uint64_t)INT64_MAX + 1u ? INT64_MIN : -(int64_t)v;
+    else
+        *out = (int64_t)v;
+    return 1;
+}
+
+/*
+ * Copies text into b with integer literals marked (see MARK). Returns NULL, or the
+ * offending literal's position when one is beyond int64 (then *bad_len is its length).
+ * Malformed numbers are copied unchanged for cjson to reject.
+ */
+static const char *mark_integers(luaL_Buffer *b, const char *s, size_t len, size_t *bad_len)
+{
+    size_t i = 0, flushed = 0;
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"') {
+            i++;
+            if (i < len && s[i] == MARK) {
+                luaL_addlstring(b, s + flushed, i - flushed);
+                luaL_addchar(b, MARK);
+                luaL_addchar(b, MARK_STR);
+                flushed = i;
+            }
+            while (i < len && s[i] != '"')
+                i += (s[i] == '\\') ? 2 : 1;
+            i++;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t start = i, digits;
+            int64_t v;
+            if (c == '-')
+                i++;
+            digits = i;
+            while (i < len && s[i] >= '0' && s[i] <= '9')
+                i++;
+            if (i < len && (s[i] == '.' || s[i] == 'e' || s[i] == 'E')) {
+                while (i < len && strchr("0123456789.eE+-", s[i]) != NULL)
+                    i++;
+                continue; /* a float literal: cjson's */
+            }
+            if (i == digits || (s[digits] == '0' && i - digits > 1))
+                continue; /* "-" alone or a leading zero: left for cjson to reject */
+            if (!parse_int64(s + start, i - start, &v)) {
+                *bad_len = i - start;
+                return s + start;
+            }
+            luaL_addlstring(b, s + flushed, start - flushed);
+            luaL_addchar(b, '"');
+            luaL_addchar(b, MARK);
+            luaL_addchar(b, MARK_INT);
+            luaL_addlstring(b, s + start, i - start);
+            luaL_addchar(b, '"');
+            flushed = i;
+        } else {
+            i++;
+        }
+    }
+    if (flushed < len)
+        luaL_addlstring(b, s + flushed, len - flushed);
+    return NULL;
+}
+
+/* Pushes the integer literal s[0..len) (already validated) as the Lua value it stands for. */
+static void push_integer_literal(lua_State *L, const char *s, size_t len)
+{
+    int64_t v = 0;
+    parse_int64(s, len, &v);
+#if COMPAT_HAS_INTEGERS
+    lua_pushinteger(L, (lua_Integer)v);
+#else
+    /* No integer subtype: doubles are exact up to 2^53; beyond, the digits travel as text. */
+    if (v <= ((int64_t)1 << 53) && v >= -((int64_t)1 << 53))
+        lua_pushnumber(L, (lua_Number)v);
+    else
+        lua_pushlstring(L, s, len);
+#endif
+}
+
+static int is_json_null(lua_State *L, int idx)
+{
+    return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
+}
+
+/*
+ * Replaces a decoded scalar at the stack top by its final form (marked strings unmarked).
+ * Returns an error message or NULL.
+ */
+static const char *fix_scalar(lua_State *L)
+{
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t len;
+        const char *s = lua_tolstring(L, -1, &len);
+        if (len >= 2 && s[0] == MARK) {
+            if (s[1] == MARK_INT)
+                push_integer_literal(L, s + 2, len - 2);
+            else
+                lua_pushlstring(L, s + 2, len - 2);
+            lua_replace(L, -2);
+        }
+    } else if (lua_type(L, -1) == LUA_TNUMBER) {
+        if (!isfinite((double)lua_tonumber(L, -1)))
+            return "number out of range";
+    }
+    return NULL;
+}
+
+static const char *fix_value(lua_State *L, int depth);
+
+/* Array (cjson gives 1..n without holes, nulls as lightuserdata): drop nulls, compact. */
+static const char *fix_array(lua_State *L, int t, size_t n, int depth)
+{
+    size_t i, j = 0;
+    for (i = 1; i <= n; i++) {
+        const char *err;
+        lua_rawgeti(L, t, (int)i);
+        if (is_json_null(L, -1)) {
+            lua_pop(L, 1);
+            continue;
+        }
+        if ((err = fix_value(L, depth + 1)) != NULL)
+            return err;
+        lua_rawseti(L, t, (int)++j);
+    }
+    for (i = j + 1; i <= n; i++) {
+        lua_pushnil(L);
+        lua_rawseti(L, t, (int)i);
+    }
+    return NULL;
+}
+
+/* Object: drop null members, fix values in place (allowed during lua_next), unmark keys. */
+static const char *fix_object(lua_State *L, int t, int depth)
+{
+    int marked_keys = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) {
+        size_t klen = 0;
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
+        if (klen >= 1 && k[0] == MARK) {
+            if (klen < 2 || k[1] != MARK_STR)
+                return "Expected object key string but found number";
+            marked_keys++;
+        }
+        if (is_json_null(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, t);
+            continue;
+        }
+        {
+            const char *err = fix_value(L, depth + 1);
+            if (err != NULL)
+                return err;
+        }
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, t);
+    }
+    if (marked_keys > 0) {
+        /* Rare (invalid UTF-8 keys starting with MARK): move them in a second pass. */
+        int moves;
+        lua_newtable(L);
+        moves = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, t) != 0) {
+            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+            if (k[0] == MARK) {
+                lua_pushvalue(L, -2);
+                lua_insert(L, -2);
+                lua_rawset(L, moves);
+            } else {
+                lua_pop(L, 1);
+            }
+        }
+        lua_pushnil(L);
+        while (lua_next(L, moves) != 0) {
+            size_t klen;
+            const char *k = lua_tolstring(L, -2, &klen);
+            lua_pushlstring(L, k + 2, klen - 2);
+            lua_insert(L, -2);
+            lua_rawset(L, t);
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, t);
+        }
+        lua_pop(L, 1);
+    }
+    return NULL;
+}
+
+/* Replaces the decoded value at the stack top by its final form; error message or NULL. */
+static const char *fix_value(lua_State *L, int depth)
+{
+    int t;
+    size_t n;
+    if (lua_type(L, -1) != LUA_TTABLE)
+        return fix_scalar(L);
+    if (depth > JSON_MAX_DEPTH)
+        return "JSON nested too deeply";
+    luaL_checkstack(L, 6, "JSON nested too deeply");
+    t = lua_gettop(L);
+    n = lua_rawlen(L, t);
+    /* JSON object keys are strings, so a table with a border > 0 is an array. */
+    return n > 0 ? fix_array(L, t, n, depth) : fix_object(L, t, depth);
+}
+
+/*
+ * Pushes the decode function of a private cjson.safe instance (its settings must not
+ * touch the application's cjson): no NaN/Infinity/hex literals, bounded depth.
+ */
+static void push_cjson_decode(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, REG_CJSON_DECODE);
+    if (!lua_isnil(L, -1))
+        return;
+    lua_pop(L, 1);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson.safe");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "new");
+    if (lua_isfunction(L, -1)) {
+        lua_call(L, 0, 1);
+        lua_replace(L, -2);
+        lua_getfield(L, -1, "decode_invalid_numbers");
+        lua_pushboolean(L, 0);
+        lua_call(L, 1, 0);
+        lua_getfield(L, -1, "decode_max_depth");
+        lua_pushinteger(L, JSON_MAX_DEPTH);
+        lua_call(L, 1, 0);
+    } else {
+        lua_pop(L, 1); /* an old cjson without new(): use the shared instance as it is */
+    }
+    lua_getfield(L, -1, "decode");
+    luaL_checktype(L, -1, LUA_TFUNCTION);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, REG_CJSON_DECODE);
+    lua_replace(L, -2);
+}
+
+/*
+ * core.json_decode(text) -> value | nil, message
+ * Decodes a JSON document through lua-cjson. Integer literals (no fraction, no exponent)
+ * come back exact: Lua integers over the whole int64 range on 5.3/5.4; on 5.1/5.2/LuaJIT
+ * numbers when |v| <= 2^53 and decimal strings beyond. A literal beyond int64, a number
+ * that overflows a double (1e400), malformed or truncated text -> nil, message. null
+ * object members are removed; null array elements are removed and the array compacted; a
+ * document that is null itself is an error. Raises only when text is not a string.
+ */
+static int l_json_decode(lua_State *L)
+{
+    size_t len, bad_len = 0;
+    const char *text = luaL_checklstring(L, 1, &len);
+    const char *bad, *err;
+    luaL_Buffer b;
+
+    lua_settop(L, 1);
+    push_cjson_decode(L); /* 2 */
+    luaL_buffinit(L, &b);
+    bad = mark_integers(&b, text, len, &bad_len);
+    if (bad != NULL) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "integer out of range: ");
+        lua_pushlstring(L, bad, bad_len < 64 ? bad_len : 64);
+        lua_concat(L, 2);
+        return 2;
+    }
+    luaL_pushresult(&b); /* 3 */
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_call(L, 1, 2); /* 4, 5 */
+    if (lua_isnil(L, 4) && !lua_isnil(L, 5)) {
+        /* cjson's message counts characters of the rewritten text: ask again on the
+           original so positions are the caller's (the failure does not depend on the
+           rewriting, but keep our message if the original somehow decodes). */
+        lua_pushvalue(L, 2);
+        lua_pushvalue(L, 1);
+        lua_call(L, 1, 2); /* 6, 7 */
+        lua_pushnil(L);
+        lua_pushvalue(L, lua_isnil(L, 6) && !lua_isnil(L, 7) ? 7 : 5);
+        return 2;
+    }
+    lua_settop(L, 4);
+    if (is_json_null(L, 4)) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "JSON document is null");
+        return 2;
+    }
+    if ((err = fix_value(L, 0)) != NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_settop(L, 4);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* XML                                                                                  */
+/* ------------------------------------------------------------------------------------ */
+
+/* Nesting bound: API responses are a handful of levels deep. */
+#define XML_MAX_DEPTH 64
+
+/*
+ * Parse state. The Lua stack holds, per open element, two slots: its name and either
+ * its children table or false (no child yet). Text is only kept for elements without
+ * children, so one buffer, reset at every tag, is enough.
+ */
+struct xml_state {
+    lua_State *L;
+    XML_Parser parser;
+    int base;          /* stack index just below the first element's slots */
+    int depth;         /* open elements */
+    char *text;
+    size_t text_len, text_cap;
+    const char *error; /* our reason for stopping the parser, if any */
+};
+
+static void xml_fail(struct xml_state *st, const char *why)
+{
+    if (st->error == NULL) {
+        st->error = why;
+        XML_StopParser(st->parser, XML_FALSE);
+    }
+}
+
+static void XMLCALL xml_start(void *ud, const XML_Char *name, const XML_Char **atts)
+{
+    struct xml_state *st = ud;
+    lua_State *L = st->L;
+    (void)atts; /* the API carries nothing in attributes */
+    if (st->error != NULL)
+        return;
+    if (st->depth >= XML_MAX_DEPTH) {
+        xml_fail(st, "XML nested too deeply");
+        return;
+    }
+    if (st->depth > 0) {
+        int parent = st->base + 2 * st->depth; /* the parent's table-or-false slot */
+        if (!lua_istable(L, parent)) {
+            lua_newtable(L);
+            lua_replace(L, parent);
+        }
+    }
+    lua_pushstring(L, name);
+    lua_pushboolean(L, 0);
+    st->depth++;
+    st->text_len = 0;
+}
+
+static void XMLCALL xml_end(void *ud, const XML_Char *name)
+{
+    struct xml_state *st = ud;
+    lua_State *L = st->L;
+    (void)name;
+    if (st->error != NULL)
+        return;
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushlstring(L, st->text != NULL ? st->text : "", st->text_len);
+    }
+    st->text_len = 0;
+    st->depth--;
+    if (st->depth > 0) {
+        int parent = st->base + 2 * st->depth;
+        size_t n;
+        /* stack: ..., parent table, name, value */
+        lua_pushvalue(L, -2);
+        lua_rawget(L, parent);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+            lua_pushvalue(L, -3);
+            lua_pushvalue(L, -2);
+            lua_rawset(L, parent);
+        }
+        n = lua_rawlen(L, -1);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, (int)n + 1);
+        lua_pop(L, 2);
+    }
+    /* the root's name and value stay on the stack as the result */
+}
+
+static void XMLCALL xml_text(void *ud, const XML_Char *s, int len)
+{
+    struct xml_state *st = ud;
+    size_t need;
+    if (st->error != NULL || st->depth == 0 || lua_istable(st->L, -1))
+        return; /* text beside child elements is layout */
+    need = st->text_len + (size_t)len;
+    if (need > st->text_cap) {
+        size_t cap = st->text_cap ? st->text_cap : 256;
+        char *p;
+        while (cap < need)
+            cap *= 2;
+        p = realloc(st->text, cap);
+        if (p == NULL) {
+            xml_fail(st, "not enough memory");
+            return;
+        }
+        st->text = p;
+        st->text_cap = cap;
+    }
+    memcpy(st->text + st->text_len, s, (size_t)len);
+    st->text_len = need;
+}
+
+/* Entities declared in a DTD are how "billion laughs" starts: no DTD at all. */
+static void XMLCALL xml_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
+                                const XML_Char *pubid, int has_internal_subset)
+{
+    (void)name, (void)sysid, (void)pubid, (void)has_internal_subset;
+    xml_fail(ud, "XML DOCTYPE not allowed");
+}
+
+/* Runs the parse under lua_pcall, so a Lua memory error cannot leak the parser. */
+static int xml_parse_protected(lua_State *L)
+{
+    struct xml_state *st = lua_touserdata(L, 1);
+    size_t len;
+    const char *text = lua_tolstring(L, 2, &len);
+    lua_settop(L, 0);
+    luaL_checkstack(L, 2 * XML_MAX_DEPTH + 8, "XML nested too deeply");
+    st->L = L;
+    st->base = 0;
+    if (XML_Parse(st->parser, text, (int)len, XML_TRUE) == XML_STATUS_ERROR || st->error) {
+        lua_settop(L, 0);
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s at line %d, column %d",
+                        st->error ? st->error : XML_ErrorString(XML_GetErrorCode(st->parser)),
+                        (int)XML_GetCurrentLineNumber(st->parser),
+                        (int)XML_GetCurrentColumnNumber(st->parser) + 1);
+        return 2;
+    }
+    return 2; /* root name, root value */
+}
+
+/*
+ * core.xml_decode(text) -> root_name, tree | nil, message
+ * Decodes an XML document with expat. An element with child elements becomes a table
+ * mapping each child's name to the array of its occurrences' values (always an array,
+ * even for one occurrence); an element without child elements is its text (CDATA
+ * included; "" when empty). Attributes, comments and text beside child elements are
+ * ignored. Malformed or truncated XML, a DOCTYPE, or nesting beyond 64 levels -> nil,
+ * message with the line and column. Raises only when text is not a string.
+ */
+static int l_xml_decode(lua_State *L)
+{
+    size_t len;
+    struct xml_state st;
+    int status;
+    luaL_checklstring(L, 1, &len);
+    if (len > (size_t)INT32_MAX) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "XML document too large");
+        return 2;
+    }
+    memset(&st, 0, sizeof st);
+    st.parser = XML_ParserCreate("UTF-8");
+    if (st.parser == NULL)
+        return luaL_error(L, "not enough memory");
+    XML_SetUserData(st.parser, &st);
+    XML_SetElementHandler(st.parser, xml_start, xml_end);
+    XML_SetCharacterDataHandler(st.parser, xml_text);
+    XML_SetStartDoctypeDeclHandler(st.parser, xml_doctype);
+    lua_settop(L, 1);
+    lua_pushcfunction(L, xml_parse_protected);
+    lua_pushlightuserdata(L, &st);
+    lua_pushvalue(L, 1);
+    status = lua_pcall(L, 2, 2, 0);
+    XML_ParserFree(st.parser);
+    free(st.text);
+    if (status != 0)
+        return lua_error(L);
+    return 2;
+}
+
+void aliyun_open_decode(lua_State *L)
+{
+    static const luaL_Reg funcs[] = {
+        {"json_decode", l_json_decode},
+        {"xml_decode", l_xml_decode},
+        {NULL, NULL},
+    };
+    luaL_setfuncs(L, funcs, 0);
+}
