@@ -23,8 +23,10 @@ static inline void compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup)
     lua_pop(L, nup);
 }
 #define luaL_setfuncs(L, l, n) compat_setfuncs((L), (l), (n))
+#ifndef luaL_newlib /* OpenResty's LuaJIT has them */
 #define luaL_newlibtable(L, l) lua_createtable((L), 0, (int)(sizeof(l) / sizeof((l)[0]) - 1))
 #define luaL_newlib(L, l) (luaL_newlibtable((L), (l)), luaL_setfuncs((L), (l), 0))
+#endif
 #define lua_rawlen(L, i) lua_objlen((L), (i))
 
 static inline void *compat_testudata(lua_State *L, int i, const char *tname)
