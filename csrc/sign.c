@@ -510,6 +510,23 @@ static int l_sign_acs3(lua_State *L)
     return 4;
 }
 
+/*
+ * core.canonical_query(params) -> string
+ * params: flat table as for sign_rpc. The encoded k=v pairs in byte order joined by "&":
+ * the canonical query of both signatures, and a valid query string or form body.
+ * Raises as sign_rpc does.
+ */
+static int l_canonical_query(lua_State *L)
+{
+    size_t n;
+    struct param **sorted;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    sorted = collect_params(L, 1, &n);
+    push_canonical(L, sorted, n);
+    return 1;
+}
+
 /* core.hmac_sha1(key, data) -> Base64 of HMAC-SHA1, the key used as given. */
 static int l_hmac_sha1(lua_State *L)
 {
@@ -643,6 +660,7 @@ void aliyun_open_sign(lua_State *L)
     static const luaL_Reg funcs[] = {
         {"sign_rpc", l_sign_rpc},
         {"sign_acs3", l_sign_acs3},
+        {"canonical_query", l_canonical_query},
         {"hmac_sha1", l_hmac_sha1},
         {"hmac_sha256_hex", l_hmac_sha256_hex},
         {"sha256_hex", l_sha256_hex},

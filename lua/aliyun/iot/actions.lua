@@ -1,0 +1,173 @@
+--- The action table: one row per IoT Platform operation (API version 2018-01-20).
+-- Everything the client does per action is read from here: the HTTP method, whether a
+-- repeat is harmless (retry class), the documented QPS, parameter rules, and which
+-- response fields are lists, integers and booleans (XML carries no types).
+-- Adding an operation is adding a row.
+--
+-- Sources: reference `iot-api.md` §4 (operations, QPS per account), the doc pages
+-- D-69470 RegisterDevice, D-69473 BatchRegisterDevice, D-69482 BatchCheckDeviceNames,
+-- D-69514 BatchRegisterDeviceWithApplyId, D-69483 QueryBatchRegisterDeviceStatus,
+-- D-69518 QueryPageByApplyId, and the generated Tea client (TEAIOT) for the others.
+-- @module aliyun.iot.actions
+
+local M = {}
+
+--- Parameter rule kinds understood by `aliyun.iot.validate`:
+-- `key` a non-empty string without NUL, CR or LF (ProductKey, IotId, ...);
+-- `text` any string without NUL, CR or LF (nicknames: the service enforces its own rule);
+-- `device_name` `^[A-Za-z0-9_.:@-]{4,32}$`; `integer` with `min`/`max` (`max` may be
+-- `"max_batch_size"`); `apply_id` a positive integer (int64);
+-- `names` a list of device names, unique, at most `max` long;
+-- `name_records` a list of `{DeviceName=, DeviceNickname=}`, unique names;
+-- `keys` a list of `key` values.
+-- @table rules
+
+local common_lists = {}
+
+local rows = {
+  RegisterDevice = {
+    -- A named registration can be resolved after an ambiguous failure (the name either
+    -- exists or not); a random-named one cannot, so only named calls are re-sent.
+    retry = "named", qps = 30,
+    params = {
+      ProductKey = {kind = "key", required = true},
+      DeviceName = {kind = "device_name"},
+      Nickname = {kind = "text"},
+      DevEui = {kind = "key"}, PinCode = {kind = "key"}, JoinEui = {kind = "key"},
+      AppKey = {kind = "key"}, LoraNodeType = {kind = "key"},
+    },
+  },
+  BatchRegisterDevice = {
+    -- Random names: a repeat creates a second batch, so it is never re-sent blindly.
+    retry = "never", qps = 10,
+    params = {
+      ProductKey = {kind = "key", required = true},
+      Count = {kind = "integer", required = true, min = 1, max = "max_batch_size"},
+    },
+    integers = {"Data.ApplyId"},
+  },
+  BatchCheckDeviceNames = {
+    -- A repeated check creates no device.
+    retry = "idempotent", qps = 10,
+    params = {
+      ProductKey = {kind = "key", required = true},
+      DeviceName = {kind = "names", max = "max_batch_size"},
+      DeviceNameList = {kind = "name_records", max = "max_batch_size"},
+    },
+    one_of = {{"DeviceName"}, {"DeviceNameList"}},
+    integers = {"Data.ApplyId"},
+    lists = {
+      "Data.InvalidDeviceNameList.InvalidDeviceName",
+      "Data.InvalidDeviceNicknameList.InvalidDeviceNickname",
+      "Data.RepeatedDeviceNameList.RepeatDevieNameList", -- sic: the wire name (§4)
+      "Data.InvalidDetailList.InvalidDetailList",
+    },
+  },
+  BatchRegisterDeviceWithApplyId = {
+    -- The same ApplyId cannot register twice.
+    retry = "idempotent", qps = 500,
+    params = {
+      ProductKey = {kind = "key", required = true},
+      ApplyId = {kind = "apply_id", required = true},
+    },
+    integers = {"Data.ApplyId"},
+  },
+  QueryBatchRegisterDeviceStatus = {
+    retry = "idempotent", qps = 30,
+    params = {
+      ProductKey = {kind = "key", required = true},
+      ApplyId = {kind = "apply_id", required = true},
+    },
+    lists = {
+      "Data.ValidList.Name", "Data.InvalidList.Name",
+      "Data.InvalidDetailList.invalidDetailList", -- lower-case inner key on the wire (§4)
+    },
+  },
+  QueryPageByApplyId = {
+    retry = "idempotent", qps = 50,
+    params = {
+      ApplyId = {kind = "apply_id", required = true},
+      PageSize = {kind = "integer", min = 1, max = 50},
+      CurrentPage = {kind = "integer", min = 1},
+    },
+    integers = {"Page", "PageSize", "PageCount", "Total"},
+    lists = {"ApplyDeviceList.ApplyDeviceInfo"},
+  },
+  QueryDeviceDetail = {
+    retry = "idempotent", qps = 50,
+    params = {
+      IotId = {kind = "key"}, ProductKey = {kind = "key"}, DeviceName = {kind = "device_name"},
+    },
+    one_of = {{"IotId"}, {"ProductKey", "DeviceName"}},
+    integers = {"Data.NodeType"},
+    booleans = {"Data.Owner"},
+  },
+  QueryDevice = {
+    retry = "idempotent", qps = 50,
+    params = {
+      ProductKey = {kind = "key", required = true},
+      PageSize = {kind = "integer", min = 1, max = 50},
+      CurrentPage = {kind = "integer", min = 1},
+      NextToken = {kind = "key"},
+    },
+    integers = {"Page", "PageSize", "PageCount", "Total"},
+    lists = {"Data.DeviceInfo"},
+  },
+  DeleteDevice = {
+    retry = "idempotent", qps = 50,
+    params = {
+      IotId = {kind = "key"}, ProductKey = {kind = "key"}, DeviceName = {kind = "device_name"},
+    },
+    one_of = {{"IotId"}, {"ProductKey", "DeviceName"}},
+  },
+  BatchGetDeviceState = {
+    retry = "idempotent", qps = 50,
+    params = {
+      ProductKey = {kind = "key"},
+      DeviceName = {kind = "names", max = 50},
+      IotId = {kind = "keys", max = 50},
+    },
+    one_of = {{"IotId"}, {"ProductKey", "DeviceName"}},
+    lists = {"DeviceStatusList.DeviceStatus"},
+  },
+}
+
+--- Row for an action the table does not know (reachable through `client:call`): sent as
+-- POST, no parameter rules, and never re-sent after an ambiguous failure, since nothing
+-- says a repeat would be harmless.
+M.unknown = {retry = "never", params = {}, lists = common_lists, integers = {}, booleans = {}}
+
+for name, row in pairs(rows) do
+  row.name = name
+  row.method = row.method or "POST"
+  row.lists = row.lists or common_lists
+  row.integers = row.integers or {}
+  row.booleans = row.booleans or {}
+end
+
+--- Every known action's row, by Action name.
+M.rows = rows
+
+--- Returns the row for an action name (the `unknown` row when not in the table).
+-- @tparam string action e.g. "BatchRegisterDevice"
+-- @treturn table row
+function M.get(action)
+  return rows[action] or M.unknown
+end
+
+--- snake_case method name of an action: BatchRegisterDevice -> batch_register_device.
+-- @tparam string action
+-- @treturn string
+function M.method_name(action)
+  return (action:gsub("(%l)(%u)", "%1_%2"):gsub("(%u)(%u%l)", "%1_%2"):lower())
+end
+
+--- QPS limits of every known action, for the pacer.
+-- @treturn table Action -> requests per second
+function M.qps_limits()
+  local t = {}
+  for name, row in pairs(rows) do t[name] = row.qps end
+  return t
+end
+
+return M

@@ -1,0 +1,200 @@
+--- Parameter validation before any request is sent, driven by the action table.
+-- Each problem with a value is reported, never raised: the caller gets
+-- `nil, err` with `code = "InvalidParameter"` and `err.parameter` naming it.
+-- @module aliyun.iot.validate
+
+local M = {}
+
+local DEVICE_NAME = "^[A-Za-z0-9_.:@%-]+$"
+
+--- Why a DeviceName breaks the documented rule (D-69470: 4-32 characters, letters,
+-- digits and `- _ @ . :`), or nil when it is valid.
+-- @tparam any name
+-- @treturn ?string reason
+function M.device_name_problem(name)
+  if type(name) ~= "string" then
+    return "must be a string"
+  end
+  if #name < 4 or #name > 32 then
+    return "must be 4 to 32 characters long"
+  end
+  if not name:find(DEVICE_NAME) then
+    return "may only contain letters, digits and - _ @ . :"
+  end
+  return nil
+end
+
+local function has_control(s)
+  return s:find("[%z\r\n]") ~= nil
+end
+
+--- Reads an integer parameter given as a Lua integer, an integral float or a string of
+-- digits. Returns the value as the API's decimal string, or nil and a reason.
+-- Digit strings may exceed 2^53 (int64 ApplyIds on Lua 5.1/LuaJIT arrive as strings).
+-- @param v value
+-- @treturn ?string decimal
+-- @treturn ?string reason
+function M.integer_string(v)
+  if type(v) == "number" then
+    if v ~= v or v == math.huge or v == -math.huge or v ~= math.floor(v) then
+      return nil, "must be an integer"
+    end
+    if math.type and math.type(v) == "integer" then
+      return tostring(v)
+    end
+    if math.abs(v) >= 2^63 then
+      return nil, "out of range"
+    end
+    return ("%.0f"):format(v)
+  elseif type(v) == "string" then
+    if not v:find("^%-?%d+$") or #v > 20 then
+      return nil, "must be an integer"
+    end
+    return (v:gsub("^(%-?)0+(%d)", "%1%2"))
+  end
+  return nil, "must be an integer"
+end
+
+-- Compares two decimal strings as integers (no sign handling beyond a leading "-").
+local function cmp_decimal(a, b)
+  local na, nb = a:sub(1, 1) == "-", b:sub(1, 1) == "-"
+  if na ~= nb then return na and -1 or 1 end
+  local sa, sb = na and a:sub(2) or a, nb and b:sub(2) or b
+  local c
+  if #sa ~= #sb then c = #sa < #sb and -1 or 1
+  elseif sa == sb then c = 0
+  else c = sa < sb and -1 or 1 end
+  return na and -c or c
+end
+
+local function limit(v, ctx)
+  if v == "max_batch_size" then return ctx.max_batch_size end
+  return v
+end
+
+local checks = {}
+
+function checks.key(v)
+  if type(v) ~= "string" then return "must be a string" end
+  if v == "" then return "must not be empty" end
+  if has_control(v) then return "must not contain NUL, CR or LF" end
+end
+
+function checks.text(v)
+  if type(v) ~= "string" then return "must be a string" end
+  if has_control(v) then return "must not contain NUL, CR or LF" end
+end
+
+function checks.device_name(v)
+  local problem = M.device_name_problem(v)
+  if problem then return "DeviceName " .. problem end
+end
+
+function checks.integer(v, rule, ctx)
+  local s, why = M.integer_string(v)
+  if not s then return why end
+  local min, max = limit(rule.min, ctx), limit(rule.max, ctx)
+  if min and cmp_decimal(s, tostring(min)) < 0 then
+    return ("must be at least %d"):format(min)
+  end
+  if max and cmp_decimal(s, tostring(max)) > 0 then
+    return ("must be at most %d"):format(max)
+  end
+end
+
+function checks.apply_id(v)
+  local s, why = M.integer_string(v)
+  if not s then return why end
+  if cmp_decimal(s, "1") < 0 or cmp_decimal(s, "9223372036854775807") > 0 then
+    return "must be a positive 64-bit integer"
+  end
+end
+
+local function check_list(v, rule, ctx, each)
+  if type(v) ~= "table" then return "must be a list", nil end
+  local n = #v
+  local max = limit(rule.max, ctx)
+  if n == 0 then return "must not be empty" end
+  if max and n > max then return ("has %d entries, at most %d allowed"):format(n, max) end
+  for k in pairs(v) do
+    if type(k) ~= "number" or k < 1 or k > n or k ~= math.floor(k) then
+      return "must be a list with no hole"
+    end
+  end
+  local seen = {}
+  for i = 1, n do
+    local why, name = each(v[i])
+    if why then return why, i end
+    if name then
+      if seen[name] then return ("duplicate DeviceName %q"):format(name), i end
+      seen[name] = true
+    end
+  end
+end
+
+function checks.names(v, rule, ctx)
+  return check_list(v, rule, ctx, function(name)
+    return checks.device_name(name), name
+  end)
+end
+
+function checks.keys(v, rule, ctx)
+  return check_list(v, rule, ctx, function(key) return checks.key(key) end)
+end
+
+function checks.name_records(v, rule, ctx)
+  return check_list(v, rule, ctx, function(rec)
+    if type(rec) ~= "table" then return "must be a list of {DeviceName=, DeviceNickname=}" end
+    for k in pairs(rec) do
+      if k ~= "DeviceName" and k ~= "DeviceNickname" then
+        return ("unknown field %s"):format(tostring(k))
+      end
+    end
+    local why = checks.device_name(rec.DeviceName)
+    if why then return why end
+    if rec.DeviceNickname ~= nil then
+      why = checks.text(rec.DeviceNickname)
+      if why then return "DeviceNickname " .. why end
+    end
+    return nil, rec.DeviceName
+  end)
+end
+
+--- Checks params against an action row.
+-- @tparam table row the action's row (`aliyun.iot.actions`)
+-- @tparam table params the call's parameters (API names)
+-- @tparam table ctx `{max_batch_size = n}`
+-- @treturn ?string parameter name at fault (nil when all is well)
+-- @treturn ?string message
+function M.check(row, params, ctx)
+  for name, rule in pairs(row.params) do
+    local v = params[name]
+    if v == nil then
+      if rule.required then return name, name .. " is required" end
+    else
+      local why, index = checks[rule.kind](v, rule, ctx)
+      if why then
+        local at = index and ("%s.%d"):format(name, index) or name
+        return at, ("%s %s"):format(at, why)
+      end
+    end
+  end
+  if row.one_of then
+    local ok = false
+    for _, group in ipairs(row.one_of) do
+      local all = true
+      for _, name in ipairs(group) do
+        if params[name] == nil then all = false end
+      end
+      ok = ok or all
+    end
+    if not ok then
+      local alts = {}
+      for i, group in ipairs(row.one_of) do alts[i] = table.concat(group, " + ") end
+      return row.one_of[1][1], "one of these is required: " .. table.concat(alts, ", or ")
+    end
+  end
+  return nil
+end
+
+return M
