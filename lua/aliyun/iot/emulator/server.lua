@@ -1,0 +1,364 @@
+--- The emulator's request handler (runs inside nginx under LuaJIT, one worker).
+-- Order of checks for an API request, each answered as the POP gateway would (reference
+-- §5.1): Version, Action, AccessKeyId, SecurityToken, signature method, Timestamp, nonce
+-- present, signature, nonce replay, QPS limit, required parameters. Only a request that
+-- passed all of them meets an injected fault (so a fault always hits a request that would
+-- otherwise have been served), then the IotInstanceId check and the action itself.
+-- Control endpoints under /__emulator/ serve the launcher (aliyun/iot/emulator.lua).
+-- @module aliyun.iot.emulator.server
+local sign = require "aliyun.iot.emulator.sign"
+local render = require "aliyun.iot.emulator.render"
+local actions = require "aliyun.iot.emulator.actions"
+local literal = require "aliyun.iot.emulator.literal"
+
+local M = {}
+
+local VERSION = "2018-01-20"
+-- §1 / §3: requests older or newer than 15 minutes are rejected (the exact rule is
+-- unverified, §9.3); nonces are remembered for twice that.
+local TIME_WINDOW, NONCE_TTL = 15 * 60, 30 * 60
+local NONCE_DICT = "aliyun_iot_emulator"
+
+local conf
+local log, faults, windows = {}, {}, {}
+local LOG_LIMIT = 100000
+
+--- Loads the configuration written by the launcher (in init_by_lua, before the worker forks).
+function M.init(path)
+    local f = assert(io.open(path, "rb"))
+    conf = assert(literal.decode(f:read("*a")))
+    f:close()
+    local tokens = {}
+    for _, t in ipairs(conf.security_tokens) do tokens[t] = true end
+    conf.token_set = tokens
+    actions.configure(conf)
+end
+
+--- Seeds the random names and secrets per worker start.
+function M.init_worker()
+    math.randomseed(math.floor(ngx.now() * 1000) % 2147483647 + ngx.worker.pid())
+end
+
+local function request_id()
+    local function h(n)
+        local t = {}
+        for i = 1, n do t[i] = string.format("%X", math.random(0, 15)) end
+        return table.concat(t)
+    end
+    return h(8) .. "-" .. h(4) .. "-4" .. h(3) .. "-" .. h(4) .. "-" .. h(12)
+end
+
+-- Days since 1970-01-01 of a civil date (proleptic Gregorian), so that Timestamp parsing
+-- does not depend on the server's time zone.
+local function days_from_civil(y, m, d)
+    y = m <= 2 and y - 1 or y
+    local era = math.floor(y / 400)
+    local yoe = y - era * 400
+    local doy = math.floor((153 * (m + (m > 2 and -3 or 9)) + 2) / 5) + d - 1
+    local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+    return era * 146097 + doe - 719468
+end
+
+-- `YYYY-MM-DDThh:mm:ssZ` (§1; fractional seconds tolerated).
+local function parse_timestamp(s)
+    local y, mo, d, h, mi, sec = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)%.?%d*Z$")
+    if not y then return nil end
+    y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec)
+    if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or sec > 60 then return nil end
+    return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec
+end
+
+local function gateway(status, code, message)
+    return { status = status, gateway = { Code = code, Message = message } }
+end
+
+local function qps_limit(action)
+    local q = conf.qps_limits
+    if q == true then return actions.ACTIONS[action].qps end
+    if type(q) == "table" then return q[action] end
+end
+
+-- A sliding one-second window per action; throttled requests do not take a slot.
+local function throttled(action, now)
+    local limit = qps_limit(action)
+    if not limit then return false end
+    local w = windows[action] or {}
+    local keep = {}
+    for _, t in ipairs(w) do if t > now - 1 then keep[#keep + 1] = t end end
+    windows[action] = keep
+    if #keep >= limit then return true end
+    keep[#keep + 1] = now
+    return false
+end
+
+local function take_fault(action)
+    for i, f in ipairs(faults) do
+        if f.action == nil or f.action == action then
+            if f.count then
+                f.count = f.count - 1
+                if f.count <= 0 then table.remove(faults, i) end
+                return f
+            elseif math.random() < f.probability then
+                return f
+            end
+        end
+    end
+end
+
+-- The gateway checks; returns the error response, or nil and the auth facts.
+local function authenticate(req)
+    local p, h = req.params, req.headers
+    local v3 = req.acs3
+    local version = v3 and h["x-acs-version"] or p.Version
+    if not version or version == "" then return gateway(400, "MissingVersion", "Version is mandatory for this action.") end
+    if version ~= VERSION then return gateway(400, "InvalidVersion", "Specified parameter Version is not valid.") end
+    if not req.action or req.action == "" then return gateway(400, "MissingAction", "Action is mandatory for this action.") end
+    if not actions.ACTIONS[req.action] then
+        return gateway(404, "InvalidApi.NotFound", "Specified api is not found,please check your url and method.")
+    end
+    local akid = v3 and v3.credential or p.AccessKeyId
+    if not akid or akid == "" then return gateway(400, "MissingAccessKeyId", "AccessKeyId is mandatory for this action.") end
+    local secret = conf.access_keys[akid]
+    if not secret then return gateway(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.") end
+    local token = v3 and h["x-acs-security-token"] or p.SecurityToken
+    if token and next(conf.security_tokens) and not conf.token_set[token] then
+        -- code [UNVERIFIED]: the reference lists no STS token error
+        return gateway(400, "InvalidSecurityToken.Malformed", "Specified SecurityToken is malformed.")
+    end
+    if not v3 then
+        if p.SignatureMethod ~= "HMAC-SHA1" then
+            return gateway(400, "InvalidSignatureMethod", "Specified signature method is not valid.")
+        end
+        if p.SignatureVersion ~= "1.0" then
+            return gateway(400, "InvalidSignatureVersion", "Specified signature version is not valid.")
+        end
+    end
+    local ts = v3 and h["x-acs-date"] or p.Timestamp
+    if not ts or ts == "" then return gateway(400, "MissingTimestamp", "Timestamp is mandatory for this action.") end
+    local t = parse_timestamp(ts)
+    if not t then return gateway(400, "InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted.") end
+    if math.abs(t - ngx.time()) > TIME_WINDOW then
+        return gateway(400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
+    end
+    local nonce = v3 and h["x-acs-signature-nonce"] or p.SignatureNonce
+    if not nonce or nonce == "" then return gateway(400, "MissingSignatureNonce", "SignatureNonce is mandatory for this action.") end
+    if v3 then
+        local sts, _ = sign.acs3_string_to_sign(req.method, req.path, req.query_pairs, h,
+            v3.signed_headers, req.body)
+        if sign.hmac_sha256_hex(secret, sts) ~= v3.signature:lower() then
+            -- §5.1 "(V3 mismatch)" message form
+            return gateway(400, "SignatureDoesNotMatch",
+                "Specified signature does not match our calculation. server StringToSign is [" .. sts .. "]")
+        end
+    else
+        if not p.Signature or p.Signature == "" then return gateway(400, "MissingSignature", "Signature is mandatory for this action.") end
+        local sts = sign.v1_string_to_sign(req.method, p)
+        if sign.v1_signature(secret, sts) ~= p.Signature then
+            return gateway(400, "SignatureDoesNotMatch",
+                "Specified signature is not matched with our calculation. server string to sign is:" .. sts)
+        end
+    end
+    -- a nonce is spent only by a correctly signed request
+    local ok, err = ngx.shared[NONCE_DICT]:add("n:" .. akid .. ":" .. nonce, true, NONCE_TTL)
+    if not ok and err == "exists" then
+        return gateway(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
+    end
+    return nil
+end
+
+local FAULTS = {
+    ["503"] = function() return gateway(503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server.") end,
+    throttle = function() return gateway(400, "Throttling.User", "Request was denied due to user flow control.") end,
+}
+
+local function process(req)
+    local err = authenticate(req)
+    if err then return err end
+    local now = ngx.now()
+    if throttled(req.action, now) then
+        return gateway(400, "Throttling.User", "Request was denied due to user flow control.")
+    end
+    for _, name in ipairs(actions.ACTIONS[req.action].required) do
+        local v = req.params[name]
+        if v == nil or v == "" then
+            return gateway(400, "Missing" .. name, name .. " is mandatory for this action.")
+        end
+    end
+    local fault = take_fault(req.action)
+    if fault then
+        req.fault = fault.kind
+        if FAULTS[fault.kind] then return FAULTS[fault.kind]() end
+        if fault.kind == "slow" then
+            ngx.sleep(fault.delay or 1)
+            ngx.update_time()
+            now = ngx.now()
+        elseif fault.kind ~= "reset_after" then
+            return { fault = fault.kind }
+        end
+    end
+    -- IotInstanceId: required when the emulator has one, and must be the one (§4 common);
+    -- the error code is our pick from the §5.2 list.
+    local inst = req.params.IotInstanceId
+    if inst == "" then inst = nil end
+    if inst ~= conf.iot_instance_id then
+        return { status = 200, body = { Success = false, Code = "iot.system.InstanceNotFound",
+                                        ErrorMessage = "The instance is not found." } }
+    end
+    actions.settle(now)
+    local result = actions.run(req.action, req.params, now)
+    if result.business then
+        return { status = 200, body = { Success = false, Code = result.Code,
+                                        ErrorMessage = result.ErrorMessage, Data = result.Data } }
+    end
+    result.Success = true
+    return { status = 200, body = result, after = fault and fault.kind }
+end
+
+local CONTENT_TYPE = { json = "application/json;charset=utf-8", xml = "text/xml;charset=utf-8" }
+
+local function read_body()
+    ngx.req.read_body()
+    local body = ngx.req.get_body_data()
+    if not body then
+        local file = ngx.req.get_body_file()
+        if file then
+            local f = assert(io.open(file, "rb"))
+            body = f:read("*a")
+            f:close()
+        end
+    end
+    return body or ""
+end
+
+-- A response promising more bytes than it sends, then a closed connection.
+local function send_truncated(format, rid)
+    local full = format == "json"
+        and render.json { RequestId = rid, Success = true, Data = { Note = string.rep("x", 64) } }
+        or render.xml("Response", { RequestId = rid, Success = true, Data = { Note = string.rep("x", 64) } })
+    local sock = ngx.req.socket(true)
+    sock:send("HTTP/1.1 200 OK\r\nContent-Type: " .. CONTENT_TYPE[format] .. "\r\nContent-Length: "
+        .. #full .. "\r\nConnection: close\r\n\r\n" .. full:sub(1, math.floor(#full / 2)))
+    return ngx.exit(444)
+end
+
+local function api()
+    ngx.update_time()
+    local body = read_body()
+    local query = ngx.var.args or ""
+    local params, query_pairs = sign.parse_form(query)
+    local ctype = (ngx.var.content_type or ""):lower()
+    if body ~= "" and ctype:find("application/x-www-form-urlencoded", 1, true) then
+        for k, v in pairs((sign.parse_form(body))) do params[k] = v end
+    end
+    local headers = ngx.req.get_headers(200)
+    local auth = headers["authorization"]
+    local acs3 = type(auth) == "string" and sign.parse_acs3_authorization(auth) or nil
+    local req = {
+        method = ngx.req.get_method(), path = ngx.var.request_uri:match("^[^?]*"), params = params,
+        query_pairs = query_pairs, headers = headers, body = body, acs3 = acs3,
+        action = acs3 and headers["x-acs-action"] or params.Action,
+    }
+    -- Format is case-insensitive and defaults to XML (§1); ACS3 answers default to JSON
+    -- (Tea asks for BodyType json and sends no Format) [inference].
+    local format = (params.Format or (acs3 and "json") or "xml"):lower() == "json" and "json" or "xml"
+    local rid = request_id()
+    local res = process(req)
+
+    local logged = {}
+    for k, v in pairs(params) do if k ~= "Signature" then logged[k] = v end end
+    local entry = { action = req.action, method = req.method, params = logged,
+                    signature = acs3 and "ACS3" or "V1", status = res.status or 0,
+                    code = res.gateway and res.gateway.Code or res.body and res.body.Code,
+                    fault = req.fault }
+    if #log < LOG_LIMIT then log[#log + 1] = entry end
+
+    if res.fault == "reset" or res.after == "reset_after" then return ngx.exit(444) end
+    if res.fault == "truncate" then return send_truncated(format, rid) end
+    ngx.header["Content-Type"] = CONTENT_TYPE[format]
+    ngx.header["x-acs-request-id"] = rid
+    local text
+    if res.fault == "malformed" then
+        ngx.status = 200
+        text = "upstream answered garbage {\"RequestId\": <"
+    elseif res.gateway then
+        ngx.status = res.status
+        res.gateway.RequestId = rid
+        res.gateway.HostId = ngx.var.host or "iot.cn-shanghai.aliyuncs.com"
+        text = render.gateway_error(format, res.gateway)
+    else
+        ngx.status = res.status
+        res.body.RequestId = rid
+        text = format == "json" and render.json(res.body) or render.xml(req.action .. "Response", res.body)
+    end
+    ngx.header["Content-Length"] = #text
+    ngx.print(text)
+end
+
+-- Control endpoints. Bodies and answers are Lua literals (aliyun.iot.emulator.literal).
+local FAULT_KINDS = { ["503"] = true, throttle = true, reset = true, slow = true, truncate = true,
+                      malformed = true, reset_after = true }
+
+local CONTROL = {}
+
+function CONTROL.ping() return true end
+
+function CONTROL.state()
+    ngx.update_time()
+    actions.settle(ngx.now())
+    return actions.snapshot()
+end
+
+function CONTROL.requests() return log end
+
+function CONTROL.fault(f)
+    if type(f) ~= "table" or not FAULT_KINDS[f.kind] then return nil, "unknown fault kind" end
+    if (f.count == nil) == (f.probability == nil) then return nil, "give count or probability" end
+    if f.action ~= nil and not actions.ACTIONS[f.action] then return nil, "unknown action " .. tostring(f.action) end
+    faults[#faults + 1] = { kind = f.kind, count = f.count, probability = f.probability,
+                            action = f.action, delay = f.delay }
+    return true
+end
+
+function CONTROL.clear_faults() faults = {}; return true end
+
+function CONTROL.reset()
+    actions.reset()
+    log, faults, windows = {}, {}, {}
+    ngx.shared[NONCE_DICT]:flush_all()
+    return true
+end
+
+local SETTABLE = { async_delay = true, qps_limits = true, invalid_names = true, max_count = true }
+
+function CONTROL.set(t)
+    for k in pairs(t) do if not SETTABLE[k] then return nil, "cannot set " .. tostring(k) end end
+    for k, v in pairs(t) do conf[k] = v end
+    windows = {}
+    return true
+end
+
+local function control(name)
+    local fn = CONTROL[name]
+    if not fn then ngx.status = 404; ngx.print("nil"); return end
+    local arg
+    if ngx.req.get_method() == "POST" then
+        arg = literal.decode(read_body())
+    end
+    local out, err = fn(arg)
+    ngx.header["Content-Type"] = "text/plain"
+    if out == nil then
+        ngx.status = 400
+        ngx.print(literal.encode { error = err })
+    else
+        ngx.print(literal.encode(out))
+    end
+end
+
+--- The content handler of every location.
+function M.handle()
+    local uri = ngx.var.uri
+    if uri:sub(1, 12) == "/__emulator/" then return control(uri:sub(13)) end
+    return api()
+end
+
+return M

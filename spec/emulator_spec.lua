@@ -1,0 +1,446 @@
+-- The emulator proven with a signer of its own (spec/emulator/signer.lua), over real HTTP.
+local emulator = require "aliyun.iot.emulator"
+local s = require "spec.emulator.signer"
+local cjson = require "cjson"
+local socket = require "socket"
+
+local PK = "a1TestPK001"
+local emu
+
+local function call(method, action, extra, opts)
+    local status, body = s.v1(emu, method, s.params(action, extra), opts)
+    local ok, doc = pcall(cjson.decode, body or "")
+    return status, ok and doc or nil, body
+end
+
+local function wait_status(apply_id, want)
+    local deadline = socket.gettime() + 5
+    repeat
+        local _, doc = call("GET", "QueryBatchRegisterDeviceStatus", { ApplyId = string.format("%d", apply_id), ProductKey = PK })
+        if doc.Data.Status == want then return doc end
+        socket.sleep(0.01)
+    until socket.gettime() > deadline
+    error("apply " .. apply_id .. " never reached " .. want)
+end
+
+describe("emulator", function()
+    lazy_setup(function() emu = emulator.start { async_delay = 0.05 } end)
+    lazy_teardown(function() emu:stop() end)
+    before_each(function() emu:reset(); emu:set { async_delay = 0.05, invalid_names = "async", qps_limits = false, max_count = 10000 } end)
+
+    describe("launcher", function()
+        it("rejects unknown options and bad values", function()
+            assert.has_error(function() emulator.start { prot = 1 } end)
+            assert.has_error(function() emulator.start { invalid_names = "later" } end)
+            assert.has_error(function() emu:set { port = 1 } end)
+            assert.has_error(function() emu:fault { kind = "explode", count = 1 } end)
+        end)
+
+        it("serves on loopback and stops idempotently; the port closes", function()
+            local e = emulator.start {}
+            assert.matches("^http://127%.0%.0%.1:%d+/$", e.endpoint)
+            assert.equal("testid", e.access_key_id)
+            e:stop()
+            e:stop()
+            local c = socket.tcp()
+            c:settimeout(1)
+            assert.is_nil(c:connect("127.0.0.1", e.port))
+            c:close()
+            assert.has_error(function() e:state() end)
+        end)
+
+        it("dies with the Lua process that started it", function()
+            local p = io.popen([[LUA_PATH="lua/?.lua;;" lua5.4 -e 'io.write(require("aliyun.iot.emulator").start{}.port)']])
+            local port = tonumber(p:read("*a"))
+            p:close()
+            assert.is_number(port)
+            local deadline, open = socket.gettime() + 3, true
+            while open and socket.gettime() < deadline do
+                local c = socket.tcp()
+                c:settimeout(0.5)
+                open = c:connect("127.0.0.1", port) ~= nil
+                c:close()
+                if open then socket.sleep(0.05) end
+            end
+            assert.is_false(open)
+        end)
+    end)
+
+    describe("V1 signatures", function()
+        it("registers with BatchRegisterDevice over GET and POST (JSON)", function()
+            for _, method in ipairs { "GET", "POST" } do
+                local status, doc = call(method, "BatchRegisterDevice", { ProductKey = PK, Count = "3" })
+                assert.equal(200, status)
+                assert.is_true(doc.Success)
+                local id = doc.Data.ApplyId
+                assert.equal(math.floor(id), id)
+                local st = wait_status(id, "CREATE_SUCCESS")
+                assert.same({}, st.Data.ValidList.Name)
+                local _, page = call("GET", "QueryPageByApplyId", { ApplyId = string.format("%d", id), PageSize = "50" })
+                assert.equal(3, page.Total)
+                assert.equal(1, page.PageCount)
+                assert.equal(3, #page.ApplyDeviceList.ApplyDeviceInfo)
+                for _, d in ipairs(page.ApplyDeviceList.ApplyDeviceInfo) do
+                    assert.equal(32, #d.DeviceSecret)
+                    assert.is_true(#d.IotId >= 20)
+                end
+            end
+            assert.equal(6, emu:state().products[PK].devices)
+        end)
+
+        it("answers XML by default and treats Format case-insensitively", function()
+            local p = s.params("BatchRegisterDevice", { ProductKey = PK, Count = "1" })
+            p.Format = nil
+            local status, body = s.v1(emu, "GET", p)
+            assert.equal(200, status)
+            assert.matches("^<%?xml.-<BatchRegisterDeviceResponse><Data><ApplyId>%d+</ApplyId></Data>"
+                .. "<RequestId>[%w-]+</RequestId><Success>true</Success></BatchRegisterDeviceResponse>$", body)
+            local _, doc = call("GET", "BatchRegisterDevice", { ProductKey = PK, Count = "1", Format = "json" })
+            assert.is_true(doc.Success)
+        end)
+
+        it("echoes the server's string to sign on a bad signature", function()
+            local p = s.params("BatchRegisterDevice", { ProductKey = PK, Count = "1" })
+            local status, body = s.v1(emu, "POST", p, { tamper = true })
+            assert.equal(400, status)
+            local doc = cjson.decode(body)
+            assert.equal("SignatureDoesNotMatch", doc.Code)
+            local _, sts = s.v1_sign("POST", p, "testsecret")
+            assert.equal("Specified signature is not matched with our calculation. server string to sign is:" .. sts, doc.Message)
+            assert.equal(0, #emu:state().applies)
+        end)
+
+        it("signs spaces, * and UTF-8 like the reference (form body with + for space)", function()
+            local p = s.params("BatchCheckDeviceNames", { ProductKey = PK, ["DeviceNameList.1.DeviceName"] = "lamp*1 (x)",
+                ["DeviceNameList.1.DeviceNickname"] = "智能灯_1" })
+            local sig = s.v1_sign("POST", p, "testsecret")
+            p.Signature = sig
+            local keys = {}
+            for k, v in pairs(p) do keys[#keys + 1] = k .. "=" .. s.pct(v):gsub("%%20", "+") end
+            local status, body = s.http(emu.endpoint, "POST", { ["content-type"] = "application/x-www-form-urlencoded" },
+                table.concat(keys, "&"))
+            assert.equal(200, status, body)
+        end)
+    end)
+
+    describe("gateway errors", function()
+        local function expect(status, code, method, params, opts)
+            local st, body = s.v1(emu, method or "GET", params, opts)
+            assert.equal(status, st, body)
+            assert.equal(code, cjson.decode(body).Code)
+        end
+        it("answers with the documented codes", function()
+            expect(404, "InvalidAccessKeyId.NotFound", "GET", s.params("QueryDevice", { ProductKey = PK }, "nobody"))
+            local p = s.params("QueryDevice", { ProductKey = PK }); p.Timestamp = nil
+            expect(400, "MissingTimestamp", "GET", p)
+            p = s.params("QueryDevice", { ProductKey = PK, Timestamp = "2024-01-01 00:00:00" })
+            expect(400, "InvalidTimeStamp.Format", "GET", p)
+            p = s.params("QueryDevice", { ProductKey = PK, Timestamp = s.timestamp(os.time() - 16 * 60) })
+            expect(400, "InvalidTimeStamp.Expired", "GET", p)
+            expect(404, "InvalidApi.NotFound", "GET", s.params("DescribeRegions"))
+            expect(400, "InvalidVersion", "GET", s.params("QueryDevice", { ProductKey = PK, Version = "2017-04-20" }))
+            expect(400, "MissingProductKey", "POST", s.params("BatchRegisterDevice", { Count = "1" }))
+            expect(400, "MissingApplyId", "POST", s.params("QueryPageByApplyId", {}))
+            p = s.params("QueryDevice", { ProductKey = PK })
+            local st = s.v1(emu, "GET", p)
+            assert.equal(200, st)
+            expect(400, "SignatureNonceUsed", "GET", p)
+        end)
+
+        it("renders gateway errors in XML in the real element order", function()
+            local p = s.params("QueryDevice", { ProductKey = PK }, "nobody"); p.Format = "XML"
+            local st, body = s.v1(emu, "GET", p)
+            assert.equal(404, st)
+            assert.matches("^<%?xml version='1.0' encoding='UTF%-8'%?><Error><RequestId>[%w-]+</RequestId><HostId>.-</HostId>"
+                .. "<Code>InvalidAccessKeyId.NotFound</Code><Message>Specified access key is not found.</Message>"
+                .. "<Recommend><!%[CDATA%[https://error%-center.aliyun.com/.-%]%]></Recommend></Error>$", body)
+        end)
+    end)
+
+    describe("check and register", function()
+        it("reports invalid, existing and repeated names through the status call (async)", function()
+            call("POST", "RegisterDevice", { ProductKey = PK, DeviceName = "taken1" })
+            local _, doc = call("POST", "BatchCheckDeviceNames", { ProductKey = PK,
+                ["DeviceName.1"] = "good_1", ["DeviceName.2"] = "bad name", ["DeviceName.3"] = "taken1",
+                ["DeviceName.4"] = "twice", ["DeviceName.5"] = "twice", ["DeviceName.10"] = "good_10" })
+            assert.is_true(doc.Success)
+            local st = wait_status(doc.Data.ApplyId, "CHECK_FAILED")
+            assert.same({ "good_1", "good_10" }, st.Data.ValidList.Name)
+            assert.same({ "bad name", "taken1", "twice" }, st.Data.InvalidList.Name)
+            local details = st.Data.InvalidDetailList.invalidDetailList
+            assert.equal(3, #details)
+            assert.equal("The device name already exists.", details[2].ErrorMsg)
+            local _, r = call("POST", "BatchRegisterDeviceWithApplyId", { ProductKey = PK, ApplyId = string.format("%d", doc.Data.ApplyId) })
+            assert.is_false(r.Success)
+        end)
+
+        it("reports them synchronously with invalid_names = sync (wire typos kept)", function()
+            emu:set { invalid_names = "sync" }
+            local status, doc = call("POST", "BatchCheckDeviceNames", { ProductKey = PK,
+                ["DeviceNameList.1.DeviceName"] = "ok_name", ["DeviceNameList.2.DeviceName"] = "x",
+                ["DeviceNameList.3.DeviceName"] = "dup_1", ["DeviceNameList.4.DeviceName"] = "dup_1",
+                ["DeviceNameList.5.DeviceName"] = "nick_bad", ["DeviceNameList.5.DeviceNickname"] = "a!" })
+            assert.equal(200, status)
+            assert.is_false(doc.Success)
+            assert.equal("iot.device.InvalidFormattedDeviceName", doc.Code)
+            assert.same({ "x" }, doc.Data.InvalidDeviceNameList.InvalidDeviceName)
+            assert.same({ "dup_1" }, doc.Data.RepeatedDeviceNameList.RepeatDevieNameList)
+            assert.same({ "a!" }, doc.Data.InvalidDeviceNicknameList.InvalidDeviceNickname)
+            assert.equal(3, #doc.Data.InvalidDetailList.InvalidDetailList)
+            assert.equal(0, #emu:state().applies)
+        end)
+
+        it("walks check -> register -> pages with DeviceNameList and nicknames", function()
+            local params = { ProductKey = PK }
+            for i = 1, 12 do
+                params["DeviceNameList." .. i .. ".DeviceName"] = "lamp_" .. i
+                params["DeviceNameList." .. i .. ".DeviceNickname"] = "智能灯" .. i
+            end
+            local _, doc = call("POST", "BatchCheckDeviceNames", params)
+            local id = doc.Data.ApplyId
+            wait_status(id, "CHECK_SUCCESS")
+            local _, r = call("POST", "BatchRegisterDeviceWithApplyId", { ProductKey = PK, ApplyId = string.format("%d", id) })
+            assert.is_true(r.Success)
+            assert.equal(id, r.Data.ApplyId)
+            wait_status(id, "CREATE_SUCCESS")
+            local seen = {}
+            for page = 1, 3 do
+                local _, pg = call("GET", "QueryPageByApplyId", { ApplyId = string.format("%d", id), PageSize = "5", CurrentPage = tostring(page) })
+                assert.equal(12, pg.Total)
+                assert.equal(3, pg.PageCount)
+                for _, d in ipairs(pg.ApplyDeviceList.ApplyDeviceInfo) do seen[#seen + 1] = d.DeviceName end
+            end
+            table.sort(seen)
+            local names = emu:state().products[PK].names
+            assert.same(names, seen)
+            assert.equal(12, #names)
+            local _, detail = call("GET", "QueryDeviceDetail", { ProductKey = PK, DeviceName = "lamp_3" })
+            assert.equal("智能灯3", detail.Data.Nickname)
+        end)
+
+        it("fails the creation of names that appeared after the check", function()
+            local _, doc = call("POST", "BatchCheckDeviceNames", { ProductKey = PK, ["DeviceName.1"] = "late_1", ["DeviceName.2"] = "late_2" })
+            wait_status(doc.Data.ApplyId, "CHECK_SUCCESS")
+            call("POST", "RegisterDevice", { ProductKey = PK, DeviceName = "late_2" })
+            call("POST", "BatchRegisterDeviceWithApplyId", { ProductKey = PK, ApplyId = string.format("%d", doc.Data.ApplyId) })
+            local st = wait_status(doc.Data.ApplyId, "CREATE_FAILED")
+            assert.same({ "late_1" }, st.Data.ValidList.Name)
+            assert.same({ "late_2" }, st.Data.InvalidList.Name)
+            assert.equal(2, emu:state().products[PK].devices)
+        end)
+
+        it("accepts only integer ApplyIds", function()
+            for _, bad in ipairs { "4415.0", "4415.5", "-1", "abc", "1e5" } do
+                local status, doc = call("GET", "QueryPageByApplyId", { ApplyId = bad })
+                assert.equal(200, status)
+                assert.equal("iot.device.InvalidFormattedApplyId", doc.Code, bad)
+            end
+            local _, doc = call("GET", "QueryPageByApplyId", { ApplyId = "4415" })
+            assert.equal("iot.device.DeviceApplyIsNotFound", doc.Code)
+        end)
+
+        it("enforces max_count and discards names beyond it", function()
+            emu:set { max_count = 2 }
+            local _, doc = call("GET", "BatchRegisterDevice", { ProductKey = PK, Count = "3" })
+            assert.equal("iot.device.DeviceCountExceeded", doc.Code)
+            _, doc = call("POST", "BatchCheckDeviceNames", { ProductKey = PK, ["DeviceName.1"] = "aaaa", ["DeviceName.2"] = "bbbb", ["DeviceName.3"] = "cccc" })
+            wait_status(doc.Data.ApplyId, "CHECK_SUCCESS")
+            assert.same({ "aaaa", "bbbb" }, emu:state().applies[1].Valid)
+        end)
+
+        it("takes 10,000 names with nicknames in one form body", function()
+            local params = { ProductKey = PK }
+            for i = 1, 10000 do
+                params["DeviceNameList." .. i .. ".DeviceName"] = string.format("dev_%05d", i)
+                params["DeviceNameList." .. i .. ".DeviceNickname"] = "灯_" .. i
+            end
+            local status, doc = call("POST", "BatchCheckDeviceNames", params)
+            assert.equal(200, status)
+            wait_status(doc.Data.ApplyId, "CHECK_SUCCESS")
+            call("POST", "BatchRegisterDeviceWithApplyId", { ProductKey = PK, ApplyId = string.format("%d", doc.Data.ApplyId) })
+            wait_status(doc.Data.ApplyId, "CREATE_SUCCESS")
+            assert.equal(10000, emu:state().products[PK].devices)
+        end)
+    end)
+
+    describe("other actions", function()
+        it("RegisterDevice, QueryDevice, QueryDeviceDetail, BatchGetDeviceState, DeleteDevice", function()
+            local _, r = call("POST", "RegisterDevice", { ProductKey = PK, DeviceName = "one_1" })
+            assert.equal(32, #r.Data.DeviceSecret)
+            local _, dup = call("POST", "RegisterDevice", { ProductKey = PK, DeviceName = "one_1" })
+            assert.equal("iot.device.AlreadyExistedDeviceName", dup.Code)
+            call("POST", "RegisterDevice", { ProductKey = PK, DeviceName = "two_2" })
+            local _, q = call("GET", "QueryDevice", { ProductKey = PK, PageSize = "1" })
+            assert.equal(2, q.Total)
+            assert.equal("two_2", q.Data.DeviceInfo[1].DeviceName) -- newest first
+            local _, d = call("GET", "QueryDeviceDetail", { IotId = r.Data.IotId })
+            assert.equal("one_1", d.Data.DeviceName)
+            local _, bs = call("GET", "BatchGetDeviceState", { ProductKey = PK, ["DeviceName.1"] = "one_1", ["DeviceName.2"] = "two_2" })
+            assert.equal(2, #bs.DeviceStatusList.DeviceStatus)
+            local _, del = call("POST", "DeleteDevice", { ProductKey = PK, DeviceName = "one_1" })
+            assert.is_true(del.Success)
+            local _, gone = call("GET", "QueryDeviceDetail", { IotId = r.Data.IotId })
+            assert.equal("iot.device.NotExistedDevice", gone.Code)
+            local _, np = call("GET", "QueryDevice", { ProductKey = "a1Nope" })
+            assert.equal("iot.prod.NotExistedProduct", np.Code)
+        end)
+    end)
+
+    describe("ACS3-HMAC-SHA256", function()
+        it("accepts query + form requests and rejects a tampered one", function()
+            local status, body = s.acs3(emu, "BatchCheckDeviceNames", { ProductKey = PK },
+                { ["DeviceName.1"] = "v3 name*", ["DeviceName.2"] = "v3_name" })
+            assert.equal(200, status, body)
+            local id = cjson.decode(body).Data.ApplyId
+            local st = wait_status(id, "CHECK_FAILED")
+            assert.same({ "v3 name*" }, st.Data.InvalidList.Name)
+            status, body = s.acs3(emu, "BatchRegisterDevice", { ProductKey = PK, Count = "1" }, nil, { tamper = true })
+            assert.equal(400, status)
+            local doc = cjson.decode(body)
+            assert.equal("SignatureDoesNotMatch", doc.Code)
+            assert.matches("server StringToSign is %[ACS3%-HMAC%-SHA256\n%x+%]", doc.Message)
+            local reqs = emu:requests()
+            assert.equal("ACS3", reqs[1].signature)
+            assert.equal("BatchCheckDeviceNames", reqs[1].action)
+        end)
+    end)
+
+    describe("faults", function()
+        local function register() return call("POST", "BatchRegisterDevice", { ProductKey = PK, Count = "1" }) end
+
+        it("503, throttle, malformed and truncate answer without acting", function()
+            emu:fault { kind = "503", count = 1 }
+            assert.equal(503, (register()))
+            emu:fault { kind = "throttle", count = 1, action = "BatchRegisterDevice" }
+            local st, doc = register()
+            assert.equal(400, st)
+            assert.equal("Throttling.User", doc.Code)
+            emu:fault { kind = "malformed", count = 1 }
+            local _, parsed, raw = register()
+            assert.is_nil(parsed)
+            assert.is_truthy(#raw > 0)
+            emu:fault { kind = "truncate", count = 1 }
+            assert.is_nil((register()))
+            assert.equal(0, #emu:state().applies)
+            assert.equal(200, (register()))
+            assert.equal(1, #emu:state().applies)
+        end)
+
+        it("reset drops without acting, reset_after acts then drops", function()
+            emu:fault { kind = "reset", count = 1 }
+            assert.is_nil((register()))
+            assert.equal(0, #emu:state().applies)
+            emu:fault { kind = "reset_after", count = 1 }
+            assert.is_nil((register()))
+            assert.equal(1, #emu:state().applies)
+        end)
+
+        it("slow delays the answer; action filter and probability until cleared", function()
+            emu:fault { kind = "slow", count = 1, delay = 0.3 }
+            local t0 = socket.gettime()
+            assert.equal(200, (register()))
+            assert.is_true(socket.gettime() - t0 >= 0.25)
+            emu:fault { kind = "503", probability = 1, action = "QueryDevice" }
+            assert.equal(200, (register()))
+            for _ = 1, 3 do assert.equal(503, (call("GET", "QueryDevice", { ProductKey = PK }))) end
+            emu:clear_faults()
+            assert.equal(200, (call("GET", "QueryDevice", { ProductKey = PK })))
+            local reqs = emu:requests()
+            assert.equal("slow", reqs[1].fault)
+            assert.equal(503, reqs[3].status)
+        end)
+    end)
+
+    describe("QPS limits", function()
+        it("throttles an action beyond its limit", function()
+            emu:set { qps_limits = { BatchRegisterDevice = 2 } }
+            local codes = {}
+            for i = 1, 3 do
+                local _, doc = call("POST", "BatchRegisterDevice", { ProductKey = PK, Count = "1" })
+                codes[i] = doc.Code or "ok"
+            end
+            assert.same({ "ok", "ok", "Throttling.User" }, codes)
+            assert.is_true(call("GET", "QueryDevice", { ProductKey = PK }) == 200)
+        end)
+    end)
+
+    describe("inspection", function()
+        it("records requests without the Signature", function()
+            call("GET", "QueryDevice", { ProductKey = PK })
+            local r = emu:requests()
+            assert.equal(1, #r)
+            assert.same({ action = "QueryDevice", method = "GET", signature = "V1", status = 200 },
+                { action = r[1].action, method = r[1].method, signature = r[1].signature, status = r[1].status })
+            assert.is_nil(r[1].params.Signature)
+            assert.equal(PK, r[1].params.ProductKey)
+        end)
+    end)
+
+    describe("keep-alive", function()
+        it("serves 64 concurrent keep-alive connections", function()
+            local conns = {}
+            local host, port = emu.endpoint:match("//([^:]+):(%d+)")
+            for i = 1, 64 do
+                conns[i] = assert(socket.connect(host, tonumber(port)))
+                conns[i]:settimeout(5)
+            end
+            local function round()
+                for _, c in ipairs(conns) do
+                    local p = s.params("QueryDevice", { ProductKey = PK })
+                    p.Signature = s.v1_sign("GET", p, "testsecret")
+                    local q = {}
+                    for k, v in pairs(p) do q[#q + 1] = s.pct(k) .. "=" .. s.pct(v) end
+                    assert(c:send("GET /?" .. table.concat(q, "&") .. " HTTP/1.1\r\nHost: x\r\n\r\n"))
+                end
+                for _, c in ipairs(conns) do
+                    local line = assert(c:receive("*l"))
+                    assert.equal("HTTP/1.1 200 OK", line)
+                    local len
+                    repeat
+                        line = assert(c:receive("*l"))
+                        len = len or tonumber(line:lower():match("^content%-length:%s*(%d+)"))
+                    until line == ""
+                    assert(c:receive(len))
+                end
+            end
+            round()
+            round()
+            for _, c in ipairs(conns) do c:close() end
+        end)
+    end)
+end)
+
+describe("emulator options", function()
+    it("renders ApplyIds beyond 2^53 exactly", function()
+        local e = emulator.start { apply_id_base = "9007199254740993", async_delay = 0 }
+        local old = emu
+        emu = e
+        local status, _, body = call("GET", "BatchRegisterDevice", { ProductKey = PK, Count = "1" })
+        assert.equal(200, status)
+        assert.matches('"ApplyId":9007199254740993[,}]', body)
+        local _, doc = call("GET", "QueryBatchRegisterDeviceStatus", { ApplyId = "9007199254740993", ProductKey = PK })
+        assert.equal("CREATE_SUCCESS", doc.Data.Status)
+        local _, nf = call("GET", "QueryBatchRegisterDeviceStatus", { ApplyId = "9007199254740992", ProductKey = PK })
+        assert.equal("iot.device.DeviceApplyIsNotFound", nf.Code)
+        assert.equal(math.tointeger(9007199254740993), e:state().applies[1].ApplyId)
+        e:stop()
+        emu = old
+    end)
+
+    it("requires the configured IotInstanceId and checks STS tokens", function()
+        local e = emulator.start { iot_instance_id = "iot-06z00", security_tokens = { "tok1" },
+                                   access_keys = { STS_id = "sts_secret" } }
+        local old = emu
+        emu = e
+        local function q(extra) return s.v1(e, "GET", s.params("QueryDevice", extra, "STS_id"), { secret = "sts_secret" }) end
+        local _, body = q { ProductKey = PK }
+        assert.equal("iot.system.InstanceNotFound", cjson.decode(body).Code)
+        local st = q { ProductKey = PK, IotInstanceId = "iot-06z00", SecurityToken = "tok1" }
+        assert.equal(200, st)
+        st, body = q { ProductKey = PK, IotInstanceId = "iot-06z00", SecurityToken = "stolen" }
+        assert.equal(400, st)
+        assert.equal("InvalidSecurityToken.Malformed", cjson.decode(body).Code)
+        e:stop()
+        emu = old
+    end)
+end)
