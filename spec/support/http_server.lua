@@ -1,7 +1,7 @@
 -- A throw-away nginx (with the Lua module) on 127.0.0.1 for the transport specs: a
 -- generated config in a temporary prefix, plain HTTP and HTTPS (self-signed certificate
 -- for 127.0.0.1) on free ports. Locations:
---   /echo      JSON {method, uri, args, body, headers (lower-case), connection}
+--   /echo      JSON {method, uri, args, body, headers (lower-case), connection, now}
 --   /sleep?s=N answers after N seconds
 --   /big?n=N   a body of N bytes;  /status?code=N  an empty answer with that status
 --   /drop      closes the connection without answering
@@ -57,6 +57,7 @@ http {
     location /echo {
       content_by_lua_block {
         ngx.req.read_body()
+        ngx.update_time()
         local h = {}
         for k, v in pairs(ngx.req.get_headers(100)) do h[k:lower()] = v end
         ngx.header["Content-Type"] = "application/json"
@@ -65,6 +66,7 @@ http {
           method = ngx.req.get_method(), uri = ngx.var.uri, args = ngx.var.args or "",
           body = ngx.req.get_body_data() or "", headers = h,
           connection = tonumber(ngx.var.connection),
+          now = ngx.now(),
         })
       }
     }
