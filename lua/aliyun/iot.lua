@@ -390,7 +390,7 @@ end
 -- Turns a transport result into the result table or an error, and says whether a
 -- repeat is safe: `retryable` (the request certainly did not take effect) or
 -- `ambiguous` (it may have; only idempotent actions are repeated).
-function Client:_classify(row, res, terr)
+function Client:_classify(row, res, terr, sts)
   if not res then
     local e = errors.new{code = terr.code or "TransportError",
                          message = self.redact(terr.message or "transport failed")}
@@ -415,9 +415,15 @@ function Client:_classify(row, res, terr)
   if ok_status and decoded.Success ~= false and (decoded.Code == nil or decoded.Success == true) then
     return decoded
   end
+  local message = decoded.Message or decoded.ErrorMessage or ("HTTP status " .. status)
+  if decoded.Code == "SignatureDoesNotMatch" then
+    -- compared before redaction, which would make a sent SecurityToken look different
+    local diff = signature_diff(sts, message)
+    if diff then message = message .. " (" .. diff .. ")" end
+  end
   local e = errors.new{
     code = decoded.Code or ("HTTP" .. tostring(status)),
-    message = self.redact(decoded.Message or decoded.ErrorMessage or ("HTTP status " .. status)),
+    message = self.redact(message),
     request_id = decoded.RequestId, http_status = status,
     host_id = decoded.HostId, recommend = decoded.Recommend,
   }
@@ -462,14 +468,11 @@ function Client:_request(row, action, flat, opts)
     if res then
       self.counters.bytes_received = self.counters.bytes_received + #(res.body or "")
     end
-    local result, e = self:_classify(row, res, err)
+    local result, e = self:_classify(row, res, err, sts)
     if result then return result end
 
     local retry = e.retryable or (e.ambiguous and row.retry == "idempotent")
-    if e.code == "SignatureDoesNotMatch" then
-      local diff = signature_diff(sts, e.message)
-      if diff then e.message = e.message .. " (" .. self.redact(diff) .. ")" end
-    elseif e.code == "InvalidTimeStamp.Expired" and not skew_fixed then
+    if e.code == "InvalidTimeStamp.Expired" and not skew_fixed then
       local server = http_date_epoch(e.date)
       if server then
         self.clock_offset = server - core.time()
@@ -599,11 +602,11 @@ function Client:call_many(action, params_list, call_opts, concurrency)
   local format = (call_opts.format or self.format):upper()
   local method = (call_opts.method or rows[todo[1]].method):upper()
   local slots = self.pacer:schedule(action, #todo)
-  local reqs = {}
+  local reqs, stss = {}, {}
   for n, i in ipairs(todo) do
     local creds, cerr = self.creds:get()
     if not creds then errs[i] = cerr; return results, errs end
-    reqs[n] = self:_build(rows[i], action, flats[i], method, format, creds, call_opts)
+    reqs[n], stss[n] = self:_build(rows[i], action, flats[i], method, format, creds, call_opts)
     reqs[n].not_before = slots[n]
     self.counters.requests = self.counters.requests + 1
     self.counters.bytes_sent = self.counters.bytes_sent + #reqs[n].url + #(reqs[n].body or "")
@@ -614,7 +617,7 @@ function Client:call_many(action, params_list, call_opts, concurrency)
     if res then
       self.counters.bytes_received = self.counters.bytes_received + #(res.body or "")
     end
-    local result, e = self:_classify(rows[i], res, terrs[n])
+    local result, e = self:_classify(rows[i], res, terrs[n], stss[n])
     if result then
       results[i] = result
     elseif e.retryable or (e.ambiguous and rows[i].retry == "idempotent") then

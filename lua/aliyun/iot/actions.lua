@@ -129,6 +129,7 @@ local rows = {
     },
     one_of = {{"IotId"}, {"ProductKey", "DeviceName"}},
     lists = {"DeviceStatusList.DeviceStatus"},
+    integers = {"DeviceStatusList.DeviceStatus.Timestamp"}, -- Long, epoch ms (TEAIOT)
   },
 }
 
