@@ -28,3 +28,12 @@ if ! locale -a 2>/dev/null | grep -qi '^de_DE\.utf8$'; then
     grep -q '^de_DE.UTF-8 UTF-8' /etc/locale.gen || echo 'de_DE.UTF-8 UTF-8' >> /etc/locale.gen
     locale-gen >/dev/null
 fi
+# The official Node.js SDKs that spec/official_sdk_spec.lua drives against the emulator, into
+# the git-ignored tools/node/node_modules; again only when missing or older than the lock file.
+NODE_DIR=$(dirname "$0")/node
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    if [ ! -d "$NODE_DIR/node_modules" ] || [ "$NODE_DIR/package-lock.json" -nt "$NODE_DIR/node_modules" ]; then
+        echo "deps: npm ci --prefix $NODE_DIR"
+        npm ci --prefix "$NODE_DIR" --no-audit --no-fund >/dev/null && touch "$NODE_DIR/node_modules"
+    fi
+fi
