@@ -132,6 +132,27 @@ describe("core.session", function()
       assert.is_true(err.sent)
     end)
 
+    it("sends a request once on a fresh connection, where a reused one may be re-sent", function()
+      -- The server acts, then drops the connection without answering. On a reused
+      -- keep-alive connection libcurl takes that for a stale connection and silently
+      -- sends the request again; fresh_connect is what keeps non-idempotent calls single.
+      local function hits(key)
+        return assert(session:perform{ url = server.http .. "/hits?key=" .. key }).body
+      end
+      echo{ url = server.http .. "/echo" } -- a kept-alive connection to reuse
+      local res, err = session:perform{ method = "POST", url = server.http ..
+        "/act_then_drop?key=fresh", body = "a=1", fresh_connect = true }
+      assert.is_nil(res)
+      assert.are.equal("ConnectionReset", err.code)
+      assert.is_true(err.sent)
+      assert.are.equal("1", hits("fresh"))
+      echo{ url = server.http .. "/echo" }
+      session:perform{ method = "POST", url = server.http .. "/act_then_drop?key=reused",
+                       body = "a=1" }
+      -- libcurl 7.88's behaviour, the reason for fresh_connect (see csrc/http.c)
+      assert.are.equal("2", hits("reused"), "libcurl no longer re-sends on a reused connection")
+    end)
+
     it("caps the response size (streamed and announced)", function()
       local res = assert(session:perform{ url = server.http .. "/big?n=40000",
                                           max_response_size = 50000 })

@@ -6,6 +6,7 @@
 --   /big?n=N   a body of N bytes;  /status?code=N  an empty answer with that status
 --   /drop      closes the connection without answering
 --   /truncate  announces 1000 bytes, sends 10, closes
+--   /act_then_drop?key=K  counts a hit for K, then closes without answering; /hits?key=K
 -- Also: free_port() (a port nothing listens on) and silent_server() (accepts TCP
 -- connections through the kernel backlog, never reads nor answers).
 local socket = require "socket"
@@ -48,6 +49,7 @@ http {
   client_body_temp_path %PREFIX%/tmp;
   lua_package_path "/usr/share/lua/5.1/?.lua;;";
   keepalive_requests 10000;
+  lua_shared_dict hits 1m;
   keepalive_timeout 60s;
   server {
     listen 127.0.0.1:%HTTP%;
@@ -90,6 +92,15 @@ http {
     }
     location /status {
       content_by_lua_block { ngx.exit(tonumber(ngx.var.arg_code)) }
+    }
+    location /act_then_drop {
+      content_by_lua_block {
+        ngx.shared.hits:incr(ngx.var.arg_key, 1, 0)
+        ngx.exit(444)
+      }
+    }
+    location /hits {
+      content_by_lua_block { ngx.print(ngx.shared.hits:get(ngx.var.arg_key) or 0) }
     }
     location /drop {
       content_by_lua_block { ngx.req.read_body() ngx.exit(444) }
