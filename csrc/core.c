@@ -22,5 +22,6 @@ int luaopen_aliyun_iot_core(lua_State *L)
     aliyun_open_sign(L);
     aliyun_open_http(L);
     aliyun_open_decode(L);
+    aliyun_open_fs(L);
     return 1;
 }

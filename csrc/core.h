@@ -14,6 +14,7 @@ void aliyun_open_params(lua_State *L);
 void aliyun_open_sign(lua_State *L);
 void aliyun_open_http(lua_State *L);
 void aliyun_open_decode(lua_State *L);
+void aliyun_open_fs(lua_State *L);
 
 /* Appends percent_encode(s[0..len)) to b (RFC 3986 unreserved kept, %XY upper-case). */
 void aliyun_add_encoded(luaL_Buffer *b, const char *s, size_t len);
