@@ -590,7 +590,21 @@ static void run(struct session *s, struct transfers *ts, int maxc)
             running++;
         }
 
-        curl_multi_perform(s->multi, &still);
+        if (curl_multi_perform(s->multi, &still) != CURLM_OK) {
+            /* The multi handle itself failed (out of memory): fail what is left. */
+            for (i = 0; i < ts->n; i++) {
+                struct transfer *t = &ts->t[i];
+                if (t->state == RUNNING) {
+                    curl_multi_remove_handle(s->multi, t->easy);
+                    finish(t, CURLE_OUT_OF_MEMORY);
+                    t->sent = 1; /* unknown, so assume the worst */
+                } else if (t->state == PENDING) {
+                    t->state = DONE;
+                    t->result = CURLE_OUT_OF_MEMORY;
+                }
+            }
+            return;
+        }
         while ((msg = curl_multi_info_read(s->multi, &queued)) != NULL) {
             char *priv = NULL;
             CURL *e = msg->easy_handle;
