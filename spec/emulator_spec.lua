@@ -427,6 +427,19 @@ describe("emulator options", function()
         emu = old
     end)
 
+    it("serves HTTPS with a throwaway CA", function()
+        local e = emulator.start { tls = true }
+        finally(function() e:stop() end)
+        assert.matches("^https://127%.0%.0%.1:%d+/$", e.endpoint)
+        local status, body = s.v1(e, "GET", s.params("BatchRegisterDevice", { ProductKey = PK, Count = "1" }))
+        assert.equal(200, status, body)
+        local untrusted = { endpoint = e.endpoint, ca_file = "/dev/null" }
+        assert.is_nil((s.v1(untrusted, "GET", s.params("QueryDevice", { ProductKey = PK }))))
+        e:fault { kind = "truncate", count = 1 }
+        assert.is_nil((s.v1(e, "GET", s.params("QueryDevice", { ProductKey = PK }))))
+        assert.equal(1, e:state().products[PK] and #e:state().applies)
+    end)
+
     it("requires the configured IotInstanceId and checks STS tokens", function()
         local e = emulator.start { iot_instance_id = "iot-06z00", security_tokens = { "tok1" },
                                    access_keys = { STS_id = "sts_secret" } }

@@ -26,7 +26,8 @@ describe("official Node.js SDK against the emulator", function()
     local function run(emu)
         assert(exists("tools/node/node_modules/@alicloud/iot20180120"),
             "the official SDKs are missing: run `make deps` (npm install --prefix tools/node)")
-        local p = io.popen("node tools/node/official_sdk.js " .. emu.endpoint .. " " .. emu.access_key_id
+        local env = emu.ca_file and ("NODE_EXTRA_CA_CERTS=" .. emu.ca_file .. " ") or ""
+        local p = io.popen(env .. "node tools/node/official_sdk.js " .. emu.endpoint .. " " .. emu.access_key_id
             .. " " .. emu.access_key_secret .. " a1TestPK001 2>&1")
         local out = p:read("*a")
         p:close()
@@ -54,6 +55,14 @@ describe("official Node.js SDK against the emulator", function()
     it("drives check -> register -> pages and BatchRegisterDevice over HTTP (V1 GET/POST, ACS3)", function()
         local emu = emulator.start { async_delay = 0.05 }
         finally(function() emu:stop() end)
+        run(emu)
+        verify(emu)
+    end)
+
+    it("does the same over HTTPS with the emulator's CA", function()
+        local emu = emulator.start { async_delay = 0.05, tls = true }
+        finally(function() emu:stop() end)
+        assert.matches("^https://", emu.endpoint)
         run(emu)
         verify(emu)
     end)

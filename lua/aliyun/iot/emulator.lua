@@ -182,7 +182,7 @@ local function make_certs(prefix)
     local q = shell_quote(prefix)
     write_file(prefix .. "/ext.cnf", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
         .. "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
-    local cmd = table.concat({
+    local cmd = "(" .. table.concat({
         "cd " .. q,
         "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key"
             .. " -out ca.pem -days 2 -subj '/CN=aliyun-iot emulator CA'"
@@ -191,7 +191,7 @@ local function make_certs(prefix)
             .. " -out server.csr -subj /CN=127.0.0.1",
         "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem"
             .. " -days 2 -extfile ext.cnf",
-    }, " && ") .. " >/dev/null 2>&1"
+    }, " && ") .. ") >/dev/null 2>&1"
     check(run(cmd), "openssl could not make the TLS certificates")
     return prefix .. "/ca.pem"
 end
