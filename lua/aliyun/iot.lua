@@ -205,16 +205,21 @@ function M.new(opts)
   if not provider then return nil, err end
   self.creds = provider
 
+  -- One pacing budget per account in a process: pacers that share the clock function
+  -- (core.now) and scope share their slots. With qps_shared_dict, nginx's clock and the
+  -- shared dict take over so that all workers together keep the limits.
   local limits = false
   if self.qps == true then
-    limits = actions.qps_limits()
+    limits = pacer.DEFAULT_LIMITS
   elseif type(self.qps) == "table" then
-    limits = actions.qps_limits()
+    limits = {}
+    for k, v in pairs(pacer.DEFAULT_LIMITS) do limits[k] = v end
     for k, v in pairs(self.qps) do limits[k] = v end
   end
-  self.pacer = pacer.new{limits = limits, now = function() return self:_now() end,
-                         sleep = function(s) self:_sleep(s) end,
-                         shared_dict = self.qps_shared_dict, scope = self.access_key_id}
+  local shared = self.qps_shared_dict
+  self.pacer = pacer.new{limits = limits, scope = self.access_key_id, shared_dict = shared,
+                         now = not shared and core.now or nil,
+                         sleep = not shared and function(s) self:_sleep(s) end or nil}
   self.clock_offset = 0
   self.counters = {requests = 0, retries = 0, throttled = 0, bytes_sent = 0,
                    bytes_received = 0}

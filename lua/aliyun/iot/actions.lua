@@ -1,10 +1,11 @@
 --- The action table: one row per IoT Platform operation (API version 2018-01-20).
 -- Everything the client does per action is read from here: the HTTP method, whether a
--- repeat is harmless (retry class), the documented QPS, parameter rules, and which
+-- repeat is harmless (retry class), parameter rules, and which
 -- response fields are lists, integers and booleans (XML carries no types).
 -- Adding an operation is adding a row.
 --
--- Sources: reference `iot-api.md` §4 (operations, QPS per account), the doc pages
+-- The documented QPS per action lives with the pacer (`aliyun.iot.pacer.DEFAULT_LIMITS`).
+-- Sources: reference `iot-api.md` §4 (operations), the doc pages
 -- D-69470 RegisterDevice, D-69473 BatchRegisterDevice, D-69482 BatchCheckDeviceNames,
 -- D-69514 BatchRegisterDeviceWithApplyId, D-69483 QueryBatchRegisterDeviceStatus,
 -- D-69518 QueryPageByApplyId, and the generated Tea client (TEAIOT) for the others.
@@ -28,7 +29,7 @@ local rows = {
   RegisterDevice = {
     -- A named registration can be resolved after an ambiguous failure (the name either
     -- exists or not); a random-named one cannot, so only named calls are re-sent.
-    retry = "named", qps = 30,
+    retry = "named",
     params = {
       ProductKey = {kind = "key", required = true},
       DeviceName = {kind = "device_name"},
@@ -39,7 +40,7 @@ local rows = {
   },
   BatchRegisterDevice = {
     -- Random names: a repeat creates a second batch, so it is never re-sent blindly.
-    retry = "never", qps = 10,
+    retry = "never",
     params = {
       ProductKey = {kind = "key", required = true},
       Count = {kind = "integer", required = true, min = 1, max = "max_batch_size"},
@@ -48,7 +49,7 @@ local rows = {
   },
   BatchCheckDeviceNames = {
     -- A repeated check creates no device.
-    retry = "idempotent", qps = 10,
+    retry = "idempotent",
     params = {
       ProductKey = {kind = "key", required = true},
       DeviceName = {kind = "names", max = "max_batch_size"},
@@ -65,7 +66,7 @@ local rows = {
   },
   BatchRegisterDeviceWithApplyId = {
     -- The same ApplyId cannot register twice.
-    retry = "idempotent", qps = 500,
+    retry = "idempotent",
     params = {
       ProductKey = {kind = "key", required = true},
       ApplyId = {kind = "apply_id", required = true},
@@ -73,7 +74,7 @@ local rows = {
     integers = {"Data.ApplyId"},
   },
   QueryBatchRegisterDeviceStatus = {
-    retry = "idempotent", qps = 30,
+    retry = "idempotent",
     params = {
       ProductKey = {kind = "key", required = true},
       ApplyId = {kind = "apply_id", required = true},
@@ -84,7 +85,7 @@ local rows = {
     },
   },
   QueryPageByApplyId = {
-    retry = "idempotent", qps = 50,
+    retry = "idempotent",
     params = {
       ApplyId = {kind = "apply_id", required = true},
       PageSize = {kind = "integer", min = 1, max = 50},
@@ -94,7 +95,7 @@ local rows = {
     lists = {"ApplyDeviceList.ApplyDeviceInfo"},
   },
   QueryDeviceDetail = {
-    retry = "idempotent", qps = 50,
+    retry = "idempotent",
     params = {
       IotId = {kind = "key"}, ProductKey = {kind = "key"}, DeviceName = {kind = "device_name"},
     },
@@ -103,7 +104,7 @@ local rows = {
     booleans = {"Data.Owner"},
   },
   QueryDevice = {
-    retry = "idempotent", qps = 50,
+    retry = "idempotent",
     params = {
       ProductKey = {kind = "key", required = true},
       PageSize = {kind = "integer", min = 1, max = 50},
@@ -114,14 +115,14 @@ local rows = {
     lists = {"Data.DeviceInfo"},
   },
   DeleteDevice = {
-    retry = "idempotent", qps = 50,
+    retry = "idempotent",
     params = {
       IotId = {kind = "key"}, ProductKey = {kind = "key"}, DeviceName = {kind = "device_name"},
     },
     one_of = {{"IotId"}, {"ProductKey", "DeviceName"}},
   },
   BatchGetDeviceState = {
-    retry = "idempotent", qps = 50,
+    retry = "idempotent",
     params = {
       ProductKey = {kind = "key"},
       DeviceName = {kind = "names", max = 50},
@@ -161,14 +162,6 @@ end
 -- @treturn string
 function M.method_name(action)
   return (action:gsub("(%l)(%u)", "%1_%2"):gsub("(%u)(%u%l)", "%1_%2"):lower())
-end
-
---- QPS limits of every known action, for the pacer.
--- @treturn table Action -> requests per second
-function M.qps_limits()
-  local t = {}
-  for name, row in pairs(rows) do t[name] = row.qps end
-  return t
 end
 
 return M
