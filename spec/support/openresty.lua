@@ -1,0 +1,99 @@
+-- Starts a private nginx running examples/openresty/nginx.conf, with the few edits a test
+-- needs (port, prefix, worker count, trust store, extra locations), for the OpenResty spec.
+-- Every edit must match the example exactly once, so the spec breaks when they drift apart.
+local socket = require "socket"
+
+local M = {}
+
+local ROOT = (os.getenv("PWD") or ".")
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function sh(cmd) local ok = os.execute(cmd); return ok == true or ok == 0 end
+local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local function edit(text, from, to)
+  local out, n = text:gsub(from:gsub("[%p]", "%%%0"), (to:gsub("%%", "%%%%")))
+  assert(n == 1, "examples/openresty/nginx.conf no longer has: " .. from)
+  return out
+end
+
+local function free_port()
+  local s = assert(socket.bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
+--- Starts nginx. opts: `workers` (1), `trusted` (CA file for lua_ssl_trusted_certificate),
+-- `env` ({NAME = value} for nginx), `locations` (extra server-block text).
+-- Returns {url = "http://127.0.0.1:PORT", prefix =, stop = function, log = function}.
+function M.start(opts)
+  opts = opts or {}
+  local conf = assert(read(ROOT .. "/examples/openresty/nginx.conf"))
+  local prefix = os.tmpname()
+  os.remove(prefix)
+  assert(sh("mkdir -p " .. q(prefix .. "/logs")))
+  local port = free_port()
+  conf = edit(conf, "worker_processes auto;", ("worker_processes %d;"):format(opts.workers or 1))
+  conf = edit(conf, "listen 127.0.0.1:8080;", ("listen 127.0.0.1:%d reuseport;\n%s")
+    :format(port, opts.locations or ""))
+  conf = edit(conf, '"$prefix/lua/?.lua;$prefix/lua/?/init.lua;$prefix/examples/openresty/?.lua;;"',
+    ('"%s/lua/?.lua;%s/lua/?/init.lua;%s/examples/openresty/?.lua;%s/spec/support/?.lua;;"')
+    :format(ROOT, ROOT, ROOT, ROOT))
+  conf = edit(conf, '"$prefix/build/luajit/?.so;;"', ('"%s/build/luajit/?.so;;"'):format(ROOT))
+  if opts.trusted then
+    conf = edit(conf, "/etc/ssl/certs/ca-certificates.crt", opts.trusted)
+  end
+  local temps = {}
+  for _, t in ipairs{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} do
+    temps[#temps + 1] = ("    %s_temp_path %s/%s;"):format(t, prefix, t)
+  end
+  conf = edit(conf, "http {\n", "http {\n" .. table.concat(temps, "\n") .. "\n")
+  if (read("/proc/self/status") or ""):match("\nUid:%s+0%s") then conf = "user root;\n" .. conf end
+  local f = assert(io.open(prefix .. "/nginx.conf", "wb"))
+  f:write(conf)
+  f:close()
+
+  local env = {}
+  for k, v in pairs(opts.env or {}) do env[#env + 1] = k .. "=" .. q(v) end
+  local cmd = ("env %s nginx -p %s -c nginx.conf -e logs/error.log >%s/logs/start.log 2>&1")
+    :format(table.concat(env, " "), q(prefix), q(prefix))
+  local srv = {url = "http://127.0.0.1:" .. port, prefix = prefix}
+  function srv.log() return (read(prefix .. "/logs/start.log") or "") .. (read(prefix .. "/logs/error.log") or "") end
+  function srv.stop()
+    local pid = (read(prefix .. "/logs/nginx.pid") or ""):match("%d+")
+    if pid then
+      sh("kill -QUIT " .. pid)
+      local deadline = socket.gettime() + 5
+      while read("/proc/" .. pid .. "/stat") and socket.gettime() < deadline do socket.sleep(0.02) end
+      sh("kill -KILL " .. pid .. " 2>/dev/null")
+    end
+    sh("rm -rf " .. q(prefix))
+  end
+  if not sh(cmd) then
+    local log = srv.log()
+    srv.stop()
+    error("nginx did not start: " .. log)
+  end
+  local deadline = socket.gettime() + 10
+  while socket.gettime() < deadline do
+    local c = socket.tcp()
+    c:settimeout(0.2)
+    local ok = c:connect("127.0.0.1", port)
+    c:close()
+    if ok then return srv end
+    socket.sleep(0.01)
+  end
+  local log = srv.log()
+  srv.stop()
+  error("nginx did not answer: " .. log)
+end
+
+return M
