@@ -151,11 +151,11 @@ describe("core signing", function()
     end)
 
     it("rejects a hole, a mixed table and a function, naming the parameter", function()
-      local r, msg, name = core.flatten{DeviceName = {"a", nil, "c"}}
+      local r, msg, name, _ = core.flatten{DeviceName = {"a", nil, "c"}}
       assert.is_nil(r); assert.matches("hole", msg); assert.are.equal("DeviceName", name)
-      r, msg, name = core.flatten{DeviceNameList = {{DeviceName = "a"}, {DeviceName = {x = print}}}}
+      r, _, name = core.flatten{DeviceNameList = {{DeviceName = "a"}, {DeviceName = {x = print}}}}
       assert.is_nil(r); assert.are.equal("DeviceNameList.2.DeviceName.x", name)
-      r, msg, name = core.flatten{L = {1, 2, x = 3}}
+      r, _, name = core.flatten{L = {1, 2, x = 3}}
       assert.is_nil(r); assert.are.equal("L", name)
     end)
 
