@@ -130,7 +130,7 @@ end
 
 local function sleep(s) socket.sleep(s) end
 
-local function nginx_conf(o, prefix, root, port, tls_port, mods)
+local function nginx_conf(prefix, root, port, tls_port, mods)
     local lines = {
         "daemon off;",
         "master_process on;",
@@ -218,7 +218,7 @@ end
 local function launch(o, prefix, root, mods)
     local port = o.port ~= 0 and o.port or free_port()
     local tls_port = o.tls and free_port() or nil
-    write_file(prefix .. "/nginx.conf", nginx_conf(o, prefix, root, port, tls_port, mods))
+    write_file(prefix .. "/nginx.conf", nginx_conf(prefix, root, port, tls_port, mods))
     os.remove(prefix .. "/master.pid")
     os.remove(prefix .. "/error.log")
     local nginx = o.nginx or find_first { "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx" } or "nginx"
