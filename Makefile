@@ -54,3 +54,8 @@ test-matrix: deps
 
 rock-check: deps
 	@sh tools/rock-check.sh
+
+# The local emulator in the foreground on 127.0.0.1:$(EMULATOR_PORT) (see tools/emulator.lua).
+EMULATOR_PORT ?= 18080
+emulator:
+	@LUA_PATH="lua/?.lua;;" EMULATOR_PORT=$(EMULATOR_PORT) lua5.4 tools/emulator.lua
