@@ -19,4 +19,7 @@ void aliyun_open_fs(lua_State *L);
 /* Appends percent_encode(s[0..len)) to b (RFC 3986 unreserved kept, %XY upper-case). */
 void aliyun_add_encoded(luaL_Buffer *b, const char *s, size_t len);
 
+/* Seconds of the monotonic clock: core.now(), and the clock of not_before values. */
+double aliyun_now(void);
+
 #endif

@@ -43,14 +43,6 @@ static void curl_init_once(void)
     curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-static double monotonic_now(void)
-{
-    /* Must be the clock of core.now(): not_before values come from it. */
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ------------------------------------------------------------------------------------ */
 /* Session                                                                              */
 /* ------------------------------------------------------------------------------------ */
@@ -558,7 +550,7 @@ static void run(struct session *s, struct transfers *ts, int maxc)
             done++;
 
     while (done < ts->n) {
-        double now = monotonic_now(), next_start = HUGE_VAL;
+        double now = aliyun_now(), next_start = HUGE_VAL;
         int still, queued, progressed = 0;
         long wait_ms;
         CURLMsg *msg;

@@ -625,10 +625,15 @@ static double clock_seconds(clockid_t id)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+double aliyun_now(void)
+{
+    return clock_seconds(CLOCK_MONOTONIC);
+}
+
 /* core.now() -> seconds of the monotonic clock (float); for intervals and deadlines. */
 static int l_now(lua_State *L)
 {
-    lua_pushnumber(L, (lua_Number)clock_seconds(CLOCK_MONOTONIC));
+    lua_pushnumber(L, (lua_Number)aliyun_now());
     return 1;
 }
 
