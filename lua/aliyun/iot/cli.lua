@@ -1,0 +1,847 @@
+--- The `aliyun-iot` command: argument parsing and output only; every request goes through
+-- the Lua API (`aliyun.iot` and its batch helpers).
+--
+--     local code = require("aliyun.iot.cli").main(arg)   -- bin/aliyun-iot
+--     os.exit(code)
+--
+-- Exit codes: 0 success; 1 service or network failure (stderr lists the ApplyIds created
+-- and the command that finishes the job); 2 usage error or local validation failure;
+-- 3 partial success (`--skip-invalid` left names out).
+-- Secrets (AccessKeySecret, SecurityToken, DeviceSecret) go only to the chosen output
+-- (stdout or `--out FILE`), never to stderr.
+-- @module aliyun.iot.cli
+
+local M = {}
+
+M.EXIT_OK, M.EXIT_FAILURE, M.EXIT_USAGE, M.EXIT_PARTIAL = 0, 1, 2, 3
+
+M.USAGE = [[
+Usage: aliyun-iot [options] COMMAND [options]
+
+Registers Alibaba Cloud IoT Platform devices in bulk and prints their secrets.
+
+Commands:
+  register --product-key PK --count N
+        register N devices with random names
+  register --product-key PK --names-file FILE [--skip-invalid]
+        register the devices named in FILE: one DeviceName[,Nickname] a line,
+        blank lines and # comments skipped; FILE - reads stdin
+  resume --state FILE
+        finish a register job that stopped, from its state file
+  status --product-key PK --apply-id ID
+        print an apply's status (QueryBatchRegisterDeviceStatus) as JSON
+  devices --product-key PK --apply-id ID
+        print the devices of an apply
+  call ACTION [Key=Value ...]
+        call any IoT action and print the result as JSON; lists as
+        Name.1=a Name.2=b, lists of records as Name.1.Field=x
+
+Register options:
+  --state FILE          keep the job's journal in FILE (new file; resume from it)
+  --skip-invalid        leave invalid names out instead of failing (exit status 3)
+
+Options (before or after the command):
+  --endpoint URL        API endpoint (default https://iot.<region>.aliyuncs.com/)
+  --region ID           region id (default cn-shanghai)
+  --iot-instance-id ID  IoT instance id (Enterprise Edition instances)
+  --ca-file PATH        CA certificates to verify the endpoint with
+  --timeout S           seconds per request (default 30)
+  --deadline S          seconds for the whole job
+  --format csv|json     device output: CSV with header
+                        ProductKey,DeviceName,DeviceSecret,IotId (default) or JSON
+  --out FILE            write the output to FILE (mode 0600, replaced atomically)
+                        instead of stdout
+  --quiet               no progress or notes on stderr
+  --help, --version
+
+Credentials: ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET (and
+ALIBABA_CLOUD_SECURITY_TOKEN), else ~/.aliyun/config.json, else
+~/.alibabacloud/credentials.
+
+Exit status: 0 done; 1 service or network failure; 2 usage or validation error;
+3 partial success (--skip-invalid left names out).
+]]
+
+-- Option name -> {value = takes a value?, field = key in the options table,
+-- commands = where it applies (nil: everywhere)}.
+local OPTIONS = {
+  endpoint = {value = true}, region = {value = true}, ["iot-instance-id"] = {value = true},
+  ["ca-file"] = {value = true}, timeout = {value = true}, deadline = {value = true},
+  format = {value = true, commands = {register = true, resume = true, devices = true}},
+  out = {value = true}, quiet = {}, help = {}, version = {},
+  ["product-key"] = {value = true, commands = {register = true, status = true, devices = true}},
+  count = {value = true, commands = {register = true}},
+  ["names-file"] = {value = true, commands = {register = true}},
+  ["skip-invalid"] = {commands = {register = true}},
+  state = {value = true, commands = {register = true, resume = true}},
+  ["apply-id"] = {value = true, commands = {status = true, devices = true}},
+}
+
+local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true}
+
+-- A usage error: raised inside `main` and turned into exit status 2.
+local Usage = {}
+Usage.__index = Usage
+Usage.__tostring = function(u) return u.message end
+
+local function usage_error(fmt, ...)
+  error(setmetatable({message = fmt:format(...), hint = true}, Usage), 0)
+end
+
+-- A local problem (a file that cannot be read or written): exit status 2, no usage hint.
+local function local_error(fmt, ...)
+  error(setmetatable({message = fmt:format(...)}, Usage), 0)
+end
+
+local function shell_quote(s)
+  if s:find("^[%w%-_./:=@,+]+$") then return s end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+--- Parses the command line.
+-- @tparam {string,...} argv the arguments (without the program name)
+-- @treturn table `{command=, args = {positional...}, <option names with - as _> = value}`;
+--   flags are `true`
+-- @raise a usage error (a table with `message`) on a bad command line
+function M.parse(argv)
+  local opts = {args = {}}
+  local seen = {}
+  local i, only_args = 1, false
+  while i <= #argv do
+    local a = argv[i]
+    if only_args or a == "-" or a:sub(1, 1) ~= "-" then
+      if not opts.command and not only_args then
+        if not COMMANDS[a] then usage_error("unknown command '%s'", a) end
+        opts.command = a
+      else
+        opts.args[#opts.args + 1] = a
+      end
+    elseif a == "--" then
+      only_args = true
+    else
+      local name, value = a:match("^%-%-([^=]+)=(.*)$")
+      name = name or a:match("^%-%-(.+)$")
+      if a == "-h" then name = "help" end
+      local spec = name and OPTIONS[name]
+      if not spec then usage_error("unknown option '%s'", a) end
+      if spec.value then
+        if value == nil then
+          value = argv[i + 1]
+          if value == nil or (value:sub(1, 2) == "--" and #value > 2) then
+            usage_error("option --%s needs a value", name)
+          end
+          i = i + 1
+        end
+      elseif value ~= nil then
+        usage_error("option --%s takes no value", name)
+      else
+        value = true
+      end
+      if seen[name] then usage_error("option --%s given twice", name) end
+      seen[name] = true
+      opts[(name:gsub("%-", "_"))] = value
+    end
+    i = i + 1
+  end
+  if opts.help or opts.version then return opts end
+  if not opts.command then usage_error("no command given") end
+  for name in pairs(seen) do
+    local only = OPTIONS[name].commands
+    if only and not only[opts.command] then
+      usage_error("option --%s does not apply to '%s'", name, opts.command)
+    end
+  end
+  return opts
+end
+
+local function positive_number(opts, name)
+  local key = name:gsub("%-", "_")
+  local v = opts[key]
+  if v == nil then return nil end
+  local n = v:find("^%d*%.?%d+$") and tonumber(v)
+  if not n or n <= 0 then
+    usage_error("--%s must be a positive number of seconds, got '%s'", name, v)
+  end
+  opts[key] = n
+  return n
+end
+
+-- A positive integer given as digits: a Lua integer when it fits, else the digit string
+-- (the client accepts both and checks the range).
+local function positive_integer(opts, name)
+  local v = opts[(name:gsub("%-", "_"))]
+  if not v:find("^%d+$") or v:find("^0+$") then
+    usage_error("--%s must be a positive integer, got '%s'", name, v)
+  end
+  local n = tonumber(v)
+  if math.tointeger and math.tointeger(n) and #v < 19 then return math.tointeger(n) end
+  if not math.tointeger and n < 2^53 then return n end
+  return (v:gsub("^0+", ""))
+end
+
+local function require_opts(opts, ...)
+  for _, name in ipairs{...} do
+    if opts[(name:gsub("%-", "_"))] == nil then
+      usage_error("'%s' needs --%s", opts.command, name)
+    end
+  end
+end
+
+--- Checks the parsed command line for each command's needs and converts values.
+-- @tparam table opts from `parse`
+-- @raise a usage error
+function M.check(opts)
+  local cmd = opts.command
+  if cmd ~= "call" and #opts.args > 0 then
+    usage_error("unexpected argument '%s'", opts.args[1])
+  end
+  positive_number(opts, "timeout")
+  positive_number(opts, "deadline")
+  opts.format = opts.format or "csv"
+  if opts.format ~= "csv" and opts.format ~= "json" then
+    usage_error("--format must be csv or json, got '%s'", opts.format)
+  end
+  if opts.out == "" or (opts.out and opts.out:sub(-1) == "/") then
+    usage_error("--out needs a file name, got '%s'", opts.out)
+  end
+  if cmd == "register" then
+    require_opts(opts, "product-key")
+    if (opts.count == nil) == (opts.names_file == nil) then
+      usage_error("'register' needs either --count or --names-file")
+    end
+    if opts.count then opts.count = positive_integer(opts, "count") end
+    if opts.skip_invalid and not opts.names_file then
+      usage_error("--skip-invalid applies to --names-file only")
+    end
+  elseif cmd == "resume" then
+    require_opts(opts, "state")
+  elseif cmd == "status" or cmd == "devices" then
+    require_opts(opts, "product-key", "apply-id")
+    opts.apply_id = positive_integer(opts, "apply-id")
+  elseif cmd == "call" then
+    if #opts.args == 0 then usage_error("'call' needs an ACTION") end
+    if not opts.args[1]:find("^%a%w*$") then
+      usage_error("'%s' is not an action name", opts.args[1])
+    end
+  end
+  return opts
+end
+
+--- Builds an API parameter table from `Key=Value` words: `Name.1=a Name.2=b` becomes
+-- `Name = {"a", "b"}`, `List.1.Field=x` becomes `List = {{Field = "x"}}`. Values stay
+-- strings (the client reads integer parameters from digit strings).
+-- @tparam {string,...} words
+-- @treturn table params
+-- @raise a usage error on a malformed word, a duplicate, a clash or a list with a gap
+function M.build_params(words)
+  local params = {}
+  for _, w in ipairs(words) do
+    local key, value = w:match("^([^=]+)=(.*)$")
+    if not key then usage_error("'%s' is not Key=Value", w) end
+    local parts = {}
+    for p in (key .. "."):gmatch("([^.]*)%.") do parts[#parts + 1] = p end
+    local t = params
+    for n, p in ipairs(parts) do
+      if not (p:find("^%a[%w_]*$") or (n > 1 and p:find("^[1-9]%d*$"))) then
+        usage_error("'%s' is not a parameter name", key)
+      end
+      local k = tonumber(p) or p
+      if n > 1 and (type(k) == "number") ~= (t.__list == true) and next(t) ~= nil then
+        usage_error("'%s' mixes list items and fields", key)
+      end
+      if n > 1 and next(t) == nil then rawset(t, "__list", type(k) == "number") end
+      if n == #parts then
+        if t[k] ~= nil then usage_error("'%s' given twice or clashes with another", key) end
+        t[k] = value
+      else
+        if t[k] == nil then t[k] = {} end
+        if type(t[k]) ~= "table" then usage_error("'%s' clashes with another", key) end
+        t = t[k]
+      end
+    end
+  end
+  -- Turns the marked tables into plain lists, checking each runs 1..n without a gap.
+  local function finish(t, name)
+    local is_list = t.__list
+    t.__list = nil
+    local n = 0
+    for k, v in pairs(t) do
+      if type(v) == "table" then finish(v, name .. "." .. tostring(k)) end
+      n = n + 1
+    end
+    if is_list then
+      for i = 1, n do
+        if t[i] == nil then usage_error("list %s has no item %d", name, i) end
+      end
+    end
+  end
+  for k, v in pairs(params) do
+    if type(v) == "table" then finish(v, k) end
+  end
+  return params
+end
+
+--- Reads a names file: one DeviceName a line, optionally `,Nickname`; CR stripped,
+-- blank lines and lines starting with `#` skipped, spaces around each part trimmed.
+-- @tparam string text the file's contents
+-- @treturn table a list of names, or of `{DeviceName=, DeviceNickname=}` when any line
+--   has a nickname
+function M.parse_names(text)
+  local records, any_nickname = {}, false
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    line = line:gsub("\r", ""):match("^%s*(.-)%s*$")
+    if line ~= "" and line:sub(1, 1) ~= "#" then
+      local name, nickname = line:match("^([^,]*),(.*)$")
+      name = (name or line):match("^%s*(.-)%s*$")
+      nickname = nickname and nickname:match("^%s*(.-)%s*$")
+      if nickname == "" then nickname = nil end
+      any_nickname = any_nickname or nickname ~= nil
+      records[#records + 1] = {DeviceName = name, DeviceNickname = nickname}
+    end
+  end
+  if not any_nickname then
+    for i, r in ipairs(records) do records[i] = r.DeviceName end
+  end
+  return records
+end
+
+-- JSON ----------------------------------------------------------------------------
+
+local cjson_encode -- loaded on first use (cjson.encode of a string: JSON escaping)
+
+local function json_string(s)
+  cjson_encode = cjson_encode or require("cjson").encode
+  return cjson_encode(s)
+end
+
+local function is_integer(v)
+  if math.type then return math.type(v) == "integer" end
+  return v == math.floor(v) and math.abs(v) < 2^53
+end
+
+-- Encodes a decoded response (strings, integers, numbers, booleans, tables) as indented
+-- JSON with sorted keys; integers print as integers, however large.
+local function json_value(v, indent, out)
+  local t = type(v)
+  if t == "string" then
+    out[#out + 1] = json_string(v)
+  elseif t == "number" then
+    if is_integer(v) then
+      out[#out + 1] = ("%d"):format(v)
+    elseif v ~= v or v == math.huge or v == -math.huge then
+      out[#out + 1] = "null"
+    else
+      local s = ("%.14g"):format(v)
+      if tonumber(s) ~= v then s = ("%.17g"):format(v) end
+      out[#out + 1] = s
+    end
+  elseif t == "boolean" then
+    out[#out + 1] = tostring(v)
+  elseif t == "table" then
+    local n, keys = #v, {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    local inner = indent .. "  "
+    if n > 0 and #keys == n then
+      out[#out + 1] = "[\n"
+      for i = 1, n do
+        out[#out + 1] = inner
+        json_value(v[i], inner, out)
+        out[#out + 1] = i < n and ",\n" or "\n"
+      end
+      out[#out + 1] = indent .. "]"
+    elseif #keys == 0 then
+      local mt = getmetatable(v)
+      out[#out + 1] = (mt and mt == (package.loaded.cjson or {}).empty_array_mt) and "[]" or "{}"
+    else
+      for i, k in ipairs(keys) do keys[i] = tostring(k) end
+      table.sort(keys)
+      out[#out + 1] = "{\n"
+      for i, k in ipairs(keys) do
+        out[#out + 1] = inner .. json_string(k) .. ": "
+        json_value(v[k] == nil and v[tonumber(k)] or v[k], inner, out)
+        out[#out + 1] = i < #keys and ",\n" or "\n"
+      end
+      out[#out + 1] = indent .. "}"
+    end
+  else
+    out[#out + 1] = "null"
+  end
+end
+
+--- Encodes a value as indented JSON (sorted keys, exact integers).
+-- @param v a decoded response or part of one
+-- @treturn string
+function M.json(v)
+  local out = {}
+  json_value(v, "", out)
+  return table.concat(out)
+end
+
+-- Device output ---------------------------------------------------------------------
+
+local FIELDS = {"ProductKey", "DeviceName", "DeviceSecret", "IotId"}
+
+--- One CSV field, quoted as RFC 4180 asks when it holds a comma, a quote, CR or LF.
+-- @tparam string s
+-- @treturn string
+function M.csv_field(s)
+  s = tostring(s or "")
+  if s:find('[,"\r\n]') then return '"' .. s:gsub('"', '""') .. '"' end
+  return s
+end
+
+local function csv_line(dev)
+  local f = {}
+  for i, k in ipairs(FIELDS) do f[i] = M.csv_field(dev[k]) end
+  return table.concat(f, ",") .. "\r\n"
+end
+
+local function json_device(dev)
+  local f = {}
+  for i, k in ipairs(FIELDS) do
+    f[i] = json_string(k) .. ": " .. json_string(tostring(dev[k] or ""))
+  end
+  return "  {" .. table.concat(f, ", ") .. "}"
+end
+
+-- An output: stdout, or a temporary file beside `path` (made 0600 from the start) that
+-- replaces `path` only when complete. Made before any request, so a bad path fails first.
+local function open_output(path, stdout)
+  if not path then
+    return {fh = stdout, finish = function(self) self.fh:flush() return true end,
+            abort = function() end}
+  end
+  local dir, base = path:match("^(.*)/([^/]+)$")
+  if not dir then dir, base = ".", path end
+  if dir == "" then dir = "/" end
+  local tmp = ("%s/.%s.%d%d.tmp"):format(dir, base, os.time(), math.random(100000, 999999))
+  -- umask 077 before the file exists: it is never readable by others, not even briefly;
+  -- noclobber makes the shell create it with O_EXCL.
+  local ok = os.execute("{ umask 077 && set -C && : > " .. shell_quote(tmp) .. "; } 2>/dev/null")
+  local fh = (ok == true or ok == 0) and io.open(tmp, "wb")
+  if not fh then
+    local probe = io.open(dir .. "/.", "rb")
+    if probe then probe:close() end
+    local_error("cannot write --out %s: %s", path,
+      probe and ("folder " .. dir .. " is not writable") or ("no folder " .. dir))
+  end
+  return {
+    fh = fh,
+    finish = function(self)
+      local okw, werr = self.fh:flush()
+      self.fh:close()
+      if okw then okw, werr = os.rename(tmp, path) end
+      if not okw then
+        os.remove(tmp)
+        return nil, ("cannot write %s: %s"):format(path, tostring(werr))
+      end
+      return true
+    end,
+    abort = function(self)
+      self.fh:close()
+      os.remove(tmp)
+    end,
+  }
+end
+
+-- Writes devices one at a time in the chosen format.
+local function device_writer(out, format, product_key)
+  local w = {count = 0}
+  function w.add(dev)
+    if dev.ProductKey == nil and product_key then
+      local copy = {}
+      for k, v in pairs(dev) do copy[k] = v end
+      copy.ProductKey = product_key
+      dev = copy
+    end
+    if format == "csv" then
+      if w.count == 0 then out.fh:write(table.concat(FIELDS, ","), "\r\n") end
+      out.fh:write(csv_line(dev))
+    else
+      out.fh:write(w.count == 0 and "[\n" or ",\n", json_device(dev))
+    end
+    w.count = w.count + 1
+  end
+  function w.close()
+    if format == "csv" then
+      if w.count == 0 then out.fh:write(table.concat(FIELDS, ","), "\r\n") end
+    else
+      out.fh:write(w.count == 0 and "[]\n" or "\n]\n")
+    end
+  end
+  return w
+end
+
+-- Progress on stderr --------------------------------------------------------------
+
+local function is_terminal(streams)
+  if streams.stderr_is_tty ~= nil then return streams.stderr_is_tty end
+  local term = os.getenv("TERM")
+  if not term or term == "" or term == "dumb" then return false end
+  local ok = os.execute("test -t 2")
+  return ok == true or ok == 0
+end
+
+-- Makes `on_progress` plus `note` (a line on stderr that does not tear the bar) and
+-- `done` (ends the bar). A bar when stderr is a terminal, else one line per phase.
+local function progress(streams, quiet, now)
+  local p = {}
+  if quiet then
+    p.note = function() end
+    p.done = function() end
+    return p
+  end
+  local err = streams.stderr
+  local tty = is_terminal(streams)
+  local key, started, drawn, last_draw = nil, 0, false, -1
+  local function clear()
+    if drawn then err:write("\r\27[K") drawn = false end
+  end
+  function p.note(line)
+    clear()
+    err:write("aliyun-iot: ", line, "\n")
+  end
+  function p.done() clear() err:flush() end
+  function p.on_progress(ev)
+    local k = tostring(ev.phase) .. " " .. tostring(ev.apply_id)
+    local t = now()
+    if k ~= key then
+      key, started = k, t
+      if not tty then
+        local noun = (ev.phase == "validate" or ev.phase == "check") and " names" or " devices"
+        err:write("aliyun-iot: ", tostring(ev.phase),
+          ev.apply_id and (" apply " .. tostring(ev.apply_id)) or "",
+          ev.total and (": " .. tostring(ev.total) .. noun) or "", "\n")
+        err:flush()
+      end
+    end
+    if tty and (t - last_draw >= 0.1 or ev.done == ev.total) then
+      last_draw = t
+      local done, total = tonumber(ev.done) or 0, tonumber(ev.total)
+      local width, bar = 30, ""
+      if total and total > 0 then
+        local filled = math.floor(width * math.min(done, total) / total)
+        bar = "[" .. ("#"):rep(filled) .. ("."):rep(width - filled) .. "] "
+      end
+      local rate = t > started and done / (t - started) or 0
+      err:write(("\r\27[K%-8s %s%d%s  %.0f/s"):format(tostring(ev.phase), bar, done,
+        total and ("/" .. total) or "", rate))
+      err:flush()
+      drawn = true
+    end
+  end
+  return p
+end
+
+-- Commands ---------------------------------------------------------------------------
+
+-- Exit status for a failed call: 2 when nothing was sent because a value was bad or
+-- there are no credentials, 1 for the service or network.
+local LOCAL_CODES = {InvalidParameter = true, InvalidDeviceName = true, NoCredentials = true}
+
+local function failure_code(err)
+  return LOCAL_CODES[err.code] and M.EXIT_USAGE or M.EXIT_FAILURE
+end
+
+local function new_client(opts, ui)
+  local iot = require "aliyun.iot"
+  local client, err = iot.new{
+    endpoint = opts.endpoint, region_id = opts.region, iot_instance_id = opts.iot_instance_id,
+    ca_file = opts.ca_file, timeout = opts.timeout,
+    -- a single call's retries end at --deadline; a job passes it to the helper instead
+    retry_deadline = (opts.command ~= "register" and opts.command ~= "resume")
+      and opts.deadline or nil,
+    logger = function(level, message)
+      if level ~= "debug" and level ~= "info" then ui.note(level .. ": " .. message) end
+    end,
+  }
+  return client, err
+end
+
+-- The options a follow-up command needs to reach the same service and output.
+local function common_flags(opts)
+  local f = {}
+  for _, name in ipairs{"endpoint", "region", "iot-instance-id", "ca-file", "timeout"} do
+    local v = opts[(name:gsub("%-", "_"))]
+    if v then f[#f + 1] = "--" .. name .. " " .. shell_quote(tostring(v)) end
+  end
+  return f
+end
+
+local function resume_command(opts, state)
+  local f = {"aliyun-iot", "resume", "--state", shell_quote(state)}
+  for _, x in ipairs(common_flags(opts)) do f[#f + 1] = x end
+  if opts.format ~= "csv" then f[#f + 1] = "--format " .. opts.format end
+  if opts.out then f[#f + 1] = "--out " .. shell_quote(opts.out) end
+  return table.concat(f, " ")
+end
+
+local function file_size(path)
+  local fh = io.open(path, "rb")
+  if not fh then return nil end
+  local size = fh:seek("end")
+  fh:close()
+  return size
+end
+
+local function read_names(opts, streams)
+  local text, why
+  if opts.names_file == "-" then
+    text, why = streams.stdin:read("*a")
+  else
+    local fh
+    fh, why = io.open(opts.names_file, "rb")
+    if fh then
+      text, why = fh:read("*a")
+      fh:close()
+    end
+  end
+  if not text then local_error("cannot read names file: %s", tostring(why)) end
+  local names = M.parse_names(text)
+  if #names == 0 then local_error("names file %s holds no device name", opts.names_file) end
+  return names
+end
+
+-- Reports a register/resume failure: the error, the applies created and how to finish.
+local function report_failure(err, opts, streams, state)
+  streams.stderr:write("aliyun-iot: ", tostring(err), "\n")
+  if err.code == "InvalidDeviceName" and err.invalid then
+    for _, inv in ipairs(err.invalid) do
+      streams.stderr:write(("  %s: %s\n"):format(tostring(inv.DeviceName), tostring(inv.ErrorMsg)))
+    end
+    streams.stderr:write("aliyun-iot: nothing was registered; ",
+      "fix the names or pass --skip-invalid\n")
+    return M.EXIT_USAGE
+  end
+  local code = failure_code(err)
+  if err.ambiguous then
+    streams.stderr:write("aliyun-iot: the service may have acted on the last request without ",
+      "answering: an apply may exist whose ApplyId never arrived; check the console before ",
+      "registering again\n")
+  end
+  local ids = {}
+  for i, id in ipairs(err.apply_ids or {}) do ids[i] = tostring(id) end
+  if #ids > 0 then
+    streams.stderr:write("aliyun-iot: ApplyIds created: ", table.concat(ids, " "), "\n")
+  end
+  if state and (#ids > 0 or err.ambiguous) then
+    streams.stderr:write("aliyun-iot: to finish the job, run:\n  ",
+      resume_command(opts, state), "\n")
+  elseif #ids > 0 then
+    streams.stderr:write("aliyun-iot: read each apply's devices once it is done with:\n")
+    for _, id in ipairs(ids) do
+      local f = {"aliyun-iot devices --product-key", shell_quote(opts.product_key),
+                 "--apply-id", id}
+      for _, x in ipairs(common_flags(opts)) do f[#f + 1] = x end
+      streams.stderr:write("  ", table.concat(f, " "), "\n")
+    end
+  end
+  return code
+end
+
+local function write_devices(opts, out, devices, product_key)
+  local w = device_writer(out, opts.format, product_key)
+  for _, dev in ipairs(devices) do w.add(dev) end
+  w.close()
+  return w.count
+end
+
+-- register and resume: the job, then all devices to the output at once.
+local function run_job(opts, streams, ui, now)
+  -- own_state: a journal this run chose (removed once the job is done); made_state: a
+  -- journal this run created (removed too when the job ends in a usage error, as then
+  -- nothing was registered)
+  local state, own_state, made_state = opts.state, false, false
+  local job, out
+  if opts.command == "register" then
+    job = {ProductKey = opts.product_key, on_progress = ui.on_progress, deadline = opts.deadline}
+    if opts.count then
+      job.Count = opts.count
+    else
+      job.Devices = read_names(opts, streams)
+      job.skip_invalid = opts.skip_invalid or nil
+    end
+    if state then
+      if (file_size(state) or 0) > 0 then
+        local_error("state file %s exists: finish its job with 'aliyun-iot resume --state %s' "
+          .. "or choose a new file", state, state)
+      end
+    else
+      -- Without --state the job still keeps a journal, so a failure can be finished with
+      -- 'resume'; it is removed when the job completes.
+      local dir = os.getenv("TMPDIR") or "/tmp"
+      state = ("%s/aliyun-iot-%d-%d.state"):format(dir, os.time(), math.random(100000, 999999))
+      own_state = true
+    end
+    out = open_output(opts.out, streams.stdout)
+    local ok = os.execute("{ umask 077 && : > " .. shell_quote(state) .. "; } 2>/dev/null")
+    if not (ok == true or ok == 0) then
+      if not own_state then out:abort() local_error("cannot create state file %s", state) end
+      state, own_state = nil, false
+    end
+    made_state = state ~= nil
+    job.journal = state
+  else
+    if not file_size(state) then local_error("cannot read state file %s", state) end
+    job = {journal = state, on_progress = ui.on_progress, deadline = opts.deadline}
+    out = open_output(opts.out, streams.stdout)
+  end
+  local client, cerr = new_client(opts, ui)
+  if not client then
+    out:abort()
+    if made_state then os.remove(state) end
+    streams.stderr:write("aliyun-iot: ", tostring(cerr), "\n")
+    return failure_code(cerr)
+  end
+  local t0 = now()
+  local res, err
+  if opts.command == "resume" then
+    res, err = client:resume(job)
+  elseif job.Count then
+    res, err = client:register_devices(job)
+  else
+    res, err = client:register_named_devices(job)
+  end
+  ui.done()
+  if not res then
+    out:abort()
+    local code = report_failure(err, opts, streams, state)
+    if made_state and code == M.EXIT_USAGE then os.remove(state) end
+    return code
+  end
+  local n = write_devices(opts, out, res.Devices or {}, opts.product_key)
+  local ok, werr = out:finish()
+  if not ok then
+    streams.stderr:write("aliyun-iot: ", werr, "\n")
+    if state then
+      streams.stderr:write("aliyun-iot: the devices are in the journal; write them again with:\n  ",
+        resume_command(opts, state), "\n")
+    end
+    return M.EXIT_FAILURE
+  end
+  if own_state then os.remove(state) end
+  local stats = client:stats()
+  ui.note(("%d devices in %d applies, %.1f s, %d requests, %d retries, %d throttled")
+    :format(n, #(res.ApplyIds or {}), now() - t0, stats.requests or 0, stats.retries or 0,
+      stats.throttled or 0))
+  if res.Invalid and #res.Invalid > 0 then
+    streams.stderr:write(("aliyun-iot: %d invalid names left out:\n"):format(#res.Invalid))
+    for _, inv in ipairs(res.Invalid) do
+      streams.stderr:write(("  %s: %s\n"):format(tostring(inv.DeviceName), tostring(inv.ErrorMsg)))
+    end
+    return M.EXIT_PARTIAL
+  end
+  return M.EXIT_OK
+end
+
+local function run_devices(opts, streams, ui)
+  local out = open_output(opts.out, streams.stdout)
+  local client, cerr = new_client(opts, ui)
+  if not client then
+    out:abort()
+    streams.stderr:write("aliyun-iot: ", tostring(cerr), "\n")
+    return failure_code(cerr)
+  end
+  local w = device_writer(out, opts.format, opts.product_key)
+  for dev, err in client:apply_devices{ProductKey = opts.product_key, ApplyId = opts.apply_id} do
+    if not dev then
+      out:abort()
+      streams.stderr:write("aliyun-iot: ", tostring(err), "\n")
+      return failure_code(err)
+    end
+    w.add(dev)
+  end
+  w.close()
+  local ok, werr = out:finish()
+  if not ok then
+    streams.stderr:write("aliyun-iot: ", werr, "\n")
+    return M.EXIT_FAILURE
+  end
+  return M.EXIT_OK
+end
+
+-- status and call: one action, its decoded result as JSON.
+local function run_call(opts, streams, ui)
+  local action, params
+  if opts.command == "status" then
+    action = "QueryBatchRegisterDeviceStatus"
+    params = {ProductKey = opts.product_key, ApplyId = opts.apply_id}
+  else
+    action = opts.args[1]
+    local words = {}
+    for i = 2, #opts.args do words[#words + 1] = opts.args[i] end
+    params = M.build_params(words)
+  end
+  local out = open_output(opts.out, streams.stdout)
+  local client, cerr = new_client(opts, ui)
+  local res, err
+  if client then
+    res, err = client:call(action, params)
+  else
+    err = cerr
+  end
+  if not res then
+    out:abort()
+    streams.stderr:write("aliyun-iot: ", tostring(err), "\n")
+    return failure_code(err)
+  end
+  out.fh:write(M.json(res), "\n")
+  local ok, werr = out:finish()
+  if not ok then
+    streams.stderr:write("aliyun-iot: ", werr, "\n")
+    return M.EXIT_FAILURE
+  end
+  return M.EXIT_OK
+end
+
+local function version()
+  local ok, core = pcall(require, "aliyun.iot.core")
+  return ok and core._VERSION or "unknown"
+end
+
+--- Runs the command.
+-- @tparam {string,...} argv the arguments (as `arg` holds them, without the program name)
+-- @tparam[opt] table streams `{stdin=, stdout=, stderr=, stderr_is_tty=}` (default the
+--   process's own; `stderr_is_tty` overrides the terminal check)
+-- @treturn integer exit status (0, 1, 2 or 3)
+function M.main(argv, streams)
+  streams = streams or {}
+  streams.stdin = streams.stdin or io.stdin
+  streams.stdout = streams.stdout or io.stdout
+  streams.stderr = streams.stderr or io.stderr
+  local args = {}
+  for i = 1, #argv do args[i] = argv[i] end
+  local ok, code = xpcall(function()
+    local opts = M.parse(args)
+    if opts.help then
+      streams.stdout:write(M.USAGE)
+      return M.EXIT_OK
+    end
+    if opts.version then
+      streams.stdout:write("aliyun-iot ", version(), " (IoT API 2018-01-20)\n")
+      return M.EXIT_OK
+    end
+    M.check(opts)
+    local now = require("aliyun.iot.core").now
+    local ui = progress(streams, opts.quiet, now)
+    if opts.command == "register" or opts.command == "resume" then
+      return run_job(opts, streams, ui, now)
+    elseif opts.command == "devices" then
+      return run_devices(opts, streams, ui)
+    end
+    return run_call(opts, streams, ui)
+  end, function(e)
+    if getmetatable(e) == Usage then return e end
+    return debug.traceback(tostring(e), 2)
+  end)
+  if ok then return code end
+  if getmetatable(code) == Usage then
+    streams.stderr:write("aliyun-iot: ", code.message, "\n",
+      code.hint and "Try 'aliyun-iot --help'.\n" or "")
+    return M.EXIT_USAGE
+  end
+  streams.stderr:write("aliyun-iot: internal error: ", tostring(code), "\n")
+  return M.EXIT_FAILURE
+end
+
+return M
