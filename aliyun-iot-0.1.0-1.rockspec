@@ -63,6 +63,6 @@ build = {
     ["aliyun.iot.validate"] = "lua/aliyun/iot/validate.lua",
   },
   install = {
-    bin = {},
+    bin = { ["aliyun-iot"] = "bin/aliyun-iot" },
   },
 }
