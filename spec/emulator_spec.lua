@@ -422,7 +422,9 @@ describe("emulator options", function()
         assert.equal("CREATE_SUCCESS", doc.Data.Status)
         local _, nf = call("GET", "QueryBatchRegisterDeviceStatus", { ApplyId = "9007199254740992", ProductKey = PK })
         assert.equal("iot.device.DeviceApplyIsNotFound", nf.Code)
-        assert.equal(math.tointeger(9007199254740993), e:state().applies[1].ApplyId)
+        -- an exact integer on 5.3+, the decimal string where numbers are doubles
+        local want = math.type and math.tointeger(9007199254740993) or "9007199254740993"
+        assert.equal(want, e:state().applies[1].ApplyId)
         e:stop()
         emu = old
     end)
