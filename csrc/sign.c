@@ -93,7 +93,7 @@ static struct param **collect_params(lua_State *L, int idx, size_t *count)
         lua_pop(L, 1);
         n++;
     }
-    ps = (struct param *)lua_newuserdatauv(L, n * (sizeof *ps + sizeof *sorted) + 1, 0);
+    ps = (struct param *)lua_newuserdatauv(L, n * (sizeof *ps + sizeof(struct param *)) + 1, 0);
     sorted = (struct param **)(void *)(ps + n);
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
@@ -106,7 +106,7 @@ static struct param **collect_params(lua_State *L, int idx, size_t *count)
         i++;
         lua_pop(L, 1);
     }
-    qsort(sorted, n, sizeof *sorted, cmp_param);
+    qsort(sorted, n, sizeof(struct param *), cmp_param);
     *count = n;
     return sorted;
 }
