@@ -219,7 +219,8 @@ function M.new(opts)
   local shared = self.qps_shared_dict
   self.pacer = pacer.new{limits = limits, scope = self.access_key_id, shared_dict = shared,
                          now = not shared and core.now or nil,
-                         sleep = not shared and function(s) self:_sleep(s) end or nil}
+                         -- ngx.sleep raises outside yielding phases (set_by_lua, init...)
+                         sleep = function(s) self:_sleep(s) end}
   self.clock_offset = 0
   self.counters = {requests = 0, retries = 0, throttled = 0, bytes_sent = 0,
                    bytes_received = 0}
