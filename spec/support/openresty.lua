@@ -32,7 +32,8 @@ local function free_port()
 end
 
 --- Starts nginx. opts: `workers` (1), `trusted` (CA file for lua_ssl_trusted_certificate),
--- `env` ({NAME = value} for nginx), `locations` (extra server-block text).
+-- `env` ({NAME = value} for nginx), `locations` (extra server-block text), `init` (Lua
+-- code run after the example's init_by_lua code).
 -- Returns {url = "http://127.0.0.1:PORT", prefix =, stop = function, log = function}.
 function M.start(opts)
   opts = opts or {}
@@ -48,6 +49,10 @@ function M.start(opts)
     ('"%s/lua/?.lua;%s/lua/?/init.lua;%s/examples/openresty/?.lua;%s/spec/support/?.lua;;"')
     :format(ROOT, ROOT, ROOT, ROOT))
   conf = edit(conf, '"$prefix/build/luajit/?.so;;"', ('"%s/build/luajit/?.so;;"'):format(ROOT))
+  if opts.init then
+    conf = edit(conf, 'init_by_lua_block { require "provision" }',
+      'init_by_lua_block { require "provision"; ' .. opts.init .. ' }')
+  end
   if opts.trusted then
     conf = edit(conf, "/etc/ssl/certs/ca-certificates.crt", opts.trusted)
   end

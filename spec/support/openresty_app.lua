@@ -71,9 +71,10 @@ end
 --- /init: what the init_by_lua call returned.
 function M.init_result() reply(init_result or {ok = false, code = "NotRun"}) end
 
---- For set_by_lua (no cosockets there either): one call; returns its outcome as JSON.
+--- For set_by_lua (no cosockets there either): one call, paced through the shared dict;
+-- returns its outcome as JSON.
 function M.set_phase_call()
-  local c = assert(new_client{qps = false})
+  local c = assert(new_client{qps = {QueryDeviceDetail = 4}, qps_shared_dict = "aliyun_iot_pacing"})
   local r = outcome(c:query_device_detail{ProductKey = PK, DeviceName = "nosuchdevice"})
   r.phase = ngx.get_phase()
   c:close()
