@@ -43,7 +43,8 @@ deps:
 
 test: deps
 	@$(MAKE) --no-print-directory all
-	@LUA=$(LUA) sh tools/test.sh core ctests rock
+	@$(MAKE) --no-print-directory LUA=luajit all
+	@LUA=$(LUA) sh tools/test.sh core ctests rock openresty
 
 clean:
 	rm -rf build
@@ -51,6 +52,11 @@ clean:
 test-matrix: deps
 	@for l in lua5.1 lua5.2 lua5.3 lua5.4 luajit; do $(MAKE) --no-print-directory LUA=$$l all || exit 1; done
 	@sh tools/test.sh matrix
+
+# The OpenResty specs: real nginx loading the LuaJIT build of the core.
+test-openresty: deps
+	@$(MAKE) --no-print-directory LUA=luajit all
+	@sh tools/test.sh openresty
 
 rock-check: deps
 	@sh tools/rock-check.sh
