@@ -39,13 +39,11 @@ function M.init_worker()
     math.randomseed(math.floor(ngx.now() * 1000) % 2147483647 + ngx.worker.pid())
 end
 
+-- RequestId in the shape of the real ones (`E976E36B-6874-4FA4-8BC0-55F9BEC5E2EF`, §4).
 local function request_id()
-    local function h(n)
-        local t = {}
-        for i = 1, n do t[i] = string.format("%X", math.random(0, 15)) end
-        return table.concat(t)
-    end
-    return h(8) .. "-" .. h(4) .. "-4" .. h(3) .. "-" .. h(4) .. "-" .. h(12)
+    local r = math.random
+    return string.format("%04X%04X-%04X-4%03X-%04X-%06X%06X", r(0, 0xFFFF), r(0, 0xFFFF),
+        r(0, 0xFFFF), r(0, 0xFFF), r(0x8000, 0xBFFF), r(0, 0xFFFFFF), r(0, 0xFFFFFF))
 end
 
 -- Days since 1970-01-01 of a civil date (proleptic Gregorian), so that Timestamp parsing
