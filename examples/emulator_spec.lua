@@ -16,7 +16,8 @@ describe("my provisioning code", function()
     before_each(function() emu:reset() end)
 
     it("registers a device exactly once", function()
-        local res = assert(client:call("RegisterDevice", { ProductKey = "a1MyProduct", DeviceName = "lamp-01" }))
+        local res = assert(client:call("RegisterDevice",
+            { ProductKey = "a1MyProduct", DeviceName = "lamp-01" }))
         assert.equal("lamp-01", res.Data.DeviceName)
         assert.same({ "lamp-01" }, emu:state().products.a1MyProduct.names)
     end)
