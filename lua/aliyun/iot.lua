@@ -647,5 +647,6 @@ for name in pairs(actions.rows) do
   end
 end
 
+require("aliyun.iot.batch").install(Client)
 M.Client = Client
 return M

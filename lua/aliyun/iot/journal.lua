@@ -1,0 +1,130 @@
+--- The batch helpers' journal: an append-only file of JSON lines, one event per line,
+-- that records a provisioning job as it runs, so that a process killed at any moment
+-- loses nothing and `client:resume{journal = PATH}` can finish the job.
+--
+-- Every append is written and fsync'ed (`core.append_sync`) before the call returns: an
+-- ApplyId is on disk before it is polled, and a BatchRegisterDevice is recorded as
+-- submitted before it is sent. The file is created with mode 0600: it holds DeviceSecrets
+-- (it is the user's state file). ApplyIds are written as decimal strings, exact over int64
+-- on every Lua version.
+--
+-- Events (field `event`), in the order a job writes them:
+--
+--   {"event":"job","version":1,"kind":"random","ProductKey":..,"Count":2500}
+--   {"event":"job","version":1,"kind":"named","ProductKey":..,"skip_invalid":true,
+--    "Devices":[{"DeviceName":..,"DeviceNickname":..},..]}
+--   {"event":"submit","seq":1,"action":"BatchRegisterDevice","Count":1000}  (before sending)
+--   {"event":"apply","seq":1,"ApplyId":"4415","phase":"create","Count":1000}  (random)
+--   {"event":"apply","ApplyId":"4416","phase":"check","Names":[..]}  (BatchCheckDeviceNames)
+--   {"event":"failed","seq":2,"action":"BatchRegisterDevice"}  (certainly not created)
+--   {"event":"uncertain","seq":3,"action":"BatchRegisterDevice","Count":500,"message":..}
+--   {"event":"device","ApplyId":"4415","ProductKey":..,"DeviceName":..,"DeviceSecret":..,
+--    "IotId":..}
+--   {"event":"fetched","ApplyId":"4415","Total":1000}  (every device of the apply recorded)
+--   {"event":"done","Devices":2523}
+--
+-- A `submit` without its `apply`, `failed` or `uncertain` line means the process ended
+-- while the call was in flight: it reads as `uncertain`.
+-- @module aliyun.iot.journal
+
+local core = require "aliyun.iot.core"
+local cjson = require("cjson").new()
+
+local M = {}
+
+local Journal = {}
+Journal.__index = Journal
+Journal.__name = "aliyun.iot.Journal"
+
+local function journal_error(message)
+  return require("aliyun.iot.errors").new{code = "JournalError", message = message}
+end
+
+--- Starts a journal for a new job. The file must not exist yet (or be empty): a journal
+-- holds one job, and an existing one is finished with `client:resume`.
+-- @tparam string path
+-- @tparam table job the `job` event's fields (without `event`)
+-- @treturn ?table journal
+-- @treturn ?table err `JournalError` (the file exists, or cannot be written)
+function M.create(path, job)
+  local f = io.open(path, "rb")
+  if f then
+    local size = f:seek("end")
+    f:close()
+    if size and size > 0 then
+      return nil, journal_error(("journal %s already exists: finish that job with " ..
+        "client:resume{journal = ...}, or choose a new path"):format(path))
+    end
+  end
+  local self = setmetatable({path = path}, Journal)
+  local record = {event = "job", version = 1}
+  for k, v in pairs(job) do record[k] = v end
+  local ok, err = self:append(record)
+  if not ok then return nil, err end
+  return self
+end
+
+--- Opens an existing journal to finish its job.
+-- @tparam string path
+-- @treturn ?table journal (appends go to the same file)
+-- @treturn ?table records every event, in order; a last line cut short by a crash is
+--   left out
+-- @treturn ?table err `JournalError` (missing, unreadable, or not a journal)
+function M.open(path)
+  local f, why = io.open(path, "rb")
+  if not f then return nil, nil, journal_error("cannot read the journal: " .. tostring(why)) end
+  local text = f:read("*a")
+  f:close()
+  local records, n = {}, 0
+  for line, nl in text:gmatch("([^\n]*)(\n?)") do
+    n = n + 1
+    if line ~= "" then
+      local rec = core.json_decode(line)
+      if type(rec) ~= "table" or type(rec.event) ~= "string" then
+        -- Only the very last line may be cut short (a write interrupted by a crash).
+        if nl == "\n" then
+          return nil, nil, journal_error(("%s:%d is not a journal event"):format(path, n))
+        end
+      else
+        records[#records + 1] = rec
+      end
+    end
+  end
+  if not records[1] or records[1].event ~= "job" then
+    return nil, nil, journal_error(path .. " is not an aliyun-iot journal (no job event first)")
+  end
+  if records[1].version ~= 1 then
+    return nil, nil, journal_error(path .. ": unknown journal version " .. tostring(records[1].version))
+  end
+  return setmetatable({path = path}, Journal), records
+end
+
+--- Appends events and makes them durable (write + fsync) before returning.
+-- @tparam table ... event tables (each with an `event` field)
+-- @treturn ?boolean true
+-- @treturn ?table err `JournalError`
+function Journal:append(...)
+  local lines = {}
+  for i = 1, select("#", ...) do
+    lines[i] = cjson.encode((select(i, ...)))
+  end
+  return self:_write(lines)
+end
+
+--- Appends a list of events in one durable write.
+-- @tparam {table,...} events
+function Journal:append_list(events)
+  if #events == 0 then return true end
+  local lines = {}
+  for i, ev in ipairs(events) do lines[i] = cjson.encode(ev) end
+  return self:_write(lines)
+end
+
+function Journal:_write(lines)
+  lines[#lines + 1] = ""
+  local ok, why = core.append_sync(self.path, table.concat(lines, "\n"))
+  if not ok then return nil, journal_error(why) end
+  return true
+end
+
+return M
