@@ -44,7 +44,7 @@ deps:
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory LUA=luajit all
-	@LUA=$(LUA) sh tools/test.sh core ctests rock openresty
+	@LUA=$(LUA) sh tools/test.sh core ctests rock openresty lint
 
 clean:
 	rm -rf build
@@ -60,6 +60,10 @@ test-openresty: deps
 
 rock-check: deps
 	@sh tools/rock-check.sh
+
+# cppcheck + clang-tidy (.clang-tidy) on csrc/, luacheck (.luacheckrc) on the Lua code.
+lint: deps
+	@sh tools/test.sh lint
 
 # The local emulator in the foreground on 127.0.0.1:$(EMULATOR_PORT) (see tools/emulator.lua).
 EMULATOR_PORT ?= 18080

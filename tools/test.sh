@@ -42,6 +42,7 @@ core() { busted_step "$LUA" "$LUA" --exclude-tags=openresty spec; }
 openresty() { busted_step openresty lua5.4 --tags=openresty spec/openresty_spec.lua; }
 ctests() { tap_step ctests sh spec/c/run.sh; }
 rock() { tap_step rockspec sh tools/rock-check.sh; }
+lint() { tap_step lint sh tools/lint.sh; }
 # The core suite under every interpreter; each prints "<interpreter>: N passed, N failed".
 matrix() {
     for lua in lua5.1 lua5.2 lua5.3 lua5.4 luajit; do
