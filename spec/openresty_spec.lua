@@ -16,6 +16,8 @@ local LOCATIONS = [[
     location = /query { content_by_lua_block { require("openresty_app").query() } }
     location = /paced { content_by_lua_block { require("openresty_app").paced() } }
     location = /option { content_by_lua_block { require("openresty_app").option() } }
+    location = /raw { content_by_lua_block { require("openresty_app").raw() } }
+    location = /transport { content_by_lua_block { require("openresty_app").transport() } }
     location = /init { content_by_lua_block { require("openresty_app").init_result() } }
     location = /set {
         set_by_lua_block $outcome { return require("openresty_app").set_phase_call() }
@@ -218,6 +220,92 @@ describe("OpenResty non-blocking #openresty", function()
     -- serial would take 20 s
     assert.is_true(elapsed < 10, "20 calls took " .. elapsed .. " s")
     print(("\n# openresty overlap: 20 calls of 1 s each in %.2f s; /ping in %.3f s"):format(elapsed, ping_time))
+  end)
+end)
+
+describe("OpenResty cosocket transport #openresty", function()
+  local emu, srv
+
+  setup(function()
+    emu = emulator.start{}
+    srv = start_nginx(emu, {workers = 1})
+  end)
+
+  teardown(function()
+    if srv then srv.stop() end
+    if emu then emu:stop() end
+  end)
+
+  -- Runs aliyun.iot.transport.cosocket inside nginx against /raw on the same server.
+  local function transport(req)
+    local status, body, text = request(srv.url .. "/transport", cjson.encode(req))
+    assert.equal(200, status, text .. srv.log())
+    return body
+  end
+
+  it("sends method, body and headers; lower-cases response headers, joining repeats", function()
+    local r = transport{method = "POST", url = "/raw?kind=echo", body = "hello",
+                        headers = {["X-Test"] = "v", ["Content-Type"] = "text/plain"}}[1]
+    assert.equal(200, r.res.status)
+    assert.equal("a, b", r.res.headers["x-multi"])
+    local seen = cjson.decode(r.res.body)
+    assert.same({method = "POST", body = "hello", test = "v", length = "5", connection = "keep-alive"},
+      {method = seen.method, body = seen.body, test = seen.test, length = seen.length,
+       connection = seen.connection})
+    assert.equal(srv.url:match("//(.*)"), seen.host)
+    assert.matches("^aliyun%-iot/", seen.ua)
+    seen = cjson.decode(transport{method = "GET", url = "/raw?kind=echo"}[1].res.body)
+    assert.same({method = "GET"}, {method = seen.method, body = seen.body, length = seen.length})
+  end)
+
+  it("reuses pooled connections, but never for or after a fresh_connect request", function()
+    local r = transport{method = "GET", url = "/raw?kind=conn", fresh_seq = {false, true, true, false}}
+    local conn = {}
+    for i = 1, 4 do conn[i] = r[i].res.body end
+    assert.equal(conn[1], conn[4])
+    assert.are_not.equal(conn[2], conn[3])
+    assert.are_not.equal(conn[1], conn[2])
+    assert.are_not.equal(conn[1], conn[3])
+  end)
+
+  it("reads chunked bodies, bodies ended by close, and skips 1xx answers", function()
+    assert.equal("part1;part2;part3;part4;part5;",
+      transport{method = "GET", url = "/raw?kind=chunked"}[1].res.body)
+    local r = transport{method = "GET", url = "/raw?kind=until_close"}[1]
+    assert.same({200, "close", "hello until close"}, {r.res.status, r.res.headers["x-kind"], r.res.body})
+    r = transport{method = "GET", url = "/raw?kind=interim"}[1]
+    assert.same({201, "ok"}, {r.res.status, r.res.body})
+  end)
+
+  it("caps the response at max_response_size", function()
+    assert.equal(100000, #transport{method = "GET", url = "/raw?kind=big",
+                                    max_response_size = 100000}[1].res.body)
+    for _, kind in ipairs{"big", "chunked"} do
+      local r = transport{method = "GET", url = "/raw?kind=" .. kind, max_response_size = 10}[1]
+      assert.same({code = "ResponseTooLarge", sent = true}, {code = r.err.code, sent = r.err.sent})
+    end
+  end)
+
+  it("bounds the whole request by timeout, however slowly the bytes come", function()
+    local r = transport{method = "GET", url = "/raw?kind=slow", timeout = 0.5}[1]
+    assert.same({code = "Timeout", sent = true}, {code = r.err.code, sent = r.err.sent})
+    assert.is_true(r.elapsed >= 0.4 and r.elapsed < 1.5, "took " .. r.elapsed .. " s")
+    -- a byte every 0.1 s for 2 s: each read is quick, the request is not
+    r = transport{method = "GET", url = "/raw?kind=drip", timeout = 0.7}[1]
+    assert.same({code = "Timeout", sent = true}, {code = r.err.code, sent = r.err.sent})
+    assert.is_true(r.elapsed < 1.5, "took " .. r.elapsed .. " s")
+  end)
+
+  it("maps failures to codes with the right sent flag", function()
+    local r = transport{method = "GET", url = "/raw?kind=reset"}[1]
+    assert.same({code = "ConnectionReset", sent = true}, {code = r.err.code, sent = r.err.sent})
+    r = transport{method = "GET", url = "http://127.0.0.1:1/"}[1]
+    assert.same({code = "ConnectFailed", sent = false}, {code = r.err.code, sent = r.err.sent})
+    for _, opt in ipairs{"ca_file", "proxy"} do
+      r = transport{method = "GET", url = "/raw?kind=conn", [opt] = "/x"}[1]
+      assert.same({code = "InvalidParameter", sent = false}, {code = r.err.code, sent = r.err.sent})
+      assert.matches(opt, r.err.message, 1, true)
+    end
   end)
 end)
 

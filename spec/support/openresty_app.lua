@@ -81,4 +81,62 @@ function M.set_phase_call()
   return cjson.encode(r)
 end
 
+-- Raw answers for the transport cases, served by the same nginx (/raw?kind=...).
+local RAW = {
+  echo = function()
+    ngx.req.read_body()
+    ngx.header["X-Multi"] = {"a", "b"}
+    ngx.say(cjson.encode{method = ngx.req.get_method(), body = ngx.req.get_body_data(),
+      test = ngx.var.http_x_test, length = ngx.var.http_content_length,
+      connection = ngx.var.http_connection, host = ngx.var.http_host, ua = ngx.var.http_user_agent})
+  end,
+  conn = function() ngx.say(ngx.worker.pid(), ":", ngx.var.connection) end,
+  chunked = function()
+    for i = 1, 5 do ngx.print(("part%d;"):format(i)); ngx.flush(true) end
+  end,
+  big = function()
+    ngx.header["Content-Length"] = 100000
+    ngx.print(("x"):rep(100000))
+  end,
+  slow = function() ngx.sleep(2); ngx.say("late") end,
+  drip = function()
+    for _ = 1, 20 do ngx.print("x"); ngx.flush(true); ngx.sleep(0.1) end
+  end,
+  reset = function() ngx.exit(444) end,
+  until_close = function()
+    local sock = ngx.req.socket(true)
+    sock:send("HTTP/1.0 200 OK\r\nX-Kind: close\r\n\r\nhello until close")
+    ngx.exit(444)
+  end,
+  interim = function()
+    local sock = ngx.req.socket(true)
+    sock:send("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+    ngx.exit(444)
+  end,
+}
+
+--- /raw?kind=...: the answers above.
+function M.raw() return RAW[ngx.var.arg_kind]() end
+
+--- /transport: runs the cosocket transport on the JSON request in the body (its url
+-- relative to this server) `times` times, or once per entry of `fresh_seq` (fresh_connect
+-- of each), and answers {{res=, err=, elapsed= [s since the first started]}, ...}.
+function M.transport()
+  ngx.req.read_body()
+  local req = cjson.decode(ngx.req.get_body_data())
+  req.url = req.url:gsub("^/", "http://127.0.0.1:" .. ngx.var.server_port .. "/")
+  local request = require("aliyun.iot.transport.cosocket").request
+  ngx.update_time()
+  local t0 = ngx.now()
+  local out = {}
+  local fresh = req.fresh_seq or {}
+  for i = 1, math.max(req.times or 1, #fresh) do
+    if fresh[i] ~= nil then req.fresh_connect = fresh[i] end
+    local res, err = request(req)
+    ngx.update_time()
+    out[i] = {res = res, err = err, elapsed = ngx.now() - t0}
+  end
+  reply(out)
+end
+
 return M
