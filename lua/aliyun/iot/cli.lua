@@ -428,6 +428,7 @@ local function open_output(path, stdout)
   return {
     fh = fh,
     finish = function(self)
+      self.closed = true
       local okw, werr = self.fh:flush()
       self.fh:close()
       if okw then okw, werr = os.rename(tmp, path) end
@@ -438,6 +439,8 @@ local function open_output(path, stdout)
       return true
     end,
     abort = function(self)
+      if self.closed then return end
+      self.closed = true
       self.fh:close()
       os.remove(tmp)
     end,
@@ -614,11 +617,6 @@ local function report_failure(err, opts, streams, state)
     return M.EXIT_USAGE
   end
   local code = failure_code(err)
-  if err.ambiguous then
-    streams.stderr:write("aliyun-iot: the service may have acted on the last request without ",
-      "answering: an apply may exist whose ApplyId never arrived; check the console before ",
-      "registering again\n")
-  end
   local ids = {}
   for i, id in ipairs(err.apply_ids or {}) do ids[i] = tostring(id) end
   if #ids > 0 then
@@ -703,6 +701,14 @@ local function run_job(opts, streams, ui, now)
     res, err = client:register_named_devices(job)
   end
   ui.done()
+  if not res and err.ambiguous and err.devices and #err.devices > 0 then
+    -- No command can settle an uncertain BatchRegisterDevice (its error says so), so the
+    -- devices of the applies known are written rather than held back; exit status stays 1.
+    write_devices(opts, out, err.devices, opts.product_key)
+    local ok, werr = out:finish()
+    streams.stderr:write("aliyun-iot: ", ok and (("%d devices of the known applies written to %s")
+      :format(#err.devices, opts.out or "stdout")) or werr, "\n")
+  end
   if not res then
     out:abort()
     local code = report_failure(err, opts, streams, state)

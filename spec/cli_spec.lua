@@ -1,0 +1,456 @@
+-- The aliyun-iot command, run as a child process (bin/aliyun-iot, with no LUA_PATH: it must
+-- find the checkout's modules itself) against one local emulator; plus its pure helpers
+-- (parameter building, names files, CSV/JSON) in process.
+local cli = require "aliyun.iot.cli"
+local cjson = require "cjson"
+
+local LUA = os.getenv("ALIYUN_IOT_LUA")
+  or (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
+local ROOT = os.getenv("PWD")
+local BIN = ROOT .. "/bin/aliyun-iot"
+local PK = "a1TestPK001"
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd))
+  local s = p:read("*a")
+  p:close()
+  return s
+end
+
+local function mode(path) return (sh("stat -c %a " .. q(path)):gsub("%s+$", "")) end
+
+local emu, tmp
+local all_stderr, all_secrets = {}, {}
+
+-- Everything a child needs: credentials in the environment, HOME without config files,
+-- no LUA_PATH/LUA_CPATH (bin/aliyun-iot finds the checkout's modules itself).
+local function env_prefix()
+  return "cd " .. q(tmp) .. " && env -u LUA_PATH -u LUA_CPATH HOME=" .. q(tmp) ..
+    " ALIBABA_CLOUD_ACCESS_KEY_ID=testid ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret TERM=dumb "
+end
+
+--- Runs the command with argument string `args`; returns exit code, stdout, stderr.
+local function run(args, stdin)
+  local input = stdin and (" < " .. q(tmp .. "/stdin")) or " < /dev/null"
+  if stdin then write(tmp .. "/stdin", stdin) end
+  local out, err = tmp .. "/stdout", tmp .. "/stderr"
+  local code = sh(env_prefix() .. LUA .. " " .. q(BIN) .. " " .. args .. input ..
+    " > " .. q(out) .. " 2> " .. q(err) .. "; echo $?")
+  local stderr = read(err)
+  all_stderr[#all_stderr + 1] = stderr
+  return tonumber(code), read(out), stderr
+end
+
+local function ep() return "--endpoint " .. emu.endpoint .. " " end
+
+local function parse_csv(text)
+  local lines = {}
+  for line in text:gmatch("([^\n]*)\n") do lines[#lines + 1] = line:gsub("\r$", "") end
+  assert.are.equal("ProductKey,DeviceName,DeviceSecret,IotId", lines[1])
+  local devs = {}
+  for i = 2, #lines do
+    local pk, name, secret, iot = lines[i]:match("^([^,]*),([^,]*),([^,]*),([^,]*)$")
+    assert.truthy(pk, "bad CSV line " .. lines[i])
+    devs[#devs + 1] = {ProductKey = pk, DeviceName = name, DeviceSecret = secret, IotId = iot}
+    all_secrets[#all_secrets + 1] = secret
+  end
+  return devs
+end
+
+local function names_of(devs)
+  local t = {}
+  for i, d in ipairs(devs) do t[i] = d.DeviceName end
+  table.sort(t)
+  return t
+end
+
+local function state_names()
+  local s = emu:state()
+  return s.products[PK] and s.products[PK].names or {}
+end
+
+local function request_count() return #emu:requests() end
+
+local function no_secret_in(text)
+  assert.is_nil(text:find("testsecret", 1, true), "AccessKeySecret on stderr: " .. text)
+  for _, s in ipairs(all_secrets) do
+    assert.is_nil(text:find(s, 1, true), "DeviceSecret on stderr: " .. text)
+  end
+end
+
+describe("aliyun-iot helpers", function()
+  it("builds parameter tables from Key=Value words, lists and lists of records", function()
+    assert.are.same({ProductKey = "pk", DeviceName = {"a", "b"}},
+      cli.build_params{"ProductKey=pk", "DeviceName.2=b", "DeviceName.1=a"})
+    assert.are.same({DeviceNameList = {{DeviceName = "x", DeviceNickname = "n=1"}, {DeviceName = "y"}}},
+      cli.build_params{"DeviceNameList.1.DeviceName=x", "DeviceNameList.2.DeviceName=y",
+                       "DeviceNameList.1.DeviceNickname=n=1"})
+    assert.are.same({Empty = ""}, cli.build_params{"Empty="})
+    for _, bad in ipairs{{"NoEquals"}, {"=x"}, {"A.1=a", "A.3=c"}, {"A=1", "A=2"},
+                         {"A=1", "A.1=2"}, {"A.1=1", "A.x=2"}, {"1=x"}, {"A..1=x"}, {"A.0=x"}} do
+      local ok, e = pcall(cli.build_params, bad)
+      assert.is_false(ok, table.concat(bad, " "))
+      assert.truthy(e.message, table.concat(bad, " "))
+    end
+  end)
+
+  it("reads names files: CR, blank lines, comments, nicknames", function()
+    assert.are.same({"light1", "light2"}, cli.parse_names("# lights\r\nlight1\r\n\r\n  light2  \r\n"))
+    assert.are.same({{DeviceName = "light1"}, {DeviceName = "light2", DeviceNickname = "Lamp, kitchen"}},
+      cli.parse_names("light1\n#x,y\nlight2 , Lamp, kitchen\n"))
+    assert.are.same({}, cli.parse_names("\n# nothing\n\r\n"))
+  end)
+
+  it("quotes CSV fields as RFC 4180 asks", function()
+    assert.are.equal("abc", cli.csv_field("abc"))
+    assert.are.equal('"a,b"', cli.csv_field("a,b"))
+    assert.are.equal('"say ""hi"""', cli.csv_field('say "hi"'))
+    assert.are.equal('"a\r\nb"', cli.csv_field("a\r\nb"))
+  end)
+
+  it("prints JSON with exact integers and sorted keys", function()
+    local big = math.tointeger and math.tointeger(9007199254740993) or 4415
+    local text = cli.json{Total = 4415, ApplyId = big, Ratio = 0.5, Ok = true, List = {"a", "b"}}
+    assert.truthy(text:find('"Total": 4415\n', 1, true) or text:find('"Total": 4415,', 1, true))
+    assert.truthy(text:find('"ApplyId": ' .. tostring(big), 1, true))
+    assert.is_nil(text:find("4415.0", 1, true))
+    assert.truthy(text:find('"Ratio": 0.5', 1, true))
+    assert.are.same({Total = 4415, Ratio = 0.5, Ok = true, List = {"a", "b"}, ApplyId = big},
+      require("aliyun.iot.core").json_decode(text))
+    assert.is_true(text:find('"ApplyId"', 1, true) < text:find('"Total"', 1, true))
+  end)
+end)
+
+describe("aliyun-iot command", function()
+  setup(function()
+    emu = require("aliyun.iot.emulator").start{async_delay = 0.05}
+    tmp = os.tmpname()
+    os.remove(tmp)
+    assert(os.execute("mkdir -p " .. q(tmp)))
+  end)
+
+  teardown(function()
+    if emu then emu:stop() end
+    -- No run ever printed a secret on stderr (checked again over every run's stderr).
+    no_secret_in(table.concat(all_stderr, "\n"))
+    os.execute("rm -rf " .. q(tmp))
+  end)
+
+  before_each(function() emu:reset() end)
+
+  it("prints its usage and version", function()
+    local code, out = run("--help")
+    assert.are.equal(0, code)
+    assert.truthy(out:find("Usage: aliyun-iot", 1, true))
+    assert.truthy(out:find("--names-file FILE", 1, true))
+    code, out = run("register --help")
+    assert.are.equal(0, code)
+    assert.truthy(out:find("Usage: aliyun-iot", 1, true))
+    code, out = run("--version")
+    assert.are.equal(0, code)
+    assert.truthy(out:find("^aliyun%-iot %d+%.%d+%.%d+"))
+  end)
+
+  it("runs as an executable from any folder (shebang, no LUA_PATH)", function()
+    local out = sh(env_prefix() .. q(BIN) .. " --version 2>&1; echo rc=$?")
+    assert.truthy(out:find("^aliyun%-iot %d"), out)
+    assert.truthy(out:find("rc=0", 1, true), out)
+  end)
+
+  -- Bad command lines and local problems: exit 2, a clear message, nothing sent.
+  local usage_cases = {
+    {"register --product-key " .. PK .. " --count 3 --bogus", "unknown option '--bogus'"},
+    {"register --product-key " .. PK .. " --cuont 3", "unknown option '--cuont'"},
+    {"register --product-key " .. PK .. " --count", "option --count needs a value"},
+    {"register --count 3 --product-key", "option --product-key needs a value"},
+    {"register --product-key " .. PK .. " --count 3 --out --quiet", "option --out needs a value"},
+    {"register --product-key " .. PK .. " --count=3 --quiet=yes", "option --quiet takes no value"},
+    {"register --product-key " .. PK .. " --count 3 --count 4", "option --count given twice"},
+    {"regster --product-key " .. PK, "unknown command 'regster'"},
+    {"--quiet", "no command given"},
+    {"register --count 3", "'register' needs --product-key"},
+    {"register --product-key " .. PK, "needs either --count or --names-file"},
+    {"register --product-key " .. PK .. " --count 3 --names-file x", "needs either --count or --names-file"},
+    {"register --product-key " .. PK .. " --count 0", "--count must be a positive integer"},
+    {"register --product-key " .. PK .. " --count 1e3", "--count must be a positive integer"},
+    {"register --product-key " .. PK .. " --count -1", "--count must be a positive integer"},
+    {"register --product-key " .. PK .. " --count 3 --skip-invalid", "--skip-invalid applies to --names-file only"},
+    {"register --product-key " .. PK .. " --count 3 --format xml", "--format must be csv or json"},
+    {"register --product-key " .. PK .. " --count 3 --timeout 0", "--timeout must be a positive number"},
+    {"register --product-key " .. PK .. " --count 3 --deadline soon", "--deadline must be a positive number"},
+    {"register --product-key " .. PK .. " --count 3 extra", "unexpected argument 'extra'"},
+    {"status --product-key " .. PK .. " --count 3 --apply-id 1", "option --count does not apply to 'status'"},
+    {"status --product-key " .. PK, "'status' needs --apply-id"},
+    {"devices --product-key " .. PK .. " --apply-id 4415.5", "--apply-id must be a positive integer"},
+    {"resume", "'resume' needs --state"},
+    {"call", "'call' needs an ACTION"},
+    {"call Query-Device", "is not an action name"},
+    {"call QueryDevice ProductKey", "'ProductKey' is not Key=Value"},
+    {"call BatchGetDeviceState DeviceName.1=a DeviceName.3=c", "list DeviceName has no item 2"},
+    {"register --product-key " .. PK .. " --names-file NOPE/names.txt", "cannot read names file", true},
+    {"register --product-key " .. PK .. " --count 3 --out NOPE/devices.csv",
+     "cannot write --out NOPE/devices.csv: no folder NOPE", true},
+    {"resume --state NOPE.state", "cannot read state file NOPE.state", true},
+  }
+  for _, case in ipairs(usage_cases) do
+    it("exits 2 before any request: " .. case[1], function()
+      local before = request_count()
+      local code, out, err = run(ep() .. case[1])
+      assert.are.equal(2, code, err)
+      assert.are.equal("", out)
+      assert.truthy(err:find(case[2], 1, true), err)
+      -- usage errors point at --help; local file problems do not need to
+      assert.are.equal(not case[3], err:find("--help", 1, true) ~= nil, err)
+      assert.are.equal(before, request_count())
+    end)
+  end
+
+  it("exits 2 on a names file with no name, and on a folder that is not writable", function()
+    write(tmp .. "/empty.txt", "# nothing here\n\n")
+    local code, _, err = run(ep() .. "register --product-key " .. PK .. " --names-file empty.txt")
+    assert.are.equal(2, code)
+    assert.truthy(err:find("holds no device name", 1, true), err)
+    code, _, err = run(ep() .. "register --product-key " .. PK .. " --count 1 --out /proc/devices.csv")
+    assert.are.equal(2, code)
+    assert.truthy(err:find("cannot write --out /proc/devices.csv", 1, true), err)
+    assert.are.equal(0, request_count())
+  end)
+
+  it("register --count writes CSV to stdout: exactly the devices the service holds", function()
+    local code, out, err = run(ep() .. "register --product-key " .. PK .. " --count 7")
+    assert.are.equal(0, code, err)
+    local devs = parse_csv(out)
+    assert.are.equal(7, #devs)
+    assert.are.same(state_names(), names_of(devs))
+    for _, d in ipairs(devs) do
+      assert.are.equal(PK, d.ProductKey)
+      assert.truthy(#d.DeviceSecret > 0 and #d.IotId > 0)
+    end
+    -- one progress line per phase on a pipe, and a summary
+    assert.truthy(err:find("aliyun-iot: create", 1, true), err)
+    assert.truthy(err:find("7 devices in 1 applies", 1, true), err)
+    assert.is_nil(err:find("\r", 1, true))
+    no_secret_in(err)
+  end)
+
+  it("--quiet prints nothing on stderr; options may come before the command", function()
+    local code, out, err = run("--quiet " .. ep() .. "--format json register --count 2 --product-key " .. PK)
+    assert.are.equal(0, code, err)
+    assert.are.equal("", err)
+    local devs = cjson.decode(out)
+    assert.are.equal(2, #devs)
+    assert.are.same(state_names(), names_of(devs))
+  end)
+
+  it("--out writes atomically with mode 0600, replacing a previous file", function()
+    local path = tmp .. "/out/devices.json"
+    assert(os.execute("mkdir -p " .. q(tmp .. "/out")))
+    write(path, "OLD")
+    assert(os.execute("chmod 644 " .. q(path)))
+    local code, out, err = run(ep() .. "register --product-key " .. PK .. " --count 3 --format json --out out/devices.json")
+    assert.are.equal(0, code, err)
+    assert.are.equal("", out)
+    assert.are.equal("600", mode(path))
+    local devs = cjson.decode(read(path))
+    assert.are.equal(3, #devs)
+    for _, d in ipairs(devs) do
+      all_secrets[#all_secrets + 1] = d.DeviceSecret
+      assert.are.same({"DeviceName", "DeviceSecret", "IotId", "ProductKey"},
+        (function() local k = {} for n in pairs(d) do k[#k + 1] = n end table.sort(k) return k end)())
+    end
+    assert.are.same(state_names(), names_of(devs))
+    -- nothing but the output in the folder: the temporary file was renamed
+    assert.are.equal("devices.json\n", sh("ls -A " .. q(tmp .. "/out")))
+    no_secret_in(err)
+
+    -- a failed run leaves the previous output untouched and no temporary file behind
+    emu:fault{kind = "503", probability = 1, action = "BatchRegisterDevice"}
+    code, out, err = run(ep() .. "register --product-key " .. PK .. " --count 3 --format json --out out/devices.json")
+    emu:clear_faults()
+    assert.are.equal(1, code, err)
+    assert.are.equal("", out)
+    assert.truthy(err:find("ServiceUnavailable", 1, true), err)
+    assert.are.same(devs, cjson.decode(read(path)))
+    assert.are.equal("devices.json\n", sh("ls -A " .. q(tmp .. "/out")))
+  end)
+
+  it("register --names-file: CR, comments, nicknames; exit 2 on invalid names, nothing registered", function()
+    write(tmp .. "/names.txt", "# our lights\r\nlight_0001\r\n\r\nlight_0002,Kitchen_lamp\r\n" ..
+      "  # indented comment\nlight_0003\n")
+    local code, out, err = run(ep() .. "register --product-key " .. PK .. " --names-file names.txt")
+    assert.are.equal(0, code, err)
+    assert.are.same({"light_0001", "light_0002", "light_0003"}, names_of(parse_csv(out)))
+    assert.are.same({"light_0001", "light_0002", "light_0003"}, state_names())
+    local check = nil
+    for _, r in ipairs(emu:requests()) do
+      if r.action == "BatchCheckDeviceNames" then check = r.params end
+    end
+    assert.are.equal("Kitchen_lamp", check["DeviceNameList.2.DeviceNickname"])
+
+    emu:reset()
+    write(tmp .. "/bad.txt", "good_0001\nbad name\nx\n")
+    code, out, err = run(ep() .. "register --product-key " .. PK .. " --names-file bad.txt")
+    assert.are.equal(2, code, err)
+    assert.are.equal("", out)
+    assert.truthy(err:find("InvalidDeviceName", 1, true), err)
+    assert.truthy(err:find("bad name", 1, true), err)
+    assert.are.same({}, state_names())
+  end)
+
+  it("register --names-file - --skip-invalid reads stdin and exits 3 with the invalid names listed", function()
+    local code, out, err = run(ep() .. "register --product-key " .. PK .. " --names-file - --skip-invalid",
+      "sensor_0001\nbad name\nsensor_0002\n")
+    assert.are.equal(3, code, err)
+    assert.are.same({"sensor_0001", "sensor_0002"}, names_of(parse_csv(out)))
+    assert.are.same({"sensor_0001", "sensor_0002"}, state_names())
+    assert.truthy(err:find("1 invalid names left out", 1, true), err)
+    assert.truthy(err:find("bad name", 1, true), err)
+    no_secret_in(err)
+  end)
+
+  it("a failure midway exits 1, lists the ApplyIds and the resume command, which finishes the job", function()
+    emu:fault{kind = "503", probability = 1, action = "QueryPageByApplyId"}
+    local code, out, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 5 --out devices.csv")
+    emu:clear_faults()
+    assert.are.equal(1, code, err)
+    assert.are.equal("", out)
+    assert.is_nil(read(tmp .. "/devices.csv"))
+    local ids = err:match("ApplyIds created: ([%d ]+)\n")
+    assert.truthy(ids, err)
+    assert.are.equal(tostring(emu:state().applies[1].ApplyId), ids)
+    local resume = err:match("to finish the job, run:\n  (aliyun%-iot resume [^\n]+)\n")
+    assert.truthy(resume, err)
+    assert.truthy(resume:find("--out devices.csv", 1, true), resume)
+    local state = resume:match("%-%-state (%S+)")
+    assert.are.equal("600", mode(state))
+    code, out, err = run(resume:gsub("^aliyun%-iot ", ""))
+    assert.are.equal(0, code, err)
+    assert.are.equal("", out)
+    assert.are.equal("600", mode(tmp .. "/devices.csv"))
+    local devs = parse_csv(read(tmp .. "/devices.csv"))
+    assert.are.equal(5, #devs)
+    assert.are.same(state_names(), names_of(devs))
+    assert.are.equal(1, #emu:state().applies)
+    no_secret_in(err)
+  end)
+
+  it("a BatchRegisterDevice that may have acted without answering ends in the ambiguous error", function()
+    emu:fault{kind = "reset_after", count = 1, action = "BatchRegisterDevice"}
+    local code, out, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 3 --out amb.csv")
+    assert.are.equal(1, code, err)
+    assert.are.equal("", out)
+    assert.truthy(err:find("the service may have created an apply whose ApplyId never arrived", 1, true), err)
+    assert.is_nil(read(tmp .. "/amb.csv"))
+    -- the service did take the apply, and nothing was sent a second time
+    local applies = emu:state().applies
+    assert.are.equal(1, #applies)
+    assert.are.equal(3, applies[1].Count)
+    local sent = 0
+    for _, r in ipairs(emu:requests()) do
+      if r.action == "BatchRegisterDevice" then sent = sent + 1 end
+    end
+    assert.are.equal(1, sent)
+  end)
+
+  it("status, devices and call print what the service answers", function()
+    local code, out, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 3")
+    assert.are.equal(0, code, err)
+    local registered = parse_csv(out)
+    local apply_id = emu:state().applies[1].ApplyId
+
+    code, out, err = run(ep() .. "status --product-key " .. PK .. " --apply-id " .. apply_id)
+    assert.are.equal(0, code, err)
+    local status = cjson.decode(out)
+    assert.are.equal("CREATE_SUCCESS", status.Data.Status)
+    assert.is_true(status.Success)
+
+    code, out, err = run(ep() .. "devices --product-key " .. PK .. " --apply-id " .. apply_id)
+    assert.are.equal(0, code, err)
+    assert.are.same(registered, parse_csv(out))
+    no_secret_in(err)
+
+    code, out, err = run(ep() .. "call QueryPageByApplyId ApplyId=" .. apply_id .. " PageSize=2")
+    assert.are.equal(0, code, err)
+    assert.truthy(out:find('"Total": 3', 1, true), out)
+    assert.truthy(out:find('"PageSize": 2', 1, true), out)
+    assert.is_nil(out:find("%d%.0[,\n]"), out)
+    assert.are.equal(2, #cjson.decode(out).ApplyDeviceList.ApplyDeviceInfo)
+
+    code, out, err = run(ep() .. "call BatchCheckDeviceNames ProductKey=" .. PK ..
+      " DeviceNameList.1.DeviceName=lamp_0001 DeviceNameList.2.DeviceName=lamp_0002" ..
+      " DeviceNameList.2.DeviceNickname=Hall")
+    assert.are.equal(0, code, err)
+    assert.truthy(cjson.decode(out).Data.ApplyId)
+    local last = emu:requests()
+    last = last[#last].params
+    assert.are.equal("lamp_0001", last["DeviceNameList.1.DeviceName"])
+    assert.are.equal("Hall", last["DeviceNameList.2.DeviceNickname"])
+
+    -- a service error: exit 1 and the error's text; a bad value: exit 2, nothing sent
+    code, out, err = run(ep() .. "status --product-key " .. PK .. " --apply-id 999999999")
+    assert.are.equal(1, code, err)
+    assert.are.equal("", out)
+    assert.truthy(err:find("^aliyun%-iot: [%w.]+: "), err)
+    local before = request_count()
+    code, out, err = run(ep() .. "call QueryPageByApplyId ApplyId=abc")
+    assert.are.equal(2, code, err)
+    assert.truthy(err:find("InvalidParameter", 1, true), err)
+    assert.are.equal(before, request_count())
+  end)
+
+  it("a register killed midway is finished by resume: nothing lost, nothing created twice", function()
+    emu:set{async_delay = 2}
+    local state, out = tmp .. "/kill.state", tmp .. "/kill.csv"
+    local pid = sh(env_prefix() .. LUA .. " " .. q(BIN) .. " " .. ep() ..
+      "--quiet register --product-key " .. PK .. " --count 1500 --state kill.state --out kill.csv" ..
+      " > /dev/null 2> kill.err & echo $!"):match("%d+")
+    -- wait until both applies (1000 + 500) are on disk, then kill the process with no
+    -- chance to react, while the service is still creating their devices
+    local function applies()
+      local n = 0
+      for _ in (read(state) or ""):gmatch('"event":"apply"') do n = n + 1 end
+      return n
+    end
+    local t0 = os.time()
+    while applies() < 2 and os.time() - t0 < 20 do os.execute("sleep 0.05") end
+    assert.are.equal(2, applies())
+    assert(os.execute("kill -9 " .. pid))
+    os.execute("sleep 0.2")
+    assert.is_nil(read(out))
+    emu:set{async_delay = 0.05}
+
+    local code, stdout, err = run(ep() .. "resume --state kill.state --out kill.csv")
+    assert.are.equal(0, code, err)
+    assert.are.equal("", stdout)
+    local devs = parse_csv(read(out))
+    assert.are.equal(1500, #devs)
+    local seen = {}
+    for _, d in ipairs(devs) do
+      assert.is_nil(seen[d.DeviceName], "duplicate " .. d.DeviceName)
+      seen[d.DeviceName] = true
+    end
+    local s = emu:state()
+    assert.are.equal(1500, s.products[PK].devices)
+    assert.are.same(s.products[PK].names, names_of(devs))
+    local created = 0
+    for _, a in ipairs(s.applies) do created = created + a.Count end
+    assert.are.equal(1500, created)
+    no_secret_in(err .. (read(tmp .. "/kill.err") or ""))
+  end)
+end)
