@@ -249,6 +249,22 @@ describe("aliyun-iot command", function()
     no_secret_in(err)
   end)
 
+  it("draws a progress bar when stderr is a terminal", function()
+    -- script(1) gives the command a pseudo-terminal; its log holds what the terminal got
+    local log = tmp .. "/tty.log"
+    local cmd = LUA .. " " .. BIN .. " " .. ep() .. "register --product-key " .. PK ..
+      " --count 1200 --out tty.csv"
+    local rc = sh(env_prefix() .. "TERM=xterm script -qec " .. q(cmd) .. " " .. q(log) ..
+      " > /dev/null; echo $?")
+    assert.are.equal("0", rc:match("%d+"), read(log))
+    local screen = read(log)
+    assert.truthy(screen:find("\r\27[K", 1, true), screen)
+    assert.truthy(screen:find("fetch    [##############################] 1200/1200", 1, true), screen)
+    assert.truthy(screen:find("1200 devices in 2 applies", 1, true), screen)
+    assert.are.equal(1200, #parse_csv(read(tmp .. "/tty.csv")))
+    no_secret_in(screen)
+  end)
+
   it("--quiet prints nothing on stderr; options may come before the command", function()
     local code, out, err = run("--quiet " .. ep() .. "--format json register --count 2 --product-key " .. PK)
     assert.are.equal(0, code, err)
@@ -410,6 +426,7 @@ describe("aliyun-iot command", function()
     local before = request_count()
     code, out, err = run(ep() .. "call QueryPageByApplyId ApplyId=abc")
     assert.are.equal(2, code, err)
+    assert.are.equal("", out)
     assert.truthy(err:find("InvalidParameter", 1, true), err)
     assert.are.equal(before, request_count())
   end)

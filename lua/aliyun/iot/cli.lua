@@ -496,7 +496,7 @@ local function progress(streams, quiet, now)
   end
   local err = streams.stderr
   local tty = is_terminal(streams)
-  local key, started, drawn, last_draw = nil, 0, false, -1
+  local drawn = false
   local function clear()
     if drawn then err:write("\r\27[K") drawn = false end
   end
@@ -504,30 +504,32 @@ local function progress(streams, quiet, now)
     clear()
     err:write("aliyun-iot: ", line, "\n")
   end
-  function p.done() clear() err:flush() end
+  function p.done()
+    if drawn then err:write("\n") drawn = false end -- the last bar stays on screen
+    err:flush()
+  end
+  -- Events count the whole job (`done` of `total`); the rate is over the current phase.
+  local phase, seen, since, done0, last_draw = nil, {}, 0, 0, -1
   function p.on_progress(ev)
-    local k = tostring(ev.phase) .. " " .. tostring(ev.apply_id)
-    local t = now()
-    if k ~= key then
-      key, started = k, t
-      if not tty then
-        local noun = (ev.phase == "validate" or ev.phase == "check") and " names" or " devices"
-        err:write("aliyun-iot: ", tostring(ev.phase),
-          ev.apply_id and (" apply " .. tostring(ev.apply_id)) or "",
-          ev.total and (": " .. tostring(ev.total) .. noun) or "", "\n")
+    local t, done, total = now(), tonumber(ev.done), tonumber(ev.total)
+    if ev.phase ~= phase then
+      phase, since, done0 = ev.phase, t, done or 0
+      if not tty and not seen[phase] then
+        seen[phase] = true
+        local noun = (phase == "validate" or phase == "check") and " names" or " devices"
+        err:write("aliyun-iot: ", tostring(phase), total and (": " .. total .. noun) or "", "\n")
         err:flush()
       end
     end
-    if tty and (t - last_draw >= 0.1 or ev.done == ev.total) then
+    if tty and done and (t - last_draw >= 0.1 or done == total) then
       last_draw = t
-      local done, total = tonumber(ev.done) or 0, tonumber(ev.total)
       local width, bar = 30, ""
       if total and total > 0 then
         local filled = math.floor(width * math.min(done, total) / total)
         bar = "[" .. ("#"):rep(filled) .. ("."):rep(width - filled) .. "] "
       end
-      local rate = t > started and done / (t - started) or 0
-      err:write(("\r\27[K%-8s %s%d%s  %.0f/s"):format(tostring(ev.phase), bar, done,
+      local rate = t > since and (done - done0) / (t - since) or 0
+      err:write(("\r\27[K%-8s %s%d%s  %.0f/s"):format(tostring(phase), bar, done,
         total and ("/" .. total) or "", rate))
       err:flush()
       drawn = true
