@@ -17,7 +17,8 @@ record() { # label passed failed
 busted_step() { # label lua spec-paths...
     label=$1; lua=$2; shift 2
     out=$(mktemp)
-    ALIYUN_IOT_LUA=$lua LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/$lua/?.so;;" \
+    ALIYUN_IOT_LUA=$lua LUA_PATH="lua/?.lua;lua/?/init.lua;;" \
+        LUA_CPATH="${CORE_DIR:-build/$lua}/?.so;;" \
         busted --lua="$lua" -o TAP "$@" 2>&1 | tee "$out"
     pass=$(grep -c '^ok ' "$out"); fail=$(grep -c '^not ok ' "$out")
     [ "$pass" -eq 0 ] && [ "$fail" -eq 0 ] && fail=1
@@ -43,6 +44,20 @@ openresty() { busted_step openresty lua5.4 --tags=openresty spec/openresty_spec.
 ctests() { tap_step ctests sh spec/c/run.sh; }
 rock() { tap_step rockspec sh tools/rock-check.sh; }
 lint() { tap_step lint sh tools/lint.sh; }
+# make check-asan: the suite (but the #openresty specs, whose nginx loads the LuaJIT build)
+# on the sanitized core in build/asan, through tools/asan/lua (runtime preloaded for the Lua
+# processes only). Every process writes its reports under build/asan/reports; each report
+# is one more failure, so a report from a Lua child (the CLI) counts even when its spec
+# only looked at the exit status.
+asan() {
+    rm -rf build/asan/reports && mkdir -p build/asan/reports
+    ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:exitcode=86:log_path=$PWD/build/asan/reports/asan" \
+    UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=87:log_path=$PWD/build/asan/reports/ubsan" \
+        CORE_DIR=build/asan busted_step asan "$PWD/tools/asan/lua" --exclude-tags=openresty spec
+    reports=$(find build/asan/reports -type f | wc -l)
+    for f in build/asan/reports/*; do [ -f "$f" ] && cat "$f"; done
+    if [ "$reports" -eq 0 ]; then record "sanitizer reports" 1 0; else record "sanitizer reports" 0 "$reports"; fi
+}
 # The core suite under every interpreter; each prints "<interpreter>: N passed, N failed".
 matrix() {
     for lua in lua5.1 lua5.2 lua5.3 lua5.4 luajit; do
