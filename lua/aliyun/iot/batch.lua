@@ -767,7 +767,8 @@ local function register_devices(self, args)
                     journal = "string", deadline = "number"}, "register_devices")
   local bad = check_product_key(self, args.ProductKey) or check_deadline(args.deadline)
   if bad then return nil, bad end
-  local count = tonumber(validate.integer_string(args.Count))
+  local digits = validate.integer_string(args.Count)
+  local count = digits and tonumber(digits)
   if not count or count < 1 then
     return nil, invalid_param("Count", "Count must be a positive integer")
   end

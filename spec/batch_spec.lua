@@ -1,0 +1,574 @@
+-- The batch provisioning helpers against the local emulator over real HTTP on loopback:
+-- exact device sets, chunking, invalid names (local and service-reported, sync and async),
+-- deadlines, partial failures, journal + resume, QPS pacing, fault injection, XML.
+local iot = require "aliyun.iot"
+local emulator = require "aliyun.iot.emulator"
+
+local PK = "a1TestPK001"
+local LUA = os.getenv("ALIYUN_IOT_LUA")
+  or (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
+
+local function sorted_names(devices)
+  local out = {}
+  for i, d in ipairs(devices) do out[i] = d.DeviceName end
+  table.sort(out)
+  return out
+end
+
+local function tmpname()
+  local p = os.tmpname()
+  os.remove(p)
+  return p
+end
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function write(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+local function lines_of(path)
+  local out = {}
+  for line in read(path):gmatch("[^\n]+") do out[#out + 1] = line end
+  return out
+end
+
+local function count_requests(emu, action, pred)
+  local n = 0
+  for _, r in ipairs(emu:requests()) do
+    if r.action == action and (not pred or pred(r)) then n = n + 1 end
+  end
+  return n
+end
+
+describe("batch helpers", function()
+  local emu
+
+  local function client(opts)
+    local o = {access_key_id = "testid", access_key_secret = "testsecret",
+               endpoint = emu.endpoint, qps = false}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    return assert(iot.new(o))
+  end
+
+  -- The emulator holds exactly these devices (and each record is complete, unique).
+  local function assert_exact(devices)
+    local names = sorted_names(devices)
+    for i = 2, #names do assert.are_not.equal(names[i - 1], names[i]) end
+    for _, d in ipairs(devices) do
+      assert.are.equal(PK, d.ProductKey)
+      assert.is_string(d.DeviceSecret)
+      assert.is_string(d.IotId)
+    end
+    local state = emu:state().products[PK]
+    assert.are.same(state.names, names)
+    assert.are.equal(state.devices, #devices)
+  end
+
+  local function names_list(prefix, n)
+    local t = {}
+    for i = 1, n do t[i] = ("%s-%05d"):format(prefix, i) end
+    return t
+  end
+
+  setup(function()
+    emu = emulator.start{async_delay = 0}
+  end)
+
+  teardown(function()
+    emu:stop()
+  end)
+
+  before_each(function()
+    emu:reset()
+    emu:set{async_delay = 0, qps_limits = false, invalid_names = "async", max_count = 10000}
+  end)
+
+  describe("register_devices", function()
+    it("splits 2,500 into applies of 1,000, 1,000 and 500 and returns exactly the devices created", function()
+      local c = client()
+      local events = {}
+      local res = assert(c:register_devices{ProductKey = PK, Count = 2500,
+        on_progress = function(e) events[#events + 1] = e end})
+      assert.are.equal(3, #res.ApplyIds)
+      assert.are.equal(2500, #res.Devices)
+      assert_exact(res.Devices)
+      local counts = {}
+      for _, r in ipairs(emu:requests()) do
+        if r.action == "BatchRegisterDevice" then counts[#counts + 1] = r.params.Count end
+      end
+      assert.are.same({"1000", "1000", "500"}, counts)
+      for _, r in ipairs(emu:requests()) do
+        if r.action == "QueryPageByApplyId" then assert.are.equal("50", r.params.PageSize) end
+      end
+      local last = {}
+      for _, e in ipairs(events) do last[e.phase] = e end
+      assert.are.same({2500, 2500}, {last.register.done, last.register.total})
+      assert.are.same({2500, 2500}, {last.fetch.done, last.fetch.total})
+      assert.are.equal(2500, last.create.done)
+    end)
+
+    it("splits at a configured max_batch_size of 10,000", function()
+      local c = client{max_batch_size = 10000}
+      local res = assert(c:register_devices{ProductKey = PK, Count = "12000"})
+      assert.are.equal(2, #res.ApplyIds)
+      assert.are.equal(2, count_requests(emu, "BatchRegisterDevice"))
+      assert.are.equal(1, count_requests(emu, "BatchRegisterDevice",
+        function(r) return r.params.Count == "10000" end))
+      assert_exact(res.Devices)
+    end)
+
+    it("rejects bad values before sending anything, and raises on misuse", function()
+      local c = client()
+      for _, count in ipairs{0, -1, 1.5, "1e3", "abc"} do
+        local res, err = c:register_devices{ProductKey = PK, Count = count}
+        assert.is_nil(res)
+        assert.are.equal("InvalidParameter", err.code)
+        assert.are.equal("Count", err.parameter)
+      end
+      local _, err = c:register_devices{Count = 5}
+      assert.are.equal("ProductKey", err.parameter)
+      assert.has_error(function() c:register_devices{ProductKey = PK, Count = 1, jornal = "x"} end)
+      assert.has_error(function() c:register_devices(5) end)
+      assert.are.same({}, emu:requests())
+    end)
+
+    it("ends an apply that stays CREATE at the deadline with ApplyTimeout and its ApplyId", function()
+      emu:set{async_delay = 30}
+      local c = client()
+      local res, err = c:register_devices{ProductKey = PK, Count = 3, deadline = 0.6}
+      assert.is_nil(res)
+      assert.are.equal("ApplyTimeout", err.code)
+      assert.are.equal("CREATE", err.status)
+      assert.are.equal(1, #err.apply_ids)
+      assert.are.equal(err.apply_ids[1], err.apply_id)
+      assert.matches(tostring(err.apply_id), tostring(err), 1, true)
+    end)
+
+    it("ends a partial failure with every ApplyId created and the devices fetched", function()
+      local c = client{max_retries = 1}
+      local injected = false
+      local res, err = c:register_devices{ProductKey = PK, Count = 2500, on_progress = function(e)
+        if e.phase == "register" and not injected then
+          injected = true
+          emu:fault{kind = "503", count = 10, action = "BatchRegisterDevice"}
+        end
+      end}
+      assert.is_nil(res)
+      assert.are.equal("ServiceUnavailable", err.code)
+      assert.is_false(err.ambiguous)
+      assert.are.equal(1, #err.apply_ids)
+      assert.are.equal(1000, #err.devices)
+      assert_exact(err.devices)
+      local text = tostring(err)
+      assert.matches(tostring(err.apply_ids[1]), text, 1, true)
+      for _, d in ipairs(err.devices) do assert.is_nil(text:find(d.DeviceSecret, 1, true)) end
+    end)
+  end)
+
+  describe("register_named_devices", function()
+    it("checks, registers and reads named devices in chunks of 1,000, nicknames included", function()
+      local c = client()
+      local names = names_list("lamp", 2100)
+      local list = {}
+      for i, n in ipairs(names) do list[i] = i % 2 == 0 and {DeviceName = n, DeviceNickname = "nick" .. i} or n end
+      local res = assert(c:register_named_devices{ProductKey = PK, Devices = list})
+      assert.are.equal(3, #res.ApplyIds)
+      assert.are.same({}, res.Invalid)
+      assert_exact(res.Devices)
+      table.sort(names)
+      assert.are.same(names, sorted_names(res.Devices))
+      local sizes = {}
+      for _, r in ipairs(emu:requests()) do
+        if r.action == "BatchCheckDeviceNames" then
+          local n = 0
+          for k in pairs(r.params) do if k:match("^DeviceNameList%.%d+%.DeviceName$") then n = n + 1 end end
+          sizes[#sizes + 1] = n
+        end
+      end
+      assert.are.same({1000, 1000, 100}, sizes)
+    end)
+
+    it("splits at a configured max_batch_size of 10,000", function()
+      local c = client{max_batch_size = 10000}
+      local res = assert(c:register_named_devices{ProductKey = PK, Devices = names_list("big", 10050)})
+      assert.are.equal(2, #res.ApplyIds)
+      assert.are.equal(2, count_requests(emu, "BatchCheckDeviceNames"))
+      assert.are.equal(10050, #res.Devices)
+      assert_exact(res.Devices)
+    end)
+
+    it("fails on locally invalid names without sending anything", function()
+      local c = client()
+      local res, err = c:register_named_devices{ProductKey = PK,
+        Devices = {"good-001", "bad name", "abc", "good-001", "good-002"}}
+      assert.is_nil(res)
+      assert.are.equal("InvalidDeviceName", err.code)
+      local bad = {}
+      for _, b in ipairs(err.invalid) do bad[#bad + 1] = b.DeviceName; assert.is_string(b.ErrorMsg) end
+      assert.are.same({"bad name", "abc", "good-001"}, bad)
+      assert.are.same({}, emu:requests())
+    end)
+
+    for _, style in ipairs{"async", "sync"} do
+      describe("with names the service rejects (" .. style .. " reporting)", function()
+        before_each(function() emu:set{invalid_names = style} end)
+
+        it("fails and registers nothing without skip_invalid", function()
+          local c = client()
+          assert(c:register_device{ProductKey = PK, DeviceName = "taken-001"})
+          local res, err = c:register_named_devices{ProductKey = PK,
+            Devices = {"new-0001", "taken-001", "new-0002"}}
+          assert.is_nil(res)
+          assert.are.equal("InvalidDeviceName", err.code)
+          assert.are.equal(1, #err.invalid)
+          assert.are.equal("taken-001", err.invalid[1].DeviceName)
+          assert.matches("exists", err.invalid[1].ErrorMsg)
+          assert.are.equal(0, count_requests(emu, "BatchRegisterDeviceWithApplyId"))
+          assert.are.same({"taken-001"}, emu:state().products[PK].names)
+        end)
+
+        it("leaves invalid names out with skip_invalid, local ones and service-reported ones", function()
+          local c = client()
+          assert(c:register_device{ProductKey = PK, DeviceName = "taken-001"})
+          local taken = emu:state().products[PK].names
+          local res = assert(c:register_named_devices{ProductKey = PK, skip_invalid = true,
+            Devices = {"new-0001", "taken-001", "bad name", "new-0002", "new-0001"}})
+          assert.are.same({"new-0001", "new-0002"}, sorted_names(res.Devices))
+          local bad = {}
+          for _, b in ipairs(res.Invalid) do bad[#bad + 1] = b.DeviceName end
+          table.sort(bad)
+          assert.are.same({"bad name", "new-0001", "taken-001"}, bad)
+          local state = emu:state().products[PK]
+          assert.are.same({"new-0001", "new-0002", taken[1]}, state.names)
+        end)
+      end)
+    end
+
+    it("ends CREATE_FAILED with CreateFailed, the created devices and the failed name", function()
+      local c = client()
+      local res, err = c:register_named_devices{ProductKey = PK,
+        Devices = {"race-001", "race-002", "race-003"}, on_progress = function(e)
+          if e.phase == "check" then
+            assert(c:register_device{ProductKey = PK, DeviceName = "race-002"})
+          end
+        end}
+      assert.is_nil(res)
+      assert.are.equal("CreateFailed", err.code)
+      assert.are.same({"race-001", "race-003"}, sorted_names(err.devices))
+      assert.are.equal("race-002", err.invalid[1].DeviceName)
+      assert.are.equal(1, #err.apply_ids)
+    end)
+  end)
+
+  describe("wait_apply and apply_devices", function()
+    it("waits for each phase, and gives up at the deadline with ApplyTimeout", function()
+      local c = client()
+      local id = assert(c:batch_check_device_names{ProductKey = PK, DeviceName = {"w-0001"}}).Data.ApplyId
+      local data = assert(c:wait_apply{ProductKey = PK, ApplyId = id, phase = "check"})
+      assert.are.equal("CHECK_SUCCESS", data.Status)
+      emu:set{async_delay = 30}
+      assert(c:batch_register_device_with_apply_id{ProductKey = PK, ApplyId = id})
+      local t0 = c:_now()
+      local res, err = c:wait_apply{ProductKey = PK, ApplyId = id, deadline = 0.7}
+      assert.is_nil(res)
+      assert.are.equal("ApplyTimeout", err.code)
+      assert.are.equal(id, err.apply_id)
+      assert.are.equal("CREATE", err.status)
+      assert.is_true(c:_now() - t0 < 5)
+      local _, bad = c:wait_apply{ProductKey = PK, ApplyId = id, phase = "done"}
+      assert.are.equal("InvalidParameter", bad.code)
+    end)
+
+    it("iterates over an apply's devices page by page, and yields false, err once on failure", function()
+      local c = client()
+      local id = assert(c:batch_register_device{ProductKey = PK, Count = 23}).Data.ApplyId
+      assert(c:wait_apply{ProductKey = PK, ApplyId = id})
+      local got = {}
+      for dev, err in c:apply_devices{ProductKey = PK, ApplyId = id, page_size = 5} do
+        assert.is_nil(err)
+        got[#got + 1] = dev
+      end
+      assert.are.equal(23, #got)
+      assert_exact(got)
+      assert.are.equal(5, count_requests(emu, "QueryPageByApplyId"))
+      local seen = {}
+      for dev, err in c:apply_devices{ProductKey = PK, ApplyId = 999999999} do
+        seen[#seen + 1] = {dev, err}
+      end
+      assert.are.equal(1, #seen)
+      assert.is_false(seen[1][1])
+      assert.are.equal("iot.device.DeviceApplyIsNotFound", seen[1][2].code)
+    end)
+  end)
+
+  describe("journal and resume", function()
+    local path
+    before_each(function() path = tmpname() end)
+    after_each(function() os.remove(path) end)
+
+    local function events_of(p)
+      local out = {}
+      for _, line in ipairs(lines_of(p)) do out[#out + 1] = line:match('"event":"(%a+)"') end
+      return out
+    end
+
+    -- The journal cut after the n-th line whose event is `event`.
+    local function cut_after(p, event, n)
+      local keep, seen = {}, 0
+      for _, line in ipairs(lines_of(p)) do
+        keep[#keep + 1] = line
+        if line:match('"event":"(%a+)"') == event then
+          seen = seen + 1
+          if seen == n then break end
+        end
+      end
+      write(p, table.concat(keep, "\n") .. "\n")
+    end
+
+    it("records the job (mode 0600) and a finished journal resumes without a request", function()
+      local c = client()
+      local res = assert(c:register_devices{ProductKey = PK, Count = 120, journal = path})
+      local p = io.popen("stat -c %a " .. path)
+      assert.are.equal("600", p:read("*l"))
+      p:close()
+      local ev = events_of(path)
+      assert.are.same({"job", "submit", "apply"}, {ev[1], ev[2], ev[3]})
+      assert.are.equal("done", ev[#ev])
+      local n = #emu:requests()
+      local again = assert(c:resume{journal = path})
+      assert.are.same(sorted_names(res.Devices), sorted_names(again.Devices))
+      assert.are.equal(n, #emu:requests())
+      local _, err = c:register_devices{ProductKey = PK, Count = 1, journal = path}
+      assert.are.equal("InvalidParameter", err.code)
+      assert.are.equal("journal", err.parameter)
+    end)
+
+    it("finishes a random job cut short after its applies, creating nothing again", function()
+      local c = client()
+      assert(c:register_devices{ProductKey = PK, Count = 2500, journal = path})
+      cut_after(path, "apply", 3)
+      local n = count_requests(emu, "BatchRegisterDevice")
+      local res = assert(c:resume{journal = path})
+      assert.are.equal(n, count_requests(emu, "BatchRegisterDevice"))
+      assert.are.equal(2500, #res.Devices)
+      assert_exact(res.Devices)
+    end)
+
+    it("re-fetches only what a journal cut mid-devices lacks", function()
+      local c = client()
+      assert(c:register_devices{ProductKey = PK, Count = 1500, journal = path})
+      cut_after(path, "device", 1210)
+      local res = assert(c:resume{journal = path})
+      assert.are.equal(1500, #res.Devices)
+      assert_exact(res.Devices)
+      local ev = events_of(path)
+      local devices = 0
+      for _, e in ipairs(ev) do if e == "device" then devices = devices + 1 end end
+      assert.are.equal(1500, devices)
+    end)
+
+    it("submits only the remainder after a failed chunk", function()
+      local c = client{max_retries = 0}
+      local injected = false
+      local _, err = c:register_devices{ProductKey = PK, Count = 2500, journal = path,
+        on_progress = function(e)
+          if e.phase == "register" and e.done == 2000 and not injected then
+            injected = true
+            emu:fault{kind = "503", count = 1, action = "BatchRegisterDevice"}
+          end
+        end}
+      assert.are.equal(2, #err.apply_ids)
+      assert.matches(path, tostring(err), 1, true)
+      local res = assert(c:resume{journal = path})
+      assert.are.equal(3, #res.ApplyIds)
+      assert_exact(res.Devices)
+      assert.are.equal(2500, #res.Devices)
+    end)
+
+    it("never submits again after an uncertain BatchRegisterDevice, and says so", function()
+      local c = client()
+      assert(c:register_devices{ProductKey = PK, Count = 2500, journal = path})
+      cut_after(path, "submit", 3) -- killed while the third BatchRegisterDevice was in flight
+      local n = count_requests(emu, "BatchRegisterDevice")
+      local res, err = c:resume{journal = path}
+      assert.is_nil(res)
+      assert.is_true(err.ambiguous)
+      assert.are.equal("Ambiguous", err.code)
+      assert.matches("never arrived", tostring(err))
+      assert.are.equal(2, #err.apply_ids)
+      assert.are.equal(2000, #err.devices)
+      assert.are.equal(n, count_requests(emu, "BatchRegisterDevice"))
+    end)
+
+    it("finishes a named job cut short after its checks", function()
+      local c = client()
+      local names = names_list("res", 1200)
+      names[#names + 1] = "bad name"
+      assert(c:register_named_devices{ProductKey = PK, Devices = names, journal = path,
+                                      skip_invalid = true})
+      cut_after(path, "apply", 2)
+      local n = count_requests(emu, "BatchCheckDeviceNames")
+      local res = assert(c:resume{journal = path})
+      assert.are.equal(n, count_requests(emu, "BatchCheckDeviceNames"))
+      assert.are.equal(1200, #res.Devices)
+      assert.are.equal("bad name", res.Invalid[1].DeviceName)
+      assert_exact(res.Devices)
+    end)
+
+    it("finishes the job of a process killed while it waited", function()
+      emu:set{async_delay = 2}
+      local script = ([[
+        local iot = require "aliyun.iot"
+        local c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret",
+                                 endpoint = %q, qps = false})
+        c:register_devices{ProductKey = %q, Count = 2100, journal = %q}
+      ]]):format(emu.endpoint, PK, path)
+      local p = assert(io.popen(("echo $$; exec %s -e %q"):format(LUA, script)))
+      local pid = p:read("*l")
+      local c = client()
+      local deadline = c:_now() + 20
+      while c:_now() < deadline do
+        local f = io.open(path, "rb")
+        local text = f and f:read("*a") or ""
+        if f then f:close() end
+        local _, applies = text:gsub('"event":"apply"', "")
+        if applies >= 3 then break end
+        c:_sleep(0.05)
+      end
+      os.execute("kill -9 " .. pid)
+      p:close()
+      assert.is_nil(read(path):find('"event":"device"', 1, true))
+      emu:set{async_delay = 0}
+      local res = assert(c:resume{journal = path})
+      assert.are.equal(3, count_requests(emu, "BatchRegisterDevice"))
+      assert.are.equal(2100, #res.Devices)
+      assert_exact(res.Devices)
+    end)
+  end)
+
+  describe("pacing", function()
+    it("keeps within the emulator's documented QPS limits: no throttling reaches the caller", function()
+      emu:set{qps_limits = true}
+      local c = client{qps = true, max_batch_size = 100}
+      local res = assert(c:register_devices{ProductKey = PK, Count = 1200})
+      assert_exact(res.Devices)
+      local throttled = 0
+      for _, r in ipairs(emu:requests()) do
+        if r.code and r.code:find("^Throttling") then throttled = throttled + 1 end
+      end
+      assert.are.equal(throttled, c:stats().throttled)
+      assert.are.equal(12, count_requests(emu, "BatchRegisterDevice",
+        function(r) return r.status == 200 end))
+    end)
+
+    it("keeps within configured limits when the service enforces them", function()
+      emu:set{qps_limits = {QueryPageByApplyId = 5}}
+      local c = client{qps = {QueryPageByApplyId = 5}}
+      local res = assert(c:register_devices{ProductKey = PK, Count = 400})
+      assert_exact(res.Devices)
+      local throttled = 0
+      for _, r in ipairs(emu:requests()) do
+        if r.code and r.code:find("^Throttling") then throttled = throttled + 1 end
+      end
+      assert.are.equal(throttled, c:stats().throttled)
+    end)
+  end)
+
+  describe("under injected faults", function()
+    local KINDS = {"503", "throttle", "reset", "reset_after", "truncate", "malformed"}
+    local NAMED_ACTIONS = {"BatchCheckDeviceNames", "BatchRegisterDeviceWithApplyId",
+                           "QueryBatchRegisterDeviceStatus", "QueryPageByApplyId"}
+    local RANDOM_ACTIONS = {"BatchRegisterDevice", "QueryBatchRegisterDeviceStatus",
+                            "QueryPageByApplyId"}
+
+    for _, kind in ipairs(KINDS) do
+      for _, action in ipairs(NAMED_ACTIONS) do
+        it(("named devices: %s on %s loses and duplicates nothing"):format(kind, action), function()
+          emu:fault{kind = kind, count = 2, action = action}
+          local c = client{max_batch_size = 50}
+          local names = names_list("f", 120)
+          local res = assert(c:register_named_devices{ProductKey = PK, Devices = names})
+          table.sort(names)
+          assert.are.same(names, sorted_names(res.Devices))
+          assert_exact(res.Devices)
+        end)
+      end
+      for _, action in ipairs(RANDOM_ACTIONS) do
+        local ambiguous = action == "BatchRegisterDevice" and kind ~= "503" and kind ~= "throttle"
+        local what = ambiguous and "ends in the ambiguous error" or "loses and duplicates nothing"
+        it(("random names: %s on %s %s"):format(kind, action, what), function()
+          emu:fault{kind = kind, count = 1, action = action}
+          local c = client{max_batch_size = 50}
+          local res, err = c:register_devices{ProductKey = PK, Count = 120}
+          if not ambiguous then
+            assert(res, err)
+            assert.are.equal(120, #res.Devices)
+            assert_exact(res.Devices)
+            return
+          end
+          assert.is_nil(res)
+          assert.is_true(err.ambiguous)
+          assert.matches("never arrived", tostring(err))
+          -- Not re-sent: the one uncertain call, and no further chunk after it.
+          assert.are.equal(1, count_requests(emu, "BatchRegisterDevice"))
+          assert.are.same({}, err.apply_ids)
+          local applies = emu:state().applies
+          assert.are.equal(kind == "reset_after" and 1 or 0, #applies)
+        end)
+      end
+    end
+
+    it("a slow answer beyond the timeout is retried for a query", function()
+      emu:fault{kind = "slow", delay = 1.5, count = 1, action = "QueryPageByApplyId"}
+      local c = client{timeout = 0.5}
+      local res = assert(c:register_devices{ProductKey = PK, Count = 60})
+      assert_exact(res.Devices)
+    end)
+
+    it("an ambiguous chunk after good ones keeps their devices in the error", function()
+      local c = client{max_batch_size = 50}
+      local injected = false
+      local res, err = c:register_devices{ProductKey = PK, Count = 150, on_progress = function(e)
+        if e.phase == "register" and not injected then
+          injected = true
+          emu:fault{kind = "reset_after", count = 1, action = "BatchRegisterDevice"}
+        end
+      end}
+      assert.is_nil(res)
+      assert.is_true(err.ambiguous)
+      assert.are.equal(1, #err.apply_ids)
+      assert.are.equal(50, #err.devices)
+      assert.are.equal(2, count_requests(emu, "BatchRegisterDevice"))
+    end)
+  end)
+
+  describe("XML", function()
+    for _, style in ipairs{"async", "sync"} do
+      it("runs both flows end to end with Format=XML (" .. style .. " invalid names)", function()
+        emu:set{invalid_names = style}
+        local c = client{format = "XML", max_batch_size = 50}
+        local res = assert(c:register_devices{ProductKey = PK, Count = 120})
+        assert.are.equal(120, #res.Devices)
+        assert(c:register_device{ProductKey = PK, DeviceName = "xml-taken"})
+        local named = assert(c:register_named_devices{ProductKey = PK, skip_invalid = true,
+          Devices = {"xml-00001", "xml-taken", {DeviceName = "xml-00002", DeviceNickname = "lamp2"}}})
+        assert.are.same({"xml-00001", "xml-00002"}, sorted_names(named.Devices))
+        assert.are.equal("xml-taken", named.Invalid[1].DeviceName)
+        local all = {}
+        for _, d in ipairs(res.Devices) do all[#all + 1] = d end
+        for _, d in ipairs(named.Devices) do all[#all + 1] = d end
+        all[#all + 1] = {ProductKey = PK, DeviceName = "xml-taken", DeviceSecret = "", IotId = ""}
+        assert_exact(all)
+        for _, r in ipairs(emu:requests()) do assert.are.equal("XML", r.params.Format) end
+      end)
+    end
+  end)
+end)
