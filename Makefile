@@ -81,3 +81,15 @@ check-asan: deps
 EMULATOR_PORT ?= 18080
 emulator:
 	@LUA_PATH="lua/?.lua;;" EMULATOR_PORT=$(EMULATOR_PORT) lua5.4 tools/emulator.lua
+
+# Benchmarks (issue 7), not part of `make test`: our client against the official Node.js SDK
+# (tools/node, installed by deps) and a plain libcurl floor; prints a table and writes
+# bench/results.json. `make bench BENCH_RUNS=1` for a quick pass; scenarios can be named:
+# `make bench BENCH="sign sequential"` (sign sequential e2e paced stream).
+bench: deps all
+	@mkdir -p build/bench
+	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L \
+	    $(shell pkg-config --cflags libcurl 2>/dev/null) bench/curl_floor.c \
+	    -o build/bench/curl_floor -lcurl
+	@BENCH_RUNS=$(BENCH_RUNS) BENCH_LUA=$(LUA) LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" \
+	    LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/run.lua $(BENCH)
