@@ -301,6 +301,8 @@ describe("OpenResty cosocket transport #openresty", function()
     assert.same({code = "ConnectionReset", sent = true}, {code = r.err.code, sent = r.err.sent})
     r = transport{method = "GET", url = "http://127.0.0.1:1/"}[1]
     assert.same({code = "ConnectFailed", sent = false}, {code = r.err.code, sent = r.err.sent})
+    r = transport{method = "GET", url = "/raw?kind=conn", headers = {["X-Bad"] = "a\r\nX-Injected: 1"}}[1]
+    assert.same({code = "TransportError", sent = false}, {code = r.err.code, sent = r.err.sent})
     for _, opt in ipairs{"ca_file", "proxy"} do
       r = transport{method = "GET", url = "/raw?kind=conn", [opt] = "/x"}[1]
       assert.same({code = "InvalidParameter", sent = false}, {code = r.err.code, sent = r.err.sent})
@@ -318,6 +320,8 @@ describe("OpenResty over HTTPS #openresty", function()
   it("provisions through the example handler with the emulator's CA as the trust store", function()
     local srv = start_nginx(emu, {trusted = emu.ca_file})
     finally(srv.stop)
+    local _, q = request(srv.url .. "/query")
+    assert.equal("iot.device.NotExistedDevice", q.code, q.message)
     local status, body, text = provision(srv, {ProductKey = PK, Count = 3})
     assert.equal(200, status, text .. srv.log())
     assert.equal(3, #body.Devices)
@@ -325,6 +329,7 @@ describe("OpenResty over HTTPS #openresty", function()
   end)
 
   it("rejects the emulator's certificate with the system trust store", function()
+    emu:reset()
     local srv = start_nginx(emu)
     finally(srv.stop)
     local status, body = request(srv.url .. "/query")

@@ -5,7 +5,9 @@
 --
 -- TLS is verified (peer and host name) against nginx's `lua_ssl_trusted_certificate`
 -- (with `lua_ssl_verify_depth`), the only trust store cosockets know: a per-request
--- `ca_file` or `proxy` cannot apply and is refused rather than ignored.
+-- `ca_file` or `proxy` cannot apply and is refused rather than ignored. nginx checks host
+-- names only against DNS names, so for an IP-address endpoint (https://127.0.0.1:...) only
+-- the certificate chain is verified. Host names are resolved by nginx's `resolver`.
 -- Connections are kept alive in ngx_lua's per-worker pool, one pool per scheme, host and
 -- port; a `fresh_connect` request never takes a pooled connection and never gives its
 -- connection back, since a request that must not be repeated must not meet a stale one.
@@ -60,18 +62,24 @@ local function exchange(req, u, deadline, fresh)
     if err == "timeout" then
       return failure("Timeout", "connect to " .. u.authority .. " timed out", false)
     end
+    if tostring(err):find("no resolver", 1, true) then
+      err = err .. " (set `resolver` in nginx.conf)"
+    end
     return failure("ConnectFailed", "cannot connect to " .. u.authority .. ": " .. tostring(err), false)
   end
   local reused = (sock:getreusedtimes() or 0) > 0
   if u.scheme == "https" and not reused then
     sock:settimeouts(connect_ms, remaining_ms(), remaining_ms())
-    local session
-    session, err = sock:sslhandshake(tls_sessions[pool], u.host, true)
-    tls_sessions[pool] = session or nil
-    if not session then
+    -- resty.core's sslhandshake raises (an assertion) instead of returning nil, err on
+    -- some verification failures, hence the pcall (LuaJIT yields across it).
+    local called, session, herr = pcall(sock.sslhandshake, sock, tls_sessions[pool],
+                                        not u.ip and u.host or nil, true)
+    if not called then herr = "certificate verification failed (see the nginx error log)" end
+    tls_sessions[pool] = called and session or nil
+    if not (called and session) then
       sock:close()
-      local code = err == "timeout" and "Timeout" or "TLSError"
-      return failure(code, "TLS handshake with " .. u.authority .. " failed: " .. tostring(err), false)
+      local code = herr == "timeout" and "Timeout" or "TLSError"
+      return failure(code, "TLS handshake with " .. u.authority .. " failed: " .. tostring(herr), false)
     end
   end
 
@@ -239,7 +247,13 @@ function M.request(req)
   end
   local scheme, host, port, target, authority = parse_url(req.url or "")
   if not scheme then return failure("TransportError", "unsupported URL", false) end
-  local u = {scheme = scheme, host = host, port = port, target = target, authority = authority}
+  for name, value in pairs(req.headers or {}) do
+    if (name .. value):find("[\r\n]") then
+      return failure("TransportError", "header " .. name .. " holds CR or LF", false)
+    end
+  end
+  local u = {scheme = scheme, host = host, port = port, target = target, authority = authority,
+             ip = host:find("^[%d.]+$") ~= nil or host:find(":", 1, true) ~= nil}
   ngx.update_time()
   local deadline = ngx.now() + (req.timeout or 30)
   req = setmetatable({
