@@ -44,6 +44,9 @@ openresty() { busted_step openresty lua5.4 --tags=openresty spec/openresty_spec.
 ctests() { tap_step ctests sh spec/c/run.sh; }
 rock() { tap_step rockspec sh tools/rock-check.sh; }
 lint() { tap_step lint sh tools/lint.sh; }
+# examples/: the example specs (the emulator in a user's suite; provision.lua run as a
+# user runs it, against the emulator).
+examples() { busted_step examples "$LUA" examples; }
 # make check-asan: the suite (but the #openresty specs, whose nginx loads the LuaJIT build)
 # on the sanitized core in build/asan, through tools/asan/lua (runtime preloaded for the Lua
 # processes only). Every process writes its reports under build/asan/reports; each report
