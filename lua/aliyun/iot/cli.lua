@@ -404,6 +404,22 @@ local function json_device(dev)
   return "  {" .. table.concat(f, ", ") .. "}"
 end
 
+-- A fresh random tag for file names (Lua before 5.4 seeds math.random the same in every
+-- process, so two runs would pick the same names).
+local function random_tag()
+  local f = io.open("/dev/urandom", "rb")
+  local bytes = f and f:read(8) or tostring(os.time()) .. tostring({}):sub(-8)
+  if f then f:close() end
+  return (bytes:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+end
+
+-- Creates an empty file that did not exist, with mode 0600 from the start: umask 077
+-- before the file exists, and noclobber makes the shell open it with O_EXCL.
+local function create_private(path)
+  local ok = os.execute("{ umask 077 && set -C && : > " .. shell_quote(path) .. "; } 2>/dev/null")
+  return ok == true or ok == 0
+end
+
 -- An output: stdout, or a temporary file beside `path` (made 0600 from the start) that
 -- replaces `path` only when complete. Made before any request, so a bad path fails first.
 local function open_output(path, stdout)
@@ -414,11 +430,8 @@ local function open_output(path, stdout)
   local dir, base = path:match("^(.*)/([^/]+)$")
   if not dir then dir, base = ".", path end
   if dir == "" then dir = "/" end
-  local tmp = ("%s/.%s.%d%d.tmp"):format(dir, base, os.time(), math.random(100000, 999999))
-  -- umask 077 before the file exists: it is never readable by others, not even briefly;
-  -- noclobber makes the shell create it with O_EXCL.
-  local ok = os.execute("{ umask 077 && set -C && : > " .. shell_quote(tmp) .. "; } 2>/dev/null")
-  local fh = (ok == true or ok == 0) and io.open(tmp, "wb")
+  local tmp = ("%s/.%s.%s.tmp"):format(dir, base, random_tag())
+  local fh = create_private(tmp) and io.open(tmp, "wb")
   if not fh then
     local probe = io.open(dir .. "/.", "rb")
     if probe then probe:close() end
@@ -670,14 +683,21 @@ local function run_job(opts, streams, ui, now)
       -- Without --state the job still keeps a journal, so a failure can be finished with
       -- 'resume'; it is removed when the job completes.
       local dir = os.getenv("TMPDIR") or "/tmp"
-      state = ("%s/aliyun-iot-%d-%d.state"):format(dir, os.time(), math.random(100000, 999999))
+      state = ("%s/aliyun-iot-%s.state"):format(dir, random_tag())
       own_state = true
     end
     out = open_output(opts.out, streams.stdout)
-    local ok = os.execute("{ umask 077 && : > " .. shell_quote(state) .. "; } 2>/dev/null")
-    if not (ok == true or ok == 0) then
-      if not own_state then out:abort() local_error("cannot create state file %s", state) end
-      state, own_state = nil, false
+    if not create_private(state) then
+      if own_state then
+        -- no journal then: a failure still lists the ApplyIds created
+        state, own_state = nil, false
+      elseif file_size(state) == 0 then
+        -- an empty --state file is accepted; it will hold DeviceSecrets
+        os.execute("chmod 600 " .. shell_quote(state))
+      else
+        out:abort()
+        local_error("cannot create state file %s", state)
+      end
     end
     made_state = state ~= nil
     job.journal = state
