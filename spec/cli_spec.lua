@@ -46,11 +46,11 @@ local function env_prefix()
 end
 
 --- Runs the command with argument string `args`; returns exit code, stdout, stderr.
-local function run(args, stdin)
+local function run(args, stdin, env)
   local input = stdin and (" < " .. q(tmp .. "/stdin")) or " < /dev/null"
   if stdin then write(tmp .. "/stdin", stdin) end
   local out, err = tmp .. "/stdout", tmp .. "/stderr"
-  local code = sh(env_prefix() .. LUA .. " " .. q(BIN) .. " " .. args .. input ..
+  local code = sh(env_prefix() .. (env or "") .. " " .. LUA .. " " .. q(BIN) .. " " .. args .. input ..
     " > " .. q(out) .. " 2> " .. q(err) .. "; echo $?")
   local stderr = read(err)
   all_stderr[#all_stderr + 1] = stderr
@@ -403,6 +403,27 @@ describe("aliyun-iot command", function()
       if r.action == "BatchRegisterDevice" then sent = sent + 1 end
     end
     assert.are.equal(1, sent)
+  end)
+
+  it("--deadline ends a job that takes too long: exit 1 with the resume command", function()
+    emu:set{async_delay = 3}
+    local code, out, err = run(ep() .. "--quiet --deadline 0.5 register --product-key " .. PK .. " --count 2")
+    emu:set{async_delay = 0.05}
+    assert.are.equal(1, code, err)
+    assert.are.equal("", out)
+    assert.truthy(err:find("ApplyTimeout", 1, true), err)
+    assert.truthy(err:find("aliyun-iot resume --state ", 1, true), err)
+  end)
+
+  it("a wrong AccessKeySecret: exit 1, SignatureDoesNotMatch, the secret nowhere on stderr", function()
+    local code, out, err = run(ep() .. "register --product-key " .. PK .. " --count 2", nil,
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=wrong%26Secret=XYZ")
+    assert.are.equal(1, code, err)
+    assert.are.equal("", out)
+    assert.truthy(err:find("SignatureDoesNotMatch", 1, true), err)
+    assert.is_nil(err:find("Secret=XYZ", 1, true), err)
+    assert.is_nil(err:find("%26Secret", 1, true), err)
+    assert.are.equal(0, #emu:state().applies)
   end)
 
   it("status, devices and call print what the service answers", function()
