@@ -55,7 +55,8 @@ local last_phase
 local function progress(event)
   if event.phase ~= last_phase then
     last_phase = event.phase
-    print(("  %-8s %s"):format(event.phase, event.total and ("%d/%d"):format(event.done or 0, event.total) or ""))
+    local count = event.total and ("%d/%d"):format(event.done or 0, event.total) or ""
+    print(("  %-8s %s"):format(event.phase, count))
   end
 end
 

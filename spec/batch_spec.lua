@@ -431,7 +431,9 @@ describe("batch helpers", function()
                                  endpoint = %q, qps = false})
         c:register_devices{ProductKey = %q, Count = 2100, journal = %q}
       ]]):format(emu.endpoint, PK, path)
-      local p = assert(io.popen(("echo $$; exec %s -e %q"):format(LUA, script)))
+      local file = tmpname() .. ".lua"
+      write(file, script)
+      local p = assert(io.popen(("echo $$; exec %s %s"):format(LUA, file)))
       local pid = p:read("*l")
       local c = client()
       local deadline = c:_now() + 20
@@ -445,6 +447,7 @@ describe("batch helpers", function()
       end
       os.execute("kill -9 " .. pid)
       p:close()
+      os.remove(file)
       assert.is_nil(read(path):find('"event":"device"', 1, true))
       emu:set{async_delay = 0}
       local res = assert(c:resume{journal = path})
