@@ -362,7 +362,7 @@ function scenarios.stream()
   local r = add_row(label, "ours", "seconds", "s wall", false, a)
   local at10 = add_row("5 peak RSS at 10,000", "ours", "hwm_10k_kb", "kB", false, a)
   local at100 = add_row("5 peak RSS at 100,000", "ours", "hwm_100k_kb", "kB", false, a)
-  notes[#notes + 1] = ("stream: %d records/s; peak RSS %.1f MiB at 10,000 and %.1f MiB at 100,000"
+  notes[#notes + 1] = ("stream: %.0f records/s; peak RSS %.1f MiB at 10,000 and %.1f MiB at 100,000"
     .. " (%+.1f%%, target within 10%%)"):format(100000 / r.median, at10.median / 1024,
     at100.median / 1024, 100 * (at100.median / at10.median - 1))
 end
