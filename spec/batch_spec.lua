@@ -423,6 +423,24 @@ describe("batch helpers", function()
       assert_exact(res.Devices)
     end)
 
+    it("keeps ApplyIds beyond 2^53 exact through the journal", function()
+      local big = emulator.start{async_delay = 0, apply_id_base = "900719925474099300"}
+      local c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret",
+                               endpoint = big.endpoint, qps = false, max_batch_size = 50})
+      local ok, res = pcall(function()
+        local first = assert(c:register_devices{ProductKey = PK, Count = 120, journal = path})
+        cut_after(path, "apply", 3)
+        return {first, assert(c:resume{journal = path})}
+      end)
+      big:stop()
+      assert(ok, res)
+      local first, again = res[1], res[2]
+      assert.are.equal("900719925474099302", tostring(first.ApplyIds[3]))
+      assert.are.same(first.ApplyIds, again.ApplyIds)
+      assert.are.same(sorted_names(first.Devices), sorted_names(again.Devices))
+      assert.matches('"ApplyId":"900719925474099302"', read(path), 1, true)
+    end)
+
     it("finishes the job of a process killed while it waited", function()
       emu:set{async_delay = 2}
       local script = ([[

@@ -264,6 +264,11 @@ end
 function Job:add_invalid(name, message)
   if self.invalid_seen[name] then return end
   self.invalid_seen[name] = true
+  if self.valid_set and self.valid_set[name] then
+    -- the service rejected a name that passed the local rule: one device fewer to expect
+    self.valid_set[name] = nil
+    self.total = self.total - 1
+  end
   self.invalid[#self.invalid + 1] = {DeviceName = name, ErrorMsg = message}
 end
 
@@ -460,8 +465,8 @@ function Job:run_random()
     local id = res and res.Data and res.Data.ApplyId
     if id then
       local a = self:add_apply{ApplyId = id, phase = "create", Count = n}
-      ok, jerr = self:record{event = "apply", seq = self.seq, ApplyId = a.key, phase = "create",
-                             Count = n}
+      ok, jerr = self:record{event = "apply", seq = self.seq, ApplyId = a.key,
+                             ProductKey = self.ProductKey, phase = "create", Count = n}
       if not ok then
         cause = jerr
         break
@@ -649,7 +654,8 @@ function Job:check_chunks(pending)
     local id = res and res.Data and res.Data.ApplyId
     if id then
       local a = self:add_apply{ApplyId = id, phase = "check", Names = names}
-      local ok, jerr = self:record{event = "apply", ApplyId = a.key, phase = "check", Names = names}
+      local ok, jerr = self:record{event = "apply", ApplyId = a.key, ProductKey = self.ProductKey,
+                                   phase = "check", Names = names}
       if not ok then return jerr end
     elseif res then
       return errors.new{code = "InvalidResponse", message = "BatchCheckDeviceNames answered no ApplyId"}
@@ -729,6 +735,8 @@ function Job:validate_names()
     end
   end
   self.total = #valid
+  self.valid_set = {}
+  for _, r in ipairs(valid) do self.valid_set[r.DeviceName] = true end
   self:emit{phase = "validate", done = #valid, total = #self.names}
   if #bad > 0 and not self.skip_invalid then
     return self:fail({code = "InvalidDeviceName",

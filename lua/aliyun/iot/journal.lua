@@ -14,8 +14,10 @@
 --   {"event":"job","version":1,"kind":"named","ProductKey":..,"skip_invalid":true,
 --    "Devices":[{"DeviceName":..,"DeviceNickname":..},..]}
 --   {"event":"submit","seq":1,"action":"BatchRegisterDevice","Count":1000}  (before sending)
---   {"event":"apply","seq":1,"ApplyId":"4415","phase":"create","Count":1000}  (random)
---   {"event":"apply","ApplyId":"4416","phase":"check","Names":[..]}  (BatchCheckDeviceNames)
+--   {"event":"apply","seq":1,"ApplyId":"4415","ProductKey":..,"phase":"create",
+--    "Count":1000}  (BatchRegisterDevice answered)
+--   {"event":"apply","ApplyId":"4416","ProductKey":..,"phase":"check","Names":[..]}
+--    (BatchCheckDeviceNames answered; the apply then goes through check and create)
 --   {"event":"failed","seq":2,"action":"BatchRegisterDevice"}  (certainly not created)
 --   {"event":"uncertain","seq":3,"action":"BatchRegisterDevice","Count":500,"message":..}
 --   {"event":"device","ApplyId":"4415","ProductKey":..,"DeviceName":..,"DeviceSecret":..,
