@@ -77,6 +77,11 @@ check-asan: deps
 	    -o build/asan/unpreload.so tools/asan/unpreload.c
 	@sh tools/test.sh asan
 
+# The C-heavy specs under valgrind memcheck on the normal Lua 5.4 build (tools/test.sh).
+check-valgrind: deps
+	@$(MAKE) --no-print-directory all
+	@sh tools/test.sh valgrind_specs
+
 # The main job on the local emulator: 2,500 random-named + 25 named devices into
 # devices.csv (0600), with a summary (examples/demo.lua).
 demo: deps

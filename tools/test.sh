@@ -61,6 +61,34 @@ asan() {
     for f in build/asan/reports/*; do [ -f "$f" ] && cat "$f"; done
     if [ "$reports" -eq 0 ]; then record "sanitizer reports" 1 0; else record "sanitizer reports" 0 "$reports"; fi
 }
+# make check-valgrind: the specs that drive the C core hardest, each in one Lua 5.4 process
+# under memcheck (children such as nginx are not traced). Each spec's tests count as usual,
+# plus one "valgrind <spec>" line: not ok on any memory error or definite leak.
+VALGRIND_SPECS="spec/sign_spec.lua spec/decode_spec.lua spec/http_spec.lua spec/client_spec.lua
+spec/batch_spec.lua"
+valgrind_specs() {
+    mkdir -p build/valgrind
+    for spec in $VALGRIND_SPECS; do
+        [ -f "$spec" ] || continue
+        name=$(basename "$spec" .lua)
+        out=$(mktemp)
+        LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/lua5.4/?.so;;" ALIYUN_IOT_LUA=lua5.4 \
+            valgrind -q --leak-check=full --show-leak-kinds=definite \
+            --errors-for-leak-kinds=definite --error-exitcode=99 --num-callers=30 \
+            --suppressions=tools/valgrind.supp --log-file="build/valgrind/$name.log" \
+            lua5.4 /usr/bin/busted --ignore-lua -o TAP --exclude-tags=openresty "$spec" 2>&1 | tee "$out"
+        pass=$(grep -c '^ok ' "$out"); fail=$(grep -c '^not ok ' "$out")
+        [ "$pass" -eq 0 ] && [ "$fail" -eq 0 ] && fail=1
+        if [ -s "build/valgrind/$name.log" ]; then
+            cat "build/valgrind/$name.log"
+            echo "not ok - valgrind $spec (build/valgrind/$name.log)"; fail=$((fail + 1))
+        else
+            echo "ok - valgrind $spec"; pass=$((pass + 1))
+        fi
+        rm -f "$out"
+        record "valgrind $name" "$pass" "$fail"
+    done
+}
 # The core suite under every interpreter; each prints "<interpreter>: N passed, N failed".
 matrix() {
     for lua in lua5.1 lua5.2 lua5.3 lua5.4 luajit; do
