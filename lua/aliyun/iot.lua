@@ -125,8 +125,9 @@ end
 -- Inside OpenResty's request, timer and similar phases the client must not block the
 -- worker: it sends through cosockets and sleeps with ngx.sleep. Elsewhere (init_by_lua,
 -- set_by_lua, header/body filters, or plain Lua) it uses libcurl and core.sleep.
-local COSOCKET_PHASES = {rewrite = true, access = true, content = true, timer = true,
-                         ssl_cert = true, ssl_session_fetch = true}
+local COSOCKET_PHASES = {rewrite = true, server_rewrite = true, access = true, content = true,
+                         timer = true, ssl_cert = true, ssl_session_fetch = true,
+                         ssl_client_hello = true}
 
 local function in_cosocket_phase()
   local ngx = rawget(_G, "ngx")
@@ -244,10 +245,11 @@ end
 -- The transport for this moment: the user's, or cosockets inside OpenResty's yielding
 -- phases, or this client's own libcurl session.
 function Client:_transport()
-  if self.transport and self.transport ~= M.transports.curl then
+  local cosocket = self.transport ~= nil and self.transport == rawget(M.transports, "cosocket")
+  if self.transport and self.transport ~= M.transports.curl and not cosocket then
     return self.transport, nil
   end
-  if in_cosocket_phase() and not self.transport then
+  if cosocket or (in_cosocket_phase() and not self.transport) then
     if self.ca_file or self.proxy then
       -- cosockets trust only nginx's lua_ssl_trusted_certificate and cannot proxy
       return nil, errors.new{code = "InvalidParameter", parameter = self.ca_file and "ca_file" or "proxy",
@@ -590,13 +592,18 @@ function Client:call_many(action, params_list, call_opts, concurrency)
   end
   if in_cosocket_phase() then
     local threads = {}
+    -- A light thread's error would otherwise be lost (and results[i], errs[i] both nil).
+    local function wait(t)
+      local ok, err = ngx.thread.wait(t)
+      if not ok then error(err, 0) end
+    end
     for _, i in ipairs(todo) do
       threads[#threads + 1] = ngx.thread.spawn(function()
         results[i], errs[i] = self:_request(rows[i], action, flats[i], call_opts)
       end)
-      if #threads >= concurrency then ngx.thread.wait(table.remove(threads, 1)) end
+      if #threads >= concurrency then wait(table.remove(threads, 1)) end
     end
-    for _, t in ipairs(threads) do ngx.thread.wait(t) end
+    for _, t in ipairs(threads) do wait(t) end
     return results, errs
   end
   if not batch or #todo < 2 then
