@@ -140,10 +140,12 @@ describe("OpenResty #openresty", function()
   end)
 
   it("refuses ca_file and proxy under cosockets with a clear error", function()
-    for _, name in ipairs{"ca_file", "proxy"} do
-      local status, body = request(srv.url .. "/option?name=" .. name)
+    for _, query in ipairs{"ca_file", "proxy", "ca_file&explicit=1", "proxy&explicit=1"} do
+      local name = query:match("^%w+_?%w*")
+      local status, body = request(srv.url .. "/option?name=" .. query)
       assert.equal(200, status)
       assert.is_false(body.ok)
+      assert.equal(0, body.retries)
       assert.equal("InvalidParameter", body.code)
       assert.matches(name, body.message, 1, true)
       assert.matches("lua_ssl_trusted_certificate", body.message, 1, true)

@@ -51,11 +51,17 @@ function M.paced()
   reply(r)
 end
 
---- /option?name=ca_file|proxy: a client with that option, called under cosockets.
+--- /option?name=ca_file|proxy[&explicit=1]: a client with that option, called under
+-- cosockets (chosen by the client, or given as its transport).
 function M.option()
   local name = ngx.var.arg_name
-  local c = assert(new_client{[name] = name == "proxy" and "http://127.0.0.1:9" or "/etc/ssl/certs/ca-certificates.crt"})
-  reply(outcome(c:query_device_detail{ProductKey = PK, DeviceName = "nosuchdevice"}))
+  local c = assert(new_client{
+    [name] = name == "proxy" and "http://127.0.0.1:9" or "/etc/ssl/certs/ca-certificates.crt",
+    transport = ngx.var.arg_explicit and iot.transports.cosocket or nil,
+  })
+  local r = outcome(c:query_device_detail{ProductKey = PK, DeviceName = "nosuchdevice"})
+  r.retries = c:stats().retries
+  reply(r)
 end
 
 local init_result
