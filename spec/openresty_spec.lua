@@ -265,7 +265,7 @@ describe("OpenResty cosocket transport #openresty", function()
       {method = seen.method, body = seen.body, test = seen.test, length = seen.length,
        connection = seen.connection})
     assert.equal(srv.url:match("//(.*)"), seen.host)
-    assert.matches("^aliyun%-iot/", seen.ua)
+    assert.matches("^aliyun%-iot/%d+%.%d+%.%d+ ngx_lua/0%.%d+%.%d+ LuaJIT/2%.1", seen.ua)
     seen = cjson.decode(transport{method = "GET", url = "/raw?kind=echo"}[1].res.body)
     assert.same({method = "GET"}, {method = seen.method, body = seen.body, length = seen.length})
   end)

@@ -22,10 +22,15 @@ local CHUNK = 65536            -- most bytes asked of one receive
 -- TLS sessions per pool (per worker), so reconnecting skips the full handshake.
 local tls_sessions = {}
 
-local USER_AGENT = ("aliyun-iot/%s ngx_lua/%s %s"):format(
-  (package.loaded["aliyun.iot.core"] or {})._VERSION or "?",
-  ngx and ngx.config and ngx.config.ngx_lua_version or "?",
-  rawget(_G, "jit") and jit.version or _VERSION)
+-- "aliyun-iot/0.1.0 ngx_lua/0.10.23 LuaJIT/2.1.0-beta3", as the libcurl transport names
+-- libcurl and Lua (a client's user_agent option replaces it).
+local USER_AGENT = (function()
+  local v = rawget(_G, "ngx") and ngx.config and ngx.config.ngx_lua_version or 0
+  return ("aliyun-iot/%s ngx_lua/%d.%d.%d %s"):format(
+    (package.loaded["aliyun.iot.core"] or {})._VERSION or "?",
+    math.floor(v / 1000000), math.floor(v / 1000) % 1000, v % 1000,
+    ((rawget(_G, "jit") and jit.version or _VERSION):gsub(" ", "/")))
+end)()
 
 -- Reads "scheme://host[:port]/path?query" into its parts; nil for anything else.
 local function parse_url(url)
