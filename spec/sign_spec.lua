@@ -46,7 +46,8 @@ describe("core signing", function()
     local set = os.setlocale("de_DE.UTF-8", "all") or os.setlocale("de_DE.utf8", "all")
     assert.is_truthy(set, "de_DE.UTF-8 locale missing: run make deps")
     -- the locale really changes collation: "a" sorts before "B" in German, not in C
-    assert.is_true(("a") < ("B"))
+    -- (LuaJIT compares strings bytewise, never through strcoll: nothing to see there)
+    if not rawget(_G, "jit") then assert.is_true(("a") < ("B")) end
     local ok, err = pcall(check_vectors)
     os.setlocale(old, "all")
     assert(ok, err)
