@@ -88,6 +88,11 @@ demo: deps
 	@$(MAKE) --no-print-directory LUA=lua5.4 all
 	@LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 examples/demo.lua
 
+# libFuzzer targets (fuzz/): signing, decoding, the HTTP response path; FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh tools/test.sh fuzz
+
 # The local emulator in the foreground on 127.0.0.1:$(EMULATOR_PORT) (see tools/emulator.lua).
 EMULATOR_PORT ?= 18080
 emulator:

@@ -89,6 +89,8 @@ valgrind_specs() {
         record "valgrind $name" "$pass" "$fail"
     done
 }
+# make fuzz: every libFuzzer target for FUZZ_SECONDS (tools/fuzz.sh).
+fuzz() { tap_step fuzz sh tools/fuzz.sh; }
 # The core suite under every interpreter; each prints "<interpreter>: N passed, N failed".
 matrix() {
     for lua in lua5.1 lua5.2 lua5.3 lua5.4 luajit; do
