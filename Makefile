@@ -93,6 +93,11 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh tools/test.sh fuzz
 
+# 200 batch jobs under ~10% emulator faults, with the report (not in make test or CI).
+soak: deps
+	@$(MAKE) --no-print-directory all
+	@sh tools/test.sh soak
+
 # The local emulator in the foreground on 127.0.0.1:$(EMULATOR_PORT) (see tools/emulator.lua).
 EMULATOR_PORT ?= 18080
 emulator:

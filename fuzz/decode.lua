@@ -14,7 +14,9 @@ local function check_json(v, depth)
   local n = #v
   for k, x in pairs(v) do
     if type(k) == "number" then
-      if math.type(k) ~= "integer" or k < 1 or k > n then fail("array key %s outside 1..%d", tostring(k), n) end
+      if math.type(k) ~= "integer" or k < 1 or k > n then
+        fail("array key %s outside 1..%d", tostring(k), n)
+      end
     elseif type(k) ~= "string" then
       fail("json key of type %s", type(k))
     end
@@ -30,7 +32,9 @@ local function check_xml(v, depth)
     if type(name) ~= "string" or name == "" then fail("xml child name %s", tostring(name)) end
     if type(list) ~= "table" or #list == 0 then fail("child %q is not a non-empty list", name) end
     for k, x in pairs(list) do
-      if math.type(k) ~= "integer" or k < 1 or k > #list then fail("child %q list key %s", name, tostring(k)) end
+      if math.type(k) ~= "integer" or k < 1 or k > #list then
+        fail("child %q list key %s", name, tostring(k))
+      end
       check_xml(x, depth + 1)
     end
   end
@@ -47,7 +51,9 @@ return function(data)
     local lit = data:match("^%s*(%-?[1-9]%d*)%s*$") or data:match("^%s*(%-?0)%s*$")
     if lit then
       if math.type(v) ~= "integer" then fail("integer literal %s decoded as %s", lit, math.type(v)) end
-      if string.format("%d", v) ~= (lit == "-0" and "0" or lit) then fail("literal %s decoded as %d", lit, v) end
+      if string.format("%d", v) ~= (lit == "-0" and "0" or lit) then
+        fail("literal %s decoded as %d", lit, v)
+      end
     end
   end
 

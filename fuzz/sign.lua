@@ -132,7 +132,9 @@ return function(data)
   if not ambiguous then
     for k, v in pairs(expected) do
       local got = flat[k]
-      if not (got == v or (v ~= v and got ~= got)) then fail("flat[%q] = %s, want %s", k, tostring(got), tostring(v)) end
+      if not (got == v or (v ~= v and got ~= got)) then
+        fail("flat[%q] = %s, want %s", k, tostring(got), tostring(v))
+      end
     end
     for k in pairs(flat) do if expected[k] == nil then fail("flatten invented %q", k) end end
   end

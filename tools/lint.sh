@@ -48,7 +48,7 @@ clang_tidy_run() {
 luacheck_run() {
     need luacheck || return 1
     dirs=""
-    for d in lua spec examples bin; do [ -e "$d" ] && dirs="$dirs $d"; done
+    for d in lua spec examples bin fuzz; do [ -e "$d" ] && dirs="$dirs $d"; done
     # bin/aliyun-iot has no .lua suffix: name the files so luacheck reads them all.
     # shellcheck disable=SC2086
     luacheck --no-color -q $dirs $(ls bin/* 2>/dev/null)

@@ -91,6 +91,8 @@ valgrind_specs() {
 }
 # make fuzz: every libFuzzer target for FUZZ_SECONDS (tools/fuzz.sh).
 fuzz() { tap_step fuzz sh tools/fuzz.sh; }
+# make soak: 200 fault jobs with their report (tools/soak.lua); not part of make test or CI.
+soak() { tap_step soak lua5.4 tools/soak.lua; }
 # The core suite under every interpreter; each prints "<interpreter>: N passed, N failed".
 matrix() {
     for lua in lua5.1 lua5.2 lua5.3 lua5.4 luajit; do
