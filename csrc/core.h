@@ -19,6 +19,14 @@ void aliyun_open_fs(lua_State *L);
 /* Appends percent_encode(s[0..len)) to b (RFC 3986 unreserved kept, %XY upper-case). */
 void aliyun_add_encoded(luaL_Buffer *b, const char *s, size_t len);
 
+/* Writes percent_encode(s[0..len)) at out, which has room for 3 * len bytes; returns the
+   end. */
+char *aliyun_encode_to(char *out, const char *s, size_t len);
+
+/* Writes percent_encode(s) at *once and percent_encode(percent_encode(s)) at *twice (room
+   for 3 * len and 5 * len bytes) in one pass, advancing both. */
+void aliyun_encode_both(char **once, char **twice, const char *s, size_t len);
+
 /* Seconds of the monotonic clock: core.now(), and the clock of not_before values. */
 double aliyun_now(void);
 

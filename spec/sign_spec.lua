@@ -131,6 +131,52 @@ describe("core signing", function()
     end)
   end)
 
+  describe("canonical order and encoding, against a plain Lua statement of the rules", function()
+    local function encode(str)
+      return (str:gsub("[^A-Za-z0-9%-_.~]", function(c) return ("%%%02X"):format(c:byte()) end))
+    end
+    local function reference(params)
+      local names = {}
+      for k in pairs(params) do names[#names + 1] = k end
+      table.sort(names) -- byte order: the C locale's strcmp for ASCII names
+      local parts = {}
+      for i, k in ipairs(names) do parts[i] = encode(k) .. "=" .. encode(tostring(params[k])) end
+      return table.concat(parts, "&")
+    end
+    local function check(params)
+      local _, sts, canonical = core.sign_rpc("POST", params, "s")
+      assert.are.equal(reference(params), canonical)
+      assert.are.equal("POST&%2F&" .. encode(canonical), sts)
+    end
+
+    it("encodes every byte value", function()
+      local all = {}
+      for b = 0, 255 do all[#all + 1] = string.char(b) end
+      all = table.concat(all)
+      assert.are.equal(encode(all), core.percent_encode(all))
+      check{Value = all}
+    end)
+
+    it("orders 10,000 flattened names with nicknames (long shared prefixes)", function()
+      local list = {}
+      for i = 1, 10000 do list[i] = {DeviceName = ("dev%05d"):format(i), DeviceNickname = "n" .. i} end
+      check(assert(core.flatten{ProductKey = "pk", DeviceNameList = list}))
+    end)
+
+    it("orders names with many distinct first words, ties and odd lengths", function()
+      local params, seed = {}, 7
+      local function rnd(n) seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n end
+      for i = 1, 600 do
+        local len = 1 + rnd(40)
+        local name = {}
+        for j = 1, len do name[j] = string.char(65 + rnd(4) + (j % 3 == 0 and 32 or 0)) end
+        params[table.concat(name) .. (i % 5 == 0 and ("SharedPrefix_0123456789" .. i) or "")] = "v" .. i
+      end
+      for i = 1, 40 do params[("Word%02dxxxxxxxxxxxxxxxx"):format(i) .. i] = i end
+      check(params)
+    end)
+  end)
+
   describe("flatten", function()
     it("flattens lists and lists of records", function()
       local flat = assert(core.flatten{
