@@ -75,12 +75,11 @@ void aliyun_encode_both(char **once, char **twice, const char *s, size_t len)
 
 void aliyun_add_encoded(luaL_Buffer *b, const char *s, size_t len)
 {
+    char out[3 * 256];
     while (len > 0) {
-        /* at most LUAL_BUFFERSIZE bytes of output per step, as luaL_prepbuffer gives */
-        size_t chunk = len < LUAL_BUFFERSIZE / 3 ? len : LUAL_BUFFERSIZE / 3;
-        char *out = luaL_prepbuffer(b);
+        size_t chunk = len < 256 ? len : 256;
         char *end = aliyun_encode_to(out, s, chunk);
-        luaL_addsize(b, (size_t)(end - out));
+        luaL_addlstring(b, out, (size_t)(end - out));
         s += chunk;
         len -= chunk;
     }

@@ -346,6 +346,13 @@ static size_t collect_params(lua_State *L, int idx, struct scratch *s, size_t *r
  * "METHOD&%2F&": a byte the query encodes as %XY becomes %25XY there, and the separators
  * = and & become %3D and %26. Both come out of one pass over the names and values.
  */
+/* Appends the n bytes of lit (no terminator) at t; returns the end. */
+static char *put(char *t, const char *lit, size_t n)
+{
+    memcpy(t, lit, n);
+    return t + n;
+}
+
 static void write_canonical(lua_State *L, struct scratch *s, size_t n, size_t raw,
                             const char *method, size_t mlen, size_t *clen, char **sts,
                             size_t *tlen)
@@ -358,9 +365,7 @@ static void write_canonical(lua_State *L, struct scratch *s, size_t n, size_t ra
     c = s->out;
     t = s->out + cmax;
     if (method != NULL) {
-        memcpy(t, method, mlen);
-        memcpy(t + mlen, "&%2F&", 5);
-        t += mlen + 5;
+        t = put(put(t, method, mlen), "&%2F&", 5);
     }
     for (i = 0; i < n; i++) {
         const struct param *p = s->keys[i].p;
@@ -374,13 +379,11 @@ static void write_canonical(lua_State *L, struct scratch *s, size_t n, size_t ra
         }
         if (i > 0) {
             *c++ = '&';
-            memcpy(t, "%26", 3);
-            t += 3;
+            t = put(t, "%26", 3);
         }
         aliyun_encode_both(&c, &t, p->k, p->klen);
         *c++ = '=';
-        memcpy(t, "%3D", 3);
-        t += 3;
+        t = put(t, "%3D", 3);
         aliyun_encode_both(&c, &t, p->v, p->vlen);
     }
     *clen = (size_t)(c - s->out);
