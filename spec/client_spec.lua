@@ -406,11 +406,13 @@ describe("client", function()
     setup(function() tls = emulator.start{tls = true, async_delay = 0} end)
     teardown(function() tls:stop() end)
 
-    it("rejects a self-signed server by default", function()
-      local c = client_for(tls)
+    it("rejects a self-signed server by default, without retrying", function()
+      local c = client_for(tls, {max_retries = 3})
       local r, err = c:query_device{ProductKey = PK}
       assert.is_nil(r)
       assert.are.equal("TLSError", err.code)
+      assert.is_false(err.retryable)
+      assert.are.equal(0, c:stats().retries)
     end)
 
     it("accepts it with ca_file", function()

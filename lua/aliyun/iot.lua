@@ -384,6 +384,8 @@ local RETRYABLE_CODES = {
   ServiceUnavailable = true,
 }
 local AMBIGUOUS_CODES = {InternalError = true, UnknownError = true, SignatureNonceUsed = true}
+local REPEATABLE_TRANSPORT = {ConnectFailed = true, Timeout = true, ConnectionReset = true,
+                              TransportError = true}
 
 local function decode_body(body)
   local first = body:match("^%s*(.)")
@@ -402,7 +404,12 @@ function Client:_classify(row, res, terr, sts)
   if not res then
     local e = errors.new{code = terr.code or "TransportError",
                          message = self.redact(terr.message or "transport failed")}
-    if terr.sent then e.ambiguous = true else e.retryable = true end
+    if terr.sent then
+      e.ambiguous = true
+    elseif REPEATABLE_TRANSPORT[e.code] then
+      -- nothing reached the server; a certificate or an option that fails will fail again
+      e.retryable = true
+    end
     return nil, e
   end
   local status = res.status
