@@ -4,7 +4,6 @@
  * {DeviceNameList = {{DeviceName = "a"}}} becomes DeviceNameList.1.DeviceName, as the
  * official SDKs' flatRepeatedList does. A table with string keys nests as Name.Key.
  */
-#include <stdio.h>
 #include <string.h>
 
 #include "core.h"
@@ -57,6 +56,50 @@ static lua_Integer table_kind(lua_State *L, int idx)
 
 static int flatten_value(lua_State *L, int out, char *name, size_t len, int depth,
                          struct flat_error *err);
+
+/* Writes the decimal digits of i (1-based list index) at out; returns their count. */
+static size_t format_index(char *out, lua_Integer i)
+{
+    char rev[24];
+    size_t n = 0, k;
+    do {
+        rev[n++] = (char)('0' + (int)(i % 10));
+        i /= 10;
+    } while (i > 0);
+    for (k = 0; k < n; k++)
+        out[k] = rev[n - 1 - k];
+    return n;
+}
+
+/* How many flat entries params will give, near enough to size the result table once
+   (growing it entry by entry rehashed a 1,000-name request ten times). */
+static int estimate_entries(lua_State *L, int idx)
+{
+    size_t total = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            size_t n = lua_rawlen(L, -1), fields = 1;
+            if (n > 0) {
+                lua_rawgeti(L, -1, 1);
+                if (lua_type(L, -1) == LUA_TTABLE) {
+                    fields = 0;
+                    lua_pushnil(L);
+                    while (lua_next(L, -2) != 0) {
+                        lua_pop(L, 1);
+                        fields++;
+                    }
+                }
+                lua_pop(L, 1);
+            }
+            total += n * fields;
+        } else {
+            total++;
+        }
+        lua_pop(L, 1);
+    }
+    return total > 1000000 ? 1000000 : (int)total;
+}
 
 static int set_error(struct flat_error *err, const char *message, const char *name, size_t len)
 {
@@ -111,10 +154,10 @@ static int flatten_value(lua_State *L, int out, char *name, size_t len, int dept
         if (n >= 0) {
             lua_Integer i;
             for (i = 1; ok && i <= n; i++) {
-                char idx[32];
-                int ilen = snprintf(idx, sizeof idx, "%lld", (long long)i);
+                char idx[24];
+                size_t ilen = format_index(idx, i);
                 lua_rawgeti(L, tab, (int)i);
-                ok = flatten_child(L, out, name, len, idx, (size_t)ilen, depth, err);
+                ok = flatten_child(L, out, name, len, idx, ilen, depth, err);
             }
         } else {
             lua_pushnil(L);
@@ -147,7 +190,7 @@ static int l_flatten(lua_State *L)
 
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    lua_newtable(L);
+    lua_createtable(L, 0, estimate_entries(L, 1));
     lua_pushnil(L);
     while (ok && lua_next(L, 1) != 0) {
         size_t klen;
