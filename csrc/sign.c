@@ -794,33 +794,6 @@ static int l_hmac_sha1(lua_State *L)
     return 1;
 }
 
-/* core.hmac_sha256_hex(key, data) -> lower-case hex of HMAC-SHA256. */
-static int l_hmac_sha256_hex(lua_State *L)
-{
-    size_t klen, dlen, n;
-    const char *key = luaL_checklstring(L, 1, &klen);
-    const char *data = luaL_checklstring(L, 2, &dlen);
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    n = hmac(EVP_sha256(), key, klen, data, dlen, mac);
-    if (n == 0)
-        return luaL_error(L, "HMAC-SHA256 failed");
-    push_hex(L, mac, n);
-    return 1;
-}
-
-/* core.sha256_hex(data) -> lower-case hex of SHA-256(data). */
-static int l_sha256_hex(lua_State *L)
-{
-    size_t len, n;
-    const char *data = luaL_checklstring(L, 1, &len);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    n = sha256(data, len, md);
-    if (n == 0)
-        return luaL_error(L, "SHA-256 failed");
-    push_hex(L, md, n);
-    return 1;
-}
-
 /*
  * core.nonce() -> "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx"
  * A UUID-v4-shaped SignatureNonce from OpenSSL's RAND_bytes, whose DRBG reseeds after
@@ -920,8 +893,6 @@ void aliyun_open_sign(lua_State *L)
         {"sign_acs3", l_sign_acs3},
         {"canonical_query", l_canonical_query},
         {"hmac_sha1", l_hmac_sha1},
-        {"hmac_sha256_hex", l_hmac_sha256_hex},
-        {"sha256_hex", l_sha256_hex},
         {"nonce", l_nonce},
         {"timestamp", l_timestamp},
         {"now", l_now},
