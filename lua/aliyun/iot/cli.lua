@@ -404,13 +404,10 @@ local function json_device(dev)
   return "  {" .. table.concat(f, ", ") .. "}"
 end
 
--- A fresh random tag for file names (Lua before 5.4 seeds math.random the same in every
--- process, so two runs would pick the same names).
+-- A fresh random tag for file names: the core's nonce (OpenSSL's RAND_bytes), since Lua
+-- before 5.4 seeds math.random alike in every process.
 local function random_tag()
-  local f = io.open("/dev/urandom", "rb")
-  local bytes = f and f:read(8) or tostring(os.time()) .. tostring({}):sub(-8)
-  if f then f:close() end
-  return (bytes:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+  return (require("aliyun.iot.core").nonce():gsub("%-", ""))
 end
 
 -- Creates an empty file that did not exist, with mode 0600 from the start: umask 077
