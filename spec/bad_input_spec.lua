@@ -14,7 +14,7 @@ local LUA = os.getenv("ALIYUN_IOT_LUA")
 local ROOT = os.getenv("PWD")
 local BIN = ROOT .. "/bin/aliyun-iot"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = require("spec.support.shell").quote
 
 local function names(n, prefix)
   local t = {}

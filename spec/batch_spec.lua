@@ -21,18 +21,9 @@ local function tmpname()
   return p
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
+local shell = require "spec.support.shell"
+local write = shell.write
+local function read(path) return assert(shell.read(path)) end
 
 local function lines_of(path)
   local out = {}

@@ -10,28 +10,8 @@ local ROOT = os.getenv("PWD")
 local BIN = ROOT .. "/bin/aliyun-iot"
 local PK = "a1TestPK001"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd))
-  local s = p:read("*a")
-  p:close()
-  return s
-end
+local shell = require "spec.support.shell"
+local q, read, write, sh = shell.quote, shell.read, shell.write, shell.capture
 
 local function mode(path) return (sh("stat -c %a " .. q(path)):gsub("%s+$", "")) end
 

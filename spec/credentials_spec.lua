@@ -10,13 +10,12 @@ local LUA = os.getenv("ALIYUN_IOT_LUA")
 local SECRETS = {"envSecretXYZ123", "envTokenXYZ123", "cliSecretXYZ123", "cliTokenXYZ123",
                  "iniSecretXYZ123", "optSecretXYZ123", "fnSecretXYZ123", "fnTokenXYZ123"}
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local shell = require "spec.support.shell"
+local q = shell.quote
 
 local function write(path, text, mode)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-  assert(os.execute("chmod " .. (mode or "600") .. " " .. q(path)))
+  shell.write(path, text)
+  assert(shell.ok("chmod " .. (mode or "600") .. " " .. q(path)))
 end
 
 local CHILD = [[

@@ -15,7 +15,7 @@ local LUA = os.getenv("ALIYUN_IOT_LUA")
   or (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
 local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = require("spec.support.shell").quote
 
 -- Every string reachable from v (keys and values), skipping the fields that carry secrets
 -- by contract (a result's or an error's devices: the user asked for them).

@@ -7,16 +7,8 @@ local M = {}
 
 local ROOT = (os.getenv("PWD") or ".")
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function sh(cmd) local ok = os.execute(cmd); return ok == true or ok == 0 end
-local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+local shell = require "spec.support.shell"
+local read, sh, q = shell.read, shell.ok, shell.quote
 
 local function edit(text, from, to)
   local out, n = text:gsub(from:gsub("[%p]", "%%%0"), (to:gsub("%%", "%%%%")))
