@@ -83,7 +83,7 @@ end
 function M.v1(emu, method, params, opts)
     opts = opts or {}
     local sig = M.v1_sign(method, params, opts.secret or "testsecret")
-    if opts.tamper then sig = "A" .. sig:sub(2) end
+    if opts.tamper then sig = (sig:sub(1, 1) == "A" and "B" or "A") .. sig:sub(2) end
     local all = {}
     for k, v in pairs(params) do all[k] = v end
     all.Signature = sig
