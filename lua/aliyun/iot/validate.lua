@@ -112,15 +112,24 @@ end
 
 local function check_list(v, rule, ctx, each)
   if type(v) ~= "table" then return "must be a list", nil end
-  local n = #v
-  local max = limit(rule.max, ctx)
-  if n == 0 then return "must not be empty" end
-  if max and n > max then return ("has %d entries, at most %d allowed"):format(n, max) end
+  -- Count the keys rather than trust #v: with a hole, # may stop at either side of it
+  -- (LuaJIT and PUC Lua differ), and the hole is then named the same everywhere.
+  local n, count = 0, 0
   for k in pairs(v) do
-    if type(k) ~= "number" or k < 1 or k > n or k ~= math.floor(k) then
-      return "must be a list with no hole"
+    if type(k) ~= "number" or k < 1 or k ~= math.floor(k) then
+      return "must be a list (keys 1..n)"
+    end
+    count = count + 1
+    if k > n then n = k end
+  end
+  if n == 0 then return "must not be empty" end
+  if count ~= n then
+    for i = 1, n do
+      if v[i] == nil then return "is missing: a list must have no hole", i end
     end
   end
+  local max = limit(rule.max, ctx)
+  if max and n > max then return ("has %d entries, at most %d allowed"):format(n, max) end
   local seen = {}
   for i = 1, n do
     local why, name = each(v[i])
