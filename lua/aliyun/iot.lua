@@ -476,6 +476,11 @@ function Client:_request(row, action, flat, opts)
     local creds, cerr = self.creds:get()
     if not creds then return nil, cerr end
     self.pacer:acquire(action)
+    if opts.on_send then
+      -- internal hook (see _call_internal): after pacing, before this attempt is sent
+      local ok, oerr = opts.on_send(opts)
+      if not ok then return nil, oerr end
+    end
     local req, sts = self:_build(row, action, flat, method, format, creds, opts)
     self.counters.requests = self.counters.requests + 1
     self.counters.bytes_sent = self.counters.bytes_sent + #req.url + #(req.body or "")
@@ -571,6 +576,17 @@ function Client:_call(action, params, call_opts, level)
   local row, flat = self:_prepare(action, params, level)
   if not row then return nil, flat end
   return self:_request(row, action, flat, call_opts)
+end
+
+-- The batch helpers' entry point: as `call`, plus internal options that `call` rejects.
+-- `opts.on_send(opts) -> true | nil, err` runs once per attempt, after the QPS wait and
+-- before the request is built and sent: the journal records a submission only when it
+-- really goes out, and a job's deadline can shorten `opts.timeout` / `opts.connect_timeout`
+-- for this attempt. Returning nil, err abandons the call (this attempt is not sent).
+function Client:_call_internal(action, params, opts)
+  local row, flat = self:_prepare(action, params, 2)
+  if not row then return nil, flat end
+  return self:_request(row, action, flat, opts)
 end
 
 --- Calls one action many times at once (fan-out), paced within the action's QPS.
