@@ -266,6 +266,48 @@ describe("client", function()
       assert.are.equal(0, #emu:requests())
     end)
 
+    it("reaches an action the table does not know, with any parameters", function()
+      local r, err = client:call("GetDeviceStatus", {ProductKey = PK, DeviceName = "any_0001"})
+      assert.is_nil(r)
+      assert.are.equal("InvalidApi.NotFound", err.code)
+      assert.are.equal(1, #emu:requests())
+    end)
+
+    it("rejects a misspelt parameter of a known action before sending", function()
+      local r, err = client:query_device_detail{ProductKey = PK, DeviceNmae = "lamp_0001"}
+      assert.is_nil(r)
+      assert.are.equal("InvalidParameter", err.code)
+      assert.are.equal("DeviceNmae", err.parameter)
+      assert.matches("unknown parameter DeviceNmae", err.message, 1, true)
+      assert(client:query_device{ProductKey = PK, IotInstanceId = nil})
+      assert.are.equal(1, #emu:requests())
+    end)
+
+    it("checks call option values before sending", function()
+      local cases = {{timeout = 0}, {timeout = -5}, {timeout = 0 / 0}, {connect_timeout = 1e9},
+                     {max_retries = 1.5}, {max_retries = -1}, {format = "YAML"}, {method = "PUT"}}
+      for _, o in ipairs(cases) do
+        local r, err = client:query_device({ProductKey = PK}, o)
+        assert.is_nil(r)
+        assert.are.equal("InvalidParameter", err.code)
+        assert.are.equal(next(o), err.parameter)
+      end
+      local _, errs = client:call_many("QueryDevice", {{ProductKey = PK}}, {format = "YAML"})
+      assert.are.equal("format", errs[1].parameter)
+      assert.has_error(function() client:call_many("QueryDevice", {{ProductKey = PK}}, nil, 0) end)
+      assert.has_error(function() client:call_many("QueryDevice", {{ProductKey = PK}}, nil, 1.5) end)
+      assert.are.equal(0, #emu:requests())
+    end)
+
+    it("says whether an ACS3 signature failed on the secret or on the request", function()
+      local c = assert(iot.new{access_key_id = "testid", access_key_secret = "wrongsecret",
+        endpoint = emu.endpoint, qps = false, signature_algorithm = "ACS3-HMAC-SHA256"})
+      local _, err = c:query_device{ProductKey = PK}
+      assert.are.equal("SignatureDoesNotMatch", err.code)
+      assert.matches("AccessKeySecret is probably wrong", err.message, 1, true)
+      assert.is_nil(tostring(err):find("wrongsecret", 1, true))
+    end)
+
     it("raises on misuse", function()
       assert.has_error(function() client:call(1, {}) end)
       assert.has_error(function() client:call("QueryDevice", "x") end)

@@ -89,6 +89,26 @@ local function invalid(parameter, message)
   return errors.new{code = "InvalidParameter", message = message, parameter = parameter}
 end
 
+-- Checks the values of call options (their names and types were checked already).
+local function call_option_problem(o)
+  for _, k in ipairs{"timeout", "connect_timeout"} do
+    local v = o[k]
+    if v ~= nil and not (v > 0 and v <= 86400) then
+      return k, k .. " must be a number of seconds above 0 (at most a day)"
+    end
+  end
+  local r = o.max_retries
+  if r ~= nil and not (r >= 0 and r <= 100 and r == math.floor(r)) then
+    return "max_retries", "max_retries must be a whole number from 0 to 100"
+  end
+  if o.format ~= nil and o.format:upper() ~= "JSON" and o.format:upper() ~= "XML" then
+    return "format", "format must be JSON or XML"
+  end
+  if o.method ~= nil and o.method:upper() ~= "GET" and o.method:upper() ~= "POST" then
+    return "method", "method must be GET or POST"
+  end
+end
+
 -- Checks an endpoint URL: http(s) only, no credentials in it, no control characters.
 -- Returns scheme, host (with port) or nil and a reason.
 local function parse_endpoint(url)
@@ -359,8 +379,18 @@ end
 -- Says how the server's echoed StringToSign differs from ours, naming parameters only
 -- (values may be secrets). Same strings mean the AccessKeySecret itself is wrong.
 local function signature_diff(ours, message)
-  local theirs = message and message:match("server string to sign is:%s*(.-)%s*$")
-  if not theirs or not ours or ours:sub(1, 4) == "ACS3" then return nil end
+  if not ours or not message then return nil end
+  local hash = message:match("StringToSign is %[ACS3%-HMAC%-SHA256%s+(%x+)%]")
+  if hash then
+    -- ACS3 echoes only the hash of its canonical request: it says whether the two
+    -- requests agree, not where they part.
+    if ours == "ACS3-HMAC-SHA256\n" .. hash then
+      return "the server's string to sign equals ours: the AccessKeySecret is probably wrong"
+    end
+    return "the server hashed another canonical request than ours (headers, query or body differ)"
+  end
+  local theirs = message:match("server string to sign is:%s*(.-)%s*$")
+  if not theirs or ours:sub(1, 4) == "ACS3" then return nil end
   if theirs == ours then
     return "the server's string to sign equals ours: the AccessKeySecret is probably wrong"
   end
@@ -575,6 +605,8 @@ function Client:_call(action, params, call_opts, level)
   call_opts = check_options(call_opts, CALL_OPTION_TYPES, "call", level)
   local row, flat = self:_prepare(action, params, level)
   if not row then return nil, flat end
+  local name, why = call_option_problem(call_opts)
+  if name then return nil, invalid(name, why) end
   return self:_request(row, action, flat, call_opts)
 end
 
@@ -602,8 +634,17 @@ function Client:call_many(action, params_list, call_opts, concurrency)
   call_opts = check_options(call_opts, CALL_OPTION_TYPES, "call", 2)
   if type(params_list) ~= "table" then error("params_list must be a table", 2) end
   concurrency = concurrency or 8
+  if type(concurrency) ~= "number" or concurrency < 1 or concurrency > 1000
+      or concurrency ~= math.floor(concurrency) then
+    error("concurrency must be a whole number from 1 to 1000", 2)
+  end
   local results, errs, todo = {}, {}, {}
   local rows, flats = {}, {}
+  local bad, why = call_option_problem(call_opts)
+  if bad then
+    for i in ipairs(params_list) do errs[i] = invalid(bad, why) end
+    return results, errs
+  end
   for i, params in ipairs(params_list) do
     local row, flat = self:_prepare(action, params, 2)
     if not row then errs[i] = flat else rows[i], flats[i] = row, flat; todo[#todo + 1] = i end

@@ -135,9 +135,10 @@ local rows = {
 }
 
 --- Row for an action the table does not know (reachable through `client:call`): sent as
--- POST, no parameter rules, and never re-sent after an ambiguous failure, since nothing
--- says a repeat would be harmless.
-M.unknown = {retry = "never", params = {}, lists = common_lists, integers = {}, booleans = {}}
+-- POST, any parameters (`open`), and never re-sent after an ambiguous failure, since
+-- nothing says a repeat would be harmless.
+M.unknown = {retry = "never", method = "POST", params = {}, open = true,
+             lists = common_lists, integers = {}, booleans = {}}
 
 for name, row in pairs(rows) do
   row.name = name

@@ -15,11 +15,11 @@ function M.device_name_problem(name)
   if type(name) ~= "string" then
     return "must be a string"
   end
-  if #name < 4 or #name > 32 then
-    return "must be 4 to 32 characters long"
-  end
   if not name:find(DEVICE_NAME) then
     return "may only contain letters, digits and - _ @ . :"
+  end
+  if #name < 4 or #name > 32 then
+    return "must be 4 to 32 characters long"
   end
   return nil
 end
@@ -86,8 +86,7 @@ function checks.text(v)
 end
 
 function checks.device_name(v)
-  local problem = M.device_name_problem(v)
-  if problem then return "DeviceName " .. problem end
+  return M.device_name_problem(v)
 end
 
 function checks.integer(v, rule, ctx)
@@ -160,7 +159,7 @@ function checks.name_records(v, rule, ctx)
       end
     end
     local why = checks.device_name(rec.DeviceName)
-    if why then return why end
+    if why then return "DeviceName " .. why end
     if rec.DeviceNickname ~= nil then
       why = checks.text(rec.DeviceNickname)
       if why then return "DeviceNickname " .. why end
@@ -169,6 +168,9 @@ function checks.name_records(v, rule, ctx)
   end)
 end
 
+-- Parameters every action takes besides its own (reference §4, common to all).
+local COMMON = {IotInstanceId = {kind = "key"}}
+
 --- Checks params against an action row.
 -- @tparam table row the action's row (`aliyun.iot.actions`)
 -- @tparam table params the call's parameters (API names)
@@ -176,6 +178,20 @@ end
 -- @treturn ?string parameter name at fault (nil when all is well)
 -- @treturn ?string message
 function M.check(row, params, ctx)
+  if not row.open then
+    -- A misspelt name (DeviceNmae) would go out ignored and the call do something else.
+    for name in pairs(params) do
+      if row.params[name] == nil and COMMON[name] == nil then
+        local known = {}
+        for k in pairs(row.params) do known[#known + 1] = k end
+        table.sort(known)
+        return tostring(name), ("unknown parameter %s for %s (it takes %s)")
+          :format(tostring(name), row.name, table.concat(known, ", "))
+      end
+    end
+    local v = params.IotInstanceId
+    if v ~= nil and checks.key(v) then return "IotInstanceId", "IotInstanceId " .. checks.key(v) end
+  end
   for name, rule in pairs(row.params) do
     local v = params[name]
     if v == nil then
