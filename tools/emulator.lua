@@ -19,7 +19,7 @@ if emu.ca_file then print("  CA file:           " .. emu.ca_file) end
 print("  AccessKeyId:       " .. emu.access_key_id)
 print("  AccessKeySecret:   " .. emu.access_key_secret .. "   (test credentials)")
 print("  ProductKey:        a1TestPK001")
-print("  inspect:           curl " .. emu.control_endpoint .. "__emulator/state")
+print("  inspect:           curl " .. emu.control_endpoint .. "__emulator/state  (a Lua table literal)")
 print("Ctrl-C stops it.")
 io.stdout:flush()
 while true do socket.sleep(3600) end
