@@ -50,14 +50,19 @@ local function fail(err)
   os.exit(1)
 end
 
--- One line each time a job enters a phase (progress events come per page and per poll).
-local last_phase
-local function progress(event)
-  if event.phase ~= last_phase then
-    last_phase = event.phase
-    local count = event.total and ("%d/%d"):format(event.done or 0, event.total) or ""
-    print(("  %-8s %s"):format(event.phase, count))
+-- One line per step of a job, with the counts it reached (events come per page and per
+-- poll; the last one of a phase says how far it got).
+local last
+local function flush()
+  if last then
+    local count = last.total and ("%d/%d"):format(last.done or 0, last.total) or ""
+    print(("  %-8s %s"):format(last.phase, count))
   end
+  last = nil
+end
+local function progress(event)
+  if last and event.phase ~= last.phase then flush() end
+  last = event
 end
 
 local t0 = client:_now()
@@ -66,14 +71,15 @@ print(("emulator at %s; product %s"):format(emu.endpoint, PRODUCT_KEY))
 print("2,500 devices with random names:")
 local random, err = client:register_devices{ProductKey = PRODUCT_KEY, Count = 2500,
                                             on_progress = progress}
+flush()
 if not random then fail(err) end
 
 print("25 named devices from examples/device-names.txt (skip_invalid):")
-last_phase = nil
 local names = cli.parse_names(read_file(root .. "/examples/device-names.txt"))
 local named
 named, err = client:register_named_devices{ProductKey = PRODUCT_KEY, Devices = names,
                                            skip_invalid = true, on_progress = progress}
+flush()
 if not named then fail(err) end
 
 local devices = {}
