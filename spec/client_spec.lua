@@ -374,6 +374,18 @@ describe("client", function()
       assert.are.equal(1, emu:state().products[PK].devices)
     end)
 
+    it("corrects a skewed clock from the server's Date header once", function()
+      local c = client_for(emu, {max_retries = 3})
+      c.clock_offset = -2 * 3600 -- as if the host clock ran two hours late
+      assert(c:query_device{ProductKey = PK})
+      local reqs = emu:requests()
+      assert.are.equal(2, #reqs)
+      assert.are.equal("InvalidTimeStamp.Expired", reqs[1].code)
+      assert.is_true(math.abs(c.clock_offset) < 60)
+      assert(c:query_device{ProductKey = PK})
+      assert.are.equal(3, #emu:requests())
+    end)
+
     it("gives up after max_retries", function()
       emu:fault{kind = "503", probability = 1}
       local c = client_for(emu, {max_retries = 2})
