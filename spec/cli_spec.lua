@@ -19,9 +19,10 @@ local emu, tmp
 local all_stderr, all_secrets = {}, {}
 
 -- Everything a child needs: credentials in the environment, HOME without config files,
--- no LUA_PATH/LUA_CPATH (bin/aliyun-iot finds the checkout's modules itself).
+-- TMPDIR here (default journals land in this spec's folder, removed at the end), no
+-- LUA_PATH/LUA_CPATH (bin/aliyun-iot finds the checkout's modules itself).
 local function env_prefix()
-  return "cd " .. q(tmp) .. " && env -u LUA_PATH -u LUA_CPATH HOME=" .. q(tmp) ..
+  return "cd " .. q(tmp) .. " && env -u LUA_PATH -u LUA_CPATH HOME=" .. q(tmp) .. " TMPDIR=" .. q(tmp) ..
     " ALIBABA_CLOUD_ACCESS_KEY_ID=testid ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret TERM=dumb "
 end
 
@@ -95,6 +96,9 @@ describe("aliyun-iot helpers", function()
     assert.are.same({{DeviceName = "light1"}, {DeviceName = "light2", DeviceNickname = "Lamp, kitchen"}},
       cli.parse_names("light1\n#x,y\nlight2 , Lamp, kitchen\n"))
     assert.are.same({}, cli.parse_names("\n# nothing\n\r\n"))
+    -- a UTF-8 byte order mark (Windows editors) is not part of the first name
+    assert.are.same({"light1", "light2"}, cli.parse_names("\239\187\191light1\r\nlight2\r\n"))
+    assert.are.same({"light1"}, cli.parse_names("\239\187\191# lights\nlight1\n"))
   end)
 
   it("quotes CSV fields as RFC 4180 asks", function()
@@ -114,6 +118,18 @@ describe("aliyun-iot helpers", function()
     assert.are.same({Total = 4415, Ratio = 0.5, Ok = true, List = {"a", "b"}, ApplyId = big},
       require("aliyun.iot.core").json_decode(text))
     assert.is_true(text:find('"ApplyId"', 1, true) < text:find('"Total"', 1, true))
+  end)
+
+  it("prints an empty table as [] where the action's schema has a list, else {}", function()
+    local lists = {"Data.ValidList.Name", "Items.Item", "Items.Item.Tags"}
+    local text = cli.json({Data = {ValidList = {Name = {}}, Other = {}},
+                           Items = {Item = {{Tags = {}, Meta = {}}}}}, lists)
+    assert.truthy(text:find('"Name": []', 1, true), text)
+    assert.truthy(text:find('"Other": {}', 1, true), text)
+    -- items of a list share its path: Items.Item.Tags is a list, Items.Item.Meta is not
+    assert.truthy(text:find('"Tags": []', 1, true), text)
+    assert.truthy(text:find('"Meta": {}', 1, true), text)
+    assert.truthy(cli.json({Name = {}}):find('"Name": {}', 1, true))
   end)
 end)
 
@@ -187,6 +203,7 @@ describe("aliyun-iot command", function()
     {"register --product-key " .. PK .. " --count 3 --out NOPE/devices.csv",
      "cannot write --out NOPE/devices.csv: no folder NOPE", true},
     {"resume --state NOPE.state", "cannot read state file NOPE.state", true},
+    {"register --product-key " .. PK .. " --count 3 --out .", "cannot write --out .: it is a folder", true},
   }
   for _, case in ipairs(usage_cases) do
     it("exits 2 before any request: " .. case[1], function()
@@ -245,7 +262,12 @@ describe("aliyun-iot command", function()
     end
     -- one progress line per phase on a pipe, and a summary
     assert.truthy(err:find("aliyun-iot: create", 1, true), err)
-    assert.truthy(err:find("7 devices in 1 applies", 1, true), err)
+    assert.truthy(err:find("7 devices in 1 apply,", 1, true), err)
+    -- the journal it kept meanwhile is named, and gone once the job is done
+    local journal = err:match("journal (%S+); if the job stops, finish it with: aliyun%-iot resume")
+    assert.truthy(journal, err)
+    assert.are.equal(tmp .. "/", journal:sub(1, #tmp + 1))
+    assert.is_nil(read(journal))
     assert.is_nil(err:find("\r", 1, true))
     no_secret_in(err)
   end)
@@ -260,7 +282,10 @@ describe("aliyun-iot command", function()
     assert.are.equal("0", rc:match("%d+"), read(log))
     local screen = read(log)
     assert.truthy(screen:find("\r\27[K", 1, true), screen)
-    assert.truthy(screen:find("fetch    [##############################] 1200/1200", 1, true), screen)
+    assert.truthy(screen:find("fetch    %[" .. ("#"):rep(30) .. "%] 1200/1200  %d+/s"), screen)
+    -- the create phase's count jumps when the service answers: no rate for it
+    assert.truthy(screen:find("create   [##############################] 1200/1200", 1, true), screen)
+    assert.is_nil(screen:find("create   %[#+%] 1200/1200  %d+/s"), screen)
     assert.truthy(screen:find("1200 devices in 2 applies", 1, true), screen)
     assert.are.equal(1200, #parse_csv(read(tmp .. "/tty.csv")))
     no_secret_in(screen)
@@ -308,7 +333,7 @@ describe("aliyun-iot command", function()
   end)
 
   it("register --names-file: CR, comments, nicknames; exit 2 on invalid names, nothing registered", function()
-    write(tmp .. "/names.txt", "# our lights\r\nlight_0001\r\n\r\nlight_0002,Kitchen_lamp\r\n" ..
+    write(tmp .. "/names.txt", "\239\187\191# our lights\r\nlight_0001\r\n\r\nlight_0002,Kitchen_lamp\r\n" ..
       "  # indented comment\nlight_0003\n")
     local code, out, err = run(ep() .. "register --product-key " .. PK .. " --names-file names.txt")
     assert.are.equal(0, code, err)
@@ -336,7 +361,7 @@ describe("aliyun-iot command", function()
     assert.are.equal(3, code, err)
     assert.are.same({"sensor_0001", "sensor_0002"}, names_of(parse_csv(out)))
     assert.are.same({"sensor_0001", "sensor_0002"}, state_names())
-    assert.truthy(err:find("1 invalid names left out", 1, true), err)
+    assert.truthy(err:find("1 invalid name left out", 1, true), err)
     assert.truthy(err:find("bad name", 1, true), err)
     no_secret_in(err)
   end)
@@ -351,10 +376,11 @@ describe("aliyun-iot command", function()
     local ids = err:match("ApplyIds created: ([%d ]+)\n")
     assert.truthy(ids, err)
     assert.are.equal(tostring(emu:state().applies[1].ApplyId), ids)
-    local resume = err:match("to finish the job, run:\n  (aliyun%-iot resume [^\n]+)\n")
+    local resume = err:match("to finish it, run:\n  (aliyun%-iot resume [^\n]+)\n")
     assert.truthy(resume, err)
     assert.truthy(resume:find("--out devices.csv", 1, true), resume)
     local state = resume:match("%-%-state (%S+)")
+    assert.are.equal(tmp .. "/", state:sub(1, #tmp + 1)) -- $TMPDIR
     assert.are.equal("600", mode(state))
     code, out, err = run(resume:gsub("^aliyun%-iot ", ""))
     assert.are.equal(0, code, err)
@@ -404,6 +430,11 @@ describe("aliyun-iot command", function()
     assert.is_nil(err:find("Secret=XYZ", 1, true), err)
     assert.is_nil(err:find("%26Secret", 1, true), err)
     assert.are.equal(0, #emu:state().applies)
+    -- nothing was created, so the default journal is not kept (nor offered to resume)
+    local journal = err:match("journal (%S+); if the job stops")
+    assert.truthy(journal, err)
+    assert.is_nil(read(journal))
+    assert.is_nil(err:find("to finish it", 1, true), err)
   end)
 
   it("status, devices and call print what the service answers", function()
@@ -417,6 +448,9 @@ describe("aliyun-iot command", function()
     local status = cjson.decode(out)
     assert.are.equal("CREATE_SUCCESS", status.Data.Status)
     assert.is_true(status.Success)
+    -- random names: no name lists, printed as the empty lists they are
+    assert.truthy(out:find('"ValidList": {\n      "Name": []\n', 1, true), out)
+    assert.truthy(out:find('"InvalidList": {\n      "Name": []\n', 1, true), out)
 
     code, out, err = run(ep() .. "devices --product-key " .. PK .. " --apply-id " .. apply_id)
     assert.are.equal(0, code, err)
@@ -491,5 +525,121 @@ describe("aliyun-iot command", function()
     for _, a in ipairs(s.applies) do created = created + a.Count end
     assert.are.equal(1500, created)
     no_secret_in(err .. (read(tmp .. "/kill.err") or ""))
+  end)
+
+  it("--out into a FIFO, a device or through a symlink writes there and replaces nothing", function()
+    -- a FIFO: written straight into, read concurrently
+    assert(os.execute("mkfifo " .. q(tmp .. "/fifo")))
+    assert(os.execute("timeout 10 cat " .. q(tmp .. "/fifo") .. " > " .. q(tmp .. "/fifo.out") ..
+      " 2> /dev/null < /dev/null &"))
+    local code, out, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 2 --out fifo")
+    assert.are.equal(0, code, err)
+    assert.are.equal("", out)
+    local t0 = os.time()
+    local function lines() return select(2, (read(tmp .. "/fifo.out") or ""):gsub("\n", "")) end
+    while lines() < 3 and os.time() - t0 < 5 do os.execute("sleep 0.05") end
+    assert.are.same(state_names(), names_of(parse_csv(read(tmp .. "/fifo.out"))))
+    assert.are.equal("fifo", (sh("stat -c %F " .. q(tmp .. "/fifo")):gsub("%s+$", "")))
+
+    -- a symlink to a regular file: the link stays, its target gets the output, mode 0600
+    emu:reset()
+    assert(os.execute("mkdir -p " .. q(tmp .. "/real")))
+    write(tmp .. "/real/target.csv", "OLD")
+    assert(os.execute("chmod 644 " .. q(tmp .. "/real/target.csv")))
+    assert(os.execute("ln -s real/target.csv " .. q(tmp .. "/link.csv")))
+    code, out, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 3 --out link.csv")
+    assert.are.equal(0, code, err)
+    assert.are.equal("", out)
+    assert.are.equal("real/target.csv\n", sh("readlink " .. q(tmp .. "/link.csv")))
+    assert.are.equal("600", mode(tmp .. "/real/target.csv"))
+    assert.are.same(state_names(), names_of(parse_csv(read(tmp .. "/real/target.csv"))))
+    assert.are.equal("target.csv\n", sh("ls -A " .. q(tmp .. "/real"))) -- no temporary left
+
+    -- a character device (our own /dev/null twin): it stays one
+    local dev = tmp .. "/null"
+    if not shell.ok("mknod -m 666 " .. q(dev) .. " c 1 3 2>/dev/null") then
+      pending("mknod needs root")
+      return
+    end
+    code, out, err = run(ep() .. "--quiet call QueryPageByApplyId ApplyId=" ..
+      emu:state().applies[1].ApplyId .. " --out null")
+    assert.are.equal(0, code, err)
+    assert.are.equal("", out)
+    assert.are.equal("character special file", (sh("stat -c %F " .. q(dev)):gsub("%s+$", "")))
+    assert.are.equal("666", mode(dev))
+  end)
+
+  it("--out through a dangling symlink or into a folder: exit 2 before any request", function()
+    assert(os.execute("ln -s nowhere/devices.csv " .. q(tmp .. "/dangling.csv")))
+    assert(os.execute("mkdir -p " .. q(tmp .. "/folder.csv")))
+    for _, case in ipairs{{"dangling.csv", "it is a symlink to nothing"}, {"folder.csv", "it is a folder"}} do
+      local code, out, err = run(ep() .. "register --product-key " .. PK .. " --count 2 --out " .. case[1])
+      assert.are.equal(2, code, err)
+      assert.are.equal("", out)
+      assert.truthy(err:find("cannot write --out " .. case[1] .. ": " .. case[2], 1, true), err)
+    end
+    assert.are.equal(0, request_count())
+    assert.are.equal("nowhere/devices.csv\n", sh("readlink " .. q(tmp .. "/dangling.csv")))
+  end)
+
+  it("resume from a file that is not a journal: exit 2 with a clear message, nothing sent", function()
+    write(tmp .. "/garbage.state", "not json at all\n{\"event\":\"job\"}\n")
+    write(tmp .. "/nojob.state", "{\"event\":\"apply\",\"ApplyId\":1}\n")
+    write(tmp .. "/blank.state", "")
+    assert(os.execute("mkdir -p " .. q(tmp .. "/dir.state")))
+    for _, case in ipairs{{"garbage.state", "state file garbage.state is not a journal to resume"},
+                          {"nojob.state", "state file nojob.state is not a journal to resume"},
+                          {"blank.state", "state file blank.state is not a journal to resume"},
+                          {"dir.state", "state file dir.state is a folder"}} do
+      local code, out, err = run(ep() .. "resume --state " .. case[1])
+      assert.are.equal(2, code, err)
+      assert.are.equal("", out)
+      assert.truthy(err:find(case[2], 1, true), err)
+      assert.is_nil(err:find("internal error", 1, true), err)
+    end
+    local code, _, err = run(ep() .. "register --product-key " .. PK .. " --count 1 --state dir.state")
+    assert.are.equal(2, code, err)
+    assert.truthy(err:find("state file dir.state is a folder", 1, true), err)
+    assert.are.equal(0, request_count())
+  end)
+
+  it("Ctrl-C (SIGINT) stops cleanly: exit 130, the ApplyIds and the resume command, which finishes", function()
+    emu:set{async_delay = 2}
+    local state = tmp .. "/int.state"
+    -- the inner shell waits for the command and records its exit status
+    sh(env_prefix() .. "sh -c " .. q(LUA .. " " .. q(BIN) .. " " .. ep() ..
+      "register --product-key " .. PK .. " --count 3 --state int.state --out int.csv" ..
+      " > int.out 2> int.err & echo $! > int.pid; wait $!; echo $? > int.rc") .. " > /dev/null 2>&1 &")
+    local t0 = os.time()
+    while not (read(state) or ""):find('"event":"apply"', 1, true) and os.time() - t0 < 10 do
+      os.execute("sleep 0.05")
+    end
+    assert.truthy((read(state) or ""):find('"event":"apply"', 1, true), read(state))
+    assert(os.execute("kill -INT " .. read(tmp .. "/int.pid"):match("%d+")))
+    t0 = os.time()
+    while not read(tmp .. "/int.rc") and os.time() - t0 < 10 do os.execute("sleep 0.05") end
+    emu:set{async_delay = 0.05}
+    local err = read(tmp .. "/int.err")
+    all_stderr[#all_stderr + 1] = err
+    assert.are.equal("130", (read(tmp .. "/int.rc") or ""):match("%d+"), err)
+    assert.is_nil(err:find("internal error", 1, true), err)
+    assert.is_nil(err:find("traceback", 1, true), err)
+    assert.truthy(err:find("aliyun-iot: interrupted\n", 1, true), err)
+    assert.truthy(err:find("ApplyIds created: " .. emu:state().applies[1].ApplyId .. "\n", 1, true), err)
+    local resume = err:match("to finish it, run:\n  (aliyun%-iot resume [^\n]+)\n")
+    assert.truthy(resume, err)
+    assert.are.equal("", read(tmp .. "/int.out"))
+    assert.is_nil(read(tmp .. "/int.csv"))
+    -- the temporary output beside int.csv is gone
+    assert.are.equal("", sh("cd " .. q(tmp) .. " && ls -A | grep '^\\.int\\.csv' || true"))
+
+    local code, out
+    code, out, err = run(resume:gsub("^aliyun%-iot ", ""))
+    assert.are.equal(0, code, err)
+    assert.are.equal("", out)
+    local devs = parse_csv(read(tmp .. "/int.csv"))
+    assert.are.same(state_names(), names_of(devs))
+    assert.are.equal(3, #devs)
+    assert.are.equal(1, #emu:state().applies)
   end)
 end)

@@ -14,6 +14,7 @@
 local M = {}
 
 M.EXIT_OK, M.EXIT_FAILURE, M.EXIT_USAGE, M.EXIT_PARTIAL = 0, 1, 2, 3
+M.EXIT_INTERRUPTED = 130 -- SIGINT (Ctrl-C), as shells report a command it ended
 
 M.USAGE = [[
 Usage: aliyun-iot [options] COMMAND [options]
@@ -281,13 +282,15 @@ function M.build_params(words)
   return params
 end
 
---- Reads a names file: one DeviceName a line, optionally `,Nickname`; CR stripped,
--- blank lines and lines starting with `#` skipped, spaces around each part trimmed.
+--- Reads a names file: one DeviceName a line, optionally `,Nickname`; a leading UTF-8
+-- byte order mark (editors on Windows write one) and CR stripped, blank lines and lines
+-- starting with `#` skipped, spaces around each part trimmed.
 -- @tparam string text the file's contents
 -- @treturn table a list of names, or of `{DeviceName=, DeviceNickname=}` when any line
 --   has a nickname
 function M.parse_names(text)
   local records, any_nickname = {}, false
+  text = text:gsub("^\239\187\191", "")
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
     line = line:gsub("\r", ""):match("^%s*(.-)%s*$")
     if line ~= "" and line:sub(1, 1) ~= "#" then
@@ -320,8 +323,10 @@ local function is_integer(v)
 end
 
 -- Encodes a decoded response (strings, integers, numbers, booleans, tables) as indented
--- JSON with sorted keys; integers print as integers, however large.
-local function json_value(v, indent, out)
+-- JSON with sorted keys; integers print as integers, however large. The decoder marks no
+-- table as a list, so an empty table prints `[]` when its dotted `path` is in `lists`
+-- (items of a list share the list's path, as in the action table), else `{}`.
+local function json_value(v, indent, out, path, lists)
   local t = type(v)
   if t == "string" then
     out[#out + 1] = json_string(v)
@@ -345,20 +350,20 @@ local function json_value(v, indent, out)
       out[#out + 1] = "[\n"
       for i = 1, n do
         out[#out + 1] = inner
-        json_value(v[i], inner, out)
+        json_value(v[i], inner, out, path, lists)
         out[#out + 1] = i < n and ",\n" or "\n"
       end
       out[#out + 1] = indent .. "]"
     elseif #keys == 0 then
-      local mt = getmetatable(v)
-      out[#out + 1] = (mt and mt == (package.loaded.cjson or {}).empty_array_mt) and "[]" or "{}"
+      out[#out + 1] = lists[path] and "[]" or "{}"
     else
       for i, k in ipairs(keys) do keys[i] = tostring(k) end
       table.sort(keys)
       out[#out + 1] = "{\n"
       for i, k in ipairs(keys) do
         out[#out + 1] = inner .. json_string(k) .. ": "
-        json_value(v[k] == nil and v[tonumber(k)] or v[k], inner, out)
+        json_value(v[k] == nil and v[tonumber(k)] or v[k], inner, out,
+          path and path .. "." .. k or k, lists)
         out[#out + 1] = i < #keys and ",\n" or "\n"
       end
       out[#out + 1] = indent .. "}"
@@ -370,10 +375,13 @@ end
 
 --- Encodes a value as indented JSON (sorted keys, exact integers).
 -- @param v a decoded response or part of one
+-- @tparam[opt] {string,...} lists dotted paths of the fields that are lists (an action's
+--   `lists` in `aliyun.iot.actions`): an empty table there prints `[]`, elsewhere `{}`
 -- @treturn string
-function M.json(v)
-  local out = {}
-  json_value(v, "", out)
+function M.json(v, lists)
+  local out, set = {}, {}
+  for _, p in ipairs(lists or {}) do set[p] = true end
+  json_value(v, "", out, nil, set)
   return table.concat(out)
 end
 
@@ -410,22 +418,88 @@ local function random_tag()
   return (require("aliyun.iot.core").nonce():gsub("%-", ""))
 end
 
--- Creates an empty file that did not exist, with mode 0600 from the start: umask 077
--- before the file exists, and noclobber makes the shell open it with O_EXCL.
-local function create_private(path)
-  local ok = os.execute("{ umask 077 && set -C && : > " .. shell_quote(path) .. "; } 2>/dev/null")
+-- Runs a shell command: true when it exits 0 (Lua 5.1 returns a number, 5.2+ a boolean).
+local function sh_ok(cmd)
+  local ok = os.execute(cmd)
   return ok == true or ok == 0
 end
 
--- An output: stdout, or a temporary file beside `path` (made 0600 from the start) that
--- replaces `path` only when complete. Made before any request, so a bad path fails first.
+-- Creates an empty file that did not exist, with mode 0600 from the start: umask 077
+-- before the file exists, and noclobber makes the shell open it with O_EXCL.
+local function create_private(path)
+  return sh_ok("{ umask 077 && set -C && : > " .. shell_quote(path) .. "; } 2>/dev/null")
+end
+
+-- What is at `path`, following symlinks: "none", "folder", "file" (regular), or "special"
+-- (character or block device, FIFO, socket); `link` is true when `path` itself is a
+-- symlink. The shell's `test` is run with the process's own descriptors, so fd-relative
+-- names such as /dev/stdout name what they name for this process.
+local function path_kind(path)
+  local q = shell_quote(path)
+  local link = sh_ok("test -L " .. q)
+  if sh_ok("test -d " .. q) then return "folder", link end
+  if sh_ok("test -f " .. q) then return "file", link end
+  if sh_ok("test -e " .. q) then return "special", link end
+  return "none", link
+end
+
+-- The regular file a symlink leads to, or nil when it cannot be named from another
+-- process (readlink runs with stdout on a pipe, so /dev/stdout would name that pipe:
+-- `-ef` run with our own descriptors checks it is the same file).
+local function link_target(path)
+  local p = io.popen("readlink -f -- " .. shell_quote(path) .. " 2>/dev/null")
+  local target = p and p:read("*l")
+  if p then p:close() end
+  if target and target ~= "" and sh_ok("test " .. shell_quote(target) .. " -ef " .. shell_quote(path)) then
+    return target
+  end
+  return nil
+end
+
+-- Writes straight into `path` (a device, a FIFO, or a file reached through a descriptor
+-- name): nothing is created or replaced.
+local function direct_output(path)
+  local fh, why = io.open(path, "ab")
+  if not fh then local_error("cannot write --out %s: %s", path, tostring(why)) end
+  return {
+    fh = fh,
+    finish = function(self)
+      self.closed = true
+      local okw, werr = self.fh:flush()
+      self.fh:close()
+      if not okw then return nil, ("cannot write %s: %s"):format(path, tostring(werr)) end
+      return true
+    end,
+    abort = function(self)
+      if self.closed then return end
+      self.closed = true
+      self.fh:close()
+    end,
+  }
+end
+
+-- An output: stdout; `path` itself when it is a device, FIFO or socket (/dev/null,
+-- /dev/stdout); else a temporary file (made 0600 from the start) that replaces the
+-- regular file only when complete -- the file a symlink leads to, so the link stays.
+-- Made before any request, so a bad path fails first.
 local function open_output(path, stdout)
   if not path then
     return {fh = stdout, finish = function(self) self.fh:flush() return true end,
             abort = function() end}
   end
-  local dir, base = path:match("^(.*)/([^/]+)$")
-  if not dir then dir, base = ".", path end
+  local kind, link = path_kind(path)
+  if kind == "folder" then local_error("cannot write --out %s: it is a folder", path) end
+  if kind == "special" then return direct_output(path) end
+  local target = path
+  if link then
+    if kind == "none" then
+      local_error("cannot write --out %s: it is a symlink to nothing", path)
+    end
+    target = link_target(path)
+    if not target then return direct_output(path) end
+  end
+  local dir, base = target:match("^(.*)/([^/]+)$")
+  if not dir then dir, base = ".", target end
   if dir == "" then dir = "/" end
   local tmp = ("%s/.%s.%s.tmp"):format(dir, base, random_tag())
   local fh = create_private(tmp) and io.open(tmp, "wb")
@@ -441,7 +515,7 @@ local function open_output(path, stdout)
       self.closed = true
       local okw, werr = self.fh:flush()
       self.fh:close()
-      if okw then okw, werr = os.rename(tmp, path) end
+      if okw then okw, werr = os.rename(tmp, target) end
       if not okw then
         os.remove(tmp)
         return nil, ("cannot write %s: %s"):format(path, tostring(werr))
@@ -487,12 +561,20 @@ end
 
 -- Progress on stderr --------------------------------------------------------------
 
+-- "1 apply", "2 applies".
+local function count_of(n, one, many)
+  return ("%d %s"):format(n, n == 1 and one or many)
+end
+
+-- Phases whose counts grow with our own work, so devices a second says something; in the
+-- others the count jumps when the service answers (check, create) or is local (validate).
+local RATE_PHASES = {register = true, fetch = true}
+
 local function is_terminal(streams)
   if streams.stderr_is_tty ~= nil then return streams.stderr_is_tty end
   local term = os.getenv("TERM")
   if not term or term == "" or term == "dumb" then return false end
-  local ok = os.execute("test -t 2")
-  return ok == true or ok == 0
+  return sh_ok("test -t 2")
 end
 
 -- Makes `on_progress` plus `note` (a line on stderr that does not tear the bar) and
@@ -526,8 +608,9 @@ local function progress(streams, quiet, now)
       phase, since, done0 = ev.phase, t, done or 0
       if not tty and not seen[phase] then
         seen[phase] = true
-        local noun = (phase == "validate" or phase == "check") and " names" or " devices"
-        err:write("aliyun-iot: ", tostring(phase), total and (": " .. total .. noun) or "", "\n")
+        local names = phase == "validate" or phase == "check"
+        err:write("aliyun-iot: ", tostring(phase), total and (": " .. (names
+          and count_of(total, "name", "names") or count_of(total, "device", "devices"))) or "", "\n")
         err:flush()
       end
     end
@@ -538,8 +621,11 @@ local function progress(streams, quiet, now)
         local filled = math.floor(width * math.min(done, total) / total)
         bar = "[" .. ("#"):rep(filled) .. ("."):rep(width - filled) .. "] "
       end
-      local rate = t > since and (done - done0) / (t - since) or 0
-      err:write(("\r\27[K%-8s %s%d%s  %.0f/s"):format(tostring(phase), bar, done,
+      local rate = ""
+      if RATE_PHASES[phase] and t > since then
+        rate = ("  %.0f/s"):format((done - done0) / (t - since))
+      end
+      err:write(("\r\27[K%-8s %s%d%s%s"):format(tostring(phase), bar, done,
         total and ("/" .. total) or "", rate))
       err:flush()
       drawn = true
@@ -618,7 +704,9 @@ local function read_names(opts, streams)
 end
 
 -- Reports a register/resume failure: the error, the applies created and how to finish.
-local function report_failure(err, opts, streams, state)
+-- `keep_state`: the journal stays (the resume command is printed) even when no apply was
+-- created (a journal the user named: 'register' would refuse it now).
+local function report_failure(err, opts, streams, state, keep_state)
   streams.stderr:write("aliyun-iot: ", tostring(err), "\n")
   if err.code == "InvalidDeviceName" and err.invalid then
     for _, inv in ipairs(err.invalid) do
@@ -634,8 +722,8 @@ local function report_failure(err, opts, streams, state)
   if #ids > 0 then
     streams.stderr:write("aliyun-iot: ApplyIds created: ", table.concat(ids, " "), "\n")
   end
-  if state and (#ids > 0 or err.ambiguous) then
-    streams.stderr:write("aliyun-iot: to finish the job, run:\n  ",
+  if state and (#ids > 0 or err.ambiguous or keep_state) then
+    streams.stderr:write("aliyun-iot: the journal ", state, " records the job; to finish it, run:\n  ",
       resume_command(opts, state), "\n")
   elseif #ids > 0 then
     streams.stderr:write("aliyun-iot: read each apply's devices once it is done with:\n")
@@ -649,6 +737,31 @@ local function report_failure(err, opts, streams, state)
   return code
 end
 
+-- Reports a job stopped by SIGINT (Lua's "interrupted!" error): what the journal holds
+-- and how to finish. A journal this run chose that holds nothing sent is removed.
+local function report_interrupt(ctx, streams)
+  streams.stderr:write("aliyun-iot: interrupted\n")
+  local state = ctx.state
+  if not state then return M.EXIT_INTERRUPTED end
+  local _, records = require("aliyun.iot.journal").open(state)
+  local ids, seen = {}, {}
+  for _, r in ipairs(records or {}) do
+    local id = r.event == "apply" and tostring(r.ApplyId)
+    if id and not seen[id] then ids[#ids + 1], seen[id] = id, true end
+  end
+  if ctx.own_state and (not records or #records < 2) then
+    os.remove(state)
+    streams.stderr:write("aliyun-iot: nothing was sent yet\n")
+    return M.EXIT_INTERRUPTED
+  end
+  if #ids > 0 then
+    streams.stderr:write("aliyun-iot: ApplyIds created: ", table.concat(ids, " "), "\n")
+  end
+  streams.stderr:write("aliyun-iot: the journal ", state, " records the job; to finish it, run:\n  ",
+    resume_command(ctx.opts, state), "\n")
+  return M.EXIT_INTERRUPTED
+end
+
 local function write_devices(opts, out, devices, product_key)
   local w = device_writer(out, opts.format, product_key)
   for _, dev in ipairs(devices) do w.add(dev) end
@@ -657,12 +770,17 @@ local function write_devices(opts, out, devices, product_key)
 end
 
 -- register and resume: the job, then all devices to the output at once.
-local function run_job(opts, streams, ui, now)
-  -- own_state: a journal this run chose (removed once the job is done); made_state: a
-  -- journal this run created (removed too when the job ends in a usage error, as then
-  -- nothing was registered)
+-- `ctx` receives the output, the journal and whether this run chose it, for
+-- `report_interrupt`.
+local function run_job(opts, streams, ui, now, ctx)
+  -- own_state: a journal this run chose (removed once the job is done, or when nothing
+  -- was created); made_state: a journal this run created (removed too when the job ends
+  -- in a usage error, as then nothing was registered)
   local state, own_state, made_state = opts.state, false, false
   local job, out
+  if state and path_kind(state) == "folder" then
+    local_error("state file %s is a folder, not a journal", state)
+  end
   if opts.command == "register" then
     job = {ProductKey = opts.product_key, on_progress = ui.on_progress, deadline = opts.deadline}
     if opts.count then
@@ -700,15 +818,27 @@ local function run_job(opts, streams, ui, now)
     job.journal = state
   else
     if not file_size(state) then local_error("cannot read state file %s", state) end
+    -- a file that is not a journal is a local mistake, found before any request
+    local j, _, jerr = require("aliyun.iot.journal").open(state)
+    if not j then
+      local_error("state file %s is not a journal to resume: %s", state,
+        tostring(jerr and jerr.message or jerr))
+    end
     job = {journal = state, on_progress = ui.on_progress, deadline = opts.deadline}
     out = open_output(opts.out, streams.stdout)
   end
+  ctx.out, ctx.state, ctx.own_state = out, state, own_state
   local client, cerr = new_client(opts, ui)
   if not client then
     out:abort()
     if made_state then os.remove(state) end
     streams.stderr:write("aliyun-iot: ", tostring(cerr), "\n")
     return failure_code(cerr)
+  end
+  if own_state then
+    -- the only way to find this journal if the process is killed (SIGTERM, SIGKILL)
+    ui.note(("journal %s; if the job stops, finish it with: %s")
+      :format(state, resume_command(opts, state)))
   end
   local t0 = now()
   local res, err
@@ -730,8 +860,11 @@ local function run_job(opts, streams, ui, now)
   end
   if not res then
     out:abort()
-    local code = report_failure(err, opts, streams, state)
-    if made_state and code == M.EXIT_USAGE then os.remove(state) end
+    local code = report_failure(err, opts, streams, state, state and not own_state)
+    local created = (err.apply_ids and #err.apply_ids > 0) or err.ambiguous
+    if made_state and (code == M.EXIT_USAGE or (own_state and not created)) then
+      os.remove(state)
+    end
     return code
   end
   local n = write_devices(opts, out, res.Devices or {}, opts.product_key)
@@ -746,11 +879,13 @@ local function run_job(opts, streams, ui, now)
   end
   if own_state then os.remove(state) end
   local stats = client:stats()
-  ui.note(("%d devices in %d applies, %.1f s, %d requests, %d retries, %d throttled")
-    :format(n, #(res.ApplyIds or {}), now() - t0, stats.requests or 0, stats.retries or 0,
-      stats.throttled or 0))
+  ui.note(("%s in %s, %.1f s, %s, %s, %d throttled")
+    :format(count_of(n, "device", "devices"), count_of(#(res.ApplyIds or {}), "apply", "applies"),
+      now() - t0, count_of(stats.requests or 0, "request", "requests"),
+      count_of(stats.retries or 0, "retry", "retries"), stats.throttled or 0))
   if res.Invalid and #res.Invalid > 0 then
-    streams.stderr:write(("aliyun-iot: %d invalid names left out:\n"):format(#res.Invalid))
+    streams.stderr:write(("aliyun-iot: %s left out:\n")
+      :format(count_of(#res.Invalid, "invalid name", "invalid names")))
     for _, inv in ipairs(res.Invalid) do
       streams.stderr:write(("  %s: %s\n"):format(tostring(inv.DeviceName), tostring(inv.ErrorMsg)))
     end
@@ -759,8 +894,9 @@ local function run_job(opts, streams, ui, now)
   return M.EXIT_OK
 end
 
-local function run_devices(opts, streams, ui)
+local function run_devices(opts, streams, ui, ctx)
   local out = open_output(opts.out, streams.stdout)
+  ctx.out = out
   local client, cerr = new_client(opts, ui)
   if not client then
     out:abort()
@@ -786,7 +922,7 @@ local function run_devices(opts, streams, ui)
 end
 
 -- status and call: one action, its decoded result as JSON.
-local function run_call(opts, streams, ui)
+local function run_call(opts, streams, ui, ctx)
   local action, params
   if opts.command == "status" then
     action = "QueryBatchRegisterDeviceStatus"
@@ -798,6 +934,7 @@ local function run_call(opts, streams, ui)
     params = M.build_params(words)
   end
   local out = open_output(opts.out, streams.stdout)
+  ctx.out = out
   local client, cerr = new_client(opts, ui)
   local res, err
   if client then
@@ -810,7 +947,8 @@ local function run_call(opts, streams, ui)
     streams.stderr:write("aliyun-iot: ", tostring(err), "\n")
     return failure_code(err)
   end
-  out.fh:write(M.json(res), "\n")
+  local row = require("aliyun.iot.actions").get(action)
+  out.fh:write(M.json(res, row and row.lists), "\n")
   local ok, werr = out:finish()
   if not ok then
     streams.stderr:write("aliyun-iot: ", werr, "\n")
@@ -824,11 +962,18 @@ local function version()
   return ok and core._VERSION or "unknown"
 end
 
+-- Lua's stand-alone interpreters turn SIGINT into this error (lua.c and luajit.c: a hook
+-- raises "interrupted!" when the Lua code runs next).
+local function is_interrupt(e)
+  return type(e) == "string" and e:find("interrupted!$") ~= nil
+end
+
 --- Runs the command.
 -- @tparam {string,...} argv the arguments (as `arg` holds them, without the program name)
 -- @tparam[opt] table streams `{stdin=, stdout=, stderr=, stderr_is_tty=}` (default the
 --   process's own; `stderr_is_tty` overrides the terminal check)
--- @treturn integer exit status (0, 1, 2 or 3)
+-- @treturn integer exit status (0, 1, 2 or 3; 130 when SIGINT stopped it: the journal and
+--   the resume command are then on stderr)
 function M.main(argv, streams)
   streams = streams or {}
   streams.stdin = streams.stdin or io.stdin
@@ -836,6 +981,8 @@ function M.main(argv, streams)
   streams.stderr = streams.stderr or io.stderr
   local args = {}
   for i = 1, #argv do args[i] = argv[i] end
+  -- what an interrupt must clean up or report: the output, the job's journal
+  local ctx = {}
   local ok, code = xpcall(function()
     local opts = M.parse(args)
     if opts.help then
@@ -847,16 +994,18 @@ function M.main(argv, streams)
       return M.EXIT_OK
     end
     M.check(opts)
+    ctx.opts = opts
     local now = require("aliyun.iot.core").now
     local ui = progress(streams, opts.quiet, now)
+    ctx.ui = ui
     if opts.command == "register" or opts.command == "resume" then
-      return run_job(opts, streams, ui, now)
+      return run_job(opts, streams, ui, now, ctx)
     elseif opts.command == "devices" then
-      return run_devices(opts, streams, ui)
+      return run_devices(opts, streams, ui, ctx)
     end
-    return run_call(opts, streams, ui)
+    return run_call(opts, streams, ui, ctx)
   end, function(e)
-    if getmetatable(e) == Usage then return e end
+    if getmetatable(e) == Usage or is_interrupt(e) then return e end
     return debug.traceback(tostring(e), 2)
   end)
   if ok then return code end
@@ -864,6 +1013,11 @@ function M.main(argv, streams)
     streams.stderr:write("aliyun-iot: ", code.message, "\n",
       code.hint and "Try 'aliyun-iot --help'.\n" or "")
     return M.EXIT_USAGE
+  end
+  if is_interrupt(code) then
+    if ctx.out then ctx.out:abort() end
+    if ctx.ui then ctx.ui.done() end
+    return report_interrupt(ctx, streams)
   end
   streams.stderr:write("aliyun-iot: internal error: ", tostring(code), "\n")
   return M.EXIT_FAILURE
