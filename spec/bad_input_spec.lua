@@ -259,7 +259,7 @@ describe("bad input", function()
     local function run(args)
       local out, err = tmp .. "/stdout", tmp .. "/stderr"
       local p = assert(io.popen("cd " .. q(tmp) .. " && env -u LUA_PATH -u LUA_CPATH HOME=" ..
-        q(tmp) .. " ALIBABA_CLOUD_ACCESS_KEY_ID=testid ALIBABA_CLOUD_ACCESS_KEY_SECRET=" ..
+        q(tmp) .. " TMPDIR=" .. q(tmp) .. " ALIBABA_CLOUD_ACCESS_KEY_ID=testid ALIBABA_CLOUD_ACCESS_KEY_SECRET=" ..
         SECRET .. " " .. LUA .. " " .. q(BIN) .. " " .. args .. " < /dev/null > " .. q(out) ..
         " 2> " .. q(err) .. "; echo $?"))
       local code = tonumber(p:read("*a"))

@@ -172,7 +172,7 @@ describe("secrets", function()
 
     local function run(args, env)
       local p = assert(io.popen("cd " .. q(tmp) .. " && env -u LUA_PATH -u LUA_CPATH HOME=" ..
-        q(tmp) .. " " .. (env or "") .. " " .. LUA .. " " .. q(BIN) .. " --endpoint " ..
+        q(tmp) .. " TMPDIR=" .. q(tmp) .. " " .. (env or "") .. " " .. LUA .. " " .. q(BIN) .. " --endpoint " ..
         emu.endpoint .. " " .. args .. " < /dev/null > out.txt 2> err.txt; echo $?"))
       local code = tonumber(p:read("*a"))
       p:close()
