@@ -6,7 +6,8 @@
 --
 -- Exit codes: 0 success; 1 service or network failure (stderr lists the ApplyIds created
 -- and the command that finishes the job); 2 usage error or local validation failure;
--- 3 partial success (`--skip-invalid` left names out).
+-- 3 partial success (`--skip-invalid` left names out); 130 SIGINT (as for 1, from the
+-- journal).
 -- Secrets (AccessKeySecret, SecurityToken, DeviceSecret) go only to the chosen output
 -- (stdout or `--out FILE`), never to stderr.
 -- @module aliyun.iot.cli
@@ -50,8 +51,9 @@ Options (before or after the command):
   --deadline S          seconds for the whole job
   --format csv|json     device output: CSV with header
                         ProductKey,DeviceName,DeviceSecret,IotId (default) or JSON
-  --out FILE            write the output to FILE (mode 0600, replaced atomically)
-                        instead of stdout
+  --out FILE            write the output to FILE instead of stdout: a file is
+                        replaced atomically with mode 0600 (through a symlink, the
+                        file it leads to); a device or FIFO is written directly
   --quiet               no progress or notes on stderr
   --help, --version
 
@@ -60,7 +62,8 @@ ALIBABA_CLOUD_SECURITY_TOKEN), else ~/.aliyun/config.json, else
 ~/.alibabacloud/credentials.
 
 Exit status: 0 done; 1 service or network failure; 2 usage or validation error;
-3 partial success (--skip-invalid left names out).
+3 partial success (--skip-invalid left names out); 130 stopped by Ctrl-C (the
+journal and the command that finishes the job are on stderr).
 ]]
 
 -- Option name -> {value = takes a value?, field = key in the options table,
