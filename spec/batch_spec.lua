@@ -118,8 +118,11 @@ describe("batch helpers", function()
 
     it("rejects bad values before sending anything, and raises on misuse", function()
       local c = client()
-      for _, count in ipairs{0, -1, 1.5, "1e3", "abc"} do
-        local res, err = c:register_devices{ProductKey = PK, Count = count}
+      -- a job's cap is 10,000,000 devices; beyond int64 is no integer at all
+      for _, count in ipairs{0, -1, 1.5, "1e3", "abc", 10000001, "10000001",
+                             "99999999999999999999", 1e20, "-99999999999999999999"} do
+        -- (the deadline ends a job that a missing cap lets run, instead of running forever)
+        local res, err = c:register_devices{ProductKey = PK, Count = count, deadline = 2}
         assert.is_nil(res)
         assert.are.equal("InvalidParameter", err.code)
         assert.are.equal("Count", err.parameter)
@@ -399,6 +402,55 @@ describe("batch helpers", function()
       assert.are.equal(n, count_requests(emu, "BatchRegisterDevice"))
     end)
 
+    it("resumes a CREATE_FAILED job to the same CreateFailed, finished or cut before its end", function()
+      local c = client()
+      local function race(e)
+        if e.phase == "check" then assert(c:register_device{ProductKey = PK, DeviceName = "race-002"}) end
+      end
+      local _, first = c:register_named_devices{ProductKey = PK, journal = path,
+        Devices = {"race-001", "race-002", "race-003"}, on_progress = race}
+      assert.are.equal("CreateFailed", first.code)
+      local text = read(path)
+      for _, cut in ipairs{false, true} do
+        if cut then cut_after(path, "apply", 1) else write(path, text) end
+        local res, err = c:resume{journal = path}
+        assert.is_nil(res)
+        assert.are.equal("CreateFailed", err.code)
+        assert.are.same({"race-001", "race-003"}, sorted_names(err.devices))
+        assert.are.equal("race-002", err.invalid[1].DeviceName)
+        assert.are.same(first.apply_ids, err.apply_ids)
+      end
+      assert.are.equal(1, count_requests(emu, "BatchRegisterDeviceWithApplyId"))
+    end)
+
+    it("resumes a job whose names failed the check to the same InvalidDeviceName", function()
+      local c = client()
+      assert(c:register_device{ProductKey = PK, DeviceName = "taken-001"})
+      local _, first = c:register_named_devices{ProductKey = PK, journal = path,
+        Devices = {"new-0001", "taken-001"}}
+      assert.are.equal("InvalidDeviceName", first.code)
+      local res, err = c:resume{journal = path}
+      assert.is_nil(res)
+      assert.are.equal("InvalidDeviceName", err.code)
+      assert.are.equal("taken-001", err.invalid[1].DeviceName)
+      assert.are.same({}, err.devices)
+      assert.are.equal(0, count_requests(emu, "BatchRegisterDeviceWithApplyId"))
+    end)
+
+    it("says so when the journal path is a directory", function()
+      local dir = tmpname()
+      assert(os.execute("mkdir " .. dir))
+      local c = client()
+      local _, err = c:register_devices{ProductKey = PK, Count = 1, journal = dir}
+      local _, rerr = c:resume{journal = dir}
+      os.remove(dir)
+      assert.are.equal("journal", err.parameter)
+      assert.matches("is a directory", tostring(err), 1, true)
+      assert.is_nil(tostring(err):find("already exists", 1, true))
+      assert.are.equal("JournalError", rerr.code)
+      assert.are.same({}, emu:requests())
+    end)
+
     it("finishes a named job cut short after its checks", function()
       local c = client()
       local names = names_list("res", 1200)
@@ -432,37 +484,109 @@ describe("batch helpers", function()
       assert.matches('"ApplyId":"900719925474099302"', read(path), 1, true)
     end)
 
-    it("finishes the job of a process killed while it waited", function()
-      emu:set{async_delay = 2}
+    -- Runs a random job of `count` devices in a child process (client options `opts`, a
+    -- Lua table constructor) and kills it (SIGKILL) once its journal holds `applies`
+    -- apply events.
+    local function kill_job_after(opts, count, applies)
       local script = ([[
         local iot = require "aliyun.iot"
         local c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret",
-                                 endpoint = %q, qps = false})
-        c:register_devices{ProductKey = %q, Count = 2100, journal = %q}
-      ]]):format(emu.endpoint, PK, path)
+                                 endpoint = %q, %s})
+        c:register_devices{ProductKey = %q, Count = %d, journal = %q}
+      ]]):format(emu.endpoint, opts, PK, count, path)
       local file = tmpname() .. ".lua"
       write(file, script)
       local p = assert(io.popen(("echo $$; exec %s %s"):format(LUA, file)))
       local pid = p:read("*l")
-      local c = client()
-      local deadline = c:_now() + 20
-      while c:_now() < deadline do
+      local core = require "aliyun.iot.core"
+      local deadline = core.now() + 20
+      while core.now() < deadline do
         local f = io.open(path, "rb")
         local text = f and f:read("*a") or ""
         if f then f:close() end
-        local _, applies = text:gsub('"event":"apply"', "")
-        if applies >= 3 then break end
-        c:_sleep(0.05)
+        local _, n = text:gsub('"event":"apply"', "")
+        if n >= applies then break end
+        core.sleep(0.05)
       end
       os.execute("kill -9 " .. pid)
       p:close()
       os.remove(file)
+    end
+
+    it("finishes the job of a process killed while it waited", function()
+      emu:set{async_delay = 2}
+      kill_job_after("qps = false", 2100, 3)
       assert.is_nil(read(path):find('"event":"device"', 1, true))
+      local c = client()
       emu:set{async_delay = 0}
       local res = assert(c:resume{journal = path})
       assert.are.equal(3, count_requests(emu, "BatchRegisterDevice"))
       assert.are.equal(2100, #res.Devices)
       assert_exact(res.Devices)
+    end)
+
+    it("finishes the job of a process killed while it waited for a QPS slot: nothing was sent", function()
+      -- the second chunk waits 5 s for its BatchRegisterDevice slot; the kill lands then
+      kill_job_after("max_batch_size = 50, qps = {BatchRegisterDevice = 0.2}", 120, 1)
+      local _, submits = read(path):gsub('"event":"submit"', "")
+      assert.are.equal(1, submits)
+      assert.are.equal(1, count_requests(emu, "BatchRegisterDevice"))
+      local c = client{max_batch_size = 50}
+      local res = assert(c:resume{journal = path})
+      assert.are.equal(3, count_requests(emu, "BatchRegisterDevice"))
+      assert.are.equal(120, #res.Devices)
+      assert.are.equal(3, #res.ApplyIds)
+      assert_exact(res.Devices)
+    end)
+  end)
+
+  describe("deadline against a server that never answers", function()
+    local srv, c
+    setup(function()
+      -- listening, so connections are accepted by the kernel, but never read or answered
+      srv = assert(require("socket").bind("127.0.0.1", 0))
+      local _, port = srv:getsockname()
+      c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret",
+                         endpoint = ("http://127.0.0.1:%d/"):format(port), qps = false})
+    end)
+    teardown(function() srv:close() end)
+
+    -- Runs f and returns its results and how long it took [s].
+    local function timed(f)
+      local t0 = c:_now()
+      local res, err = f()
+      return res, err, c:_now() - t0
+    end
+
+    -- The client's defaults (30 s timeout, 3 retries) would take 30 s and more.
+    it("bounds register_devices' request in flight (an uncertain submission stays ambiguous)", function()
+      local res, err, took = timed(function()
+        return c:register_devices{ProductKey = PK, Count = 5, deadline = 1}
+      end)
+      assert.is_nil(res)
+      assert.is_true(took < 3, took)
+      assert.is_true(err.ambiguous)
+      assert.matches("Timeout", tostring(err), 1, true)
+    end)
+
+    it("bounds wait_apply's status calls with ApplyTimeout", function()
+      local res, err, took = timed(function()
+        return c:wait_apply{ProductKey = PK, ApplyId = 4242, deadline = 1}
+      end)
+      assert.is_nil(res)
+      assert.is_true(took < 3, took)
+      assert.are.equal("ApplyTimeout", err.code)
+      assert.are.equal(4242, err.apply_id)
+    end)
+
+    it("bounds register_named_devices' check with ApplyTimeout", function()
+      local res, err, took = timed(function()
+        return c:register_named_devices{ProductKey = PK, Devices = {"late-0001"}, deadline = 1}
+      end)
+      assert.is_nil(res)
+      assert.is_true(took < 3, took)
+      assert.are.equal("ApplyTimeout", err.code)
+      assert.is_false(err.ambiguous)
     end)
   end)
 

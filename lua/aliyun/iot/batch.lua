@@ -38,6 +38,12 @@ local POLL_FIRST = 0.5        -- [s] first pause between status polls
 local POLL_FACTOR = 1.5
 local POLL_CAP = 5            -- [s] longest pause between status polls
 local FETCH_CONCURRENCY = 16  -- pages in flight at once; the pacer keeps them within QPS
+-- The most devices one random-named job registers. 10,000,000 is already 1,000 applies at
+-- the service's 10,000 per call (10,000 at the default 1,000), 200,000 page reads (over an
+-- hour at QueryPageByApplyId's 50 QPS) and a result table of every record in memory
+-- (gigabytes); a larger Count is far likelier a slipped digit than a fleet, and a larger
+-- fleet is several jobs, each with its own journal.
+local MAX_COUNT = 10000000
 
 -- ---------------------------------------------------------------------------------------
 -- Argument checks: misuse raises (not a table, unknown option, wrong type); a bad value
@@ -75,6 +81,39 @@ local function check_deadline(deadline)
   end
 end
 
+-- ---------------------------------------------------------------------------------------
+-- Deadlines. A job's deadline `t_end` is an absolute client:_now() value (nil: none). It
+-- bounds requests in flight too: each attempt's timeouts are cut to the time left, and no
+-- attempt starts once it has passed.
+
+local function timeout_error(message)
+  return errors.new{code = "ApplyTimeout", message = message or "the job's deadline passed"}
+end
+
+-- Options for client:_call_internal: the deadline's cut, then `before_send` (if given)
+-- right before an attempt goes out, after the QPS wait (it returns true or nil, err).
+local function call_opts(client, t_end, before_send)
+  return {on_send = function(o)
+    if t_end then
+      local left = t_end - client:_now()
+      if left <= 0 then return nil, timeout_error() end
+      o.timeout = math.min(client.timeout, left)
+      o.connect_timeout = math.min(client.connect_timeout, left)
+    end
+    if before_send then return before_send() end
+    return true
+  end}
+end
+
+-- A call that failed once the deadline had passed (its timeout had been cut to the time
+-- left, so a Timeout is the deadline's doing) ends the job as ApplyTimeout, cause kept.
+local function deadline_cause(client, t_end, err)
+  if t_end and err.code ~= "ApplyTimeout" and client:_now() >= t_end then
+    return timeout_error(("the job's deadline passed (last call: %s)"):format(tostring(err)))
+  end
+  return err
+end
+
 -- ApplyIds travel as Lua integers (5.3+), numbers (5.1/LuaJIT, up to 2^53) or decimal
 -- strings (beyond); the journal and the tables here key them by their decimal string.
 local function id_key(id)
@@ -108,9 +147,17 @@ local END_STATES = {
 -- call's error) with apply_id and the last status.
 local function poll(client, pk, id, phase, t_end, on_status)
   local pause, status = POLL_FIRST, nil
+  local function timed_out(cause)
+    local msg = status and ("apply %s is still %s at the deadline"):format(id_key(id), status)
+      or ("apply %s: the deadline passed before its status was read"):format(id_key(id) or id)
+    if cause and cause.code ~= "ApplyTimeout" then msg = msg .. " (" .. tostring(cause) .. ")" end
+    return errors.new{code = "ApplyTimeout", apply_id = id, status = status, message = msg}
+  end
   while true do
-    local res, err = client:query_batch_register_device_status{ProductKey = pk, ApplyId = id}
+    local res, err = client:_call_internal("QueryBatchRegisterDeviceStatus",
+      {ProductKey = pk, ApplyId = id}, call_opts(client, t_end))
     if not res then
+      if t_end and client:_now() >= t_end then return nil, timed_out(err) end
       err.apply_id, err.status = id, status
       return nil, err
     end
@@ -123,10 +170,7 @@ local function poll(client, pk, id, phase, t_end, on_status)
     end
     if on_status then on_status(status) end
     local now = client:_now()
-    if t_end and now >= t_end then
-      return nil, errors.new{code = "ApplyTimeout", apply_id = id, status = status,
-        message = ("apply %s is still %s at the deadline"):format(id_key(id), tostring(status))}
-    end
+    if t_end and now >= t_end then return nil, timed_out() end
     client:_sleep(t_end and math.min(pause, t_end - now) or pause)
     pause = math.min(pause * POLL_FACTOR, POLL_CAP)
   end
@@ -135,7 +179,8 @@ end
 --- Waits until an apply's phase ends, polling QueryBatchRegisterDeviceStatus (D-69483)
 -- with pauses from 0.5 s growing to 5 s.
 -- @tparam table args `ProductKey` (string), `ApplyId` (integer or digit string),
---   `phase` ("check" or "create", default "create"), `deadline` [s from now, optional],
+--   `phase` ("check" or "create", default "create"), `deadline` [s from now, optional;
+--   it bounds the status calls in flight too],
 --   `on_progress` (optional, receives `{phase=, apply_id=, status=}` after each poll
 --   that found the phase still running)
 -- @treturn ?table the status call's `Data` at the phase's end state (`Status` one of
@@ -329,12 +374,25 @@ function Job:past_deadline()
   return self.t_end and self.client:_now() >= self.t_end
 end
 
-local function deadline_error()
-  return errors.new{code = "ApplyTimeout", message = "the job's deadline passed"}
+-- The names a CREATE_FAILED status answer (D-69483) says were not created, as
+-- `{{DeviceName=, ErrorMsg=}, ...}`: the detail list first, then the bare names.
+local function failed_names_of(d)
+  local out, listed = {}, {}
+  local details = d.InvalidDetailList and d.InvalidDetailList.invalidDetailList or {}
+  for _, det in ipairs(details) do
+    out[#out + 1] = {DeviceName = det.DeviceName, ErrorMsg = det.ErrorMsg}
+    listed[det.DeviceName or ""] = true
+  end
+  for _, name in ipairs(d.InvalidList and d.InvalidList.Name or {}) do
+    if not listed[name] then
+      out[#out + 1] = {DeviceName = name, ErrorMsg = "creation failed"}
+    end
+  end
+  return out
 end
 
 -- Waits for the creation of apply `a` to end and fetches its devices. Returns nil on
--- success or a CREATE_FAILED apply (recorded in a.create_failed), or an error.
+-- success or a CREATE_FAILED apply (its failed names kept in a.create_failed), or an error.
 function Job:finish_apply(a)
   if a.fetched then return nil end
   local client = self.client
@@ -348,11 +406,13 @@ function Job:finish_apply(a)
       message = ("apply %s failed its name check and cannot create devices"):format(a.key)}
   end
   if data.Status == "CREATE_FAILED" then
-    a.create_failed = data
+    a.create_failed = failed_names_of(data)
   end
   local first
-  first, err = client:query_page_by_apply_id{ApplyId = a.ApplyId, PageSize = PAGE_SIZE, CurrentPage = 1}
+  first, err = client:_call_internal("QueryPageByApplyId",
+    {ApplyId = a.ApplyId, PageSize = PAGE_SIZE, CurrentPage = 1}, call_opts(client, self.t_end))
   if not first then
+    err = deadline_cause(client, self.t_end, err)
     err.apply_id = a.ApplyId
     return err
   end
@@ -367,15 +427,27 @@ function Job:finish_apply(a)
     for p = 2, pages do
       list[#list + 1] = {ApplyId = a.ApplyId, PageSize = PAGE_SIZE, CurrentPage = p}
     end
-    local results, errs = client:call_many("QueryPageByApplyId", list, nil, FETCH_CONCURRENCY)
+    local many_opts
+    if self.t_end then
+      -- call_many takes only the public call options: the fan-out's requests get the time
+      -- left as their timeout and no retries of their own. call_many still repeats a
+      -- failed page once, so a job can end one page timeout past its deadline here.
+      local left = self.t_end - client:_now()
+      if left <= 0 then return timeout_error() end
+      many_opts = {timeout = math.min(client.timeout, left), max_retries = 0,
+                   connect_timeout = math.min(client.connect_timeout, left)}
+    end
+    local results, errs = client:call_many("QueryPageByApplyId", list, many_opts,
+                                           FETCH_CONCURRENCY)
     local got = {}
     for i = 1, #list do got[#got + 1] = results[i] end
     ok, jerr = self:take(a, got)
     if not ok then return jerr end
     for i = 1, #list do
       if errs[i] then
-        errs[i].apply_id = a.ApplyId
-        return errs[i]
+        local e = deadline_cause(client, self.t_end, errs[i])
+        e.apply_id = a.ApplyId
+        return e
       end
     end
   end
@@ -385,7 +457,9 @@ function Job:finish_apply(a)
       message = ("apply %s reported %d devices but its pages held %d"):format(a.key, total, a.got)}
   end
   a.fetched = true
-  ok, jerr = self:record{event = "fetched", ApplyId = a.key, Total = total}
+  -- The end state goes with it: a resumed job must end as this one would (CreateFailed).
+  ok, jerr = self:record{event = "fetched", ApplyId = a.key, Total = total, Status = data.Status,
+                         Failed = a.create_failed}
   if not ok then return jerr end
   return nil
 end
@@ -395,7 +469,7 @@ end
 function Job:finish_all()
   for _, a in ipairs(self.applies) do
     if not a.check_failed then
-      if self:past_deadline() and not a.fetched then return deadline_error() end
+      if self:past_deadline() and not a.fetched then return timeout_error() end
       local err = self:finish_apply(a)
       if err then return err end
     end
@@ -413,18 +487,7 @@ function Job:conclude(cause)
   for _, a in ipairs(self.applies) do
     if a.create_failed then
       failed_ids[#failed_ids + 1] = a.key
-      local d = a.create_failed
-      local details = d.InvalidDetailList and d.InvalidDetailList.invalidDetailList or {}
-      for _, det in ipairs(details) do
-        failed_names[#failed_names + 1] = {DeviceName = det.DeviceName, ErrorMsg = det.ErrorMsg}
-      end
-      local listed = {}
-      for _, det in ipairs(details) do listed[det.DeviceName or ""] = true end
-      for _, name in ipairs(d.InvalidList and d.InvalidList.Name or {}) do
-        if not listed[name] then
-          failed_names[#failed_names + 1] = {DeviceName = name, ErrorMsg = "creation failed"}
-        end
-      end
+      for _, f in ipairs(a.create_failed) do failed_names[#failed_names + 1] = f end
     end
   end
   if #failed_ids > 0 then
@@ -450,22 +513,25 @@ function Job:run_random()
   local submitted = covered
   while remaining > 0 and not self.uncertain do
     if self:past_deadline() then
-      cause = deadline_error()
+      cause = timeout_error()
       break
     end
     local n = math.min(remaining, client.max_batch_size)
     self.seq = self.seq + 1
-    local ok, jerr = self:record{event = "submit", seq = self.seq,
-                                 action = "BatchRegisterDevice", Count = n}
-    if not ok then
-      cause = jerr
-      break
-    end
-    local res, err = client:batch_register_device{ProductKey = self.ProductKey, Count = n}
+    -- `submit` is journaled after the QPS wait, right before the request goes out: a
+    -- process killed while it waits for its slot leaves nothing uncertain behind.
+    local journaled = false
+    local res, err = client:_call_internal("BatchRegisterDevice",
+      {ProductKey = self.ProductKey, Count = n}, call_opts(client, self.t_end, function()
+        local ok, jerr = self:record{event = "submit", seq = self.seq,
+                                     action = "BatchRegisterDevice", Count = n}
+        journaled = journaled or ok == true
+        return ok, jerr
+      end))
     local id = res and res.Data and res.Data.ApplyId
     if id then
       local a = self:add_apply{ApplyId = id, phase = "create", Count = n}
-      ok, jerr = self:record{event = "apply", seq = self.seq, ApplyId = a.key,
+      local ok, jerr = self:record{event = "apply", seq = self.seq, ApplyId = a.key,
                              ProductKey = self.ProductKey, phase = "create", Count = n}
       if not ok then
         cause = jerr
@@ -474,8 +540,10 @@ function Job:run_random()
       remaining, submitted = remaining - n, submitted + n
       self:emit{phase = "register", apply_id = id, done = submitted, total = self.total}
     elseif not res and not err.ambiguous then
-      self:record{event = "failed", seq = self.seq, action = "BatchRegisterDevice"}
-      cause = err
+      if journaled then
+        self:record{event = "failed", seq = self.seq, action = "BatchRegisterDevice"}
+      end
+      cause = deadline_cause(client, self.t_end, err)
       break
     else
       err = err or errors.new{code = "InvalidResponse", message = "the answer held no ApplyId"}
@@ -641,7 +709,7 @@ end
 function Job:check_chunks(pending)
   local client, size = self.client, self.client.max_batch_size
   for first = 1, #pending, size do
-    if self:past_deadline() then return deadline_error() end
+    if self:past_deadline() then return timeout_error() end
     local chunk, names, nicks = {}, {}, false
     for i = first, math.min(first + size - 1, #pending) do
       chunk[#chunk + 1] = pending[i]
@@ -650,7 +718,8 @@ function Job:check_chunks(pending)
     end
     local params = {ProductKey = self.ProductKey}
     if nicks then params.DeviceNameList = chunk else params.DeviceName = names end
-    local res, err = client:batch_check_device_names(params)
+    local res, err = client:_call_internal("BatchCheckDeviceNames", params,
+                                           call_opts(client, self.t_end))
     local id = res and res.Data and res.Data.ApplyId
     if id then
       local a = self:add_apply{ApplyId = id, phase = "check", Names = names}
@@ -661,7 +730,7 @@ function Job:check_chunks(pending)
       return errors.new{code = "InvalidResponse", message = "BatchCheckDeviceNames answered no ApplyId"}
     else
       local bad = sync_invalid(err, chunk)
-      if #bad == 0 then return err end
+      if #bad == 0 then return deadline_cause(client, self.t_end, err) end
       for _, b in ipairs(bad) do self:add_invalid(b.DeviceName, b.ErrorMsg) end
     end
   end
@@ -693,11 +762,12 @@ function Job:run_named()
   end
   for _, a in ipairs(self.applies) do
     if a.check_status == "CHECK_SUCCESS" then
-      if self:past_deadline() then return self:conclude(deadline_error()) end
-      local _, err = client:batch_register_device_with_apply_id{ProductKey = self.ProductKey,
-                                                                ApplyId = a.ApplyId}
+      if self:past_deadline() then return self:conclude(timeout_error()) end
+      local _, err = client:_call_internal("BatchRegisterDeviceWithApplyId",
+        {ProductKey = self.ProductKey, ApplyId = a.ApplyId}, call_opts(client, self.t_end))
       -- A repeat that found the first copy already creating is what we want.
       if err and err.code ~= "iot.device.CreateDeviceTaskIsRunning" then
+        err = deadline_cause(client, self.t_end, err)
         err.apply_id = a.ApplyId
         return self:conclude(err)
       end
@@ -760,9 +830,10 @@ end
 
 --- Registers Count devices with random names (BatchRegisterDevice, D-69473), split into
 -- chunks of at most `client.max_batch_size`; waits for each apply and reads its devices.
--- @tparam table args `ProductKey` (string), `Count` (positive integer or digit string,
---   any size), `on_progress` (function, see module), `journal` (path of a new journal
---   file), `deadline` [s from now: the whole job's waits]
+-- @tparam table args `ProductKey` (string), `Count` (integer or digit string, 1 to
+--   10,000,000 per job), `on_progress` (function, see module), `journal` (path of a new
+--   journal file), `deadline` [s from now: the whole job, requests in flight included:
+--   each request's timeouts are cut to the time left and none starts after it]
 -- @treturn ?table `{ApplyIds = {...}, Devices = {{ProductKey=, DeviceName=, DeviceSecret=,
 --   IotId=}, ...}}`
 -- @treturn ?table err: `InvalidParameter`; `CreateFailed` (an apply ended CREATE_FAILED;
@@ -775,10 +846,12 @@ local function register_devices(self, args)
                     journal = "string", deadline = "number"}, "register_devices")
   local bad = check_product_key(self, args.ProductKey) or check_deadline(args.deadline)
   if bad then return nil, bad end
+  -- An exact integer (no "1e3", nothing beyond int64); at most 8 digits fit the cap.
   local digits = validate.integer_string(args.Count)
-  local count = digits and tonumber(digits)
-  if not count or count < 1 then
-    return nil, invalid_param("Count", "Count must be a positive integer")
+  local count = digits and #digits <= 8 and tonumber(digits)
+  if not count or count < 1 or count > MAX_COUNT then
+    return nil, invalid_param("Count", ("Count must be an integer from 1 to %d (a larger " ..
+      "fleet is several jobs)"):format(MAX_COUNT))
   end
   local job = new_job(self, {kind = "random", ProductKey = args.ProductKey, Count = count,
     total = count, on_progress = args.on_progress,
@@ -880,7 +953,10 @@ local function resume(self, args)
       end
     elseif r.event == "fetched" then
       local a = job.by_id[r.ApplyId]
-      if a then a.fetched, a.check_status = true, "CREATE_SUCCESS" end
+      if a then
+        a.fetched, a.check_status = true, r.Status or "CREATE_SUCCESS"
+        if r.Status == "CREATE_FAILED" then a.create_failed = r.Failed or {} end
+      end
     elseif r.event == "done" then
       done = true
     end

@@ -4,7 +4,8 @@
 --
 -- Every append is written and fsync'ed (`core.append_sync`) before the call returns: an
 -- ApplyId is on disk before it is polled, and a BatchRegisterDevice is recorded as
--- submitted before it is sent. The file is created with mode 0600: it holds DeviceSecrets
+-- submitted right before it is sent (after its QPS wait, so a process killed while it
+-- waits leaves no uncertain submission behind). The file is created with mode 0600: it holds DeviceSecrets
 -- (it is the user's state file). ApplyIds are written as decimal strings, exact over int64
 -- on every Lua version.
 --
@@ -13,7 +14,8 @@
 --   {"event":"job","version":1,"kind":"random","ProductKey":..,"Count":2500}
 --   {"event":"job","version":1,"kind":"named","ProductKey":..,"skip_invalid":true,
 --    "Devices":[{"DeviceName":..,"DeviceNickname":..},..]}
---   {"event":"submit","seq":1,"action":"BatchRegisterDevice","Count":1000}  (before sending)
+--   {"event":"submit","seq":1,"action":"BatchRegisterDevice","Count":1000}  (right before
+--    sending; once per attempt, all with the same seq)
 --   {"event":"apply","seq":1,"ApplyId":"4415","ProductKey":..,"phase":"create",
 --    "Count":1000}  (BatchRegisterDevice answered)
 --   {"event":"apply","ApplyId":"4416","ProductKey":..,"phase":"check","Names":[..]}
@@ -22,7 +24,9 @@
 --   {"event":"uncertain","seq":3,"action":"BatchRegisterDevice","Count":500,"message":..}
 --   {"event":"device","ApplyId":"4415","ProductKey":..,"DeviceName":..,"DeviceSecret":..,
 --    "IotId":..}
---   {"event":"fetched","ApplyId":"4415","Total":1000}  (every device of the apply recorded)
+--   {"event":"fetched","ApplyId":"4415","Total":1000,"Status":"CREATE_SUCCESS"}  (every
+--    device of the apply recorded; a CREATE_FAILED apply adds
+--    "Failed":[{"DeviceName":..,"ErrorMsg":..},..], the names not created)
 --   {"event":"done","Devices":2523}
 --
 -- A `submit` without its `apply`, `failed` or `uncertain` line means the process ended
@@ -53,6 +57,13 @@ function M.create(path, job)
   if f then
     local size = f:seek("end")
     f:close()
+    -- A folder opens for reading too; only opening it for writing tells (EISDIR).
+    local w, _, code = io.open(path, "ab")
+    if w then w:close() end
+    if code == 21 then
+      return nil, journal_error(("journal %s is a directory: give the path of a new " ..
+        "file"):format(path))
+    end
     if size and size > 0 then
       return nil, journal_error(("journal %s already exists: finish that job with " ..
         "client:resume{journal = ...}, or choose a new path"):format(path))
@@ -75,8 +86,11 @@ end
 function M.open(path)
   local f, why = io.open(path, "rb")
   if not f then return nil, nil, journal_error("cannot read the journal: " .. tostring(why)) end
-  local text = f:read("*a")
+  local text, rerr = f:read("*a")
   f:close()
+  if not text then
+    return nil, nil, journal_error(("cannot read the journal %s: %s"):format(path, tostring(rerr)))
+  end
   local records, n = {}, 0
   for line, nl in text:gmatch("([^\n]*)(\n?)") do
     n = n + 1
