@@ -283,6 +283,29 @@ describe("client", function()
       assert.are.equal(1, #emu:requests())
     end)
 
+    it("keeps secrets found outside the options out of errors", function()
+      local token = "STS.tokenABCDEF123456"
+      local sts = emulator.start{security_tokens = {token}, async_delay = 0}
+      local c = assert(iot.new{endpoint = sts.endpoint, qps = false, credentials = function()
+        return {access_key_id = "testid", access_key_secret = "nope-not-it", security_token = token}
+      end})
+      local _, err = c:query_device{ProductKey = PK}
+      sts:stop()
+      assert.are.equal("SignatureDoesNotMatch", err.code)
+      local text = tostring(err) .. err.message
+      assert.is_nil(text:find("tokenABCDEF", 1, true))
+      assert.is_nil(text:find("nope-not-it", 1, true))
+    end)
+
+    it("refuses timeouts beyond a day and params lists with holes", function()
+      local c, err = iot.new{access_key_id = "a", access_key_secret = "b", timeout = 9999999}
+      assert.is_nil(c)
+      assert.are.equal("timeout", err.parameter)
+      assert.has_error(function()
+        client:call_many("QueryDevice", {{ProductKey = PK}, nil, {ProductKey = PK}})
+      end)
+    end)
+
     it("checks call option values before sending", function()
       local cases = {{timeout = 0}, {timeout = -5}, {timeout = 0 / 0}, {connect_timeout = 1e9},
                      {max_retries = 1.5}, {max_retries = -1}, {format = "YAML"}, {method = "PUT"}}
@@ -384,6 +407,18 @@ describe("client", function()
       assert.is_true(math.abs(c.clock_offset) < 60)
       assert(c:query_device{ProductKey = PK})
       assert.are.equal(3, #emu:requests())
+    end)
+
+    it("resolves a named RegisterDevice whose answer was lost in call_many too", function()
+      emu:fault{kind = "reset_after", count = 1, action = "RegisterDevice"}
+      local c = client_for(emu, {max_retries = 2})
+      local results, errs = c:call_many("RegisterDevice", {
+        {ProductKey = PK, DeviceName = "many_0001"}, {ProductKey = PK, DeviceName = "many_0002"}})
+      for i = 1, 2 do
+        assert.is_nil(errs[i])
+        assert.is_string(results[i].Data.DeviceSecret)
+      end
+      assert.are.equal(2, emu:state().products[PK].devices)
     end)
 
     it("gives up after max_retries", function()

@@ -199,6 +199,11 @@ function M.new(opts)
   for _, k in ipairs{"timeout", "connect_timeout", "retry_deadline", "max_response_size"} do
     if not (self[k] > 0) then return nil, invalid(k, k .. " must be positive") end
   end
+  for _, k in ipairs{"timeout", "connect_timeout"} do
+    if not (self[k] <= 86400) then
+      return nil, invalid(k, k .. " must be at most a day (86400 s)")
+    end
+  end
   if self.max_retries < 0 or self.max_retries ~= math.floor(self.max_retries) then
     return nil, invalid("max_retries", "max_retries must be a whole number >= 0")
   end
@@ -217,7 +222,8 @@ function M.new(opts)
   end
 
   local user_logger = self.logger
-  self.redact = errors.redactor{self.access_key_secret, self.security_token}
+  self:_watch_secrets(self.access_key_secret, self.security_token)
+  self.redact = function(text) return self._redactor(text) end
   self.log = function(level, message)
     if user_logger then user_logger(level, self.redact(message)) end
   end
@@ -246,6 +252,22 @@ function M.new(opts)
   self.counters = {requests = 0, retries = 0, throttled = 0, bytes_sent = 0,
                    bytes_received = 0}
   return self
+end
+
+-- Builds the redactor for these secrets, unless it has them already: credentials found
+-- in the environment, files or a credentials function are known only once fetched, and an
+-- STS token may change mid-job.
+function Client:_watch_secrets(secret, token)
+  if self._redactor and secret == self._secret and token == self._token then return end
+  self._secret, self._token = secret, token
+  self._redactor = errors.redactor{secret, token}
+end
+
+-- The credentials for the next attempt, their secrets known to the redactor.
+function Client:_credentials()
+  local creds, err = self.creds:get()
+  if creds then self:_watch_secrets(creds.access_key_secret, creds.security_token) end
+  return creds, err
 end
 
 function Client:_now()
@@ -503,7 +525,7 @@ function Client:_request(row, action, flat, opts)
   if not send then return nil, terr end
   local attempt, skew_fixed = 0, false
   while true do
-    local creds, cerr = self.creds:get()
+    local creds, cerr = self:_credentials()
     if not creds then return nil, cerr end
     self.pacer:acquire(action)
     if opts.on_send then
@@ -543,21 +565,31 @@ function Client:_request(row, action, flat, opts)
     end
     self.log("warn", ("%s: %s; retrying in %.2f s (attempt %d of %d)")
       :format(action, tostring(e), delay, attempt + 2, max_retries + 1))
+    if opts.on_retry and e.retryable then
+      -- internal hook (see _call_internal): this attempt certainly did not act
+      local ok, oerr = opts.on_retry(e)
+      if ok == nil and oerr then return nil, oerr end
+    end
     self.counters.retries = self.counters.retries + 1
     attempt = attempt + 1
     self:_sleep(delay)
     if e.ambiguous and row.retry == "named" then
-      -- A named RegisterDevice repeated after an ambiguous failure: if the first copy
-      -- created the device, the repeat answers AlreadyExistedDeviceName; read it back.
-      local r, e2 = self:_request(row, action, flat, {format = format, method = method,
-        timeout = opts.timeout, connect_timeout = opts.connect_timeout, max_retries = 0})
-      if r or e2.code ~= "iot.device.AlreadyExistedDeviceName" then return r, e2 end
-      local detail, e3 = self:call("QueryDeviceDetail",
-        {ProductKey = flat.ProductKey, DeviceName = flat.DeviceName}, {format = format})
-      if not detail then return nil, e3 end
-      return {RequestId = detail.RequestId, Success = true, Data = detail.Data}
+      return self:_resolve_named(row, action, flat, opts)
     end
   end
+end
+
+-- A named RegisterDevice repeated after an ambiguous failure: if the first copy created
+-- the device, the repeat answers AlreadyExistedDeviceName, and the device is read back.
+function Client:_resolve_named(row, action, flat, opts)
+  local format = (opts.format or self.format):upper()
+  local r, e = self:_request(row, action, flat, {format = format, method = opts.method,
+    timeout = opts.timeout, connect_timeout = opts.connect_timeout, max_retries = 0})
+  if r or e.code ~= "iot.device.AlreadyExistedDeviceName" then return r, e end
+  local detail, e2 = self:call("QueryDeviceDetail",
+    {ProductKey = flat.ProductKey, DeviceName = flat.DeviceName}, {format = format})
+  if not detail then return nil, e2 end
+  return {RequestId = detail.RequestId, Success = true, Data = detail.Data}
 end
 
 -- Checks arguments, validates and flattens; returns the row and flat params or nil, err.
@@ -633,6 +665,12 @@ end
 function Client:call_many(action, params_list, call_opts, concurrency)
   call_opts = check_options(call_opts, CALL_OPTION_TYPES, "call", 2)
   if type(params_list) ~= "table" then error("params_list must be a table", 2) end
+  local keys, top = 0, 0
+  for k in pairs(params_list) do
+    if type(k) ~= "number" or k < 1 or k ~= math.floor(k) then top = -1 break end
+    keys, top = keys + 1, math.max(top, k)
+  end
+  if top ~= keys then error("params_list must be a list (keys 1..n, no hole)", 2) end
   concurrency = concurrency or 8
   if type(concurrency) ~= "number" or concurrency < 1 or concurrency > 1000
       or concurrency ~= math.floor(concurrency) then
@@ -681,7 +719,7 @@ function Client:call_many(action, params_list, call_opts, concurrency)
   local slots = self.pacer:schedule(action, #todo)
   local reqs, stss = {}, {}
   for n, i in ipairs(todo) do
-    local creds, cerr = self.creds:get()
+    local creds, cerr = self:_credentials()
     if not creds then errs[i] = cerr; return results, errs end
     reqs[n], stss[n] = self:_build(rows[i], action, flats[i], method, format, creds, call_opts)
     reqs[n].not_before = slots[n]
@@ -697,6 +735,9 @@ function Client:call_many(action, params_list, call_opts, concurrency)
     local result, e = self:_classify(rows[i], res, terrs[n], stss[n])
     if result then
       results[i] = result
+    elseif e.ambiguous and rows[i].retry == "named" and flats[i].DeviceName then
+      self.counters.retries = self.counters.retries + 1
+      results[i], errs[i] = self:_resolve_named(rows[i], action, flats[i], call_opts)
     elseif e.retryable or (e.ambiguous and rows[i].retry == "idempotent") then
       if e.code:find("^Throttling") then self.counters.throttled = self.counters.throttled + 1 end
       self.counters.retries = self.counters.retries + 1
