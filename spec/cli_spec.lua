@@ -569,6 +569,22 @@ describe("aliyun-iot command", function()
     assert.are.equal("666", mode(dev))
   end)
 
+  it("a failed write to stdout is a failure: exit 1, the journal kept", function()
+    local full = tmp .. "/full"
+    if not shell.ok("mknod -m 666 " .. q(full) .. " c 1 7 2>/dev/null") then
+      pending("mknod needs root")
+      return
+    end
+    local code = sh(env_prefix() .. q(BIN) .. " " .. ep() .. "--quiet register --product-key " .. PK ..
+      " --count 120 --state full.state > full 2> full.err; echo $?")
+    local err = read(tmp .. "/full.err")
+    assert.are.equal("1\n", code, err)
+    assert.truthy(err:find("cannot write the output", 1, true), err)
+    assert.truthy(err:find("resume --state full.state", 1, true), err)
+    assert.truthy(read(tmp .. "/full.state"):find('"apply"', 1, true))
+    no_secret_in(err)
+  end)
+
   it("--out through a dangling symlink or into a folder: exit 2 before any request", function()
     assert(os.execute("ln -s nowhere/devices.csv " .. q(tmp .. "/dangling.csv")))
     assert(os.execute("mkdir -p " .. q(tmp .. "/folder.csv")))

@@ -485,11 +485,32 @@ end
 -- /dev/stdout); else a temporary file (made 0600 from the start) that replaces the
 -- regular file only when complete -- the file a symlink leads to, so the link stays.
 -- Made before any request, so a bad path fails first.
-local function open_output(path, stdout)
-  if not path then
-    return {fh = stdout, finish = function(self) self.fh:flush() return true end,
-            abort = function() end}
+-- Standard output, remembering the first write error (a full disk, a closed pipe): with
+-- buffering it may surface at any write or only at the flush, and a job must not report
+-- success, and drop its journal, when the secrets never reached the output.
+local function stdout_output(stdout)
+  local fh = {}
+  function fh:write(...)
+    if not self.err then
+      local ok, err = stdout:write(...)
+      if not ok then self.err = err end
+    end
+    return self
   end
+  return {
+    fh = fh,
+    finish = function(self)
+      local ok, err = stdout:flush()
+      if not ok and not self.fh.err then self.fh.err = err end
+      if self.fh.err then return nil, "cannot write the output: " .. tostring(self.fh.err) end
+      return true
+    end,
+    abort = function() end,
+  }
+end
+
+local function open_output(path, stdout)
+  if not path then return stdout_output(stdout) end
   local kind, link = path_kind(path)
   if kind == "folder" then local_error("cannot write --out %s: it is a folder", path) end
   if kind == "special" then return direct_output(path) end
