@@ -156,6 +156,13 @@ describe("credentials chain (child interpreter " .. LUA .. ")", function()
     assert.are.equal("otherId", run{ALIBABA_CLOUD_CREDENTIALS_FILE = home .. "/other.ini"}.ok.id)
   end)
 
+  it("refuses half a key pair in the environment rather than falling back to a file", function()
+    ini(INI)
+    local r = run{ALIBABA_CLOUD_ACCESS_KEY_ID = "envId"}
+    assert.are.equal("InvalidCredentials", r.err.code)
+    assert.matches("ALIBABA_CLOUD_ACCESS_KEY_SECRET not set", r.err.text, 1, true)
+  end)
+
   it("takes the environment before the CLI config, and the CLI config before the INI file", function()
     cli_config("default", {AK})
     ini(INI)
@@ -197,8 +204,10 @@ describe("credentials chain (child interpreter " .. LUA .. ")", function()
       {name = "x", mode = "EcsRamRole"}})
     ini("[default]\ntype = access_key\naccess_key_secret = iniSecretXYZ123\n")
     r = run{ALIBABA_CLOUD_ACCESS_KEY_SECRET = "envSecretXYZ123"}
-    assert.are.equal("NoCredentials", r.err.code)
+    assert.are.equal("InvalidCredentials", r.err.code)
     assert.matches("ALIBABA_CLOUD_ACCESS_KEY_ID not set", r.err.text, 1, true)
+    r = run()
+    assert.are.equal("NoCredentials", r.err.code)
     assert.matches("profile 'default' lacks access_key_id or access_key_secret", r.err.text, 1, true)
     assert.matches("section [default] lacks", r.err.text, 1, true)
     r = run{ALIBABA_CLOUD_PROFILE = "x"}
@@ -349,8 +358,9 @@ describe("credentials helpers", function()
     assert.is_nil(credentials.parse_time("yesterday"))
   end)
 
-  it("reads INI sections, comments and trimmed values", function()
-    assert.are.same({a = {k = "v = w", x = ""}, b = {y = "1"}},
-      credentials.parse_ini("top = ignored\n[a]\n k =v = w \n#c=1\n;d=2\nx=\n[ b ]\ny=1\r\n"))
+  it("reads INI sections, comments, trimmed and quoted values", function()
+    assert.are.same({a = {k = "v = w", x = ""}, b = {y = "1", q = "quoted", s = "single"}},
+      credentials.parse_ini("top = ignored\n[a]\n k =v = w \n#c=1\n;d=2\nx=\n[ b ]\ny=1\r\n"
+        .. 'q = "quoted"\n' .. "s = 'single'\n"))
   end)
 end)

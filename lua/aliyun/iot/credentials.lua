@@ -76,6 +76,8 @@ function M.parse_ini(text)
       sections[name] = current
     elseif current and line ~= "" and not line:match("^[#;]") then
       local k, v = line:match("^(.-)%s*=%s*(.-)$")
+      -- a quoted value ("x" or 'x') means the text between the quotes
+      v = v and (v:match('^"(.*)"$') or v:match("^'(.*)'$") or v)
       if k and k ~= "" then current[k] = v end
     end
   end
@@ -123,9 +125,9 @@ local function from_env()
     local token = os.getenv("ALIBABA_CLOUD_SECURITY_TOKEN")
     return static_provider("environment", id, secret, nonempty(token) and token or nil)
   elseif nonempty(id) then
-    return nil, where .. " (ALIBABA_CLOUD_ACCESS_KEY_SECRET not set)"
+    return nil, where .. " (ALIBABA_CLOUD_ACCESS_KEY_SECRET not set)", true
   elseif nonempty(secret) then
-    return nil, where .. " (ALIBABA_CLOUD_ACCESS_KEY_ID not set)"
+    return nil, where .. " (ALIBABA_CLOUD_ACCESS_KEY_ID not set)", true
   end
   return nil, where .. " (not set)"
 end
@@ -287,8 +289,14 @@ function M.resolve(opts, logger, new_error)
     if profile == "" then profile = nil end
     local notes = {"options access_key_id/access_key_secret/credentials (not given)"}
     for _, step in ipairs{from_env, from_cli, from_ini} do
-      provider, note = step(home, profile, logger)
+      local incomplete
+      provider, note, incomplete = step(home, profile, logger)
       if provider then break end
+      if incomplete then
+        -- half a key pair in the environment is a mistake to report, as the official
+        -- SDKs do, not a reason to use another account's keys from a file
+        return nil, new_error{code = "InvalidCredentials", message = "incomplete " .. note}
+      end
       notes[#notes + 1] = note
     end
     if not provider then
