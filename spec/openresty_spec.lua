@@ -137,6 +137,20 @@ describe("OpenResty #openresty", function()
     status, body = request(srv.url .. "/provision", "{not json")
     assert.equal(400, status)
     assert.equal("InvalidRequest", body.Code)
+
+    for _, devices in ipairs{"[1,2]", "[null,\"gw_0009\"]", "[{\"Name\":\"x\"}]"} do
+      local text
+      status, body, text = request(srv.url .. "/provision",
+        '{"ProductKey":"' .. PK .. '","Devices":' .. devices .. '}')
+      assert.equal(400, status, text)
+      assert.is_string(body.Code, text)
+    end
+    assert.same({}, emu:state().products[PK].names)
+  end)
+
+  it("writes empty lists as JSON arrays", function()
+    local _, _, text = provision(srv, {ProductKey = PK, Devices = {"gw_0100"}})
+    assert.matches('"Invalid":%[%]', text)
   end)
 
   it("refuses ca_file and proxy under cosockets with a clear error", function()

@@ -35,10 +35,23 @@ function M.client()
   return c, err
 end
 
+-- The answer's list fields. Debian's lua-cjson (2.1.0) writes an empty table as {}, so
+-- an empty one of these is written as [] here.
+local LISTS = {ApplyIds = true, Devices = true, Invalid = true}
+
+local function encode(body)
+  local parts = {}
+  for k, v in pairs(body) do
+    local text = LISTS[k] and type(v) == "table" and next(v) == nil and "[]" or cjson.encode(v)
+    parts[#parts + 1] = cjson.encode(k) .. ":" .. text
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
 local function reply(status, body)
   ngx.status = status
   ngx.header["Content-Type"] = "application/json"
-  ngx.say(cjson.encode(body))
+  ngx.say(encode(body))
   return ngx.exit(ngx.HTTP_OK)
 end
 
@@ -81,12 +94,17 @@ function M.handle()
   local c, err = M.client()
   if not c then return fail(500, err.code, err.message) end
 
-  local res
+  -- The helpers raise on arguments of the wrong shape (Devices = [1, 2], [null], ...):
+  -- in a handler that is the caller's mistake, answered as such.
+  local ok, res
   if body.Count then
-    res, err = c:register_devices{ProductKey = body.ProductKey, Count = body.Count}
+    ok, res, err = pcall(c.register_devices, c, {ProductKey = body.ProductKey, Count = body.Count})
   else
-    res, err = c:register_named_devices{ProductKey = body.ProductKey, Devices = body.Devices,
-                                        skip_invalid = body.SkipInvalid == true}
+    ok, res, err = pcall(c.register_named_devices, c, {ProductKey = body.ProductKey,
+      Devices = body.Devices, skip_invalid = body.SkipInvalid == true})
+  end
+  if not ok then
+    return fail(400, "InvalidRequest", (tostring(res):gsub("^[^:]*:%d+: ", "")))
   end
   if res then return reply(200, res) end
   ngx.log(ngx.ERR, "provision: ", tostring(err))
