@@ -486,8 +486,8 @@ describe("batch helpers", function()
 
     -- Runs a random job of `count` devices in a child process (client options `opts`, a
     -- Lua table constructor) and kills it (SIGKILL) once its journal holds `applies`
-    -- apply events.
-    local function kill_job_after(opts, count, applies)
+    -- events of kind `event` (default "apply").
+    local function kill_job_after(opts, count, applies, event)
       local script = ([[
         local iot = require "aliyun.iot"
         local c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret",
@@ -504,7 +504,7 @@ describe("batch helpers", function()
         local f = io.open(path, "rb")
         local text = f and f:read("*a") or ""
         if f then f:close() end
-        local _, n = text:gsub('"event":"apply"', "")
+        local _, n = text:gsub('"event":"' .. (event or "apply") .. '"', "")
         if n >= applies then break end
         core.sleep(0.05)
       end
@@ -523,6 +523,59 @@ describe("batch helpers", function()
       assert.are.equal(3, count_requests(emu, "BatchRegisterDevice"))
       assert.are.equal(2100, #res.Devices)
       assert_exact(res.Devices)
+    end)
+
+    it("finishes the job of a process killed in the backoff after a throttled submission", function()
+      emu:fault{kind = "throttle", count = 3, action = "BatchRegisterDevice"}
+      kill_job_after("qps = false", 120, 1, "failed")
+      assert.are.same({"job", "submit", "failed"}, events_of(path))
+      local c = client()
+      local res = assert(c:resume{journal = path})
+      assert.are.equal(120, #res.Devices)
+      assert_exact(res.Devices)
+    end)
+
+    it("refuses a journal another process holds, sending nothing, and resumes once it is free", function()
+      assert(client():register_devices{ProductKey = PK, Count = 2500, journal = path})
+      cut_after(path, "apply", 3)
+      local before = #emu:requests()
+      local core = require "aliyun.iot.core"
+      local p = assert(io.popen(("echo $$; exec %s -e %q"):format(LUA, ([[
+        local core = require "aliyun.iot.core"
+        local lock = assert(core.lock_file(%q))
+        print("locked"); io.stdout:flush()
+        core.sleep(30)
+      ]]):format(path))))
+      local pid = p:read("*l")
+      assert.are.equal("locked", p:read("*l"))
+      local res, err = client():resume{journal = path}
+      os.execute("kill -9 " .. pid)
+      p:close()
+      assert.is_nil(res)
+      assert.are.equal("JournalError", err.code)
+      assert.matches("journal " .. path .. " is in use by another process", err.message, 1, true)
+      assert.are.equal(before, #emu:requests())
+      local res2 = assert(client():resume{journal = path})
+      assert.are.equal(2500, #res2.Devices)
+      assert_exact(res2.Devices)
+      -- the job released its lock at its end
+      assert.is_truthy(core.lock_file(path))
+    end)
+
+    it("drops a torn last line before appending, so the journal stays readable", function()
+      local c = client()
+      assert(c:register_devices{ProductKey = PK, Count = 120, journal = path})
+      local lines = lines_of(path)
+      local i = #lines
+      while not lines[i]:find('"event":"device"', 1, true) do i = i - 1 end
+      -- mid-way through the last device line
+      write(path, table.concat(lines, "\n", 1, i - 1) .. "\n" .. lines[i]:sub(1, 30))
+      for _ = 1, 2 do
+        local res = assert(c:resume{journal = path})
+        assert.are.equal(120, #res.Devices)
+        assert_exact(res.Devices)
+      end
+      assert.are.equal("done", events_of(path)[#events_of(path)])
     end)
 
     it("finishes the job of a process killed while it waited for a QPS slot: nothing was sent", function()

@@ -92,7 +92,7 @@ end
 
 -- Options for client:_call_internal: the deadline's cut, then `before_send` (if given)
 -- right before an attempt goes out, after the QPS wait (it returns true or nil, err).
-local function call_opts(client, t_end, before_send)
+local function call_opts(client, t_end, before_send, on_retry)
   return {on_send = function(o)
     if t_end then
       local left = t_end - client:_now()
@@ -102,7 +102,7 @@ local function call_opts(client, t_end, before_send)
     end
     if before_send then return before_send() end
     return true
-  end}
+  end, on_retry = on_retry}
 end
 
 -- A call that failed once the deadline had passed (its timeout had been cut to the time
@@ -520,13 +520,20 @@ function Job:run_random()
     self.seq = self.seq + 1
     -- `submit` is journaled after the QPS wait, right before the request goes out: a
     -- process killed while it waits for its slot leaves nothing uncertain behind.
-    local journaled = false
+    -- An attempt whose answer says it did not act (throttled, 503, no connection) is
+    -- journaled `failed` before the client waits to send it again: a process killed during
+    -- that wait leaves nothing uncertain behind.
+    local pending = false
     local res, err = client:_call_internal("BatchRegisterDevice",
       {ProductKey = self.ProductKey, Count = n}, call_opts(client, self.t_end, function()
         local ok, jerr = self:record{event = "submit", seq = self.seq,
                                      action = "BatchRegisterDevice", Count = n}
-        journaled = journaled or ok == true
+        pending = ok == true and self.journal ~= nil
         return ok, jerr
+      end, function(e)
+        if not (pending and e.retryable) then return true end
+        pending = false
+        return self:record{event = "failed", seq = self.seq, action = "BatchRegisterDevice"}
       end))
     local id = res and res.Data and res.Data.ApplyId
     if id then
@@ -540,7 +547,7 @@ function Job:run_random()
       remaining, submitted = remaining - n, submitted + n
       self:emit{phase = "register", apply_id = id, done = submitted, total = self.total}
     elseif not res and not err.ambiguous then
-      if journaled then
+      if pending then
         self:record{event = "failed", seq = self.seq, action = "BatchRegisterDevice"}
       end
       cause = deadline_cause(client, self.t_end, err)
@@ -818,6 +825,12 @@ end
 -- ---------------------------------------------------------------------------------------
 -- Entry points.
 
+-- Ends a job: releases its journal's lock and passes the job's results through.
+local function finish(job, ...)
+  if job.journal then job.journal:close() end
+  return ...
+end
+
 local function start_journal(job, path, record)
   if not path then return nil end
   local j, err = journal.create(path, record)
@@ -859,7 +872,7 @@ local function register_devices(self, args)
   local err = start_journal(job, args.journal, {kind = "random", ProductKey = args.ProductKey,
                                                 Count = count})
   if err then return nil, err end
-  return job:run_random()
+  return finish(job, job:run_random())
 end
 
 --- Registers devices with the given names: BatchCheckDeviceNames (D-69482) -> wait ->
@@ -895,7 +908,7 @@ local function register_named_devices(self, args)
   err = start_journal(job, args.journal, {kind = "named", ProductKey = args.ProductKey,
     skip_invalid = job.skip_invalid, Devices = names})
   if err then return nil, err end
-  return job:run_named()
+  return finish(job, job:run_named())
 end
 
 --- Finishes a job from its journal without creating anything twice: re-polls the
@@ -925,8 +938,12 @@ local function resume(self, args)
   elseif spec.kind == "named" then
     job.names, job.skip_invalid = spec.Devices or {}, spec.skip_invalid == true
     err = job:validate_names()
-    if err then return nil, err end
+    if err then
+      j:close()
+      return nil, err
+    end
   else
+    j:close()
     return nil, errors.new{code = "JournalError", message = "unknown job kind " .. tostring(spec.kind)}
   end
   local in_flight, done = {}, false
@@ -968,14 +985,14 @@ local function resume(self, args)
       "look for devices beyond the listed ApplyIds with QueryDevice or in the console")
       :format(tostring(r.Count))}
   end
+  job.journal = j
   if done then
     local res = {ApplyIds = job:apply_ids(), Devices = job.devices}
     if job.kind == "named" then res.Invalid = job.invalid end
-    return res
+    return finish(job, res)
   end
-  job.journal = j
-  if job.kind == "random" then return job:run_random() end
-  return job:run_named()
+  if job.kind == "random" then return finish(job, job:run_random()) end
+  return finish(job, job:run_named())
 end
 
 --- Adds the helpers to the client class (called once by `aliyun.iot`).

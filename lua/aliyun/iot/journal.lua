@@ -30,7 +30,13 @@
 --   {"event":"done","Devices":2523}
 --
 -- A `submit` without its `apply`, `failed` or `uncertain` line means the process ended
--- while the call was in flight: it reads as `uncertain`.
+-- while the call was in flight: it reads as `uncertain`. A `failed` line is also written
+-- for each attempt whose answer says it did not act (throttled, 503, no connection)
+-- before the client waits and sends it again, so a process killed during that wait
+-- leaves nothing uncertain behind.
+--
+-- A job holds an exclusive lock on its journal (`core.lock_file`) from start or resume to
+-- its end (`Journal:close`), so that two processes never resume the same job at once.
 -- @module aliyun.iot.journal
 
 local core = require "aliyun.iot.core"
@@ -74,24 +80,61 @@ function M.create(path, job)
   for k, v in pairs(job) do record[k] = v end
   local ok, err = self:append(record)
   if not ok then return nil, err end
+  ok, err = self:_lock()
+  if not ok then return nil, err end
   return self
 end
 
---- Opens an existing journal to finish its job.
+function Journal:_lock()
+  local lock, why = core.lock_file(self.path)
+  if not lock then
+    if why:find("is locked$") then
+      why = ("journal %s is in use by another process: one job runs once at a time")
+        :format(self.path)
+    end
+    return nil, journal_error(why)
+  end
+  self.lock = lock
+  return true
+end
+
+--- Releases the journal's lock (the job is over). Idempotent.
+function Journal:close()
+  if self.lock then self.lock:unlock() end
+end
+
+--- Opens an existing journal to finish its job, and locks it until `Journal:close`.
 -- @tparam string path
 -- @treturn ?table journal (appends go to the same file)
 -- @treturn ?table records every event, in order; a last line cut short by a crash is
---   left out
--- @treturn ?table err `JournalError` (missing, unreadable, or not a journal)
+--   left out, and cut off the file, so that appends start on a line of their own
+-- @treturn ?table err `JournalError` (missing, unreadable, not a journal, or locked by
+--   another job: "journal PATH is in use by another process")
 function M.open(path)
   local f, why = io.open(path, "rb")
   if not f then return nil, nil, journal_error("cannot read the journal: " .. tostring(why)) end
+  f:close()
+  local self = setmetatable({path = path}, Journal)
+  local ok, lerr = self:_lock()
+  if not ok then return nil, nil, lerr end
+  local records, err = self:_read()
+  if not records then
+    self:close()
+    return nil, nil, err
+  end
+  return self, records
+end
+
+function Journal:_read()
+  local path = self.path
+  local f, why = io.open(path, "rb")
+  if not f then return nil, journal_error("cannot read the journal: " .. tostring(why)) end
   local text, rerr = f:read("*a")
   f:close()
   if not text then
-    return nil, nil, journal_error(("cannot read the journal %s: %s"):format(path, tostring(rerr)))
+    return nil, journal_error(("cannot read the journal %s: %s"):format(path, tostring(rerr)))
   end
-  local records, n = {}, 0
+  local records, n, torn = {}, 0, false
   for line, nl in text:gmatch("([^\n]*)(\n?)") do
     n = n + 1
     if line ~= "" then
@@ -99,20 +142,33 @@ function M.open(path)
       if type(rec) ~= "table" or type(rec.event) ~= "string" then
         -- Only the very last line may be cut short (a write interrupted by a crash).
         if nl == "\n" then
-          return nil, nil, journal_error(("%s:%d is not a journal event"):format(path, n))
+          return nil, journal_error(("%s:%d is not a journal event"):format(path, n))
         end
+        torn = true
       else
         records[#records + 1] = rec
       end
     end
   end
   if not records[1] or records[1].event ~= "job" then
-    return nil, nil, journal_error(path .. " is not an aliyun-iot journal (no job event first)")
+    return nil, journal_error(path .. " is not an aliyun-iot journal (no job event first)")
   end
   if records[1].version ~= 1 then
-    return nil, nil, journal_error(path .. ": unknown journal version " .. tostring(records[1].version))
+    return nil, journal_error(path .. ": unknown journal version " .. tostring(records[1].version))
   end
-  return setmetatable({path = path}, Journal), records
+  if text:sub(-1) ~= "\n" and text ~= "" then
+    -- The last write was cut by a crash: appending after it would glue the next event to
+    -- it and lose both. A whole event lacking only its newline gets it; a torn one is cut
+    -- off (the lines before it are whole).
+    local ok, werr
+    if torn then
+      ok, werr = core.truncate(path, #text - #text:match("[^\n]*$"))
+    else
+      ok, werr = core.append_sync(path, "\n")
+    end
+    if not ok then return nil, journal_error(werr) end
+  end
+  return records
 end
 
 --- Appends events and makes them durable (write + fsync) before returning.
