@@ -243,6 +243,19 @@ describe("batch helpers", function()
           local state = emu:state().products[PK]
           assert.are.same({"new-0001", "new-0002", taken[1]}, state.names)
         end)
+
+        it("gives the same Invalid names back when its finished journal is resumed", function()
+          local path = tmpname()
+          local c = client()
+          assert(c:register_device{ProductKey = PK, DeviceName = "taken-001"})
+          local res = assert(c:register_named_devices{ProductKey = PK, skip_invalid = true,
+            journal = path, Devices = {"new-0001", "taken-001", "bad name"}})
+          local again = assert(c:resume{journal = path})
+          os.remove(path)
+          assert.are.equal(2, #res.Invalid)
+          assert.are.same(res.Invalid, again.Invalid)
+          assert.are.same(sorted_names(res.Devices), sorted_names(again.Devices))
+        end)
       end)
     end
 

@@ -495,7 +495,9 @@ function Job:conclude(cause)
       message = ("apply %s ended CREATE_FAILED: %d devices were not created")
         :format(table.concat(failed_ids, ", "), #failed_names)}, {invalid = failed_names})
   end
-  local ok, err = self:record{event = "done", Devices = #self.devices}
+  -- A named job's invalid names go with `done`: the service's verdicts are in no other line.
+  local ok, err = self:record{event = "done", Devices = #self.devices,
+                              Invalid = self.kind == "named" and self.invalid or nil}
   if not ok then return nil, self:fail(err) end
   local res = {ApplyIds = self:apply_ids(), Devices = self.devices}
   if self.kind == "named" then res.Invalid = self.invalid end
@@ -976,6 +978,7 @@ local function resume(self, args)
       end
     elseif r.event == "done" then
       done = true
+      if type(r.Invalid) == "table" then job.invalid = r.Invalid end
     end
   end
   for _, r in pairs(in_flight) do

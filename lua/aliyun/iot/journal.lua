@@ -27,7 +27,8 @@
 --   {"event":"fetched","ApplyId":"4415","Total":1000,"Status":"CREATE_SUCCESS"}  (every
 --    device of the apply recorded; a CREATE_FAILED apply adds
 --    "Failed":[{"DeviceName":..,"ErrorMsg":..},..], the names not created)
---   {"event":"done","Devices":2523}
+--   {"event":"done","Devices":2523}  (a named job adds "Invalid":[{"DeviceName":..,
+--    "ErrorMsg":..},..], the names left out, the service's verdicts included)
 --
 -- A `submit` without its `apply`, `failed` or `uncertain` line means the process ended
 -- while the call was in flight: it reads as `uncertain`. A `failed` line is also written
