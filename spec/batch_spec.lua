@@ -131,6 +131,10 @@ describe("batch helpers", function()
       assert.are.equal("ProductKey", err.parameter)
       assert.has_error(function() c:register_devices{ProductKey = PK, Count = 1, jornal = "x"} end)
       assert.has_error(function() c:register_devices(5) end)
+      -- a hole would make the names after it vanish from the job
+      assert.has_error(function()
+        c:register_named_devices{ProductKey = PK, Devices = {"hole_0001", nil, "hole_0003"}}
+      end)
       assert.are.same({}, emu:requests())
     end)
 

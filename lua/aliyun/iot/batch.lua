@@ -898,7 +898,16 @@ local function register_named_devices(self, args)
              "register_named_devices")
   local bad = check_product_key(self, args.ProductKey) or check_deadline(args.deadline)
   if bad then return nil, bad end
-  if args.Devices == nil or #args.Devices == 0 then
+  local keys, top = 0, 0
+  for k in pairs(args.Devices or {}) do
+    if type(k) ~= "number" or k < 1 or k ~= math.floor(k) then top = -1 break end
+    keys, top = keys + 1, math.max(top, k)
+  end
+  if top ~= keys then
+    -- ipairs would stop at the hole and leave the names after it out, silently
+    error("register_named_devices: Devices must be a list (keys 1..n, no hole)", 2)
+  end
+  if args.Devices == nil or keys == 0 then
     return nil, invalid_param("Devices", "Devices must be a non-empty list of names")
   end
   local names = normalise_names(args.Devices)
