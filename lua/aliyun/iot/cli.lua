@@ -767,7 +767,8 @@ local function report_interrupt(ctx, streams)
   streams.stderr:write("aliyun-iot: interrupted\n")
   local state = ctx.state
   if not state then return M.EXIT_INTERRUPTED end
-  local _, records = require("aliyun.iot.journal").open(state)
+  -- read, not opened: the interrupted job in this process may still hold its lock
+  local records = require("aliyun.iot.journal").read(state)
   local ids, seen = {}, {}
   for _, r in ipairs(records or {}) do
     local id = r.event == "apply" and tostring(r.ApplyId)

@@ -126,8 +126,9 @@ function M.open(path)
   return self, records
 end
 
-function Journal:_read()
-  local path = self.path
+-- Reads and parses the journal at path: the events in order, and whether the last line
+-- was torn (a write cut short by a crash), or nil and a JournalError.
+local function load(path)
   local f, why = io.open(path, "rb")
   if not f then return nil, journal_error("cannot read the journal: " .. tostring(why)) end
   local text, rerr = f:read("*a")
@@ -157,6 +158,24 @@ function Journal:_read()
   if records[1].version ~= 1 then
     return nil, journal_error(path .. ": unknown journal version " .. tostring(records[1].version))
   end
+  return records, torn, text
+end
+
+--- Reads a journal's events without locking or changing it (to report on a job, even one
+-- this process runs).
+-- @tparam string path
+-- @treturn ?table records every event, in order (a torn last line left out)
+-- @treturn ?table err `JournalError`
+function M.read(path)
+  local records, err = load(path)
+  if not records then return nil, err end
+  return records
+end
+
+function Journal:_read()
+  local path = self.path
+  local records, torn, text = load(path)
+  if not records then return nil, torn end
   if text:sub(-1) ~= "\n" and text ~= "" then
     -- The last write was cut by a crash: appending after it would glue the next event to
     -- it and lose both. A whole event lacking only its newline gets it; a torn one is cut
