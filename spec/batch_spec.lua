@@ -545,7 +545,14 @@ describe("batch helpers", function()
     it("finishes the job of a process killed in the backoff after a throttled submission", function()
       emu:fault{kind = "throttle", count = 3, action = "BatchRegisterDevice"}
       kill_job_after("qps = false", 120, 1, "failed")
-      assert.are.same({"job", "submit", "failed"}, events_of(path))
+      -- killed in a backoff: every submission so far answered "not done" (a slow machine
+      -- may have gone through more than one before the kill)
+      local events = events_of(path)
+      assert.are.equal("job", events[1])
+      assert.is_true(#events >= 3 and #events % 2 == 1, table.concat(events, " "))
+      for i = 2, #events, 2 do
+        assert.are.same({"submit", "failed"}, {events[i], events[i + 1]})
+      end
       local c = client()
       local res = assert(c:resume{journal = path})
       assert.are.equal(120, #res.Devices)
