@@ -844,8 +844,9 @@ local function run_job(opts, streams, ui, now, ctx)
   else
     if not file_size(state) then local_error("cannot read state file %s", state) end
     -- a file that is not a journal is a local mistake, found before any request
-    local j, _, jerr = require("aliyun.iot.journal").open(state)
-    if not j then
+    -- (read, not opened: opening locks the journal, and the job opens it again)
+    local records, jerr = require("aliyun.iot.journal").read(state)
+    if not records then
       local_error("state file %s is not a journal to resume: %s", state,
         tostring(jerr and jerr.message or jerr))
     end
