@@ -821,6 +821,25 @@ static int l_nonce(lua_State *L)
 }
 
 /*
+ * core.random() -> number in [0, 1)
+ * 53 random bits from OpenSSL's RAND_bytes: backoff jitter that differs between
+ * processes on every Lua (math.random is never seeded on 5.1-5.3 and LuaJIT).
+ * Raises if the random generator fails.
+ */
+static int l_random(lua_State *L)
+{
+    unsigned char r[8];
+    unsigned long long v = 0;
+    int i;
+    if (RAND_bytes(r, sizeof r) != 1)
+        return luaL_error(L, "RAND_bytes failed");
+    for (i = 0; i < 8; i++)
+        v = (v << 8) | r[i];
+    lua_pushnumber(L, (lua_Number)(v >> 11) / 9007199254740992.0);
+    return 1;
+}
+
+/*
  * core.timestamp([epoch_seconds]) -> "YYYY-MM-DDThh:mm:ssZ" (UTC; the Timestamp common
  * parameter and ACS3's x-acs-date). Without an argument, the current time.
  */
@@ -894,6 +913,7 @@ void aliyun_open_sign(lua_State *L)
         {"canonical_query", l_canonical_query},
         {"hmac_sha1", l_hmac_sha1},
         {"nonce", l_nonce},
+        {"random", l_random},
         {"timestamp", l_timestamp},
         {"now", l_now},
         {"time", l_time},

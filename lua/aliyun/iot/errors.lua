@@ -14,8 +14,46 @@ local M = {}
 local Error = {__name = "aliyun.iot.Error"}
 Error.__index = Error
 
+local ESCAPES = {["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t"}
+
+--- Escapes what a terminal would act on: C0 control characters and DEL as `\n`, `\r`,
+-- `\t` or `\xHH`, and the UTF-8 forms of the C1 controls (U+0080..U+009F, which some
+-- terminals read as escape sequences) as `\u{HH}`. Text from servers passes through it
+-- before it is printed, so a Code or Message cannot rewrite the screen.
+-- @tparam string s
+-- @treturn string the same text with every control character escaped
+function M.printable(s)
+  s = tostring(s)
+  s = s:gsub("[%z\1-\31\127]", function(c)
+    return ESCAPES[c] or ("\\x%02X"):format(c:byte())
+  end)
+  return (s:gsub("\194([\128-\159])", function(c) return ("\\u{%02X}"):format(c:byte()) end))
+end
+
+--- A short, printable excerpt of a body for an error message: redacted whole first
+-- (cutting first could leave half a secret that the redactor no longer recognises),
+-- then cut to at most `max` bytes on a UTF-8 character boundary, then made printable.
+-- @tparam string text
+-- @tparam function redact the client's redactor (text -> text)
+-- @tparam[opt=512] integer max bytes kept before escaping
+-- @treturn string
+function M.snippet(text, redact, max)
+  max = max or 512
+  text = redact(tostring(text))
+  if #text > max then
+    local cut = max
+    -- step back over UTF-8 continuation bytes so no character is split
+    while cut > 0 and text:byte(cut + 1) and text:byte(cut + 1) >= 0x80
+        and text:byte(cut + 1) < 0xC0 do
+      cut = cut - 1
+    end
+    text = text:sub(1, cut) .. "..."
+  end
+  return M.printable(text)
+end
+
 function Error.__tostring(e)
-  local s = tostring(e.code) .. ": " .. tostring(e.message)
+  local s = M.printable(e.code) .. ": " .. M.printable(e.message)
   local extra = {}
   if e.http_status then extra[#extra + 1] = "HTTP " .. tostring(e.http_status) end
   if e.request_id then extra[#extra + 1] = "RequestId " .. tostring(e.request_id) end
