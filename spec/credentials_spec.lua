@@ -110,6 +110,16 @@ describe("credentials chain (child interpreter " .. LUA .. ")", function()
     assert.are.equal("envTokenXYZ123", r.ok.token)
   end)
 
+  it("refuses a security token with CR or LF from the environment", function()
+    for _, token in ipairs{"envTokenXYZ123\r\nX-Evil: 1", "envTokenXYZ123\n"} do
+      local env = {ALIBABA_CLOUD_SECURITY_TOKEN = token}
+      for k, v in pairs(ENV) do env[k] = v end
+      local r = run(env)
+      assert.is_nil(r.ok)
+      assert.are.equal("InvalidCredentials", r.err.code)
+    end
+  end)
+
   it("reads the CLI config's current profile in AK mode", function()
     cli_config("default", {AK})
     local r = run()
@@ -226,13 +236,30 @@ describe("credentials from options", function()
     for _, line in ipairs(logs) do assert_no_secret(line) end
   end)
 
-  it("uses explicit keys before a credentials function", function()
-    local p = assert(credentials.resolve({access_key_id = "optId",
-      access_key_secret = "optSecretXYZ123", security_token = "t",
-      credentials = function() error("must not be called") end}, logger))
-    assert.are.same({access_key_id = "optId", access_key_secret = "optSecretXYZ123",
-      security_token = "t"}, p:get())
-    assert.are.equal("options", p.source)
+  -- issue 17 changed this: explicit keys used to win silently over a credentials function
+  it("refuses explicit keys together with a credentials function", function()
+    for _, o in ipairs{{access_key_id = "optId", access_key_secret = "optSecretXYZ123"},
+                       {security_token = "t"}, {access_key_id = "optId"}} do
+      o.credentials = function() error("must not be called") end
+      local p, err = credentials.resolve(o, logger)
+      assert.is_nil(p)
+      assert.are.equal("InvalidCredentials", err.code)
+      assert_no_secret(tostring(err))
+    end
+  end)
+
+  it("refuses a SecurityToken or AccessKeyId with NUL, CR or LF from a function", function()
+    for _, c in ipairs{{access_key_id = "id", access_key_secret = "fnSecretXYZ123",
+                        security_token = "fnTokenXYZ123\r\nX-Evil: 1"},
+                       {access_key_id = "id\n", access_key_secret = "fnSecretXYZ123"},
+                       {access_key_id = "id", access_key_secret = "fnSecretXYZ123",
+                        security_token = "fnTokenXYZ123\0"}} do
+      local p = assert(credentials.resolve({credentials = function() return c end}, logger))
+      local got, err = p:get()
+      assert.is_nil(got)
+      assert.are.equal("InvalidCredentials", err.code)
+      assert_no_secret(tostring(err))
+    end
   end)
 
   it("rejects incomplete explicit keys without showing them", function()

@@ -15,6 +15,7 @@
 -- @module aliyun.iot.credentials
 
 local cjson = require "cjson.safe"
+local dates = require "aliyun.iot.dates"
 
 local M = {}
 
@@ -29,38 +30,16 @@ local function plain_error(fields) return setmetatable(fields, PlainError) end
 
 local function nonempty(v) return type(v) == "string" and v ~= "" end
 
--- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil);
--- os.time would read the date as local time.
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = math.floor(y / 400)
-  local yoe = y - era * 400
-  local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
-  return era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
-end
-
 --- Parses an ISO-8601 date-time (`2026-11-29T20:00:00Z`, fractions and `±hh:mm` offsets
--- allowed; no offset is read as UTC) into epoch seconds.
+-- allowed; no offset is read as UTC) into epoch seconds (`aliyun.iot.dates.iso8601`).
+-- @function parse_time
 -- @tparam string s
 -- @treturn number|nil epoch seconds, nil when `s` is not such a date-time
-function M.parse_time(s)
-  local y, mo, d, h, mi, sec, frac, zone =
-    s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)[Tt ](%d%d):(%d%d):(%d%d)(%.?%d*)(.*)$")
-  if not y then return nil end
-  y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi),
-    tonumber(sec)
-  if mo < 1 or mo > 12 or d < 1 or d > 31 or h > 23 or mi > 59 or sec > 60 then return nil end
-  if frac ~= "" and not frac:match("^%.%d+$") then return nil end
-  local offset = 0
-  if zone ~= "" and zone ~= "Z" and zone ~= "z" then
-    local sign, zh, zm = zone:match("^([+-])(%d%d):?(%d%d)$")
-    if not sign then return nil end
-    offset = (tonumber(zh) * 60 + tonumber(zm)) * 60
-    if sign == "-" then offset = -offset end
-  end
-  return days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec
-    + (tonumber("0" .. frac) or 0) - offset
-end
+M.parse_time = dates.iso8601
+
+-- What a header or query value cannot hold: an AccessKeyId or SecurityToken with these
+-- would be sent as a broken (or injected) header, so it is refused instead.
+local function unsendable(v) return type(v) == "string" and v:find("[%z\r\n]") ~= nil end
 
 --- Reads an INI text: `[section]` headers, `key = value` lines, whole-line `#`/`;` comments;
 -- whitespace around names and values is trimmed.
@@ -123,6 +102,10 @@ local function from_env()
   local where = "environment ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET"
   if nonempty(id) and nonempty(secret) then
     local token = os.getenv("ALIBABA_CLOUD_SECURITY_TOKEN")
+    if unsendable(id) or unsendable(token) then
+      return nil, where .. " (ALIBABA_CLOUD_ACCESS_KEY_ID or ALIBABA_CLOUD_SECURITY_TOKEN "
+        .. "holds NUL, CR or LF)", true
+    end
     return static_provider("environment", id, secret, nonempty(token) and token or nil)
   elseif nonempty(id) then
     return nil, where .. " (ALIBABA_CLOUD_ACCESS_KEY_SECRET not set)", true
@@ -207,6 +190,10 @@ local function function_provider(fn, logger, new_error)
     if c.security_token ~= nil and not nonempty(c.security_token) then
       return nil, "the credentials function returned a security_token that is not a string"
     end
+    if unsendable(c.access_key_id) or unsendable(c.security_token) then
+      return nil, "the credentials function returned an access_key_id or security_token "
+        .. "holding NUL, CR or LF"
+    end
     local exp = c.expiration
     if type(exp) == "string" then exp = M.parse_time(exp) end
     if c.expiration ~= nil and type(exp) ~= "number" then
@@ -243,7 +230,8 @@ end
 --   `{access_key_id=, access_key_secret=, security_token=, expiration=}`, `expiration` in
 --   epoch seconds or an ISO-8601 string; called on the first `get` and again from
 --   `REFRESH_MARGIN` seconds before `expiration`; without `expiration` the first result is
---   kept for the provider's life). Explicit keys win over the function; without either,
+--   kept for the provider's life). Explicit keys and a function together are refused
+--   (`InvalidCredentials`); without either,
 --   the environment, CLI config and credentials file are tried in that order.
 -- @tparam[opt] function logger `logger(level, message)`; gets a `"warn"` for a credentials
 --   file readable by group or others, and for a failed refresh that keeps unexpired
@@ -270,7 +258,17 @@ function M.resolve(opts, logger, new_error)
   new_error = new_error or plain_error
 
   local provider, note
+  if opts.credentials and (opts.access_key_id ~= nil or opts.access_key_secret ~= nil
+      or opts.security_token ~= nil) then
+    -- which one would be used is a guess the caller should not have to make
+    return nil, new_error{code = "InvalidCredentials",
+      message = "give either a credentials function or access_key_id/access_key_secret, not both"}
+  end
   if opts.access_key_id ~= nil or opts.access_key_secret ~= nil then
+    if unsendable(opts.access_key_id) or unsendable(opts.security_token) then
+      return nil, new_error{code = "InvalidCredentials",
+        message = "access_key_id and security_token must not hold NUL, CR or LF"}
+    end
     if not (nonempty(opts.access_key_id) and nonempty(opts.access_key_secret)) then
       return nil, new_error{code = "InvalidCredentials",
         message = "access_key_id and access_key_secret must be given together, non-empty"}
@@ -293,9 +291,9 @@ function M.resolve(opts, logger, new_error)
       provider, note, incomplete = step(home, profile, logger)
       if provider then break end
       if incomplete then
-        -- half a key pair in the environment is a mistake to report, as the official
-        -- SDKs do, not a reason to use another account's keys from a file
-        return nil, new_error{code = "InvalidCredentials", message = "incomplete " .. note}
+        -- half a key pair (or an unsendable one) in the environment is a mistake to
+        -- report, as the official SDKs do, not a reason to use another account's keys
+        return nil, new_error{code = "InvalidCredentials", message = "unusable " .. note}
       end
       notes[#notes + 1] = note
     end

@@ -114,8 +114,10 @@ end
 
 -- Reserves n consecutive slots; returns the first slot's time, the spacing (0 when the
 -- action is not paced) and the time of the reservation.
-local function reserve(self, action, n)
+local function reserve(self, action, n, scope)
   if type(action) ~= "string" then error("pacer: action must be a string", 3) end
+  if scope ~= nil and type(scope) ~= "string" then error("pacer: scope must be a string", 3) end
+  scope = scope or self.scope
   if type(n) ~= "number" or n < 0 or n % 1 ~= 0 then
     error("pacer: n must be a non-negative integer", 3)
   end
@@ -127,7 +129,7 @@ local function reserve(self, action, n)
   local dict = self.dict
   if not dict then
     -- No yield between reading and writing the slot: atomic among coroutines too.
-    local key = self.scope .. "\0" .. action
+    local key = scope .. "\0" .. action
     local t = self.now()
     local first = math.max(t, self.slots[key] or t)
     self.slots[key] = first + n * d
@@ -135,7 +137,7 @@ local function reserve(self, action, n)
   end
   -- Workers run in parallel and a shared dict has no compare-and-set: a short lock made
   -- with add (atomic "set if absent") guards the read-modify-write.
-  local key = "aliyun-iot:qps:" .. self.scope .. ":" .. action
+  local key = "aliyun-iot:qps:" .. scope .. ":" .. action
   local lock = key .. ":lock"
   while true do
     local ok, err = dict:add(lock, true, LOCK_TTL)
@@ -159,10 +161,11 @@ end
 
 --- Reserves the next slot for an action and sleeps until it.
 -- @tparam string action an API action name (e.g. `"QueryPageByApplyId"`)
+-- @tparam[opt] string scope whose budget (the AccessKeyId in use); default the pacer's
 -- @treturn number seconds waited (0 when the slot was free)
 -- @raise when action is not a string
-function Pacer:acquire(action)
-  local first, _, t = reserve(self, action, 1)
+function Pacer:acquire(action, scope)
+  local first, _, t = reserve(self, action, 1, scope)
   local wait = first - t
   if wait <= 0 then return 0 end
   self.sleep(wait)
@@ -172,11 +175,12 @@ end
 --- Reserves n slots at once without sleeping, for a fan-out whose requests start later.
 -- @tparam string action
 -- @tparam integer n number of requests (>= 0)
+-- @tparam[opt] string scope whose budget (the AccessKeyId in use); default the pacer's
 -- @treturn {number,...} the n start times, values of `now()`, ascending (the core's
 --   `perform_many` takes them as each request's `not_before`)
 -- @raise when action is not a string or n is not a non-negative integer
-function Pacer:schedule(action, n)
-  local first, d = reserve(self, action, n)
+function Pacer:schedule(action, n, scope)
+  local first, d = reserve(self, action, n, scope)
   local times = {}
   for i = 1, n do times[i] = first + (i - 1) * d end
   return times

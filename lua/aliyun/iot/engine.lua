@@ -1,0 +1,170 @@
+--- The attempt engine: every request the client makes goes through `run`, alone (`call`,
+-- `invoke`) or many at once (`call_many`, `invoke_many`). It runs in rounds: each pending
+-- request's next attempt is built (fresh nonce, timestamp and credentials), paced and sent
+-- together with the others; each answer is decoded and classified (`response`), decided
+-- (`retry`: repeat, backoff, clock-skew correction, named RegisterDevice resolution) and
+-- counted (`stats`) by the same code whatever the number of requests.
+-- @module aliyun.iot.engine
+
+local errors = require "aliyun.iot.errors"
+local request = require "aliyun.iot.request"
+local response = require "aliyun.iot.response"
+local retry = require "aliyun.iot.retry"
+local fanout = require "aliyun.iot.fanout"
+
+local M = {}
+
+local function deadline_error(item)
+  local last = item.last_err
+  return errors.new{
+    code = "DeadlineExceeded", action = item.action,
+    message = "the deadline passed" .. (last and ("; last error: " .. tostring(last)) or
+      " before the request was sent"),
+    -- a request never sent certainly did not act; otherwise the last attempt says
+    retryable = last == nil or last.retryable, ambiguous = last ~= nil and last.ambiguous or nil,
+    cause = last, request_id = last and last.request_id,
+  }
+end
+
+-- Fills an attempt's per-request fields: timeouts cut to what the deadline leaves.
+local function attempt_of(c, item, opts, creds, now)
+  local a = {row = item.row, action = item.action, flat = item.flat, creds = creds,
+             method = (opts.method or item.row.method):upper(),
+             format = (opts.format or c.format):upper(),
+             timeout = opts.timeout or c.timeout,
+             connect_timeout = opts.connect_timeout or c.connect_timeout}
+  if opts.deadline then
+    local left = opts.deadline - now
+    a.timeout = math.min(a.timeout, left)
+    a.connect_timeout = math.min(a.connect_timeout, left)
+  end
+  return a
+end
+
+-- Builds the round's requests: the pending items still inside the deadline, paced by the
+-- AccessKeyId in use. Items that cannot be sent get their final error in errs.
+local function build_round(c, st, pending)
+  local creds, cerr = c:_credentials()
+  local live = {}
+  for _, i in ipairs(pending) do
+    local item = st.items[i]
+    if not creds then
+      st.errs[i] = cerr
+    elseif st.opts.deadline and c:clock() >= st.opts.deadline then
+      st.errs[i] = deadline_error(item)
+    else
+      live[#live + 1] = i
+    end
+  end
+  if #live == 0 then return live, {} end
+  local slots = c.pacer:schedule(st.action, #live, creds.access_key_id)
+  local base = c.pacer.now()
+  local built, reqs = {}, {}
+  for n, i in ipairs(live) do
+    local not_before = c:clock() + (slots[n] - base)
+    if #live == 1 then c:pause(not_before - c:clock()); not_before = nil end
+    local ok, oerr = true, nil
+    if st.opts.on_send then ok, oerr = st.opts.on_send(st.opts) end
+    if not ok then
+      st.errs[i] = oerr
+    else
+      local item = st.items[i]
+      local req, sts = request.build(c, attempt_of(c, item, st.opts, creds, c:clock()))
+      req.not_before = not_before
+      built[#built + 1], reqs[#reqs + 1] = {i = i, sts = sts}, req
+    end
+  end
+  return built, reqs
+end
+
+local function count(c, req, res, e)
+  local k = c.counters
+  k.requests = k.requests + 1
+  k.bytes_sent = k.bytes_sent + #req.url + #(req.body or "")
+  if res then k.bytes_received = k.bytes_received + #(res.body or "") end
+  if e and e.code:find("^Throttling") then k.throttled = k.throttled + 1 end
+end
+
+-- A named RegisterDevice repeated after its answer was lost: if the first copy created the
+-- device, the repeat answers AlreadyExistedDeviceName, and the device is read back.
+local function resolved(c, item, e, opts)
+  if e.code ~= "iot.device.AlreadyExistedDeviceName" then return nil, e end
+  local detail, e2 = c:invoke("QueryDeviceDetail",
+    {ProductKey = item.flat.ProductKey, DeviceName = item.flat.DeviceName},
+    {format = opts.format, deadline = opts.deadline})
+  if not detail then return nil, e2 end
+  return {RequestId = detail.RequestId, Success = true, Data = detail.Data}
+end
+
+-- Decides one answer: final (results/errs set) or the pause before the item's next try.
+local function settle(c, st, i, result, e)
+  local item = st.items[i]
+  if result then st.results[i] = result; return nil end
+  if item.resolving then
+    st.results[i], st.errs[i] = resolved(c, item, e, st.opts)
+    return nil
+  end
+  item.last_err = e
+  local verdict, delay, cut = retry.decide(c, item, e)
+  if not verdict then
+    e.action = item.action
+    st.errs[i] = cut and deadline_error(item) or e
+    return nil
+  end
+  c.log("warn", ("%s: %s; retrying in %.2f s (attempt %d of %d)")
+    :format(item.action, tostring(e), delay, item.attempt + 2, item.max_retries + 1))
+  if st.opts.on_retry and e.retryable then
+    -- this attempt certainly did not act: the caller may record that first
+    local ok, oerr = st.opts.on_retry(e)
+    if ok == nil and oerr then st.errs[i] = oerr; return nil end
+  end
+  c.counters.retries = c.counters.retries + 1
+  item.attempt = item.attempt + 1
+  item.resolving = verdict == "resolve"
+  return delay
+end
+
+--- Runs requests of one action to their end.
+-- @tparam table c the client
+-- @tparam string action
+-- @tparam {table,...} items `{row=, flat=}` per request (prepared by `request.prepare`)
+-- @tparam table opts checked `options.INVOKE` options
+-- @tparam integer concurrency most requests in flight at once
+-- @treturn table results, @treturn table errs (one of them set per index)
+function M.run(c, action, items, opts, concurrency)
+  local st = {action = action, items = items, opts = opts, results = {}, errs = {}}
+  local send, session = c:_transport()
+  local pending = {}
+  for i, item in ipairs(items) do
+    if not send then
+      st.errs[i] = session
+    else
+      item.action, item.attempt = action, 0
+      item.max_retries = opts.max_retries or c.max_retries
+      item.retry_deadline = c:clock() + c.retry_deadline
+      item.deadline = opts.deadline
+      pending[#pending + 1] = i
+    end
+  end
+  while #pending > 0 do
+    local built, reqs = build_round(c, st, pending)
+    local responses, terrs = fanout.send(c, send, session, c:_in_cosocket_phase(), reqs,
+                                         concurrency)
+    local wait, next_pending = 0, {}
+    for n, b in ipairs(built) do
+      local result, e = response.classify(items[b.i].row, responses[n], terrs[n], b.sts,
+                                          c.redact)
+      count(c, reqs[n], responses[n], e)
+      local delay = settle(c, st, b.i, result, e)
+      if delay then
+        next_pending[#next_pending + 1] = b.i
+        if delay > wait then wait = delay end
+      end
+    end
+    c:pause(wait)
+    pending = next_pending
+  end
+  return st.results, st.errs
+end
+
+return M

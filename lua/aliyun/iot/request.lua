@@ -1,0 +1,138 @@
+--- Request building: checking an action's parameters (action table, validation,
+-- flattening) and turning one attempt into a signed transport request, with a fresh
+-- SignatureNonce and Timestamp every time (RPC v1 HMAC-SHA1 or ACS3-HMAC-SHA256).
+-- @module aliyun.iot.request
+
+local core = require "aliyun.iot.core"
+local actions = require "aliyun.iot.actions"
+local validate = require "aliyun.iot.validate"
+local errors = require "aliyun.iot.errors"
+
+local M = {}
+
+M.API_VERSION = "2018-01-20"
+
+-- The API's action names are short CamelCase words; anything else (CR/LF, NUL, a
+-- megabyte) would end up in a header or a signed query.
+local MAX_ACTION = 64
+
+local function invalid(parameter, message)
+  return errors.new{code = "InvalidParameter", message = message, parameter = parameter}
+end
+
+-- The first flattened value that is not an integer the API can take, or nil.
+local function integer_problem(flat)
+  for k, v in pairs(flat) do
+    if type(v) == "number" and v ~= math.floor(v) then
+      return k, k .. " must be an integer"
+    elseif type(v) == "number" and not (math.type and math.type(v) == "integer")
+        and math.abs(v) >= 2^63 then
+      return k, k .. " is out of range"
+    end
+  end
+end
+
+--- Checks an action and its parameters, validates them against the action's row and
+-- flattens them (`Name.N`, `Name.N.Field`).
+-- @tparam table client for the limits validation reads (`max_batch_size`)
+-- @tparam string action
+-- @tparam table params
+-- @tparam integer level error level for misuse
+-- @treturn ?table the action's row
+-- @treturn ?table the flat parameters (or the `InvalidParameter` error)
+-- @raise when action is not a string or params not a table
+function M.prepare(client, action, params, level)
+  level = level + 1
+  if type(action) ~= "string" then
+    error("action must be a string, got " .. type(action), level)
+  end
+  if type(params) ~= "table" then
+    error("params must be a table, got " .. type(params), level)
+  end
+  if #action > MAX_ACTION or not action:find("^[A-Za-z][A-Za-z0-9]*$") then
+    return nil, invalid("Action", ("Action must be a name of letters and digits "
+      .. "(at most %d), as the API's are"):format(MAX_ACTION))
+  end
+  local row = actions.get(action)
+  local name, why = validate.check(row, params, client)
+  if name then return nil, invalid(name, why) end
+  local flat, msg, pname = core.flatten(params)
+  if not flat then return nil, invalid(pname, pname .. ": " .. msg) end
+  name, why = integer_problem(flat)
+  if name then return nil, invalid(name, why) end
+  return row, flat
+end
+
+local function sign_v1(c, req, p, a)
+  p.Action, p.Version, p.Format = a.action, M.API_VERSION, a.format
+  p.AccessKeyId, p.SecurityToken = a.creds.access_key_id, a.creds.security_token
+  p.SignatureMethod, p.SignatureVersion = "HMAC-SHA1", "1.0"
+  p.SignatureNonce, p.Timestamp, p.RegionId = a.nonce, a.timestamp, c.region_id
+  local sig, sts, canonical = core.sign_rpc(a.method, p, a.creds.access_key_secret)
+  local qs = canonical .. "&Signature=" .. core.percent_encode(sig)
+  if a.method == "GET" then
+    req.url = c.url .. "?" .. qs
+  else
+    req.url = c.url
+    req.body = qs
+    req.headers["content-type"] = "application/x-www-form-urlencoded"
+  end
+  return sts
+end
+
+-- ACS3 (docs: "V3 request body and signature"): action and version travel in headers;
+-- RPC parameters in the form body (POST) or the query (GET). Format only when XML is
+-- wanted.
+local function sign_acs3(c, req, p, a)
+  if a.format == "XML" then p.Format = "XML" end
+  local h = req.headers
+  h.host = c.host
+  h["x-acs-action"], h["x-acs-version"] = a.action, M.API_VERSION
+  h["x-acs-date"], h["x-acs-signature-nonce"] = a.timestamp, a.nonce
+  h["x-acs-security-token"] = a.creds.security_token
+  h.accept = a.format == "XML" and "application/xml" or "application/json"
+  local query, body = {}, ""
+  if a.method == "GET" then
+    query = p
+  else
+    body = core.canonical_query(p)
+    h["content-type"] = "application/x-www-form-urlencoded"
+  end
+  local auth, _, hashed, sha = core.sign_acs3{
+    method = a.method, path = "/", query = query, headers = h, body = body,
+    access_key_id = a.creds.access_key_id, access_key_secret = a.creds.access_key_secret,
+  }
+  h["x-acs-content-sha256"], h.authorization = sha, auth
+  local qs = a.method == "GET" and core.canonical_query(query) or ""
+  req.url = qs ~= "" and (c.url .. "?" .. qs) or c.url
+  if a.method ~= "GET" then req.body = body end
+  return "ACS3-HMAC-SHA256\n" .. hashed
+end
+
+--- Builds one signed attempt.
+-- @tparam table c the client (`region_id`, `url`, `host`, `iot_instance_id`,
+--   `signature_algorithm`, `clock_offset`, transport options)
+-- @tparam table a the attempt: `row`, `action`, `flat`, `method`, `format`, `creds`,
+--   `timeout`, `connect_timeout` [s]
+-- @treturn table the transport request
+-- @treturn string our string to sign (to explain a SignatureDoesNotMatch)
+function M.build(c, a)
+  local p = {}
+  for k, v in pairs(a.flat) do p[k] = v end
+  if c.iot_instance_id and p.IotInstanceId == nil then p.IotInstanceId = c.iot_instance_id end
+  a.nonce = core.nonce()
+  a.timestamp = core.timestamp(core.time() + c.clock_offset)
+  local req = {
+    method = a.method, headers = {}, timeout = a.timeout, connect_timeout = a.connect_timeout,
+    max_response_size = c.max_response_size, ca_file = c.ca_file, proxy = c.proxy,
+    -- libcurl re-sends a request on its own when a reused connection turns out dead, even
+    -- after the server acted; calls that must never be repeated get a fresh connection.
+    fresh_connect = a.row.retry ~= "idempotent",
+  }
+  local sign = c.signature_algorithm == "HMAC-SHA1" and sign_v1 or sign_acs3
+  local string_to_sign = sign(c, req, p, a)
+  req.headers["user-agent"] = c.user_agent
+  return req, string_to_sign
+end
+
+return M

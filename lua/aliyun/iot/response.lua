@@ -1,0 +1,181 @@
+--- Response decoding and classification: a transport result becomes the decoded answer
+-- or an error value saying whether a repeat is safe.
+--
+-- `retryable`: the request certainly did not act (nothing reached the server, or a decoded
+-- answer proves the service refused it: throttling, a decoded 503 ServiceUnavailable).
+-- `ambiguous`: it may have acted (the answer was lost, cut, or could not be decoded, an
+-- internal error); only idempotent actions are repeated then. Neither: a decoded refusal
+-- that a repeat would meet again (a signature, parameter or business error).
+-- @module aliyun.iot.response
+
+local core = require "aliyun.iot.core"
+local errors = require "aliyun.iot.errors"
+local shape = require "aliyun.iot.shape"
+
+local M = {}
+
+local RETRYABLE_CODES = {
+  Throttling = true, ["Throttling.User"] = true, ["Throttling.Api"] = true,
+  ServiceUnavailable = true,
+}
+local AMBIGUOUS_CODES = {InternalError = true, UnknownError = true, SignatureNonceUsed = true}
+local REPEATABLE_TRANSPORT = {ConnectFailed = true, Timeout = true, ConnectionReset = true,
+                              TransportError = true}
+
+-- Fields the classifier reads, and the Lua type each must have when present.
+local FIELD_TYPES = {Code = "string", Message = "string", ErrorMessage = "string",
+                     RequestId = "string", HostId = "string", Recommend = "string",
+                     Success = "boolean"}
+
+-- Reads the parameter list of a canonical query ("a=1&b=2") into name -> value.
+local function query_pairs(q)
+  local t = {}
+  for pair in (q or ""):gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    t[k] = v
+  end
+  return t
+end
+
+local function unescape(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+local SAME = "the server's string to sign equals ours: the AccessKeySecret is probably wrong"
+
+-- Says how the server's echoed StringToSign differs from ours, naming parameters only
+-- (values may be secrets). Same strings mean the AccessKeySecret itself is wrong.
+function M.signature_diff(ours, message)
+  if not ours or not message then return nil end
+  local hash = message:match("StringToSign is %[ACS3%-HMAC%-SHA256%s+(%x+)%]")
+  if hash then
+    -- ACS3 echoes only the hash of its canonical request: it says whether the two
+    -- requests agree, not where they part.
+    if ours == "ACS3-HMAC-SHA256\n" .. hash then return SAME end
+    return "the server hashed another canonical request than ours (headers, query or body differ)"
+  end
+  local theirs = message:match("server string to sign is:%s*(.-)%s*$")
+  if not theirs or ours:sub(1, 4) == "ACS3" then return nil end
+  if theirs == ours then return SAME end
+  local m1, q1 = ours:match("^([^&]*)&%%2F&(.*)$")
+  local m2, q2 = theirs:match("^([^&]*)&%%2F&(.*)$")
+  if not m1 or not m2 then return "the server's string to sign has another shape than ours" end
+  local parts = {}
+  if m1 ~= m2 then parts[#parts + 1] = ("method %s (ours) vs %s (server)"):format(m1, m2) end
+  local a, b = query_pairs(unescape(q1)), query_pairs(unescape(q2))
+  local names = {}
+  for k in pairs(a) do if a[k] ~= b[k] then names[#names + 1] = unescape(k) end end
+  for k in pairs(b) do if a[k] == nil then names[#names + 1] = unescape(k) end end
+  table.sort(names)
+  if #names > 0 then parts[#parts + 1] = "parameters " .. table.concat(names, ", ") end
+  if #parts == 0 then return "the encoding of the string to sign differs" end
+  return "differs from ours in: " .. table.concat(parts, "; ")
+end
+
+--- Decodes a body (JSON, or XML when it starts with `<`) and gives it the types the
+-- action's row names (`shape.xml`, and `shape.json` where it exists).
+-- @tparam string body
+-- @tparam table row the action's row
+-- @treturn ?table the decoded answer
+-- @treturn ?string why it could not be decoded
+function M.decode(body, row)
+  local first = body:match("^%s*(.)") or body:match("^\239\187\191%s*(.)")
+  local decoded, err
+  if first == "<" then
+    local root, tree = core.xml_decode(body)
+    if not root then return nil, tree end
+    decoded = shape.xml(tree, row, root)
+  else
+    decoded, err = core.json_decode(body)
+    if type(decoded) == "table" and shape.json then decoded = shape.json(decoded, row) end
+  end
+  if type(decoded) ~= "table" then return nil, err or "not an object" end
+  return decoded
+end
+
+local function field_problem(decoded)
+  for k, t in pairs(FIELD_TYPES) do
+    local v = decoded[k]
+    if v ~= nil and type(v) ~= t then
+      return ("%s is a %s, not a %s"):format(k, type(v), t)
+    end
+  end
+end
+
+local function invalid_response(status, why, body, redact)
+  return errors.new{
+    code = "InvalidResponse", http_status = status,
+    -- an answer we cannot read says nothing about whether the service acted
+    ambiguous = true,
+    message = ("cannot read the response (%s); body starts: %s")
+      :format(redact(tostring(why)), errors.snippet(body, redact, 512)),
+  }
+end
+
+local function transport_error(terr, redact)
+  local e = errors.new{code = terr.code or "TransportError",
+                       message = redact(terr.message or "transport failed")}
+  if terr.sent then
+    e.ambiguous = true
+  elseif REPEATABLE_TRANSPORT[e.code] then
+    -- nothing reached the server; a certificate or an option that fails will fail again
+    e.retryable = true
+  end
+  return e
+end
+
+local function answer_error(decoded, status, sts, redact)
+  local message = decoded.Message or decoded.ErrorMessage or ("HTTP status " .. status)
+  if decoded.Code == "SignatureDoesNotMatch" then
+    -- compared before redaction, which would make a sent SecurityToken look different
+    local diff = M.signature_diff(sts, message)
+    if diff then message = message .. " (" .. diff .. ")" end
+  end
+  return errors.new{
+    code = decoded.Code or ("HTTP" .. tostring(status)),
+    message = redact(message),
+    request_id = decoded.RequestId, http_status = status,
+    host_id = decoded.HostId, recommend = decoded.Recommend,
+  }
+end
+
+--- Turns a transport result into the decoded answer or an error.
+-- @tparam table row the action's row
+-- @tparam ?table res the transport's response
+-- @tparam ?table terr the transport's error
+-- @tparam ?string sts our string to sign
+-- @tparam function redact the client's redactor
+-- @treturn ?table the answer
+-- @treturn ?table err with `retryable`/`ambiguous`, and `date` (the server's Date header)
+function M.classify(row, res, terr, sts, redact)
+  if not res then return nil, transport_error(terr, redact) end
+  local status = res.status
+  local body = res.body or ""
+  local decoded, why = M.decode(body, row)
+  if not decoded then return nil, invalid_response(status, why, body, redact) end
+  why = field_problem(decoded)
+  if why then return nil, invalid_response(status, why, body, redact) end
+  local ok_status = status >= 200 and status < 300
+  -- In an answer that carries Success, only true is success (STS answers carry none).
+  if ok_status and (decoded.Success == true or (decoded.Success == nil and decoded.Code == nil)) then
+    return decoded
+  end
+  local e = answer_error(decoded, status, sts, redact)
+  if ok_status then
+    -- An IoT business error: HTTP 200 with Success false. Its body may hold lists
+    -- callers need (invalid names); DeviceSecrets never appear in one.
+    e.response = decoded
+    return nil, e
+  end
+  if RETRYABLE_CODES[decoded.Code] then
+    e.retryable = true
+  elseif decoded.Code == nil or AMBIGUOUS_CODES[e.code] or status >= 500 then
+    -- a refusal is proven only by a decoded error code that says so
+    e.ambiguous = true
+  end
+  local date = res.headers and res.headers.date
+  e.date = type(date) == "string" and date or nil
+  return nil, e
+end
+
+return M
