@@ -77,6 +77,12 @@ local RAW = {
   {"IotId with CR/LF (header injection through ACS3)", "QueryDeviceDetail",
    {IotId = "x\r\nx-acs-action: RegisterDevice"}, "IotId",
    {signature_algorithm = "ACS3-HMAC-SHA256"}},
+  -- issue 17: action names are refused before they reach a header or a signed query
+  {"action with CR/LF", "QueryDevice\r\nX-Evil: 1", {ProductKey = PK}, "Action"},
+  {"action with NUL", "QueryDevice\0", {ProductKey = PK}, "Action"},
+  {"action of 1 MB", string.rep("A", 1024 * 1024), {}, "Action"},
+  {"action starting with a digit", "1QueryDevice", {}, "Action"},
+  {"empty action", "", {}, "Action"},
 }
 
 -- Client options: {label, options, parameter named by the error}. Each returns nil, err.
@@ -95,6 +101,26 @@ local OPTIONS = {
   {"max_batch_size 10001", {max_batch_size = 10001}, "max_batch_size"},
   {"timeout 0", {timeout = 0}, "timeout"},
   {"max_retries -1", {max_retries = -1}, "max_retries"},
+  -- issue 17: every numeric option has a range; empty names and malformed endpoints
+  {"max_retries infinite", {max_retries = math.huge}, "max_retries"},
+  {"max_retries 1e9", {max_retries = 1e9}, "max_retries"},
+  {"max_response_size infinite", {max_response_size = math.huge}, "max_response_size"},
+  {"max_response_size NaN", {max_response_size = 0 / 0}, "max_response_size"},
+  {"max_response_size 1e15", {max_response_size = 1e15}, "max_response_size"},
+  {"max_response_size 1.5", {max_response_size = 1.5}, "max_response_size"},
+  {"retry_deadline infinite", {retry_deadline = math.huge}, "retry_deadline"},
+  {"retry_deadline NaN", {retry_deadline = 0 / 0}, "retry_deadline"},
+  {"timeout NaN", {timeout = 0 / 0}, "timeout"},
+  {"connect_timeout infinite", {connect_timeout = math.huge}, "connect_timeout"},
+  {"max_batch_size NaN", {max_batch_size = 0 / 0}, "max_batch_size"},
+  {"empty region_id", {region_id = ""}, "region_id"},
+  {"empty iot_instance_id", {iot_instance_id = ""}, "iot_instance_id"},
+  {"endpoint http://:/", {endpoint = "http://:/"}, "endpoint"},
+  {"endpoint without a host", {endpoint = "http:///"}, "endpoint"},
+  {"endpoint with port 0", {endpoint = "http://127.0.0.1:0/"}, "endpoint"},
+  {"endpoint with port 99999", {endpoint = "http://127.0.0.1:99999/"}, "endpoint"},
+  {"endpoint with a port that is not a number", {endpoint = "http://127.0.0.1:abc/"}, "endpoint"},
+  {"endpoint with an empty port", {endpoint = "http://127.0.0.1:/"}, "endpoint"},
 }
 
 -- Misuse that raises: {label, function(client)}; the message must match the pattern.

@@ -532,4 +532,281 @@ describe("client", function()
       end
     end)
   end)
+  -- issue 11 §2: call, call_many and the batch helpers run one attempt engine.
+  describe("one engine", function()
+    it("call_many corrects a server clock an hour ahead as call does", function()
+      local c = client_for(emu, {max_retries = 3})
+      c.clock_offset = -3600 -- as if the server's clock ran an hour ahead of ours
+      local results, errs = c:call_many("QueryDevice", {{ProductKey = PK}, {ProductKey = PK},
+                                                        {ProductKey = PK}})
+      for i = 1, 3 do
+        assert.is_nil(errs[i], tostring(errs[i]))
+        assert.is_true(results[i].Success)
+      end
+      assert.is_true(math.abs(c.clock_offset) < 60)
+    end)
+
+    it("call_many whose credentials cannot be refreshed fails every index, sends nothing", function()
+      local calls = 0
+      local c = assert(iot.new{endpoint = emu.endpoint, qps = false, max_retries = 0,
+        credentials = function()
+          calls = calls + 1
+          if calls > 1 then return nil, "sts endpoint down" end
+          -- already expired: every later use asks for a refresh
+          return {access_key_id = "testid", access_key_secret = SECRET,
+                  expiration = os.time() - 1}
+        end})
+      assert(c:query_device{ProductKey = PK})
+      local results, errs = c:call_many("QueryDevice", {{ProductKey = PK}, {ProductKey = PK},
+                                                        {ProductKey = PK}})
+      for i = 1, 3 do
+        assert.is_nil(results[i])
+        assert.are.equal("InvalidCredentials", errs[i].code)
+      end
+      assert.are.equal(1, c:stats().requests)
+      assert.are.equal(1, #emu:requests())
+    end)
+
+    it("max_retries = 0 repeats nothing, in call and in call_many", function()
+      emu:fault{kind = "503", probability = 1}
+      local c = client_for(emu, {max_retries = 0})
+      local r, err = c:query_device{ProductKey = PK}
+      assert.is_nil(r)
+      assert.are.equal(503, err.http_status)
+      assert.are.equal(1, #emu:requests())
+      local results, errs = c:call_many("QueryDevice", {{ProductKey = PK}, {ProductKey = PK}})
+      assert.is_nil(results[1])
+      assert.are.equal(503, errs[1].http_status)
+      assert.are.equal(503, errs[2].http_status)
+      assert.are.equal(3, #emu:requests())
+      assert.are.equal(0, c:stats().retries)
+      local d = assert(iot.new{access_key_id = "testid", access_key_secret = SECRET,
+                               endpoint = emu.endpoint, qps = false})
+      results, errs = d:call_many("QueryDevice", {{ProductKey = PK}, {ProductKey = PK}},
+                                  {max_retries = 0})
+      emu:clear_faults()
+      assert.are.equal(503, errs[1].http_status)
+      assert.are.equal(5, #emu:requests())
+    end)
+
+    it("a named RegisterDevice whose answer was lost is not resolved with max_retries = 0",
+       function()
+      emu:fault{kind = "reset_after", count = 1, action = "RegisterDevice"}
+      local c = client_for(emu, {max_retries = 0})
+      local results, errs = c:call_many("RegisterDevice", {{ProductKey = PK, DeviceName = "zero_0001"},
+                                                           {ProductKey = PK, DeviceName = "zero_0002"}})
+      assert.is_nil(results[1])
+      assert.is_true(errs[1].ambiguous)
+      assert.is_string(results[2].Data.DeviceSecret)
+      assert.are.equal(2, #emu:requests())
+    end)
+
+    it("invoke and invoke_many take hooks and a deadline", function()
+      local c = client_for(emu, {max_retries = 2})
+      local sent = 0
+      local r = assert(c:invoke("QueryDevice", {ProductKey = PK},
+        {on_send = function() sent = sent + 1; return true end}))
+      assert.is_true(r.Success)
+      assert.are.equal(1, sent)
+      -- a refused attempt: on_retry hears of it before the repeat
+      emu:fault{kind = "throttle", count = 1}
+      local heard
+      assert(c:invoke("QueryDevice", {ProductKey = PK},
+        {on_retry = function(e) heard = e.code; return true end}))
+      assert.are.equal("Throttling.User", heard)
+      -- on_send refusing abandons the call unsent
+      local n = #emu:requests()
+      local _, err = c:invoke("QueryDevice", {ProductKey = PK},
+        {on_send = function() return nil, iot.errors.new{code = "Stop", message = "no"} end})
+      assert.are.equal("Stop", err.code)
+      assert.are.equal(n, #emu:requests())
+      -- a deadline already passed: nothing is sent
+      _, err = c:invoke("QueryDevice", {ProductKey = PK}, {deadline = c:clock() - 1})
+      assert.are.equal("DeadlineExceeded", err.code)
+      local results, errs = c:invoke_many("QueryDevice", {{ProductKey = PK}, {ProductKey = PK}},
+                                          {deadline = c:clock() - 1})
+      assert.is_nil(results[1])
+      assert.are.equal("DeadlineExceeded", errs[1].code)
+      assert.are.equal("DeadlineExceeded", errs[2].code)
+      assert.are.equal(n, #emu:requests())
+      -- a deadline cuts repeats short: a 503 forever ends at the deadline
+      emu:fault{kind = "503", probability = 1}
+      c = client_for(emu, {max_retries = 100})
+      _, err = c:invoke("QueryDevice", {ProductKey = PK}, {deadline = c:clock() + 0.5})
+      emu:clear_faults()
+      assert.are.equal("DeadlineExceeded", err.code)
+      assert.are.equal("ServiceUnavailable", err.cause.code)
+      assert.has_error(function() c:invoke("QueryDevice", {ProductKey = PK}, {dedline = 1}) end)
+      assert.is_number(c:clock())
+      c:pause(0)
+    end)
+
+    it("paces by the AccessKeyId in use, wherever it came from", function()
+      local c = assert(iot.new{endpoint = emu.endpoint, qps = {QueryDevice = 1000},
+        credentials = function()
+          return {access_key_id = "testid", access_key_secret = SECRET}
+        end})
+      assert(c:query_device{ProductKey = PK})
+      assert.is_number(c.pacer.slots["testid\0QueryDevice"])
+      assert.is_nil(c.pacer.slots["default\0QueryDevice"])
+    end)
+
+    it("draws backoff jitter from OpenSSL, not from math.random", function()
+      local retry = require "aliyun.iot.retry"
+      math.randomseed(7)
+      local a = {retry.backoff(5, false), retry.backoff(5, false)}
+      math.randomseed(7)
+      local b = {retry.backoff(5, false), retry.backoff(5, false)}
+      assert.are_not.same(a, b)
+      for _, v in ipairs(a) do assert.is_true(v >= 0 and v <= 6.4) end
+    end)
+
+    it("refuses a credentials function given with a key pair", function()
+      local c, err = iot.new{access_key_id = "testid", access_key_secret = SECRET,
+                             endpoint = emu.endpoint, credentials = function() end}
+      assert.is_nil(c)
+      assert.are.equal("InvalidCredentials", err.code)
+    end)
+  end)
+
+  -- issue 17: answers from hostile or broken servers and gateways.
+  describe("hostile answers", function()
+    -- A client whose transport sends for real, then replaces the answer as `edit` says.
+    local function tampered(edit, opts)
+      local o = {transport = function(req)
+        local res, terr = iot.transports.curl(req)
+        if res then edit(res, req) end
+        return res, terr
+      end}
+      for k, v in pairs(opts or {}) do o[k] = v end
+      return client_for(emu, o)
+    end
+
+    local GATEWAY_PAGES = {
+      {502, "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+        .. "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        .. "</body>\r\n</html>\r\n"},
+      {500, "<html><body><h1>500 Internal Server Error</h1></body></html>"},
+      {504, "<html><head><title>504 Gateway Time-out</title></head></html>"},
+      {502, "Bad Gateway"},
+      {503, "Service Unavailable"},
+      {200, ""},
+    }
+
+    it("never calls an undecodable answer 'not acted on' (no repeat of a batch)", function()
+      for _, page in ipairs(GATEWAY_PAGES) do
+        emu:reset()
+        local c = tampered(function(res) res.status, res.body = page[1], page[2] end,
+                           {max_retries = 3})
+        local r, err = c:batch_register_device{ProductKey = PK, Count = 2}
+        assert.is_nil(r)
+        assert.are.equal("InvalidResponse", err.code)
+        assert.is_true(err.ambiguous, page[2])
+        assert.is_false(err.retryable)
+        assert.are.equal(1, #emu:requests(), page[2])
+      end
+    end)
+
+    it("repeats throttling and decoded ServiceUnavailable, which prove a refusal", function()
+      emu:fault{kind = "503", count = 1}
+      emu:fault{kind = "throttle", count = 1}
+      local c = client_for(emu, {max_retries = 3})
+      assert(c:batch_register_device{ProductKey = PK, Count = 1})
+      assert.are.equal(3, #emu:requests())
+    end)
+
+    it("answers gateway errors in XML with errors, not Lua errors", function()
+      for _, kind in ipairs{"throttle", "503"} do
+        emu:fault{kind = kind, count = 1}
+        local c = client_for(emu, {format = "XML"})
+        local ok, r, err = pcall(c.query_device, c, {ProductKey = PK})
+        assert.is_true(ok, tostring(r))
+        assert.is_nil(r)
+        assert.is_string(err.code)
+        assert.is_true(err.retryable)
+      end
+      local c = assert(iot.new{access_key_id = "testid", access_key_secret = "wrongsecret",
+                               endpoint = emu.endpoint, qps = false, format = "XML"})
+      local ok, r, err = pcall(c.query_device, c, {ProductKey = PK})
+      assert.is_true(ok, tostring(r))
+      assert.are.equal("SignatureDoesNotMatch", err.code)
+    end)
+
+    it("turns fields of the wrong type into InvalidResponse", function()
+      local bodies = {
+        '{"Code":["Throttling.User"],"Message":"x","RequestId":"r"}',
+        '{"Code":"Throttling.User","Message":{"a":1},"RequestId":"r"}',
+        '{"Code":"x","Message":"m","RequestId":12}',
+        '{"Success":true,"RequestId":{"x":1}}',
+        '<Error><Code><A>1</A></Code><Message>m</Message></Error>',
+        '<Error><RequestId>r</RequestId><HostId><X>1</X></HostId><Code>c</Code></Error>',
+      }
+      for _, body in ipairs(bodies) do
+        for _, status in ipairs{200, 400, 503} do
+          local c = tampered(function(res) res.status, res.body = status, body end)
+          local ok, r, err = pcall(c.query_device, c, {ProductKey = PK})
+          assert.is_true(ok, tostring(r))
+          assert.is_nil(r)
+          assert.are.equal("InvalidResponse", err.code, body)
+          assert.is_true(err.ambiguous)
+        end
+      end
+    end)
+
+    it("counts only Success true as success", function()
+      for _, v in ipairs{'"false"', '"true"', "0", "1", '"yes"', "{}"} do
+        local c = tampered(function(res)
+          res.body = '{"RequestId":"r","Success":' .. v .. ',"Data":{}}'
+        end)
+        local r, err = c:query_device{ProductKey = PK}
+        assert.is_nil(r, v)
+        assert.are.equal("InvalidResponse", err.code, v)
+      end
+      local c = tampered(function(res) res.body = '{"RequestId":"r","Success":false}' end)
+      local r, err = c:query_device{ProductKey = PK}
+      assert.is_nil(r)
+      assert.is_table(err.response)
+      c = tampered(function(res)
+        res.body = "<QueryDeviceResponse><Success>false</Success></QueryDeviceResponse>"
+      end, {format = "XML"})
+      r = c:query_device{ProductKey = PK}
+      assert.is_nil(r)
+    end)
+
+    it("ignores a Date header beyond a day away and never raises on one", function()
+      local dates = {"Fri, 01 Jan 3000 00:00:00 GMT", "Sun, 06 Nov 1994 08:49:37 GMT",
+                     "Fri, 32 Jan 2026 00:00:00 GMT", "Fri, 01 Foo 2026 25:61:61 GMT",
+                     "Tue, 01 Jan 99999999999 00:00:00 GMT", "garbage", string.rep("9", 1000),
+                     "Fri, 01 Jan -5 00:00:00 GMT"}
+      for _, date in ipairs(dates) do
+        local c = tampered(function(res) res.headers.date = date end, {max_retries = 3})
+        c.clock_offset = -7200 -- our clock two hours late: the server answers Expired
+        local ok, r, err = pcall(c.query_device, c, {ProductKey = PK})
+        assert.is_true(ok, tostring(r))
+        assert.is_nil(r)
+        assert.are.equal("InvalidTimeStamp.Expired", err.code)
+        assert.are.equal(-7200, c.clock_offset, date)
+      end
+      -- the obsolete forms within a day are understood
+      for _, form in ipairs{"!%A, %d-%b-%y %H:%M:%S GMT", "!%a %b %e %H:%M:%S %Y"} do
+        local c = tampered(function(res) res.headers.date = os.date(form) end,
+                           {max_retries = 3})
+        c.clock_offset = -7200
+        assert(c:query_device{ProductKey = PK})
+        assert.is_true(math.abs(c.clock_offset) < 60)
+      end
+    end)
+
+    it("quotes bodies redacted and printable", function()
+      local c = tampered(function(res)
+        res.status = 502
+        res.body = "\27[2J\27[Hall 2500 devices registered OK\r\n" .. SECRET .. string.rep("x", 600)
+      end)
+      local _, err = c:query_device{ProductKey = PK}
+      assert.are.equal("InvalidResponse", err.code)
+      assert.is_nil(err.message:find("\27", 1, true))
+      assert.is_nil(err.message:find(SECRET, 1, true))
+      assert.is_true(#err.message < 700)
+    end)
+  end)
 end)

@@ -84,6 +84,10 @@ function M.decode(body, row)
   if first == "<" then
     local root, tree = core.xml_decode(body)
     if not root then return nil, tree end
+    -- the API answers <Error> or <ActionResponse>; an HTML error page is no answer
+    if root ~= "Error" and not root:find("Response$") then
+      return nil, "an XML document that is not an API answer"
+    end
     decoded = shape.xml(tree, row, root)
   else
     decoded, err = core.json_decode(body)
