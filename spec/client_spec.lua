@@ -582,7 +582,7 @@ describe("client", function()
       assert.are.equal(0, c:stats().retries)
       local d = assert(iot.new{access_key_id = "testid", access_key_secret = SECRET,
                                endpoint = emu.endpoint, qps = false})
-      results, errs = d:call_many("QueryDevice", {{ProductKey = PK}, {ProductKey = PK}},
+      _, errs = d:call_many("QueryDevice", {{ProductKey = PK}, {ProductKey = PK}},
                                   {max_retries = 0})
       emu:clear_faults()
       assert.are.equal(503, errs[1].http_status)

@@ -48,21 +48,48 @@ local function failure(code, message, sent)
   return nil, {code = code, message = message, sent = sent == true}
 end
 
--- One request on one connection. Returns res, or nil, err plus `retry_fresh` when a
--- reused pooled connection turned out dead before any response byte came back.
-local function exchange(req, u, deadline, fresh)
-  local ngx = ngx
-  local function remaining_ms()
-    ngx.update_time()
-    return math.max(1, math.floor((deadline - ngx.now()) * 1000))
-  end
+-- One exchange's state: the socket, the request's deadline and limits. Every read and
+-- write first cuts the socket's timeouts to the time left, so the whole request stays
+-- within its deadline however slowly the bytes drip in.
+local Conn = {}
+Conn.__index = Conn
 
-  local sock = ngx.socket.tcp()
+function Conn:remaining_ms()
+  ngx.update_time()
+  return math.max(1, math.floor((self.deadline - ngx.now()) * 1000))
+end
+
+function Conn:arm()
+  local left = self:remaining_ms()
+  self.sock:settimeouts(math.min(self.connect_ms, left), left, left)
+end
+
+-- Fails the exchange: the socket is closed; `sent` once any request byte may be out.
+function Conn:fail(code, message)
+  self.sock:close()
+  return failure(code, message, self.sent)
+end
+
+function Conn:read_failure(what, rerr)
+  if rerr == "timeout" then return self:fail("Timeout", "timed out reading the " .. what) end
+  return self:fail("ConnectionReset", "connection lost while reading the " .. what .. ": "
+    .. tostring(rerr))
+end
+
+function Conn:line()
+  self:arm()
+  return self.sock:receive("*l")
+end
+
+-- Connects (from the pool unless fresh) and, for https on a new connection, handshakes.
+-- A fresh connection comes from a pool nobody gives connections back to.
+local function connect(req, u, deadline, fresh)
+  local c = setmetatable({sock = ngx.socket.tcp(), deadline = deadline, sent = false,
+                          connect_ms = math.floor(req.connect_timeout * 1000),
+                          max = req.max_response_size, fresh = fresh}, Conn)
   local pool = u.scheme .. "://" .. u.host .. ":" .. u.port
-  local connect_ms = math.min(math.floor(req.connect_timeout * 1000), remaining_ms())
-  sock:settimeouts(connect_ms, remaining_ms(), remaining_ms())
-  -- A fresh connection comes from a pool nobody gives connections back to.
-  local ok, err = sock:connect(u.host, u.port, {pool = fresh and pool .. "#fresh" or pool})
+  c:arm()
+  local ok, err = c.sock:connect(u.host, u.port, {pool = fresh and pool .. "#fresh" or pool})
   if not ok then
     if err == "timeout" then
       return failure("Timeout", "connect to " .. u.authority .. " timed out", false)
@@ -72,22 +99,26 @@ local function exchange(req, u, deadline, fresh)
     end
     return failure("ConnectFailed", "cannot connect to " .. u.authority .. ": " .. tostring(err), false)
   end
-  local reused = (sock:getreusedtimes() or 0) > 0
-  if u.scheme == "https" and not reused then
-    sock:settimeouts(connect_ms, remaining_ms(), remaining_ms())
+  c.reused = (c.sock:getreusedtimes() or 0) > 0
+  if u.scheme == "https" and not c.reused then
+    c:arm()
     -- resty.core's sslhandshake raises (an assertion) instead of returning nil, err on
     -- some verification failures, hence the pcall (LuaJIT yields across it).
-    local called, session, herr = pcall(sock.sslhandshake, sock, tls_sessions[pool],
+    local called, session, herr = pcall(c.sock.sslhandshake, c.sock, tls_sessions[pool],
                                         not u.ip and u.host or nil, true)
     if not called then herr = "certificate verification failed (see the nginx error log)" end
     tls_sessions[pool] = called and session or nil
     if not (called and session) then
-      sock:close()
+      c.sock:close()
       local code = herr == "timeout" and "Timeout" or "TLSError"
       return failure(code, "TLS handshake with " .. u.authority .. " failed: " .. tostring(herr), false)
     end
   end
+  return c
+end
 
+-- The request head and body as one string.
+local function request_text(req, u, fresh)
   local body = req.body or ""
   local lines = {("%s %s HTTP/1.1"):format(req.method or "GET", u.target), "Host: " .. u.authority}
   local seen = {}
@@ -105,132 +136,159 @@ local function exchange(req, u, deadline, fresh)
   lines[#lines + 1] = fresh and "Connection: close" or "Connection: keep-alive"
   lines[#lines + 1] = ""
   lines[#lines + 1] = body
+  return table.concat(lines, "\r\n")
+end
 
-  local function fail(code, message)
-    sock:close()
-    return failure(code, message, true)
-  end
-  local function receive(pattern)
-    sock:settimeouts(connect_ms, remaining_ms(), remaining_ms())
-    return sock:receive(pattern)
-  end
-  local function read_failure(what, rerr)
-    if rerr == "timeout" then return fail("Timeout", "timed out reading the " .. what) end
-    return fail("ConnectionReset", "connection lost while reading the " .. what .. ": " .. tostring(rerr))
-  end
-
-  sock:settimeouts(connect_ms, remaining_ms(), remaining_ms())
+function Conn:send(text)
+  self:arm()
   -- From here on any request byte may have reached the server: errors carry sent = true.
-  local n
-  n, err = sock:send(table.concat(lines, "\r\n"))
+  self.sent = true
+  local n, err = self.sock:send(text)
   if not n then
-    if err == "timeout" then return fail("Timeout", "timed out sending the request") end
-    return fail("ConnectionReset", "connection lost while sending: " .. tostring(err))
+    if err == "timeout" then return self:fail("Timeout", "timed out sending the request") end
+    return self:fail("ConnectionReset", "connection lost while sending: " .. tostring(err))
   end
+  return true
+end
 
-  local max = req.max_response_size
-  local status, version, headers, line
-  repeat -- skips 1xx interim responses
-    line, err = receive("*l")
-    if not line then
-      if reused and (err == "closed" or err == "connection reset by peer") then
-        sock:close()
-        return nil, nil, true
-      end
-      return read_failure("status line", err)
+-- Reads the status line: status, version; or nil, err, plus `retry_fresh` when a reused
+-- pooled connection turned out dead before any response byte came back.
+function Conn:read_status_line()
+  local line, err = self:line()
+  if not line then
+    if self.reused and (err == "closed" or err == "connection reset by peer") then
+      self.sock:close()
+      return nil, nil, true
     end
-    version, status = line:match("^HTTP/(%d%.%d) (%d%d%d)")
-    if not status then return fail("TransportError", "not an HTTP response") end
-    status = tonumber(status)
-    headers = {}
-    local head_size = #line
-    while true do
-      line, err = receive("*l")
-      if not line then return read_failure("headers", err) end
-      if line == "" then break end
-      head_size = head_size + #line
-      if head_size > max then
-        return fail("ResponseTooLarge", ("response larger than max_response_size (%d bytes)"):format(max))
-      end
-      local name, value = line:match("^([^:%s]+)%s*:%s*(.-)%s*$")
-      if not name then return fail("TransportError", "malformed response header") end
-      name = name:lower()
-      headers[name] = headers[name] and headers[name] .. ", " .. value or value
-    end
-  until status >= 200
-
-  local parts, size = {}, 0
-  local function take(chunk)
-    size = size + #chunk
-    if size > max then return false end
-    parts[#parts + 1] = chunk
-    return true
+    return self:read_failure("status line", err)
   end
-  local too_large = ("response larger than max_response_size (%d bytes)"):format(max)
-  -- Reads exactly `len` bytes into the body, a piece at a time so that the whole
-  -- request stays within its deadline however slowly the bytes drip in.
-  local function read_exact(len, what)
-    while len > 0 do
-      sock:settimeouts(connect_ms, remaining_ms(), remaining_ms())
-      local data, rerr = sock:receiveany(math.min(len, CHUNK))
-      if not data then return read_failure(what, rerr) end
-      len = len - #data
-      if not take(data) then return fail("ResponseTooLarge", too_large) end
-    end
-    return true
-  end
+  local version, status = line:match("^HTTP/(%d%.%d) (%d%d%d)")
+  if not status then return self:fail("TransportError", "not an HTTP response") end
+  self.head_size = #line
+  return tonumber(status), version
+end
 
+-- Reads header lines up to the blank line: lower-case name -> value (repeats joined).
+function Conn:read_headers()
+  local headers = {}
+  while true do
+    local line, err = self:line()
+    if not line then return self:read_failure("headers", err) end
+    if line == "" then return headers end
+    self.head_size = self.head_size + #line
+    if self.head_size > self.max then return self:fail("ResponseTooLarge", self:too_large()) end
+    local name, value = line:match("^([^:%s]+)%s*:%s*(.-)%s*$")
+    if not name then return self:fail("TransportError", "malformed response header") end
+    name = name:lower()
+    headers[name] = headers[name] and headers[name] .. ", " .. value or value
+  end
+end
+
+function Conn:too_large()
+  return ("response larger than max_response_size (%d bytes)"):format(self.max)
+end
+
+function Conn:take(chunk)
+  self.size = self.size + #chunk
+  if self.size > self.max then return false end
+  self.parts[#self.parts + 1] = chunk
+  return true
+end
+
+-- Reads exactly `len` bytes into the body, a piece at a time.
+function Conn:read_exact(len)
+  while len > 0 do
+    self:arm()
+    local data, rerr = self.sock:receiveany(math.min(len, CHUNK))
+    if not data then return self:read_failure("body", rerr) end
+    len = len - #data
+    if not self:take(data) then return self:fail("ResponseTooLarge", self:too_large()) end
+  end
+  return true
+end
+
+function Conn:read_chunked()
+  while true do
+    local line, err = self:line()
+    if not line then return self:read_failure("body", err) end
+    local len = tonumber(line:match("^%s*(%x+)"), 16)
+    if not len then return self:fail("TransportError", "malformed chunk size") end
+    if len == 0 then
+      repeat -- trailers
+        line, err = self:line()
+        if not line then return self:read_failure("body", err) end
+      until line == ""
+      return true
+    end
+    if self.size + len > self.max then return self:fail("ResponseTooLarge", self:too_large()) end
+    local ok, e = self:read_exact(len)
+    if not ok then return ok, e end
+    line, err = self:line()
+    if line ~= "" then return self:read_failure("body", err or "malformed chunk") end
+  end
+end
+
+function Conn:read_to_close()
+  while true do
+    self:arm()
+    local data, rerr = self.sock:receiveany(CHUNK)
+    if not data then
+      if rerr == "closed" then return true end
+      return self:read_failure("body", rerr)
+    end
+    if not self:take(data) then return self:fail("ResponseTooLarge", self:too_large()) end
+  end
+end
+
+-- Reads the body the headers announce; returns the body and whether the connection may
+-- be kept, or nil, err.
+function Conn:read_body(method, status, version, headers)
+  self.parts, self.size = {}, 0
   local te = (headers["transfer-encoding"] or ""):lower()
   local clen = headers["content-length"]
   local keep = (headers.connection or ""):lower() ~= "close" and version == "1.1"
-  if req.method == "HEAD" or status == 204 or status == 304 then
+  local ok, err = true, nil
+  if method == "HEAD" or status == 204 or status == 304 then
     -- no body
   elseif te:find("chunked", 1, true) then
-    while true do
-      line, err = receive("*l")
-      if not line then return read_failure("body", err) end
-      local len = tonumber(line:match("^%s*(%x+)"), 16)
-      if not len then return fail("TransportError", "malformed chunk size") end
-      if len == 0 then
-        repeat -- trailers
-          line, err = receive("*l")
-          if not line then return read_failure("body", err) end
-        until line == ""
-        break
-      end
-      if size + len > max then return fail("ResponseTooLarge", too_large) end
-      local r1, r2, r3 = read_exact(len, "body")
-      if not r1 then return r1, r2, r3 end
-      line, err = receive("*l")
-      if line ~= "" then return read_failure("body", err or "malformed chunk") end
-    end
+    ok, err = self:read_chunked()
   elseif clen then
     local len = tonumber(clen)
     if not len or len < 0 or len ~= math.floor(len) then
-      return fail("TransportError", "malformed Content-Length")
+      return self:fail("TransportError", "malformed Content-Length")
     end
-    if len > max then return fail("ResponseTooLarge", too_large) end
-    local r1, r2, r3 = read_exact(len, "body")
-    if not r1 then return r1, r2, r3 end
+    if len > self.max then return self:fail("ResponseTooLarge", self:too_large()) end
+    ok, err = self:read_exact(len)
   else
     keep = false -- the body ends when the server closes the connection
-    while true do
-      sock:settimeouts(connect_ms, remaining_ms(), remaining_ms())
-      local data, rerr = sock:receiveany(CHUNK)
-      if not data then
-        if rerr == "closed" then break end
-        return read_failure("body", rerr)
-      end
-      if not take(data) then return fail("ResponseTooLarge", too_large) end
-    end
+    ok, err = self:read_to_close()
   end
+  if not ok then return nil, err end
+  return table.concat(self.parts), keep
+end
 
+-- One request on one connection. Returns res, or nil, err plus `retry_fresh` when a
+-- reused pooled connection turned out dead before any response byte came back.
+local function exchange(req, u, deadline, fresh)
+  local c, err = connect(req, u, deadline, fresh)
+  if not c then return nil, err end
+  local ok, serr = c:send(request_text(req, u, fresh))
+  if not ok then return nil, serr end
+  local status, version, headers, retry_fresh
+  repeat -- skips 1xx interim responses
+    status, version, retry_fresh = c:read_status_line()
+    if not status then return nil, version, retry_fresh end
+    headers, err = c:read_headers()
+    if not headers then return nil, err end
+  until status >= 200
+  local body, keep = c:read_body(req.method, status, version, headers)
+  if not body then return nil, keep end
   if keep and not fresh then
-    sock:setkeepalive(POOL_IDLE_MS, POOL_SIZE)
+    c.sock:setkeepalive(POOL_IDLE_MS, POOL_SIZE)
   else
-    sock:close()
+    c.sock:close()
   end
-  return {status = status, headers = headers, body = table.concat(parts)}
+  return {status = status, headers = headers, body = body}
 end
 
 --- Sends one request through a cosocket. Must run where cosockets are allowed (rewrite,
