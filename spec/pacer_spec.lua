@@ -144,6 +144,18 @@ describe("pacer", function()
     assert.are.equal(0, elsewhere:acquire("BatchRegisterDevice"))
   end)
 
+  it("takes the scope per reservation: the AccessKeyId in use, not the pacer's", function()
+    local c = clock()
+    local p = pacer.new{now = c.now, sleep = c.sleep}
+    local q = pacer.new{scope = "keyA", now = c.now, sleep = c.sleep}
+    assert.are.equal(0, p:acquire("BatchRegisterDevice", "keyA"))
+    close(0.102, q:acquire("BatchRegisterDevice"))
+    close(0.204 - 0.102, p:schedule("BatchRegisterDevice", 1, "keyA")[1] - c.t)
+    assert.are.equal(0, p:acquire("BatchRegisterDevice", "keyB"))
+    assert.are.equal(0, p:acquire("BatchRegisterDevice"))
+    assert.has_error(function() p:acquire("BatchRegisterDevice", 42) end)
+  end)
+
   it("keeps every 1 s window within the limit over a simulated 10 s of concurrent work", function()
     local starts = {BatchRegisterDevice = {}, QueryPageByApplyId = {}}
     local sim = simulate(function(c)

@@ -58,7 +58,7 @@ M.CALL = {
 -- an absolute deadline.
 M.INVOKE = {
   on_send = {type = "function"}, on_retry = {type = "function"},
-  deadline = {type = "number", finite = true},
+  deadline = {type = "number"},
 }
 for k, v in pairs(M.CALL) do M.INVOKE[k] = v end
 
