@@ -582,10 +582,10 @@ describe("client", function()
       assert.are.equal(0, c:stats().retries)
       local d = assert(iot.new{access_key_id = "testid", access_key_secret = SECRET,
                                endpoint = emu.endpoint, qps = false})
-      _, errs = d:call_many("QueryDevice", {{ProductKey = PK}, {ProductKey = PK}},
-                                  {max_retries = 0})
+      local _, errs2 = d:call_many("QueryDevice", {{ProductKey = PK}, {ProductKey = PK}},
+                                   {max_retries = 0})
       emu:clear_faults()
-      assert.are.equal(503, errs[1].http_status)
+      assert.are.equal(503, errs2[1].http_status)
       assert.are.equal(5, #emu:requests())
     end)
 
@@ -659,6 +659,20 @@ describe("client", function()
       local b = {retry.backoff(5, false), retry.backoff(5, false)}
       assert.are_not.same(a, b)
       for _, v in ipairs(a) do assert.is_true(v >= 0 and v <= 6.4) end
+    end)
+
+    it("starts no attempt whose pacing slot lies past the deadline", function()
+      local c = client_for(emu, {qps = {QueryDevice = 1}})
+      assert(c:invoke("QueryDevice", {ProductKey = PK}))
+      local ok, r, err = pcall(c.invoke, c, "QueryDevice", {ProductKey = PK},
+                               {deadline = c:clock() + 0.3})
+      assert.is_true(ok, tostring(r))
+      assert.are.equal("DeadlineExceeded", err.code)
+      local results, errs = c:invoke_many("QueryDevice", {{ProductKey = PK}, {ProductKey = PK}},
+                                          {deadline = c:clock() + 0.3})
+      assert.is_nil(results[1])
+      assert.are.equal("DeadlineExceeded", errs[2].code)
+      assert.are.equal(1, #emu:requests())
     end)
 
     it("refuses a credentials function given with a key pair", function()

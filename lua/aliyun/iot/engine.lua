@@ -61,15 +61,26 @@ local function build_round(c, st, pending)
   local base = c.pacer.now()
   local built, reqs = {}, {}
   for n, i in ipairs(live) do
+    local item = st.items[i]
     local not_before = c:clock() + (slots[n] - base)
-    if #live == 1 then c:pause(not_before - c:clock()); not_before = nil end
     local ok, oerr = true, nil
-    if st.opts.on_send then ok, oerr = st.opts.on_send(st.opts) end
+    -- the attempt starts at its pacing slot: no start past the deadline
+    if st.opts.deadline and not_before >= st.opts.deadline then
+      ok, oerr = nil, deadline_error(item)
+    elseif #live == 1 then
+      c:pause(not_before - c:clock())
+      not_before = nil
+    end
+    if ok and st.opts.on_send then ok, oerr = st.opts.on_send(st.opts) end
+    local start = not_before or c:clock()
+    if ok and st.opts.deadline and start >= st.opts.deadline then
+      ok, oerr = nil, deadline_error(item)
+    end
     if not ok then
-      st.errs[i] = oerr
+      st.errs[i] = oerr or errors.new{code = "Aborted", action = item.action,
+                                      message = "on_send refused the attempt", retryable = true}
     else
-      local item = st.items[i]
-      local req, sts = request.build(c, attempt_of(c, item, st.opts, creds, c:clock()))
+      local req, sts = request.build(c, attempt_of(c, item, st.opts, creds, start))
       req.not_before = not_before
       built[#built + 1], reqs[#reqs + 1] = {i = i, sts = sts}, req
     end
