@@ -120,6 +120,14 @@ describe("credentials chain (child interpreter " .. LUA .. ")", function()
     end
   end)
 
+  it("refuses a CLI config sts_token with CR or LF", function()
+    cli_config("default", {{name = "default", mode = "StsToken", access_key_id = "cliId",
+      access_key_secret = "cliSecretXYZ123", sts_token = "cliTokenXYZ123\r\nX-Evil: 1"}})
+    local r = run()
+    assert.is_nil(r.ok)
+    assert.are.equal("InvalidCredentials", r.err.code)
+  end)
+
   it("reads the CLI config's current profile in AK mode", function()
     cli_config("default", {AK})
     local r = run()

@@ -146,6 +146,9 @@ local function from_cli(home, profile_env, logger)
         if not nonempty(p.sts_token) then return nil, what .. " lacks sts_token)" end
         token = p.sts_token
       end
+      if unsendable(p.access_key_id) or unsendable(token) then
+        return nil, what .. " has an access_key_id or sts_token holding NUL, CR or LF)", true
+      end
       return static_provider(what .. ")", p.access_key_id, p.access_key_secret, token)
     end
   end
@@ -171,6 +174,9 @@ local function from_ini(home, profile_env, logger)
   end
   if not (nonempty(s.access_key_id) and nonempty(s.access_key_secret)) then
     return nil, what .. " lacks access_key_id or access_key_secret)"
+  end
+  if unsendable(s.access_key_id) then
+    return nil, what .. " has an access_key_id holding NUL, CR or LF)", true
   end
   return static_provider(what .. ")", s.access_key_id, s.access_key_secret)
 end
