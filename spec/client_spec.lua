@@ -811,6 +811,15 @@ describe("client", function()
       end
     end)
 
+    it("reads an answer that starts with a UTF-8 byte order mark", function()
+      for _, format in ipairs{"JSON", "XML"} do
+        local c = tampered(function(res) res.body = "\239\187\191" .. res.body end,
+                           {format = format})
+        local r = assert(c:query_device{ProductKey = PK})
+        assert.is_true(r.Success)
+      end
+    end)
+
     it("quotes bodies redacted and printable", function()
       local c = tampered(function(res)
         res.status = 502

@@ -99,7 +99,10 @@ end
 -- A named RegisterDevice repeated after its answer was lost: if the first copy created the
 -- device, the repeat answers AlreadyExistedDeviceName, and the device is read back.
 local function resolved(c, item, e, opts)
-  if e.code ~= "iot.device.AlreadyExistedDeviceName" then return nil, e end
+  if e.code ~= "iot.device.AlreadyExistedDeviceName" then
+    e.action = item.action
+    return nil, e
+  end
   local detail, e2 = c:invoke("QueryDeviceDetail",
     {ProductKey = item.flat.ProductKey, DeviceName = item.flat.DeviceName},
     {format = opts.format, deadline = opts.deadline})

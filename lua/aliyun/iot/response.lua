@@ -79,7 +79,9 @@ end
 -- @treturn ?table the decoded answer
 -- @treturn ?string why it could not be decoded
 function M.decode(body, row)
-  local first = body:match("^%s*(.)") or body:match("^\239\187\191%s*(.)")
+  -- a UTF-8 byte order mark says nothing the decoders need
+  if body:sub(1, 3) == "\239\187\191" then body = body:sub(4) end
+  local first = body:match("^%s*(.)")
   local decoded, err
   if first == "<" then
     local root, tree = core.xml_decode(body)
