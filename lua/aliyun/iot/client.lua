@@ -44,9 +44,7 @@ Client.__index = Client
 Client.__name = "aliyun.iot.Client"
 M.Client = Client
 
-local function invalid(parameter, message)
-  return errors.new{code = "InvalidParameter", message = message, parameter = parameter}
-end
+local invalid = options.invalid
 
 -- Checks an endpoint URL: http(s) only, a host (name, IPv4 or [IPv6]) and an optional port
 -- 1..65535, no credentials, no path, no control characters.

@@ -95,6 +95,14 @@ local function string_problem(name, v, o)
   end
 end
 
+--- An `InvalidParameter` error naming the parameter or option.
+-- @tparam string parameter
+-- @tparam string message
+-- @treturn table err
+function M.invalid(parameter, message)
+  return errors.new{code = "InvalidParameter", parameter = parameter, message = message}
+end
+
 --- The problem with one value of a known type, or nil.
 -- @tparam string name
 -- @param v the value
@@ -132,7 +140,7 @@ function M.check(schema, given, what, level)
   for _, k in ipairs(names) do
     local why = M.problem(k, given[k], schema[k])
     if why then
-      return nil, errors.new{code = "InvalidParameter", parameter = k, message = why}
+      return nil, M.invalid(k, why)
     end
   end
   return given

@@ -6,7 +6,7 @@
 local core = require "aliyun.iot.core"
 local actions = require "aliyun.iot.actions"
 local validate = require "aliyun.iot.validate"
-local errors = require "aliyun.iot.errors"
+local options = require "aliyun.iot.options"
 
 local M = {}
 
@@ -16,9 +16,7 @@ M.API_VERSION = "2018-01-20"
 -- megabyte) would end up in a header or a signed query.
 local MAX_ACTION = 64
 
-local function invalid(parameter, message)
-  return errors.new{code = "InvalidParameter", message = message, parameter = parameter}
-end
+local invalid = options.invalid
 
 -- The first flattened value that is not an integer the API can take, or nil.
 local function integer_problem(flat)
