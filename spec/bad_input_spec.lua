@@ -220,6 +220,37 @@ describe("bad input", function()
     end
   end)
 
+  describe("options.check", function()
+    local options = require "aliyun.iot.options"
+    local SCHEMA = {deadline = {type = "number", above = 0, max = 86400},
+                    Count = {type = "number", integer = true, min = 1, max = 10},
+                    ProductKey = {type = "string", nonempty = true, line = true}}
+
+    it("raises on unknown names and wrong types, at the caller's level", function()
+      local function helper(args) return options.check(SCHEMA, args, "helper", 2) end
+      local ok, msg = pcall(helper, {Cuont = 1})
+      assert.is_false(ok)
+      assert.matches("unknown helper option 'Cuont'", msg, 1, true)
+      ok, msg = pcall(helper, {Count = "1"})
+      assert.is_false(ok)
+      assert.matches("'Count' must be a number", msg, 1, true)
+      assert.has_error(function() helper("x") end)
+    end)
+
+    it("returns InvalidParameter for values out of range", function()
+      for _, args in ipairs{{Count = 0}, {Count = 1.5}, {Count = 0 / 0}, {Count = math.huge},
+                            {deadline = 0}, {deadline = -1}, {ProductKey = ""},
+                            {ProductKey = "a\nb"}} do
+        local r, err = options.check(SCHEMA, args, "helper", 1)
+        assert.is_nil(r)
+        assert.are.equal("InvalidParameter", err.code)
+        assert.are.equal(next(args), err.parameter)
+      end
+      assert.are.same({Count = 3}, options.check(SCHEMA, {Count = 3}, "helper", 1))
+      assert.are.same({}, options.check(SCHEMA, nil, "helper", 1))
+    end)
+  end)
+
   describe("misuse", function()
     for _, case in ipairs(RAISES) do
       it(case[1] .. " raises", function()
