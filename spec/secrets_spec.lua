@@ -108,6 +108,8 @@ describe("the redactor", function()
                         "<DeviceSecret><a>LEAK</a></DeviceSecret>",
                         "<iot:DeviceSecret>LEAK</iot:DeviceSecret>",
                         "<DeviceSecret>&#76;EAK</DeviceSecret>",
+                        "<DeviceSecret><![CDATA[a</DeviceSecret>]]>LEAK</DeviceSecret>",
+                        "<DeviceSecret>a<!-- </DeviceSecret> -->LEAK</DeviceSecret>",
                         "<DeviceSecret>LEAK"} do
       clean("<R><DeviceName>lamp_1</DeviceName>" .. el .. "<IotId>id1</IotId></R>",
             el:find("</", 1, true) and {"lamp_1", "id1"} or {"lamp_1"})

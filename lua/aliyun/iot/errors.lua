@@ -267,9 +267,33 @@ local function redact_json_loose(text)
   return text
 end
 
+-- Where the closing tag of element `low` (lower-cased) starts, from `i` on in the
+-- lower-cased text: a "</name" inside CDATA or a comment is text, not a tag. Nil when
+-- the text ends first.
+local function closing_tag(lower, i, low)
+  while true do
+    local k = lower:find("<", i, true)
+    if not k then return nil end
+    local skip_to
+    if lower:sub(k, k + 8) == "<![cdata[" then
+      skip_to = "]]>"
+    elseif lower:sub(k, k + 3) == "<!--" then
+      skip_to = "-->"
+    elseif lower:find("^</[%w_.-]*:?" .. low .. "%f[^%w_.-]", k) then
+      return k
+    end
+    if skip_to then
+      local _, e = lower:find(skip_to, k + 4, true)
+      if not e then return nil end
+      k = e
+    end
+    i = k + 1
+  end
+end
+
 -- XML: the content of every element named as a secret field (any case, any namespace
--- prefix, any attributes), CDATA and child elements included, up to its closing tag or
--- the end of the text.
+-- prefix, any attributes), CDATA, comments and child elements included, up to its
+-- closing tag or the end of the text.
 local function redact_xml(text)
   if not text:find("<", 1, true) then return text end
   for _, name in ipairs(SECRET_NAMES) do
@@ -285,7 +309,7 @@ local function redact_xml(text)
           and lower:find("^[%s/>]", stop) then
         local gt = lower:find(">", stop, true) or #text
         if lower:sub(gt - 1, gt) ~= "/>" then
-          local close = lower:find("</[%w_.-]*:?" .. low, gt + 1) or #text + 1
+          local close = closing_tag(lower, gt + 1, low) or #text + 1
           out[#out + 1] = text:sub(pos, gt) .. "***"
           pos, i = close, close
         end
