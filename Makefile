@@ -15,7 +15,7 @@ endif
 
 CC       ?= cc
 CFLAGS   ?= -O2
-CFLAGS   += -std=c99 -Wall -Wextra -Werror -fPIC -D_POSIX_C_SOURCE=200809L
+CFLAGS   += -std=c99 -Wall -Wextra -Werror -fPIC -fvisibility=hidden -D_POSIX_C_SOURCE=200809L
 CFLAGS   += -DALIYUN_IOT_VERSION='"$(VERSION)"'
 CPPFLAGS += -I$(LUA_INC) $(shell pkg-config --cflags libcurl 2>/dev/null)
 LIBS     := -lcurl -lcrypto -lexpat -lpthread -lm

@@ -39,6 +39,7 @@ build = {
         "csrc/http.c",
         "csrc/params.c",
         "csrc/sign.c",
+        "csrc/clock.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L", 'ALIYUN_IOT_VERSION="0.1.0"' },
       libraries = { "curl", "crypto", "expat", "pthread", "m" },

@@ -1,6 +1,8 @@
 /*
  * What the files of csrc/ share with each other: each concern registers its functions
- * into the module table, and signing reuses the percent-encoder.
+ * into the module table, userdata classes are made one way, signing reuses the
+ * percent-encoder and the transport reads the monotonic clock. Everything here is hidden
+ * from core.so's exports (-fvisibility=hidden); only luaopen_aliyun_iot_core is public.
  */
 #ifndef ALIYUN_IOT_CORE_H
 #define ALIYUN_IOT_CORE_H
@@ -8,26 +10,65 @@
 #include <stddef.h>
 #include "compat.h"
 
+/*
+ * Symbol visibility. core.so is loaded into processes with other C modules (OpenResty,
+ * luaossl, lua-cjson): only its entry point is exported, so nothing here can collide with
+ * or be interposed by another module's symbols. The Makefile builds with
+ * -fvisibility=hidden; the attribute on every declaration below keeps them hidden in
+ * builds that do not pass it (LuaRocks' builtin backend has no per-module CFLAGS).
+ */
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define ALIYUN_INTERNAL __attribute__((visibility("hidden")))
+#define ALIYUN_EXPORT __attribute__((visibility("default")))
+#else
+#define ALIYUN_INTERNAL
+#define ALIYUN_EXPORT
+#endif
+
+ALIYUN_EXPORT int luaopen_aliyun_iot_core(lua_State *L);
+
 /* Registers the functions of one concern into the module table at the stack top. */
-void aliyun_open_encode(lua_State *L);
-void aliyun_open_params(lua_State *L);
-void aliyun_open_sign(lua_State *L);
-void aliyun_open_http(lua_State *L);
-void aliyun_open_decode(lua_State *L);
-void aliyun_open_fs(lua_State *L);
+ALIYUN_INTERNAL void aliyun_open_encode(lua_State *L);
+ALIYUN_INTERNAL void aliyun_open_params(lua_State *L);
+ALIYUN_INTERNAL void aliyun_open_sign(lua_State *L);
+ALIYUN_INTERNAL void aliyun_open_clock(lua_State *L);
+ALIYUN_INTERNAL void aliyun_open_http(lua_State *L);
+ALIYUN_INTERNAL void aliyun_open_decode(lua_State *L);
+ALIYUN_INTERNAL void aliyun_open_fs(lua_State *L);
 
 /* Appends percent_encode(s[0..len)) to b (RFC 3986 unreserved kept, %XY upper-case). */
-void aliyun_add_encoded(luaL_Buffer *b, const char *s, size_t len);
+ALIYUN_INTERNAL void aliyun_add_encoded(luaL_Buffer *b, const char *s, size_t len);
 
 /* Writes percent_encode(s[0..len)) at out, which has room for 3 * len bytes; returns the
    end. */
-char *aliyun_encode_to(char *out, const char *s, size_t len);
+ALIYUN_INTERNAL char *aliyun_encode_to(char *out, const char *s, size_t len);
 
 /* Writes percent_encode(s) at *once and percent_encode(percent_encode(s)) at *twice (room
    for 3 * len and 5 * len bytes) in one pass, advancing both. */
-void aliyun_encode_both(char **once, char **twice, const char *s, size_t len);
+ALIYUN_INTERNAL void aliyun_encode_both(char **once, char **twice, const char *s, size_t len);
+
+/*
+ * Registers a userdata class, as luaossl's auxL_newclass does: a metatable named `name` in
+ * the registry (luaL_newmetatable, so luaL_checkudata/luaL_testudata find it) with
+ * __name = name (5.1 and LuaJIT do not set it themselves; error messages and tostring
+ * use it), __index = a table of `methods` when methods is not NULL, and every entry of
+ * `metamethods` (e.g. __gc, __close, __tostring; NULL for none) set as given. __close is
+ * simply ignored before 5.4, so one list serves every interpreter. A class that exists
+ * already is left as it is. Leaves the stack as it found it.
+ *
+ * Usage, once per class in the concern's aliyun_open_* function:
+ *     static const luaL_Reg methods[] = {{"unlock", lock_release}, {NULL, NULL}};
+ *     static const luaL_Reg meta[] = {{"__gc", lock_release}, {"__close", lock_release},
+ *                                     {NULL, NULL}};
+ *     aliyun_newclass(L, LOCK_MT, methods, meta);
+ * then, when making an object: p = lua_newuserdatauv(L, sizeof *p, 0); (initialise *p
+ * to "owns nothing") luaL_getmetatable(L, LOCK_MT); lua_setmetatable(L, -2); and only
+ * then acquire the resource, so a memory error can never leak it.
+ */
+ALIYUN_INTERNAL void aliyun_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
+                                     const luaL_Reg *metamethods);
 
 /* Seconds of the monotonic clock: core.now(), and the clock of not_before values. */
-double aliyun_now(void);
+ALIYUN_INTERNAL double aliyun_now(void);
 
 #endif

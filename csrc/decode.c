@@ -21,18 +21,28 @@
  * ids beyond 2^53 and makes ApplyId 4415 come back as 4415.0. So before cjson sees the
  * text, every integer literal outside strings is rewritten into a string that starts with
  * MARK (a byte that never occurs in UTF-8) followed by 'i'; after decoding, a walk turns
- * those strings back into integers read from the literal's own digits. cjson does not
- * validate UTF-8, so a genuine string may start with MARK: the pre-pass escapes it as
- * MARK 's' + original, and the walk strips the two bytes again. Nothing is ambiguous.
+ * those strings back into integers read from the literal's own digits. Numbers no Lua
+ * number can hold (an integer beyond int64, a float beyond a double such as 1e400) must
+ * not sink a whole answer over a field nobody reads: they are marked 't' and come back as
+ * their literal text; floats that may be that large (decimal exponent 308 and up) are
+ * marked 'f' and decoded on their own, text again when the result is not finite. cjson
+ * does not validate UTF-8, so a genuine string may start with MARK: the pre-pass escapes
+ * it as MARK 's' + original, and the walk strips the two bytes again. Nothing is
+ * ambiguous.
  */
 #define MARK '\xff'
 #define MARK_INT 'i'
+#define MARK_TEXT 't'
+#define MARK_BIGFLOAT 'f'
 #define MARK_STR 's'
 
 /* Nesting bound for cjson and for the walk below (recursive, so it must be bounded). */
 #define JSON_MAX_DEPTH 512
 
 #define REG_CJSON_DECODE "aliyun.iot.core.cjson_decode"
+
+/* A UTF-8 byte order mark, which some servers put before the document. */
+#define BOM "\xEF\xBB\xBF"
 
 /*
  * Parses an integer literal (optional '-', decimal digits, no leading zero) into *out.
@@ -57,12 +67,89 @@ static int parse_int64(const char *s, size_t len, int64_t *out)
     return 1;
 }
 
+static int is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static size_t skip_digits(const char *s, size_t i, size_t len)
+{
+    while (i < len && is_digit(s[i]))
+        i++;
+    return i;
+}
+
 /*
- * Copies text into b with integer literals marked (see MARK). Returns NULL, or the
- * offending literal's position when one is beyond int64 (then *bad_len is its length).
+ * Reads the JSON number at s[i] (a '-' or a digit) by RFC 8259's grammar. Returns its end
+ * and sets *mark to what the pre-pass does with it: MARK_INT, MARK_TEXT, MARK_BIGFLOAT,
+ * or 0 (an ordinary float for cjson, or a malformed number left unchanged for cjson to
+ * reject).
+ */
+static size_t scan_number(const char *s, size_t i, size_t len, char *mark)
+{
+    size_t start = i, int_start, int_end, frac_start = 0, frac_end = 0;
+    long exp10 = 0, magnitude;
+    int64_t v;
+    *mark = 0;
+    if (s[i] == '-')
+        i++;
+    int_start = i;
+    i = (i < len && s[i] == '0') ? i + 1 : skip_digits(s, i, len);
+    int_end = i;
+    if (int_end == int_start)
+        goto malformed;
+    if (i < len && s[i] == '.') {
+        frac_start = i + 1;
+        i = frac_end = skip_digits(s, frac_start, len);
+        if (frac_end == frac_start)
+            goto malformed;
+    }
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        int neg = 0;
+        size_t d;
+        i++;
+        if (i < len && (s[i] == '+' || s[i] == '-'))
+            neg = s[i++] == '-';
+        for (d = i; i < len && is_digit(s[i]); i++)
+            if (exp10 < 100000)
+                exp10 = exp10 * 10 + (s[i] - '0');
+        if (i == d)
+            goto malformed;
+        if (neg)
+            exp10 = -exp10;
+    } else if (frac_start == 0) {
+        if (i < len && strchr("0123456789.eE+-", s[i]) != NULL)
+            goto malformed;
+        *mark = parse_int64(s + start, i - start, &v) ? MARK_INT : MARK_TEXT;
+        return i;
+    }
+    if (i < len && strchr("0123456789.eE+-", s[i]) != NULL)
+        goto malformed;
+    /* The decimal exponent of the first significant digit; zero never overflows. */
+    if (s[int_start] != '0') {
+        magnitude = (long)(int_end - int_start) - 1 + exp10;
+    } else {
+        size_t k = frac_start;
+        while (k < frac_end && s[k] == '0')
+            k++;
+        if (k >= frac_end)
+            return i;
+        magnitude = -(long)(k - frac_start) - 1 + exp10;
+    }
+    if (magnitude >= 308)
+        *mark = MARK_BIGFLOAT;
+    return i;
+malformed:
+    while (i < len && strchr("0123456789.eE+-", s[i]) != NULL)
+        i++;
+    return i;
+}
+
+/*
+ * Copies text into b with integer literals and oversized numbers marked (see MARK).
  * Malformed numbers are copied unchanged for cjson to reject.
  */
-static const char *mark_integers(luaL_Buffer *b, const char *s, size_t len, size_t *bad_len)
+static void mark_numbers(luaL_Buffer *b, const char *s, size_t len)
 {
     size_t i = 0, flushed = 0;
     while (i < len) {
@@ -78,29 +165,16 @@ static const char *mark_integers(luaL_Buffer *b, const char *s, size_t len, size
             while (i < len && s[i] != '"')
                 i += (s[i] == '\\') ? 2 : 1;
             i++;
-        } else if (c == '-' || (c >= '0' && c <= '9')) {
-            size_t start = i, digits;
-            int64_t v;
-            if (c == '-')
-                i++;
-            digits = i;
-            while (i < len && s[i] >= '0' && s[i] <= '9')
-                i++;
-            if (i < len && (s[i] == '.' || s[i] == 'e' || s[i] == 'E')) {
-                while (i < len && strchr("0123456789.eE+-", s[i]) != NULL)
-                    i++;
-                continue; /* a float literal: cjson's */
-            }
-            if (i == digits || (s[digits] == '0' && i - digits > 1))
-                continue; /* "-" alone or a leading zero: left for cjson to reject */
-            if (!parse_int64(s + start, i - start, &v)) {
-                *bad_len = i - start;
-                return s + start;
-            }
+        } else if (c == '-' || is_digit((char)c)) {
+            size_t start = i;
+            char mark;
+            i = scan_number(s, i, len, &mark);
+            if (mark == 0)
+                continue;
             luaL_addlstring(b, s + flushed, start - flushed);
             luaL_addchar(b, '"');
             luaL_addchar(b, MARK);
-            luaL_addchar(b, MARK_INT);
+            luaL_addchar(b, mark);
             luaL_addlstring(b, s + start, i - start);
             luaL_addchar(b, '"');
             flushed = i;
@@ -110,7 +184,6 @@ static const char *mark_integers(luaL_Buffer *b, const char *s, size_t len, size
     }
     if (flushed < len)
         luaL_addlstring(b, s + flushed, len - flushed);
-    return NULL;
 }
 
 /* Pushes the integer literal s[0..len) (already validated) as the Lua value it stands for. */
@@ -134,6 +207,23 @@ static int is_json_null(lua_State *L, int idx)
     return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
 }
 
+static void push_cjson_decode(lua_State *L);
+
+/*
+ * Pushes a number that may be beyond a double (marked MARK_BIGFLOAT): cjson's own reading
+ * of the literal when it is finite, the literal's text when not.
+ */
+static void push_big_float(lua_State *L, const char *s, size_t len)
+{
+    push_cjson_decode(L);
+    lua_pushlstring(L, s, len);
+    lua_call(L, 1, 1);
+    if (lua_type(L, -1) != LUA_TNUMBER || !isfinite((double)lua_tonumber(L, -1))) {
+        lua_pop(L, 1);
+        lua_pushlstring(L, s, len);
+    }
+}
+
 /*
  * Replaces a decoded scalar at the stack top by its final form (marked strings unmarked).
  * Returns an error message or NULL.
@@ -146,6 +236,8 @@ static const char *fix_scalar(lua_State *L)
         if (len >= 2 && s[0] == MARK) {
             if (s[1] == MARK_INT)
                 push_integer_literal(L, s + 2, len - 2);
+            else if (s[1] == MARK_BIGFLOAT)
+                push_big_float(L, s + 2, len - 2);
             else
                 lua_pushlstring(L, s + 2, len - 2);
             lua_replace(L, -2);
@@ -159,23 +251,22 @@ static const char *fix_scalar(lua_State *L)
 
 static const char *fix_value(lua_State *L, int depth);
 
-/* Array (cjson gives 1..n without holes, nulls as lightuserdata): drop nulls, compact. */
+/*
+ * Array (cjson gives 1..n without holes, nulls as lightuserdata): a null keeps its place
+ * as false, so the elements after it keep their indexes and the list has no hole.
+ */
 static const char *fix_array(lua_State *L, int t, size_t n, int depth)
 {
-    size_t i, j = 0;
+    size_t i;
     for (i = 1; i <= n; i++) {
         const char *err;
         lua_rawgeti(L, t, (int)i);
         if (is_json_null(L, -1)) {
             lua_pop(L, 1);
-            continue;
-        }
-        if ((err = fix_value(L, depth + 1)) != NULL)
+            lua_pushboolean(L, 0);
+        } else if ((err = fix_value(L, depth + 1)) != NULL) {
             return err;
-        lua_rawseti(L, t, (int)++j);
-    }
-    for (i = j + 1; i <= n; i++) {
-        lua_pushnil(L);
+        }
         lua_rawseti(L, t, (int)i);
     }
     return NULL;
@@ -295,29 +386,32 @@ static void push_cjson_decode(lua_State *L)
  * core.json_decode(text) -> value | nil, message
  * Decodes a JSON document through lua-cjson. Integer literals (no fraction, no exponent)
  * come back exact: Lua integers over the whole int64 range on 5.3/5.4; on 5.1/5.2/LuaJIT
- * numbers when |v| <= 2^53 and decimal strings beyond. A literal beyond int64, a number
- * that overflows a double (1e400), malformed or truncated text -> nil, message. null
- * object members are removed; null array elements are removed and the array compacted; a
- * document that is null itself is an error. Raises only when text is not a string.
+ * numbers when |v| <= 2^53 and decimal strings beyond. A number no Lua number holds (an
+ * integer literal beyond int64, a float that overflows a double such as 1e400) comes back
+ * as its literal text, a string, so a field nobody reads cannot sink the answer (whoever
+ * reads it type-checks it). null object members are removed; a null array element
+ * becomes false, keeping the indexes after it; so no cjson.null ever reaches a caller. A
+ * document that is null itself is an error. A UTF-8 byte order mark before the document
+ * is skipped. Malformed or truncated text, nesting beyond 512 levels -> nil, message.
+ * Raises only when text is not a string.
  */
 static int l_json_decode(lua_State *L)
 {
-    size_t len, bad_len = 0;
+    size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
-    const char *bad, *err;
+    const char *err;
     luaL_Buffer b;
 
     lua_settop(L, 1);
+    if (len >= 3 && memcmp(text, BOM, 3) == 0) {
+        /* replaced, so that error positions count from the document's first character */
+        lua_pushlstring(L, text + 3, len - 3);
+        lua_replace(L, 1);
+        text = lua_tolstring(L, 1, &len);
+    }
     push_cjson_decode(L); /* 2 */
     luaL_buffinit(L, &b);
-    bad = mark_integers(&b, text, len, &bad_len);
-    if (bad != NULL) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "integer out of range: ");
-        lua_pushlstring(L, bad, bad_len < 64 ? bad_len : 64);
-        lua_concat(L, 2);
-        return 2;
-    }
+    mark_numbers(&b, text, len);
     luaL_pushresult(&b); /* 3 */
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 3);
@@ -496,8 +590,9 @@ static int xml_parse_protected(lua_State *L)
  * mapping each child's name to the array of its occurrences' values (always an array,
  * even for one occurrence); an element without child elements is its text (CDATA
  * included; "" when empty). Attributes, comments and text beside child elements are
- * ignored. Malformed or truncated XML, a DOCTYPE, or nesting beyond 64 levels -> nil,
- * message with the line and column. Raises only when text is not a string.
+ * ignored. A UTF-8 byte order mark before the document is skipped (expat reads it).
+ * Malformed or truncated XML, a DOCTYPE, or nesting beyond 64 levels -> nil, message
+ * with the line and column. Raises only when text is not a string.
  */
 static int l_xml_decode(lua_State *L)
 {

@@ -841,24 +841,14 @@ void aliyun_open_http(lua_State *L)
         {"session", l_session},
         {NULL, NULL},
     };
-    if (luaL_newmetatable(L, SESSION_MT)) {
-        lua_pushliteral(L, SESSION_MT);
-        lua_setfield(L, -2, "__name");
-        lua_newtable(L);
-        luaL_setfuncs(L, methods, 0);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_session_close);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, l_session_close);
-        lua_setfield(L, -2, "__close");
-        lua_pushcfunction(L, l_session_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
-    if (luaL_newmetatable(L, TRANSFERS_MT)) {
-        lua_pushcfunction(L, l_transfers_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg session_meta[] = {
+        {"__gc", l_session_close},
+        {"__close", l_session_close},
+        {"__tostring", l_session_tostring},
+        {NULL, NULL},
+    };
+    static const luaL_Reg transfers_meta[] = {{"__gc", l_transfers_gc}, {NULL, NULL}};
+    aliyun_newclass(L, SESSION_MT, methods, session_meta);
+    aliyun_newclass(L, TRANSFERS_MT, NULL, transfers_meta);
     luaL_setfuncs(L, funcs, 0);
 }

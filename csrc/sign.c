@@ -1,8 +1,7 @@
 /*
- * Request signing (reference §2 and §3), hashes, nonces and clocks. OpenSSL does the
+ * Request signing (reference §2 and §3), hashes, nonces and timestamps (clocks live in clock.c). OpenSSL does the
  * HMAC, SHA-256, Base64 and random bytes.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -863,48 +862,6 @@ static int l_timestamp(lua_State *L)
     return 1;
 }
 
-static double clock_seconds(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-double aliyun_now(void)
-{
-    return clock_seconds(CLOCK_MONOTONIC);
-}
-
-/* core.now() -> seconds of the monotonic clock (float); for intervals and deadlines. */
-static int l_now(lua_State *L)
-{
-    lua_pushnumber(L, (lua_Number)aliyun_now());
-    return 1;
-}
-
-/* core.time() -> seconds since the epoch (float, wall clock). */
-static int l_time(lua_State *L)
-{
-    lua_pushnumber(L, (lua_Number)clock_seconds(CLOCK_REALTIME));
-    return 1;
-}
-
-/* core.sleep(seconds) blocks for that many seconds (fractions allowed; <= 0 returns). */
-static int l_sleep(lua_State *L)
-{
-    lua_Number s = luaL_checknumber(L, 1);
-    struct timespec req, rem;
-    if (!(s > 0))
-        return 0;
-    if (s > 1e6)
-        return luaL_argerror(L, 1, "sleep too long");
-    req.tv_sec = (time_t)s;
-    req.tv_nsec = (long)((s - (lua_Number)req.tv_sec) * 1e9);
-    while (nanosleep(&req, &rem) != 0 && errno == EINTR)
-        req = rem;
-    return 0;
-}
-
 void aliyun_open_sign(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
@@ -915,17 +872,13 @@ void aliyun_open_sign(lua_State *L)
         {"nonce", l_nonce},
         {"random", l_random},
         {"timestamp", l_timestamp},
-        {"now", l_now},
-        {"time", l_time},
-        {"sleep", l_sleep},
         {NULL, NULL},
     };
+    static const luaL_Reg scratch_meta[] = {{"__gc", scratch_gc}, {NULL, NULL}};
     struct scratch *s = (struct scratch *)lua_newuserdatauv(L, sizeof *s, 0);
     memset(s, 0, sizeof *s);
-    if (luaL_newmetatable(L, SCRATCH_NAME)) {
-        lua_pushcfunction(L, scratch_gc);
-        lua_setfield(L, -2, "__gc");
-    }
+    aliyun_newclass(L, SCRATCH_NAME, NULL, scratch_meta);
+    luaL_getmetatable(L, SCRATCH_NAME);
     lua_setmetatable(L, -2);
     luaL_setfuncs(L, funcs, 1);
 }

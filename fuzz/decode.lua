@@ -1,6 +1,7 @@
 -- make fuzz, target "decode": arbitrary bytes (deep nesting, huge numbers, invalid UTF-8,
 -- truncated documents) through core.json_decode and core.xml_decode. Neither may raise on
--- a string; a result must have the documented shape (no cjson.null, exact integers, the
+-- a string; a result must have the documented shape (no cjson.null, exact integers or,
+-- beyond int64, their text, no infinity, the
 -- "every child is a list" XML tree) and a failure must come with a message.
 local core = require "aliyun.iot.core"
 
@@ -9,6 +10,9 @@ local function fail(fmt, ...) error("PROPERTY: " .. fmt:format(...), 0) end
 local function check_json(v, depth)
   if depth > 1000 then fail("json value nested deeper than cjson's bound") end
   local t = type(v)
+  if t == "number" and (v ~= v or v == math.huge or v == -math.huge) then
+    fail("json_decode returned the non-finite number %s", tostring(v))
+  end
   if t == "string" or t == "boolean" or t == "number" then return end
   if t ~= "table" then fail("json_decode returned a %s (a null?)", t) end
   local n = #v
@@ -49,7 +53,10 @@ return function(data)
     check_json(v, 0)
     -- an integer literal alone comes back exact
     local lit = data:match("^%s*(%-?[1-9]%d*)%s*$") or data:match("^%s*(%-?0)%s*$")
-    if lit then
+    if lit and type(v) == "string" then
+      -- beyond int64: the literal's own text
+      if v ~= lit or math.tointeger(tonumber(lit)) then fail("literal %s decoded as %q", lit, v) end
+    elseif lit then
       if math.type(v) ~= "integer" then fail("integer literal %s decoded as %s", lit, math.type(v)) end
       if string.format("%d", v) ~= (lit == "-0" and "0" or lit) then
         fail("literal %s decoded as %d", lit, v)

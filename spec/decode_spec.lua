@@ -44,13 +44,19 @@ describe("core.json_decode", function()
     assert.are.equal(2 ^ 53, v)
   end)
 
-  it("rejects integer literals beyond int64 instead of clamping", function()
-    for _, text in ipairs{ "9223372036854775808", "[-9223372036854775809]",
-                           '{"a":{"b":[1, 123456789012345678901234567890]}}' } do
-      local v, err = core.json_decode(text)
-      assert.is_nil(v)
-      assert.matches("out of range", err)
-    end
+  -- Changed (issue 17): these used to fail the whole decode ("integer out of range");
+  -- a field nobody reads must not sink the answer, so the literal's text is kept.
+  it("keeps integer literals beyond int64 as their decimal text instead of clamping", function()
+    local v = assert(core.json_decode(
+      '{"a":{"b":[1, 123456789012345678901234567890]},"c":9223372036854775808,' ..
+      '"d":-9223372036854775809,"ApplyId":4415}'))
+    assert.are.equal("123456789012345678901234567890", v.a.b[2])
+    assert.are.equal("9223372036854775808", v.c)
+    assert.are.equal("-9223372036854775809", v.d)
+    is_integer(v.a.b[1], 1)
+    is_integer(v.ApplyId, 4415)
+    assert.are.equal("9223372036854775808", core.json_decode("9223372036854775808"))
+    assert.are.same({ "-9223372036854775809" }, core.json_decode("[-9223372036854775809]"))
   end)
 
   it("keeps non-integral numbers as floats", function()
@@ -61,24 +67,39 @@ describe("core.json_decode", function()
     end
   end)
 
-  it("rejects numbers a double cannot hold and JSON's non-numbers", function()
-    for _, text in ipairs{ "1e400", "[-1e400]", "NaN", "[Infinity]", "[0x10]", "[01]", "[-]",
-                           "[+1]" } do
+  -- Changed (issue 17): 1e400 and -1e400 used to be rejected with the non-numbers.
+  it("keeps numbers a double cannot hold as their text, near the limit as numbers", function()
+    local v = assert(core.json_decode(
+      '{"Unknown":1e400,"n":[-1e400,1.8e308,1E+309,0.5e310],' ..
+      '"max":1.7976931348623157e308,"near":17976931348623157e292,"tiny":1e-400,"z":0.0e999}'))
+    assert.are.equal("1e400", v.Unknown)
+    assert.are.same({ "-1e400", "1.8e308", "1E+309", "0.5e310" }, v.n)
+    assert.are.equal(1.7976931348623157e308, v.max)
+    assert.are.equal(1.7976931348623157e308, v.near)
+    assert.are.equal(0, v.tiny)
+    assert.are.equal(0, v.z)
+    assert.are.equal("1e400", core.json_decode("1e400"))
+  end)
+
+  it("rejects JSON's non-numbers and malformed numbers", function()
+    for _, text in ipairs{ "NaN", "[Infinity]", "[-Infinity]", "[0x10]", "[01]", "[-]", "[+1]",
+                           "[1e]", "[1e+]", "[.5]", "[1.5.2]", "[--1]", "{1e400:1}" } do
       local v, err = core.json_decode(text)
       assert.is_nil(v, text)
       assert.is_string(err, text)
     end
   end)
 
-  it("removes null members, also nested, and compacts arrays with nulls", function()
+  -- Changed (issue 17): arrays used to be compacted, which moved every element after a
+  -- null to another index; a null element now keeps its place as false.
+  it("removes null members, also nested, and keeps a null element's place as false", function()
     local v = assert(core.json_decode(
       '{"a":null,"b":[1,null,"x",null,{"c":null,"d":2}],"e":{"f":null},"g":[null,null]}'))
     assert.is_nil(v.a)
-    assert.are.same({ 1, "x", { d = 2 } }, v.b)
-    assert.are.equal(3, #v.b)
+    assert.are.same({ 1, false, "x", false, { d = 2 } }, v.b)
+    assert.are.equal(5, #v.b)
     assert.are.same({}, v.e)
-    assert.are.same({}, v.g)
-    assert.is_nil(next(v.g))
+    assert.are.same({ false, false }, v.g)
     local nulls = 0
     local function walk(t)
       for _, x in pairs(t) do
@@ -88,6 +109,21 @@ describe("core.json_decode", function()
     end
     walk(v)
     assert.are.equal(0, nulls)
+    v = assert(core.json_decode('{"List":[null,{"DeviceName":"b"}],"Top":[null]}'))
+    assert.are.equal("b", v.List[2].DeviceName)
+    assert.are.same({ false }, v.Top)
+  end)
+
+  it("skips a UTF-8 byte order mark before the document", function()
+    local v = assert(core.json_decode('\239\187\191{"Data":{"ApplyId":4415},"Success":true}'))
+    is_integer(v.Data.ApplyId, 4415)
+    assert.is_true(v.Success)
+    local _, err = core.json_decode('\239\187\191{"id":12345678901234, x}')
+    assert.matches("character 23", err) -- counted from the document, not the mark
+    -- only at the start, and only the whole mark
+    assert.is_nil(core.json_decode('{"a":1}\239\187\191'))
+    assert.is_nil(core.json_decode('\239\187{"a":1}'))
+    assert.is_nil(core.json_decode(' \239\187\191{"a":1}'))
   end)
 
   it("treats a document that is only null as an error", function()
@@ -253,6 +289,24 @@ describe("core.xml_decode", function()
     assert.matches("nested too deeply", err)
     root = core.xml_decode(string.rep("<a>", 64) .. "x" .. string.rep("</a>", 64))
     assert.are.equal("a", root)
+  end)
+
+  it("skips a UTF-8 byte order mark before the document", function()
+    local root, t = core.xml_decode("\239\187\191<?xml version='1.0' encoding='UTF-8'?>" ..
+      "<Error><Code>Throttling.User</Code></Error>")
+    assert.are.equal("Error", root)
+    assert.are.same({ Code = { "Throttling.User" } }, t)
+    root, t = core.xml_decode("\239\187\191<R><A>1</A></R>")
+    assert.are.equal("R", root)
+    assert.are.same({ A = { "1" } }, t)
+  end)
+
+  it("refuses external entities (XXE) with the DOCTYPE that declares them", function()
+    local xxe = '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>' ..
+      '<r>&x;</r>'
+    local root, err = core.xml_decode(xxe)
+    assert.is_nil(root)
+    assert.matches("DOCTYPE", err)
   end)
 
   it("raises on a non-string argument", function()
