@@ -169,8 +169,9 @@ function M.classify(row, res, terr, sts, redact)
   local e = answer_error(decoded, status, sts, redact)
   if ok_status then
     -- An IoT business error: HTTP 200 with Success false. Its body may hold lists
-    -- callers need (invalid names); DeviceSecrets never appear in one.
-    e.response = decoded
+    -- callers need (invalid names); it is passed through the redactor like any text
+    -- from a server, so no secret can ride along in an unexpected field.
+    e.response = errors.redact_tree(decoded, redact)
     return nil, e
   end
   if RETRYABLE_CODES[decoded.Code] then

@@ -6,17 +6,16 @@
 -- JSON and XML results of the same call are deep-equal. JSON has types, but a server may
 -- write an integer as `4415.0`: `shape.json` applies the same integer paths.
 --
--- Both make the common fields the client reads from any answer (`Code`, `Message`,
--- `ErrorMessage`, `RequestId`, `HostId`, `Recommend`) a string or absent: a number
--- becomes its decimal text, anything else (a table, a boolean) is dropped. Every other
--- field keeps whatever type the server gave it; the client type-checks what it uses.
+-- Neither touches the common fields (`Code`, `Message`, `RequestId`, ...) beyond that: a
+-- table or number where text belongs is kept as the server sent it, so that the
+-- classifier refuses the answer as InvalidResponse (dropping a table-valued Code would
+-- make an error look like a success). The client type-checks every field it uses.
 -- @module aliyun.iot.shape
 
 local M = {}
 
 -- Every response has these, whatever the action (reference §4, common response fields).
 local COMMON_BOOLEANS = {"Success"}
-local COMMON_STRINGS = {"Code", "Message", "ErrorMessage", "RequestId", "HostId", "Recommend"}
 
 -- A gateway's `<Error>` answer belongs to no action: none of the row's paths apply.
 local ERROR_ROW = {}
@@ -110,19 +109,6 @@ shape_table = function(t, path, s)
   return out
 end
 
--- The common fields as strings or absent (see the module's description).
-local function common_strings(out)
-  for _, k in ipairs(COMMON_STRINGS) do
-    local v = out[k]
-    if type(v) == "number" then
-      out[k] = tostring(math.tointeger and math.tointeger(v) or v)
-    elseif type(v) ~= "string" then
-      out[k] = nil
-    end
-  end
-  return out
-end
-
 --- Shapes a decoded XML tree.
 -- @tparam table|string tree the root element's value from `core.xml_decode`
 -- @tparam table row the action's row (`aliyun.iot.actions`)
@@ -133,7 +119,7 @@ end
 function M.xml(tree, row, root)
   if type(tree) ~= "table" then return {} end
   if root == "Error" then row = ERROR_ROW end
-  return common_strings(shape_table(tree, "", schema_of(row)))
+  return shape_table(tree, "", schema_of(row))
 end
 
 -- An integral float where the API has an integer becomes that integer (Lua 5.3/5.4; on
@@ -170,7 +156,7 @@ end
 function M.json(tree, row)
   if type(tree) ~= "table" then return tree end
   for _, steps in ipairs(schema_of(row).integer_walks) do apply_integers(tree, steps, 1) end
-  return common_strings(tree)
+  return tree
 end
 
 return M
