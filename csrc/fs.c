@@ -142,6 +142,17 @@ static int read_bounded(lua_State *L, int fd, size_t max)
     return 0;
 }
 
+/* nil, "<prefix> is larger than MAX bytes", EFBIG. */
+static int push_too_big(lua_State *L, const char *prefix, size_t max)
+{
+    char n[32];
+    snprintf(n, sizeof n, "%llu", (unsigned long long)max);
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s is larger than %s bytes", prefix, n);
+    lua_pushinteger(L, EFBIG);
+    return 3;
+}
+
 static size_t check_max(lua_State *L, int arg)
 {
     lua_Number max = luaL_checknumber(L, arg);
@@ -209,12 +220,8 @@ static int jfile_read(lua_State *L)
     journal_file *f = check_open(L);
     size_t max = check_max(L, 2);
     int err = read_bounded(L, f->fd, max);
-    if (err == EFBIG) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "the journal is larger than %f bytes", (lua_Number)max);
-        lua_pushinteger(L, err);
-        return 3;
-    }
+    if (err == EFBIG)
+        return push_too_big(L, "the journal", max);
     if (err != 0)
         return push_errno(L, "cannot read", "the journal", err);
     return 1;
@@ -396,10 +403,8 @@ static int l_read_file(lua_State *L)
     err = read_bounded(L, fd, max);
     close(fd);
     if (err == EFBIG) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "cannot read %s: it is larger than %f bytes", path, (lua_Number)max);
-        lua_pushinteger(L, err);
-        return 3;
+        lua_pushfstring(L, "cannot read %s: it", path);
+        return push_too_big(L, lua_tostring(L, -1), max);
     }
     if (err != 0)
         return push_errno(L, "cannot read", path, err);

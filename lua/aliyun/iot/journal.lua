@@ -213,12 +213,16 @@ local function parse(path, body)
   return records, torn
 end
 
-local function finished(records)
+--- Whether a journal's events hold a finished job (a `done` event).
+-- @tparam table records from `read` or `open`
+-- @treturn boolean
+function M.finished(records)
   for i = #records, 2, -1 do
     if records[i].event == "done" then return true end
   end
   return false
 end
+local finished = M.finished
 
 -- Opening and writing --------------------------------------------------------------------
 
