@@ -291,6 +291,43 @@ describe("aliyun-iot command", function()
     assert.are.equal(1, #emu:state().applies)
   end)
 
+  it("a --state path created by another run after the check: exit 2, that file untouched", function()
+    -- The run is held between its check of --state and the journal's creation: its --out is
+    -- a FIFO, whose open waits for a reader. Meanwhile another run "wins" the path (a file it
+    -- has just created and not yet written, mode 0644 here to see any chmod).
+    local S, fifo = tmp .. "/late.state", tmp .. "/late.fifo"
+    assert(os.execute("rm -f " .. q(S) .. " " .. q(fifo) .. " && mkfifo " .. q(fifo)))
+    sh(env_prefix() .. "sh -c " .. q(LUA .. " " .. q(BIN) .. " " .. ep() ..
+      "--quiet register --product-key " .. PK .. " --count 1 --state late.state --out late.fifo" ..
+      " < /dev/null > late.out 2> late.err & echo $! > late.pid; wait $!; echo $? > late.rc") ..
+      " > /dev/null 2>&1 &")
+    local t0 = os.time()
+    local pid
+    while not pid and os.time() - t0 < 10 do
+      pid = (read(tmp .. "/late.pid") or ""):match("%d+")
+      if not pid then os.execute("sleep 0.05") end
+    end
+    -- wait until it blocks opening the FIFO (past the --state check)
+    t0 = os.time()
+    while os.time() - t0 < 5 and not (read("/proc/" .. pid .. "/wchan") or ""):find("fifo") do
+      os.execute("sleep 0.05")
+    end
+    write(S, "")
+    assert(os.execute("chmod 644 " .. q(S)))
+    local ino = sh("stat -c %i " .. q(S))
+    assert(os.execute("cat " .. q(fifo) .. " > /dev/null &"))
+    t0 = os.time()
+    while not read(tmp .. "/late.rc") and os.time() - t0 < 20 do os.execute("sleep 0.05") end
+    local err = read(tmp .. "/late.err") or ""
+    all_stderr[#all_stderr + 1] = err
+    assert.are.equal("2", (read(tmp .. "/late.rc") or ""):match("%d+"), err)
+    assert.truthy(err:find("late.state", 1, true), err)
+    assert.are.equal("", read(S))
+    assert.are.equal("644", mode(S))
+    assert.are.equal(ino, sh("stat -c %i " .. q(S)))
+    assert.are.equal(0, request_count())
+  end)
+
   it("two register --state S at once: one wins, the other exits 2 and touches nothing", function()
     emu:set{async_delay = 0.5}
     for i = 1, 2 do
