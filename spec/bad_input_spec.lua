@@ -287,6 +287,73 @@ describe("bad input", function()
     end
   end)
 
+  describe("journal and file inputs", function()
+    local shell = require "spec.support.shell"
+    local dir
+    setup(function()
+      dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir -p " .. q(dir)))
+    end)
+    teardown(function() os.execute("rm -rf " .. q(dir)) end)
+
+    local function ftype(path) return (shell.capture("stat -c '%F %a %s' " .. q(path)):gsub("%s+$", "")) end
+
+    it("a journal path with a NUL byte is refused, not cut", function()
+      local res, err = client():register_devices{ProductKey = PK, Count = 1,
+                                                 journal = dir .. "/cut.state\0.x"}
+      assert.is_nil(res)
+      assert.are.equal("journal", err.parameter, tostring(err))
+      assert.is_nil(shell.read(dir .. "/cut.state"))
+      res, err = client():resume{journal = dir .. "/cut.state\0.x"}
+      assert.is_nil(res)
+      assert.are.equal("JournalError", err.code, tostring(err))
+      nothing_sent()
+    end)
+
+    it("a journal path that exists (empty file, device, symlink) is refused and left as it is", function()
+      shell.write(dir .. "/empty.state", "")
+      assert(os.execute("chmod 644 " .. q(dir .. "/empty.state")))
+      assert(os.execute("ln -sf nowhere " .. q(dir .. "/link.state")))
+      for _, path in ipairs{dir .. "/empty.state", "/dev/null", dir .. "/link.state"} do
+        local before = ftype(path)
+        local res, err = client():register_devices{ProductKey = PK, Count = 1, journal = path}
+        assert.is_nil(res)
+        assert.are.equal("InvalidParameter", err.code, tostring(err))
+        assert.are.equal("journal", err.parameter, tostring(err))
+        assert.are.equal(before, ftype(path))
+      end
+      assert.is_nil(shell.read(dir .. "/nowhere"))
+      nothing_sent()
+    end)
+
+    it("resume from a FIFO, /dev/zero or a folder: JournalError at once", function()
+      assert(os.execute("mkfifo " .. q(dir .. "/j.fifo")))
+      for _, path in ipairs{dir .. "/j.fifo", "/dev/zero", dir} do
+        local res, err = client():resume{journal = path}
+        assert.is_nil(res)
+        assert.are.equal("JournalError", err.code, tostring(err))
+      end
+      nothing_sent()
+    end)
+
+    it("resume from a hand-edited journal (Count 10^12, Count 2.5, no ApplyId): JournalError with the line", function()
+      local job = '{"event":"job","version":1,"kind":"random","ProductKey":"' .. PK .. '","Count":%s}\n'
+      for _, case in ipairs{{job:format("1000000000000"), ":1: "}, {job:format("2.5"), ":1: "},
+          {job:format("3") .. '{"event":"apply","seq":1,"ProductKey":"' .. PK ..
+           '","phase":"create","Count":3}\n', ":2: "}} do
+        local path = dir .. "/edited.state"
+        shell.write(path, case[1])
+        local ok, res, err = pcall(client().resume, client(), {journal = path})
+        assert.is_true(ok, tostring(res))
+        assert.is_nil(res)
+        assert.are.equal("JournalError", err.code, tostring(err))
+        assert.truthy(err.message:find(path .. case[2], 1, true), err.message)
+      end
+      nothing_sent()
+    end)
+  end)
+
   describe("values that are fine", function()
     it("a secret containing & = and non-ASCII signs correctly, both algorithms", function()
       local secret = "s&e=c+r/e t中文"

@@ -182,7 +182,9 @@ describe("aliyun-iot command", function()
     {"--quiet", "no command given"},
     {"register --count 3", "'register' needs --product-key"},
     {"register --product-key " .. PK, "needs either --count or --names-file"},
-    {"register --product-key " .. PK .. " --count 3 --names-file x", "needs either --count or --names-file"},
+    {"register --product-key " .. PK .. " --count 3 --names-file x", "--count and --names-file exclude each other"},
+    {"register --product-key " .. PK .. " --count 3 --apply-timeout 0", "--apply-timeout must be a positive number"},
+    {"status --product-key " .. PK .. " --apply-id 1 --apply-timeout 5", "option --apply-timeout does not apply to 'status'"},
     {"register --product-key " .. PK .. " --count 0", "--count must be a positive integer"},
     {"register --product-key " .. PK .. " --count 1e3", "--count must be a positive integer"},
     {"register --product-key " .. PK .. " --count -1", "--count must be a positive integer"},
@@ -202,7 +204,7 @@ describe("aliyun-iot command", function()
     {"register --product-key " .. PK .. " --names-file NOPE/names.txt", "cannot read names file", true},
     {"register --product-key " .. PK .. " --count 3 --out NOPE/devices.csv",
      "cannot write --out NOPE/devices.csv: no folder NOPE", true},
-    {"resume --state NOPE.state", "cannot read state file NOPE.state", true},
+    {"resume --state NOPE.state", "cannot read state file NOPE.state: no such file", true},
     {"register --product-key " .. PK .. " --count 3 --out .", "cannot write --out .: it is a folder", true},
   }
   for _, case in ipairs(usage_cases) do
@@ -229,24 +231,127 @@ describe("aliyun-iot command", function()
     assert.are.equal(0, request_count())
   end)
 
-  it("register --state: refuses a journal in use, takes an empty file and makes it 0600", function()
-    write(tmp .. "/used.state", '{"event":"job"}\n')
-    local code, out, err = run(ep() .. "register --product-key " .. PK .. " --count 1 --state used.state")
-    assert.are.equal(2, code, err)
-    assert.are.equal("", out)
-    assert.truthy(err:find("state file used.state exists: finish its job with 'aliyun-iot resume", 1, true), err)
-    assert.are.equal(0, request_count())
-
+  it("register --state: refuses anything already there, untouched, before any request", function()
+    -- a journal of a job not finished, a finished one, an empty file, a file of the user's
+    write(tmp .. "/used.state", '{"event":"job","version":1,"kind":"random","ProductKey":"' .. PK ..
+      '","Count":1}\n')
+    write(tmp .. "/done.state", '{"event":"job","version":1,"kind":"random","ProductKey":"' .. PK ..
+      '","Count":1}\n{"event":"done","Devices":0}\n')
     write(tmp .. "/empty.state", "")
-    assert(os.execute("chmod 644 " .. q(tmp .. "/empty.state")))
-    code, out, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 2 --state empty.state")
+    write(tmp .. "/notes.txt", "my notes\n")
+    assert(os.execute("chmod 644 " .. q(tmp .. "/empty.state") .. " " .. q(tmp .. "/notes.txt")))
+    assert(os.execute("ln -sf notes.txt " .. q(tmp .. "/link.state")))
+    assert(os.execute("ln -sf nowhere.state " .. q(tmp .. "/dangling.state")))
+    assert(os.execute("rm -f " .. q(tmp .. "/fifo.state") .. " && mkfifo " .. q(tmp .. "/fifo.state")))
+    local cases = {
+      {"used.state", "state file used.state exists: finish its job with 'aliyun-iot resume --state used.state'"},
+      {"done.state", "state file done.state holds a finished job"},
+      {"empty.state", "state file empty.state exists: --state takes the path of a new file"},
+      {"notes.txt", "state file notes.txt exists: --state takes the path of a new file"},
+      {"link.state", "state file link.state exists and is not a regular file (a symlink)"},
+      {"dangling.state", "state file dangling.state exists and is not a regular file (a symlink)"},
+      {"fifo.state", "state file fifo.state exists and is not a regular file (a device, FIFO or socket)"},
+    }
+    local dev = tmp .. "/null.state"
+    os.remove(dev)
+    if shell.ok("mknod -m 666 " .. q(dev) .. " c 1 3 2>/dev/null") then
+      cases[#cases + 1] = {"null.state", "state file null.state exists and is not a regular file"}
+    end
+    local function snapshot()
+      return sh("cd " .. q(tmp) .. " && stat -c '%n %F %a %s %i' used.state done.state empty.state " ..
+        "notes.txt link.state dangling.state fifo.state " .. (#cases > 7 and "null.state" or "") ..
+        " && cat used.state done.state notes.txt && readlink link.state dangling.state")
+    end
+    local before = snapshot()
+    for _, case in ipairs(cases) do
+      local code, out, err = run(ep() .. "register --product-key " .. PK .. " --count 1 --state " .. case[1])
+      assert.are.equal(2, code, err)
+      assert.are.equal("", out)
+      assert.truthy(err:find(case[2], 1, true), err)
+      assert.is_nil(err:find("to finish it, run", 1, true), err)
+      assert.is_nil(err:find("client:", 1, true), err)
+    end
+    assert.are.equal(before, snapshot())
+    assert.are.equal(0, request_count())
+    assert.is_nil(read(tmp .. "/nowhere.state"))
+    if #cases > 7 then
+      assert.are.equal("character special file", (sh("stat -c %F " .. q(dev)):gsub("%s+$", "")))
+      assert.are.equal("666", mode(dev))
+    end
+
+    -- a new path: created 0600; the journal a user named stays, and resume from it writes
+    -- the same devices again
+    local code, out, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 2 --state new.state")
     assert.are.equal(0, code, err)
     assert.are.equal(2, #parse_csv(out))
-    assert.are.equal("600", mode(tmp .. "/empty.state"))
-    -- the journal a user named stays: resume from it writes the same devices again
-    code, out, err = run(ep() .. "--quiet resume --state empty.state")
+    assert.are.equal("600", mode(tmp .. "/new.state"))
+    code, out, err = run(ep() .. "--quiet resume --state new.state")
     assert.are.equal(0, code, err)
     assert.are.same(names_of(parse_csv(out)), state_names())
+    assert.are.equal(1, #emu:state().applies)
+  end)
+
+  it("a --state path created by another run after the check: exit 2, that file untouched", function()
+    -- The run is held between its check of --state and the journal's creation: its --out is
+    -- a FIFO, whose open waits for a reader. Meanwhile another run "wins" the path (a file it
+    -- has just created and not yet written, mode 0644 here to see any chmod).
+    local S, fifo = tmp .. "/late.state", tmp .. "/late.fifo"
+    assert(os.execute("rm -f " .. q(S) .. " " .. q(fifo) .. " && mkfifo " .. q(fifo)))
+    sh(env_prefix() .. "sh -c " .. q(LUA .. " " .. q(BIN) .. " " .. ep() ..
+      "--quiet register --product-key " .. PK .. " --count 1 --state late.state --out late.fifo" ..
+      " < /dev/null > late.out 2> late.err & echo $! > late.pid; wait $!; echo $? > late.rc") ..
+      " > /dev/null 2>&1 &")
+    local t0 = os.time()
+    local pid
+    while not pid and os.time() - t0 < 10 do
+      pid = (read(tmp .. "/late.pid") or ""):match("%d+")
+      if not pid then os.execute("sleep 0.05") end
+    end
+    -- wait until it blocks opening the FIFO (past the --state check)
+    t0 = os.time()
+    while os.time() - t0 < 5 and not (read("/proc/" .. pid .. "/wchan") or ""):find("fifo") do
+      os.execute("sleep 0.05")
+    end
+    write(S, "")
+    assert(os.execute("chmod 644 " .. q(S)))
+    local ino = sh("stat -c %i " .. q(S))
+    assert(os.execute("cat " .. q(fifo) .. " > /dev/null &"))
+    t0 = os.time()
+    while not read(tmp .. "/late.rc") and os.time() - t0 < 20 do os.execute("sleep 0.05") end
+    local err = read(tmp .. "/late.err") or ""
+    all_stderr[#all_stderr + 1] = err
+    assert.are.equal("2", (read(tmp .. "/late.rc") or ""):match("%d+"), err)
+    assert.truthy(err:find("late.state", 1, true), err)
+    assert.are.equal("", read(S))
+    assert.are.equal("644", mode(S))
+    assert.are.equal(ino, sh("stat -c %i " .. q(S)))
+    assert.are.equal(0, request_count())
+  end)
+
+  it("two register --state S at once: one wins, the other exits 2 and touches nothing", function()
+    emu:set{async_delay = 0.5}
+    for i = 1, 2 do
+      sh(env_prefix() .. "sh -c " .. q(LUA .. " " .. q(BIN) .. " " .. ep() ..
+        "--quiet register --product-key " .. PK .. " --count 3 --state race.state" ..
+        " > race" .. i .. ".out 2> race" .. i .. ".err; echo $? > race" .. i .. ".rc") ..
+        " > /dev/null 2>&1 &")
+    end
+    local t0 = os.time()
+    while not (read(tmp .. "/race1.rc") and read(tmp .. "/race2.rc")) and os.time() - t0 < 30 do
+      os.execute("sleep 0.05")
+    end
+    emu:set{async_delay = 0.05}
+    local rc = {tonumber(read(tmp .. "/race1.rc")), tonumber(read(tmp .. "/race2.rc"))}
+    table.sort(rc)
+    local errs = read(tmp .. "/race1.err") .. read(tmp .. "/race2.err")
+    all_stderr[#all_stderr + 1] = errs
+    assert.are.same({0, 2}, rc, errs)
+    assert.truthy(errs:find("race.state", 1, true), errs)
+    assert.are.equal(1, #emu:state().applies)
+    -- the winner's journal is whole: resume finds the job finished, with its devices
+    local code, out, err = run(ep() .. "--quiet resume --state race.state")
+    assert.are.equal(0, code, err)
+    assert.are.same(state_names(), names_of(parse_csv(out)))
     assert.are.equal(1, #emu:state().applies)
   end)
 
@@ -631,7 +736,13 @@ describe("aliyun-iot command", function()
       os.execute("sleep 0.05")
     end
     assert.truthy((read(state) or ""):find('"event":"apply"', 1, true), read(state))
-    assert(os.execute("kill -INT " .. read(tmp .. "/int.pid"):match("%d+")))
+    local pid = read(tmp .. "/int.pid"):match("%d+")
+    -- core dumps are off in the CLI: the AccessKeySecret is in its memory
+    local limits = read("/proc/" .. pid .. "/limits")
+    if limits then
+      assert.truthy(limits:find("Max core file size%s+0%s+0"), limits)
+    end
+    assert(os.execute("kill -INT " .. pid))
     t0 = os.time()
     while not read(tmp .. "/int.rc") and os.time() - t0 < 10 do os.execute("sleep 0.05") end
     emu:set{async_delay = 0.05}
@@ -657,5 +768,207 @@ describe("aliyun-iot command", function()
     assert.are.same(state_names(), names_of(devs))
     assert.are.equal(3, #devs)
     assert.are.equal(1, #emu:state().applies)
+  end)
+  -- A tiny file system for the output: a tmpfs (root), else a file-size limit.
+  local function tiny_fs(name, kbytes)
+    local dir = tmp .. "/" .. name
+    assert(os.execute("mkdir -p " .. q(dir)))
+    if shell.ok("mount -t tmpfs -o size=" .. kbytes .. "k tmpfs " .. q(dir) .. " 2>/dev/null") then
+      return dir, function() os.execute("umount " .. q(dir) .. " 2>/dev/null") end, ""
+    end
+    -- SIGXFSZ ignored: a write past the limit fails with EFBIG instead of killing the process
+    return dir, function() end, "trap '' XFSZ; ulimit -f " .. kbytes .. "; "
+  end
+
+  it("--out on a full disk: exit 1, the journal kept and named, resume writes every device", function()
+    local dir, unmount, limit = tiny_fs("tiny", 16)
+    local ok, e = pcall(function()
+      local code = sh(limit .. env_prefix() .. LUA .. " " .. q(BIN) .. " " .. ep() ..
+        "--quiet register --product-key " .. PK .. " --count 300 --out tiny/devices.csv " ..
+        "< /dev/null > full.out 2> full.err; echo $?")
+      local err = read(tmp .. "/full.err")
+      all_stderr[#all_stderr + 1] = err
+      assert.are.equal("1\n", code, err)
+      assert.is_nil(err:find("300 devices", 1, true), err)
+      assert.is_nil(read(dir .. "/devices.csv"))
+      assert.are.equal("", sh("ls -A " .. q(dir))) -- no temporary left behind
+      local resume = err:match("write them again with:\n  (aliyun%-iot resume [^\n]+)\n")
+      if limit ~= "" and not resume then
+        -- under a file-size limit the journal may be the first file to hit it: kept too
+        resume = err:match("to finish it, run:\n  (aliyun%-iot resume [^\n]+)\n")
+      end
+      assert.truthy(resume, err)
+      local state = resume:match("%-%-state (%S+)")
+      assert.truthy(read(state), state)
+      unmount()
+      local again = resume:gsub("^aliyun%-iot ", ""):gsub("%-%-out %S+", "--out again.csv")
+      local c2, _, e2 = run(again)
+      assert.are.equal(0, c2, e2)
+      local devs = parse_csv(read(tmp .. "/again.csv"))
+      assert.are.equal(300, #devs)
+      assert.are.same(state_names(), names_of(devs))
+      assert.are.equal(1, #emu:state().applies)
+    end)
+    unmount()
+    assert(ok, e)
+  end)
+
+  it("call ... --out on a full disk exits 1, and so does devices", function()
+    local dir, unmount, limit = tiny_fs("fullfs", 64)
+    local ok, e = pcall(function()
+      if limit == "" then
+        sh("dd if=/dev/zero of=" .. q(dir .. "/fill") .. " bs=4k 2>/dev/null; true")
+      else
+        limit = "trap '' XFSZ; ulimit -f 0; "
+      end
+      assert(run(ep() .. "--quiet register --product-key " .. PK .. " --count 5") == 0)
+      for _, args in ipairs{"call QueryDevice ProductKey=" .. PK .. " --out fullfs/q.json",
+                            "devices --product-key " .. PK .. " --apply-id " ..
+                              emu:state().applies[1].ApplyId .. " --out fullfs/d.csv"} do
+        local code = sh(limit .. env_prefix() .. LUA .. " " .. q(BIN) .. " " .. ep() .. args ..
+          " < /dev/null > q.out 2> q.err; echo $?")
+        local err = read(tmp .. "/q.err")
+        all_stderr[#all_stderr + 1] = err
+        assert.are.equal("1\n", code, err)
+        assert.truthy(err:find("cannot write fullfs/", 1, true), err)
+        assert.is_nil(read(dir .. "/q.json"))
+        assert.is_nil(read(dir .. "/d.csv"))
+      end
+    end)
+    unmount()
+    assert(ok, e)
+  end)
+
+  it("an unusable TMPDIR without --state: no journal, no job (exit 2, the folder named)", function()
+    write(tmp .. "/a-file", "x")
+    local cases = {{tmp .. "/no-such-dir", "no-such-dir"}, {tmp .. "/a-file", "a-file"}}
+    local ro = tmp .. "/ro"
+    assert(os.execute("mkdir -p " .. q(ro)))
+    local mounted = shell.ok("mount -t tmpfs -o ro,size=16k tmpfs " .. q(ro) .. " 2>/dev/null")
+    if mounted then cases[#cases + 1] = {ro, ro} end
+    local ok, e = pcall(function()
+      for _, case in ipairs(cases) do
+        local code, out, err = run(ep() .. "register --product-key " .. PK .. " --count 2", nil,
+          "TMPDIR=" .. q(case[1]))
+        assert.are.equal(2, code, err)
+        assert.are.equal("", out)
+        assert.truthy(err:find("TMPDIR folder", 1, true), err)
+        assert.truthy(err:find(case[2], 1, true), err)
+      end
+    end)
+    if mounted then os.execute("umount " .. q(ro)) end
+    assert(ok, e)
+    assert.are.equal(0, request_count())
+    assert.are.equal("x", read(tmp .. "/a-file"))
+  end)
+
+  it("names files: CR alone ends a line; /dev/zero and a FIFO are refused, not read", function()
+    write(tmp .. "/cr.txt", "lamp_1101\rlamp_1102\r# note\rlamp_1103,Hall\r")
+    local code, out, err = run(ep() .. "--quiet register --product-key " .. PK .. " --names-file cr.txt")
+    assert.are.equal(0, code, err)
+    assert.are.same({"lamp_1101", "lamp_1102", "lamp_1103"}, names_of(parse_csv(out)))
+    emu:reset()
+    assert(os.execute("rm -f " .. q(tmp .. "/names.fifo") .. " && mkfifo " .. q(tmp .. "/names.fifo")))
+    for _, f in ipairs{"/dev/zero", "names.fifo"} do
+      local c, _, e = run(ep() .. "register --product-key " .. PK .. " --names-file " .. f)
+      assert.are.equal(2, c, e)
+      assert.truthy(e:find("cannot read names file", 1, true), e)
+      assert.truthy(e:find("not a regular file", 1, true), e)
+    end
+    assert.are.equal(0, request_count())
+  end)
+
+  it("resume refuses a bad journal with PATH:LINE (exit 2, no traceback, nothing sent)", function()
+    local job = '{"event":"job","version":1,"kind":"random","ProductKey":"' .. PK .. '","Count":%s}\n'
+    local apply = '{"event":"apply","seq":1,"ProductKey":"' .. PK .. '","phase":"create","Count":1%s}\n'
+    local cases = {
+      {job:format('"abc"'), "j.state:1: job event: Count must be an integer"},
+      {job:format("2.5"), "j.state:1: job event: Count must be an integer"},
+      {job:format("1000000000000"), "j.state:1: job event: Count must be an integer from 1 to 10000000"},
+      {job:format("3") .. apply:format(""), "j.state:2: apply event: ApplyId must be a string of digits"},
+      {job:format("3") .. apply:format(',"ApplyId":"7"') ..
+       '{"event":"device","ApplyId":"7","ProductKey":"' .. PK .. '","DeviceSecret":"s","IotId":"i"}\n',
+       "j.state:3: device event: DeviceName must be a string"},
+    }
+    for _, case in ipairs(cases) do
+      write(tmp .. "/j.state", case[1])
+      local code, out, err = run(ep() .. "resume --state j.state")
+      assert.are.equal(2, code, err)
+      assert.are.equal("", out)
+      assert.truthy(err:find(case[2], 1, true), err)
+      assert.is_nil(err:find("internal error", 1, true), err)
+      assert.is_nil(err:find("traceback", 1, true), err)
+      assert.are.equal(case[1], read(tmp .. "/j.state"))
+    end
+    -- a FIFO or a device: refused at once, never waited on
+    assert(os.execute("rm -f " .. q(tmp .. "/r.fifo") .. " && mkfifo " .. q(tmp .. "/r.fifo")))
+    for _, f in ipairs{"r.fifo", "/dev/zero"} do
+      local code, _, err = run(ep() .. "resume --state " .. f)
+      assert.are.equal(2, code, err)
+      assert.truthy(err:find("is not a regular file", 1, true), err)
+    end
+    assert.are.equal(0, request_count())
+  end)
+
+  it("credentials: InvalidCredentials and NoCredentials exit 2 and name what the CLI reads", function()
+    local journals = "cd " .. q(tmp) .. " && ls -A | grep '^aliyun-iot-.*\\.state$' || true"
+    local before = sh(journals)
+    local _
+    local code, out, err = run(ep() .. "register --product-key " .. PK .. " --count 1", nil,
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=")
+    assert.are.equal(2, code, err)
+    assert.are.equal("", out)
+    assert.truthy(err:find("InvalidCredentials", 1, true), err)
+    code, _, err = run(ep() .. "register --product-key " .. PK .. " --count 1", nil,
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET= ALIBABA_CLOUD_ACCESS_KEY_ID=")
+    assert.are.equal(2, code, err)
+    assert.truthy(err:find("NoCredentials", 1, true), err)
+    assert.truthy(err:find("ALIBABA_CLOUD_ACCESS_KEY_ID", 1, true), err)
+    assert.is_nil(err:find("access_key_id/", 1, true), err)
+    assert.is_nil(err:find("options ", 1, true), err)
+    assert.is_nil(err:find("to finish it", 1, true), err)
+    -- a credentials file that is a device is not read (it would never end)
+    code, _, err = run(ep() .. "register --product-key " .. PK .. " --count 1", nil,
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET= ALIBABA_CLOUD_ACCESS_KEY_ID= ALIBABA_CLOUD_CREDENTIALS_FILE=/dev/zero")
+    assert.are.equal(2, code, err)
+    assert.truthy(err:find("NoCredentials", 1, true), err)
+    assert.are.equal(0, request_count())
+    -- no default journal was left behind for a job that never ran
+    assert.are.equal(before, sh(journals))
+  end)
+
+  it("invalid names are printed once; errors carry no library hints", function()
+    write(tmp .. "/bad2.txt", "good_0001\nbad name\n")
+    local code, _, err = run(ep() .. "register --product-key " .. PK .. " --names-file bad2.txt")
+    assert.are.equal(2, code, err)
+    assert.are.equal(1, select(2, err:gsub("bad name", "")), err)
+    assert.truthy(err:find("InvalidDeviceName", 1, true), err)
+    assert.is_nil(err:find("to finish it", 1, true), err)
+
+    emu:fault{kind = "503", probability = 1, action = "QueryPageByApplyId"}
+    code, _, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 2")
+    emu:clear_faults()
+    assert.are.equal(1, code, err)
+    assert.is_nil(err:find("client:", 1, true), err)
+    assert.is_nil(err:find("journal = ", 1, true), err)
+    assert.truthy(err:find("to finish it, run:", 1, true), err)
+    -- the journal named is kept
+    local state = err:match("to finish it, run:\n  aliyun%-iot resume %-%-state (%S+)")
+    assert.truthy(read(state), state)
+  end)
+
+  it("--apply-timeout bounds the wait for each apply (register and resume)", function()
+    local code, _, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 1 --apply-timeout 30")
+    if code ~= 0 and err:find("apply_timeout", 1, true) then
+      pending("the batch helpers' apply_timeout argument is not on this branch yet")
+      return
+    end
+    assert.are.equal(0, code, err)
+    emu:set{async_delay = 3}
+    code, _, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 1 --apply-timeout 0.5")
+    emu:set{async_delay = 0.05}
+    assert.are.equal(1, code, err)
+    assert.truthy(err:find("ApplyTimeout", 1, true), err)
+    assert.truthy(err:find("--apply-timeout 0.5", 1, true), err)
   end)
 end)

@@ -39,8 +39,10 @@ Commands:
         Name.1=a Name.2=b, lists of records as Name.1.Field=x
 
 Register options:
-  --state FILE          keep the job's journal in FILE (new file; resume from it)
+  --state FILE          keep the job's journal in FILE (a new file this run
+                        creates; resume from it)
   --skip-invalid        leave invalid names out instead of failing (exit status 3)
+  --apply-timeout S     seconds to wait for each apply (register and resume)
 
 Options (before or after the command):
   --endpoint URL        API endpoint (default https://iot.<region>.aliyuncs.com/)
@@ -78,6 +80,7 @@ local OPTIONS = {
   ["names-file"] = {value = true, commands = {register = true}},
   ["skip-invalid"] = {commands = {register = true}},
   state = {value = true, commands = {register = true, resume = true}},
+  ["apply-timeout"] = {value = true, commands = {register = true, resume = true}},
   ["apply-id"] = {value = true, commands = {status = true, devices = true}},
 }
 
@@ -201,6 +204,7 @@ function M.check(opts)
   end
   positive_number(opts, "timeout")
   positive_number(opts, "deadline")
+  positive_number(opts, "apply-timeout")
   opts.format = opts.format or "csv"
   if opts.format ~= "csv" and opts.format ~= "json" then
     usage_error("--format must be csv or json, got '%s'", opts.format)
@@ -210,7 +214,9 @@ function M.check(opts)
   end
   if cmd == "register" then
     require_opts(opts, "product-key")
-    if (opts.count == nil) == (opts.names_file == nil) then
+    if opts.count and opts.names_file then
+      usage_error("--count and --names-file exclude each other: give one")
+    elseif not opts.count and not opts.names_file then
       usage_error("'register' needs either --count or --names-file")
     end
     if opts.count then opts.count = positive_integer(opts, "count") end
@@ -285,17 +291,18 @@ function M.build_params(words)
   return params
 end
 
---- Reads a names file: one DeviceName a line, optionally `,Nickname`; a leading UTF-8
--- byte order mark (editors on Windows write one) and CR stripped, blank lines and lines
--- starting with `#` skipped, spaces around each part trimmed.
+--- Reads a names file: one DeviceName a line, optionally `,Nickname`; lines end with LF,
+-- CRLF or CR alone (old Mac editors), a leading UTF-8 byte order mark (editors on Windows
+-- write one) is dropped, blank lines and lines starting with `#` skipped, spaces around
+-- each part trimmed.
 -- @tparam string text the file's contents
 -- @treturn table a list of names, or of `{DeviceName=, DeviceNickname=}` when any line
 --   has a nickname
 function M.parse_names(text)
   local records, any_nickname = {}, false
-  text = text:gsub("^\239\187\191", "")
+  text = text:gsub("^\239\187\191", ""):gsub("\r\n?", "\n")
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
-    line = line:gsub("\r", ""):match("^%s*(.-)%s*$")
+    line = line:match("^%s*(.-)%s*$")
     if line ~= "" and line:sub(1, 1) ~= "#" then
       local name, nickname = line:match("^([^,]*),(.*)$")
       name = (name or line):match("^%s*(.-)%s*$")
@@ -427,91 +434,154 @@ local function sh_ok(cmd)
   return ok == true or ok == 0
 end
 
--- Creates an empty file that did not exist, with mode 0600 from the start: umask 077
--- before the file exists, and noclobber makes the shell open it with O_EXCL.
-local function create_private(path)
-  return sh_ok("{ umask 077 && set -C && : > " .. shell_quote(path) .. "; } 2>/dev/null")
-end
+local function core() return require "aliyun.iot.core" end
 
 -- What is at `path`, following symlinks: "none", "folder", "file" (regular), or "special"
--- (character or block device, FIFO, socket); `link` is true when `path` itself is a
--- symlink. The shell's `test` is run with the process's own descriptors, so fd-relative
--- names such as /dev/stdout name what they name for this process.
+-- (character or block device, FIFO, socket), and the file's identity; `link` is true when
+-- `path` itself is a symlink. Asked in this process (lstat/stat), so descriptor names such
+-- as /dev/stdout name what they name for this process.
 local function path_kind(path)
-  local q = shell_quote(path)
-  local link = sh_ok("test -L " .. q)
-  if sh_ok("test -d " .. q) then return "folder", link end
-  if sh_ok("test -f " .. q) then return "file", link end
-  if sh_ok("test -e " .. q) then return "special", link end
-  return "none", link
+  local own = core().file_kind(path)
+  local kind, id = core().file_kind(path, true)
+  if kind == "link" then kind = "none" end
+  return kind or "none", own == "link", id
 end
 
 -- The regular file a symlink leads to, or nil when it cannot be named from another
--- process (readlink runs with stdout on a pipe, so /dev/stdout would name that pipe:
--- `-ef` run with our own descriptors checks it is the same file).
-local function link_target(path)
+-- process (readlink runs with stdout on a pipe, so /dev/stdout would name that pipe: the
+-- target must be the very file `path` leads to here, same device and inode).
+local function link_target(path, id)
   local p = io.popen("readlink -f -- " .. shell_quote(path) .. " 2>/dev/null")
   local target = p and p:read("*l")
   if p then p:close() end
-  if target and target ~= "" and sh_ok("test " .. shell_quote(target) .. " -ef " .. shell_quote(path)) then
+  if target and target ~= "" and select(2, core().file_kind(target, true)) == id then
     return target
   end
   return nil
 end
 
+-- A file-like object that remembers the first write error: with buffering it may surface
+-- at any write or only at the flush, and a job must not report success, and drop its
+-- journal, when the secrets never reached the output.
+local function checked_fh(fh)
+  local w = {}
+  function w:write(...)
+    if not self.err then
+      local ok, err = fh:write(...)
+      if not ok then self.err = err end
+    end
+    return self
+  end
+  return w
+end
+
 -- Writes straight into `path` (a device, a FIFO, or a file reached through a descriptor
--- name): nothing is created or replaced.
+-- name): nothing is created, replaced or removed. Every write, the flush and the close are
+-- checked.
 local function direct_output(path)
   local fh, why = io.open(path, "ab")
   if not fh then local_error("cannot write --out %s: %s", path, tostring(why)) end
   return {
-    fh = fh,
+    fh = checked_fh(fh),
     finish = function(self)
       self.closed = true
-      local okw, werr = self.fh:flush()
-      self.fh:close()
-      if not okw then return nil, ("cannot write %s: %s"):format(path, tostring(werr)) end
+      local err = self.fh.err
+      local okf, ferr = fh:flush()
+      local okc, cerr = fh:close()
+      err = err or (not okf and ferr) or (not okc and cerr) or nil
+      if err then return nil, ("cannot write %s: %s"):format(path, tostring(err)) end
       return true
     end,
     abort = function(self)
       if self.closed then return end
       self.closed = true
-      self.fh:close()
+      fh:close()
     end,
   }
 end
 
--- An output: stdout; `path` itself when it is a device, FIFO or socket (/dev/null,
--- /dev/stdout); else a temporary file (made 0600 from the start) that replaces the
--- regular file only when complete -- the file a symlink leads to, so the link stays.
--- Made before any request, so a bad path fails first.
--- Standard output, remembering the first write error (a full disk, a closed pipe): with
--- buffering it may surface at any write or only at the flush, and a job must not report
--- success, and drop its journal, when the secrets never reached the output.
+-- Standard output, every write and the flush checked.
 local function stdout_output(stdout)
-  local fh = {}
-  function fh:write(...)
-    if not self.err then
-      local ok, err = stdout:write(...)
-      if not ok then self.err = err end
-    end
-    return self
-  end
+  local fh = checked_fh(stdout)
   return {
     fh = fh,
-    finish = function(self)
+    finish = function()
       local ok, err = stdout:flush()
-      if not ok and not self.fh.err then self.fh.err = err end
-      if self.fh.err then return nil, "cannot write the output: " .. tostring(self.fh.err) end
+      if not ok and not fh.err then fh.err = err end
+      if fh.err then return nil, "cannot write the output: " .. tostring(fh.err) end
       return true
     end,
     abort = function() end,
   }
 end
 
+local CHUNK = 1048576 -- bytes gathered before a write to a temporary output
+
+-- A temporary file beside `target`, created exclusively with mode 0600 from the start (it
+-- will hold secrets), written in checked chunks and renamed over `target` when complete;
+-- removed on failure (only while it is still the file this run created).
+local function replacing_output(path, target)
+  local dir, base = target:match("^(.*)/([^/]+)$")
+  if not dir then dir, base = ".", target end
+  if dir == "" then dir = "/" end
+  local tmp = ("%s/.%s.%s.tmp"):format(dir, base, random_tag())
+  local file = core().journal_open(tmp, "create")
+  if not file then
+    local probe = core().file_kind(dir, true)
+    local_error("cannot write --out %s: %s", path,
+      probe == "folder" and ("folder " .. dir .. " is not writable") or ("no folder " .. dir))
+  end
+  local id = file:id()
+  local parts, size = {}, 0
+  local fh = {}
+  local function drain()
+    if fh.err or #parts == 0 then return end
+    local ok, err = file:append(table.concat(parts))
+    if not ok then fh.err = err end
+    parts, size = {}, 0
+  end
+  function fh:write(...)
+    for i = 1, select("#", ...) do
+      local s = tostring((select(i, ...)))
+      parts[#parts + 1], size = s, size + #s
+    end
+    if size >= CHUNK then drain() end
+    return self
+  end
+  local function remove_tmp()
+    if select(2, core().file_kind(tmp)) == id then os.remove(tmp) end
+  end
+  return {
+    fh = fh,
+    finish = function(self)
+      self.closed = true
+      drain()
+      local okc, cerr = file:close()
+      local err = fh.err or (not okc and cerr) or nil
+      local okr, rerr = true, nil
+      if not err then okr, rerr = os.rename(tmp, target) end
+      if err or not okr then
+        remove_tmp()
+        return nil, ("cannot write %s: %s"):format(path, tostring(err or rerr))
+      end
+      return true
+    end,
+    abort = function(self)
+      if self.closed then return end
+      self.closed = true
+      file:close()
+      remove_tmp()
+    end,
+  }
+end
+
+-- An output: stdout; `path` itself when it is a device, FIFO or socket (/dev/null,
+-- /dev/stdout); else a temporary file that replaces the regular file only when complete --
+-- the file a symlink leads to, so the link stays. Made before any request, so a bad path
+-- fails first.
 local function open_output(path, stdout)
   if not path then return stdout_output(stdout) end
-  local kind, link = path_kind(path)
+  local kind, link, id = path_kind(path)
   if kind == "folder" then local_error("cannot write --out %s: it is a folder", path) end
   if kind == "special" then return direct_output(path) end
   local target = path
@@ -519,40 +589,10 @@ local function open_output(path, stdout)
     if kind == "none" then
       local_error("cannot write --out %s: it is a symlink to nothing", path)
     end
-    target = link_target(path)
+    target = link_target(path, id)
     if not target then return direct_output(path) end
   end
-  local dir, base = target:match("^(.*)/([^/]+)$")
-  if not dir then dir, base = ".", target end
-  if dir == "" then dir = "/" end
-  local tmp = ("%s/.%s.%s.tmp"):format(dir, base, random_tag())
-  local fh = create_private(tmp) and io.open(tmp, "wb")
-  if not fh then
-    local probe = io.open(dir .. "/.", "rb")
-    if probe then probe:close() end
-    local_error("cannot write --out %s: %s", path,
-      probe and ("folder " .. dir .. " is not writable") or ("no folder " .. dir))
-  end
-  return {
-    fh = fh,
-    finish = function(self)
-      self.closed = true
-      local okw, werr = self.fh:flush()
-      self.fh:close()
-      if okw then okw, werr = os.rename(tmp, target) end
-      if not okw then
-        os.remove(tmp)
-        return nil, ("cannot write %s: %s"):format(path, tostring(werr))
-      end
-      return true
-    end,
-    abort = function(self)
-      if self.closed then return end
-      self.closed = true
-      self.fh:close()
-      os.remove(tmp)
-    end,
-  }
+  return replacing_output(path, target)
 end
 
 -- Writes devices one at a time in the chosen format.
@@ -660,12 +700,40 @@ end
 
 -- Commands ---------------------------------------------------------------------------
 
--- Exit status for a failed call: 2 when nothing was sent because a value was bad or
--- there are no credentials, 1 for the service or network.
-local LOCAL_CODES = {InvalidParameter = true, InvalidDeviceName = true, NoCredentials = true}
+-- Exit status for a failed call: 2 when nothing was sent because a value was bad, there
+-- are no credentials or they are malformed (local mistakes), 1 for the service or network.
+local LOCAL_CODES = {InvalidParameter = true, InvalidDeviceName = true, NoCredentials = true,
+                     InvalidCredentials = true}
 
 local function failure_code(err)
   return LOCAL_CODES[err.code] and M.EXIT_USAGE or M.EXIT_FAILURE
+end
+
+local CREDENTIALS_HELP = "set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET " ..
+  "(and ALIBABA_CLOUD_SECURITY_TOKEN for STS), or write ~/.aliyun/config.json (aliyun " ..
+  "configure) or ~/.alibabacloud/credentials"
+
+-- The error as the CLI prints it: library hints (option names, `client:...` calls, the
+-- notes on ApplyIds and journals the CLI prints itself) replaced by what a shell user types.
+local function cli_error(err)
+  if type(err) ~= "table" then return err end
+  local copy = {}
+  for k, v in pairs(err) do copy[k] = v end
+  local msg = tostring(err.message or "")
+  msg = msg:gsub(" %[ApplyIds created: .*%]$", "")
+  msg = msg:gsub("client:resume{journal = %.%.%.}", "aliyun-iot resume --state FILE")
+  if err.code == "NoCredentials" then
+    local looked = msg:match("looked at: (.*)$") or ""
+    looked = looked:gsub("options [^;]*%(not given%);?%s*", "")
+    msg = "no credentials found: " .. CREDENTIALS_HELP ..
+      (looked ~= "" and ("; looked at: " .. looked) or "")
+  end
+  copy.message = msg
+  return setmetatable(copy, getmetatable(err))
+end
+
+local function print_error(streams, err)
+  streams.stderr:write("aliyun-iot: ", tostring(cli_error(err)), "\n")
 end
 
 local function new_client(opts, ui)
@@ -696,30 +764,40 @@ end
 local function resume_command(opts, state)
   local f = {"aliyun-iot", "resume", "--state", shell_quote(state)}
   for _, x in ipairs(common_flags(opts)) do f[#f + 1] = x end
+  if opts.apply_timeout then f[#f + 1] = "--apply-timeout " .. tostring(opts.apply_timeout) end
   if opts.format ~= "csv" then f[#f + 1] = "--format " .. opts.format end
   if opts.out then f[#f + 1] = "--out " .. shell_quote(opts.out) end
   return table.concat(f, " ")
 end
 
-local function file_size(path)
-  local fh = io.open(path, "rb")
-  if not fh then return nil end
-  local size = fh:seek("end")
-  fh:close()
-  return size
+--- The largest names file read, in bytes (10,000,000 names of 32 characters and more).
+M.MAX_NAMES_BYTES = 1073741824
+--- The largest credentials or config file read, in bytes.
+M.MAX_CONFIG_BYTES = 1048576
+
+-- Reads at most `max` bytes from a stream; nil and a reason past that.
+local function read_bounded(fh, max)
+  local parts, size = {}, 0
+  while true do
+    local s, why = fh:read(65536)
+    if not s then
+      if why then return nil, why end
+      break
+    end
+    size = size + #s
+    if size > max then return nil, ("more than %d bytes"):format(max) end
+    parts[#parts + 1] = s
+  end
+  return table.concat(parts)
 end
 
 local function read_names(opts, streams)
   local text, why
   if opts.names_file == "-" then
-    text, why = streams.stdin:read("*a")
+    text, why = read_bounded(streams.stdin, M.MAX_NAMES_BYTES)
   else
-    local fh
-    fh, why = io.open(opts.names_file, "rb")
-    if fh then
-      text, why = fh:read("*a")
-      fh:close()
-    end
+    -- a regular file only (never /dev/zero, never a FIFO to wait on), and bounded
+    text, why = core().read_file(opts.names_file, M.MAX_NAMES_BYTES)
   end
   if not text then local_error("cannot read names file: %s", tostring(why)) end
   local names = M.parse_names(text)
@@ -728,11 +806,12 @@ local function read_names(opts, streams)
 end
 
 -- Reports a register/resume failure: the error, the applies created and how to finish.
--- `keep_state`: the journal stays (the resume command is printed) even when no apply was
--- created (a journal the user named: 'register' would refuse it now).
-local function report_failure(err, opts, streams, state, keep_state)
-  streams.stderr:write("aliyun-iot: ", tostring(err), "\n")
+-- `state`: the journal to name with the resume command (nil when there is none to keep).
+local function report_failure(err, opts, streams, state)
   if err.code == "InvalidDeviceName" and err.invalid then
+    -- the names once, a line each (the library's message lists them too)
+    streams.stderr:write(("aliyun-iot: InvalidDeviceName: %d device %s invalid:\n")
+      :format(#err.invalid, #err.invalid == 1 and "name is" or "names are"))
     for _, inv in ipairs(err.invalid) do
       streams.stderr:write(("  %s: %s\n"):format(tostring(inv.DeviceName), tostring(inv.ErrorMsg)))
     end
@@ -740,13 +819,13 @@ local function report_failure(err, opts, streams, state, keep_state)
       "fix the names or pass --skip-invalid\n")
     return M.EXIT_USAGE
   end
-  local code = failure_code(err)
+  print_error(streams, err)
   local ids = {}
   for i, id in ipairs(err.apply_ids or {}) do ids[i] = tostring(id) end
   if #ids > 0 then
     streams.stderr:write("aliyun-iot: ApplyIds created: ", table.concat(ids, " "), "\n")
   end
-  if state and (#ids > 0 or err.ambiguous or keep_state) then
+  if state then
     streams.stderr:write("aliyun-iot: the journal ", state, " records the job; to finish it, run:\n  ",
       resume_command(opts, state), "\n")
   elseif #ids > 0 then
@@ -758,32 +837,35 @@ local function report_failure(err, opts, streams, state, keep_state)
       streams.stderr:write("  ", table.concat(f, " "), "\n")
     end
   end
-  return code
+  return failure_code(err)
 end
 
 -- Reports a job stopped by SIGINT (Lua's "interrupted!" error): what the journal holds
--- and how to finish. A journal this run chose that holds nothing sent is removed.
+-- and how to finish. A journal this run created in TMPDIR that holds nothing sent is
+-- removed.
 local function report_interrupt(ctx, streams)
   streams.stderr:write("aliyun-iot: interrupted\n")
   local state = ctx.state
   if not state then return M.EXIT_INTERRUPTED end
+  local journal = require "aliyun.iot.journal"
   -- read, not opened: the interrupted job in this process may still hold its lock
-  local records = require("aliyun.iot.journal").read(state)
+  local records = journal.read(state)
   local ids, seen = {}, {}
   for _, r in ipairs(records or {}) do
     local id = r.event == "apply" and tostring(r.ApplyId)
     if id and not seen[id] then ids[#ids + 1], seen[id] = id, true end
   end
-  if ctx.own_state and (not records or #records < 2) then
-    os.remove(state)
+  if ctx.own_state and records and #records < 2 and journal.discard(state) then
     streams.stderr:write("aliyun-iot: nothing was sent yet\n")
     return M.EXIT_INTERRUPTED
   end
   if #ids > 0 then
     streams.stderr:write("aliyun-iot: ApplyIds created: ", table.concat(ids, " "), "\n")
   end
-  streams.stderr:write("aliyun-iot: the journal ", state, " records the job; to finish it, run:\n  ",
-    resume_command(ctx.opts, state), "\n")
+  if records then
+    streams.stderr:write("aliyun-iot: the journal ", state, " records the job; to finish it, run:\n  ",
+      resume_command(ctx.opts, state), "\n")
+  end
   return M.EXIT_INTERRUPTED
 end
 
@@ -794,71 +876,135 @@ local function write_devices(opts, out, devices, product_key)
   return w.count
 end
 
+-- Refuses a --state path for 'register' unless nothing is there (exit 2, before any
+-- request, the path untouched): a journal is a new file the job creates.
+local function check_new_state(state)
+  local kind = core().file_kind(state)
+  if kind == "none" then return end
+  if kind == "folder" then local_error("state file %s is a folder, not a journal", state) end
+  if kind ~= "file" then
+    local_error("state file %s exists and is not a regular file (%s): --state takes the " ..
+      "path of a new file", state, kind == "link" and "a symlink" or "a device, FIFO or socket")
+  end
+  local journal = require "aliyun.iot.journal"
+  local records = journal.read(state)
+  if records and journal.finished(records) then
+    local_error("state file %s holds a finished job (its devices are in it: 'aliyun-iot " ..
+      "resume --state %s' prints them); choose a new file for a new job", state, shell_quote(state))
+  elseif records then
+    local_error("state file %s exists: finish its job with 'aliyun-iot resume --state %s' " ..
+      "or choose a new file", state, shell_quote(state))
+  end
+  local_error("state file %s exists: --state takes the path of a new file (it was left " ..
+    "as it is)", state)
+end
+
+-- The journal of a register run without --state: a new file in TMPDIR. No journal, no job:
+-- a TMPDIR that is not a folder is refused before anything is sent.
+local function temp_state()
+  local dir = os.getenv("TMPDIR")
+  if not dir or dir == "" then dir = "/tmp" end
+  if core().file_kind(dir, true) ~= "folder" then
+    local_error("cannot keep the job's journal: TMPDIR folder %s does not exist or is not " ..
+      "a folder; set TMPDIR to a writable folder or give --state FILE", dir)
+  end
+  return ("%s/aliyun-iot-%s.state"):format(dir:gsub("/+$", ""), random_tag()), dir
+end
+
+-- Checks the --state of 'resume' before any request (exit 2 with the reason).
+local function check_resume_state(state)
+  local kind = core().file_kind(state)
+  if kind == "none" then local_error("cannot read state file %s: no such file", state) end
+  if kind == "folder" then local_error("state file %s is a folder, not a journal", state) end
+  if kind ~= "file" then
+    local_error("state file %s is not a regular file: resume reads a journal", state)
+  end
+  -- read, not opened: opening locks the journal, and the job opens it again
+  local records, jerr = require("aliyun.iot.journal").read(state)
+  if not records then
+    local_error("state file %s is not a journal to resume: %s", state,
+      tostring(jerr and jerr.message or jerr))
+  end
+end
+
+-- The job's arguments and the journal path for register/resume; `own` is true for a
+-- journal in TMPDIR (removed once the job is done).
+local function job_args(opts, streams, ui)
+  local job = {on_progress = ui.on_progress, deadline = opts.deadline,
+               apply_timeout = opts.apply_timeout}
+  if opts.command == "resume" then
+    check_resume_state(opts.state)
+    job.journal = opts.state
+    return job, opts.state, false
+  end
+  job.ProductKey = opts.product_key
+  if opts.count then
+    job.Count = opts.count
+  else
+    job.Devices = read_names(opts, streams)
+    job.skip_invalid = opts.skip_invalid or nil
+  end
+  local state, own, dir = opts.state, false, nil
+  if state then
+    check_new_state(state)
+  else
+    -- Without --state the job still keeps a journal, so a failure can be finished with
+    -- 'resume'; it is removed when the job completes.
+    state, dir = temp_state()
+    own = true
+  end
+  job.journal = state
+  return job, state, own, dir
+end
+
+local function run_helper(client, opts, job)
+  if opts.command == "resume" then return client:resume(job) end
+  if job.Count then return client:register_devices(job) end
+  return client:register_named_devices(job)
+end
+
+-- A job that failed: the known devices written when no command can fetch them, the
+-- failure reported, and the journal removed only when this run created it and it is of
+-- no use (nothing created, or nothing sent).
+local function job_failed(err, opts, streams, out, state, own_state, dir)
+  local journal = require "aliyun.iot.journal"
+  if err.ambiguous and err.devices and #err.devices > 0 then
+    -- No command can settle an uncertain BatchRegisterDevice (its error says so), so the
+    -- devices of the applies known are written rather than held back; exit status stays 1.
+    write_devices(opts, out, err.devices, opts.product_key)
+    local ok, werr = out:finish()
+    streams.stderr:write("aliyun-iot: ", ok and (("%d devices of the known applies written to %s")
+      :format(#err.devices, opts.out or "stdout")) or werr, "\n")
+  end
+  out:abort()
+  if err.parameter == "journal" and dir then
+    -- the library could not create the journal in TMPDIR: no journal, no job
+    local_error("cannot keep the job's journal in TMPDIR folder %s: %s; set TMPDIR to a " ..
+      "writable folder or give --state FILE", dir, tostring(err.message))
+  end
+  local created = (err.apply_ids and #err.apply_ids > 0) or err.ambiguous
+  local code = failure_code(err)
+  -- a journal with an ApplyId in it is never dropped, whatever the error
+  if not created and (code == M.EXIT_USAGE or own_state) then
+    if journal.discard(state) or own_state then state = nil end
+  end
+  if state and (err.parameter == "journal" or not journal.read(state)) then
+    state = nil -- not a journal of this job (refused, or unreadable): nothing to resume
+  end
+  return report_failure(err, opts, streams, state)
+end
+
 -- register and resume: the job, then all devices to the output at once.
 -- `ctx` receives the output, the journal and whether this run chose it, for
 -- `report_interrupt`.
 local function run_job(opts, streams, ui, now, ctx)
-  -- own_state: a journal this run chose (removed once the job is done, or when nothing
-  -- was created); made_state: a journal this run created (removed too when the job ends
-  -- in a usage error, as then nothing was registered)
-  local state, own_state, made_state = opts.state, false, false
-  local job, out
-  if state and path_kind(state) == "folder" then
-    local_error("state file %s is a folder, not a journal", state)
-  end
-  if opts.command == "register" then
-    job = {ProductKey = opts.product_key, on_progress = ui.on_progress, deadline = opts.deadline}
-    if opts.count then
-      job.Count = opts.count
-    else
-      job.Devices = read_names(opts, streams)
-      job.skip_invalid = opts.skip_invalid or nil
-    end
-    if state then
-      if (file_size(state) or 0) > 0 then
-        local_error("state file %s exists: finish its job with 'aliyun-iot resume --state %s' "
-          .. "or choose a new file", state, state)
-      end
-    else
-      -- Without --state the job still keeps a journal, so a failure can be finished with
-      -- 'resume'; it is removed when the job completes.
-      local dir = os.getenv("TMPDIR") or "/tmp"
-      state = ("%s/aliyun-iot-%s.state"):format(dir, random_tag())
-      own_state = true
-    end
-    out = open_output(opts.out, streams.stdout)
-    if not create_private(state) then
-      if own_state then
-        -- no journal then: a failure still lists the ApplyIds created
-        state, own_state = nil, false
-      elseif file_size(state) == 0 then
-        -- an empty --state file is accepted; it will hold DeviceSecrets
-        os.execute("chmod 600 " .. shell_quote(state))
-      else
-        out:abort()
-        local_error("cannot create state file %s", state)
-      end
-    end
-    made_state = state ~= nil
-    job.journal = state
-  else
-    if not file_size(state) then local_error("cannot read state file %s", state) end
-    -- a file that is not a journal is a local mistake, found before any request
-    -- (read, not opened: opening locks the journal, and the job opens it again)
-    local records, jerr = require("aliyun.iot.journal").read(state)
-    if not records then
-      local_error("state file %s is not a journal to resume: %s", state,
-        tostring(jerr and jerr.message or jerr))
-    end
-    job = {journal = state, on_progress = ui.on_progress, deadline = opts.deadline}
-    out = open_output(opts.out, streams.stdout)
-  end
+  local job, state, own_state, dir = job_args(opts, streams, ui)
+  local out = open_output(opts.out, streams.stdout)
   ctx.out, ctx.state, ctx.own_state = out, state, own_state
   local client, cerr = new_client(opts, ui)
   if not client then
     out:abort()
-    if made_state then os.remove(state) end
-    streams.stderr:write("aliyun-iot: ", tostring(cerr), "\n")
+    print_error(streams, cerr)
     return failure_code(cerr)
   end
   if own_state then
@@ -867,43 +1013,19 @@ local function run_job(opts, streams, ui, now, ctx)
       :format(state, resume_command(opts, state)))
   end
   local t0 = now()
-  local res, err
-  if opts.command == "resume" then
-    res, err = client:resume(job)
-  elseif job.Count then
-    res, err = client:register_devices(job)
-  else
-    res, err = client:register_named_devices(job)
-  end
+  local res, err = run_helper(client, opts, job)
   ui.done()
-  if not res and err.ambiguous and err.devices and #err.devices > 0 then
-    -- No command can settle an uncertain BatchRegisterDevice (its error says so), so the
-    -- devices of the applies known are written rather than held back; exit status stays 1.
-    write_devices(opts, out, err.devices, opts.product_key)
-    local ok, werr = out:finish()
-    streams.stderr:write("aliyun-iot: ", ok and (("%d devices of the known applies written to %s")
-      :format(#err.devices, opts.out or "stdout")) or werr, "\n")
-  end
-  if not res then
-    out:abort()
-    local code = report_failure(err, opts, streams, state, state and not own_state)
-    local created = (err.apply_ids and #err.apply_ids > 0) or err.ambiguous
-    if made_state and (code == M.EXIT_USAGE or (own_state and not created)) then
-      os.remove(state)
-    end
-    return code
-  end
+  if not res then return job_failed(err, opts, streams, out, state, own_state, dir) end
   local n = write_devices(opts, out, res.Devices or {}, opts.product_key)
   local ok, werr = out:finish()
   if not ok then
+    -- the devices are safe in the journal only: it stays, named with the command
     streams.stderr:write("aliyun-iot: ", werr, "\n")
-    if state then
-      streams.stderr:write("aliyun-iot: the devices are in the journal; write them again with:\n  ",
-        resume_command(opts, state), "\n")
-    end
+    streams.stderr:write("aliyun-iot: the devices are in the journal ", state,
+      "; write them again with:\n  ", resume_command(opts, state), "\n")
     return M.EXIT_FAILURE
   end
-  if own_state then os.remove(state) end
+  if own_state then require("aliyun.iot.journal").discard(state) end
   local stats = client:stats()
   ui.note(("%s in %s, %.1f s, %s, %s, %d throttled")
     :format(count_of(n, "device", "devices"), count_of(#(res.ApplyIds or {}), "apply", "applies"),
@@ -926,14 +1048,14 @@ local function run_devices(opts, streams, ui, ctx)
   local client, cerr = new_client(opts, ui)
   if not client then
     out:abort()
-    streams.stderr:write("aliyun-iot: ", tostring(cerr), "\n")
+    print_error(streams, cerr)
     return failure_code(cerr)
   end
   local w = device_writer(out, opts.format, opts.product_key)
   for dev, err in client:apply_devices{ProductKey = opts.product_key, ApplyId = opts.apply_id} do
     if not dev then
       out:abort()
-      streams.stderr:write("aliyun-iot: ", tostring(err), "\n")
+      print_error(streams, err)
       return failure_code(err)
     end
     w.add(dev)
@@ -970,7 +1092,7 @@ local function run_call(opts, streams, ui, ctx)
   end
   if not res then
     out:abort()
-    streams.stderr:write("aliyun-iot: ", tostring(err), "\n")
+    print_error(streams, err)
     return failure_code(err)
   end
   local row = require("aliyun.iot.actions").get(action)
@@ -984,8 +1106,8 @@ local function run_call(opts, streams, ui, ctx)
 end
 
 local function version()
-  local ok, core = pcall(require, "aliyun.iot.core")
-  return ok and core._VERSION or "unknown"
+  local ok, mod = pcall(require, "aliyun.iot.core")
+  return ok and mod._VERSION or "unknown"
 end
 
 -- Lua's stand-alone interpreters turn SIGINT into this error (lua.c and luajit.c: a hook
@@ -1001,6 +1123,8 @@ end
 -- @treturn integer exit status (0, 1, 2 or 3; 130 when SIGINT stopped it: the journal and
 --   the resume command are then on stderr)
 function M.main(argv, streams)
+  -- The process holds the AccessKeySecret and DeviceSecrets: no core file may keep them.
+  require("aliyun.iot.core").disable_core_dumps()
   streams = streams or {}
   streams.stdin = streams.stdin or io.stdin
   streams.stdout = streams.stdout or io.stdout

@@ -63,12 +63,14 @@ function M.parse_ini(text)
   return sections
 end
 
+-- The largest credentials or config file read: a real one is a few hundred bytes.
+local MAX_FILE_BYTES = 1048576
+
+-- The text of a regular file (symlinks followed), at most MAX_FILE_BYTES; nil and a
+-- reason for anything else (missing, a device such as /dev/zero, a FIFO, too large), so
+-- that a bad path never hangs the process or exhausts its memory.
 local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("*a")
-  f:close()
-  return text
+  return require("aliyun.iot.core").read_file(path, MAX_FILE_BYTES)
 end
 
 local checked_modes = {}

@@ -2,7 +2,7 @@
 -- that records a provisioning job as it runs, so that a process killed at any moment
 -- loses nothing and `client:resume{journal = PATH}` can finish the job.
 --
--- Every append is written and fsync'ed (`core.append_sync`) before the call returns: an
+-- Every append is written and fsync'ed (`file:append`) before the call returns: an
 -- ApplyId is on disk before it is polled, and a BatchRegisterDevice is recorded as
 -- submitted right before it is sent (after its QPS wait, so a process killed while it
 -- waits leaves no uncertain submission behind). The file is created with mode 0600: it holds DeviceSecrets
@@ -36,88 +36,291 @@
 -- before the client waits and sends it again, so a process killed during that wait
 -- leaves nothing uncertain behind.
 --
--- A job holds an exclusive lock on its journal (`core.lock_file`) from start or resume to
--- its end (`Journal:close`), so that two processes never resume the same job at once.
+-- A journal is a file the job creates: `create` makes a new regular file exclusively (mode
+-- 0600, never through a symlink) and locks it on the same descriptor before writing the
+-- `job` line, so a process that loses a race for the path touches nothing. `open` (resume)
+-- takes only an existing regular file, locked the same way. Appends go through that
+-- locked descriptor (`core.journal_open`), never by reopening the path. A job holds the
+-- lock from start or resume to its end (`Journal:close`), so that two processes never run
+-- the same job at once.
+--
+-- Reading validates every event as strictly as user input (event names, field types and
+-- ranges: Count an integer 1..10,000,000, ApplyId a digit string, DeviceName by the name
+-- rule...): a bad line is refused as `JournalError` "PATH:LINE: what is wrong".
 -- @module aliyun.iot.journal
 
 local core = require "aliyun.iot.core"
+local validate = require "aliyun.iot.validate"
 local cjson = require("cjson").new()
 
 local M = {}
+
+--- The largest journal read, in bytes (about ten million devices' lines).
+M.MAX_BYTES = 1073741824 * 4
+
+local MAX_COUNT = 10000000
 
 local Journal = {}
 Journal.__index = Journal
 Journal.__name = "aliyun.iot.Journal"
 
+-- Files this process created, path -> identity ("device:inode"), for `M.discard`.
+local created = {}
+
 local function journal_error(message)
   return require("aliyun.iot.errors").new{code = "JournalError", message = message}
 end
 
---- Starts a journal for a new job. The file must not exist yet (or be empty): a journal
--- holds one job, and an existing one is finished with `client:resume`.
--- @tparam string path
--- @tparam table job the `job` event's fields (without `event`)
--- @treturn ?table journal
--- @treturn ?table err `JournalError` (the file exists, or cannot be written)
-function M.create(path, job)
-  local f = io.open(path, "rb")
-  if f then
-    local size = f:seek("end")
-    f:close()
-    -- A folder opens for reading too; only opening it for writing tells (EISDIR).
-    local w, _, code = io.open(path, "ab")
-    if w then w:close() end
-    if code == 21 then
-      return nil, journal_error(("journal %s is a directory: give the path of a new " ..
-        "file"):format(path))
-    end
-    if size and size > 0 then
-      return nil, journal_error(("journal %s already exists: finish that job with " ..
-        "client:resume{journal = ...}, or choose a new path"):format(path))
+-- A path for the C functions, which refuse a NUL byte (it would cut the name silently).
+local function check_path(path)
+  if type(path) ~= "string" or path == "" or path:find("%z") then
+    return nil, journal_error("a journal path must be a non-empty string without NUL bytes")
+  end
+  return path
+end
+
+-- Event validation --------------------------------------------------------------------
+
+local function is_int(v, lo, hi)
+  return type(v) == "number" and v == math.floor(v) and v >= lo and v <= hi
+end
+
+local function text(v)
+  return type(v) == "string" and v ~= "" and not v:find("[%z\r\n]")
+end
+
+-- Field checks: each returns nil when the value is fine, else what is wrong with it.
+local F = {}
+function F.count(v) if not is_int(v, 1, MAX_COUNT) then
+  return ("must be an integer from 1 to %d"):format(MAX_COUNT) end end
+function F.count_opt(v) if v ~= nil then return F.count(v) end end
+function F.total(v) if not is_int(v, 0, MAX_COUNT) then
+  return ("must be an integer from 0 to %d"):format(MAX_COUNT) end end
+function F.seq(v) if not is_int(v, 1, 2^53) then return "must be a positive integer" end end
+function F.seq_opt(v) if v ~= nil then return F.seq(v) end end
+function F.apply_id(v)
+  if type(v) ~= "string" or not v:find("^%d+$") or #v > 20 then
+    return "must be a string of digits"
+  end
+end
+function F.text(v) if not text(v) then return "must be a non-empty string without NUL, CR or LF" end end
+function F.string(v) if type(v) ~= "string" then return "must be a string" end end
+function F.string_opt(v) if v ~= nil and type(v) ~= "string" then return "must be a string" end end
+function F.device_name(v) return validate.device_name_problem(v) end
+function F.action(v) if v ~= "BatchRegisterDevice" then return "must be BatchRegisterDevice" end end
+function F.bool_opt(v) if v ~= nil and type(v) ~= "boolean" then return "must be true or false" end end
+function F.phase(v) if v ~= "create" and v ~= "check" then return "must be create or check" end end
+
+-- A list (keys 1..n) whose items pass `item`; nil allowed when `optional`.
+local function list_of(item, optional)
+  return function(v)
+    if v == nil and optional then return nil end
+    if type(v) ~= "table" then return "must be a list" end
+    local n = 0
+    for _ in pairs(v) do n = n + 1 end
+    for i = 1, n do
+      local why = item(v[i])
+      if why then return ("item %d %s"):format(i, why) end
     end
   end
-  local self = setmetatable({path = path}, Journal)
+end
+
+local function any_name(v)
+  if type(v) ~= "string" and type(v) ~= "number" then return "must be a name" end
+end
+
+-- {DeviceName=, ErrorMsg=} entries (the names may be invalid ones: they are the verdicts).
+local function verdict(v)
+  if type(v) ~= "table" then return "must be {DeviceName=, ErrorMsg=}" end
+  return (any_name(v.DeviceName) and "has no DeviceName") or F.string_opt(v.ErrorMsg)
+end
+
+local function named_device(v)
+  if type(v) ~= "table" then return "must be {DeviceName=, DeviceNickname=}" end
+  return (any_name(v.DeviceName) and "has no DeviceName") or F.string_opt(v.DeviceNickname)
+end
+
+local function names(v) return F.device_name(v) end
+
+-- Event name -> {field = check}. Fields not listed are ignored (written by a later version
+-- of the job they would be new facts, not changes to these).
+local EVENTS = {
+  submit = {seq = F.seq, action = F.action, Count = F.count},
+  apply = {seq = F.seq_opt, ApplyId = F.apply_id, ProductKey = F.text, phase = F.phase,
+           Count = F.count_opt, Names = list_of(names, true)},
+  failed = {seq = F.seq, action = F.action},
+  uncertain = {seq = F.seq, action = F.action, Count = F.count_opt, message = F.string_opt},
+  device = {ApplyId = F.apply_id, ProductKey = F.text, DeviceName = F.device_name,
+            DeviceSecret = F.text, IotId = F.text},
+  fetched = {ApplyId = F.apply_id, Total = F.total, Status = F.text,
+             Failed = list_of(verdict, true)},
+  done = {Devices = F.total, Invalid = list_of(verdict, true)},
+}
+
+local JOB = {
+  random = {ProductKey = F.text, Count = F.count},
+  named = {ProductKey = F.text, skip_invalid = F.bool_opt, Devices = list_of(named_device)},
+}
+
+local function check_fields(rec, fields)
+  local keys = {}
+  for k in pairs(fields) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local why = fields[k](rec[k])
+    if why then return ("%s event: %s %s"):format(rec.event, k, why) end
+  end
+end
+
+-- What is wrong with the event on line `n` (1: the job line), or nil.
+local function event_problem(rec, n)
+  if type(rec) ~= "table" or type(rec.event) ~= "string" then return "is not a journal event" end
+  if n == 1 then
+    if rec.event ~= "job" then return "is not an aliyun-iot journal (no job event first)" end
+    if rec.version ~= 1 then return "unknown journal version " .. tostring(rec.version) end
+    local fields = JOB[rec.kind]
+    if not fields then return "job event: unknown kind " .. tostring(rec.kind) end
+    return check_fields(rec, fields)
+  end
+  local fields = EVENTS[rec.event]
+  if not fields then return ("unknown event '%s'"):format(rec.event) end
+  return check_fields(rec, fields)
+end
+
+-- Parses a journal's text: the events in order and whether the last line was torn (a
+-- write cut short by a crash), or nil and a JournalError naming PATH:LINE.
+local function parse(path, body)
+  local records, n, torn = {}, 0, false
+  for line, nl in body:gmatch("([^\n]*)(\n?)") do
+    if line == "" and nl == "" then break end
+    n = n + 1
+    local ok, rec = pcall(core.json_decode, line)
+    if not ok then rec = nil end
+    local why = line == "" and "is an empty line" or event_problem(rec, #records + 1)
+    if why then
+      -- Only the very last line may be cut short (a write interrupted by a crash).
+      if nl == "\n" or type(rec) == "table" then
+        return nil, journal_error(("%s:%d: %s"):format(path, n, why))
+      end
+      torn = true
+    else
+      records[#records + 1] = rec
+    end
+  end
+  if not records[1] then
+    return nil, journal_error(path .. " is not an aliyun-iot journal (no job event first)")
+  end
+  return records, torn
+end
+
+--- Whether a journal's events hold a finished job (a `done` event).
+-- @tparam table records from `read` or `open`
+-- @treturn boolean
+function M.finished(records)
+  for i = #records, 2, -1 do
+    if records[i].event == "done" then return true end
+  end
+  return false
+end
+local finished = M.finished
+
+-- Opening and writing --------------------------------------------------------------------
+
+-- Why `create` cannot use `path` that exists already: a plain sentence for each case.
+local function exists_error(path)
+  local kind = core.file_kind(path)
+  if kind == "folder" then
+    return journal_error(("journal %s is a directory: give the path of a new file"):format(path))
+  elseif kind ~= "file" then
+    return journal_error(("journal %s exists and is not a regular file: a journal is a " ..
+      "new file the job creates"):format(path))
+  end
+  local body = core.read_file(path, M.MAX_BYTES)
+  local records = body and body ~= "" and parse(path, body)
+  if records and finished(records) then
+    return journal_error(("journal %s holds a finished job (its devices are in it); " ..
+      "choose a new path for a new job"):format(path))
+  elseif records then
+    return journal_error(("journal %s holds an unfinished job: finish it with " ..
+      "client:resume{journal = ...}, or choose a new path"):format(path))
+  end
+  return journal_error(("journal %s already exists: a journal is a new file the job " ..
+    "creates; choose a new path"):format(path))
+end
+
+--- Starts a journal for a new job: creates the file (it must not exist: not even empty,
+-- nor as a symlink, device or FIFO), locks it, and writes the `job` line.
+-- @tparam string path
+-- @tparam table job the `job` event's fields (without `event`)
+-- @treturn ?table journal (`j.path`; locked until `j:close()`)
+-- @treturn ?table err `JournalError` (something is at path already -- a finished job's
+--   journal says so --, or the file cannot be created or written)
+function M.create(path, job)
+  local p, perr = check_path(path)
+  if not p then return nil, perr end
+  local file, why = core.journal_open(path, "create")
+  if not file then
+    if core.file_kind(path) ~= "none" then return nil, exists_error(path) end
+    return nil, journal_error(why)
+  end
+  local self = setmetatable({path = path, file = file}, Journal)
+  created[path] = file:id()
   local record = {event = "job", version = 1}
   for k, v in pairs(job) do record[k] = v end
   local ok, err = self:append(record)
-  if not ok then return nil, err end
-  ok, err = self:_lock()
-  if not ok then return nil, err end
+  if not ok then
+    -- Nothing was sent: the empty file this run made is removed, not left to be refused.
+    self:close()
+    M.discard(path)
+    return nil, err
+  end
   return self
 end
 
-function Journal:_lock()
-  local lock, why = core.lock_file(self.path)
-  if not lock then
-    if why:find("is locked$") then
-      why = ("journal %s is in use by another process: one job runs once at a time")
-        :format(self.path)
-    end
-    return nil, journal_error(why)
-  end
-  self.lock = lock
-  return true
+--- Removes the journal at `path` if this process created it and the path still names
+-- that same file (never a file another process put there since). Idempotent.
+-- @tparam string path
+-- @treturn boolean whether it was removed
+function M.discard(path)
+  local id = created[path]
+  if not id then return false end
+  local kind, now = core.file_kind(path)
+  if kind ~= "file" or now ~= id then return false end
+  created[path] = nil
+  return os.remove(path) ~= nil
 end
 
 --- Releases the journal's lock (the job is over). Idempotent.
 function Journal:close()
-  if self.lock then self.lock:unlock() end
+  if self.file then self.file:close() end
+end
+
+-- The lock error in a sentence, or a JournalError for another failure.
+local function open_error(path, why)
+  if why:find("is locked$") then
+    return journal_error(("journal %s is in use by another process: one job runs once " ..
+      "at a time"):format(path))
+  end
+  if why:find("No such file") then
+    return journal_error(("cannot read the journal %s: no such file"):format(path))
+  end
+  return journal_error(("cannot open the journal: %s"):format(why))
 end
 
 --- Opens an existing journal to finish its job, and locks it until `Journal:close`.
 -- @tparam string path
--- @treturn ?table journal (appends go to the same file)
+-- @treturn ?table journal (appends go to the same file, through the locked descriptor)
 -- @treturn ?table records every event, in order; a last line cut short by a crash is
 --   left out, and cut off the file, so that appends start on a line of their own
--- @treturn ?table err `JournalError` (missing, unreadable, not a journal, or locked by
---   another job: "journal PATH is in use by another process")
+-- @treturn ?table err `JournalError` (missing, not a regular file, unreadable, not a
+--   journal or a bad event ("PATH:LINE: what is wrong"), or locked by another job:
+--   "journal PATH is in use by another process")
 function M.open(path)
-  local f, why = io.open(path, "rb")
-  if not f then return nil, nil, journal_error("cannot read the journal: " .. tostring(why)) end
-  f:close()
-  local self = setmetatable({path = path}, Journal)
-  local ok, lerr = self:_lock()
-  if not ok then return nil, nil, lerr end
+  local p, perr = check_path(path)
+  if not p then return nil, nil, perr end
+  local file, why = core.journal_open(path, "existing")
+  if not file then return nil, nil, open_error(path, why) end
+  local self = setmetatable({path = path, file = file}, Journal)
   local records, err = self:_read()
   if not records then
     self:close()
@@ -126,67 +329,41 @@ function M.open(path)
   return self, records
 end
 
--- Reads and parses the journal at path: the events in order, and whether the last line
--- was torn (a write cut short by a crash), or nil and a JournalError.
-local function load(path)
-  local f, why = io.open(path, "rb")
-  if not f then return nil, journal_error("cannot read the journal: " .. tostring(why)) end
-  local text, rerr = f:read("*a")
-  f:close()
-  if not text then
-    return nil, journal_error(("cannot read the journal %s: %s"):format(path, tostring(rerr)))
-  end
-  local records, n, torn = {}, 0, false
-  for line, nl in text:gmatch("([^\n]*)(\n?)") do
-    n = n + 1
-    if line ~= "" then
-      local rec = core.json_decode(line)
-      if type(rec) ~= "table" or type(rec.event) ~= "string" then
-        -- Only the very last line may be cut short (a write interrupted by a crash).
-        if nl == "\n" then
-          return nil, journal_error(("%s:%d is not a journal event"):format(path, n))
-        end
-        torn = true
-      else
-        records[#records + 1] = rec
-      end
-    end
-  end
-  if not records[1] or records[1].event ~= "job" then
-    return nil, journal_error(path .. " is not an aliyun-iot journal (no job event first)")
-  end
-  if records[1].version ~= 1 then
-    return nil, journal_error(path .. ": unknown journal version " .. tostring(records[1].version))
-  end
-  return records, torn, text
-end
-
---- Reads a journal's events without locking or changing it (to report on a job, even one
--- this process runs).
+--- Reads and validates a journal's events without locking or changing it (to report on a
+-- job, even one this process runs, or to check a file before a job starts).
 -- @tparam string path
 -- @treturn ?table records every event, in order (a torn last line left out)
 -- @treturn ?table err `JournalError`
 function M.read(path)
-  local records, err = load(path)
+  local p, perr = check_path(path)
+  if not p then return nil, perr end
+  local kind = core.file_kind(path)
+  if kind ~= "file" and kind ~= "none" then
+    return nil, journal_error(("%s is not a regular file"):format(path))
+  end
+  local body, why = core.read_file(path, M.MAX_BYTES)
+  if not body then return nil, open_error(path, why) end
+  local records, err = parse(path, body)
   if not records then return nil, err end
   return records
 end
 
 function Journal:_read()
-  local path = self.path
-  local records, torn, text = load(path)
+  local body, why = self.file:read(M.MAX_BYTES)
+  if not body then return nil, journal_error(("%s: %s"):format(self.path, why)) end
+  local records, torn = parse(self.path, body)
   if not records then return nil, torn end
-  if text:sub(-1) ~= "\n" and text ~= "" then
+  if body:sub(-1) ~= "\n" then
     -- The last write was cut by a crash: appending after it would glue the next event to
     -- it and lose both. A whole event lacking only its newline gets it; a torn one is cut
     -- off (the lines before it are whole).
     local ok, werr
     if torn then
-      ok, werr = core.truncate(path, #text - #text:match("[^\n]*$"))
+      ok, werr = self.file:truncate(#body - #body:match("[^\n]*$"))
     else
-      ok, werr = core.append_sync(path, "\n")
+      ok, werr = self.file:append("\n")
     end
-    if not ok then return nil, journal_error(werr) end
+    if not ok then return nil, journal_error(("%s: %s"):format(self.path, werr)) end
   end
   return records
 end
@@ -205,6 +382,8 @@ end
 
 --- Appends a list of events in one durable write.
 -- @tparam {table,...} events
+-- @treturn ?boolean true
+-- @treturn ?table err `JournalError`
 function Journal:append_list(events)
   if #events == 0 then return true end
   local lines = {}
@@ -214,8 +393,8 @@ end
 
 function Journal:_write(lines)
   lines[#lines + 1] = ""
-  local ok, why = core.append_sync(self.path, table.concat(lines, "\n"))
-  if not ok then return nil, journal_error(why) end
+  local ok, why = self.file:append(table.concat(lines, "\n"))
+  if not ok then return nil, journal_error(("%s: %s"):format(self.path, why)) end
   return true
 end
 
