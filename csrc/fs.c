@@ -514,23 +514,6 @@ static int l_lock_file(lua_State *L)
     return 1;
 }
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
-                      lua_CFunction release)
-{
-    if (luaL_newmetatable(L, name)) {
-        lua_pushstring(L, name);
-        lua_setfield(L, -2, "__name");
-        lua_pushcfunction(L, release);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, release);
-        lua_setfield(L, -2, "__close");
-        lua_newtable(L);
-        luaL_setfuncs(L, methods, 0);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
-}
-
 void aliyun_open_fs(lua_State *L)
 {
     static const luaL_Reg lock_methods[] = {{"unlock", lock_release}, {NULL, NULL}};
@@ -542,7 +525,12 @@ void aliyun_open_fs(lua_State *L)
         {"read_file", l_read_file}, {"disable_core_dumps", l_disable_core_dumps},
         {"append_sync", l_append_sync}, {"lock_file", l_lock_file}, {NULL, NULL}};
 
-    new_class(L, LOCK_MT, lock_methods, lock_release);
-    new_class(L, JFILE_MT, jfile_methods, jfile_close);
+    static const luaL_Reg lock_meta[] = {
+        {"__gc", lock_release}, {"__close", lock_release}, {NULL, NULL}};
+    static const luaL_Reg jfile_meta[] = {
+        {"__gc", jfile_close}, {"__close", jfile_close}, {NULL, NULL}};
+
+    aliyun_newclass(L, LOCK_MT, lock_methods, lock_meta);
+    aliyun_newclass(L, JFILE_MT, jfile_methods, jfile_meta);
     luaL_setfuncs(L, funcs, 0);
 }
