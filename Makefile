@@ -83,8 +83,10 @@ check-valgrind: deps
 	@sh tools/test.sh valgrind_specs
 
 # The main job on the local emulator: 2,500 random-named + 25 named devices into
-# devices.csv (0600), with a summary (examples/demo.lua).
-demo: deps
+# devices.csv (0600), with a summary (examples/demo.lua). Its packages only: not the test
+# tooling that `make deps` adds (Node.js packages, linters, other interpreters).
+demo:
+	@sh tools/deps.sh demo
 	@$(MAKE) --no-print-directory LUA=lua5.4 all
 	@LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 examples/demo.lua
 

@@ -36,7 +36,7 @@ local function check_vectors()
 end
 
 describe("core signing", function()
-  it("reproduces every vector of the shared reference", function()
+  it("reproduces every vector of spec/vectors.json", function()
     assert.is_true(#vectors.v1 >= 10 and #vectors.v3 >= 2)
     check_vectors()
   end)

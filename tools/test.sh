@@ -1,15 +1,26 @@
 #!/bin/sh
 # Runs every test step, keeps going after a failing step, and ends with one plain line
 # "N passed, N failed" summed over all steps (CI reads that line, not busted's summary).
+# Just above that line, every failing test is listed with its step ("lua5.4: not ok 12 - ...").
 # Usage: tools/test.sh STEP...   where a STEP is one of the functions below.
 set -u
 LUA=${LUA:-lua5.4}
 COUNTS=$(mktemp)
-trap 'rm -f "$COUNTS"' EXIT
+FAILS=$(mktemp)
+trap 'rm -f "$COUNTS" "$FAILS"' EXIT
 
 record() { # label passed failed
     echo "$1: $2 passed, $3 failed"
     echo "$2 $3" >> "$COUNTS"
+}
+
+# Keeps the failing tests of a step's TAP output for the closing list; a step that failed
+# without a single "not ok" line (it died first) is listed by its label.
+keep_failures() { # label tap-output-file failed-count
+    grep '^not ok ' "$2" | sed "s/^/$1: /" >> "$FAILS"
+    if [ "$3" -gt 0 ] && ! grep -q '^not ok ' "$2"; then
+        echo "$1: not ok - the step reported no test (it died before reporting; see its output above)" >> "$FAILS"
+    fi
 }
 
 # busted over TAP: every "ok"/"not ok" line is one test; a run that dies before reporting
@@ -22,6 +33,7 @@ busted_step() { # label lua spec-paths...
         busted --lua="$lua" -o TAP "$@" 2>&1 | tee "$out"
     pass=$(grep -c '^ok ' "$out"); fail=$(grep -c '^not ok ' "$out")
     [ "$pass" -eq 0 ] && [ "$fail" -eq 0 ] && fail=1
+    keep_failures "$label" "$out" "$fail"
     rm -f "$out"
     record "$label" "$pass" "$fail"
 }
@@ -33,6 +45,7 @@ tap_step() { # label command...
     "$@" 2>&1 | tee "$out"
     pass=$(grep -c '^ok ' "$out"); fail=$(grep -c '^not ok ' "$out")
     [ "$pass" -eq 0 ] && [ "$fail" -eq 0 ] && fail=1
+    keep_failures "$label" "$out" "$fail"
     rm -f "$out"
     record "$label" "$pass" "$fail"
 }
@@ -59,7 +72,10 @@ asan() {
         CORE_DIR=build/asan busted_step asan "$PWD/tools/asan/lua" --exclude-tags=openresty spec
     reports=$(find build/asan/reports -type f | wc -l)
     for f in build/asan/reports/*; do [ -f "$f" ] && cat "$f"; done
-    if [ "$reports" -eq 0 ]; then record "sanitizer reports" 1 0; else record "sanitizer reports" 0 "$reports"; fi
+    if [ "$reports" -eq 0 ]; then record "sanitizer reports" 1 0; else
+        find build/asan/reports -type f | sed 's/^/sanitizer reports: not ok - /' >> "$FAILS"
+        record "sanitizer reports" 0 "$reports"
+    fi
 }
 # make check-valgrind: the specs that drive the C core hardest, each in one Lua 5.4 process
 # under memcheck (children such as nginx are not traced). Each spec's tests count as usual,
@@ -81,10 +97,12 @@ valgrind_specs() {
         [ "$pass" -eq 0 ] && [ "$fail" -eq 0 ] && fail=1
         if [ -s "build/valgrind/$name.log" ]; then
             cat "build/valgrind/$name.log"
-            echo "not ok - valgrind $spec (build/valgrind/$name.log)"; fail=$((fail + 1))
+            echo "not ok - valgrind $spec (build/valgrind/$name.log)" | tee -a "$out"
+            fail=$((fail + 1))
         else
             echo "ok - valgrind $spec"; pass=$((pass + 1))
         fi
+        keep_failures "valgrind $name" "$out" "$fail"
         rm -f "$out"
         record "valgrind $name" "$pass" "$fail"
     done
@@ -101,4 +119,8 @@ matrix() {
 }
 
 for step in "$@"; do "$step"; done
+if [ -s "$FAILS" ]; then
+    echo "Failing tests:"
+    cat "$FAILS"
+fi
 awk '{p += $1; f += $2} END {printf "%d passed, %d failed\n", p, f; exit (f > 0)}' "$COUNTS"

@@ -1,6 +1,6 @@
 -- A tiny request signer for the emulator's own specs (lua5.4 + lua-luaossl + LuaSocket).
 -- Independent of the client under construction, so the emulator is not proven by it.
--- Rules: /work/shared/reference/iot-api.md §2 (V1) and §3 (ACS3).
+-- Rules: docs/wire.md §2 (V1) and §3 (ACS3).
 local hmac = require "openssl.hmac"
 local digest = require "openssl.digest"
 local http = require "socket.http"

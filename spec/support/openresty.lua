@@ -35,12 +35,13 @@ function M.start(opts)
   assert(sh("mkdir -p " .. q(prefix .. "/logs")))
   local port = free_port()
   conf = edit(conf, "worker_processes auto;", ("worker_processes %d;"):format(opts.workers or 1))
-  conf = edit(conf, "listen 127.0.0.1:8080;", ("listen 127.0.0.1:%d reuseport;\n%s")
+  conf = edit(conf, "listen 127.0.0.1:@PORT@;", ("listen 127.0.0.1:%d reuseport;\n%s")
     :format(port, opts.locations or ""))
-  conf = edit(conf, '"$prefix/lua/?.lua;$prefix/lua/?/init.lua;$prefix/examples/openresty/?.lua;;"',
+  conf = edit(conf, '"@ROOT@/lua/?.lua;@ROOT@/lua/?/init.lua;@ROOT@/examples/openresty/?.lua;;"',
     ('"%s/lua/?.lua;%s/lua/?/init.lua;%s/examples/openresty/?.lua;%s/spec/support/?.lua;;"')
     :format(ROOT, ROOT, ROOT, ROOT))
-  conf = edit(conf, '"$prefix/build/luajit/?.so;;"', ('"%s/build/luajit/?.so;;"'):format(ROOT))
+  conf = edit(conf, '"@ROOT@/build/luajit/?.so;;"', ('"%s/build/luajit/?.so;;"'):format(ROOT))
+  conf = edit(conf, "resolver @RESOLVER@", "resolver 127.0.0.1")
   if opts.init then
     conf = edit(conf, 'init_by_lua_block { require "provision" }',
       'init_by_lua_block { require "provision"; ' .. opts.init .. ' }')
@@ -48,11 +49,6 @@ function M.start(opts)
   if opts.trusted then
     conf = edit(conf, "/etc/ssl/certs/ca-certificates.crt", opts.trusted)
   end
-  local temps = {}
-  for _, t in ipairs{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} do
-    temps[#temps + 1] = ("    %s_temp_path %s/%s;"):format(t, prefix, t)
-  end
-  conf = edit(conf, "http {\n", "http {\n" .. table.concat(temps, "\n") .. "\n")
   if (read("/proc/self/status") or ""):match("\nUid:%s+0%s") then conf = "user root;\n" .. conf end
   local f = assert(io.open(prefix .. "/nginx.conf", "wb"))
   f:write(conf)

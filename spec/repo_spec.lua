@@ -1,0 +1,71 @@
+-- The repository's own tooling, as a contributor or CI meets it: tools/test.sh's closing
+-- list of failing tests, and `make demo` installing no test tooling.
+local shell = require "spec.support.shell"
+local q, ok, capture, write = shell.quote, shell.ok, shell.capture, shell.write
+
+local function tmpdir()
+  local d = os.tmpname()
+  os.remove(d)
+  assert(ok("mkdir -m 700 " .. q(d)))
+  return d
+end
+
+-- A fake program on PATH: records each call's arguments in log, prints out, exits 0.
+local function fake(dir, name, out, log)
+  local path = dir .. "/" .. name
+  write(path, ("#!/bin/sh\necho \"$*\" >> %s\nprintf '%%s' %s\n"):format(q(log), q(out or "")))
+  assert(ok("chmod +x " .. q(path)))
+end
+
+describe("the repository's tooling", function()
+  local tmp
+  before_each(function() tmp = tmpdir() end)
+  after_each(function() ok("rm -rf " .. q(tmp)) end)
+
+  it("tools/test.sh lists the failing tests with their step just above its closing line",
+    function()
+    fake(tmp, "busted", "ok 1 - a passes\nnot ok 2 - b fails\n# b fails: why\n1..2\n",
+      tmp .. "/busted.log")
+    local out = capture(("PATH=%s:$PATH LUA=lua5.4 sh tools/test.sh core 2>&1"):format(q(tmp)))
+    local lines = {}
+    for line in out:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.are.equal("1 passed, 1 failed", lines[#lines])
+    assert.are.equal("lua5.4: not ok 2 - b fails", lines[#lines - 1])
+    assert.are.equal("Failing tests:", lines[#lines - 2])
+  end)
+
+  it("tools/test.sh lists a step that died before reporting any test", function()
+    fake(tmp, "busted", "lua5.4: cannot open spec\n", tmp .. "/busted.log")
+    local out = capture(("PATH=%s:$PATH LUA=lua5.4 sh tools/test.sh core 2>&1"):format(q(tmp)))
+    assert.matches("Failing tests:\nlua5.4: not ok %- the step reported no test[^\n]*\n0 passed, 1 failed\n$",
+      out)
+  end)
+
+  it("tools/test.sh prints no list when nothing fails", function()
+    fake(tmp, "busted", "ok 1 - a passes\n1..1\n", tmp .. "/busted.log")
+    local out = capture(("PATH=%s:$PATH LUA=lua5.4 sh tools/test.sh core 2>&1"):format(q(tmp)))
+    assert.is_nil(out:find("Failing tests:", 1, true))
+    assert.matches("\n1 passed, 0 failed\n$", out)
+  end)
+
+  it("make demo installs none of the Node.js test tooling (make deps does)", function()
+    -- A copy of tools/deps.sh beside a lock file and no node_modules, as in a fresh clone,
+    -- with a fake npm that records its calls.
+    assert(ok(("mkdir -p %s/tools/node %s/bin && cp tools/deps.sh %s/tools/ && " ..
+      "cp tools/node/package-lock.json %s/tools/node/"):format(q(tmp), q(tmp), q(tmp), q(tmp))))
+    local log = tmp .. "/npm.log"
+    fake(tmp .. "/bin", "npm", "", log)
+    local path = ("PATH=%s/bin:$PATH"):format(q(tmp))
+    assert.is_true(ok(("%s sh %s/tools/deps.sh demo >/dev/null 2>&1"):format(path, q(tmp))))
+    assert.is_nil(shell.read(log), "deps.sh demo ran npm")
+    -- the demo target asks for the demo set, not for the deps target
+    local plan = capture("make -n demo 2>&1")
+    assert.matches("sh tools/deps.sh demo\n", plan)
+    assert.is_nil(plan:find("tools/deps.sh\n", 1, true))
+    -- the full set does run npm ci there (so the fake above would have seen it)
+    if ok("command -v node >/dev/null 2>&1") then
+      assert.is_true(ok(("%s sh %s/tools/deps.sh >/dev/null 2>&1"):format(path, q(tmp))))
+      assert.matches("^ci ", shell.read(log) or "")
+    end
+  end)
+end)
