@@ -317,12 +317,14 @@ local function header_too_large()
                   code = "RequestHeaderTooLarge" })
 end
 
--- What `requests()` keeps: the parameters without Signature, with the SecurityToken (a
--- credential) replaced by "<redacted>".
+-- What `requests()` keeps: the parameters without Signature, with credentials (a
+-- SecurityToken, or a secret a broken client put into the parameters) as "<redacted>".
+local REDACTED = { SecurityToken = true, AccessKeySecret = true, DeviceSecret = true }
+
 local function recorded_params(params)
     local out = {}
     for k, v in pairs(params) do
-        if k == "SecurityToken" then out[k] = "<redacted>" elseif k ~= "Signature" then out[k] = v end
+        if REDACTED[k] then out[k] = "<redacted>" elseif k ~= "Signature" then out[k] = v end
     end
     return out
 end
