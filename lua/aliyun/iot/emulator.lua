@@ -53,28 +53,30 @@ local function accounts_of(o)
     end
     check(not o.access_keys and not o.products, "give access_keys and products inside accounts, not beside them")
     check(type(o.accounts) == "table" and next(o.accounts) ~= nil, "accounts must be {name = {access_keys =, products =}}")
-    local key_owner, pk_owner = {}, {}
+    local key_owner, pk_owner, out = {}, {}, {}
     for name, a in pairs(o.accounts) do
         check(type(name) == "string" and name ~= "" and type(a) == "table", "accounts must be {name = {access_keys =, products =}}")
         for k in pairs(a) do check(k == "access_keys" or k == "products", "accounts." .. name .. ": unknown field " .. tostring(k)) end
-        check(type(a.access_keys) == "table" and next(a.access_keys) ~= nil, "accounts." .. name .. " needs access_keys")
+        check(type(a.access_keys) == "table", "accounts." .. name .. " needs access_keys")
         for id in pairs(a.access_keys) do
             check(not key_owner[id], "AccessKeyId " .. tostring(id) .. " is in two accounts")
             key_owner[id] = name
         end
-        a.products = a.products or {}
-        check_strings(a.products, "accounts." .. name .. ".products")
-        for _, pk in ipairs(a.products) do
+        local products = a.products or {}
+        check_strings(products, "accounts." .. name .. ".products")
+        for _, pk in ipairs(products) do
             check(not pk_owner[pk], "ProductKey " .. pk .. " is in two accounts")
             pk_owner[pk] = name
         end
+        out[name] = { access_keys = a.access_keys, products = products }
     end
-    return o.accounts
+    return out
 end
 
 local function check_accounts(accounts)
     local n = 0
     for _, a in pairs(accounts) do
+        check(type(a.access_keys) == "table" and next(a.access_keys) ~= nil, "access_keys must be {id = secret, ...}")
         for k, v in pairs(a.access_keys) do
             check(type(k) == "string" and k ~= "" and type(v) == "string" and v ~= "", "access_keys must map strings to strings")
         end
