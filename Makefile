@@ -100,7 +100,9 @@ soak: deps
 	@$(MAKE) --no-print-directory all
 	@sh tools/test.sh soak
 
-# The local emulator in the foreground on 127.0.0.1:$(EMULATOR_PORT) (see tools/emulator.lua).
+# The local emulator in the foreground on 127.0.0.1:$(EMULATOR_PORT) until one Ctrl-C; its
+# other knobs (EMULATOR_TLS, EMULATOR_ASYNC_DELAY, EMULATOR_QPS, ...) are environment
+# variables, listed in README's emulator section and tools/emulator.lua.
 EMULATOR_PORT ?= 18080
 emulator:
 	@LUA_PATH="lua/?.lua;;" EMULATOR_PORT=$(EMULATOR_PORT) lua5.4 tools/emulator.lua

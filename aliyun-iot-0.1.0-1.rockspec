@@ -19,6 +19,7 @@ for offline tests.
 dependencies = {
   "lua >= 5.1",
   "lua-cjson",
+  "luasocket", -- the emulator's launcher (aliyun.iot.emulator); Debian: lua-socket
 }
 -- Debian puts curl's headers under the multiarch include folder, which LuaRocks' header
 -- search does not look in; declaring curl by its library resolves it there too.
@@ -61,6 +62,7 @@ build = {
     ["aliyun.iot.credentials"] = "lua/aliyun/iot/credentials.lua",
     ["aliyun.iot.emulator"] = "lua/aliyun/iot/emulator.lua",
     ["aliyun.iot.emulator.actions"] = "lua/aliyun/iot/emulator/actions.lua",
+    ["aliyun.iot.emulator.knobs"] = "lua/aliyun/iot/emulator/knobs.lua",
     ["aliyun.iot.emulator.literal"] = "lua/aliyun/iot/emulator/literal.lua",
     ["aliyun.iot.emulator.render"] = "lua/aliyun/iot/emulator/render.lua",
     ["aliyun.iot.emulator.server"] = "lua/aliyun/iot/emulator/server.lua",

@@ -32,6 +32,8 @@ describe("emulator", function()
         it("rejects unknown options and bad values", function()
             assert.has_error(function() emulator.start { prot = 1 } end)
             assert.has_error(function() emulator.start { invalid_names = "later" } end)
+            assert.has_error(function() emulator.start { access_keys = {} } end)
+            assert.has_error(function() emulator.start { max_count = "abc" } end)
             assert.has_error(function() emu:set { port = 1 } end)
             assert.has_error(function() emu:fault { kind = "explode", count = 1 } end)
         end)
@@ -457,5 +459,288 @@ describe("emulator options", function()
         assert.equal("InvalidSecurityToken.Malformed", cjson.decode(body).Code)
         e:stop()
         emu = old
+    end)
+end)
+
+-- Raw HTTP/1.1 over one connection (Connection: close): status, body (nil, err on timeout).
+local function raw(e, method, path, headers, body, timeout)
+    local c = assert(socket.connect("127.0.0.1", tonumber(e.control_endpoint:match(":(%d+)/$"))))
+    c:settimeout(timeout or 30)
+    local lines = { method .. " " .. path .. " HTTP/1.1", "Host: 127.0.0.1", "Connection: close" }
+    for k, v in pairs(headers or {}) do lines[#lines + 1] = k .. ": " .. v end
+    if body then lines[#lines + 1] = "Content-Length: " .. #body end
+    assert(c:send(table.concat(lines, "\r\n") .. "\r\n\r\n" .. (body or "")))
+    local status, err = c:receive("*l")
+    if not status then c:close(); return nil, err end
+    local text = c:receive("*a")
+    c:close()
+    return tonumber(status:match("^HTTP/1%.%d (%d+)")), text and text:match("\r\n\r\n(.*)$") or ""
+end
+
+local function free_json(text)
+    local ok, v = pcall(cjson.decode, text)
+    return ok and v or nil
+end
+
+describe("emulator as a test double", function()
+    local function with(opts, fn)
+        local e = emulator.start(opts)
+        local old = emu
+        emu = e
+        finally(function() emu = old; e:stop() end)
+        fn(e)
+    end
+
+    it("answers a 100 KB ACS3 Authorization header with an error and keeps serving", function()
+        with({}, function(e)
+            local q = "/?Action=QueryDevice&Version=2018-01-20&ProductKey=" .. PK
+            -- before the fix, 100 KB took the single worker 50 s and more (quadratic parsing)
+            for _, auth in ipairs { "ACS3-HMAC-SHA256 " .. string.rep("a", 200000),
+                                    "ACS3-HMAC-SHA256 Credential=" .. string.rep(" ", 60000) .. "x," } do
+                local status = raw(e, "GET", q, { Authorization = auth }, nil, 15)
+                assert.equal(400, status)
+            end
+            local status, doc = call("GET", "QueryDevice", { ProductKey = PK })
+            assert.equal(200, status)
+            assert.is_true(doc.Success)
+        end)
+    end)
+
+    it("takes JSON data at /__emulator/set, never code; validates each knob; changes nothing on error", function()
+        with({}, function(e)
+            local st, body = raw(e, "POST", "/__emulator/set", { ["Content-Type"] = "application/json" },
+                "{async_delay = (function() while true do end end)()}", 10)
+            assert.equal(400, st, body)
+            for _, bad in ipairs { '{"max_count": "abc"}', '{"async_delay": -1}', '{"max_count": 2, "async_delay": -1}',
+                                   '{"max_count": 1.5}', '{"invalid_names": "later"}', '{"qps_limits": {"NoSuchAction": 1}}',
+                                   '{"port": 1}', '[1]', '"x"', '{"max_count": null}' } do
+                st, body = raw(e, "POST", "/__emulator/set?format=json", { ["Content-Type"] = "application/json" }, bad)
+                assert.equal(400, st, bad)
+                assert.is_string(free_json(body).error, bad)
+            end
+            assert.has_error(function() e:set { max_count = "abc" } end)
+            assert.has_error(function() e:set { async_delay = -1 } end)
+            -- nothing changed: max_count is still 10000, async_delay still 0.3
+            local _, doc = call("GET", "BatchRegisterDevice", { ProductKey = PK, Count = "3" })
+            assert.is_true(doc.Success)
+            assert.equal("CREATE", e:state().applies[1].Status)
+            e:set { max_count = 2, async_delay = 0 }
+            _, doc = call("GET", "BatchRegisterDevice", { ProductKey = PK, Count = "3" })
+            assert.equal("iot.device.DeviceCountExceeded", doc.Code)
+        end)
+    end)
+
+    it("needs POST for control URLs that change state (GET: 405) and answers JSON when asked", function()
+        with({}, function(e)
+            for _, name in ipairs { "set", "reset", "fault", "clear_faults", "issue_credentials" } do
+                local st = raw(e, "GET", "/__emulator/" .. name)
+                assert.equal(405, st, name)
+            end
+            assert.equal(405, (raw(e, "POST", "/__emulator/state", nil, "{}")))
+            call("GET", "BatchRegisterDevice", { ProductKey = PK, Count = "1" })
+            local st, body = raw(e, "GET", "/__emulator/state?format=json")
+            assert.equal(200, st)
+            local doc = free_json(body)
+            assert.equal(1, #doc.applies)
+            assert.equal(0, doc.products[PK].devices)
+            st, body = raw(e, "GET", "/__emulator/requests", { Accept = "application/json" })
+            assert.equal(200, st)
+            assert.equal("BatchRegisterDevice", free_json(body)[1].action)
+            st, body = raw(e, "GET", "/__emulator/state")
+            assert.equal(200, st)
+            assert.matches("^{", body) -- a Lua table literal for people with curl
+            assert.is_nil(free_json(body))
+        end)
+    end)
+
+    it("keeps its files 0600 in a 0700 folder, runs nginx with a clean environment", function()
+        local script = [[
+            local e = require("aliyun.iot.emulator").start{access_keys = {k = "s3cr3t-from-start"}}
+            local function rd(p) local f = io.open(p, "rb"); if not f then return "" end
+                local s = f:read("*a"); f:close(); return s end
+            local ppid = rd("/proc/" .. e._pid .. "/stat"):match("^%d+ %b() %a (%d+)")
+            local env = rd("/proc/" .. e._pid .. "/environ") .. rd("/proc/" .. ppid .. "/environ")
+            local p = io.popen("find " .. e.prefix .. " -perm /077 ! -path " .. e.prefix .. "/client_body -print")
+            local loose = p:read("*a"); p:close()
+            p = io.popen("stat -c %a " .. e.prefix); local dir = p:read("*l"); p:close()
+            io.write(env:find("envsecret", 1, true) and "LEAK " or "clean ", dir, " [", loose, "]")
+            e:stop()]]
+        local p = io.popen("ALIBABA_CLOUD_ACCESS_KEY_SECRET=envsecret LUA_PATH='lua/?.lua;;' lua5.4 -e "
+            .. "'" .. script:gsub("'", "'\\''") .. "'")
+        local out = p:read("*a")
+        p:close()
+        assert.equal("clean 700 []", out)
+    end)
+
+    it("redacts SecurityTokens in what requests() records", function()
+        with({ security_tokens = { "tok-SECRET-1" } }, function(e)
+            local st = call("GET", "QueryDevice", { ProductKey = PK, SecurityToken = "tok-SECRET-1",
+                                                     AccessKeySecret = "ak-SECRET-2" })
+            assert.equal(200, st)
+            local r = e:requests()
+            assert.equal("<redacted>", r[1].params.SecurityToken)
+            assert.equal("<redacted>", r[1].params.AccessKeySecret)
+            assert.equal(PK, r[1].params.ProductKey)
+            local _, body = raw(e, "GET", "/__emulator/requests")
+            assert.is_nil(body:find("SECRET", 1, true))
+        end)
+    end)
+
+    it("security_tokens = {} checks no token; a non-empty list refuses other tokens", function()
+        with({}, function()
+            assert.equal(200, (call("GET", "QueryDevice", { ProductKey = PK, SecurityToken = "anything" })))
+            assert.equal(200, (call("GET", "QueryDevice", { ProductKey = PK })))
+        end)
+        with({ security_tokens = { "tok1" } }, function()
+            assert.equal(200, (call("GET", "QueryDevice", { ProductKey = PK, SecurityToken = "tok1" })))
+            assert.equal(200, (call("GET", "QueryDevice", { ProductKey = PK })))
+            local st, doc = call("GET", "QueryDevice", { ProductKey = PK, SecurityToken = "other" })
+            assert.equal(400, st)
+            assert.equal("InvalidSecurityToken.Malformed", doc.Code)
+        end)
+    end)
+
+    describe("accounts", function()
+        local ACCOUNTS = {
+            alice = { access_keys = { alice_id = "alice_secret" }, products = { "a1Alice" } },
+            bob = { access_keys = { bob_id = "bob_secret", bob_id2 = "bob_secret2" }, products = { "a1Bob" } },
+        }
+        local function as(id, secret, method, action, extra, token)
+            local p = s.params(action, extra, id)
+            p.SecurityToken = token
+            local status, body = s.v1(emu, method, p, { secret = secret })
+            return status, cjson.decode(body)
+        end
+
+        it("scope applies and devices: another account's key gets the not-found answers", function()
+            with({ accounts = ACCOUNTS, async_delay = 0 }, function(e)
+                local _, r = as("alice_id", "alice_secret", "POST", "BatchRegisterDevice", { ProductKey = "a1Alice", Count = "2" })
+                local id = string.format("%d", r.Data.ApplyId)
+                local _, st = as("alice_id", "alice_secret", "GET", "QueryBatchRegisterDeviceStatus", { ApplyId = id, ProductKey = "a1Alice" })
+                assert.equal("CREATE_SUCCESS", st.Data.Status)
+                local _, page = as("alice_id", "alice_secret", "GET", "QueryPageByApplyId", { ApplyId = id })
+                local iotid = page.ApplyDeviceList.ApplyDeviceInfo[1].IotId
+                for _, key in ipairs { { "bob_id", "bob_secret" }, { "bob_id2", "bob_secret2" } } do
+                    local _, d = as(key[1], key[2], "GET", "QueryBatchRegisterDeviceStatus", { ApplyId = id, ProductKey = "a1Alice" })
+                    assert.equal("iot.device.DeviceApplyIsNotFound", d.Code)
+                    _, d = as(key[1], key[2], "GET", "QueryPageByApplyId", { ApplyId = id })
+                    assert.equal("iot.device.DeviceApplyIsNotFound", d.Code)
+                    _, d = as(key[1], key[2], "GET", "QueryDevice", { ProductKey = "a1Alice" })
+                    assert.equal("iot.prod.NotExistedProduct", d.Code)
+                    _, d = as(key[1], key[2], "GET", "QueryDeviceDetail", { IotId = iotid })
+                    assert.equal("iot.device.NotExistedDevice", d.Code)
+                    _, d = as(key[1], key[2], "GET", "BatchGetDeviceState", { ["IotId.1"] = iotid })
+                    assert.same({}, d.DeviceStatusList.DeviceStatus)
+                    _, d = as(key[1], key[2], "POST", "DeleteDevice", { IotId = iotid })
+                    assert.equal("iot.device.NotExistedDevice", d.Code)
+                end
+                -- both of bob's keys are one account
+                _, r = as("bob_id", "bob_secret", "POST", "BatchRegisterDevice", { ProductKey = "a1Bob", Count = "1" })
+                local _, d = as("bob_id2", "bob_secret2", "GET", "QueryPageByApplyId", { ApplyId = string.format("%d", r.Data.ApplyId) })
+                assert.equal(1, d.Total)
+                local state = e:state()
+                assert.equal(2, state.products.a1Alice.devices)
+                assert.equal("alice", state.applies[1].account)
+                assert.equal("bob", state.applies[2].account)
+            end)
+        end)
+
+        it("temporary credentials belong to the account that obtained them, with their token, until they expire", function()
+            with({ accounts = ACCOUNTS, async_delay = 0 }, function(e)
+                local _, r = as("alice_id", "alice_secret", "POST", "BatchRegisterDevice", { ProductKey = "a1Alice", Count = "1" })
+                local alice_apply = string.format("%d", r.Data.ApplyId)
+                local c = e:issue_credentials { account = "bob" }
+                assert.matches("^STS%.", c.AccessKeyId)
+                local st, d = as(c.AccessKeyId, c.AccessKeySecret, "POST", "BatchRegisterDevice", { ProductKey = "a1Bob", Count = "1" }, c.SecurityToken)
+                assert.equal(200, st)
+                local _, mine = as("bob_id", "bob_secret", "GET", "QueryPageByApplyId", { ApplyId = string.format("%d", d.Data.ApplyId) })
+                assert.equal(1, mine.Total)
+                _, d = as(c.AccessKeyId, c.AccessKeySecret, "GET", "QueryPageByApplyId", { ApplyId = alice_apply }, c.SecurityToken)
+                assert.equal("iot.device.DeviceApplyIsNotFound", d.Code)
+                _, d = as(c.AccessKeyId, c.AccessKeySecret, "GET", "QueryDevice", { ProductKey = "a1Bob" })
+                assert.equal("InvalidSecurityToken.MismatchWithAccessKey", d.Code)
+                _, d = as(c.AccessKeyId, c.AccessKeySecret, "GET", "QueryDevice", { ProductKey = "a1Bob" }, "other")
+                assert.equal("InvalidSecurityToken.MismatchWithAccessKey", d.Code)
+                local short = e:issue_credentials { account = "bob", expires_in = 1 }
+                socket.sleep(2.1)
+                _, d = as(short.AccessKeyId, short.AccessKeySecret, "GET", "QueryDevice", { ProductKey = "a1Bob" }, short.SecurityToken)
+                assert.equal("InvalidSecurityToken.Expired", d.Code)
+                assert.has_error(function() e:issue_credentials { account = "carol" } end)
+            end)
+        end)
+
+        it("keep the plain access_keys form as one account and refuse ambiguous configurations", function()
+            with({ access_keys = { one = "s1", two = "s2" }, async_delay = 0 }, function()
+                local _, r = as("one", "s1", "POST", "BatchRegisterDevice", { ProductKey = PK, Count = "1" })
+                local _, d = as("two", "s2", "GET", "QueryPageByApplyId", { ApplyId = string.format("%d", r.Data.ApplyId) })
+                assert.equal(1, d.Total)
+            end)
+            assert.has_error(function() emulator.start { accounts = ACCOUNTS, access_keys = { x = "y" } } end)
+            assert.has_error(function() emulator.start { accounts = ACCOUNTS, products = { "a1X" } } end)
+            assert.has_error(function()
+                emulator.start { accounts = { a = { access_keys = { k = "1" } }, b = { access_keys = { k = "2" } } } }
+            end)
+            assert.has_error(function()
+                emulator.start { accounts = { a = { access_keys = { k = "1" }, products = { "p1" } },
+                                              b = { access_keys = { j = "2" }, products = { "p1" } } } }
+            end)
+        end)
+    end)
+end)
+
+describe("make emulator (tools/emulator.lua) #lua54only", function()
+    local function dir_exists(path) return os.execute("test -d '" .. path .. "'") == true end
+
+    it("stops on one SIGINT, exits 130 and leaves no folder", function()
+        local p = io.popen("sh -c 'echo $$; EMULATOR_PORT=0 LUA_PATH=\"lua/?.lua;;\" exec lua5.4 tools/emulator.lua' 2>&1")
+        local pid = p:read("*l")
+        local prefix, port
+        for line in p:lines() do
+            port = port or line:match("endpoint:%s+http://127%.0%.0%.1:(%d+)/")
+            prefix = prefix or line:match("folder:%s+(%S+)")
+            if line:find("Ctrl-C", 1, true) then break end
+        end
+        assert.is_string(prefix)
+        assert.is_true(dir_exists(prefix))
+        os.execute("kill -INT " .. pid)
+        local deadline = socket.gettime() + 15
+        while os.execute("kill -0 " .. pid .. " 2>/dev/null") == true and socket.gettime() < deadline do socket.sleep(0.05) end
+        local alive = os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
+        if alive then os.execute("kill -9 " .. pid) end
+        p:read("*a")
+        local _, _, code = p:close()
+        assert.is_false(alive)
+        assert.equal(130, code)
+        assert.is_false(dir_exists(prefix))
+        local c = socket.tcp()
+        c:settimeout(1)
+        assert.is_nil(c:connect("127.0.0.1", tonumber(port)))
+        c:close()
+    end)
+
+    it("refuses a bad knob with exit status 2", function()
+        for _, env in ipairs { "EMULATOR_ASYNC_DELAY=abc", "EMULATOR_TLS=yes", "EMULATOR_INVALID_NAMES=later",
+                               "EMULATOR_MAX_COUNT=0", "EMULATOR_QPS=2" } do
+            local p = io.popen(env .. " EMULATOR_PORT=0 LUA_PATH='lua/?.lua;;' timeout 10 lua5.4 tools/emulator.lua 2>&1")
+            local out = p:read("*a")
+            local _, _, code = p:close()
+            assert.equal(2, code, env .. ": " .. out)
+            assert.matches("^emulator: ", out)
+        end
+    end)
+
+    it("documents every knob it reads in README's emulator section", function()
+        local f = assert(io.open("tools/emulator.lua"))
+        local src = f:read("*a")
+        f:close()
+        f = assert(io.open("README.md"))
+        local readme = f:read("*a"):match("\n## Testing your code offline: the emulator\n(.-)\n## ")
+        f:close()
+        local n = 0
+        for name in src:gmatch('"(EMULATOR_[%u_]+)"') do
+            n = n + 1
+            assert.truthy(readme:find(name, 1, true), name .. " is not in README")
+        end
+        assert.is_true(n >= 8)
     end)
 end)

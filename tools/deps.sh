@@ -11,7 +11,7 @@ MODE=${1:-all}
 PKGS="make gcc pkg-config lua5.4 liblua5.4-dev lua5.3 liblua5.3-dev lua5.2 liblua5.2-dev
 lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev lua-cjson lua-busted lua-check
 lua-luaossl luarocks libcurl4-openssl-dev libssl-dev libexpat1-dev openssl
-nginx libnginx-mod-http-lua lua-resty-core locales curl
+nginx libnginx-mod-http-lua lua-resty-core lua-socket locales curl
 cppcheck clang-tidy valgrind"
 if [ "$MODE" = demo ]; then
     PKGS="make gcc pkg-config lua5.4 liblua5.4-dev lua-cjson lua-luaossl lua-socket

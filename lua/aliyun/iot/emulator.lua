@@ -6,12 +6,15 @@
 --     -- emu.endpoint == "http://127.0.0.1:PORT/", credentials testid / testsecret
 --     emu:stop()
 --
--- This launcher runs under the caller's interpreter (Lua 5.1-5.4, LuaJIT) and needs only
--- the standard library and LuaSocket; it never loads `aliyun.iot` or `aliyun.iot.core`.
+-- This launcher runs under the caller's interpreter (Lua 5.1-5.4, LuaJIT) and needs the
+-- standard library, LuaSocket (Debian: lua-socket) and lua-cjson; it never loads
+-- `aliyun.iot` or `aliyun.iot.core` (the server verifies signatures with its own code).
 -- Needs nginx with the Lua module (Debian: nginx, libnginx-mod-http-lua, lua-resty-core),
 -- and openssl for `tls = true`.
 -- @module aliyun.iot.emulator
-local literal = require "aliyun.iot.emulator.literal"
+local knobs = require "aliyun.iot.emulator.knobs"
+local cjson = require("cjson.safe").new()
+cjson.decode_invalid_numbers(false)
 
 local M = {}
 
@@ -19,33 +22,69 @@ local Emulator = {}
 Emulator.__index = Emulator
 
 local DEFAULTS = {
-    port = 0, tls = false, access_keys = { testid = "testsecret" }, security_tokens = {},
-    products = { "a1TestPK001" }, iot_instance_id = false, async_delay = 0.3, qps_limits = false,
+    port = 0, tls = false, access_keys = false, accounts = false, security_tokens = {},
+    products = false, iot_instance_id = false, async_delay = 0.3, qps_limits = false,
     max_count = 10000, invalid_names = "async", apply_id_base = 100000, nginx = false,
 }
 
-local function is_int(v)
-    if type(v) ~= "number" then return false end
-    if math.type then return math.type(v) == "integer" or (v == math.floor(v) and v < 2^53 and v > -2^53) end
-    return v == math.floor(v) and v < 2^53 and v > -2^53
-end
+local is_int = knobs.is_int
 
 local function check(cond, msg) if not cond then error("aliyun.iot.emulator: " .. msg, 4) end end
 
--- Checks of the options that `set` may change too.
-local CHECKS = {
-    async_delay = function(v) check(type(v) == "number" and v >= 0, "async_delay must be a number >= 0") end,
-    max_count = function(v) check(is_int(v) and v >= 1, "max_count must be a positive integer") end,
-    invalid_names = function(v) check(v == "async" or v == "sync", 'invalid_names must be "async" or "sync"') end,
-    qps_limits = function(v)
-        check(type(v) == "boolean" or type(v) == "table", "qps_limits must be a boolean or {Action = qps}")
-        if type(v) == "table" then
-            for k, q in pairs(v) do
-                check(type(k) == "string" and type(q) == "number" and q > 0, "qps_limits: {Action = qps > 0}")
-            end
+local function check_strings(t, what)
+    check(type(t) == "table", what .. " must be a list of strings")
+    for _, v in pairs(t) do check(type(v) == "string" and v ~= "", what .. " must be a list of strings") end
+end
+
+local function sorted_keys(t)
+    local keys = {}
+    for k in pairs(t) do keys[#keys + 1] = k end
+    table.sort(keys)
+    return keys
+end
+
+-- The accounts: `accounts = {name = {access_keys = {id = secret}, products = {...}}}`, or the
+-- plain form (`access_keys`, `products`), which is one account named "default" owning every
+-- key and product given. An AccessKeyId or a ProductKey belongs to one account only.
+local function accounts_of(o)
+    if not o.accounts then
+        local keys = o.access_keys or { testid = "testsecret" }
+        return { default = { access_keys = keys, products = o.products or { "a1TestPK001" } } }
+    end
+    check(not o.access_keys and not o.products, "give access_keys and products inside accounts, not beside them")
+    check(type(o.accounts) == "table" and next(o.accounts) ~= nil, "accounts must be {name = {access_keys =, products =}}")
+    local key_owner, pk_owner, out = {}, {}, {}
+    for name, a in pairs(o.accounts) do
+        check(type(name) == "string" and name ~= "" and type(a) == "table", "accounts must be {name = {access_keys =, products =}}")
+        for k in pairs(a) do check(k == "access_keys" or k == "products", "accounts." .. name .. ": unknown field " .. tostring(k)) end
+        check(type(a.access_keys) == "table", "accounts." .. name .. " needs access_keys")
+        for id in pairs(a.access_keys) do
+            check(not key_owner[id], "AccessKeyId " .. tostring(id) .. " is in two accounts")
+            key_owner[id] = name
         end
-    end,
-}
+        local products = a.products or {}
+        check_strings(products, "accounts." .. name .. ".products")
+        for _, pk in ipairs(products) do
+            check(not pk_owner[pk], "ProductKey " .. pk .. " is in two accounts")
+            pk_owner[pk] = name
+        end
+        out[name] = { access_keys = a.access_keys, products = products }
+    end
+    return out
+end
+
+local function check_accounts(accounts)
+    local n = 0
+    for _, a in pairs(accounts) do
+        check(type(a.access_keys) == "table" and next(a.access_keys) ~= nil, "access_keys must be {id = secret, ...}")
+        for k, v in pairs(a.access_keys) do
+            check(type(k) == "string" and k ~= "" and type(v) == "string" and v ~= "", "access_keys must map strings to strings")
+        end
+        check_strings(a.products, "products")
+        n = n + #a.products
+    end
+    check(n > 0, "products must be a non-empty list of ProductKeys")
+end
 
 local function options(opts)
     check(opts == nil or type(opts) == "table", "start expects a table of options")
@@ -55,15 +94,15 @@ local function options(opts)
         o[k] = v
     end
     for k, v in pairs(DEFAULTS) do if o[k] == nil then o[k] = v end end
-    for k, fn in pairs(CHECKS) do fn(o[k]) end
+    for k in pairs(knobs.SETTABLE) do
+        local ok, msg = knobs.SETTABLE[k](o[k])
+        check(ok, msg)
+    end
     check(is_int(o.port) and o.port >= 0 and o.port < 65536, "port must be 0..65535")
     check(type(o.tls) == "boolean", "tls must be a boolean")
-    check(type(o.access_keys) == "table" and next(o.access_keys) ~= nil, "access_keys must be {id = secret, ...}")
-    for k, v in pairs(o.access_keys) do check(type(k) == "string" and type(v) == "string", "access_keys must map strings to strings") end
-    check(type(o.security_tokens) == "table", "security_tokens must be a list of strings")
-    for _, v in pairs(o.security_tokens) do check(type(v) == "string", "security_tokens must be a list of strings") end
-    check(type(o.products) == "table" and #o.products > 0, "products must be a non-empty list of ProductKeys")
-    for _, v in ipairs(o.products) do check(type(v) == "string" and v ~= "", "products must be strings") end
+    o.accounts = accounts_of(o)
+    check_accounts(o.accounts)
+    check_strings(o.security_tokens, "security_tokens")
     check(o.iot_instance_id == false or type(o.iot_instance_id) == "string", "iot_instance_id must be a string")
     local base = o.apply_id_base
     if type(base) == "number" then
@@ -83,17 +122,20 @@ local function read_file(path)
     return s
 end
 
-local function write_file(path, s)
-    local f = assert(io.open(path, "wb"))
-    assert(f:write(s))
-    f:close()
-end
-
 local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
 local function run(cmd)
     local ok = os.execute(cmd)
     return ok == true or ok == 0
+end
+
+-- Every file is made 0600 before anything is written into it (config.json holds the
+-- AccessKeySecrets): created empty under umask 077, then filled.
+local function write_file(path, s)
+    check(run("umask 077 && : > " .. shell_quote(path)), "cannot create " .. path)
+    local f = assert(io.open(path, "wb"))
+    assert(f:write(s))
+    assert(f:close())
 end
 
 -- The directory holding aliyun/iot/emulator/*.lua, for nginx's lua_package_path; found from
@@ -155,11 +197,13 @@ local function nginx_conf(prefix, root, port, tls_port, mods)
   client_body_buffer_size 16m;
   client_max_body_size 64m;
   client_header_buffer_size 4k;
-  large_client_header_buffers 8 2m;
+  # a request line (a GET URL) or one header up to 1 MiB, 4 MiB in all; the server refuses
+  # any header over 16 KiB itself (server.lua), before parsing it
+  large_client_header_buffers 4 1m;
   keepalive_requests 1000000;
   keepalive_timeout 120s;
   lua_socket_log_errors off;
-  init_by_lua_block { require("aliyun.iot.emulator.server").init("%s/config.lua") }
+  init_by_lua_block { require("aliyun.iot.emulator.server").init("%s/config.json") }
   init_worker_by_lua_block { require("aliyun.iot.emulator.server").init_worker() }
   server {
     listen 127.0.0.1:%d;
@@ -197,8 +241,10 @@ local function make_certs(prefix)
 end
 
 -- nginx runs under a small sh watchdog: when the Lua process that started it exits, the
--- watchdog stops nginx and removes the prefix; `stop` does the same on request.
+-- watchdog stops nginx and removes the prefix; `stop` does the same on request. Both run
+-- with an empty environment and umask 077 (their files hold the AccessKeySecrets).
 local WATCHDOG = [[
+umask 077
 P=$1; LP=$2
 "$3" -p "$P" -c "$P/nginx.conf" -e "$P/error.log" >"$P/stdout.log" 2>&1 &
 n=$!
@@ -222,7 +268,9 @@ local function launch(o, prefix, root, mods)
     os.remove(prefix .. "/master.pid")
     os.remove(prefix .. "/error.log")
     local nginx = o.nginx or find_first { "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx" } or "nginx"
-    check(run("sh -c " .. shell_quote(WATCHDOG) .. " sh " .. shell_quote(prefix) .. " " .. own_pid()
+    -- a clean environment: the caller's may hold ALIBABA_CLOUD_ACCESS_KEY_SECRET and the like
+    check(run("env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin sh -c "
+        .. shell_quote(WATCHDOG) .. " sh " .. shell_quote(prefix) .. " " .. own_pid()
         .. " " .. shell_quote(nginx) .. " </dev/null >/dev/null 2>&1 &"), "cannot run sh")
     local deadline = socket.gettime() + 10
     local pid
@@ -242,19 +290,46 @@ local function launch(o, prefix, root, mods)
     return nil, "nginx did not answer within 10 s: " .. (read_file(prefix .. "/error.log") or "")
 end
 
+-- A private folder (0700) for the server's files.
+local function make_prefix()
+    local p = io.popen("mktemp -d \"${TMPDIR:-/tmp}/aliyun-iot-emulator.XXXXXX\" 2>/dev/null")
+    local prefix = p and p:read("*l")
+    if p then p:close() end
+    check(prefix and prefix:sub(1, 1) == "/", "mktemp -d failed")
+    return prefix
+end
+
+-- The key the object advertises: testid when present, else the first key of the first
+-- account by name.
+local function first_key(accounts)
+    for _, a in pairs(accounts) do
+        if a.access_keys.testid then return "testid", a.access_keys.testid end
+    end
+    local a = accounts[sorted_keys(accounts)[1]]
+    local id = sorted_keys(a.access_keys)[1]
+    return id, a.access_keys[id]
+end
+
 --- Starts an emulator. Raises when it cannot start (it is test setup).
 -- @param opts table, every field optional:
 --   `port` (0: a free port), `tls` (false; true: HTTPS endpoint with a throwaway CA),
---   `access_keys` ({testid = "testsecret"}), `security_tokens` ({}; when non-empty a sent
---   SecurityToken must be one of them), `products` ({"a1TestPK001"}), `iot_instance_id`
---   (nil; when set, requests must carry it), `async_delay` (0.3 s per CHECK/CREATE phase),
---   `qps_limits` (false; true: the documented per-action limits; or {Action = qps}),
---   `max_count` (10000), `invalid_names` ("async" | "sync"), `apply_id_base` (100000; an
---   integer or a decimal string, ApplyIds count up from it), `nginx` (path of the binary).
+--   `access_keys` ({testid = "testsecret"}) and `products` ({"a1TestPK001"}): one account,
+--   named "default", owning all of these keys and products; or instead of both,
+--   `accounts` ({name = {access_keys = {id = secret, ...}, products = {ProductKey, ...}}}):
+--   each account sees only its own products, their devices and the applies its keys (and
+--   the credentials issued to it) made; an AccessKeyId or ProductKey is in one account only.
+--   `security_tokens` ({}: SecurityTokens are not checked, a request may carry any or
+--   none; non-empty: a request that carries a SecurityToken with a configured AccessKey
+--   must carry one of these), `iot_instance_id` (nil; when set, requests must carry it),
+--   `async_delay` (0.3 s per CHECK/CREATE phase), `qps_limits` (false; true: the documented
+--   per-action limits, per account; or {Action = qps}), `max_count` (10000),
+--   `invalid_names` ("async" | "sync"), `apply_id_base` (100000; an integer or a decimal
+--   string, ApplyIds count up from it), `nginx` (path of the binary).
 -- @return emulator object: fields `endpoint` ("http://127.0.0.1:PORT/" or https), `ca_file`
---   (with tls), `port`, `control_endpoint` (plain HTTP), `access_key_id`, `access_key_secret`
---   (the first pair of access_keys); methods `stop`, `fault`, `clear_faults`, `requests`,
---   `state`, `reset`, `set`.
+--   (with tls), `port`, `control_endpoint` (plain HTTP), `prefix` (its private folder,
+--   removed by `stop`), `access_key_id`, `access_key_secret` (testid when configured, else
+--   the first key of the first account by name); methods `stop`, `fault`, `clear_faults`,
+--   `requests`, `state`, `reset`, `set`, `issue_credentials`.
 function M.start(opts)
     local o = options(opts)
     local root = module_root()
@@ -263,17 +338,14 @@ function M.start(opts)
         lua = find_first { "/usr/lib/nginx/modules/ngx_http_lua_module.so", "/usr/share/nginx/modules/ngx_http_lua_module.so" },
     }
     check(mods.ndk and mods.lua, "nginx's Lua module is missing (Debian: libnginx-mod-http-lua)")
-    local tmp = os.tmpname()
-    os.remove(tmp)
-    local prefix = tmp .. "-iot-emulator"
-    check(run("mkdir -p " .. shell_quote(prefix)), "cannot create " .. prefix)
+    local prefix = make_prefix()
     local ca_file = o.tls and make_certs(prefix) or nil
     local config = {}
-    for k in pairs(CHECKS) do config[k] = o[k] end
-    config.access_keys, config.security_tokens, config.products = o.access_keys, o.security_tokens, o.products
+    for k in pairs(knobs.SETTABLE) do config[k] = o[k] end
+    config.accounts, config.security_tokens = o.accounts, o.security_tokens
     config.iot_instance_id = o.iot_instance_id or nil
     config.apply_id_base = o.apply_id_base
-    write_file(prefix .. "/config.lua", literal.encode(config))
+    write_file(prefix .. "/config.json", assert(cjson.encode(config)))
 
     local port, tls_port, pid
     local err
@@ -287,34 +359,44 @@ function M.start(opts)
         run("rm -rf " .. shell_quote(prefix))
         error("aliyun.iot.emulator: nginx did not start: " .. tostring(err), 2)
     end
-    local id, secret = next(o.access_keys)
-    if o.access_keys.testid then id, secret = "testid", o.access_keys.testid end
+    local id, secret = first_key(o.accounts)
     return setmetatable({
         endpoint = (tls_port and "https" or "http") .. "://127.0.0.1:" .. (tls_port or port) .. "/",
         control_endpoint = "http://127.0.0.1:" .. port .. "/",
         port = tls_port or port, ca_file = ca_file, access_key_id = id, access_key_secret = secret,
-        _prefix = prefix, _pid = pid,
+        prefix = prefix, _prefix = prefix, _pid = pid,
     }, Emulator)
 end
 
+-- JSON numbers come back as floats from lua-cjson on 5.3+; integers go back to integers.
+local function integers(v)
+    if type(v) == "table" then
+        for k, x in pairs(v) do v[k] = integers(x) end
+    elseif math.tointeger and type(v) == "number" then
+        return math.tointeger(v) or v
+    end
+    return v
+end
+
+-- A control request: JSON both ways; `arg` (a table) makes it a POST.
 local function control(self, name, arg)
     if self._stopped then error("aliyun.iot.emulator: the emulator is stopped", 3) end
     local http, ltn12 = require "socket.http", require "ltn12"
-    local body = arg ~= nil and literal.encode(arg) or nil
+    local body = arg ~= nil and assert(cjson.encode(arg)) or nil
+    local headers = { accept = "application/json" }
+    if body then headers["content-length"], headers["content-type"] = #body, "application/json" end
     local out = {}
     local _, code = http.request {
         url = self.control_endpoint .. "__emulator/" .. name,
-        method = body and "POST" or "GET",
-        headers = body and { ["content-length"] = #body, ["content-type"] = "text/plain" } or nil,
+        method = body and "POST" or "GET", headers = headers,
         source = body and ltn12.source.string(body) or nil,
         sink = ltn12.sink.table(out),
     }
-    local text = table.concat(out)
-    local v = literal.decode(text)
+    local v = cjson.decode(table.concat(out))
     if code ~= 200 then
         error("aliyun.iot.emulator: " .. name .. " failed: " .. tostring(type(v) == "table" and v.error or code), 3)
     end
-    return v
+    return integers(v)
 end
 
 --- Stops the server and removes its files. Idempotent.
@@ -326,10 +408,6 @@ function Emulator:stop()
     while alive(self._pid) and socket.gettime() < deadline do sleep(0.005) end
     run("rm -rf " .. shell_quote(self._prefix))
 end
-
-local FAULT_KINDS = { ["503"] = true, throttle = true, reset = true, slow = true, truncate = true,
-                      malformed = true, reset_after = true }
-local FAULT_FIELDS = { kind = true, count = true, probability = true, action = true, delay = true }
 
 --- Injects a fault into the next matching API requests (control requests are never hit).
 -- Faults meet only requests that passed every gateway check; the first matching fault wins.
@@ -343,13 +421,8 @@ local FAULT_FIELDS = { kind = true, count = true, probability = true, action = t
 --   200 whose body is neither JSON nor XML; `reset_after`: the action is performed, then the
 --   connection is closed without an answer. Only `slow` and `reset_after` change state.
 function Emulator:fault(f)
-    check(type(f) == "table" and FAULT_KINDS[f.kind], "fault: unknown kind " .. tostring(f and f.kind))
-    for k in pairs(f) do check(FAULT_FIELDS[k], "fault: unknown field " .. tostring(k)) end
-    check((f.count == nil) ~= (f.probability == nil), "fault: give count or probability")
-    check(f.count == nil or (is_int(f.count) and f.count > 0), "fault: count must be a positive integer")
-    check(f.probability == nil or (type(f.probability) == "number" and f.probability >= 0 and f.probability <= 1),
-        "fault: probability must be within 0..1")
-    check(f.delay == nil or (type(f.delay) == "number" and f.delay >= 0), "fault: delay must be seconds")
+    local ok, msg = knobs.check_fault(f)
+    check(ok, "fault: " .. tostring(msg))
     control(self, "fault", f)
 end
 
@@ -357,8 +430,9 @@ end
 function Emulator:clear_faults() control(self, "clear_faults", {}) end
 
 --- Every API request received so far, in order: array of {action=, method=, params=
--- (without Signature), signature = "V1"|"ACS3", status = HTTP status (0: connection
--- dropped), code = error code or nil, fault = kind or nil}.
+-- (without Signature; a SecurityToken as "<redacted>"), signature = "V1"|"ACS3"|"none" (a
+-- request refused for an oversized header), status = HTTP status (0: connection dropped),
+-- code = error code or nil, fault = kind or nil}.
 function Emulator:requests() return control(self, "requests") end
 
 local function exact_integer(s)
@@ -371,7 +445,8 @@ end
 --- The state after finishing every due asynchronous phase:
 -- {products = {[ProductKey] = {devices = N, names = {sorted names}}}, applies = {{ApplyId=,
 -- ProductKey=, Status=, Kind = "check"|"count", Count=, Valid = {...}, Invalid = {...},
--- Devices = {names created}}, ...}}. ApplyIds are integers (decimal strings beyond 2^53 on
+-- Devices = {names created}, account = name}, ...}}; each product also has `account`.
+-- ApplyIds are integers (decimal strings beyond 2^53 on
 -- Lua 5.1/5.2/LuaJIT).
 function Emulator:state()
     local s = control(self, "state")
@@ -379,17 +454,29 @@ function Emulator:state()
     return s
 end
 
---- Forgets devices, applies, requests, faults, nonces and QPS windows; keeps the options.
+--- Temporary credentials of an account, as STS issues them: they act for that account (see
+-- its products, devices and applies) only with their SecurityToken, until they expire
+-- (then InvalidSecurityToken.Expired; another token: InvalidSecurityToken.MismatchWithAccessKey).
+-- They outlive `reset`.
+-- @param t {account = name ("default" for the plain access_keys form), expires_in = seconds
+--   (1..43200, default 3600)}
+-- @return {AccessKeyId = "STS....", AccessKeySecret =, SecurityToken =, Expiration = ISO 8601 UTC}
+function Emulator:issue_credentials(t)
+    check(type(t) == "table" and type(t.account) == "string", "issue_credentials expects {account = name}")
+    return control(self, "issue_credentials", t)
+end
+
+--- Forgets devices, applies, requests, faults, nonces and QPS windows; keeps the options
+-- and the credentials issued.
 function Emulator:reset() control(self, "reset", {}) end
 
 --- Changes options of the running server: `async_delay`, `qps_limits`, `invalid_names`,
--- `max_count` (checked as in `start`; others raise).
+-- `max_count` (checked as in `start`; anything else or an invalid value raises, and the
+-- server, which checks again, changes nothing). Sent as JSON.
 function Emulator:set(t)
     check(type(t) == "table", "set expects a table")
-    for k, v in pairs(t) do
-        check(CHECKS[k], "set: cannot change " .. tostring(k))
-        CHECKS[k](v)
-    end
+    local ok, msg = knobs.check_settings(t)
+    check(ok, "set: " .. tostring(msg))
     control(self, "set", t)
 end
 

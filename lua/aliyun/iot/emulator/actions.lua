@@ -1,5 +1,9 @@
 --- The emulated IoT device-registration actions and their state (runs inside nginx under
--- LuaJIT). Wire facts come from /work/shared/reference/iot-api.md (cited as §n).
+-- LuaJIT). Wire facts come from the project's API reference (cited as §n).
+--
+-- Every product, apply and device belongs to an account (the one owning the ProductKey, or
+-- the one whose key made the apply); an action sees only its caller's account, and what
+-- it cannot see gets the answer the cloud gives for something that does not exist.
 --
 -- State lives in the Lua memory of the single nginx worker (the emulator runs with
 -- `worker_processes 1`): each action runs to completion without yielding, so every
@@ -44,7 +48,9 @@ local S    -- the state
 local function new_state()
     local s = { products = {}, by_iotid = {}, applies = {}, apply_order = {}, pending = {},
                 serial = 0 }
-    for _, pk in ipairs(conf.products) do s.products[pk] = { names = {}, list = {}, live = 0 } end
+    for name, a in pairs(conf.accounts) do
+        for _, pk in ipairs(a.products) do s.products[pk] = { names = {}, list = {}, live = 0, account = name } end
+    end
     return s
 end
 
@@ -152,8 +158,8 @@ local function parse_apply_id(s)
     return s
 end
 
-local function new_apply(kind, pk, status, now)
-    local a = { ApplyId = next_apply_id(), ProductKey = pk, kind = kind, Status = status,
+local function new_apply(kind, pk, status, now, account)
+    local a = { ApplyId = next_apply_id(), ProductKey = pk, kind = kind, Status = status, account = account,
                 created = now, due = now + conf.async_delay, valid = {}, invalid = {},
                 details = {}, devices = {}, nicknames = {} }
     S.applies[a.ApplyId] = a
@@ -204,22 +210,32 @@ function M.settle(now)
     S.pending = keep
 end
 
-local function product(params)
+local function product(params, account)
     local pk = params.ProductKey
     if not pk or pk == "" then return nil, fail("iot.prod.NullProductKey", "The productKey is null.") end
     local p = S.products[pk]
-    if not p then return nil, fail("iot.prod.NotExistedProduct", "The product does not exist.") end
+    if not p or p.account ~= account then
+        return nil, fail("iot.prod.NotExistedProduct", "The product does not exist.")
+    end
     return p, pk
 end
 
-local function apply_of(params)
+local function apply_of(params, account)
     local id = parse_apply_id(params.ApplyId)
     if not id then
         return nil, fail("iot.device.InvalidFormattedApplyId", "The applyId is invalid.")
     end
     local a = S.applies[id]
-    if not a then return nil, fail("iot.device.DeviceApplyIsNotFound", "The apply is not found.") end
+    if not a or a.account ~= account then
+        return nil, fail("iot.device.DeviceApplyIsNotFound", "The apply is not found.")
+    end
     return a
+end
+
+-- A device by IotId, when the account can see it.
+local function visible(iotid, account)
+    local dev = S.by_iotid[iotid]
+    if dev and S.products[dev.ProductKey].account == account then return dev end
 end
 
 local function positive_int(s, default)
@@ -240,13 +256,13 @@ local function indexed(params, prefix, field)
     return items
 end
 
-local function device_of(params)
+local function device_of(params, account)
     if params.IotId and params.IotId ~= "" then -- IotId wins (§4 DeleteDevice)
-        local dev = S.by_iotid[params.IotId]
+        local dev = visible(params.IotId, account)
         if not dev then return nil, fail("iot.device.NotExistedDevice", "The device does not exist.") end
         return dev
     end
-    local p, err = product(params)
+    local p, err = product(params, account)
     if not p then return nil, err end
     if not params.DeviceName or params.DeviceName == "" then
         return nil, fail("iot.device.NullDeviceName", "The deviceName is null.")
@@ -268,8 +284,8 @@ end
 local H = {}
 
 -- RegisterDevice (§4): synchronous; DeviceName random when absent.
-function H.RegisterDevice(params, now)
-    local p, pk = product(params)
+function H.RegisterDevice(params, now, account)
+    local p, pk = product(params, account)
     if not p then return pk end
     local name = params.DeviceName
     if name == nil or name == "" then
@@ -289,8 +305,8 @@ function H.RegisterDevice(params, now)
 end
 
 -- BatchRegisterDevice (§4): Count random names, asynchronous CREATE.
-function H.BatchRegisterDevice(params, now)
-    local p, pk = product(params)
+function H.BatchRegisterDevice(params, now, account)
+    local p, pk = product(params, account)
     if not p then return pk end
     local count = positive_int(params.Count)
     if not count or count < 1 then
@@ -299,7 +315,7 @@ function H.BatchRegisterDevice(params, now)
     if count > conf.max_count then
         return fail("iot.device.DeviceCountExceeded", "The count exceeds " .. conf.max_count .. ".")
     end
-    local a = new_apply("count", pk, "CREATE", now)
+    local a = new_apply("count", pk, "CREATE", now, account)
     a.count = count
     return { Data = { ApplyId = raw(a.ApplyId) } }
 end
@@ -310,8 +326,8 @@ end
 -- invalid_names = "async": the apply goes CHECK → CHECK_FAILED with the lists in the status
 -- call; "sync": HTTP 200 Success=false iot.device.InvalidFormattedDeviceName with Data lists
 -- (`RepeatedDeviceNameList.RepeatDevieNameList` sic, `InvalidDetailList.InvalidDetailList`).
-function H.BatchCheckDeviceNames(params, now)
-    local p, pk = product(params)
+function H.BatchCheckDeviceNames(params, now, account)
+    local p, pk = product(params, account)
     if not p then return pk end
     local entries = {}
     local list = indexed(params, "DeviceNameList", "DeviceName")
@@ -371,7 +387,7 @@ function H.BatchCheckDeviceNames(params, now)
             InvalidDetailList = { InvalidDetailList = array(details) },
         })
     end
-    local a = new_apply("check", pk, "CHECK", now)
+    local a = new_apply("check", pk, "CHECK", now, account)
     a.valid, a.invalid, a.details, a.nicknames = valid, invalid, details, nicknames
     return { Data = { ApplyId = raw(a.ApplyId) } }
 end
@@ -380,8 +396,8 @@ end
 -- phase runs: iot.device.CreateDeviceTaskIsRunning; after CHECK_FAILED:
 -- iot.device.IncorrentDeviceApplyInfo (sic, §5.2); once created, a repeat is accepted and
 -- creates nothing (the tolerant choice: a client that lost the first answer may resend).
-function H.BatchRegisterDeviceWithApplyId(params, now)
-    local a, err = apply_of(params)
+function H.BatchRegisterDeviceWithApplyId(params, now, account)
+    local a, err = apply_of(params, account)
     if not a then return err end
     if a.ProductKey ~= params.ProductKey or a.kind ~= "check" then
         return fail("iot.device.IncorrentDeviceApplyInfo", "The apply does not match the product.")
@@ -399,8 +415,8 @@ end
 
 -- QueryBatchRegisterDeviceStatus (§4): lists only on *_FAILED; inner detail key is the
 -- lower-case `invalidDetailList`.
-function H.QueryBatchRegisterDeviceStatus(params)
-    local a, err = apply_of(params)
+function H.QueryBatchRegisterDeviceStatus(params, _, account)
+    local a, err = apply_of(params, account)
     if not a then return err end
     if a.ProductKey ~= params.ProductKey then
         return fail("iot.device.DeviceApplyIsNotFound", "The apply is not found.")
@@ -417,8 +433,8 @@ function H.QueryBatchRegisterDeviceStatus(params)
 end
 
 -- QueryPageByApplyId (§4): paging fields at top level, not in Data.
-function H.QueryPageByApplyId(params)
-    local a, err = apply_of(params)
+function H.QueryPageByApplyId(params, _, account)
+    local a, err = apply_of(params, account)
     if not a then return err end
     local size, page, perr = page_params(params)
     if not size then return perr end
@@ -433,8 +449,8 @@ function H.QueryPageByApplyId(params)
 end
 
 -- QueryDeviceDetail (§4 Cheap extras).
-function H.QueryDeviceDetail(params)
-    local dev, err = device_of(params)
+function H.QueryDeviceDetail(params, _, account)
+    local dev, err = device_of(params, account)
     if not dev then return err end
     return { Data = { IotId = dev.IotId, ProductKey = dev.ProductKey, ProductName = dev.ProductKey,
                       DeviceName = dev.DeviceName, DeviceSecret = dev.DeviceSecret,
@@ -444,8 +460,8 @@ function H.QueryDeviceDetail(params)
 end
 
 -- QueryDevice (§4 Cheap extras): newest first; NextToken is not emulated.
-function H.QueryDevice(params)
-    local p, pk = product(params)
+function H.QueryDevice(params, _, account)
+    local p, pk = product(params, account)
     if not p then return pk end
     local size, page, perr = page_params(params)
     if not size then return perr end
@@ -463,8 +479,8 @@ function H.QueryDevice(params)
 end
 
 -- DeleteDevice (§4 Cheap extras): base fields only.
-function H.DeleteDevice(params)
-    local dev, err = device_of(params)
+function H.DeleteDevice(params, _, account)
+    local dev, err = device_of(params, account)
     if not dev then return err end
     remove_device(dev)
     return {}
@@ -472,13 +488,13 @@ end
 
 -- BatchGetDeviceState (§4 Cheap extras): `IotId.N` wins over ProductKey + `DeviceName.N`;
 -- at most 50; unknown devices are left out.
-function H.BatchGetDeviceState(params)
+function H.BatchGetDeviceState(params, _, account)
     local devs = {}
     local ids = indexed(params, "IotId")
     if #ids > 0 then
-        for _, it in ipairs(ids) do devs[#devs + 1] = S.by_iotid[it[2]] or false end
+        for _, it in ipairs(ids) do devs[#devs + 1] = visible(it[2], account) or false end
     else
-        local p, pk = product(params)
+        local p, pk = product(params, account)
         if not p then return pk end
         for _, it in ipairs(indexed(params, "DeviceName")) do devs[#devs + 1] = p.names[it[2]] or false end
     end
@@ -500,28 +516,30 @@ end
 -- @param action a key of ACTIONS
 -- @param params decoded parameters
 -- @param now seconds (ngx.now())
+-- @param account the name of the caller's account (what it may see)
 -- @return a response tree (fields beside RequestId/Success), or a business error
 --   `{business = true, Code =, ErrorMessage =, Data =}`
-function M.run(action, params, now)
-    return H[action](params, now)
+function M.run(action, params, now, account)
+    return H[action](params, now, account)
 end
 
 --- A snapshot for `emu:state()`: products with their device names (sorted) and applies in
--- creation order; ApplyIds as decimal strings (the launcher converts them).
+-- creation order, each with its account; ApplyIds as decimal strings (the launcher
+-- converts them). Lists are marked for JSON rendering.
 function M.snapshot()
-    local out = { products = {}, applies = {} }
+    local out = { products = {}, applies = array() }
     for pk, p in pairs(S.products) do
-        local names = {}
+        local names = array()
         for _, dev in ipairs(p.list) do names[#names + 1] = dev.DeviceName end
         table.sort(names)
-        out.products[pk] = { devices = p.live, names = names }
+        out.products[pk] = { devices = p.live, names = names, account = p.account }
     end
     for i, a in ipairs(S.apply_order) do
-        local names = {}
+        local names = array()
         for j, dev in ipairs(a.devices) do names[j] = dev.DeviceName end
         out.applies[i] = { ApplyId = a.ApplyId, ProductKey = a.ProductKey, Status = a.Status,
-                           Kind = a.kind, Count = a.count, Valid = a.valid, Invalid = a.invalid,
-                           Devices = names }
+                           Kind = a.kind, Count = a.count, Valid = copy(a.valid), Invalid = copy(a.invalid),
+                           Devices = names, account = a.account }
     end
     return out
 end

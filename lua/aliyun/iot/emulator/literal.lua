@@ -1,8 +1,6 @@
---- Lua-literal serialisation for the emulator's control channel.
--- The launcher (any of Lua 5.1-5.4/LuaJIT, standard library only) and the server (LuaJIT
--- inside nginx) exchange configuration, inspection results and fault scripts as Lua table
--- constructors: both sides can read them without a JSON library, and the text is loaded in
--- an empty environment so it can only build data.
+--- Lua-literal rendering of the emulator's inspection answers (`__emulator/state` and
+-- `__emulator/requests` without `?format=json`), for people reading them with curl. Write
+-- only: the emulator never loads text it receives as Lua (its control bodies are JSON).
 -- @module aliyun.iot.emulator.literal
 local M = {}
 
@@ -53,23 +51,6 @@ function M.encode(v)
     local out = {}
     encode(v, out)
     return table.concat(out)
-end
-
---- Reads a value written by `encode`.
--- @param text string
--- @return value, or nil and a message when the text is not a data literal
-function M.decode(text)
-    local chunk, err
-    if setfenv then
-        chunk, err = loadstring("return " .. text, "=literal")
-        if chunk then setfenv(chunk, {}) end
-    else
-        chunk, err = load("return " .. text, "=literal", "t", {})
-    end
-    if not chunk then return nil, err end
-    local ok, v = pcall(chunk)
-    if not ok then return nil, v end
-    return v
 end
 
 return M

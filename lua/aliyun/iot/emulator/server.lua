@@ -4,12 +4,19 @@
 -- present, signature, nonce replay, QPS limit, required parameters. Only a request that
 -- passed all of them meets an injected fault (so a fault always hits a request that would
 -- otherwise have been served), then the IotInstanceId check and the action itself.
--- Control endpoints under /__emulator/ serve the launcher (aliyun/iot/emulator.lua).
+-- Every AccessKey belongs to an account; the action sees the account, never the key, so
+-- what one account made is invisible to the others' keys, as in the cloud.
+-- Control endpoints under /__emulator/ serve the launcher (aliyun/iot/emulator.lua): JSON
+-- data in, JSON (or, for people with curl, a Lua table literal) out; never code.
 -- @module aliyun.iot.emulator.server
 local sign = require "aliyun.iot.emulator.sign"
 local render = require "aliyun.iot.emulator.render"
 local actions = require "aliyun.iot.emulator.actions"
 local literal = require "aliyun.iot.emulator.literal"
+local knobs = require "aliyun.iot.emulator.knobs"
+local cjson = require("cjson.safe").new()
+cjson.decode_invalid_numbers(false)
+cjson.decode_max_depth(16)
 
 local M = {}
 
@@ -22,15 +29,22 @@ local NONCE_DICT = "aliyun_iot_emulator"
 local conf
 local log, faults, windows = {}, {}, {}
 local LOG_LIMIT = 100000
+-- Credentials issued by `issue_credentials`: AccessKeyId -> {secret=, token=, account=, expires=}
+-- (kept across `reset`, as the cloud keeps credentials it issued).
+local issued = {}
 
---- Loads the configuration written by the launcher (in init_by_lua, before the worker forks).
+--- Loads the configuration written by the launcher (in init_by_lua, before the worker forks):
+-- accounts, each with its AccessKeys and products.
 function M.init(path)
     local f = assert(io.open(path, "rb"))
-    conf = assert(literal.decode(f:read("*a")))
+    conf = assert(cjson.decode(f:read("*a")))
     f:close()
-    local tokens = {}
+    local tokens, keys = {}, {}
     for _, t in ipairs(conf.security_tokens) do tokens[t] = true end
-    conf.token_set = tokens
+    for name, a in pairs(conf.accounts) do
+        for id, secret in pairs(a.access_keys) do keys[id] = { secret = secret, account = name } end
+    end
+    conf.token_set, conf.keys = tokens, keys
     actions.configure(conf)
 end
 
@@ -76,14 +90,15 @@ local function qps_limit(action)
     if type(q) == "table" then return q[action] end
 end
 
--- A sliding one-second window per action; throttled requests do not take a slot.
-local function throttled(action, now)
+-- A sliding one-second window per account and action (the documented limits are per
+-- account); throttled requests do not take a slot.
+local function throttled(account, action, now)
     local limit = qps_limit(action)
     if not limit then return false end
-    local w = windows[action] or {}
+    local key = account .. "\0" .. action
     local keep = {}
-    for _, t in ipairs(w) do if t > now - 1 then keep[#keep + 1] = t end end
-    windows[action] = keep
+    for _, t in ipairs(windows[key] or {}) do if t > now - 1 then keep[#keep + 1] = t end end
+    windows[key] = keep
     if #keep >= limit then return true end
     keep[#keep + 1] = now
     return false
@@ -103,26 +118,72 @@ local function take_fault(action)
     end
 end
 
--- The gateway checks; returns the error response, or nil and the auth facts.
-local function authenticate(req)
-    local p, h = req.params, req.headers
+-- Version and Action, the first checks of the gateway.
+local function check_api(req)
     local v3 = req.acs3
-    local version = v3 and h["x-acs-version"] or p.Version
+    local version = v3 and req.headers["x-acs-version"] or req.params.Version
     if not version or version == "" then return gateway(400, "MissingVersion", "Version is mandatory for this action.") end
     if version ~= VERSION then return gateway(400, "InvalidVersion", "Specified parameter Version is not valid.") end
     if not req.action or req.action == "" then return gateway(400, "MissingAction", "Action is mandatory for this action.") end
     if not actions.ACTIONS[req.action] then
         return gateway(404, "InvalidApi.NotFound", "Specified api is not found,please check your url and method.")
     end
-    local akid = v3 and v3.credential or p.AccessKeyId
+end
+
+-- The AccessKey and its SecurityToken: returns nil, secret, account or the error response.
+-- A long-term key takes any SecurityToken when `security_tokens` is empty, else only one of
+-- them (a request without a token is accepted either way); a key issued by
+-- `issue_credentials` takes only its own token, until it expires.
+local function credential(req)
+    local v3 = req.acs3
+    local akid = v3 and v3.credential or req.params.AccessKeyId
     if not akid or akid == "" then return gateway(400, "MissingAccessKeyId", "AccessKeyId is mandatory for this action.") end
-    local secret = conf.access_keys[akid]
-    if not secret then return gateway(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.") end
-    local token = v3 and h["x-acs-security-token"] or p.SecurityToken
+    local token = v3 and req.headers["x-acs-security-token"] or req.params.SecurityToken
+    local temp = issued[akid]
+    if temp then
+        if token ~= temp.token then
+            return gateway(400, "InvalidSecurityToken.MismatchWithAccessKey", "Specified SecurityToken mismatch with the AccessKey.")
+        end
+        if ngx.time() >= temp.expires then
+            return gateway(400, "InvalidSecurityToken.Expired", "Specified SecurityToken is expired.")
+        end
+        return nil, temp.secret, temp.account
+    end
+    local key = conf.keys[akid]
+    if not key then return gateway(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.") end
     if token and next(conf.security_tokens) and not conf.token_set[token] then
         -- code [UNVERIFIED]: the reference lists no STS token error
         return gateway(400, "InvalidSecurityToken.Malformed", "Specified SecurityToken is malformed.")
     end
+    return nil, key.secret, key.account
+end
+
+local function check_signature(req, secret)
+    local p, h, v3 = req.params, req.headers, req.acs3
+    if v3 then
+        local sts = sign.acs3_string_to_sign(req.method, req.path, req.query_pairs, h, v3.signed_headers, req.body)
+        if sign.hmac_sha256_hex(secret, sts) ~= v3.signature:lower() then
+            -- §5.1 "(V3 mismatch)" message form
+            return gateway(400, "SignatureDoesNotMatch",
+                "Specified signature does not match our calculation. server StringToSign is [" .. sts .. "]")
+        end
+        return
+    end
+    if not p.Signature or p.Signature == "" then return gateway(400, "MissingSignature", "Signature is mandatory for this action.") end
+    local sts = sign.v1_string_to_sign(req.method, p)
+    if sign.v1_signature(secret, sts) ~= p.Signature then
+        return gateway(400, "SignatureDoesNotMatch",
+            "Specified signature is not matched with our calculation. server string to sign is:" .. sts)
+    end
+end
+
+-- The gateway checks; returns the error response, or nil and the account of the key.
+local function authenticate(req)
+    local p, h, v3 = req.params, req.headers, req.acs3
+    local err = check_api(req)
+    if err then return err end
+    local e, secret, account = credential(req)
+    if e then return e end
     if not v3 then
         if p.SignatureMethod ~= "HMAC-SHA1" then
             return gateway(400, "InvalidSignatureMethod", "Specified signature method is not valid.")
@@ -140,28 +201,15 @@ local function authenticate(req)
     end
     local nonce = v3 and h["x-acs-signature-nonce"] or p.SignatureNonce
     if not nonce or nonce == "" then return gateway(400, "MissingSignatureNonce", "SignatureNonce is mandatory for this action.") end
-    if v3 then
-        local sts, _ = sign.acs3_string_to_sign(req.method, req.path, req.query_pairs, h,
-            v3.signed_headers, req.body)
-        if sign.hmac_sha256_hex(secret, sts) ~= v3.signature:lower() then
-            -- §5.1 "(V3 mismatch)" message form
-            return gateway(400, "SignatureDoesNotMatch",
-                "Specified signature does not match our calculation. server StringToSign is [" .. sts .. "]")
-        end
-    else
-        if not p.Signature or p.Signature == "" then return gateway(400, "MissingSignature", "Signature is mandatory for this action.") end
-        local sts = sign.v1_string_to_sign(req.method, p)
-        if sign.v1_signature(secret, sts) ~= p.Signature then
-            return gateway(400, "SignatureDoesNotMatch",
-                "Specified signature is not matched with our calculation. server string to sign is:" .. sts)
-        end
-    end
+    err = check_signature(req, secret)
+    if err then return err end
     -- a nonce is spent only by a correctly signed request
-    local ok, err = ngx.shared[NONCE_DICT]:add("n:" .. akid .. ":" .. nonce, true, NONCE_TTL)
-    if not ok and err == "exists" then
+    local akid = v3 and v3.credential or p.AccessKeyId
+    local ok, aerr = ngx.shared[NONCE_DICT]:add("n:" .. akid .. ":" .. nonce, true, NONCE_TTL)
+    if not ok and aerr == "exists" then
         return gateway(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
     end
-    return nil
+    return nil, account
 end
 
 local FAULTS = {
@@ -170,10 +218,10 @@ local FAULTS = {
 }
 
 local function process(req)
-    local err = authenticate(req)
+    local err, account = authenticate(req)
     if err then return err end
     local now = ngx.now()
-    if throttled(req.action, now) then
+    if throttled(account, req.action, now) then
         return gateway(400, "Throttling.User", "Request was denied due to user flow control.")
     end
     for _, name in ipairs(actions.ACTIONS[req.action].required) do
@@ -203,13 +251,17 @@ local function process(req)
                                         ErrorMessage = "The instance is not found." } }
     end
     actions.settle(now)
-    local result = actions.run(req.action, req.params, now)
+    local result = actions.run(req.action, req.params, now, account)
     if result.business then
         return { status = 200, body = { Success = false, Code = result.Code,
                                         ErrorMessage = result.ErrorMessage, Data = result.Data } }
     end
     result.Success = true
     return { status = 200, body = result, after = fault and fault.kind }
+end
+
+local function log_request(entry)
+    if #log < LOG_LIMIT then log[#log + 1] = entry end
 end
 
 local CONTENT_TYPE = { json = "application/json;charset=utf-8", xml = "text/xml;charset=utf-8" }
@@ -239,8 +291,48 @@ local function send_truncated(format, rid)
     return ngx.exit(444)
 end
 
+-- A header longer than this is refused before anything parses it (an ACS3 Authorization
+-- is a few hundred bytes); nginx itself bounds them at 1 MiB (large_client_header_buffers).
+local MAX_HEADER = 16 * 1024
+
+local function oversized(headers)
+    for _, v in pairs(headers) do
+        if type(v) == "table" then
+            for _, x in ipairs(v) do if #x > MAX_HEADER then return true end end
+        elseif #v > MAX_HEADER then
+            return true
+        end
+    end
+    return false
+end
+
+-- What the cloud's front nginx answers to a header it will not hold.
+local function header_too_large()
+    ngx.status = 400
+    ngx.header["Content-Type"] = "text/html"
+    ngx.print("<html>\r\n<head><title>400 Request Header Or Cookie Too Large</title></head>\r\n<body>\r\n"
+        .. "<center><h1>400 Bad Request</h1></center>\r\n"
+        .. "<center>Request Header Or Cookie Too Large</center>\r\n</body>\r\n</html>\r\n")
+    log_request({ action = nil, method = ngx.req.get_method(), params = {}, signature = "none", status = 400,
+                  code = "RequestHeaderTooLarge" })
+end
+
+-- What `requests()` keeps: the parameters without Signature, with credentials (a
+-- SecurityToken, or a secret a broken client put into the parameters) as "<redacted>".
+local REDACTED = { SecurityToken = true, AccessKeySecret = true, DeviceSecret = true }
+
+local function recorded_params(params)
+    local out = {}
+    for k, v in pairs(params) do
+        if REDACTED[k] then out[k] = "<redacted>" elseif k ~= "Signature" then out[k] = v end
+    end
+    return out
+end
+
 local function api()
     ngx.update_time()
+    local headers = ngx.req.get_headers(200)
+    if oversized(headers) then return header_too_large() end
     local body = read_body()
     local query = ngx.var.args or ""
     local params, query_pairs = sign.parse_form(query)
@@ -248,7 +340,6 @@ local function api()
     if body ~= "" and ctype:find("application/x-www-form-urlencoded", 1, true) then
         for k, v in pairs((sign.parse_form(body))) do params[k] = v end
     end
-    local headers = ngx.req.get_headers(200)
     local auth = headers["authorization"]
     local acs3 = type(auth) == "string" and sign.parse_acs3_authorization(auth) or nil
     local req = {
@@ -262,13 +353,10 @@ local function api()
     local rid = request_id()
     local res = process(req)
 
-    local logged = {}
-    for k, v in pairs(params) do if k ~= "Signature" then logged[k] = v end end
-    local entry = { action = req.action, method = req.method, params = logged,
-                    signature = acs3 and "ACS3" or "V1", status = res.status or 0,
-                    code = res.gateway and res.gateway.Code or res.body and res.body.Code,
-                    fault = req.fault }
-    if #log < LOG_LIMIT then log[#log + 1] = entry end
+    log_request { action = req.action, method = req.method, params = recorded_params(params),
+                  signature = acs3 and "ACS3" or "V1", status = res.status or 0,
+                  code = res.gateway and res.gateway.Code or res.body and res.body.Code,
+                  fault = req.fault }
 
     if res.fault == "reset" or res.after == "reset_after" then return ngx.exit(444) end
     if res.fault == "truncate" then return send_truncated(format, rid) end
@@ -292,64 +380,124 @@ local function api()
     ngx.print(text)
 end
 
--- Control endpoints. Bodies and answers are Lua literals (aliyun.iot.emulator.literal).
-local FAULT_KINDS = { ["503"] = true, throttle = true, reset = true, slow = true, truncate = true,
-                      malformed = true, reset_after = true }
+-- Control endpoints: state-changing ones take POST with a JSON object (data only, each
+-- field checked by aliyun.iot.emulator.knobs; nothing changes unless all of it is valid),
+-- inspection ones GET. Answers are JSON when asked (`Accept: application/json` or
+-- `?format=json`; the launcher always asks), else a Lua table literal for people with curl.
+local MAX_CONTROL_BODY = 1024 * 1024
 
-local CONTROL = {}
+local CONTROL = { GET = {}, POST = {} }
 
-function CONTROL.ping() return true end
+function CONTROL.GET.ping() return true end
 
-function CONTROL.state()
+function CONTROL.GET.state()
     ngx.update_time()
     actions.settle(ngx.now())
     return actions.snapshot()
 end
 
-function CONTROL.requests() return log end
+function CONTROL.GET.requests() return render.array(log) end
 
-function CONTROL.fault(f)
-    if type(f) ~= "table" or not FAULT_KINDS[f.kind] then return nil, "unknown fault kind" end
-    if (f.count == nil) == (f.probability == nil) then return nil, "give count or probability" end
-    if f.action ~= nil and not actions.ACTIONS[f.action] then return nil, "unknown action " .. tostring(f.action) end
+function CONTROL.POST.fault(f)
+    local ok, err = knobs.check_fault(f)
+    if not ok then return nil, err end
+    if f.action ~= nil and not actions.ACTIONS[f.action] then return nil, "unknown action " .. f.action end
     faults[#faults + 1] = { kind = f.kind, count = f.count, probability = f.probability,
                             action = f.action, delay = f.delay }
     return true
 end
 
-function CONTROL.clear_faults() faults = {}; return true end
+function CONTROL.POST.clear_faults() faults = {}; return true end
 
-function CONTROL.reset()
+function CONTROL.POST.reset()
     actions.reset()
     log, faults, windows = {}, {}, {}
     ngx.shared[NONCE_DICT]:flush_all()
     return true
 end
 
-local SETTABLE = { async_delay = true, qps_limits = true, invalid_names = true, max_count = true }
-
-function CONTROL.set(t)
-    for k in pairs(t) do if not SETTABLE[k] then return nil, "cannot set " .. tostring(k) end end
+function CONTROL.POST.set(t)
+    local ok, err = knobs.check_settings(t)
+    if not ok then return nil, err end
+    if type(t.qps_limits) == "table" then
+        for action in pairs(t.qps_limits) do
+            if not actions.ACTIONS[action] then return nil, "qps_limits: unknown action " .. action end
+        end
+    end
     for k, v in pairs(t) do conf[k] = v end
     windows = {}
     return true
 end
 
+local ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+local function random_string(n)
+    local t = {}
+    for i = 1, n do
+        local k = math.random(#ALNUM)
+        t[i] = ALNUM:sub(k, k)
+    end
+    return table.concat(t)
+end
+
+-- Temporary credentials of an account, as STS would issue them: they act for that account
+-- only, with their own SecurityToken, until they expire.
+function CONTROL.POST.issue_credentials(t)
+    for k in pairs(t) do
+        if k ~= "account" and k ~= "expires_in" then return nil, "unknown field " .. tostring(k) end
+    end
+    if type(t.account) ~= "string" or not conf.accounts[t.account] then return nil, "unknown account" end
+    local ttl = t.expires_in == nil and 3600 or t.expires_in
+    if not (knobs.is_int(ttl) and ttl >= 1 and ttl <= 43200) then
+        return nil, "expires_in must be an integer number of seconds within 1..43200"
+    end
+    ngx.update_time()
+    local id, expires = "STS." .. random_string(24), ngx.time() + ttl
+    issued[id] = { secret = random_string(32), token = "CAIS" .. random_string(120), account = t.account,
+                   expires = expires }
+    return { AccessKeyId = id, AccessKeySecret = issued[id].secret, SecurityToken = issued[id].token,
+             Expiration = os.date("!%Y-%m-%dT%H:%M:%SZ", expires) }
+end
+
+local function wants_json()
+    local accept = ngx.var.http_accept or ""
+    return ngx.var.arg_format == "json" or accept:find("application/json", 1, true) ~= nil
+end
+
+local function answer(status, value, json)
+    ngx.status = status
+    ngx.header["Content-Type"] = json and "application/json" or "text/plain"
+    local text = json and render.json(value) or literal.encode(value)
+    ngx.header["Content-Length"] = #text
+    ngx.print(text)
+end
+
+local function control_arg(json)
+    local body = read_body()
+    if #body > MAX_CONTROL_BODY then return nil, answer(413, { error = "the body is over 1 MiB" }, json) end
+    if body == "" then return {} end
+    local arg = cjson.decode(body)
+    if type(arg) ~= "table" then return nil, answer(400, { error = "the body must be a JSON object" }, json) end
+    return arg
+end
+
 local function control(name)
-    local fn = CONTROL[name]
-    if not fn then ngx.status = 404; ngx.print("nil"); return end
-    local arg
-    if ngx.req.get_method() == "POST" then
-        arg = literal.decode(read_body())
+    local json = wants_json()
+    local method = ngx.req.get_method()
+    local fn = CONTROL[method] and CONTROL[method][name]
+    if not fn then
+        local other = CONTROL.GET[name] and "GET" or CONTROL.POST[name] and "POST"
+        if not other then return answer(404, { error = "no such control URL" }, json) end
+        ngx.header["Allow"] = other
+        return answer(405, { error = name .. " needs " .. other }, json)
+    end
+    local arg = {}
+    if method == "POST" then
+        arg = control_arg(json)
+        if not arg then return end
     end
     local out, err = fn(arg)
-    ngx.header["Content-Type"] = "text/plain"
-    if out == nil then
-        ngx.status = 400
-        ngx.print(literal.encode { error = err })
-    else
-        ngx.print(literal.encode(out))
-    end
+    if out == nil then return answer(400, { error = err }, json) end
+    answer(200, out, json)
 end
 
 --- The content handler of every location.

@@ -110,14 +110,38 @@ function M.hmac_sha256_hex(key, data)
     return hex(ffi.string(md, mdlen[0]))
 end
 
+-- Leading and trailing spaces and tabs cut, in linear time (the pattern `^%s*(.-)%s*$` is
+-- quadratic in a long run of inner spaces).
+local function trim(s)
+    local i = s:find("[^ \t]")
+    if not i then return "" end
+    local j = #s
+    while true do
+        local b = s:byte(j)
+        if b ~= 32 and b ~= 9 then break end
+        j = j - 1
+    end
+    return s:sub(i, j)
+end
+
+local ACS3 = "ACS3-HMAC-SHA256"
+
 --- Parses `Authorization: ACS3-HMAC-SHA256 Credential=<id>,SignedHeaders=<a;b>,Signature=<hex>`
--- (reference §3).
+-- (reference §3), in one pass over the value: fields split at `,`, each at its first `=`.
 -- @return {credential=, signed_headers=, signature=} or nil
 function M.parse_acs3_authorization(value)
-    local rest = value:match("^%s*ACS3%-HMAC%-SHA256%s+(.*)$")
-    if not rest then return nil end
-    local fields = {}
-    for k, v in rest:gmatch("([%w]+)=([^,%s]*)") do fields[k] = v end
+    value = trim(value)
+    if value:sub(1, #ACS3) ~= ACS3 then return nil end
+    local rest = value:sub(#ACS3 + 1)
+    if not rest:find("^[ \t]") then return nil end
+    local fields, pos = {}, 1
+    while pos <= #rest + 1 do
+        local comma = rest:find(",", pos, true) or #rest + 1
+        local item = trim(rest:sub(pos, comma - 1))
+        local eq = item:find("=", 1, true)
+        if eq then fields[item:sub(1, eq - 1)] = item:sub(eq + 1) end
+        pos = comma + 1
+    end
     if not (fields.Credential and fields.SignedHeaders and fields.Signature) then return nil end
     return { credential = fields.Credential, signed_headers = fields.SignedHeaders,
              signature = fields.Signature }
@@ -143,11 +167,11 @@ function M.acs3_string_to_sign(method, path, query_pairs, headers, signed_header
         local v = headers[name]
         if type(v) == "table" then
             local vs = {}
-            for j, x in ipairs(v) do vs[j] = x:match("^%s*(.-)%s*$") end
+            for j, x in ipairs(v) do vs[j] = trim(x) end
             table.sort(vs)
             v = table.concat(vs, ",")
         else
-            v = (v or ""):match("^%s*(.-)%s*$")
+            v = trim(v or "")
         end
         lines[i] = name .. ":" .. v .. "\n"
     end
