@@ -5,7 +5,8 @@
 -- The interface is the client's documented one (`client:invoke(action, params, opts)`,
 -- `client:invoke_many(action, params_list, opts, concurrency)`, `client:clock()`,
 -- `client:pause(seconds)`). Until the client has it, each function maps it onto today's
--- client (`_call_internal`, `call_many`, `_now`, `_sleep`), and the deadline is kept here.
+-- client (`_call_internal`, `call_many`, `_now`, `_sleep`), and the deadline is kept here;
+-- a client that has the interface is used through it directly.
 -- `opts`: `deadline` (an absolute `clock()` value: no attempt starts after it, each
 -- attempt's timeouts are cut to the time left; passed, the call ends in
 -- `DeadlineExceeded`), `on_send(call_opts) -> true | nil, err` (right before an attempt
@@ -40,11 +41,13 @@ end
 
 --- The client's monotonic clock [s].
 function Port:clock()
+  if self.client.clock then return self.client:clock() end
   return self.client:_now()
 end
 
 --- Sleeps [s] the way the client does (cosockets inside OpenResty).
 function Port:pause(seconds)
+  if self.client.pause then return self.client:pause(seconds) end
   return self.client:_sleep(seconds)
 end
 
@@ -53,6 +56,7 @@ end
 -- @treturn ?table err
 function Port:invoke(action, params, opts)
   opts = opts or {}
+  if self.client.invoke then return self.client:invoke(action, params, opts) end
   local client, deadline, on_send = self.client, opts.deadline, opts.on_send
   return client:_call_internal(action, params, {
     on_retry = opts.on_retry, max_retries = opts.max_retries,
@@ -77,6 +81,9 @@ end
 -- @treturn table errs
 function Port:invoke_many(action, params_list, opts, concurrency)
   opts = opts or {}
+  if self.client.invoke_many then
+    return self.client:invoke_many(action, params_list, opts, concurrency)
+  end
   local retries = opts.max_retries or self.client.max_retries
   if opts.deadline or opts.on_send or retries == 0 then
     local results, errs = {}, {}
