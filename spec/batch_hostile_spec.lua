@@ -57,6 +57,9 @@ local function assert_clean_journal(path)
 end
 
 -- {label, kind ("random" Count 3 | "named" NAMES | "random60" Count 60), tamper, code}
+local PAGE, STATUS, IR = "QueryPageByApplyId", "QueryBatchRegisterDeviceStatus", "InvalidResponse"
+local INFO = "ApplyDeviceList.ApplyDeviceInfo."
+
 local CASES = {
   -- BatchRegisterDevice acted (Success) but its ApplyId cannot be used: never re-sent.
   {"BatchRegisterDevice ApplyId a table", "random", on("BatchRegisterDevice", "Data.ApplyId", {1}), "Ambiguous"},
@@ -67,65 +70,65 @@ local CASES = {
   {"BatchRegisterDevice ApplyId true", "random", on("BatchRegisterDevice", "Data.ApplyId", true), "Ambiguous"},
   {"BatchRegisterDevice ApplyId 1e300", "random", on("BatchRegisterDevice", "Data.ApplyId", 1e300), "Ambiguous"},
   {"BatchRegisterDevice Data a string", "random", on("BatchRegisterDevice", "Data", "x"), "Ambiguous"},
-  {"BatchCheckDeviceNames ApplyId a table", "named", on("BatchCheckDeviceNames", "Data.ApplyId", {}), "InvalidResponse"},
-  {"BatchCheckDeviceNames ApplyId \"12a\"", "named", on("BatchCheckDeviceNames", "Data.ApplyId", "12a"), "InvalidResponse"},
-  {"BatchCheckDeviceNames ApplyId false", "named", on("BatchCheckDeviceNames", "Data.ApplyId", false), "InvalidResponse"},
-  {"Status missing", "random", on("QueryBatchRegisterDeviceStatus", "Data.Status", nil), "InvalidResponse"},
-  {"Status 42", "random", on("QueryBatchRegisterDeviceStatus", "Data.Status", 42), "InvalidResponse"},
-  {"Status a table", "random", on("QueryBatchRegisterDeviceStatus", "Data.Status", {"CREATE_SUCCESS"}), "InvalidResponse"},
-  {"Status true", "named", on("QueryBatchRegisterDeviceStatus", "Data.Status", true), "InvalidResponse"},
-  {"Status \"DONE\"", "random", on("QueryBatchRegisterDeviceStatus", "Data.Status", "DONE"), "InvalidResponse"},
-  {"status Data a string", "random", on("QueryBatchRegisterDeviceStatus", "Data", "x"), "InvalidResponse"},
-  {"status InvalidList a string", "random", on("QueryBatchRegisterDeviceStatus", "Data.InvalidList", "x"), "InvalidResponse"},
+  {"BatchCheckDeviceNames ApplyId a table", "named", on("BatchCheckDeviceNames", "Data.ApplyId", {}), IR},
+  {"BatchCheckDeviceNames ApplyId \"12a\"", "named", on("BatchCheckDeviceNames", "Data.ApplyId", "12a"), IR},
+  {"BatchCheckDeviceNames ApplyId false", "named", on("BatchCheckDeviceNames", "Data.ApplyId", false), IR},
+  {"Status missing", "random", on(STATUS, "Data.Status", nil), IR},
+  {"Status 42", "random", on(STATUS, "Data.Status", 42), IR},
+  {"Status a table", "random", on(STATUS, "Data.Status", {"CREATE_SUCCESS"}), IR},
+  {"Status true", "named", on(STATUS, "Data.Status", true), IR},
+  {"Status \"DONE\"", "random", on(STATUS, "Data.Status", "DONE"), IR},
+  {"status Data a string", "random", on(STATUS, "Data", "x"), IR},
+  {"status InvalidList a string", "random", on(STATUS, "Data.InvalidList", "x"), IR},
   {"status InvalidDetailList entry with a table DeviceName", "named",
-   on("QueryBatchRegisterDeviceStatus", "Data.InvalidDetailList.invalidDetailList", {{DeviceName = {}}}), "InvalidResponse"},
-  {"status ValidList names that are numbers", "named", on("QueryBatchRegisterDeviceStatus", "Data.ValidList.Name", {1, 2}), "InvalidResponse"},
-  {"PageCount 10,000,000", "random", on("QueryPageByApplyId", "PageCount", 10000000), "InvalidResponse"},
-  {"PageCount \"x\"", "random", on("QueryPageByApplyId", "PageCount", "x"), "InvalidResponse"},
-  {"Total \"3\"", "random", on("QueryPageByApplyId", "Total", "3"), "InvalidResponse"},
-  {"Total -1", "random", on("QueryPageByApplyId", "Total", -1), "InvalidResponse"},
-  {"Total 1e9", "random", on("QueryPageByApplyId", "Total", 1e9), "InvalidResponse"},
-  {"Page a table", "random", on("QueryPageByApplyId", "Page", {}), "InvalidResponse"},
-  {"PageSize 0", "random", on("QueryPageByApplyId", "PageSize", 0), "InvalidResponse"},
-  {"PageSize 1.5", "random", on("QueryPageByApplyId", "PageSize", 1.5), "InvalidResponse"},
-  {"ApplyDeviceList a string", "random", on("QueryPageByApplyId", "ApplyDeviceList", "x"), "InvalidResponse"},
-  {"a device record that is a string", "random", on("QueryPageByApplyId", "ApplyDeviceList.ApplyDeviceInfo.2", "x"), "InvalidResponse"},
-  {"DeviceName a table", "random", on("QueryPageByApplyId", "ApplyDeviceList.ApplyDeviceInfo.1.DeviceName", {}), "InvalidResponse"},
+   on(STATUS, "Data.InvalidDetailList.invalidDetailList", {{DeviceName = {}}}), IR},
+  {"status ValidList names that are numbers", "named", on(STATUS, "Data.ValidList.Name", {1, 2}), IR},
+  {"PageCount 10,000,000", "random", on(PAGE, "PageCount", 10000000), IR},
+  {"PageCount \"x\"", "random", on(PAGE, "PageCount", "x"), IR},
+  {"Total \"3\"", "random", on(PAGE, "Total", "3"), IR},
+  {"Total -1", "random", on(PAGE, "Total", -1), IR},
+  {"Total 1e9", "random", on(PAGE, "Total", 1e9), IR},
+  {"Page a table", "random", on(PAGE, "Page", {}), IR},
+  {"PageSize 0", "random", on(PAGE, "PageSize", 0), IR},
+  {"PageSize 1.5", "random", on(PAGE, "PageSize", 1.5), IR},
+  {"ApplyDeviceList a string", "random", on(PAGE, "ApplyDeviceList", "x"), IR},
+  {"a device record that is a string", "random", on(PAGE, INFO .. "2", "x"), IR},
+  {"DeviceName a table", "random", on(PAGE, INFO .. "1.DeviceName", {}), IR},
   {"DeviceName a spreadsheet formula", "random",
-   on("QueryPageByApplyId", "ApplyDeviceList.ApplyDeviceInfo.1.DeviceName", '=HYPERLINK("http://x","y")'), "InvalidResponse"},
-  {"DeviceName with a NUL", "random", on("QueryPageByApplyId", "ApplyDeviceList.ApplyDeviceInfo.3.DeviceName", "lamp\0one"), "InvalidResponse"},
-  {"DeviceSecret a number", "random", on("QueryPageByApplyId", "ApplyDeviceList.ApplyDeviceInfo.1.DeviceSecret", 5), "InvalidResponse"},
-  {"DeviceSecret missing", "random", on("QueryPageByApplyId", "ApplyDeviceList.ApplyDeviceInfo.2.DeviceSecret", nil), "InvalidResponse"},
-  {"DeviceSecret a formula", "random", on("QueryPageByApplyId", "ApplyDeviceList.ApplyDeviceInfo.1.DeviceSecret", "=1+2"), "InvalidResponse"},
-  {"DeviceSecret with a NUL", "random", on("QueryPageByApplyId", "ApplyDeviceList.ApplyDeviceInfo.1.DeviceSecret", "abc\0def"), "InvalidResponse"},
-  {"IotId a table", "random", on("QueryPageByApplyId", "ApplyDeviceList.ApplyDeviceInfo.1.IotId", {}), "InvalidResponse"},
-  {"IotId with CR LF", "random", on("QueryPageByApplyId", "ApplyDeviceList.ApplyDeviceInfo.1.IotId", "abc\r\ndef"), "InvalidResponse"},
+   on(PAGE, INFO .. "1.DeviceName", '=HYPERLINK("http://x","y")'), IR},
+  {"DeviceName with a NUL", "random", on(PAGE, INFO .. "3.DeviceName", "lamp\0one"), IR},
+  {"DeviceSecret a number", "random", on(PAGE, INFO .. "1.DeviceSecret", 5), IR},
+  {"DeviceSecret missing", "random", on(PAGE, INFO .. "2.DeviceSecret", nil), IR},
+  {"DeviceSecret a formula", "random", on(PAGE, INFO .. "1.DeviceSecret", "=1+2"), IR},
+  {"DeviceSecret with a NUL", "random", on(PAGE, INFO .. "1.DeviceSecret", "abc\0def"), IR},
+  {"IotId a table", "random", on(PAGE, INFO .. "1.IotId", {}), IR},
+  {"IotId with CR LF", "random", on(PAGE, INFO .. "1.IotId", "abc\r\ndef"), IR},
   {"a finished apply with fewer devices than asked", "random", function(a, _, out)
     if a == "QueryPageByApplyId" then
       out.Total, out.PageCount = 2, 1
       out.ApplyDeviceList.ApplyDeviceInfo[3] = nil
     end
     return out
-  end, "InvalidResponse"},
+  end, IR},
   {"an apply with more devices than asked", "random", function(a, _, out)
     if a == "QueryPageByApplyId" then
       out.Total = 4
       out.ApplyDeviceList.ApplyDeviceInfo[4] = fake.device(1, 4)
     end
     return out
-  end, "InvalidResponse"},
+  end, IR},
   {"a named apply listing a device it was not asked for", "named",
-   on("QueryPageByApplyId", "ApplyDeviceList.ApplyDeviceInfo.2.DeviceName", "other_0002"), "InvalidResponse"},
+   on(PAGE, INFO .. "2.DeviceName", "other_0002"), IR},
   {"a device repeated across pages", "random60", function(a, p, out)
     if a == "QueryPageByApplyId" and p.CurrentPage == "2" then
       out.ApplyDeviceList.ApplyDeviceInfo[1] = fake.device(4415, 1)
     end
     return out
-  end, "InvalidResponse"},
+  end, IR},
   {"a page body that is not JSON", "random", function(a, _, out)
     if a == "QueryPageByApplyId" then return "<html>oops</html>" end
     return out
-  end, "InvalidResponse"},
+  end, IR},
 }
 
 describe("batch helpers against a hostile service", function()
@@ -282,6 +285,7 @@ describe("batch helpers against a hostile service", function()
       assert.matches("after 30 s (apply_timeout", err.message, 1, true)
       local p = tmpname()
       _, err = c:register_devices{ProductKey = PK, Count = 3, apply_timeout = 60, journal = p}
+      assert.are.equal("ApplyTimeout", err.code)
       local _, rerr = c:resume{journal = p, apply_timeout = 90}
       os.remove(p)
       assert.matches("after 90 s (apply_timeout", rerr.message, 1, true)
