@@ -483,6 +483,32 @@ describe("batch helpers", function()
       assert_exact(res.Devices)
     end)
 
+    it("refuses a changed or damaged journal with JournalError naming the event, sending nothing", function()
+      local c = client()
+      local job = '{"event":"job","version":1,"kind":"random","ProductKey":"' .. PK .. '","Count":%s}'
+      local apply = '{"event":"apply","seq":1,"ApplyId":"4415","ProductKey":"' .. PK .. '","phase":"create","Count":3}'
+      local cases = {
+        {job:format('"abc"'), "Count"},
+        {job:format("2.5"), "Count"},
+        {job:format("1000000000000"), "Count"},
+        {job:format("3") .. '\n{"event":"apply","seq":1,"phase":"create","Count":3}', "ApplyId"},
+        {job:format("3") .. "\n" .. apply .. '\n{"event":"device","ApplyId":"4415","DeviceSecret":"abc","IotId":"x1"}',
+         "device"},
+        {job:format("3") .. "\n" .. apply ..
+         '\n{"event":"device","ApplyId":"4415","DeviceName":"lamp_0001","DeviceSecret":{},"IotId":"x1"}', "device"},
+        {job:format("3") .. '\n{"event":"submit","action":"BatchRegisterDevice","Count":3}', "seq"},
+        {'{"event":"job","version":1,"kind":"named","ProductKey":"' .. PK .. '","Devices":[{}]}', "Devices"},
+      }
+      for _, case in ipairs(cases) do
+        write(path, case[1] .. "\n")
+        local res, err = c:resume{journal = path}
+        assert.is_nil(res)
+        assert.are.equal("JournalError", err.code, tostring(err))
+        assert.matches(case[2], err.message, 1, true)
+      end
+      assert.are.same({}, emu:requests())
+    end)
+
     it("keeps ApplyIds beyond 2^53 exact through the journal", function()
       local big = emulator.start{async_delay = 0, apply_id_base = "900719925474099300"}
       local c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret",

@@ -76,8 +76,8 @@ local M = {}
 -- the service's 10,000 per call (10,000 at the default 1,000), 200,000 page reads (over an
 -- hour at QueryPageByApplyId's 50 QPS) and a result table of every record in memory
 -- (gigabytes); a larger Count is far likelier a slipped digit than a fleet, and a larger
--- fleet is several jobs, each with its own journal.
-local MAX_COUNT = 10000000
+-- fleet is several jobs, each with its own journal. Resume holds a journal to it too.
+local MAX_COUNT = resume_m.MAX_COUNT
 
 -- Runs a job to its end; whatever ends it (a result, an error, an on_progress callback
 -- that raised), its journal is released.

@@ -3,10 +3,88 @@
 -- @module aliyun.iot.batch.resume
 
 local errors = require "aliyun.iot.errors"
+local validate = require "aliyun.iot.validate"
 local answer = require "aliyun.iot.batch.answer"
 local named = require "aliyun.iot.batch.named"
 
 local M = {}
+
+--- The most devices one random-named job registers (see register_devices).
+M.MAX_COUNT = 10000000
+
+-- A journal is read as strictly as user input: a hand-edited or corrupted one is refused
+-- (JournalError naming the event), never a Lua error nor requests built from odd values.
+local function int(v, min, max)
+  return type(v) == "number" and v == math.floor(v) and v >= min and v <= max
+end
+
+local function list_of(v, each)
+  if validate.list_length(v) == nil then return false end
+  for _, x in ipairs(v) do if not each(x) then return false end end
+  return true
+end
+
+local function name_msg(x)
+  return type(x) == "table" and type(x.DeviceName) == "string"
+    and (x.ErrorMsg == nil or type(x.ErrorMsg) == "string")
+end
+
+local function record(x)
+  return type(x) == "table" and type(x.DeviceName) == "string"
+    and (x.DeviceNickname == nil or type(x.DeviceNickname) == "string")
+end
+
+local function id(v)
+  return type(v) == "string" and validate.apply_id_problem(v) == nil
+end
+
+-- Per event: nil when its fields are usable, else the field at fault.
+local CHECK = {
+  job = function(r)
+    if validate.product_key_problem(r.ProductKey) then return "ProductKey" end
+    if r.kind == "random" and not int(r.Count, 1, M.MAX_COUNT) then return "Count" end
+    if r.kind == "named" and not list_of(r.Devices, record) then return "Devices" end
+  end,
+  submit = function(r) if not int(r.seq, 1, 2^31) then return "seq" end end,
+  failed = function(r) if not int(r.seq, 1, 2^31) then return "seq" end end,
+  uncertain = function(r)
+    if not int(r.seq, 1, 2^31) then return "seq" end
+    if type(r.message) ~= "string" then return "message" end
+  end,
+  apply = function(r)
+    if not id(r.ApplyId) then return "ApplyId" end
+    if r.seq ~= nil and not int(r.seq, 1, 2^31) then return "seq" end
+    if r.phase == "create" and not int(r.Count, 1, answer.MAX_APPLY) then return "Count" end
+    if r.phase == "check" and not list_of(r.Names, function(x) return type(x) == "string" end)
+    then return "Names" end
+    if r.phase ~= "create" and r.phase ~= "check" then return "phase" end
+  end,
+  device = function(r)
+    if not id(r.ApplyId) then return "ApplyId" end
+    local _, why = answer.device(r)
+    if why then return "device (" .. why .. ")" end
+  end,
+  fetched = function(r)
+    if not id(r.ApplyId) then return "ApplyId" end
+    if r.Status ~= "CREATE_SUCCESS" and r.Status ~= "CREATE_FAILED" then return "Status" end
+    if r.Failed ~= nil and not list_of(r.Failed, name_msg) then return "Failed" end
+  end,
+  done = function(r)
+    if r.Invalid ~= nil and not list_of(r.Invalid, name_msg) then return "Invalid" end
+  end,
+}
+
+local function check_records(records)
+  for i, r in ipairs(records) do
+    local check = CHECK[r.event]
+    local field = check and check(r)
+    if field then
+      return errors.new{code = "JournalError", message = ("event %d (%s) of the journal " ..
+        "has an unusable %s: it was changed or damaged; the job cannot be resumed from it")
+        :format(i, r.event, field)}
+    end
+  end
+end
 
 local IN_FLIGHT = "BatchRegisterDevice (Count = %s) was in flight when the journaled " ..
   "process ended: the service may have created an apply whose ApplyId never arrived. It " ..
@@ -52,6 +130,8 @@ end
 -- @treturn ?boolean true when the journal records a finished job
 -- @treturn ?table err (`JournalError`, or the named job's InvalidDeviceName)
 function M.rebuild(job, records)
+  local bad = check_records(records)
+  if bad then return nil, bad end
   local spec = records[1]
   if spec.kind == "random" then
     job.Count, job.total = spec.Count, spec.Count
