@@ -483,6 +483,32 @@ describe("batch helpers", function()
       assert_exact(res.Devices)
     end)
 
+    it("refuses a changed or damaged journal with JournalError naming the event, sending nothing", function()
+      local c = client()
+      local job = '{"event":"job","version":1,"kind":"random","ProductKey":"' .. PK .. '","Count":%s}'
+      local apply = '{"event":"apply","seq":1,"ApplyId":"4415","ProductKey":"' .. PK .. '","phase":"create","Count":3}'
+      local cases = {
+        {job:format('"abc"'), "Count"},
+        {job:format("2.5"), "Count"},
+        {job:format("1000000000000"), "Count"},
+        {job:format("3") .. '\n{"event":"apply","seq":1,"phase":"create","Count":3}', "ApplyId"},
+        {job:format("3") .. "\n" .. apply .. '\n{"event":"device","ApplyId":"4415","DeviceSecret":"abc","IotId":"x1"}',
+         "device"},
+        {job:format("3") .. "\n" .. apply ..
+         '\n{"event":"device","ApplyId":"4415","DeviceName":"lamp_0001","DeviceSecret":{},"IotId":"x1"}', "device"},
+        {job:format("3") .. '\n{"event":"submit","action":"BatchRegisterDevice","Count":3}', "seq"},
+        {'{"event":"job","version":1,"kind":"named","ProductKey":"' .. PK .. '","Devices":[{}]}', "Devices"},
+      }
+      for _, case in ipairs(cases) do
+        write(path, case[1] .. "\n")
+        local res, err = c:resume{journal = path}
+        assert.is_nil(res)
+        assert.are.equal("JournalError", err.code, tostring(err))
+        assert.matches(case[2], err.message, 1, true)
+      end
+      assert.are.same({}, emu:requests())
+    end)
+
     it("keeps ApplyIds beyond 2^53 exact through the journal", function()
       local big = emulator.start{async_delay = 0, apply_id_base = "900719925474099300"}
       local c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret",
@@ -769,6 +795,166 @@ describe("batch helpers", function()
       assert.are.equal(1, #err.apply_ids)
       assert.are.equal(50, #err.devices)
       assert.are.equal(2, count_requests(emu, "BatchRegisterDevice"))
+    end)
+  end)
+
+  describe("jobs that end early, errors and arguments (issue 11 section 4, issue 17)", function()
+    local path
+    before_each(function() path = tmpname() end)
+    after_each(function() os.remove(path) end)
+
+    it("releases the journal when on_progress raises, so resume in the same process works", function()
+      local c = client()
+      local function boom(e) if e.phase == "fetch" then error("stop here", 0) end end
+      local ok, msg = pcall(c.register_devices, c, {ProductKey = PK, Count = 120, journal = path,
+                                                   on_progress = boom})
+      assert.is_false(ok)
+      assert.are.equal("stop here", msg)
+      -- resume's own on_progress raising releases it too
+      ok, msg = pcall(c.resume, c, {journal = path, on_progress = boom})
+      assert.is_false(ok)
+      assert.are.equal("stop here", msg)
+      local res = assert(c:resume{journal = path})
+      assert.are.equal(120, #res.Devices)
+      assert_exact(res.Devices)
+    end)
+
+    it("gives the job's error the result's names (ApplyIds, Devices, Invalid) and the snake_case aliases", function()
+      local c = client()
+      local _, err = c:register_named_devices{ProductKey = PK,
+        Devices = {"race-001", "race-002", "race-003"}, on_progress = function(e)
+          if e.phase == "check" then
+            assert(c:register_device{ProductKey = PK, DeviceName = "race-002"})
+          end
+        end}
+      assert.are.equal("CreateFailed", err.code)
+      assert.are.equal(1, #err.ApplyIds)
+      assert.are.same({"race-001", "race-003"}, sorted_names(err.Devices))
+      assert.are.equal("race-002", err.Invalid[1].DeviceName)
+      assert.are.equal(err.ApplyIds, err.apply_ids)
+      assert.are.equal(err.Devices, err.devices)
+      assert.are.equal(err.Invalid, err.invalid)
+    end)
+
+    it("raises on a wrong Lua type in every helper, sending nothing", function()
+      local c = client()
+      local cases = {
+        {"register_devices", {ProductKey = 123, Count = 5}, "ProductKey"},
+        {"register_devices", {ProductKey = PK, Count = {5}}, "Count"},
+        {"register_devices", {ProductKey = PK, Count = true}, "Count"},
+        {"register_devices", {ProductKey = PK, Count = 5, deadline = "5"}, "deadline"},
+        {"register_devices", {ProductKey = PK, Count = 5, apply_timeout = "60"}, "apply_timeout"},
+        {"register_named_devices", {ProductKey = 123, Devices = {"lamp_0001"}}, "ProductKey"},
+        {"register_named_devices", {ProductKey = PK, Devices = "x"}, "Devices"},
+        {"register_named_devices", {ProductKey = PK, Devices = {{}}}, "Devices[1].DeviceName"},
+        {"register_named_devices", {ProductKey = PK, Devices = {{DeviceName = 5}}}, "Devices[1].DeviceName"},
+        {"register_named_devices", {ProductKey = PK, Devices = {{DeviceName = "lamp_0001", DeviceNickname = 5}}},
+         "Devices[1].DeviceNickname"},
+        {"wait_apply", {ProductKey = {PK}, ApplyId = 1}, "ProductKey"},
+        {"wait_apply", {ProductKey = PK, ApplyId = {1}}, "ApplyId"},
+        {"wait_apply", {ProductKey = PK, ApplyId = 1, journal = path}, "only register_devices"},
+        {"apply_devices", {ProductKey = PK, ApplyId = 1, on_progress = print}, "iterator"},
+        {"apply_devices", {ProductKey = PK, ApplyId = 1, journal = path}, "journal"},
+        {"resume", {journal = 5}, "journal"},
+      }
+      for _, case in ipairs(cases) do
+        local ok, msg = pcall(c[case[1]], c, case[2])
+        assert.is_false(ok, case[1] .. " " .. case[3])
+        assert.truthy(tostring(msg):find(case[3], 1, true), tostring(msg))
+        assert.is_nil(tostring(msg):find("table index is nil", 1, true))
+      end
+      assert.are.same({}, emu:requests())
+    end)
+
+    it("returns InvalidParameter for a bad value of the right type, sending nothing", function()
+      local c = client()
+      local cases = {
+        {"register_devices", {ProductKey = "bad pk", Count = 5}, "ProductKey"},
+        {"register_devices", {ProductKey = ("k"):rep(65), Count = 5}, "ProductKey"},
+        {"register_devices", {ProductKey = "pk\tx", Count = 5}, "ProductKey"},
+        {"register_devices", {ProductKey = PK, Count = 5, deadline = math.huge}, "deadline"},
+        {"register_devices", {ProductKey = PK, Count = 5, deadline = 0 / 0}, "deadline"},
+        {"register_devices", {ProductKey = PK, Count = 5, apply_timeout = -1}, "apply_timeout"},
+        {"register_named_devices", {ProductKey = "", Devices = {"lamp_0001"}}, "ProductKey"},
+        {"register_named_devices", {ProductKey = PK, Devices = {}}, "Devices"},
+        {"wait_apply", {ProductKey = PK, ApplyId = "abc"}, "ApplyId"},
+        {"wait_apply", {ProductKey = PK, ApplyId = 1, apply_timeout = 0}, "apply_timeout"},
+        {"resume", {journal = path, deadline = -1}, "deadline"},
+      }
+      for _, case in ipairs(cases) do
+        local res, err = c[case[1]](c, case[2])
+        assert.is_nil(res)
+        assert.are.equal("InvalidParameter", err.code, tostring(err))
+        assert.are.equal(case[3], err.parameter, tostring(err))
+      end
+      for _, args in ipairs{{ProductKey = PK, ApplyId = "abc"}, {ProductKey = PK, ApplyId = 1, page_size = 51},
+                            {ProductKey = "a b", ApplyId = 1}} do
+        local seen = {}
+        for dev, err in c:apply_devices(args) do seen[#seen + 1] = {dev, err} end
+        assert.are.equal(1, #seen)
+        assert.are.equal("InvalidParameter", seen[1][2].code)
+      end
+      local _, err = c:call("QueryBatchRegisterDeviceStatus", {ProductKey = "bad pk", ApplyId = 1})
+      assert.are.equal("ProductKey", err.parameter)
+      assert.are.same({}, emu:requests())
+    end)
+
+    it("takes Count as a digit string, and a deadline in apply_devices", function()
+      local c = client()
+      local res = assert(c:register_devices{ProductKey = PK, Count = "5", deadline = 30})
+      assert.are.equal(5, #res.Devices)
+      local n = 0
+      for dev, err in c:apply_devices{ProductKey = PK, ApplyId = res.ApplyIds[1], deadline = 30} do
+        assert(dev, err)
+        n = n + 1
+      end
+      assert.are.equal(5, n)
+    end)
+
+    it("checks nicknames by the documented rule before sending anything", function()
+      local c = client()
+      local bad = {"abc", "a b c d", "lamp-one", ("灯"):rep(33), "lamp\0x", "Lamp, kitchen"}
+      local list = {}
+      for i, nick in ipairs(bad) do list[i] = {DeviceName = ("nick_%04d"):format(i), DeviceNickname = nick} end
+      local res, err = c:register_named_devices{ProductKey = PK, Devices = list}
+      assert.is_nil(res)
+      assert.are.equal("InvalidDeviceName", err.code)
+      assert.are.equal(#bad, #err.Invalid)
+      for _, inv in ipairs(err.Invalid) do assert.matches("DeviceNickname", inv.ErrorMsg, 1, true) end
+      local _, rerr = c:call("RegisterDevice", {ProductKey = PK, DeviceName = "nick_9999", Nickname = "a b"})
+      assert.are.equal("Nickname", rerr.parameter)
+      _, rerr = c:call("BatchCheckDeviceNames", {ProductKey = PK,
+        DeviceNameList = {{DeviceName = "nick_9998", DeviceNickname = "abc"}}})
+      assert.are.equal("InvalidParameter", rerr.code)
+      assert.are.same({}, emu:requests())
+      -- and lets every valid one through: 2 Chinese characters are 4, kana, 64 wide, _
+      local good = {"灯泡", "ランプ", ("灯"):rep(32), "lamp_1", ("a"):rep(64), "Lamp_台灯"}
+      list = {}
+      for i, nick in ipairs(good) do list[i] = {DeviceName = ("good_%04d"):format(i), DeviceNickname = nick} end
+      res = assert(c:register_named_devices{ProductKey = PK, Devices = list})
+      assert.are.equal(#good, #res.Devices)
+    end)
+
+    it("registers valid names that start with - or @ (and reads them back)", function()
+      local c = client()
+      local names = {"-lamp-001", "@lamp-002", "lamp.a:b@c"}
+      local res = assert(c:register_named_devices{ProductKey = PK, Devices = names})
+      table.sort(names)
+      assert.are.same(names, sorted_names(res.Devices))
+    end)
+
+    it("never repeats a page request when the client's max_retries is 0", function()
+      local c = client{max_retries = 0}
+      local injected = false
+      local res, err = c:register_devices{ProductKey = PK, Count = 500, on_progress = function(e)
+        if e.phase == "create" and e.done and e.done > 0 and not injected then
+          injected = true -- after the first page: the next page request fails once
+          emu:fault{kind = "503", count = 1, action = "QueryPageByApplyId"}
+        end
+      end}
+      assert.is_nil(res)
+      assert.are.equal("ServiceUnavailable", err.code)
+      assert.are.equal(10, count_requests(emu, "QueryPageByApplyId"))
     end)
   end)
 

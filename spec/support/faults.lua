@@ -100,8 +100,8 @@ function M.run_job(emu, client, rng, p)
     end
   end
 
-  local reported = set(res and res.ApplyIds or err and err.apply_ids)
-  local devices = res and res.Devices or err and err.devices or {}
+  local reported = set(res and res.ApplyIds or err and err.ApplyIds)
+  local devices = res and res.Devices or err and err.Devices or {}
   local seen = {}
   for _, d in ipairs(devices) do
     if not created[d.DeviceName] then problem("device %s is not on the service", d.DeviceName) end
@@ -127,8 +127,11 @@ function M.run_job(emu, client, rng, p)
     for _, id in ipairs(unreported) do problem("apply %s not in ApplyIds", id) end
   else
     out.status = err.ambiguous and "ambiguous" or "error"
-    if type(err.apply_ids) ~= "table" or type(err.devices) ~= "table" then
-      problem("error without apply_ids/devices: %s", tostring(err))
+    if type(err.ApplyIds) ~= "table" or type(err.Devices) ~= "table" then
+      problem("error without ApplyIds/Devices: %s", tostring(err))
+    end
+    if err.apply_ids ~= err.ApplyIds or err.devices ~= err.Devices then
+      problem("error whose apply_ids/devices aliases differ: %s", tostring(err))
     end
     for id in pairs(reported) do
       if not by_apply[id] then problem("reported ApplyId %s does not exist", id) end

@@ -1,6 +1,18 @@
 --- Parameter validation before any request is sent, driven by the action table.
 -- Each problem with a value is reported, never raised: the caller gets
 -- `nil, err` with `code = "InvalidParameter"` and `err.parameter` naming it.
+--
+-- Some parameters mean the same in every action and have one rule wherever they appear,
+-- whatever kind the action's row gives them:
+--
+-- * `ProductKey`: no format is published (keys seen are 11 letters and digits), so only
+--   what cannot be one is refused: not a string, empty, any whitespace or control
+--   character, more than 64 bytes (`product_key_problem`).
+-- * `Nickname` (RegisterDevice) and `DeviceNickname` (BatchCheckDeviceNames' records):
+--   the documented rule (D-69470, D-69482): 4 to 64 characters counted with each Chinese
+--   (CJK unified ideograph) character as 2, of letters, digits, `_` and Chinese
+--   characters; BatchCheckDeviceNames also takes Japanese kana (also counted as 2)
+--   (`nickname_problem`). RegisterDevice takes an empty Nickname as none.
 -- @module aliyun.iot.validate
 
 local M = {}
@@ -26,6 +38,77 @@ end
 
 local function has_control(s)
   return s:find("[%z\r\n]") ~= nil
+end
+
+--- Why a value cannot be a ProductKey (see the module), or nil.
+-- @tparam any v
+-- @treturn ?string reason
+function M.product_key_problem(v)
+  if type(v) ~= "string" then return "must be a string" end
+  if v == "" then return "must not be empty" end
+  if v:find("[%s%c\127]") then return "must not contain whitespace or control characters" end
+  if #v > 64 then return "must be at most 64 bytes" end
+end
+
+-- The width of one nickname character starting at byte i of s (1 for ASCII letters,
+-- digits and _, 2 for a Chinese or, with kana, Japanese character), and its length in
+-- bytes; nil for any other character.
+local function nickname_char(s, i, kana)
+  local c = s:byte(i)
+  if c < 0x80 then
+    if s:sub(i, i):find("^[A-Za-z0-9_]$") then return 1, 1 end
+    return nil
+  end
+  local c2, c3 = s:byte(i + 1, i + 2)
+  if c < 0xE0 or c >= 0xF0 or not c3 or c2 < 0x80 or c2 > 0xBF or c3 < 0x80 or c3 > 0xBF then
+    return nil
+  end
+  local cp = (c - 0xE0) * 4096 + (c2 - 0x80) * 64 + (c3 - 0x80)
+  if (cp >= 0x4E00 and cp <= 0x9FFF) or (kana and cp >= 0x3040 and cp <= 0x30FF) then
+    return 2, 3
+  end
+  return nil
+end
+
+--- Why a nickname breaks the documented rule (see the module), or nil.
+-- @tparam any v
+-- @tparam[opt] boolean kana true where Japanese kana are allowed (BatchCheckDeviceNames)
+-- @treturn ?string reason
+function M.nickname_problem(v, kana)
+  if type(v) ~= "string" then return "must be a string" end
+  local width, i = 0, 1
+  while i <= #v do
+    local w, n = nickname_char(v, i, kana)
+    if not w then
+      return "may only contain letters, digits, _ and Chinese" ..
+        (kana and " or Japanese" or "") .. " characters"
+    end
+    width, i = width + w, i + n
+  end
+  if width < 4 or width > 64 then
+    return "must be 4 to 64 characters long (a Chinese or Japanese character counts 2)"
+  end
+end
+
+--- The length of a list: a table whose keys are exactly 1..n (no hole, nothing else).
+-- Counts the keys rather than trust `#`, which may stop at either side of a hole
+-- (LuaJIT and PUC Lua differ).
+-- @tparam any t
+-- @treturn ?integer n (0 for an empty table)
+-- @treturn ?integer the first missing index of a list with a hole (nil when a key is
+--   not a positive integer, or t is no table)
+function M.list_length(t)
+  if type(t) ~= "table" then return nil end
+  local n, count = 0, 0
+  for k in pairs(t) do
+    if type(k) ~= "number" or k < 1 or k ~= math.floor(k) then return nil end
+    count = count + 1
+    if k > n then n = k end
+  end
+  if count == n then return n end
+  for i = 1, n do
+    if t[i] == nil then return nil, i end
+  end
 end
 
 --- Reads an integer parameter given as a Lua integer, an integral float or a string of
@@ -101,32 +184,25 @@ function checks.integer(v, rule, ctx)
   end
 end
 
-function checks.apply_id(v)
+--- Why a value is not an ApplyId (a positive int64, as a Lua number or a digit string),
+-- or nil.
+-- @tparam any v
+-- @treturn ?string reason
+function M.apply_id_problem(v)
   local s, why = M.integer_string(v)
   if not s then return why end
   if cmp_decimal(s, "1") < 0 or cmp_decimal(s, "9223372036854775807") > 0 then
     return "must be a positive 64-bit integer"
   end
 end
+checks.apply_id = M.apply_id_problem
 
 local function check_list(v, rule, ctx, each)
   if type(v) ~= "table" then return "must be a list", nil end
-  -- Count the keys rather than trust #v: with a hole, # may stop at either side of it
-  -- (LuaJIT and PUC Lua differ), and the hole is then named the same everywhere.
-  local n, count = 0, 0
-  for k in pairs(v) do
-    if type(k) ~= "number" or k < 1 or k ~= math.floor(k) then
-      return "must be a list (keys 1..n)"
-    end
-    count = count + 1
-    if k > n then n = k end
-  end
+  local n, hole = M.list_length(v)
+  if hole then return "is missing: a list must have no hole", hole end
+  if not n then return "must be a list (keys 1..n)" end
   if n == 0 then return "must not be empty" end
-  if count ~= n then
-    for i = 1, n do
-      if v[i] == nil then return "is missing: a list must have no hole", i end
-    end
-  end
   local max = limit(rule.max, ctx)
   if max and n > max then return ("has %d entries, at most %d allowed"):format(n, max) end
   local seen = {}
@@ -161,7 +237,7 @@ function checks.name_records(v, rule, ctx)
     local why = checks.device_name(rec.DeviceName)
     if why then return "DeviceName " .. why end
     if rec.DeviceNickname ~= nil then
-      why = checks.text(rec.DeviceNickname)
+      why = M.nickname_problem(rec.DeviceNickname, true)
       if why then return "DeviceNickname " .. why end
     end
     return nil, rec.DeviceName
@@ -170,6 +246,12 @@ end
 
 -- Parameters every action takes besides its own (reference §4, common to all).
 local COMMON = {IotInstanceId = {kind = "key"}}
+
+-- Parameters with one rule in every action (see the module), checked after their kind.
+local BY_NAME = {
+  ProductKey = M.product_key_problem,
+  Nickname = function(v) if v ~= "" then return M.nickname_problem(v, false) end end,
+}
 
 --- Checks params against an action row.
 -- @tparam table row the action's row (`aliyun.iot.actions`)
@@ -198,6 +280,7 @@ function M.check(row, params, ctx)
       if rule.required then return name, name .. " is required" end
     else
       local why, index = checks[rule.kind](v, rule, ctx)
+      if not why and BY_NAME[name] then why = BY_NAME[name](v) end
       if why then
         local at = index and ("%s.%d"):format(name, index) or name
         return at, ("%s %s"):format(at, why)

@@ -1,0 +1,222 @@
+--- Checks of what the service answers the batch helpers. Nothing a server sends is
+-- trusted: every field the helpers use is type-checked here, and every value that could
+-- end up in a file (a DeviceName, DeviceSecret or IotId written to a journal or a CSV)
+-- must look like what the API produces. A failed check returns a reason; the caller turns
+-- it into `InvalidResponse` (`errors.invalid_response` below), never a Lua error.
+-- @module aliyun.iot.batch.answer
+
+local errors = require "aliyun.iot.errors"
+local validate = require "aliyun.iot.validate"
+
+local M = {}
+
+--- The most devices one apply holds: BatchRegisterDevice's and BatchCheckDeviceNames'
+-- per-call limit (D-69473, D-69482: 10,000).
+M.MAX_APPLY = 10000
+
+-- DeviceSecret and IotId as the API produces them: letters and digits (D-69470's
+-- examples, every value observed). Anything else (`=HYPERLINK(...)`, a NUL, a quote)
+-- is refused before it reaches a file.
+local TOKEN = "^[A-Za-z0-9]+$"
+local TOKEN_MAX = 64
+
+local STATUSES = {CHECK = true, CHECK_SUCCESS = true, CHECK_FAILED = true, CREATE = true,
+                  CREATE_SUCCESS = true, CREATE_FAILED = true}
+
+--- An `InvalidResponse` error.
+-- @tparam string message (server text in it is escaped when printed)
+-- @tparam[opt] table fields more fields (`apply_id`, `action`, ...)
+function M.invalid_response(message, fields)
+  local e = {code = "InvalidResponse", message = message}
+  for k, v in pairs(fields or {}) do e[k] = v end
+  return errors.new(e)
+end
+
+--- The decimal string of an ApplyId (Lua integer, number up to 2^53 or digit string):
+-- the journal and the job's tables key applies by it, exact over int64 everywhere.
+function M.id_key(id)
+  return (validate.integer_string(id))
+end
+
+--- The ApplyId of a decimal key as the client passes it on: a Lua integer (5.3+), a
+-- number below 2^53, or the string itself beyond.
+function M.id_value(s)
+  local n = tonumber(s)
+  if math.tointeger then return math.tointeger(n) or s end
+  if n and n < 2^53 then return n end
+  return s
+end
+
+local function what(v)
+  if type(v) == "string" then return ("%q"):format(v:sub(1, 40)) end
+  if type(v) == "number" then return tostring(v) end
+  return type(v)
+end
+
+--- A count field (Page, PageSize, PageCount, Total): a whole Lua number from 0 to 2^31.
+-- @treturn ?integer
+function M.count(v)
+  if type(v) ~= "number" or v ~= v or v < 0 or v > 2^31 or v ~= math.floor(v) then
+    return nil
+  end
+  return math.tointeger and math.tointeger(v) or v
+end
+
+--- The ApplyId in an answer's `Data`.
+-- @tparam any res the decoded answer
+-- @treturn ?any ApplyId as the answer holds it
+-- @treturn ?string its decimal key, or the reason it is unusable
+function M.apply_id(res)
+  local data = type(res) == "table" and res.Data
+  if type(data) ~= "table" then return nil, "the answer holds no Data object" end
+  local id = data.ApplyId
+  local why = "is missing or not a number"
+  if type(id) == "number" or type(id) == "string" then why = validate.apply_id_problem(id) end
+  if why then return nil, ("its ApplyId %s (got %s)"):format(why, what(id)) end
+  return id, M.id_key(id)
+end
+
+-- A wrapped list `container[key]` (`{"Name": [...]}`): nil or a list whose items pass
+-- `each`; returns the list ({} when absent) or nil and a reason.
+local function wrapped(container, key, label, each)
+  if container == nil then return {} end
+  if type(container) ~= "table" then return nil, label .. " is not an object" end
+  local list = container[key]
+  if list == nil then return {} end
+  if not validate.list_length(list) then return nil, label .. " is not a list" end
+  for i, v in ipairs(list) do
+    local why = each(v)
+    if why then return nil, ("%s[%d] %s"):format(label, i, why) end
+  end
+  return list
+end
+
+local function name_item(v)
+  local why = validate.device_name_problem(v)
+  if why then return "breaks the DeviceName rule: " .. why .. " (got " .. what(v) .. ")" end
+end
+
+local function detail_item(v)
+  if type(v) ~= "table" then return "is not an object" end
+  local why = name_item(v.DeviceName)
+  if why then return "DeviceName " .. why end
+  for _, k in ipairs{"ErrorMsg", "NickName"} do
+    if v[k] ~= nil and type(v[k]) ~= "string" then return k .. " is not a string" end
+  end
+end
+
+--- Checks a QueryBatchRegisterDeviceStatus answer (D-69483).
+-- @treturn ?table `Data`, its lists checked
+-- @treturn ?string reason
+function M.status(res)
+  local data = type(res) == "table" and res.Data
+  if type(data) ~= "table" then return nil, "the status answer holds no Data object" end
+  if not STATUSES[data.Status] then
+    return nil, ("unknown Status %s"):format(what(data.Status))
+  end
+  local _, why = wrapped(data.ValidList, "Name", "ValidList.Name", name_item)
+  if why then return nil, why end
+  _, why = wrapped(data.InvalidList, "Name", "InvalidList.Name", name_item)
+  if why then return nil, why end
+  _, why = wrapped(data.InvalidDetailList, "invalidDetailList",
+                   "InvalidDetailList.invalidDetailList", detail_item)
+  if why then return nil, why end
+  return data
+end
+
+--- The names a checked status answer lists as failed, as `{{DeviceName=, ErrorMsg=},
+-- ...}`: the detail list first, then the bare names (with `default_msg`), each once.
+-- @tparam table data a `Data` that passed `M.status`
+-- @tparam string default_msg
+function M.failures(data, default_msg)
+  local out, listed = {}, {}
+  local details = wrapped(data.InvalidDetailList, "invalidDetailList", "", detail_item)
+  for _, d in ipairs(details) do
+    if not listed[d.DeviceName] then
+      listed[d.DeviceName] = true
+      out[#out + 1] = {DeviceName = d.DeviceName, ErrorMsg = d.ErrorMsg or default_msg}
+    end
+  end
+  for _, name in ipairs(wrapped(data.InvalidList, "Name", "", name_item)) do
+    if not listed[name] then
+      listed[name] = true
+      out[#out + 1] = {DeviceName = name, ErrorMsg = default_msg}
+    end
+  end
+  return out
+end
+
+local function token_problem(v, field)
+  if type(v) ~= "string" then return ("%s is %s, not a string"):format(field, type(v)) end
+  if not v:find(TOKEN) or #v > TOKEN_MAX then
+    return ("%s is not 1 to %d letters and digits"):format(field, TOKEN_MAX)
+  end
+end
+
+--- Checks one device record of a QueryPageByApplyId page (D-69518).
+-- @treturn ?table `{DeviceName=, DeviceSecret=, IotId=}`
+-- @treturn ?string reason (never holds the secret)
+function M.device(d)
+  if type(d) ~= "table" then return nil, "a device record is " .. type(d) .. ", not an object" end
+  local why = validate.device_name_problem(d.DeviceName)
+  if why then
+    return nil, ("a DeviceName breaks the DeviceName rule: %s (got %s)"):format(why,
+      what(d.DeviceName))
+  end
+  why = token_problem(d.DeviceSecret, "DeviceSecret") or token_problem(d.IotId, "IotId")
+  if why then return nil, ("device %s: %s"):format(d.DeviceName, why) end
+  return {DeviceName = d.DeviceName, DeviceSecret = d.DeviceSecret, IotId = d.IotId}
+end
+
+-- The counts of a page: Page, PageSize, PageCount and Total, each a count, consistent
+-- with what was asked (page p of size `size`) and with the first page's Total.
+local function page_counts(res, p, size, total)
+  local c = {}
+  for _, k in ipairs{"Page", "PageSize", "PageCount", "Total"} do
+    c[k] = M.count(res[k])
+    if not c[k] then return nil, ("%s is %s, not a count"):format(k, what(res[k])) end
+  end
+  if c.Total > M.MAX_APPLY then
+    return nil, ("Total %d is beyond the %d devices an apply holds"):format(c.Total, M.MAX_APPLY)
+  end
+  if total and c.Total ~= total then
+    return nil, ("Total changed from %d to %d between pages"):format(total, c.Total)
+  end
+  if c.Page ~= p or c.PageSize ~= size then
+    return nil, ("page %d of size %d was asked, page %d of size %d came"):format(p, size,
+      c.Page, c.PageSize)
+  end
+  if c.PageCount ~= math.ceil(c.Total / size) then
+    return nil, ("PageCount %d does not match Total %d"):format(c.PageCount, c.Total)
+  end
+  return c
+end
+
+--- Checks a QueryPageByApplyId answer for page `p` of `size`.
+-- @tparam any res the decoded answer
+-- @tparam integer p the page asked for
+-- @tparam integer size the page size asked for
+-- @tparam[opt] integer total the first page's Total (later pages must agree)
+-- @treturn ?table `{Total=, devices = {{DeviceName=, DeviceSecret=, IotId=}, ...}}`
+-- @treturn ?string reason
+function M.page(res, p, size, total)
+  if type(res) ~= "table" then return nil, "the page is not an object" end
+  local c, why = page_counts(res, p, size, total)
+  if not c then return nil, why end
+  local list
+  list, why = wrapped(res.ApplyDeviceList, "ApplyDeviceInfo", "ApplyDeviceList.ApplyDeviceInfo",
+                      function(v) return type(v) ~= "table" and "is not an object" or nil end)
+  if not list then return nil, why end
+  local want = math.max(0, math.min(size, c.Total - (p - 1) * size))
+  if #list ~= want then
+    return nil, ("page %d holds %d devices, Total %d says %d"):format(p, #list, c.Total, want)
+  end
+  local devices = {}
+  for i, d in ipairs(list) do
+    devices[i], why = M.device(d)
+    if not devices[i] then return nil, why end
+  end
+  return {Total = c.Total, devices = devices}
+end
+
+return M
