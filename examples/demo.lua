@@ -65,7 +65,7 @@ local function progress(event)
   last = event
 end
 
-local t0 = client:_now()
+local t0 = client:clock()
 print(("emulator at %s; product %s"):format(emu.endpoint, PRODUCT_KEY))
 
 print("2,500 devices with random names:")
@@ -87,7 +87,7 @@ for _, d in ipairs(random.Devices) do devices[#devices + 1] = d end
 for _, d in ipairs(named.Devices) do devices[#devices + 1] = d end
 local csv = root .. "/devices.csv"
 write_csv(csv, devices)
-local wall = client:_now() - t0
+local wall = client:clock() - t0
 local stats = client:stats()
 emu:stop()
 

@@ -162,10 +162,6 @@ function Client:pause(seconds)
   return core.sleep(seconds)
 end
 
--- Old names the batch helpers use until they move to clock/pause.
-Client._now = Client.clock
-Client._sleep = Client.pause
-
 -- The transport for this moment: the user's, or cosockets inside OpenResty's yielding
 -- phases, or this client's own libcurl session (also returned, for fan-out).
 function Client:_transport()
@@ -246,11 +242,6 @@ end
 --   attempt's error, and its `ambiguous`)
 -- @raise as `call`
 function Client:invoke(action, params, opts)
-  return self:_invoke(action, params, opts, options.INVOKE, "invoke", 3)
-end
-
--- The name the batch helpers use until they move to invoke.
-function Client:_call_internal(action, params, opts)
   return self:_invoke(action, params, opts, options.INVOKE, "invoke", 3)
 end
 
