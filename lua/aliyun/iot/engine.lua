@@ -81,7 +81,7 @@ local function build_round(c, st, pending)
                                       message = "on_send refused the attempt", retryable = true}
     else
       local req, sts = request.build(c, attempt_of(c, item, st.opts, creds, start))
-      req.not_before = not_before
+      req.not_before, req.deadline = not_before, st.opts.deadline
       built[#built + 1], reqs[#reqs + 1] = {i = i, sts = sts}, req
     end
   end

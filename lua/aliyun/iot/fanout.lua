@@ -10,6 +10,26 @@ local function wait_until(c, t)
   if t then c:pause(t - c:clock()) end
 end
 
+-- Sends one request once its slot has come, unless its deadline (`req.deadline`, a
+-- `client:clock()` value) passed meanwhile: one after another, a request's real start is
+-- known only when the ones before it have answered. Its timeouts are cut to what is left.
+local function send_one(c, send, req)
+  wait_until(c, req.not_before)
+  req.not_before = nil
+  local deadline = req.deadline
+  req.deadline = nil
+  if deadline then
+    local left = deadline - c:clock()
+    if left <= 0 then
+      return nil, {code = "DeadlineExceeded", sent = false,
+                   message = "the deadline passed before the request was sent"}
+    end
+    req.timeout = math.min(req.timeout, left)
+    req.connect_timeout = math.min(req.connect_timeout, left)
+  end
+  return send(req)
+end
+
 -- Light threads: each waits for its slot and sends; at most `concurrency` at once.
 local function send_threads(c, send, reqs, concurrency, responses, errs)
   local ngx = rawget(_G, "ngx")
@@ -21,8 +41,7 @@ local function send_threads(c, send, reqs, concurrency, responses, errs)
   end
   for n, req in ipairs(reqs) do
     threads[#threads + 1] = ngx.thread.spawn(function()
-      wait_until(c, req.not_before)
-      responses[n], errs[n] = send(req)
+      responses[n], errs[n] = send_one(c, send, req)
     end)
     if #threads >= concurrency then wait(table.remove(threads, 1)) end
   end
@@ -40,19 +59,17 @@ end
 function M.send(c, send, session, threads, reqs, concurrency)
   local responses, errs = {}, {}
   if #reqs == 1 then
-    local req = reqs[1]
-    wait_until(c, req.not_before)
-    req.not_before = nil
-    responses[1], errs[1] = send(req)
+    responses[1], errs[1] = send_one(c, send, reqs[1])
   elseif threads then
     send_threads(c, send, reqs, concurrency, responses, errs)
   elseif session then
-    -- perform_many waits for each not_before itself (same clock: core.now)
+    -- perform_many waits for each not_before itself (same clock: core.now); requests run
+    -- side by side, so the timeouts cut at build time to the deadline already bound them
+    for _, req in ipairs(reqs) do req.deadline = nil end
     responses, errs = session:request_many(reqs, concurrency)
   else
     for n, req in ipairs(reqs) do
-      wait_until(c, req.not_before)
-      responses[n], errs[n] = send(req)
+      responses[n], errs[n] = send_one(c, send, req)
     end
   end
   return responses, errs

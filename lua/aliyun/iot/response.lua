@@ -19,8 +19,10 @@ local RETRYABLE_CODES = {
   ServiceUnavailable = true,
 }
 local AMBIGUOUS_CODES = {InternalError = true, UnknownError = true, SignatureNonceUsed = true}
+-- (DeadlineExceeded: the fan-out found the deadline passed before it sent the request;
+-- the retry policy then ends it as the deadline's doing.)
 local REPEATABLE_TRANSPORT = {ConnectFailed = true, Timeout = true, ConnectionReset = true,
-                              TransportError = true}
+                              TransportError = true, DeadlineExceeded = true}
 
 -- Fields the classifier reads, and the Lua type each must have when present.
 local FIELD_TYPES = {Code = "string", Message = "string", ErrorMessage = "string",
