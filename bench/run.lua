@@ -305,7 +305,7 @@ function scenarios.paced()
   emu{async_delay = delay, qps_limits = true, max_count = 10000}
   local n = 10000
   local pages = math.ceil(n / 50)
-  local qps = 50 -- QueryPageByApplyId (reference §4)
+  local qps = 50 -- QueryPageByApplyId (docs/wire.md §4)
   -- Both clients: check, poll, register, poll (status polls at once, then after 0.5 s,
   -- ours growing x1.5, the SDK script every 0.5 s: both see a 0.3 s phase at 0.5 s),
   -- then the pages. Calls other than pages are single and far below their limits.

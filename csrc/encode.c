@@ -1,5 +1,5 @@
 /*
- * Percent-encoding as Alibaba Cloud's RPC and ACS3 signatures define it (reference §2.2):
+ * Percent-encoding as Alibaba Cloud's RPC and ACS3 signatures define it (docs/wire.md §2.2):
  * UTF-8 bytes, A-Z a-z 0-9 - _ . ~ kept, every other byte %XY in upper-case hex, so space
  * is %20 (never +) and * is %2A.
  *

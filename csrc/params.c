@@ -1,5 +1,5 @@
 /*
- * Flattening of list parameters, the one place that does it (reference §1, "Parameter
+ * Flattening of list parameters, the one place that does it (docs/wire.md §1, "Parameter
  * placement"): {DeviceName = {"a", "b"}} becomes DeviceName.1, DeviceName.2, and
  * {DeviceNameList = {{DeviceName = "a"}}} becomes DeviceNameList.1.DeviceName, as the
  * official SDKs' flatRepeatedList does. A table with string keys nests as Name.Key.

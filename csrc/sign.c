@@ -1,5 +1,5 @@
 /*
- * Request signing (reference §2 and §3), hashes, nonces and timestamps (clocks live in clock.c). OpenSSL does the
+ * Request signing (docs/wire.md §2 and §3), hashes, nonces and timestamps (clocks live in clock.c). OpenSSL does the
  * HMAC, SHA-256, Base64 and random bytes.
  */
 #include <math.h>
@@ -431,7 +431,7 @@ static size_t sha256(const char *data, size_t len, unsigned char *out)
 /*
  * core.sign_rpc(method, params, access_key_secret)
  *   -> signature, string_to_sign, canonical_query
- * RPC signature, SignatureMethod HMAC-SHA1, SignatureVersion 1.0 (reference §2):
+ * RPC signature, SignatureMethod HMAC-SHA1, SignatureVersion 1.0 (docs/wire.md §2):
  * method: the HTTP method actually sent ("GET", "POST"; signed as given).
  * params: flat table name -> string | integer | integral float | boolean, every request
  *   parameter except Signature (flatten lists first with core.flatten).
@@ -617,7 +617,7 @@ static size_t collect_headers(lua_State *L, int idx, const char *sha, struct hea
  * core.sign_acs3{method=, path=, query=, headers=, body= | body_sha256=,
  *                access_key_id=, access_key_secret=}
  *   -> authorization, signed_headers, hashed_canonical_request, content_sha256
- * ACS3-HMAC-SHA256 (reference §3). query: flat table (may be nil); headers: name ->
+ * ACS3-HMAC-SHA256 (docs/wire.md §3). query: flat table (may be nil); headers: name ->
  * string or list of strings; only host, content-type and x-acs-* are signed, names
  * lower-cased, values trimmed, a list's values joined with ",". With body and no
  * x-acs-content-sha256 header, the body's SHA-256 is added as that header and signed;

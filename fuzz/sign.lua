@@ -1,6 +1,6 @@
 -- make fuzz, target "sign": arbitrary parameter names and values (any bytes, lists,
 -- records, deep nesting, odd numbers) through core.percent_encode, core.flatten and
--- core.sign_rpc, each checked against a plain Lua statement of the rule (reference §1-2).
+-- core.sign_rpc, each checked against a plain Lua statement of the rule (docs/wire.md §1-2).
 local core = require "aliyun.iot.core"
 
 local function fail(fmt, ...) error("PROPERTY: " .. fmt:format(...), 0) end

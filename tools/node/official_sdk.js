@@ -92,7 +92,7 @@ async function tea(label, algorithm) {
   check(`tea ${label} wrong secret rejected`, code === 'SignatureDoesNotMatch', code);
 }
 
-// ACS3 with the names in a form body (the placement of the Go/Python SDK models, reference §1).
+// ACS3 with the names in a form body (the placement of the Go/Python SDK models, docs/wire.md §1).
 async function teaFormBody() {
   const client = teaClient();
   const params = new OpenApi.Params({ action: 'BatchCheckDeviceNames', version: '2018-01-20', protocol: 'HTTP',

@@ -5,7 +5,7 @@
 -- Adding an operation is adding a row.
 --
 -- The documented QPS per action lives with the pacer (`aliyun.iot.pacer.DEFAULT_LIMITS`).
--- Sources: reference `iot-api.md` §4 (operations), the doc pages
+-- Sources: docs/wire.md §4 (operations), the doc pages
 -- D-69470 RegisterDevice, D-69473 BatchRegisterDevice, D-69482 BatchCheckDeviceNames,
 -- D-69514 BatchRegisterDeviceWithApplyId, D-69483 QueryBatchRegisterDeviceStatus,
 -- D-69518 QueryPageByApplyId, and the generated Tea client (TEAIOT) for the others.

@@ -20,7 +20,7 @@ local dates = require "aliyun.iot.dates"
 local M = {}
 
 --- Seconds before `expiration` at which a user function's credentials are fetched again
--- (the GO SDK refreshes ECS RAM role credentials 180 s ahead, reference §8).
+-- (the GO SDK refreshes ECS RAM role credentials 180 s ahead, docs/wire.md §8).
 M.REFRESH_MARGIN = 180
 
 local PlainError = {__name = "aliyun.iot.Error"}

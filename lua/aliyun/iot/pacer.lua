@@ -1,6 +1,6 @@
 --- Client-side QPS pacing per action, shared by all work of one account.
 -- The IoT Platform limits each action's calls per second per Alibaba Cloud account
--- (reference §4, "All QPS figures: per Alibaba Cloud account"). The pacer hands out start
+-- (docs/wire.md §4, "All QPS figures: per Alibaba Cloud account"). The pacer hands out start
 -- times ("slots") spaced `(1 + margin) / qps` apart per action, so every 1-second window
 -- holds at most `qps` starts; nothing accumulates while idle (no bursts after a pause).
 --
@@ -12,7 +12,7 @@
 
 local M = {}
 
---- Documented per-account QPS of each action (reference §4, doc pages D-xxxxx there).
+--- Documented per-account QPS of each action (docs/wire.md §4, doc pages D-xxxxx there).
 M.DEFAULT_LIMITS = {
   RegisterDevice = 30,                  -- §4 RegisterDevice, D-69470
   BatchRegisterDevice = 10,             -- §4 BatchRegisterDevice, D-69473

@@ -14,7 +14,7 @@
 
 local M = {}
 
--- Every response has these, whatever the action (reference §4, common response fields).
+-- Every response has these, whatever the action (docs/wire.md §4, common response fields).
 local COMMON_BOOLEANS = {"Success"}
 
 -- A gateway's `<Error>` answer belongs to no action: none of the row's paths apply.

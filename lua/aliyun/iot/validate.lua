@@ -244,7 +244,7 @@ function checks.name_records(v, rule, ctx)
   end)
 end
 
--- Parameters every action takes besides its own (reference §4, common to all).
+-- Parameters every action takes besides its own (docs/wire.md §4, common to all).
 local COMMON = {IotInstanceId = {kind = "key"}}
 
 -- Parameters with one rule in every action (see the module), checked after their kind.

@@ -1,5 +1,5 @@
 --- The emulated IoT device-registration actions and their state (runs inside nginx under
--- LuaJIT). Wire facts come from the project's API reference (cited as §n).
+-- LuaJIT). Wire facts come from docs/wire.md (cited as §n).
 --
 -- Every product, apply and device belongs to an account (the one owning the ProductKey, or
 -- the one whose key made the apply); an action sees only its caller's account, and what

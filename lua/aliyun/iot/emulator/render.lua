@@ -1,6 +1,6 @@
 --- JSON and XML rendering of emulator responses (runs inside nginx under LuaJIT).
 -- Rendered here rather than with cjson because ApplyIds are int64 and must come out as exact
--- integer literals (reference §4 "ApplyId is Long/int64", §6 "a JSON number (int64)"),
+-- integer literals (docs/wire.md §4 "ApplyId is Long/int64", §6 "a JSON number (int64)"),
 -- beyond what a double holds, and because XML needs the same tree anyway.
 -- Trees are Lua tables: objects are maps, lists are `array{...}`, exact integers `raw"123"`.
 -- @module aliyun.iot.emulator.render
@@ -82,7 +82,7 @@ local function xml_text(v)
 end
 
 -- A list under key `k` is the repeated element `<k>`; its wrapper is the enclosing object
--- (`<ValidList><Name>a</Name><Name>b</Name></ValidList>`, reference §6).
+-- (`<ValidList><Name>a</Name><Name>b</Name></ValidList>`, docs/wire.md §6).
 local function xml(name, v, out)
     if type(v) == "table" and getmetatable(v) == ARRAY then
         for _, x in ipairs(v) do xml(name, x, out) end
@@ -105,7 +105,7 @@ function M.xml(root, tree)
 end
 
 --- A POP gateway error body, in the element order of a real server's XML
--- (`RequestId, HostId, Code, Message, Recommend`, reference §5.1).
+-- (`RequestId, HostId, Code, Message, Recommend`, docs/wire.md §5.1).
 -- @param format "json" | "xml"
 -- @param e {RequestId=, HostId=, Code=, Message=}
 function M.gateway_error(format, e)

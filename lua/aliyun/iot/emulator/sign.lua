@@ -7,7 +7,7 @@ local ffi = require "ffi"
 
 local M = {}
 
---- Percent-encoding of the POP signature (reference §2 step 2): keep `A-Z a-z 0-9 - _ . ~`,
+--- Percent-encoding of the POP signature (docs/wire.md §2 step 2): keep `A-Z a-z 0-9 - _ . ~`,
 -- every other byte becomes `%XY` with upper-case hex. `ngx.escape_uri` keeps `* ! ' ( )`
 -- and so cannot be used.
 function M.percent_encode(s)
@@ -22,8 +22,8 @@ local function unescape(s)
 end
 
 --- Decodes an `application/x-www-form-urlencoded` string (also used for the query string):
--- `+` is a space, since Tea and Go write bodies with `url.Values.Encode` (reference §2,
--- "Form-body subtlety"). Empty values are kept (`SignatureType=`, reference §1).
+-- `+` is a space, since Tea and Go write bodies with `url.Values.Encode` (docs/wire.md §2,
+-- "Form-body subtlety"). Empty values are kept (`SignatureType=`, docs/wire.md §1).
 -- @return map {name = value} (the last of repeated names wins), array of {name, value}
 function M.parse_form(s)
     local map, pairs_ = {}, {}
@@ -49,7 +49,7 @@ local function canonical(pairs_)
     return table.concat(enc, "&")
 end
 
---- V1 (HMAC-SHA1, SignatureVersion 1.0) string to sign, reference §2 steps 1-5: every
+--- V1 (HMAC-SHA1, SignatureVersion 1.0) string to sign, docs/wire.md §2 steps 1-5: every
 -- parameter from query and body except `Signature`, sorted by name in byte order.
 -- @param method "GET" | "POST"
 -- @param params map of decoded parameters
@@ -61,7 +61,7 @@ function M.v1_string_to_sign(method, params)
     return method .. "&" .. M.percent_encode("/") .. "&" .. M.percent_encode(canonical(list))
 end
 
---- V1 signature: Base64(HMAC-SHA1(secret .. "&", string_to_sign)), reference §2 step 6.
+--- V1 signature: Base64(HMAC-SHA1(secret .. "&", string_to_sign)), docs/wire.md §2 step 6.
 function M.v1_signature(secret, string_to_sign)
     return ngx.encode_base64(ngx.hmac_sha1(secret .. "&", string_to_sign))
 end
@@ -127,7 +127,7 @@ end
 local ACS3 = "ACS3-HMAC-SHA256"
 
 --- Parses `Authorization: ACS3-HMAC-SHA256 Credential=<id>,SignedHeaders=<a;b>,Signature=<hex>`
--- (reference §3), in one pass over the value: fields split at `,`, each at its first `=`.
+-- (docs/wire.md §3), in one pass over the value: fields split at `,`, each at its first `=`.
 -- @return {credential=, signed_headers=, signature=} or nil
 function M.parse_acs3_authorization(value)
     value = trim(value)
@@ -147,7 +147,7 @@ function M.parse_acs3_authorization(value)
              signature = fields.Signature }
 end
 
---- ACS3-HMAC-SHA256 string to sign (reference §3): CanonicalURI `/`, canonical query from the
+--- ACS3-HMAC-SHA256 string to sign (docs/wire.md §3): CanonicalURI `/`, canonical query from the
 -- query parameters only, canonical headers from the names the client listed in
 -- SignedHeaders (lower-cased, values trimmed, repeated values sorted and joined with `,`),
 -- payload hash computed here from the body bytes.
