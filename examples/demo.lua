@@ -8,7 +8,8 @@
 -- a summary and stops the emulator.
 --
 -- Run from the repository root after `make`:
---   LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 examples/demo.lua
+--   LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 examples/demo.lua [OUT]
+-- (OUT: where to write the CSV instead of devices.csv in the repository root).
 -- The same job against the real cloud is one command per step with bin/aliyun-iot (README).
 
 local iot = require "aliyun.iot"
@@ -25,19 +26,25 @@ local function read_file(path)
   return text
 end
 
--- Writes the devices as CSV (header ProductKey,DeviceName,DeviceSecret,IotId) to a 0600
--- temporary file, then renames it over `path`.
+-- Writes the devices as CSV (header ProductKey,DeviceName,DeviceSecret,IotId) to a new
+-- temporary file beside `path` (created exclusively, mode 0600, synced to disk), then
+-- renames it over `path`, so a reader never sees half a file.
 local function write_csv(path, devices)
+  local core = require "aliyun.iot.core"
   local rows = {"ProductKey,DeviceName,DeviceSecret,IotId\r\n"}
   for _, d in ipairs(devices) do
     rows[#rows + 1] = table.concat({cli.csv_field(d.ProductKey), cli.csv_field(d.DeviceName),
       cli.csv_field(d.DeviceSecret), cli.csv_field(d.IotId)}, ",") .. "\r\n"
   end
-  local tmp = path .. ".tmp"
-  os.remove(tmp)
-  -- core.append_sync creates the file with mode 0600 and syncs it to disk.
-  assert(require("aliyun.iot.core").append_sync(tmp, table.concat(rows)))
-  assert(os.rename(tmp, path))
+  local tmp = ("%s.%s.tmp"):format(path, core.nonce())
+  local f = assert(core.journal_open(tmp, "create"))
+  local ok, err = f:append(table.concat(rows))
+  f:close()
+  if ok then ok, err = os.rename(tmp, path) end
+  if not ok then
+    os.remove(tmp) -- ours: created just above
+    error(("cannot write %s: %s"):format(path, tostring(err)))
+  end
 end
 
 local emu = emulator.start{products = {PRODUCT_KEY}, qps_limits = true, async_delay = 0.3}
@@ -85,7 +92,7 @@ if not named then fail(err) end
 local devices = {}
 for _, d in ipairs(random.Devices) do devices[#devices + 1] = d end
 for _, d in ipairs(named.Devices) do devices[#devices + 1] = d end
-local csv = root .. "/devices.csv"
+local csv = arg and arg[1] or (root .. "/devices.csv")
 write_csv(csv, devices)
 local wall = client:clock() - t0
 local stats = client:stats()
