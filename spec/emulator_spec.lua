@@ -431,6 +431,18 @@ describe("emulator options", function()
         emu = old
     end)
 
+    it("refuses a port another server holds, and leaves that server alone", function()
+        -- a second emulator on a busy port used to report success while every request
+        -- went to the first one (whose state its reset() then wiped)
+        local first = emulator.start { async_delay = 0 }
+        finally(function() first:stop() end)
+        local before = #first:requests()
+        local ok, err = pcall(emulator.start, { port = first.port })
+        assert.is_false(ok)
+        assert.matches("in use", tostring(err))
+        assert.equal(before, #first:requests())
+    end)
+
     it("serves HTTPS with a throwaway CA", function()
         local e = emulator.start { tls = true }
         finally(function() e:stop() end)

@@ -266,6 +266,7 @@ local function launch(o, prefix, root, mods)
     local tls_port = o.tls and free_port() or nil
     write_file(prefix .. "/nginx.conf", nginx_conf(prefix, root, port, tls_port, mods))
     os.remove(prefix .. "/master.pid")
+    os.remove(prefix .. "/nginx.pid")
     os.remove(prefix .. "/error.log")
     local nginx = o.nginx or find_first { "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx" } or "nginx"
     -- a clean environment: the caller's may hold ALIBABA_CLOUD_ACCESS_KEY_SECRET and the like
@@ -276,13 +277,20 @@ local function launch(o, prefix, root, mods)
     local pid
     while socket.gettime() < deadline do
         pid = pid or (read_file(prefix .. "/master.pid") or ""):match("%d+")
-        local c = socket.tcp()
-        c:settimeout(0.2)
-        local ok = c:connect("127.0.0.1", port)
-        c:close()
-        if ok then return port, tls_port, pid end
-        if pid and not alive(pid) then
-            return nil, (read_file(prefix .. "/error.log") or "") .. (read_file(prefix .. "/stdout.log") or "")
+        -- nginx writes its own pid file (nginx.pid) only once it holds its ports: until
+        -- then, whatever answers on the port is somebody else's server (another emulator)
+        if pid and read_file(prefix .. "/nginx.pid") then
+            local c = socket.tcp()
+            c:settimeout(0.2)
+            local ok = c:connect("127.0.0.1", port)
+            c:close()
+            if ok then return port, tls_port, pid end
+        end
+        local log = read_file(prefix .. "/error.log") or ""
+        if (pid and not alive(pid)) or log:find("still could not bind", 1, true)
+            or log:find("[emerg]", 1, true) then
+            if pid then run("kill " .. pid .. " 2>/dev/null") end
+            return nil, log .. (read_file(prefix .. "/stdout.log") or "")
         end
         sleep(0.005)
     end
@@ -403,6 +411,7 @@ end
 function Emulator:stop()
     if self._stopped then return end
     self._stopped = true
+    if not self._pid then return run("rm -rf " .. shell_quote(self._prefix)) end
     run("kill " .. self._pid .. " 2>/dev/null")
     local deadline = socket.gettime() + 5
     while alive(self._pid) and socket.gettime() < deadline do sleep(0.005) end
