@@ -1,5 +1,6 @@
 -- The repository's own tooling, as a contributor or CI meets it: tools/test.sh's closing
--- list of failing tests, and `make demo` installing no test tooling.
+-- list of failing tests, `make demo` installing no test tooling, and `make docs` rendering
+-- the Client's methods.
 local shell = require "spec.support.shell"
 local q, ok, capture, write = shell.quote, shell.ok, shell.capture, shell.write
 
@@ -67,5 +68,35 @@ describe("the repository's tooling", function()
       assert.is_true(ok(("%s sh %s/tools/deps.sh >/dev/null 2>&1"):format(path, q(tmp))))
       assert.matches("^ci ", shell.read(log) or "")
     end
+  end)
+
+  it("make docs renders the Client's methods with LDoc, without a warning", function()
+    local out = capture(("make --no-print-directory docs DOCS_DIR=%s 2>&1; echo \"exit $?\"")
+      :format(q(tmp .. "/html")))
+    assert.matches("exit 0\n$", out)
+    local page = shell.read(tmp .. "/html/classes/aliyun.iot.Client.html")
+    assert.is_not_nil(page, "no Client page in:\n" .. out)
+    local function method(name)
+      return page:find(('name = "aliyun.iot.Client:%s"'):format(name), 1, true) ~= nil
+    end
+    for _, name in ipairs{"register_devices", "register_named_devices", "wait_apply",
+                          "apply_devices", "resume", "batch_register_device", "call",
+                          "invoke", "call_many", "invoke_many"} do
+      assert.is_true(method(name), name .. " is not a Client method in the HTML")
+    end
+    -- one method per row of the action table, each with its retry class
+    local actions = require "aliyun.iot.actions"
+    for action in pairs(actions.rows) do
+      assert.is_true(method(actions.method_name(action)), action .. " has no method")
+      assert.is_truthy(page:find(("client:call(&quot;%s&quot;"):format(action), 1, true)
+        or page:find(('client:call("%s"'):format(action), 1, true), action .. " stub")
+    end
+    assert.is_truthy(page:find("Retry class <code>never</code>", 1, true))
+    assert.is_truthy(page:find("D-69473", 1, true))
+    -- public modules only: none of the pipeline's internals
+    for _, internal in ipairs{"engine", "fanout", "request", "response", "retry"} do
+      assert.is_nil(shell.read(tmp .. "/html/modules/aliyun.iot." .. internal .. ".html"))
+    end
+    assert.is_not_nil(shell.read(tmp .. "/html/modules/aliyun.iot.errors.html"))
   end)
 end)
