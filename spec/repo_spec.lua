@@ -1,6 +1,6 @@
 -- The repository's own tooling, as a contributor or CI meets it: tools/test.sh's closing
--- list of failing tests, `make demo` installing no test tooling, and `make docs` rendering
--- the Client's methods.
+-- list of failing tests, `make demo` installing no test tooling, `make docs` rendering
+-- the Client's methods, and README's Lua examples running against the emulator.
 local shell = require "spec.support.shell"
 local q, ok, capture, write = shell.quote, shell.ok, shell.capture, shell.write
 
@@ -98,5 +98,50 @@ describe("the repository's tooling", function()
       assert.is_nil(shell.read(tmp .. "/html/modules/aliyun.iot." .. internal .. ".html"))
     end
     assert.is_not_nil(shell.read(tmp .. "/html/modules/aliyun.iot.errors.html"))
+  end)
+
+  it("README's Lua examples run against the emulator", function()
+    local f = assert(io.open("README.md"))
+    local readme = f:read("*a")
+    f:close()
+    -- every ```lua block but the busted one (examples/emulator_spec.lua runs that)
+    local blocks = {}
+    for indent, code in readme:gmatch("\n( *)```lua\n(.-)\n%1```") do
+      if not code:find("describe(", 1, true) then
+        blocks[#blocks + 1] = code:gsub("\n" .. indent, "\n")
+      end
+    end
+    assert.is_true(#blocks >= 2, "no Lua examples found in README")
+    local emulator = require "aliyun.iot.emulator"
+    local iot = require "aliyun.iot"
+    local emu = emulator.start{products = {"a1TestPK001"}, async_delay = 0}
+    finally(function() emu:stop() end)
+    -- the examples as a user runs them, pointed at the emulator: its endpoint and keys
+    -- (the examples take credentials from the environment), its ProductKey for "a1...",
+    -- their journal in this test's folder
+    local fake_iot = setmetatable({new = function(opts)
+      local o = {}
+      for k, v in pairs(opts or {}) do o[k] = v end
+      o.endpoint = emu.endpoint
+      o.access_key_id, o.access_key_secret = emu.access_key_id, emu.access_key_secret
+      return iot.new(o)
+    end}, {__index = iot})
+    local env = setmetatable({
+      print = function() end,
+      require = function(name)
+        if name == "aliyun.iot" then return fake_iot end
+        return require(name)
+      end,
+    }, {__index = _G})
+    -- one program, as a reader follows them: later examples use the first one's client
+    local code = table.concat(blocks, "\n"):gsub('"a1%.%.%."', '"a1TestPK001"')
+      :gsub('"job%.state"', ("%q"):format(tmp .. "/job.state"))
+    local chunk = assert((loadstring or load)(code, "=README examples", "t", env))
+    if setfenv then setfenv(chunk, env) end
+    local ok_, why = pcall(chunk)
+    assert(ok_, ("README's examples failed: %s\n%s"):format(tostring(why), code))
+    local journal = io.open(tmp .. "/job.state")
+    assert.truthy(journal, "the example's journal was not written")
+    journal:close()
   end)
 end)
