@@ -144,4 +144,54 @@ describe("the repository's tooling", function()
     assert.truthy(journal, "the example's journal was not written")
     journal:close()
   end)
+
+  it("no module requires a module above it (the layers of docs/ARCHITECTURE.md)", function()
+    local doc = assert(shell.read("docs/ARCHITECTURE.md"))
+    local section = assert(doc:match("\n## Layers\n(.-)\n## "), "no Layers section")
+    -- each row: "| N name | `file`, `glob*.lua`, ... | ..." -> patterns for that layer
+    local layers = {}
+    for n, files in section:gmatch("\n| (%d+) [^|]*| ([^|]*) |") do
+      for f in files:gmatch("`([^`]+%.lua)`") do
+        local path = f:find("^lua/") and f or ("lua/aliyun/iot/" .. f)
+        local pat = "^" .. path:gsub("[%.%-]", "%%%0"):gsub("%*", "[^/]*") .. "$"
+        layers[#layers + 1] = {pat = pat, layer = tonumber(n)}
+      end
+    end
+    assert.is_true(#layers > 10, "the Layers table was not understood")
+    local function layer_of(path)
+      for _, l in ipairs(layers) do
+        if path:find(l.pat) then return l.layer end
+      end
+    end
+    local function module_path(name)
+      if name == "aliyun.iot" then return "lua/aliyun/iot.lua" end
+      return "lua/" .. name:gsub("%.", "/") .. ".lua"
+    end
+    local problems = {}
+    local list = io.popen("find lua/aliyun -name '*.lua' | sort")
+    for path in list:lines() do
+      if not path:find("/emulator") then
+        local own = layer_of(path)
+        if not own then
+          problems[#problems + 1] = path .. " is in no layer of docs/ARCHITECTURE.md"
+        else
+          local src = assert(shell.read(path))
+          for line in src:gmatch("[^\n]+") do
+            local code = line:gsub("%-%-.*$", "")
+            for name in code:gmatch("require%s*%(?%s*[\"']([^\"']+)[\"']") do
+              if name:find("^aliyun%.iot") and name ~= "aliyun.iot.core" then
+                local theirs = layer_of(module_path(name))
+                if not theirs or theirs > own or (own == 5 and theirs >= 3 and theirs <= 4) then
+                  problems[#problems + 1] = ("%s (layer %s) requires %s (layer %s)")
+                    :format(path, own, name, tostring(theirs))
+                end
+              end
+            end
+          end
+        end
+      end
+    end
+    list:close()
+    assert.are.same({}, problems)
+  end)
 end)
