@@ -98,6 +98,10 @@ describe("the repository's tooling", function()
       assert.is_nil(shell.read(tmp .. "/html/modules/aliyun.iot." .. internal .. ".html"))
     end
     assert.is_not_nil(shell.read(tmp .. "/html/modules/aliyun.iot.errors.html"))
+    -- the C core, from the comments above its exported functions
+    local core_page = shell.read(tmp .. "/html/modules/aliyun.iot.core.html") or ""
+    assert.is_truthy(core_page:find('name = "sign_rpc"', 1, true), "core.sign_rpc")
+    assert.is_truthy(core_page:find('name = "Session:perform_many"', 1, true))
   end)
 
   it("README's Lua examples run against the emulator", function()
