@@ -3,6 +3,7 @@
 #   make LUA=luajit      the same for another interpreter (lua5.1 lua5.2 lua5.3 lua5.4 luajit)
 #   make test            the whole suite; last line "N passed, N failed"
 #   make demo            the main job against the local emulator
+#   make docs            the API reference as HTML into build/docs (DOCS_DIR=... elsewhere)
 
 VERSION  := 0.1.0
 LUA      ?= lua5.4
@@ -26,7 +27,7 @@ OBJS     := $(patsubst csrc/%.c,$(BUILD)/obj/%.o,$(SRCS))
 MODULE   := $(BUILD)/aliyun/iot/core.so
 
 .PHONY: all deps test test-matrix test-openresty demo emulator bench lint rock-check \
-        check-asan check-valgrind fuzz soak clean
+        check-asan check-valgrind fuzz soak clean docs
 
 all: $(MODULE)
 
@@ -89,6 +90,20 @@ demo:
 	@sh tools/deps.sh demo
 	@$(MAKE) --no-print-directory LUA=lua5.4 all
 	@LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/lua5.4/?.so;;" lua5.4 examples/demo.lua
+
+# The public API as HTML (LDoc, docs/config.ld) into $(DOCS_DIR). tools/docs.lua first writes
+# into build/docs-src the Client methods made at run time (the batch helpers and one method
+# per row of the action table). LDoc runs under lua5.1: Debian's lua-markdown, which renders
+# the markdown in the comments, exists for 5.1 only.
+DOCS_DIR ?= build/docs
+docs: deps
+	@mkdir -p build/docs-src $(DOCS_DIR)
+	@LUA_PATH="lua/?.lua;;" lua5.4 tools/docs.lua build/docs-src
+	@lua5.1 "$$(command -v ldoc)" -c docs/config.ld -d "$(abspath $(DOCS_DIR))" . >build/docs-src/ldoc.log 2>&1 \
+	    || { cat build/docs-src/ldoc.log; exit 1; }
+	@if grep -v -e '^reading configuration from' -e '^changing to directory' -e '^output written to' \
+	    build/docs-src/ldoc.log; then echo "docs: LDoc warned (above)"; exit 1; fi
+	@echo "docs: $(DOCS_DIR)/index.html"
 
 # libFuzzer targets (fuzz/): signing, decoding, the HTTP response path; FUZZ_SECONDS each.
 FUZZ_SECONDS ?= 60

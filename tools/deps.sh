@@ -6,13 +6,13 @@
 set -eu
 # `deps.sh demo` (make demo): only what building the core, the client and the emulator
 # need; none of the test tooling (other interpreters, busted, linters, valgrind, the
-# locale, Node.js and its packages).
+# locale, Node.js and its packages, LDoc).
 MODE=${1:-all}
 PKGS="make gcc pkg-config lua5.4 liblua5.4-dev lua5.3 liblua5.3-dev lua5.2 liblua5.2-dev
 lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev lua-cjson lua-busted lua-check
 lua-luaossl luarocks libcurl4-openssl-dev libssl-dev libexpat1-dev openssl
 nginx libnginx-mod-http-lua lua-resty-core lua-socket locales curl
-cppcheck clang-tidy valgrind"
+cppcheck clang-tidy valgrind lua-ldoc lua-markdown"
 if [ "$MODE" = demo ]; then
     PKGS="make gcc pkg-config lua5.4 liblua5.4-dev lua-cjson lua-luaossl lua-socket
 libcurl4-openssl-dev libssl-dev libexpat1-dev openssl nginx libnginx-mod-http-lua lua-resty-core"

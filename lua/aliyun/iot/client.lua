@@ -95,6 +95,7 @@ end
 -- @treturn ?Client
 -- @treturn ?table err
 -- @raise when opts is not a table, an option name is unknown or has the wrong type
+-- @static
 function M.new(opts)
   local given, err = options.check(options.CLIENT, opts, "client", 2)
   if not given then return nil, err end
