@@ -721,6 +721,58 @@ describe("client", function()
       end
     end)
 
+    -- The service acted, then answered an error that proves nothing: the job must not
+    -- journal it as refused (resume would send it again and create the devices twice).
+    local UNPROVEN = {
+      {200, '{"RequestId":"x","Success":false,"Code":"iot.system.SystemException",' ..
+            '"ErrorMessage":"A system exception occurred."}'},
+      {200, '{"RequestId":"x","Success":false,"Code":"InternalError"}'},
+      {200, '{"RequestId":"x","Success":false,"Code":"UnknownError"}'},
+      {200, '{"RequestId":"x","Success":false,"Code":"iot.device.ApplyManyDevicesFailed"}'},
+      {200, '{"RequestId":"x","Success":false}'},
+      {200, '{"RequestId":"x","Code":"InternalError"}'},
+      {200, '<BatchRegisterDeviceResponse><RequestId>x</RequestId><Success>false</Success>' ..
+            '</BatchRegisterDeviceResponse>'},
+      {500, '{"RequestId":"x","Code":"ServiceUnavailable","Message":"m"}'},
+      {500, '{"RequestId":"x","Code":"Throttling.User","Message":"m"}'},
+    }
+
+    it("never takes an unproven business error for a refusal (no repeat, even on resume)", function()
+      for _, a in ipairs(UNPROVEN) do
+        emu:reset()
+        local first = true
+        local c = tampered(function(res, req)
+          if first and (req.body or req.url):find("BatchRegisterDevice", 1, true) then
+            first = false
+            res.status, res.body = a[1], a[2]
+          end
+        end, {max_retries = 3})
+        local path = os.tmpname()
+        os.remove(path) -- a journal is a new file
+        local r, err = c:register_devices{ProductKey = PK, Count = 5, journal = path}
+        assert.is_nil(r, a[2])
+        assert.is_true(err.ambiguous, a[2] .. " " .. tostring(err))
+        local r2, err2 = c:resume{journal = path}
+        assert.is_nil(r2, a[2])
+        assert.is_true(err2.ambiguous, tostring(err2))
+        local sent = 0
+        for _, q in ipairs(emu:requests()) do
+          if q.action == "BatchRegisterDevice" then sent = sent + 1 end
+        end
+        assert.are.equal(1, sent, a[2])
+        os.remove(path)
+      end
+    end)
+
+    it("still takes a business error that proves a refusal as final, not ambiguous", function()
+      local c = client_for(emu, {max_retries = 3})
+      local r, err = c:batch_register_device{ProductKey = "a1NoSuchPK", Count = 1}
+      assert.is_nil(r)
+      assert.are.equal("iot.prod.NotExistedProduct", err.code)
+      assert.is_falsy(err.ambiguous)
+      assert.is_false(err.retryable)
+    end)
+
     it("repeats throttling and decoded ServiceUnavailable, which prove a refusal", function()
       emu:fault{kind = "503", count = 1}
       emu:fault{kind = "throttle", count = 1}

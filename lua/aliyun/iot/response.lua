@@ -19,6 +19,41 @@ local RETRYABLE_CODES = {
   ServiceUnavailable = true,
 }
 local AMBIGUOUS_CODES = {InternalError = true, UnknownError = true, SignatureNonceUsed = true}
+
+-- IoT business errors (HTTP 200, Success false) that prove the service refused the
+-- request before acting: malformed or missing parameters, things that do not exist, limits,
+-- permissions (docs/wire.md §5.2). Any other business answer (iot.system.SystemException,
+-- a "...Failed" or "...ActionError", an unknown code, none at all) may come after the
+-- service acted, so it is ambiguous: a BatchRegisterDevice that met one is never re-sent.
+local REFUSALS = {
+  "^iot%.prod%.", "^iot%.check%.InvalidFormattedParameter$",
+  "^iot%.device%.AlreadyExistedDeviceName$", "^iot%.device%.DeviceApplyIsNotFound$",
+  "^iot%.device%.DeviceCountExceeded$", "^iot%.device%.InvalidFormatted%w+$",
+  "^iot%.device%.IncorrentDeviceApplyInfo$", "^iot%.device%.InvalidIoTId$",
+  "^iot%.device%.NoneDeviceNameElement$", "^iot%.device%.NotExistedDevice$",
+  "^iot%.device%.Null%w+$", "^iot%.device%.RegionNotSupportX509$",
+  "^iot%.device%.CreateDeviceTaskIsRunning$",
+  "^iot%.common%.InvalidPageParams$", "^iot%.common%.InvalidTenant$",
+  "^iot%.common%.%w*PermissionDeny$", "^iot%.common%.InvalidFormattedParameter$",
+  "^iot%.system%.InstanceNotFound$", "^iot%.system%.UidNotFound$",
+  "^iot%.system%.IllegalRequest$", "^iot%.Sre%.IotInstanceNotFound$",
+}
+
+local function proves_refusal(code)
+  if type(code) ~= "string" then return false end
+  for _, pattern in ipairs(REFUSALS) do
+    if code:find(pattern) then return true end
+  end
+  return false
+end
+
+-- A gateway's refusal to be repeated later: throttling (a 4xx, or 503) or a 503
+-- ServiceUnavailable. The same codes under another status (a 500 that says
+-- ServiceUnavailable) prove nothing.
+local function retryable(code, status)
+  if code == "ServiceUnavailable" then return status == 503 end
+  return RETRYABLE_CODES[code] == true and ((status >= 400 and status < 500) or status == 503)
+end
 -- (DeadlineExceeded: the fan-out found the deadline passed before it sent the request;
 -- the retry policy then ends it as the deadline's doing.)
 local REPEATABLE_TRANSPORT = {ConnectFailed = true, Timeout = true, ConnectionReset = true,
@@ -174,9 +209,10 @@ function M.classify(row, res, terr, sts, redact)
     -- callers need (invalid names); it is passed through the redactor like any text
     -- from a server, so no secret can ride along in an unexpected field.
     e.response = errors.redact_tree(decoded, redact)
+    e.ambiguous = not proves_refusal(decoded.Code) or nil
     return nil, e
   end
-  if RETRYABLE_CODES[decoded.Code] then
+  if retryable(decoded.Code, status) then
     e.retryable = true
   elseif decoded.Code == nil or AMBIGUOUS_CODES[e.code] or status >= 500 then
     -- a refusal is proven only by a decoded error code that says so
