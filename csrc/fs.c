@@ -44,6 +44,15 @@ static int push_errno(lua_State *L, const char *what, const char *path, int err)
     return 3;
 }
 
+/* true when err is 0, else push_errno's nil, message, errno: how every step ends. */
+static int push_done(lua_State *L, int err, const char *what, const char *path)
+{
+    if (err != 0)
+        return push_errno(L, what, path, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* A path for open(2): a Lua string with a NUL inside would be cut silently there. */
 static const char *check_path(lua_State *L, int arg)
 {
@@ -76,6 +85,15 @@ static int write_all(int fd, const char *buf, size_t len)
         len -= (size_t)n;
     }
     return 0;
+}
+
+/* write_all, then fsync: the data is on the device when this returns 0. Else an errno. */
+static int write_sync(int fd, const char *buf, size_t len)
+{
+    int err = write_all(fd, buf, len);
+    if (err == 0 && fsync(fd) != 0)
+        err = errno;
+    return err;
 }
 
 /* fsyncs the directory holding path, so that a newly created file's name is durable too. */
@@ -181,15 +199,13 @@ static journal_file *check_open(lua_State *L)
 static int jfile_close(lua_State *L)
 {
     journal_file *f = (journal_file *)luaL_checkudata(L, 1, JFILE_MT);
-    int rc = 0;
+    int err = 0;
     if (f->fd >= 0) {
-        rc = close(f->fd);
+        if (close(f->fd) != 0)
+            err = errno;
         f->fd = -1;
     }
-    if (rc != 0)
-        return push_errno(L, "cannot close", "the journal", errno);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_done(L, err, "cannot close", "the journal");
 }
 
 /*
@@ -202,13 +218,7 @@ static int jfile_append(lua_State *L)
     journal_file *f = check_open(L);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    int err = write_all(f->fd, data, len);
-    if (err == 0 && fsync(f->fd) != 0)
-        err = errno;
-    if (err != 0)
-        return push_errno(L, "cannot write", "the journal", err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_done(L, write_sync(f->fd, data, len), "cannot write", "the journal");
 }
 
 /*
@@ -238,10 +248,8 @@ static int jfile_truncate(lua_State *L)
     lua_Number size = luaL_checknumber(L, 2);
     luaL_argcheck(L, size >= 0 && size <= 9007199254740992.0 && size == (off_t)size, 2,
                   "size must be a whole number >= 0");
-    if (ftruncate(f->fd, (off_t)size) != 0 || fsync(f->fd) != 0)
-        return push_errno(L, "cannot truncate", "the journal", errno);
-    lua_pushboolean(L, 1);
-    return 1;
+    int err = (ftruncate(f->fd, (off_t)size) != 0 || fsync(f->fd) != 0) ? errno : 0;
+    return push_done(L, err, "cannot truncate", "the journal");
 }
 
 /*
@@ -452,15 +460,10 @@ static int l_append_sync(lua_State *L)
         return push_errno(L, "cannot open", path, errno);
     err = fstat(fd, &st) != 0 ? errno : (S_ISREG(st.st_mode) ? 0 : EINVAL);
     if (err == 0)
-        err = write_all(fd, data, len);
-    if (err == 0 && fsync(fd) != 0)
-        err = errno;
+        err = write_sync(fd, data, len);
     if (close(fd) != 0 && err == 0)
         err = errno;
-    if (err != 0)
-        return push_errno(L, "cannot write", path, err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_done(L, err, "cannot write", path);
 }
 
 #define LOCK_MT "aliyun.iot.core.lock"
