@@ -71,7 +71,10 @@ local function fail(code, message, data)
 end
 
 local ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-local function random_string(n)
+
+--- n random letters and digits (device names and secrets, the server's temporary
+-- credentials): a test double's values, not secrets worth a strong generator.
+function M.random_string(n)
     local t = {}
     for i = 1, n do
         local k = math.random(#ALNUM)
@@ -79,6 +82,7 @@ local function random_string(n)
     end
     return table.concat(t)
 end
+local random_string = M.random_string
 
 -- DeviceName: 4-32 of letters, digits, - _ @ . : (§4 Name rules).
 local function valid_device_name(s)
