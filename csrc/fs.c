@@ -53,6 +53,32 @@ static int push_done(lua_State *L, int err, const char *what, const char *path)
     return 1;
 }
 
+/* nil, "path what", err: a failure whose strerror text would mislead ("is locked"). */
+static int push_plain(lua_State *L, const char *path, const char *what, int err)
+{
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s %s", path, what);
+    lua_pushinteger(L, err);
+    return 3;
+}
+
+/* Takes an exclusive, non-blocking flock on *fd, resuming after signals. 0 when held;
+ * else closes *fd, sets it to -1, pushes nil, message, errno and returns 3. */
+static int lock_or_push(lua_State *L, int *fd, const char *path)
+{
+    while (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        if (err == EINTR)
+            continue;
+        close(*fd);
+        *fd = -1;
+        if (err == EWOULDBLOCK)
+            return push_plain(L, path, "is locked", err);
+        return push_errno(L, "cannot lock", path, err);
+    }
+    return 0;
+}
+
 /* A path for open(2): a Lua string with a NUL inside would be cut silently there. */
 static const char *check_path(lua_State *L, int arg)
 {
@@ -314,28 +340,12 @@ static int l_journal_open(lua_State *L)
     luaL_getmetatable(L, JFILE_MT);
     lua_setmetatable(L, -2);
     err = jfile_open_fd(f, path, create);
-    if (err == EINVAL && !create) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "%s is not a regular file", path);
-        lua_pushinteger(L, err);
-        return 3;
-    }
+    if (err == EINVAL && !create)
+        return push_plain(L, path, "is not a regular file", err);
     if (err != 0)
         return push_errno(L, "cannot open", path, err);
-    while (flock(f->fd, LOCK_EX | LOCK_NB) != 0) {
-        err = errno;
-        if (err == EINTR)
-            continue;
-        close(f->fd);
-        f->fd = -1;
-        if (err == EWOULDBLOCK) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "%s is locked", path);
-            lua_pushinteger(L, err);
-            return 3;
-        }
-        return push_errno(L, "cannot lock", path, err);
-    }
+    if (lock_or_push(L, &f->fd, path) != 0)
+        return 3;
     if (create && (err = sync_parent(path)) != 0)
         return push_errno(L, "cannot sync the folder of", path, err);
     return 1;
@@ -500,20 +510,8 @@ static int l_lock_file(lua_State *L)
     lk->fd = open(path, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (lk->fd < 0)
         return push_errno(L, "cannot open", path, errno);
-    while (flock(lk->fd, LOCK_EX | LOCK_NB) != 0) {
-        int err = errno;
-        if (err == EINTR)
-            continue;
-        close(lk->fd);
-        lk->fd = -1;
-        if (err == EWOULDBLOCK) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "%s is locked", path);
-            lua_pushinteger(L, err);
-            return 3;
-        }
-        return push_errno(L, "cannot lock", path, err);
-    }
+    if (lock_or_push(L, &lk->fd, path) != 0)
+        return 3;
     return 1;
 }
 
