@@ -166,16 +166,13 @@ local function positive_number(opts, name)
   return n
 end
 
--- A positive integer given as digits: a Lua integer when it fits, else the digit string
--- (the client accepts both and checks the range).
+-- A positive integer given as digits, passed on as its digit string without leading
+-- zeros: the library takes Count and ApplyId as digit strings and checks their range.
 local function positive_integer(opts, name)
   local v = opts[(name:gsub("%-", "_"))]
   if not v:find("^%d+$") or v:find("^0+$") then
     usage_error("--%s must be a positive integer, got '%s'", name, v)
   end
-  local n = tonumber(v)
-  if math.tointeger and math.tointeger(n) and #v < 19 then return math.tointeger(n) end
-  if not math.tointeger and n < 2^53 then return n end
   return (v:gsub("^0+", ""))
 end
 
