@@ -2,6 +2,8 @@
 -- `Key=Value` parameters of `call`; the usage and local errors every CLI module raises.
 -- @module aliyun.iot.cli.args
 
+local validate = require "aliyun.iot.validate"
+
 local M = {}
 
 M.USAGE = [[
@@ -264,16 +266,11 @@ function M.build_params(words)
   local function finish(t, name)
     local is_list = t.__list
     t.__list = nil
-    local n = 0
     for k, v in pairs(t) do
       if type(v) == "table" then finish(v, name .. "." .. tostring(k)) end
-      n = n + 1
     end
-    if is_list then
-      for i = 1, n do
-        if t[i] == nil then usage_error("list %s has no item %d", name, i) end
-      end
-    end
+    local hole = is_list and select(2, validate.list_length(t))
+    if hole then usage_error("list %s has no item %d", name, hole) end
   end
   for k, v in pairs(params) do
     if type(v) == "table" then finish(v, k) end
