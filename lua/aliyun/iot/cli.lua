@@ -31,9 +31,10 @@ M.parse_names, M.MAX_NAMES_BYTES = names.parse_names, names.MAX_NAMES_BYTES
 M.MAX_CONFIG_BYTES = names.MAX_CONFIG_BYTES
 M.json, M.csv_field = json.json, output.csv_field
 
+-- "aliyun-iot 0.1.0 (IoT API 2018-01-20)", from the library's own fields.
 local function version()
-  local ok, mod = pcall(require, "aliyun.iot.core")
-  return ok and mod._VERSION or "unknown"
+  local iot = require "aliyun.iot"
+  return ("aliyun-iot %s (IoT API %s)"):format(tostring(iot._VERSION), tostring(iot.API_VERSION))
 end
 
 -- Lua's stand-alone interpreters turn SIGINT into this error (lua.c and luajit.c: a hook
@@ -66,7 +67,7 @@ function M.main(argv, streams)
       return M.EXIT_OK
     end
     if opts.version then
-      streams.stdout:write("aliyun-iot ", version(), " (IoT API 2018-01-20)\n")
+      streams.stdout:write(version(), "\n")
       return M.EXIT_OK
     end
     M.check(opts)
