@@ -1,5 +1,9 @@
---- The `aliyun-iot` command: argument parsing and output only; every request goes through
--- the Lua API (`aliyun.iot` and its batch helpers).
+--- The `aliyun-iot` command's entry (`main`); every request goes through the Lua API
+-- (`aliyun.iot`, its client methods and batch helpers, `aliyun.iot.journal`). The pieces,
+-- one concern a file: `cli.args` (usage text, parsing, checks, `Key=Value` parameters),
+-- `cli.names` (names files), `cli.json`, `cli.output` (where output goes, CSV/JSON device
+-- writers), `cli.progress`, `cli.report` (exit statuses, failure reports), `cli.state`
+-- (the job's journal path), `cli.commands` (register, resume, devices, status, call).
 --
 --     local code = require("aliyun.iot.cli").main(arg)   -- bin/aliyun-iot
 --     os.exit(code)
@@ -28,7 +32,6 @@ M.EXIT_PARTIAL, M.EXIT_INTERRUPTED = report.EXIT_PARTIAL, report.EXIT_INTERRUPTE
 M.USAGE = args.USAGE
 M.parse, M.check, M.build_params = args.parse, args.check, args.build_params
 M.parse_names, M.MAX_NAMES_BYTES = names.parse_names, names.MAX_NAMES_BYTES
-M.MAX_CONFIG_BYTES = names.MAX_CONFIG_BYTES
 M.json, M.csv_field = json.json, output.csv_field
 
 -- "aliyun-iot 0.1.0 (IoT API 2018-01-20)", from the library's own fields.

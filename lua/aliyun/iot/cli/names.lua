@@ -38,8 +38,6 @@ end
 
 --- The largest names file read, in bytes (10,000,000 names of 32 characters and more).
 M.MAX_NAMES_BYTES = 1073741824
---- The largest credentials or config file read, in bytes.
-M.MAX_CONFIG_BYTES = 1048576
 
 -- Reads at most `max` bytes from a stream; nil and a reason past that.
 local function read_bounded(fh, max)
