@@ -44,6 +44,41 @@ static int push_errno(lua_State *L, const char *what, const char *path, int err)
     return 3;
 }
 
+/* true when err is 0, else push_errno's nil, message, errno: how every step ends. */
+static int push_done(lua_State *L, int err, const char *what, const char *path)
+{
+    if (err != 0)
+        return push_errno(L, what, path, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* nil, "path what", err: a failure whose strerror text would mislead ("is locked"). */
+static int push_plain(lua_State *L, const char *path, const char *what, int err)
+{
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s %s", path, what);
+    lua_pushinteger(L, err);
+    return 3;
+}
+
+/* Takes an exclusive, non-blocking flock on *fd, resuming after signals. 0 when held;
+ * else closes *fd, sets it to -1, pushes nil, message, errno and returns 3. */
+static int lock_or_push(lua_State *L, int *fd, const char *path)
+{
+    while (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        if (err == EINTR)
+            continue;
+        close(*fd);
+        *fd = -1;
+        if (err == EWOULDBLOCK)
+            return push_plain(L, path, "is locked", err);
+        return push_errno(L, "cannot lock", path, err);
+    }
+    return 0;
+}
+
 /* A path for open(2): a Lua string with a NUL inside would be cut silently there. */
 static const char *check_path(lua_State *L, int arg)
 {
@@ -76,6 +111,15 @@ static int write_all(int fd, const char *buf, size_t len)
         len -= (size_t)n;
     }
     return 0;
+}
+
+/* write_all, then fsync: the data is on the device when this returns 0. Else an errno. */
+static int write_sync(int fd, const char *buf, size_t len)
+{
+    int err = write_all(fd, buf, len);
+    if (err == 0 && fsync(fd) != 0)
+        err = errno;
+    return err;
 }
 
 /* fsyncs the directory holding path, so that a newly created file's name is durable too. */
@@ -181,15 +225,13 @@ static journal_file *check_open(lua_State *L)
 static int jfile_close(lua_State *L)
 {
     journal_file *f = (journal_file *)luaL_checkudata(L, 1, JFILE_MT);
-    int rc = 0;
+    int err = 0;
     if (f->fd >= 0) {
-        rc = close(f->fd);
+        if (close(f->fd) != 0)
+            err = errno;
         f->fd = -1;
     }
-    if (rc != 0)
-        return push_errno(L, "cannot close", "the journal", errno);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_done(L, err, "cannot close", "the journal");
 }
 
 /*
@@ -202,13 +244,7 @@ static int jfile_append(lua_State *L)
     journal_file *f = check_open(L);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    int err = write_all(f->fd, data, len);
-    if (err == 0 && fsync(f->fd) != 0)
-        err = errno;
-    if (err != 0)
-        return push_errno(L, "cannot write", "the journal", err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_done(L, write_sync(f->fd, data, len), "cannot write", "the journal");
 }
 
 /*
@@ -238,10 +274,8 @@ static int jfile_truncate(lua_State *L)
     lua_Number size = luaL_checknumber(L, 2);
     luaL_argcheck(L, size >= 0 && size <= 9007199254740992.0 && size == (off_t)size, 2,
                   "size must be a whole number >= 0");
-    if (ftruncate(f->fd, (off_t)size) != 0 || fsync(f->fd) != 0)
-        return push_errno(L, "cannot truncate", "the journal", errno);
-    lua_pushboolean(L, 1);
-    return 1;
+    int err = (ftruncate(f->fd, (off_t)size) != 0 || fsync(f->fd) != 0) ? errno : 0;
+    return push_done(L, err, "cannot truncate", "the journal");
 }
 
 /*
@@ -306,28 +340,12 @@ static int l_journal_open(lua_State *L)
     luaL_getmetatable(L, JFILE_MT);
     lua_setmetatable(L, -2);
     err = jfile_open_fd(f, path, create);
-    if (err == EINVAL && !create) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "%s is not a regular file", path);
-        lua_pushinteger(L, err);
-        return 3;
-    }
+    if (err == EINVAL && !create)
+        return push_plain(L, path, "is not a regular file", err);
     if (err != 0)
         return push_errno(L, "cannot open", path, err);
-    while (flock(f->fd, LOCK_EX | LOCK_NB) != 0) {
-        err = errno;
-        if (err == EINTR)
-            continue;
-        close(f->fd);
-        f->fd = -1;
-        if (err == EWOULDBLOCK) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "%s is locked", path);
-            lua_pushinteger(L, err);
-            return 3;
-        }
-        return push_errno(L, "cannot lock", path, err);
-    }
+    if (lock_or_push(L, &f->fd, path) != 0)
+        return 3;
     if (create && (err = sync_parent(path)) != 0)
         return push_errno(L, "cannot sync the folder of", path, err);
     return 1;
@@ -452,15 +470,10 @@ static int l_append_sync(lua_State *L)
         return push_errno(L, "cannot open", path, errno);
     err = fstat(fd, &st) != 0 ? errno : (S_ISREG(st.st_mode) ? 0 : EINVAL);
     if (err == 0)
-        err = write_all(fd, data, len);
-    if (err == 0 && fsync(fd) != 0)
-        err = errno;
+        err = write_sync(fd, data, len);
     if (close(fd) != 0 && err == 0)
         err = errno;
-    if (err != 0)
-        return push_errno(L, "cannot write", path, err);
-    lua_pushboolean(L, 1);
-    return 1;
+    return push_done(L, err, "cannot write", path);
 }
 
 #define LOCK_MT "aliyun.iot.core.lock"
@@ -497,20 +510,8 @@ static int l_lock_file(lua_State *L)
     lk->fd = open(path, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (lk->fd < 0)
         return push_errno(L, "cannot open", path, errno);
-    while (flock(lk->fd, LOCK_EX | LOCK_NB) != 0) {
-        int err = errno;
-        if (err == EINTR)
-            continue;
-        close(lk->fd);
-        lk->fd = -1;
-        if (err == EWOULDBLOCK) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "%s is locked", path);
-            lua_pushinteger(L, err);
-            return 3;
-        }
-        return push_errno(L, "cannot lock", path, err);
-    }
+    if (lock_or_push(L, &lk->fd, path) != 0)
+        return 3;
     return 1;
 }
 

@@ -899,6 +899,56 @@ describe("batch helpers", function()
       assert.are.same({}, emu:requests())
     end)
 
+    it("checks every helper's arguments by its schema in aliyun.iot.batch.args (one options rule)", function()
+      local args = require "aliyun.iot.batch.args"
+      local valid = {
+        wait_apply = {ProductKey = PK, ApplyId = 1}, apply_devices = {ProductKey = PK, ApplyId = "1"},
+        register_devices = {ProductKey = PK, Count = "5"},
+        register_named_devices = {ProductKey = PK, Devices = {"lamp_0001"}},
+        resume = {journal = path},
+      }
+      local function copy(t, drop)
+        local c = {}
+        for k, v in pairs(t) do if k ~= drop then c[k] = v end end
+        return c
+      end
+      local samples = {true, {}, print, 5, "x"}
+      for helper, schema in pairs(args.SCHEMAS) do
+        assert.are.equal(valid[helper], args.check(valid[helper], helper, 1), helper)
+        for name, entry in pairs(schema) do
+          -- a value of a Lua type the entry does not name raises, naming the option
+          for _, v in ipairs(samples) do
+            if not entry.type:find(type(v), 1, true) then
+              local a = copy(valid[helper])
+              a[name] = v
+              local ok, msg = pcall(args.check, a, helper, 1)
+              assert.is_false(ok, helper .. " " .. name)
+              assert.truthy(tostring(msg):find("'" .. name .. "'", 1, true), tostring(msg))
+              break
+            end
+          end
+          -- a required one missing is InvalidParameter naming it
+          if entry.required then
+            local res, err = args.check(copy(valid[helper], name), helper, 1)
+            assert.is_nil(res)
+            assert.are.equal("InvalidParameter", err.code)
+            assert.are.equal(name, err.parameter)
+          end
+        end
+        assert.has_error(function() args.check("x", helper, 1) end)
+      end
+      -- the documented conveniences and limits
+      assert.truthy(args.check({ProductKey = PK, Count = 10000000}, "register_devices", 1))
+      assert.is_nil(args.check({ProductKey = PK, Count = "10000001"}, "register_devices", 1))
+      assert.is_nil(args.check({ProductKey = PK, Count = 2.5}, "register_devices", 1))
+      assert.truthy(args.check({journal = path, deadline = 30 * 86400}, "resume", 1))
+      assert.is_nil(args.check({journal = path, deadline = 30 * 86400 + 1}, "resume", 1))
+      assert.is_nil(args.check({ProductKey = PK, ApplyId = 1, phase = "CHECK"}, "wait_apply", 1))
+      assert.has_error(function()
+        args.check({ProductKey = PK, Devices = {"lamp_0001", nil, "lamp_0003"}}, "register_named_devices", 1)
+      end)
+    end)
+
     it("takes Count as a digit string, and a deadline in apply_devices", function()
       local c = client()
       local res = assert(c:register_devices{ProductKey = PK, Count = "5", deadline = 30})

@@ -59,7 +59,6 @@
 -- job and propagates; the journal is released all the same (resume it later).
 -- @module aliyun.iot.batch
 
-local validate = require "aliyun.iot.validate"
 local journal = require "aliyun.iot.journal"
 local args_m = require "aliyun.iot.batch.args"
 local port_m = require "aliyun.iot.batch.port"
@@ -71,13 +70,6 @@ local resume_m = require "aliyun.iot.batch.resume"
 local devices = require "aliyun.iot.batch.devices"
 
 local M = {}
-
--- The most devices one random-named job registers. 10,000,000 is already 1,000 applies at
--- the service's 10,000 per call (10,000 at the default 1,000), 200,000 page reads (over an
--- hour at QueryPageByApplyId's 50 QPS) and a result table of every record in memory
--- (gigabytes); a larger Count is far likelier a slipped digit than a fleet, and a larger
--- fleet is several jobs, each with its own journal. Resume holds a journal to it too.
-local MAX_COUNT = resume_m.MAX_COUNT
 
 -- Runs a job to its end; whatever ends it (a result, an error, an on_progress callback
 -- that raised), its journal is released.
@@ -123,15 +115,9 @@ end
 -- @raise on misuse (see the module: not a table, unknown option such as `journal`,
 --   wrong Lua type)
 local function wait_apply(self, args)
-  args_m.check(args, {ProductKey = "string", ApplyId = "number|string", phase = "string",
-    deadline = "number", apply_timeout = "number", on_progress = "function"}, "wait_apply", 3)
+  local ok, bad = args_m.check(args, "wait_apply", 3)
+  if not ok then return nil, bad end
   local phase = args.phase or "create"
-  if not wait.END_STATES[phase] then
-    return nil, args_m.invalid("phase", 'phase must be "check" or "create"')
-  end
-  local bad = args_m.product_key(args.ProductKey) or args_m.apply_id(args.ApplyId)
-    or args_m.times(args)
-  if bad then return nil, bad end
   local port = port_m.new(self)
   local on_progress = args.on_progress
   return wait.poll(port, {ProductKey = args.ProductKey, id = args.ApplyId, phase = phase,
@@ -159,14 +145,8 @@ end
 --   for a bad argument value), then ends
 -- @raise on misuse (see the module)
 local function apply_devices(self, args)
-  args_m.check(args, {ProductKey = "string", ApplyId = "number|string", page_size = "number",
-                      deadline = "number"}, "apply_devices", 3)
+  local _, failure = args_m.check(args, "apply_devices", 3)
   local size = args.page_size or devices.SIZE
-  local failure = args_m.product_key(args.ProductKey) or args_m.apply_id(args.ApplyId)
-    or args_m.times(args)
-  if not failure and not (size >= 1 and size <= devices.SIZE and size == math.floor(size)) then
-    failure = args_m.invalid("page_size", "page_size must be a whole number from 1 to 50")
-  end
   local port = port_m.new(self)
   return devices.iterate(port, {ProductKey = args.ProductKey, id = args.ApplyId, size = size,
     t_end = args.deadline and port:clock() + args.deadline, failure = failure})
@@ -187,17 +167,9 @@ end
 --   BatchRegisterDevice's answer was lost or unusable after it was sent (never re-sent)
 -- @raise on misuse (see the module); an error raised by on_progress propagates
 local function register_devices(self, args)
-  args_m.check(args, {ProductKey = "string", Count = "number|string", on_progress = "function",
-    journal = "string", deadline = "number", apply_timeout = "number"}, "register_devices", 3)
-  local bad = args_m.product_key(args.ProductKey) or args_m.times(args)
-  if bad then return nil, bad end
-  -- An exact integer (no "1e3", nothing beyond int64); at most 8 digits fit the cap.
-  local digits = validate.integer_string(args.Count)
-  local count = digits and #digits <= 8 and tonumber(digits)
-  if not count or count < 1 or count > MAX_COUNT then
-    return nil, args_m.invalid("Count", ("Count must be an integer from 1 to %d (a larger " ..
-      "fleet is several jobs)"):format(MAX_COUNT))
-  end
+  local ok, bad = args_m.check(args, "register_devices", 3)
+  if not ok then return nil, bad end
+  local count = args_m.count(args.Count)
   local job = new_job(self, args, {kind = "random", ProductKey = args.ProductKey,
                                    Count = count, total = count})
   local err = start_journal(job, args.journal, {kind = "random", ProductKey = args.ProductKey,
@@ -223,15 +195,8 @@ end
 -- @raise on misuse (see the module): Devices not a list (a hole included), an entry that
 --   is neither a name nor a record with a string DeviceName (`Devices = {{}}`)
 local function register_named_devices(self, args)
-  args_m.check(args, {ProductKey = "string", Devices = "table", skip_invalid = "boolean",
-    on_progress = "function", journal = "string", deadline = "number",
-    apply_timeout = "number"}, "register_named_devices", 3)
-  local n = args.Devices and args_m.list(args.Devices, "Devices", "register_named_devices", 3)
-  local bad = args_m.product_key(args.ProductKey) or args_m.times(args)
-  if bad then return nil, bad end
-  if not n or n == 0 then
-    return nil, args_m.invalid("Devices", "Devices must be a non-empty list of names")
-  end
+  local ok, bad = args_m.check(args, "register_named_devices", 3)
+  if not ok then return nil, bad end
   local names = named.normalise(args.Devices, "register_named_devices", 3)
   local job = new_job(self, args, {kind = "named", ProductKey = args.ProductKey,
     names = names, skip_invalid = args.skip_invalid == true})
@@ -258,11 +223,8 @@ end
 -- @raise on misuse (see the module); an error raised by on_progress propagates (the
 --   journal is released: resume again)
 local function resume(self, args)
-  args_m.check(args, {journal = "string", on_progress = "function", deadline = "number",
-                      apply_timeout = "number"}, "resume", 3)
-  if not args.journal then return nil, args_m.invalid("journal", "journal is required") end
-  local bad = args_m.times(args)
-  if bad then return nil, bad end
+  local ok, bad = args_m.check(args, "resume", 3)
+  if not ok then return nil, bad end
   local j, records, err = journal.open(args.journal)
   if not j then return nil, err end
   local job = new_job(self, args, {kind = records[1].kind, ProductKey = records[1].ProductKey})

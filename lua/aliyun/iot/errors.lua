@@ -198,6 +198,24 @@ local function value_end(text, p)
   end
 end
 
+-- The pieces kept and redacted so far (`out`) and the rest of `text` from `pos` on; `text`
+-- itself when nothing was cut (`pos` 1).
+local function joined(out, text, pos)
+  if pos == 1 then return text end
+  out[#out + 1] = text:sub(pos)
+  return table.concat(out)
+end
+
+-- Redacts `text` once per secret field name: `cut(text, name, out)` appends to `out` what
+-- it keeps and redacts, and returns where the rest starts.
+local function per_secret(text, cut)
+  for _, name in ipairs(SECRET_NAMES) do
+    local out = {}
+    text = joined(out, text, cut(text, name, out))
+  end
+  return text
+end
+
 -- JSON: every member whose decoded name is a secret field gets "***" for its value,
 -- however the name is escaped and whatever the value holds (escaped quotes included);
 -- every other string literal with escapes is decoded, redacted whole (it may hold an
@@ -225,19 +243,17 @@ local function redact_json(text, run, level)
       end
     end
   end
-  if pos == 1 then return text end
-  out[#out + 1] = text:sub(pos)
-  return table.concat(out)
+  return joined(out, text, pos)
 end
 
 -- JSON again, without relying on where strings start (text before may have an unpaired
 -- quote): every `"Name":` of a secret field, also as the escaped `\"Name\":` of a document
 -- inside a string, gets its value blanked up to the quote that closes it at that level.
-local function redact_json_loose(text)
-  if not text:find('"', 1, true) then return text end
-  for _, name in ipairs(SECRET_NAMES) do
+local function redact_json_loose(input)
+  if not input:find('"', 1, true) then return input end
+  return per_secret(input, function(text, name, out)
     local pattern = anycase(name) .. '(\\*)"%s*:%s*()'
-    local out, pos, i = {}, 1, 1
+    local pos, i = 1, 1
     while true do
       local k, _, slashes, p = text:find(pattern, i)
       if not k then break end
@@ -259,12 +275,8 @@ local function redact_json_loose(text)
       if stop <= #text and m > 0 then stop = stop + m + 1 end
       pos, i = stop, stop
     end
-    if pos > 1 then
-      out[#out + 1] = text:sub(pos)
-      text = table.concat(out)
-    end
-  end
-  return text
+    return pos
+  end)
 end
 
 -- Where the closing tag of element `low` (lower-cased) starts, from `i` on in the
@@ -294,11 +306,11 @@ end
 -- XML: the content of every element named as a secret field (any case, any namespace
 -- prefix, any attributes), CDATA, comments and child elements included, up to its
 -- closing tag or the end of the text.
-local function redact_xml(text)
-  if not text:find("<", 1, true) then return text end
-  for _, name in ipairs(SECRET_NAMES) do
+local function redact_xml(input)
+  if not input:find("<", 1, true) then return input end
+  return per_secret(input, function(text, name, out)
     local lower, low = text:lower(), name:lower()
-    local out, pos, i = {}, 1, 1
+    local pos, i = 1, 1
     while true do
       local k = lower:find(low, i, true)
       if not k then break end
@@ -315,12 +327,8 @@ local function redact_xml(text)
         end
       end
     end
-    if pos > 1 then
-      out[#out + 1] = text:sub(pos)
-      text = table.concat(out)
-    end
-  end
-  return text
+    return pos
+  end)
 end
 
 local XML_ENTITIES = {amp = "&", lt = "<", gt = ">", quot = '"', apos = "'"}

@@ -81,9 +81,7 @@ end
 
 -- Event validation --------------------------------------------------------------------
 
-local function is_int(v, lo, hi)
-  return type(v) == "number" and v == math.floor(v) and v >= lo and v <= hi
-end
+local is_int = validate.whole
 
 local function text(v)
   return type(v) == "string" and v ~= "" and not v:find("[%z\r\n]")
@@ -99,7 +97,7 @@ function F.total(v) if not is_int(v, 0, MAX_COUNT) then
 function F.seq(v) if not is_int(v, 1, 2^53) then return "must be a positive integer" end end
 function F.seq_opt(v) if v ~= nil then return F.seq(v) end end
 function F.apply_id(v)
-  if type(v) ~= "string" or not v:find("^%d+$") or #v > 20 then
+  if type(v) ~= "string" or validate.apply_id_problem(v) then
     return "must be a string of digits"
   end
 end

@@ -1,14 +1,21 @@
 --- Options: one table per kind of options (name, Lua type, default, allowed values) and
 -- one checker. `iot.new` checks client options with `CLIENT`, every call its call options
--- with `CALL`, the engine's callers (the batch helpers) with `INVOKE`; other modules may
--- check their own arguments with a schema of the same shape.
+-- with `CALL`, the engine's callers (the batch helpers) with `INVOKE`; the batch helpers
+-- check their arguments with schemas of the same shape (`aliyun.iot.batch.args`).
 --
--- A schema maps a name to `{type = "number"|"string"|..., default = v, min =, max =,
--- above = (exclusive minimum), integer = true, one_of = {...} (compared upper-cased),
--- pattern = "lua pattern", nonempty = true, line = true (no NUL, CR or LF)}`.
--- @module aliyun.iot.options
-
+-- A schema maps a name to `{type = "number"|"string"|"number|string"|..., default = v,
+-- required = true, min =, max =, above = (exclusive minimum), integer = true,
+-- one_of = {...} (a value matches as given or upper-cased), pattern = "lua pattern",
+-- nonempty = true (a string or a table), line = true (no NUL, CR or LF), list = true (a
+-- table with keys 1..n and no hole, else misuse), problem = function(v) -> ?reason (a
+-- further rule, its reason put after the name), why = "the message for any bad or
+-- missing value"}`.
+--
+-- The rule: a wrong Lua type, an unknown name or a list with a hole is misuse and raises;
+-- a value of the right type that is bad, or a required one missing, is `nil,
+-- InvalidParameter` naming it.
 local errors = require "aliyun.iot.errors"
+local validate = require "aliyun.iot.validate"
 
 local M = {}
 
@@ -89,7 +96,7 @@ local function string_problem(name, v, o)
   if o.one_of then
     local u = v:upper()
     for _, allowed in ipairs(o.one_of) do
-      if u == allowed then return nil end
+      if v == allowed or u == allowed then return nil end
     end
     return name .. " must be " .. table.concat(o.one_of, " or ")
   end
@@ -109,39 +116,66 @@ end
 -- @tparam table o its schema entry
 -- @treturn ?string what is wrong
 function M.problem(name, v, o)
-  if type(v) == "number" then return number_problem(name, v, o) end
-  if type(v) == "string" then return string_problem(name, v, o) end
+  local why
+  if v == nil then
+    why = o.required and (name .. " is required")
+  elseif type(v) == "number" then
+    why = number_problem(name, v, o)
+  elseif type(v) == "string" then
+    why = string_problem(name, v, o)
+  elseif type(v) == "table" and o.nonempty and next(v) == nil then
+    why = name .. " must not be empty"
+  end
+  if not why and v ~= nil and o.problem then
+    local reason = o.problem(v)
+    why = reason and (name .. " " .. reason)
+  end
+  return why and (o.why or why)
+end
+
+-- Raises when a given option is unknown, of the wrong Lua type, or a list with a hole.
+local function check_types(schema, given, what, level, hints)
+  for k, v in pairs(given) do
+    local o = schema[k]
+    if not o then
+      local hint = hints and hints[k] and (" (" .. hints[k] .. ")") or ""
+      error(("unknown %s option '%s'%s"):format(what, tostring(k), hint), level)
+    end
+    if not has_type(v, o.type) then
+      error(("%s option '%s' must be a %s, got %s"):format(what, k, o.type:gsub("|", " or "),
+        type(v)), level)
+    end
+    if o.list and type(v) == "table" and not validate.list_length(v) then
+      error(("%s option '%s' must be a list (keys 1..n, no hole)"):format(what, k), level)
+    end
+  end
 end
 
 --- Checks options against a schema.
 -- @tparam table schema name -> entry
 -- @param given the options (nil is an empty table)
--- @tparam string what how they are named in messages ("client", "call")
+-- @tparam string what how they are named in messages ("client", "call", a helper's name)
 -- @tparam integer level error level for misuse (as for `error`)
+-- @tparam[opt] table hints name -> why a name this schema lacks is not taken (said when
+--   it is given)
 -- @treturn table `given` (or a new empty table)
--- @return or nil, err `InvalidParameter` naming the first option with a bad value
--- @raise when given is not a table, a name is unknown or a value has the wrong type
-function M.check(schema, given, what, level)
+-- @return or nil, err `InvalidParameter` naming the first option (in sorted order) with a
+--   bad value or missing
+-- @raise when given is not a table, a name is unknown, a value has the wrong type or a
+--   list option has a hole
+function M.check(schema, given, what, level, hints)
   level = (level or 1) + 1
-  if given == nil then return {} end
+  if given == nil then given = {} end
   if type(given) ~= "table" then
     error(("%s must be a table, got %s"):format(what, type(given)), level)
   end
-  for k, v in pairs(given) do
-    local o = schema[k]
-    if not o then error(("unknown %s option '%s'"):format(what, tostring(k)), level) end
-    if not has_type(v, o.type) then
-      error(("%s option '%s' must be a %s, got %s"):format(what, k, o.type, type(v)), level)
-    end
-  end
+  check_types(schema, given, what, level + 1, hints)
   local names = {}
-  for k in pairs(given) do names[#names + 1] = k end
+  for k in pairs(schema) do names[#names + 1] = k end
   table.sort(names)
   for _, k in ipairs(names) do
     local why = M.problem(k, given[k], schema[k])
-    if why then
-      return nil, M.invalid(k, why)
-    end
+    if why then return nil, M.invalid(k, why) end
   end
   return given
 end
@@ -155,17 +189,11 @@ function M.defaults(schema)
   return t
 end
 
---- True when t is a list: keys exactly 1..n, no hole.
+--- True when t is a list: keys exactly 1..n, no hole (`validate.list_length`).
 -- @tparam table t
 -- @treturn boolean
 function M.is_list(t)
-  local keys, top = 0, 0
-  for k in pairs(t) do
-    if type(k) ~= "number" or k < 1 or k ~= math.floor(k) then return false end
-    keys = keys + 1
-    if k > top then top = k end
-  end
-  return top == keys
+  return validate.list_length(t) ~= nil
 end
 
 return M

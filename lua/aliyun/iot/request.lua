@@ -21,12 +21,8 @@ local invalid = options.invalid
 -- The first flattened value that is not an integer the API can take, or nil.
 local function integer_problem(flat)
   for k, v in pairs(flat) do
-    if type(v) == "number" and v ~= math.floor(v) then
-      return k, k .. " must be an integer"
-    elseif type(v) == "number" and not (math.type and math.type(v) == "integer")
-        and math.abs(v) >= 2^63 then
-      return k, k .. " is out of range"
-    end
+    local why = type(v) == "number" and select(2, validate.integer_string(v))
+    if why then return k, k .. " " .. why end
   end
 end
 

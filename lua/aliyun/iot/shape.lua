@@ -12,6 +12,8 @@
 -- make an error look like a success). The client type-checks every field it uses.
 -- @module aliyun.iot.shape
 
+local validate = require "aliyun.iot.validate"
+
 local M = {}
 
 -- Every response has these, whatever the action (docs/wire.md §4, common response fields).
@@ -63,15 +65,7 @@ end
 -- 5.3/5.4; on 5.1/5.2/LuaJIT a number up to 2^53 and the decimal string beyond.
 -- @tparam string s
 -- @return integer, number or string (s itself when it is not a decimal integer)
-function M.integer(s)
-  if not s:find("^%-?%d+$") then return s end
-  local n = tonumber(s)
-  if math.type then
-    return math.tointeger(n) or s
-  end
-  if math.abs(n) <= 2^53 then return n end
-  return s
-end
+M.integer = validate.integer_value
 
 local shape_table
 

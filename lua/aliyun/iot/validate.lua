@@ -111,6 +111,28 @@ function M.list_length(t)
   end
 end
 
+--- True when v is a whole Lua number from lo to hi (a field read from a journal or an
+-- answer, where a digit string is not taken).
+-- @param v
+-- @tparam number lo
+-- @tparam number hi
+-- @treturn boolean
+function M.whole(v, lo, hi)
+  return type(v) == "number" and v == math.floor(v) and v >= lo and v <= hi
+end
+
+--- A decimal integer string as the JSON decoder would give it: a Lua integer on 5.3/5.4;
+-- on 5.1/5.2/LuaJIT a number up to 2^53 and the string itself beyond (int64 ApplyIds).
+-- @tparam string s
+-- @return integer, number or string (s itself when it is not a decimal integer)
+function M.integer_value(s)
+  if not s:find("^%-?%d+$") then return s end
+  local n = tonumber(s)
+  if math.type then return math.tointeger(n) or s end
+  if math.abs(n) <= 2^53 then return n end
+  return s
+end
+
 --- Reads an integer parameter given as a Lua integer, an integral float or a string of
 -- digits. Returns the value as the API's decimal string, or nil and a reason.
 -- Digit strings may exceed 2^53 (int64 ApplyIds on Lua 5.1/LuaJIT arrive as strings).
@@ -126,7 +148,7 @@ function M.integer_string(v)
       return tostring(v)
     end
     if math.abs(v) >= 2^63 then
-      return nil, "out of range"
+      return nil, "is out of range"
     end
     return ("%.0f"):format(v)
   elseif type(v) == "string" then

@@ -40,12 +40,7 @@ end
 
 --- The ApplyId of a decimal key as the client passes it on: a Lua integer (5.3+), a
 -- number below 2^53, or the string itself beyond.
-function M.id_value(s)
-  local n = tonumber(s)
-  if math.tointeger then return math.tointeger(n) or s end
-  if n and n < 2^53 then return n end
-  return s
-end
+M.id_value = validate.integer_value
 
 local function what(v)
   if type(v) == "string" then return ("%q"):format(v:sub(1, 40)) end
@@ -56,9 +51,7 @@ end
 --- A count field (Page, PageSize, PageCount, Total): a whole Lua number from 0 to 2^31.
 -- @treturn ?integer
 function M.count(v)
-  if type(v) ~= "number" or v ~= v or v < 0 or v > 2^31 or v ~= math.floor(v) then
-    return nil
-  end
+  if not validate.whole(v, 0, 2^31) then return nil end
   return math.tointeger and math.tointeger(v) or v
 end
 

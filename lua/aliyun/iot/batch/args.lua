@@ -1,8 +1,10 @@
---- The batch helpers' arguments, checked by one rule:
+--- The batch helpers' arguments, declared as data (`SCHEMAS`, one per helper, in the shape
+-- of `aliyun.iot.options`) and checked by `options.check`, so one rule holds everywhere:
 --
 -- * a wrong Lua type is misuse and raises: `args` not a table, an unknown option, an
 --   option whose Lua type is not the documented one (`ProductKey = 123`, `Devices = "x"`,
---   `deadline = "5"`), a `Devices` entry that is neither a name nor a record;
+--   `deadline = "5"`), a `Devices` list with a hole (and, in `batch.named`, an entry that
+--   is neither a name nor a record);
 -- * a value of the right type that is bad, or a required one missing, returns
 --   `nil, err` with `code = "InvalidParameter"` and `err.parameter`, before any request
 --   (`Count = 0`, `ProductKey = ""`, `deadline = -1`, `Devices = {}`).
@@ -10,14 +12,25 @@
 -- Documented conveniences: `Count` and `ApplyId` may be integers or digit strings.
 -- @module aliyun.iot.batch.args
 
-local errors = require "aliyun.iot.errors"
+local options = require "aliyun.iot.options"
 local validate = require "aliyun.iot.validate"
 
 local M = {}
 
--- The most a deadline or an apply_timeout may be [s]: 30 days; beyond (or infinity) is
+--- The most a deadline or an apply_timeout may be [s]: 30 days; beyond (or infinity) is
 -- far likelier a slip than a wish.
-local MAX_SECONDS = 30 * 86400
+M.MAX_SECONDS = 30 * 86400
+
+--- The most devices one random-named job registers (register_devices; resume holds a
+-- journal to it too). 10,000,000 is already 1,000 applies at the service's 10,000 per
+-- call (10,000 at the default 1,000), 200,000 page reads (over an hour at
+-- QueryPageByApplyId's 50 QPS) and a result table of every record in memory
+-- (gigabytes); a larger Count is far likelier a slipped digit than a fleet, and a larger
+-- fleet is several jobs, each with its own journal.
+M.MAX_COUNT = 10000000
+
+--- The most devices one page of `apply_devices` asks for (QueryPageByApplyId's limit).
+M.MAX_PAGE_SIZE = require("aliyun.iot.batch.pages").SIZE
 
 -- Options only some helpers take, and why the others do not: said in the error.
 local ONLY = {
@@ -27,71 +40,76 @@ local ONLY = {
   on_progress = "apply_devices is an iterator: the caller's loop sees its progress",
 }
 
---- Raises unless `args` is a table of known options of the right Lua types.
+--- `Count` as a number: an exact integer from 1 to `MAX_COUNT` (no "1e3", nothing
+-- beyond int64), given as an integer or a digit string; nil for anything else.
+-- @param v
+-- @treturn ?number
+function M.count(v)
+  local digits = validate.integer_string(v)
+  local n = digits and #digits <= 8 and tonumber(digits)
+  if n and n >= 1 and n <= M.MAX_COUNT then return n end
+  return nil
+end
+
+local function seconds(name)
+  return {type = "number", above = 0, max = M.MAX_SECONDS,
+          why = ("%s must be a number of seconds above 0 and at most %d (30 days)")
+            :format(name, M.MAX_SECONDS)}
+end
+
+local PRODUCT_KEY = {type = "string", required = true, problem = validate.product_key_problem}
+local APPLY_ID = {type = "number|string", required = true, problem = validate.apply_id_problem}
+local DEADLINE, APPLY_TIMEOUT = seconds("deadline"), seconds("apply_timeout")
+local ON_PROGRESS, JOURNAL = {type = "function"}, {type = "string"}
+
+--- Each helper's arguments: name -> `aliyun.iot.options` schema entry.
+M.SCHEMAS = {
+  wait_apply = {
+    ProductKey = PRODUCT_KEY, ApplyId = APPLY_ID,
+    phase = {type = "string", one_of = {"check", "create"},
+             why = 'phase must be "check" or "create"'},
+    deadline = DEADLINE, apply_timeout = APPLY_TIMEOUT, on_progress = ON_PROGRESS,
+  },
+  apply_devices = {
+    ProductKey = PRODUCT_KEY, ApplyId = APPLY_ID, deadline = DEADLINE,
+    page_size = {type = "number", integer = true, min = 1, max = M.MAX_PAGE_SIZE,
+                 why = ("page_size must be a whole number from 1 to %d"):format(M.MAX_PAGE_SIZE)},
+  },
+  register_devices = {
+    ProductKey = PRODUCT_KEY,
+    Count = {type = "number|string", required = true,
+             problem = function(v) if not M.count(v) then return "is out of range" end end,
+             why = ("Count must be an integer from 1 to %d (a larger fleet is several jobs)")
+               :format(M.MAX_COUNT)},
+    on_progress = ON_PROGRESS, journal = JOURNAL, deadline = DEADLINE,
+    apply_timeout = APPLY_TIMEOUT,
+  },
+  register_named_devices = {
+    ProductKey = PRODUCT_KEY,
+    Devices = {type = "table", required = true, list = true, nonempty = true,
+               why = "Devices must be a non-empty list of names"},
+    skip_invalid = {type = "boolean"},
+    on_progress = ON_PROGRESS, journal = JOURNAL, deadline = DEADLINE,
+    apply_timeout = APPLY_TIMEOUT,
+  },
+  resume = {
+    journal = {type = "string", required = true},
+    on_progress = ON_PROGRESS, deadline = DEADLINE, apply_timeout = APPLY_TIMEOUT,
+  },
+}
+
+--- Checks a helper's arguments against its schema.
 -- @tparam any args
--- @tparam table allowed option name -> Lua type ("string", "number|string", ...)
--- @tparam string what the helper's name
+-- @tparam string what the helper's name (a key of `SCHEMAS`)
 -- @tparam integer level error level of the helper's caller, seen from here
-function M.check(args, allowed, what, level)
+-- @treturn ?table `args`
+-- @treturn ?table err `InvalidParameter` for the first bad or missing value
+-- @raise on misuse (see the module)
+function M.check(args, what, level)
   if type(args) ~= "table" then
     error(("%s expects a table, got %s"):format(what, type(args)), level)
   end
-  for k, v in pairs(args) do
-    local want = allowed[k]
-    if not want then
-      local why = ONLY[k] and (" (" .. ONLY[k] .. ")") or ""
-      error(("%s: unknown option '%s'%s"):format(what, tostring(k), why), level)
-    end
-    local ok = false
-    for t in want:gmatch("[^|]+") do ok = ok or type(v) == t end
-    if not ok then
-      error(("%s: option '%s' must be a %s, got %s"):format(what, k, want:gsub("|", " or "),
-        type(v)), level)
-    end
-  end
-end
-
---- An InvalidParameter error.
-function M.invalid(parameter, message)
-  return errors.new{code = "InvalidParameter", parameter = parameter, message = message}
-end
-
---- Checks ProductKey's value (validate.product_key_problem; required).
--- @treturn ?table err
-function M.product_key(pk)
-  if pk == nil then return M.invalid("ProductKey", "ProductKey is required") end
-  local why = validate.product_key_problem(pk)
-  if why then return M.invalid("ProductKey", "ProductKey " .. why) end
-end
-
-local function seconds(name, v)
-  if v ~= nil and not (v > 0 and v <= MAX_SECONDS) then
-    return M.invalid(name, ("%s must be a number of seconds above 0 and at most %d (30 days)")
-      :format(name, MAX_SECONDS))
-  end
-end
-
---- Checks `deadline` and `apply_timeout` (each optional, seconds).
--- @treturn ?table err
-function M.times(args)
-  return seconds("deadline", args.deadline) or seconds("apply_timeout", args.apply_timeout)
-end
-
---- Checks an ApplyId's value (required).
--- @treturn ?table err
-function M.apply_id(id)
-  if id == nil then return M.invalid("ApplyId", "ApplyId is required") end
-  local why = validate.apply_id_problem(id)
-  if why then return M.invalid("ApplyId", "ApplyId " .. why) end
-end
-
---- Checks a list argument's shape: raises on a hole or non-list keys (ipairs would stop
--- at the hole and leave the entries after it out silently).
--- @treturn integer its length
-function M.list(v, name, what, level)
-  local n = validate.list_length(v)
-  if not n then error(("%s: %s must be a list (keys 1..n, no hole)"):format(what, name), level) end
-  return n
+  return options.check(M.SCHEMAS[what], args, what, level, ONLY)
 end
 
 return M

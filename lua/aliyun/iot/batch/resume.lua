@@ -9,14 +9,12 @@ local named = require "aliyun.iot.batch.named"
 
 local M = {}
 
---- The most devices one random-named job registers (see register_devices).
-M.MAX_COUNT = 10000000
+--- The most devices one random-named job registers (`aliyun.iot.batch.args`).
+M.MAX_COUNT = require("aliyun.iot.batch.args").MAX_COUNT
 
 -- A journal is read as strictly as user input: a hand-edited or corrupted one is refused
 -- (JournalError naming the event), never a Lua error nor requests built from odd values.
-local function int(v, min, max)
-  return type(v) == "number" and v == math.floor(v) and v >= min and v <= max
-end
+local int = validate.whole
 
 local function list_of(v, each)
   if validate.list_length(v) == nil then return false end

@@ -71,7 +71,10 @@ local function fail(code, message, data)
 end
 
 local ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-local function random_string(n)
+
+--- n random letters and digits (device names and secrets, the server's temporary
+-- credentials): a test double's values, not secrets worth a strong generator.
+function M.random_string(n)
     local t = {}
     for i = 1, n do
         local k = math.random(#ALNUM)
@@ -79,6 +82,7 @@ local function random_string(n)
     end
     return table.concat(t)
 end
+local random_string = M.random_string
 
 -- DeviceName: 4-32 of letters, digits, - _ @ . : (§4 Name rules).
 local function valid_device_name(s)
@@ -432,20 +436,29 @@ function H.QueryBatchRegisterDeviceStatus(params, _, account)
                       InvalidDetailList = { invalidDetailList = copy(details) } } }
 end
 
+-- One page of `list` (oldest first, or newest first): the paging fields and the items
+-- `item(dev)` makes of its devices; nil and the error for bad paging parameters.
+local function page_of(list, params, newest_first, item)
+    local size, page, perr = page_params(params)
+    if not size then return nil, perr end
+    local n, items = #list, {}
+    for k = (page - 1) * size + 1, math.min(page * size, n) do
+        items[#items + 1] = item(list[newest_first and n + 1 - k or k])
+    end
+    return { Page = page, PageSize = size, PageCount = math.ceil(n / size), Total = n }, items
+end
+
 -- QueryPageByApplyId (§4): paging fields at top level, not in Data.
 function H.QueryPageByApplyId(params, _, account)
     local a, err = apply_of(params, account)
     if not a then return err end
-    local size, page, perr = page_params(params)
-    if not size then return perr end
-    local items = {}
-    for i = (page - 1) * size + 1, math.min(page * size, #a.devices) do
-        local dev = a.devices[i]
-        items[#items + 1] = { DeviceId = dev.DeviceId, DeviceName = dev.DeviceName,
-                              DeviceSecret = dev.DeviceSecret, IotId = dev.IotId }
-    end
-    return { Page = page, PageSize = size, PageCount = math.ceil(#a.devices / size),
-             Total = #a.devices, ApplyDeviceList = { ApplyDeviceInfo = array(items) } }
+    local res, items = page_of(a.devices, params, false, function(dev)
+        return { DeviceId = dev.DeviceId, DeviceName = dev.DeviceName,
+                 DeviceSecret = dev.DeviceSecret, IotId = dev.IotId }
+    end)
+    if not res then return items end
+    res.ApplyDeviceList = { ApplyDeviceInfo = array(items) }
+    return res
 end
 
 -- QueryDeviceDetail (§4 Cheap extras).
@@ -463,19 +476,16 @@ end
 function H.QueryDevice(params, _, account)
     local p, pk = product(params, account)
     if not p then return pk end
-    local size, page, perr = page_params(params)
-    if not size then return perr end
-    local items, n = {}, #p.list
-    for i = n - (page - 1) * size, math.max(n - page * size + 1, 1), -1 do
-        local dev = p.list[i]
-        items[#items + 1] = { DeviceId = dev.DeviceId, DeviceName = dev.DeviceName, ProductKey = pk,
-                              DeviceSecret = dev.DeviceSecret, DeviceType = "",
-                              GmtCreate = gmt(dev.created), GmtModified = gmt(dev.created),
-                              UtcCreate = utc(dev.created), UtcModified = utc(dev.created),
-                              IotId = dev.IotId, DeviceStatus = "UNACTIVE", Nickname = dev.Nickname }
-    end
-    return { Page = page, PageSize = size, PageCount = math.ceil(n / size), Total = n,
-             Data = { DeviceInfo = array(items) } }
+    local res, items = page_of(p.list, params, true, function(dev)
+        return { DeviceId = dev.DeviceId, DeviceName = dev.DeviceName, ProductKey = pk,
+                 DeviceSecret = dev.DeviceSecret, DeviceType = "",
+                 GmtCreate = gmt(dev.created), GmtModified = gmt(dev.created),
+                 UtcCreate = utc(dev.created), UtcModified = utc(dev.created),
+                 IotId = dev.IotId, DeviceStatus = "UNACTIVE", Nickname = dev.Nickname }
+    end)
+    if not res then return items end
+    res.Data = { DeviceInfo = array(items) }
+    return res
 end
 
 -- DeleteDevice (§4 Cheap extras): base fields only.

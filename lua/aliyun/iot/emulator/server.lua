@@ -429,15 +429,7 @@ function CONTROL.POST.set(t)
     return true
 end
 
-local ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-local function random_string(n)
-    local t = {}
-    for i = 1, n do
-        local k = math.random(#ALNUM)
-        t[i] = ALNUM:sub(k, k)
-    end
-    return table.concat(t)
-end
+local random_string = actions.random_string
 
 -- Temporary credentials of an account, as STS would issue them: they act for that account
 -- only, with their own SecurityToken, until they expire.

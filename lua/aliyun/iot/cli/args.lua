@@ -1,0 +1,281 @@
+--- The `aliyun-iot` command line: the usage text, parsing, per-command checks and the
+-- `Key=Value` parameters of `call`; the usage and local errors every CLI module raises.
+-- @module aliyun.iot.cli.args
+
+local validate = require "aliyun.iot.validate"
+
+local M = {}
+
+M.USAGE = [[
+Usage: aliyun-iot [options] COMMAND [options]
+
+Registers Alibaba Cloud IoT Platform devices in bulk and prints their secrets.
+
+Commands:
+  register --product-key PK --count N
+        register N devices with random names
+  register --product-key PK --names-file FILE [--skip-invalid]
+        register the devices named in FILE: one DeviceName[,Nickname] a line,
+        blank lines and # comments skipped; FILE - reads stdin
+  resume --state FILE
+        finish a register job that stopped, from its state file
+  status --product-key PK --apply-id ID
+        print an apply's status (QueryBatchRegisterDeviceStatus) as JSON
+  devices --product-key PK --apply-id ID
+        print the devices of an apply
+  call ACTION [Key=Value ...]
+        call any IoT action and print the result as JSON; lists as
+        Name.1=a Name.2=b, lists of records as Name.1.Field=x
+
+Register options:
+  --state FILE          keep the job's journal in FILE (a new file this run
+                        creates; resume from it)
+  --skip-invalid        leave invalid names out instead of failing (exit status 3)
+  --apply-timeout S     seconds to wait for each apply (register and resume)
+
+Options (before or after the command):
+  --endpoint URL        API endpoint (default https://iot.<region>.aliyuncs.com/)
+  --region ID           region id (default cn-shanghai)
+  --iot-instance-id ID  IoT instance id (Enterprise Edition instances)
+  --ca-file PATH        CA certificates to verify the endpoint with
+  --timeout S           seconds per request (default 30)
+  --deadline S          seconds for the whole job
+  --format csv|json     device output: CSV with header
+                        ProductKey,DeviceName,DeviceSecret,IotId (default) or JSON
+  --out FILE            write the output to FILE instead of stdout: a file is
+                        replaced atomically with mode 0600 (through a symlink, the
+                        file it leads to); a device or FIFO is written directly
+  --quiet               no progress or notes on stderr
+  --help, --version
+
+Credentials: ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET (and
+ALIBABA_CLOUD_SECURITY_TOKEN), else ~/.aliyun/config.json, else
+~/.alibabacloud/credentials.
+
+Exit status: 0 done; 1 service or network failure; 2 usage or validation error;
+3 partial success (--skip-invalid left names out); 130 stopped by Ctrl-C (the
+journal and the command that finishes the job are on stderr).
+]]
+
+-- Option name -> {value = takes a value?, field = key in the options table,
+-- commands = where it applies (nil: everywhere)}.
+local OPTIONS = {
+  endpoint = {value = true}, region = {value = true}, ["iot-instance-id"] = {value = true},
+  ["ca-file"] = {value = true}, timeout = {value = true}, deadline = {value = true},
+  format = {value = true, commands = {register = true, resume = true, devices = true}},
+  out = {value = true}, quiet = {}, help = {}, version = {},
+  ["product-key"] = {value = true, commands = {register = true, status = true, devices = true}},
+  count = {value = true, commands = {register = true}},
+  ["names-file"] = {value = true, commands = {register = true}},
+  ["skip-invalid"] = {commands = {register = true}},
+  state = {value = true, commands = {register = true, resume = true}},
+  ["apply-timeout"] = {value = true, commands = {register = true, resume = true}},
+  ["apply-id"] = {value = true, commands = {status = true, devices = true}},
+}
+
+local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true}
+
+-- A usage error: raised inside `main` and turned into exit status 2.
+local Usage = {}
+Usage.__index = Usage
+Usage.__tostring = function(u) return u.message end
+
+function M.usage_error(fmt, ...)
+  error(setmetatable({message = fmt:format(...), hint = true}, Usage), 0)
+end
+
+-- A local problem (a file that cannot be read or written): exit status 2, no usage hint.
+function M.local_error(fmt, ...)
+  error(setmetatable({message = fmt:format(...)}, Usage), 0)
+end
+
+function M.shell_quote(s)
+  if s:find("^[%w%-_./:=@,+]+$") then return s end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local usage_error = M.usage_error
+M.Usage = Usage
+
+--- True when `e` is a usage or local error (exit status 2).
+function M.is_usage(e) return getmetatable(e) == Usage end
+
+--- Parses the command line.
+-- @tparam {string,...} argv the arguments (without the program name)
+-- @treturn table `{command=, args = {positional...}, <option names with - as _> = value}`;
+--   flags are `true`
+-- @raise a usage error (a table with `message`) on a bad command line
+function M.parse(argv)
+  local opts = {args = {}}
+  local seen = {}
+  local i, only_args = 1, false
+  while i <= #argv do
+    local a = argv[i]
+    if only_args or a == "-" or a:sub(1, 1) ~= "-" then
+      if not opts.command and not only_args then
+        if not COMMANDS[a] then usage_error("unknown command '%s'", a) end
+        opts.command = a
+      else
+        opts.args[#opts.args + 1] = a
+      end
+    elseif a == "--" then
+      only_args = true
+    else
+      local name, value = a:match("^%-%-([^=]+)=(.*)$")
+      name = name or a:match("^%-%-(.+)$")
+      if a == "-h" then name = "help" end
+      local spec = name and OPTIONS[name]
+      if not spec then usage_error("unknown option '%s'", a) end
+      if spec.value then
+        if value == nil then
+          value = argv[i + 1]
+          if value == nil or (value:sub(1, 2) == "--" and #value > 2) then
+            usage_error("option --%s needs a value", name)
+          end
+          i = i + 1
+        end
+      elseif value ~= nil then
+        usage_error("option --%s takes no value", name)
+      else
+        value = true
+      end
+      if seen[name] then usage_error("option --%s given twice", name) end
+      seen[name] = true
+      opts[(name:gsub("%-", "_"))] = value
+    end
+    i = i + 1
+  end
+  if opts.help or opts.version then return opts end
+  if not opts.command then usage_error("no command given") end
+  for name in pairs(seen) do
+    local only = OPTIONS[name].commands
+    if only and not only[opts.command] then
+      usage_error("option --%s does not apply to '%s'", name, opts.command)
+    end
+  end
+  return opts
+end
+
+local function positive_number(opts, name)
+  local key = name:gsub("%-", "_")
+  local v = opts[key]
+  if v == nil then return nil end
+  local n = v:find("^%d*%.?%d+$") and tonumber(v)
+  if not n or n <= 0 then
+    usage_error("--%s must be a positive number of seconds, got '%s'", name, v)
+  end
+  opts[key] = n
+  return n
+end
+
+-- A positive integer given as digits, passed on as its digit string without leading
+-- zeros: the library takes Count and ApplyId as digit strings and checks their range.
+local function positive_integer(opts, name)
+  local v = opts[(name:gsub("%-", "_"))]
+  if not v:find("^%d+$") or v:find("^0+$") then
+    usage_error("--%s must be a positive integer, got '%s'", name, v)
+  end
+  return (v:gsub("^0+", ""))
+end
+
+local function require_opts(opts, ...)
+  for _, name in ipairs{...} do
+    if opts[(name:gsub("%-", "_"))] == nil then
+      usage_error("'%s' needs --%s", opts.command, name)
+    end
+  end
+end
+
+--- Checks the parsed command line for each command's needs and converts values.
+-- @tparam table opts from `parse`
+-- @raise a usage error
+function M.check(opts)
+  local cmd = opts.command
+  if cmd ~= "call" and #opts.args > 0 then
+    usage_error("unexpected argument '%s'", opts.args[1])
+  end
+  positive_number(opts, "timeout")
+  positive_number(opts, "deadline")
+  positive_number(opts, "apply-timeout")
+  opts.format = opts.format or "csv"
+  if opts.format ~= "csv" and opts.format ~= "json" then
+    usage_error("--format must be csv or json, got '%s'", opts.format)
+  end
+  if opts.out == "" or (opts.out and opts.out:sub(-1) == "/") then
+    usage_error("--out needs a file name, got '%s'", opts.out)
+  end
+  if cmd == "register" then
+    require_opts(opts, "product-key")
+    if opts.count and opts.names_file then
+      usage_error("--count and --names-file exclude each other: give one")
+    elseif not opts.count and not opts.names_file then
+      usage_error("'register' needs either --count or --names-file")
+    end
+    if opts.count then opts.count = positive_integer(opts, "count") end
+    if opts.skip_invalid and not opts.names_file then
+      usage_error("--skip-invalid applies to --names-file only")
+    end
+  elseif cmd == "resume" then
+    require_opts(opts, "state")
+  elseif cmd == "status" or cmd == "devices" then
+    require_opts(opts, "product-key", "apply-id")
+    opts.apply_id = positive_integer(opts, "apply-id")
+  elseif cmd == "call" then
+    if #opts.args == 0 then usage_error("'call' needs an ACTION") end
+    if not opts.args[1]:find("^%a%w*$") then
+      usage_error("'%s' is not an action name", opts.args[1])
+    end
+  end
+  return opts
+end
+
+--- Builds an API parameter table from `Key=Value` words: `Name.1=a Name.2=b` becomes
+-- `Name = {"a", "b"}`, `List.1.Field=x` becomes `List = {{Field = "x"}}`. Values stay
+-- strings (the client reads integer parameters from digit strings).
+-- @tparam {string,...} words
+-- @treturn table params
+-- @raise a usage error on a malformed word, a duplicate, a clash or a list with a gap
+function M.build_params(words)
+  local params = {}
+  for _, w in ipairs(words) do
+    local key, value = w:match("^([^=]+)=(.*)$")
+    if not key then usage_error("'%s' is not Key=Value", w) end
+    local parts = {}
+    for p in (key .. "."):gmatch("([^.]*)%.") do parts[#parts + 1] = p end
+    local t = params
+    for n, p in ipairs(parts) do
+      if not (p:find("^%a[%w_]*$") or (n > 1 and p:find("^[1-9]%d*$"))) then
+        usage_error("'%s' is not a parameter name", key)
+      end
+      local k = tonumber(p) or p
+      if n > 1 and (type(k) == "number") ~= (t.__list == true) and next(t) ~= nil then
+        usage_error("'%s' mixes list items and fields", key)
+      end
+      if n > 1 and next(t) == nil then rawset(t, "__list", type(k) == "number") end
+      if n == #parts then
+        if t[k] ~= nil then usage_error("'%s' given twice or clashes with another", key) end
+        t[k] = value
+      else
+        if t[k] == nil then t[k] = {} end
+        if type(t[k]) ~= "table" then usage_error("'%s' clashes with another", key) end
+        t = t[k]
+      end
+    end
+  end
+  -- Turns the marked tables into plain lists, checking each runs 1..n without a gap.
+  local function finish(t, name)
+    local is_list = t.__list
+    t.__list = nil
+    for k, v in pairs(t) do
+      if type(v) == "table" then finish(v, name .. "." .. tostring(k)) end
+    end
+    local hole = is_list and select(2, validate.list_length(t))
+    if hole then usage_error("list %s has no item %d", name, hole) end
+  end
+  for k, v in pairs(params) do
+    if type(v) == "table" then finish(v, k) end
+  end
+  return params
+end
+
+return M

@@ -1,0 +1,204 @@
+--- The CLI's commands (register, resume, devices, status, call) over the public Lua API.
+-- @module aliyun.iot.cli.commands
+
+local args = require "aliyun.iot.cli.args"
+local names = require "aliyun.iot.cli.names"
+local output = require "aliyun.iot.cli.output"
+local report = require "aliyun.iot.cli.report"
+local state_file = require "aliyun.iot.cli.state"
+local progress = require "aliyun.iot.cli.progress"
+local json = require "aliyun.iot.cli.json"
+
+local local_error = args.local_error
+local print_error, failure_code = report.print_error, report.failure_code
+
+local M = {}
+
+local function new_client(opts, ui)
+  local iot = require "aliyun.iot"
+  local client, err = iot.new{
+    endpoint = opts.endpoint, region_id = opts.region, iot_instance_id = opts.iot_instance_id,
+    ca_file = opts.ca_file, timeout = opts.timeout,
+    -- a single call's retries end at --deadline; a job passes it to the helper instead
+    retry_deadline = (opts.command ~= "register" and opts.command ~= "resume")
+      and opts.deadline or nil,
+    logger = function(level, message)
+      if level ~= "debug" and level ~= "info" then ui.note(level .. ": " .. message) end
+    end,
+  }
+  return client, err
+end
+
+-- The job's arguments and the journal path for register/resume; `own` is true for a
+-- journal in TMPDIR (removed once the job is done).
+local function job_args(opts, streams, ui)
+  local job = {on_progress = ui.on_progress, deadline = opts.deadline,
+               apply_timeout = opts.apply_timeout}
+  if opts.command == "resume" then
+    state_file.check_resume(opts.state)
+    job.journal = opts.state
+    return job, opts.state, false
+  end
+  job.ProductKey = opts.product_key
+  if opts.count then
+    job.Count = opts.count
+  else
+    job.Devices = names.read(opts, streams)
+    job.skip_invalid = opts.skip_invalid or nil
+  end
+  local state, own, dir = opts.state, false, nil
+  if state then
+    state_file.check_new(state)
+  else
+    -- Without --state the job still keeps a journal, so a failure can be finished with
+    -- 'resume'; it is removed when the job completes.
+    state, dir = state_file.temp()
+    own = true
+  end
+  job.journal = state
+  return job, state, own, dir
+end
+
+local function run_helper(client, opts, job)
+  if opts.command == "resume" then return client:resume(job) end
+  if job.Count then return client:register_devices(job) end
+  return client:register_named_devices(job)
+end
+
+-- A job that failed: the known devices written when no command can fetch them, the
+-- failure reported, and the journal removed only when this run created it and it is of
+-- no use (nothing created, or nothing sent).
+local function job_failed(err, opts, streams, out, state, own_state, dir)
+  local journal = require "aliyun.iot.journal"
+  if err.ambiguous and err.devices and #err.devices > 0 then
+    -- No command can settle an uncertain BatchRegisterDevice (its error says so), so the
+    -- devices of the applies known are written rather than held back; exit status stays 1.
+    output.write_devices(opts, out, err.devices, opts.product_key)
+    local ok, werr = out:finish()
+    streams.stderr:write("aliyun-iot: ", ok and (("%d devices of the known applies written to %s")
+      :format(#err.devices, opts.out or "stdout")) or werr, "\n")
+  end
+  out:abort()
+  if err.parameter == "journal" and dir then
+    -- the library could not create the journal in TMPDIR: no journal, no job
+    local_error("cannot keep the job's journal in TMPDIR folder %s: %s; set TMPDIR to a " ..
+      "writable folder or give --state FILE", dir, tostring(err.message))
+  end
+  local created = (err.apply_ids and #err.apply_ids > 0) or err.ambiguous
+  local code = failure_code(err)
+  -- a journal with an ApplyId in it is never dropped, whatever the error
+  if not created and (code == report.EXIT_USAGE or own_state) then
+    if journal.discard(state) or own_state then state = nil end
+  end
+  if state and (err.parameter == "journal" or not journal.read(state)) then
+    state = nil -- not a journal of this job (refused, or unreadable): nothing to resume
+  end
+  return report.report_failure(err, opts, streams, state)
+end
+
+-- A call that failed before any output: the output dropped, the error printed.
+local function failed(out, streams, err)
+  out:abort()
+  print_error(streams, err)
+  return failure_code(err)
+end
+
+-- The output completed: exit 0, or 1 when a write, the flush or the close failed.
+local function finished(out, streams)
+  local ok, werr = out:finish()
+  if ok then return report.EXIT_OK end
+  streams.stderr:write("aliyun-iot: ", werr, "\n")
+  return report.EXIT_FAILURE
+end
+
+local count_of = progress.count_of
+
+-- The closing note of a job, and the names --skip-invalid left out (exit 3).
+local function summary(res, n, client, ui, seconds, streams)
+  local stats = client:stats()
+  ui.note(("%s in %s, %.1f s, %s, %s, %d throttled")
+    :format(count_of(n, "device", "devices"), count_of(#(res.ApplyIds or {}), "apply", "applies"),
+      seconds, count_of(stats.requests or 0, "request", "requests"),
+      count_of(stats.retries or 0, "retry", "retries"), stats.throttled or 0))
+  if res.Invalid and #res.Invalid > 0 then
+    streams.stderr:write(("aliyun-iot: %s left out:\n")
+      :format(count_of(#res.Invalid, "invalid name", "invalid names")))
+    for _, inv in ipairs(res.Invalid) do
+      streams.stderr:write(("  %s: %s\n"):format(tostring(inv.DeviceName), tostring(inv.ErrorMsg)))
+    end
+    return report.EXIT_PARTIAL
+  end
+  return report.EXIT_OK
+end
+
+--- register and resume: the job, then all devices to the output at once.
+-- `ctx` receives the output, the journal and whether this run chose it, for
+-- `report.report_interrupt`.
+-- @treturn integer exit status
+function M.run_job(opts, streams, ui, now, ctx)
+  local job, state, own_state, dir = job_args(opts, streams, ui)
+  local out = output.open(opts.out, streams.stdout)
+  ctx.out, ctx.state, ctx.own_state = out, state, own_state
+  local client, cerr = new_client(opts, ui)
+  if not client then return failed(out, streams, cerr) end
+  if own_state then
+    -- the only way to find this journal if the process is killed (SIGTERM, SIGKILL)
+    ui.note(("journal %s; if the job stops, finish it with: %s")
+      :format(state, report.resume_command(opts, state)))
+  end
+  local t0 = now()
+  local res, err = run_helper(client, opts, job)
+  ui.done()
+  if not res then return job_failed(err, opts, streams, out, state, own_state, dir) end
+  local n = output.write_devices(opts, out, res.Devices or {}, opts.product_key)
+  if finished(out, streams) ~= report.EXIT_OK then
+    -- the devices are safe in the journal only: it stays, named with the command
+    streams.stderr:write("aliyun-iot: the devices are in the journal ", state,
+      "; write them again with:\n  ", report.resume_command(opts, state), "\n")
+    return report.EXIT_FAILURE
+  end
+  if own_state then require("aliyun.iot.journal").discard(state) end
+  return summary(res, n, client, ui, now() - t0, streams)
+end
+
+--- devices: an apply's devices, written as they are fetched.
+-- @treturn integer exit status
+function M.run_devices(opts, streams, ui, ctx)
+  local out = output.open(opts.out, streams.stdout)
+  ctx.out = out
+  local client, cerr = new_client(opts, ui)
+  if not client then return failed(out, streams, cerr) end
+  local w = output.device_writer(out, opts.format, opts.product_key)
+  for dev, err in client:apply_devices{ProductKey = opts.product_key, ApplyId = opts.apply_id} do
+    if not dev then return failed(out, streams, err) end
+    w.add(dev)
+  end
+  w.close()
+  return finished(out, streams)
+end
+
+--- status and call: one action, its decoded result as JSON.
+-- @treturn integer exit status
+function M.run_call(opts, streams, ui, ctx)
+  local action, params
+  if opts.command == "status" then
+    action = "QueryBatchRegisterDeviceStatus"
+    params = {ProductKey = opts.product_key, ApplyId = opts.apply_id}
+  else
+    action = opts.args[1]
+    local words = {}
+    for i = 2, #opts.args do words[#words + 1] = opts.args[i] end
+    params = args.build_params(words)
+  end
+  local out = output.open(opts.out, streams.stdout)
+  ctx.out = out
+  local client, err = new_client(opts, ui)
+  local res
+  if client then res, err = client:call(action, params) end
+  if not res then return failed(out, streams, err) end
+  local row = require("aliyun.iot.actions").get(action)
+  out.fh:write(json.json(res, row and row.lists), "\n")
+  return finished(out, streams)
+end
+
+return M

@@ -1,0 +1,131 @@
+--- How the CLI reports failures: exit statuses, errors rewritten for shell users, the
+-- applies created and the command that finishes a job.
+-- @module aliyun.iot.cli.report
+
+local args = require "aliyun.iot.cli.args"
+
+local shell_quote = args.shell_quote
+
+local M = {}
+
+M.EXIT_OK, M.EXIT_FAILURE, M.EXIT_USAGE, M.EXIT_PARTIAL = 0, 1, 2, 3
+M.EXIT_INTERRUPTED = 130 -- SIGINT (Ctrl-C), as shells report a command it ended
+
+-- Exit status for a failed call: 2 when nothing was sent because a value was bad, there
+-- are no credentials or they are malformed (local mistakes), 1 for the service or network.
+local LOCAL_CODES = {InvalidParameter = true, InvalidDeviceName = true, NoCredentials = true,
+                     InvalidCredentials = true}
+
+function M.failure_code(err)
+  return LOCAL_CODES[err.code] and M.EXIT_USAGE or M.EXIT_FAILURE
+end
+
+local CREDENTIALS_HELP = "set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET " ..
+  "(and ALIBABA_CLOUD_SECURITY_TOKEN for STS), or write ~/.aliyun/config.json (aliyun " ..
+  "configure) or ~/.alibabacloud/credentials"
+
+-- The error as the CLI prints it: library hints (option names, `client:...` calls, the
+-- notes on ApplyIds and journals the CLI prints itself) replaced by what a shell user types.
+local function cli_error(err)
+  if type(err) ~= "table" then return err end
+  local copy = {}
+  for k, v in pairs(err) do copy[k] = v end
+  local msg = tostring(err.message or "")
+  msg = msg:gsub(" %[ApplyIds created: .*%]$", "")
+  msg = msg:gsub("client:resume{journal = %.%.%.}", "aliyun-iot resume --state FILE")
+  if err.code == "NoCredentials" then
+    local looked = msg:match("looked at: (.*)$") or ""
+    looked = looked:gsub("options [^;]*%(not given%);?%s*", "")
+    msg = "no credentials found: " .. CREDENTIALS_HELP ..
+      (looked ~= "" and ("; looked at: " .. looked) or "")
+  end
+  copy.message = msg
+  return setmetatable(copy, getmetatable(err))
+end
+
+function M.print_error(streams, err)
+  streams.stderr:write("aliyun-iot: ", tostring(cli_error(err)), "\n")
+end
+-- The options a follow-up command needs to reach the same service and output.
+function M.common_flags(opts)
+  local f = {}
+  for _, name in ipairs{"endpoint", "region", "iot-instance-id", "ca-file", "timeout"} do
+    local v = opts[(name:gsub("%-", "_"))]
+    if v then f[#f + 1] = "--" .. name .. " " .. shell_quote(tostring(v)) end
+  end
+  return f
+end
+
+function M.resume_command(opts, state)
+  local f = {"aliyun-iot", "resume", "--state", shell_quote(state)}
+  for _, x in ipairs(M.common_flags(opts)) do f[#f + 1] = x end
+  if opts.apply_timeout then f[#f + 1] = "--apply-timeout " .. tostring(opts.apply_timeout) end
+  if opts.format ~= "csv" then f[#f + 1] = "--format " .. opts.format end
+  if opts.out then f[#f + 1] = "--out " .. shell_quote(opts.out) end
+  return table.concat(f, " ")
+end
+-- Reports a register/resume failure: the error, the applies created and how to finish.
+-- `state`: the journal to name with the resume command (nil when there is none to keep).
+function M.report_failure(err, opts, streams, state)
+  if err.code == "InvalidDeviceName" and err.invalid then
+    -- the names once, a line each (the library's message lists them too)
+    streams.stderr:write(("aliyun-iot: InvalidDeviceName: %d device %s invalid:\n")
+      :format(#err.invalid, #err.invalid == 1 and "name is" or "names are"))
+    for _, inv in ipairs(err.invalid) do
+      streams.stderr:write(("  %s: %s\n"):format(tostring(inv.DeviceName), tostring(inv.ErrorMsg)))
+    end
+    streams.stderr:write("aliyun-iot: nothing was registered; ",
+      "fix the names or pass --skip-invalid\n")
+    return M.EXIT_USAGE
+  end
+  M.print_error(streams, err)
+  local ids = {}
+  for i, id in ipairs(err.apply_ids or {}) do ids[i] = tostring(id) end
+  if #ids > 0 then
+    streams.stderr:write("aliyun-iot: ApplyIds created: ", table.concat(ids, " "), "\n")
+  end
+  if state then
+    streams.stderr:write("aliyun-iot: the journal ", state, " records the job; to finish it, run:\n  ",
+      M.resume_command(opts, state), "\n")
+  elseif #ids > 0 then
+    streams.stderr:write("aliyun-iot: read each apply's devices once it is done with:\n")
+    for _, id in ipairs(ids) do
+      local f = {"aliyun-iot devices --product-key", shell_quote(opts.product_key),
+                 "--apply-id", id}
+      for _, x in ipairs(M.common_flags(opts)) do f[#f + 1] = x end
+      streams.stderr:write("  ", table.concat(f, " "), "\n")
+    end
+  end
+  return M.failure_code(err)
+end
+
+-- Reports a job stopped by SIGINT (Lua's "interrupted!" error): what the journal holds
+-- and how to finish. A journal this run created in TMPDIR that holds nothing sent is
+-- removed.
+function M.report_interrupt(ctx, streams)
+  streams.stderr:write("aliyun-iot: interrupted\n")
+  local state = ctx.state
+  if not state then return M.EXIT_INTERRUPTED end
+  local journal = require "aliyun.iot.journal"
+  -- read, not opened: the interrupted job in this process may still hold its lock
+  local records = journal.read(state)
+  local ids, seen = {}, {}
+  for _, r in ipairs(records or {}) do
+    local id = r.event == "apply" and tostring(r.ApplyId)
+    if id and not seen[id] then ids[#ids + 1], seen[id] = id, true end
+  end
+  if ctx.own_state and records and #records < 2 and journal.discard(state) then
+    streams.stderr:write("aliyun-iot: nothing was sent yet\n")
+    return M.EXIT_INTERRUPTED
+  end
+  if #ids > 0 then
+    streams.stderr:write("aliyun-iot: ApplyIds created: ", table.concat(ids, " "), "\n")
+  end
+  if records then
+    streams.stderr:write("aliyun-iot: the journal ", state, " records the job; to finish it, run:\n  ",
+      M.resume_command(ctx.opts, state), "\n")
+  end
+  return M.EXIT_INTERRUPTED
+end
+
+return M
