@@ -35,6 +35,7 @@ ALIYUN_INTERNAL void aliyun_open_clock(lua_State *L);
 ALIYUN_INTERNAL void aliyun_open_http(lua_State *L);
 ALIYUN_INTERNAL void aliyun_open_decode(lua_State *L);
 ALIYUN_INTERNAL void aliyun_open_fs(lua_State *L);
+ALIYUN_INTERNAL void aliyun_open_mqtt(lua_State *L);
 
 /* Appends percent_encode(s[0..len)) to b (RFC 3986 unreserved kept, %XY upper-case). */
 ALIYUN_INTERNAL void aliyun_add_encoded(luaL_Buffer *b, const char *s, size_t len);

@@ -20,6 +20,7 @@ local errors = require "aliyun.iot.errors"
 local request = require "aliyun.iot.request"
 local client = require "aliyun.iot.client"
 local batch = require "aliyun.iot.batch"
+local device = require "aliyun.iot.device"
 
 local M = {_VERSION = core._VERSION, API_VERSION = request.API_VERSION, errors = errors}
 
@@ -55,6 +56,12 @@ M.Client = client.Client
 --   looked), `InvalidCredentials` for incomplete or unusable ones
 -- @raise when opts is not a table, an option name is unknown or has the wrong type
 M.new = client.new
+
+--- A device's MQTT connection parameters (`aliyun.iot.device.device_credentials`).
+M.device_credentials = device.device_credentials
+
+--- Dynamic registration of one device with its product's secret (`aliyun.iot.device.dynamic_register`).
+M.dynamic_register = device.dynamic_register
 
 batch.install(M.Client)
 return M
