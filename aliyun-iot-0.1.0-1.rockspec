@@ -83,6 +83,7 @@ build = {
     ["aliyun.iot.emulator"] = "lua/aliyun/iot/emulator.lua",
     ["aliyun.iot.emulator.actions"] = "lua/aliyun/iot/emulator/actions.lua",
     ["aliyun.iot.emulator.knobs"] = "lua/aliyun/iot/emulator/knobs.lua",
+    ["aliyun.iot.emulator.dynreg"] = "lua/aliyun/iot/emulator/dynreg.lua",
     ["aliyun.iot.emulator.literal"] = "lua/aliyun/iot/emulator/literal.lua",
     ["aliyun.iot.emulator.render"] = "lua/aliyun/iot/emulator/render.lua",
     ["aliyun.iot.emulator.server"] = "lua/aliyun/iot/emulator/server.lua",

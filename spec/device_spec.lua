@@ -180,3 +180,164 @@ describe("iot.device_credentials", function()
     end)
   end)
 end)
+
+describe("iot.dynamic_register against the emulator", function()
+  local emulator = require "aliyun.iot.emulator"
+  local PK, PK_OFF, SECRET = "a1DynReg001", "a1NoDynReg1", "pRoDuCtSeCrEt0123456789"
+  local emu, client
+
+  lazy_setup(function()
+    emu = emulator.start{products = {PK, PK_OFF}, async_delay = 0,
+                         product_secrets = {[PK] = SECRET}}
+    client = assert(iot.new{endpoint = emu.endpoint, access_key_id = emu.access_key_id,
+                            access_key_secret = emu.access_key_secret})
+  end)
+  lazy_teardown(function()
+    if client then client:close() end
+    if emu then emu:stop() end
+  end)
+  before_each(function() emu:reset() end)
+
+  local function register(name, extra)
+    local args = {ProductKey = PK, ProductSecret = SECRET, DeviceName = name, endpoint = emu.endpoint}
+    for k, v in pairs(extra or {}) do args[k] = v end
+    return iot.dynamic_register(args)
+  end
+
+  local function api_secret(name, pk)
+    local res = assert(client:query_device_detail{ProductKey = pk or PK, DeviceName = name})
+    return res.Data.DeviceSecret
+  end
+
+  local function no_secret_in(err, ...)
+    local text = tostring(err) .. " " .. tostring(err.message)
+    assert.is_falsy(text:find(SECRET, 1, true), text)
+    for _, s in ipairs{...} do assert.is_falsy(text:find(s, 1, true), text) end
+  end
+
+  it("gives an existing, inactive device its DeviceSecret, the one the API then shows", function()
+    assert(client:register_device{ProductKey = PK, DeviceName = "sensor-0001"})
+    local old = api_secret("sensor-0001")
+    for _, method in ipairs{"hmacsha256", "hmacsha1", "hmacmd5"} do
+      local rec, err = register("sensor-0001", {signmethod = method})
+      assert.is_nil(err)
+      assert.are.equal(PK, rec.ProductKey)
+      assert.are.equal("sensor-0001", rec.DeviceName)
+      assert.are.equal(api_secret("sensor-0001"), rec.DeviceSecret)
+      -- a second registration of an inactive device rotates its secret
+      assert.are_not.equal(old, rec.DeviceSecret)
+      old = rec.DeviceSecret
+    end
+    -- the form as the platform documents it, and no secret in the emulator's record
+    local reqs = emu:requests()
+    local last = reqs[#reqs - 1]
+    assert.are.equal("/auth/register/device", last.action)
+    assert.are.equal("POST", last.method)
+    assert.are.equal(PK, last.params.productKey)
+    assert.are.equal("hmacmd5", last.params.signMethod)
+    assert.is_truthy(last.params.random:find("^%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x$"))
+  end)
+
+  it("sends the random it is given, signed over it", function()
+    assert(client:register_device{ProductKey = PK, DeviceName = "sensor-0002"})
+    assert(register("sensor-0002", {random = "abc123"}))
+    local reqs = emu:requests()
+    assert.are.equal("abc123", reqs[#reqs].params.random)
+  end)
+
+  it("refuses a device that does not exist, with the service's code and message", function()
+    local rec, err = register("sensor-none")
+    assert.is_nil(rec)
+    assert.are.equal("6205", err.code) -- the emulator's code (lua/aliyun/iot/emulator/dynreg.lua)
+    assert.is_true(err.refused)
+    assert.is_truthy(tostring(err):find("device not found", 1, true))
+    no_secret_in(err)
+  end)
+
+  it("refuses a wrong ProductSecret, and a product without dynamic registration", function()
+    assert(client:register_device{ProductKey = PK, DeviceName = "sensor-0003"})
+    local before = api_secret("sensor-0003")
+    local rec, err = register("sensor-0003", {ProductSecret = "not-the-secret"})
+    assert.is_nil(rec)
+    assert.are.equal("6608", err.code)
+    no_secret_in(err, "not-the-secret", before)
+    assert.are.equal(before, api_secret("sensor-0003"))
+    assert(client:register_device{ProductKey = PK_OFF, DeviceName = "sensor-0003"})
+    rec, err = register("sensor-0003", {ProductKey = PK_OFF})
+    assert.is_nil(rec)
+    assert.are.equal("6251", err.code)
+  end)
+
+  it("refuses an active device and keeps its secret", function()
+    assert(client:register_device{ProductKey = PK, DeviceName = "sensor-0004"})
+    local first = assert(register("sensor-0004"))
+    emu:set_active{ProductKey = PK, DeviceName = "sensor-0004"}
+    local rec, err = register("sensor-0004")
+    assert.is_nil(rec)
+    assert.are.equal("6289", err.code)
+    no_secret_in(err, first.DeviceSecret)
+    assert.are.equal(first.DeviceSecret, api_secret("sensor-0004"))
+    local detail = assert(client:query_device_detail{ProductKey = PK, DeviceName = "sensor-0004"})
+    assert.are.equal("ONLINE", detail.Data.Status)
+  end)
+
+  it("returns InvalidParameter before sending anything", function()
+    local function bad(extra, parameter)
+      local rec, err = register("sensor-0005", extra)
+      assert.is_nil(rec)
+      assert.are.equal("InvalidParameter", err.code)
+      assert.are.equal(parameter, err.parameter)
+      no_secret_in(err)
+    end
+    local n = #emu:requests()
+    bad({DeviceName = "a b"}, "DeviceName")
+    bad({ProductSecret = ""}, "ProductSecret")
+    bad({signmethod = "sha1"}, "signmethod")
+    bad({random = "a-b"}, "random")
+    bad({endpoint = "ftp://x/y"}, "endpoint")
+    bad({region_id = "CN"}, "region_id")
+    assert.are.equal(n, #emu:requests())
+    assert.has_error(function() register("sensor-0005", {timeout = "5"}) end)
+    assert.has_error(function() register("sensor-0005", {product_key = PK}) end)
+    assert.has_error(function() iot.dynamic_register("x") end)
+  end)
+
+  it("turns an answer that is not the documented one into InvalidResponse, without its secret", function()
+    local leaked = "LEAKEDdeviceSECRET0123456789abcd"
+    local answers = {
+      {status = 200, body = "not json"},
+      {status = 200, body = '{"code":"200"}'},
+      {status = 200, body = '{"code":200,"data":"x"}'},
+      {status = 200, body = '{"code":200,"data":{"productKey":"other","deviceName":"sensor-0006",'
+                            .. '"deviceSecret":"' .. leaked .. '"}}'},
+      {status = 200, body = '{"code":200,"data":{"productKey":"' .. PK
+                            .. '","deviceName":"sensor-0006","deviceSecret":7}}'},
+      {status = 502, body = "<html>bad gateway</html>"},
+    }
+    for _, res in ipairs(answers) do
+      local sent
+      local rec, err = register("sensor-0006", {transport = function(req) sent = req; return res end})
+      assert.is_nil(rec)
+      assert.are.equal("InvalidResponse", err.code, res.body)
+      no_secret_in(err, leaked)
+      assert.are.equal("POST", sent.method)
+      assert.are.equal(emu.endpoint .. "auth/register/device", sent.url)
+      assert.is_falsy(sent.body:find(SECRET, 1, true))
+    end
+    -- a refusal's message is printable and redacted
+    local _, err = register("sensor-0006", {transport = function()
+      return {status = 200, body = '{"code":6666,"message":"bad \\u001b[2J ' .. SECRET .. '"}'}
+    end})
+    assert.are.equal("6666", err.code)
+    assert.is_falsy(tostring(err):find("\27", 1, true))
+    no_secret_in(err)
+    -- a transport failure is returned as it came, once
+    local calls = 0
+    _, err = register("sensor-0006", {transport = function()
+      calls = calls + 1
+      return nil, {code = "ConnectFailed", message = "refused", sent = false}
+    end})
+    assert.are.equal("ConnectFailed", err.code)
+    assert.are.equal(1, calls)
+  end)
+end)

@@ -756,3 +756,91 @@ describe("make emulator (tools/emulator.lua) #lua54only", function()
         assert.is_true(n >= 8)
     end)
 end)
+
+-- Dynamic registration (POST /auth/register/device), signed here with the openssl command:
+-- neither the client nor its core takes part.
+describe("emulator dynamic registration", function()
+    local PSECRET = "emuProductSecret42"
+    local e
+
+    local function openssl_hmac(alg, key, data)
+        local p = assert(io.popen(("printf '%%s' '%s' | openssl dgst -%s -hmac '%s'"):format(data, alg, key)))
+        local out = p:read("*a")
+        p:close()
+        return assert(out:match("(%x+)%s*$"), out)
+    end
+
+    local function register(name, o)
+        o = o or {}
+        local pk, random, method = o.pk or PK, o.random or "0123abcd", o.method or "hmacsha1"
+        local alg = ({ hmacsha1 = "sha1", hmacsha256 = "sha256", hmacmd5 = "md5" })[method] or "sha1"
+        local sign = o.sign or openssl_hmac(alg, o.secret or PSECRET, "deviceName" .. name .. "productKey" .. pk .. "random" .. random)
+        local form = ("productKey=%s&deviceName=%s&random=%s&sign=%s&signMethod=%s"):format(pk, s.pct(name), random, sign, method)
+        local status, body = s.http(e.endpoint .. "auth/register/device", "POST",
+            { ["content-type"] = "application/x-www-form-urlencoded" }, form)
+        assert.equal(200, status)
+        return cjson.decode(body)
+    end
+
+    local function secret_of(name)
+        local _, body = s.v1(e, "GET", s.params("QueryDeviceDetail", { ProductKey = PK, DeviceName = name }))
+        return cjson.decode(body).Data.DeviceSecret
+    end
+
+    lazy_setup(function()
+        e = emulator.start { products = { PK, "a1OtherPK01" }, product_secrets = { [PK] = PSECRET } }
+    end)
+    lazy_teardown(function() e:stop() end)
+    before_each(function() e:reset() end)
+
+    it("refuses product_secrets for products it does not have, and bad set_active calls", function()
+        assert.has_error(function() emulator.start { product_secrets = { a1Unknown = "x" } } end)
+        assert.has_error(function() emulator.start { product_secrets = { [PK] = "" } } end)
+        assert.has_error(function() e:set_active { ProductKey = PK, DeviceName = "missing1" } end)
+        assert.has_error(function() e:set_active { ProductKey = PK } end)
+    end)
+
+    it("registers an inactive device with every sign method, rotating its secret each time", function()
+        s.v1(e, "POST", s.params("RegisterDevice", { ProductKey = PK, DeviceName = "dyn-0001" }))
+        local seen = { [secret_of("dyn-0001")] = true }
+        for _, method in ipairs { "hmacsha256", "hmacsha1", "hmacmd5" } do
+            local doc = register("dyn-0001", { method = method })
+            assert.equal(200, doc.code)
+            assert.equal("success", doc.message)
+            assert.same({ PK, "dyn-0001" }, { doc.data.productKey, doc.data.deviceName })
+            assert.is_nil(seen[doc.data.deviceSecret])
+            seen[doc.data.deviceSecret] = true
+            assert.equal(doc.data.deviceSecret, secret_of("dyn-0001"))
+        end
+        -- an upper-case sign is the same sign
+        local up = openssl_hmac("sha1", PSECRET, "deviceNamedyn-0001productKey" .. PK .. "random0123abcd"):upper()
+        assert.equal(200, register("dyn-0001", { sign = up }).code)
+        -- recorded without the sign or the secret
+        local last = e:requests()[#e:requests()]
+        assert.equal("/auth/register/device", last.action)
+        assert.is_nil(last.params.sign)
+        assert.equal("dyn-0001", last.params.deviceName)
+    end)
+
+    it("refuses what the platform refuses", function()
+        s.v1(e, "POST", s.params("RegisterDevice", { ProductKey = PK, DeviceName = "dyn-0002" }))
+        s.v1(e, "POST", s.params("RegisterDevice", { ProductKey = "a1OtherPK01", DeviceName = "dyn-0002" }))
+        local before = secret_of("dyn-0002")
+        assert.equal(6608, register("dyn-0002", { secret = "wrong" }).code)
+        assert.equal(460, register("dyn-0002", { method = "hmacsha512", sign = "00" }).code)
+        assert.equal(6205, register("dyn-none").code)
+        assert.equal(6250, register("dyn-0002", { pk = "a1NoSuchPK1" }).code)
+        assert.equal(6251, register("dyn-0002", { pk = "a1OtherPK01" }).code)
+        assert.equal(before, secret_of("dyn-0002"))
+        e:set_active { ProductKey = PK, DeviceName = "dyn-0002" }
+        local _, body = s.v1(e, "GET", s.params("QueryDeviceDetail", { ProductKey = PK, DeviceName = "dyn-0002" }))
+        assert.equal("ONLINE", cjson.decode(body).Data.Status)
+        assert.equal(6289, register("dyn-0002").code)
+        assert.equal(before, secret_of("dyn-0002"))
+        e:set_active { ProductKey = PK, DeviceName = "dyn-0002", active = false }
+        assert.equal(200, register("dyn-0002").code)
+        local status, body2 = s.http(e.endpoint .. "auth/register/device", "GET")
+        assert.equal(200, status)
+        assert.equal(460, cjson.decode(body2).code)
+    end)
+end)

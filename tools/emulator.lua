@@ -9,6 +9,8 @@
 --   EMULATOR_MAX_COUNT     most devices per apply (10000)
 --   EMULATOR_PRODUCTS      comma-separated ProductKeys (a1TestPK001)
 --   EMULATOR_IOT_INSTANCE_ID  an IotInstanceId requests must carry (none)
+--   EMULATOR_PRODUCT_SECRETS  comma-separated ProductKey=ProductSecret: those products take
+--                          dynamic registrations, POST /auth/register/device (none)
 -- A bad value is refused with a message and exit status 2.
 local emulator = require "aliyun.iot.emulator"
 local socket = require "socket"
@@ -39,6 +41,13 @@ end
 local products = {}
 for pk in env("EMULATOR_PRODUCTS", "a1TestPK001"):gmatch("[^,%s]+") do products[#products + 1] = pk end
 
+local product_secrets = {}
+for item in env("EMULATOR_PRODUCT_SECRETS", ""):gmatch("[^,%s]+") do
+    local pk, secret = item:match("^([^=]+)=(.+)$")
+    if not pk then usage("EMULATOR_PRODUCT_SECRETS must be ProductKey=ProductSecret,..., not " .. item) end
+    product_secrets[pk] = secret
+end
+
 local opts = {
     port = number("EMULATOR_PORT", 18080),
     tls = flag("EMULATOR_TLS"),
@@ -48,6 +57,7 @@ local opts = {
     max_count = number("EMULATOR_MAX_COUNT", 10000),
     products = products,
     iot_instance_id = env("EMULATOR_IOT_INSTANCE_ID", nil),
+    product_secrets = next(product_secrets) and product_secrets or nil,
 }
 local ok, emu = pcall(emulator.start, opts)
 if not ok then usage(tostring(emu):gsub("^[^:]*:%d+: ", "")) end
@@ -58,6 +68,13 @@ if emu.ca_file then print("  CA file:           " .. emu.ca_file) end
 print("  AccessKeyId:       " .. emu.access_key_id)
 print("  AccessKeySecret:   " .. emu.access_key_secret .. "   (test credentials)")
 print("  ProductKey:        " .. table.concat(products, ", "))
+if opts.product_secrets then
+    local pks = {}
+    for pk in pairs(product_secrets) do pks[#pks + 1] = pk end
+    table.sort(pks)
+    print("  dynamic register:  " .. table.concat(pks, ", ")
+        .. "   (POST " .. emu.endpoint .. "auth/register/device)")
+end
 if opts.iot_instance_id then print("  IotInstanceId:     " .. opts.iot_instance_id) end
 print("  folder:            " .. emu.prefix .. "   (removed on exit)")
 print("  inspect:           curl " .. emu.control_endpoint .. "__emulator/state?format=json")

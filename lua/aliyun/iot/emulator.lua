@@ -25,6 +25,7 @@ local DEFAULTS = {
     port = 0, tls = false, access_keys = false, accounts = false, security_tokens = {},
     products = false, iot_instance_id = false, async_delay = 0.3, qps_limits = false,
     max_count = 10000, invalid_names = "async", apply_id_base = 100000, nginx = false,
+    product_secrets = false,
 }
 
 local is_int = knobs.is_int
@@ -86,6 +87,19 @@ local function check_accounts(accounts)
     check(n > 0, "products must be a non-empty list of ProductKeys")
 end
 
+-- product_secrets: {ProductKey = ProductSecret} for products of the emulator.
+local function check_product_secrets(secrets, accounts)
+    if not secrets then return {} end
+    check(type(secrets) == "table", "product_secrets must be {ProductKey = ProductSecret}")
+    local known = {}
+    for _, a in pairs(accounts) do for _, pk in ipairs(a.products) do known[pk] = true end end
+    for pk, secret in pairs(secrets) do
+        check(type(pk) == "string" and known[pk], "product_secrets: " .. tostring(pk) .. " is not a product of the emulator")
+        check(type(secret) == "string" and secret ~= "", "product_secrets: the secret of " .. pk .. " must be a non-empty string")
+    end
+    return secrets
+end
+
 local function options(opts)
     check(opts == nil or type(opts) == "table", "start expects a table of options")
     local o = {}
@@ -103,6 +117,7 @@ local function options(opts)
     o.accounts = accounts_of(o)
     check_accounts(o.accounts)
     check_strings(o.security_tokens, "security_tokens")
+    o.product_secrets = check_product_secrets(o.product_secrets, o.accounts)
     check(o.iot_instance_id == false or type(o.iot_instance_id) == "string", "iot_instance_id must be a string")
     local base = o.apply_id_base
     if type(base) == "number" then
@@ -332,12 +347,14 @@ end
 --   `async_delay` (0.3 s per CHECK/CREATE phase), `qps_limits` (false; true: the documented
 --   per-action limits, per account; or {Action = qps}), `max_count` (10000),
 --   `invalid_names` ("async" | "sync"), `apply_id_base` (100000; an integer or a decimal
---   string, ApplyIds count up from it), `nginx` (path of the binary).
+--   string, ApplyIds count up from it), `nginx` (path of the binary), `product_secrets`
+--   ({ProductKey = ProductSecret}: those products take dynamic registrations,
+--   `POST /auth/register/device`, see `set_active`).
 -- @return emulator object: fields `endpoint` ("http://127.0.0.1:PORT/" or https), `ca_file`
 --   (with tls), `port`, `control_endpoint` (plain HTTP), `prefix` (its private folder,
 --   removed by `stop`), `access_key_id`, `access_key_secret` (testid when configured, else
 --   the first key of the first account by name); methods `stop`, `fault`, `clear_faults`,
---   `requests`, `state`, `reset`, `set`, `issue_credentials`.
+--   `requests`, `state`, `reset`, `set`, `set_active`, `issue_credentials`.
 function M.start(opts)
     local o = options(opts)
     local root = module_root()
@@ -353,6 +370,7 @@ function M.start(opts)
     config.accounts, config.security_tokens = o.accounts, o.security_tokens
     config.iot_instance_id = o.iot_instance_id or nil
     config.apply_id_base = o.apply_id_base
+    config.product_secrets = o.product_secrets
     write_file(prefix .. "/config.json", assert(cjson.encode(config)))
 
     local port, tls_port, pid
@@ -478,6 +496,15 @@ end
 --- Forgets devices, applies, requests, faults, nonces and QPS windows; keeps the options
 -- and the credentials issued.
 function Emulator:reset() control(self, "reset", {}) end
+
+--- Marks a device active, as its first connection would (dynamic registration then refuses
+-- it), or inactive again with `active = false`. Raises for a device that does not exist.
+-- @param t {ProductKey =, DeviceName =, active = true (default) | false}
+function Emulator:set_active(t)
+    check(type(t) == "table" and type(t.ProductKey) == "string" and type(t.DeviceName) == "string",
+        "set_active expects {ProductKey =, DeviceName =}")
+    control(self, "set_active", t)
+end
 
 --- Changes options of the running server: `async_delay`, `qps_limits`, `invalid_names`,
 -- `max_count` (checked as in `start`; anything else or an invalid value raises, and the

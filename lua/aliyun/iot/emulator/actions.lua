@@ -285,6 +285,34 @@ local function page_params(params)
     return size, page
 end
 
+-- A device is UNACTIVE until `set_active` marks it (as its first connection would); an
+-- active device shows ONLINE.
+local function status(dev) return dev.active and "ONLINE" or "UNACTIVE" end
+
+--- The device named, or nil (dynamic registration: no account, the ProductKey says whose).
+function M.device(pk, name)
+    local p = S.products[pk]
+    return p and p.names[name] or nil
+end
+
+--- True when the ProductKey is one of the emulator's products.
+function M.has_product(pk) return S.products[pk] ~= nil end
+
+--- A new DeviceSecret for a device (a dynamic registration of an inactive device: only the
+-- latest secret is valid, docs/wire.md §11).
+function M.rotate_secret(dev)
+    dev.DeviceSecret = random_string(32)
+    return dev.DeviceSecret
+end
+
+--- Marks a device active or not; false when there is no such device.
+function M.set_active(pk, name, active)
+    local dev = M.device(pk, name)
+    if not dev then return false end
+    dev.active = active or nil
+    return true
+end
+
 local H = {}
 
 -- RegisterDevice (§4): synchronous; DeviceName random when absent.
@@ -469,7 +497,7 @@ function H.QueryDeviceDetail(params, _, account)
                       DeviceName = dev.DeviceName, DeviceSecret = dev.DeviceSecret,
                       FirmwareVersion = "", GmtCreate = gmt(dev.created), UtcCreate = utc(dev.created),
                       IpAddress = "", NodeType = 0, Owner = true, Region = "cn-shanghai",
-                      Status = "UNACTIVE", Nickname = dev.Nickname } }
+                      Status = status(dev), Nickname = dev.Nickname } }
 end
 
 -- QueryDevice (§4 Cheap extras): newest first; NextToken is not emulated.
@@ -481,7 +509,7 @@ function H.QueryDevice(params, _, account)
                  DeviceSecret = dev.DeviceSecret, DeviceType = "",
                  GmtCreate = gmt(dev.created), GmtModified = gmt(dev.created),
                  UtcCreate = utc(dev.created), UtcModified = utc(dev.created),
-                 IotId = dev.IotId, DeviceStatus = "UNACTIVE", Nickname = dev.Nickname }
+                 IotId = dev.IotId, DeviceStatus = status(dev), Nickname = dev.Nickname }
     end)
     if not res then return items end
     res.Data = { DeviceInfo = array(items) }
@@ -515,7 +543,7 @@ function H.BatchGetDeviceState(params, _, account)
     for _, dev in ipairs(devs) do
         if dev then
             out[#out + 1] = { IotId = dev.IotId, DeviceName = dev.DeviceName, DeviceId = dev.DeviceId,
-                              Status = "UNACTIVE", AsAddress = "", LastOnlineTime = "",
+                              Status = status(dev), AsAddress = "", LastOnlineTime = "",
                               Timestamp = math.floor(dev.created * 1000) }
         end
     end

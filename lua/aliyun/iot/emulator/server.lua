@@ -14,6 +14,7 @@ local render = require "aliyun.iot.emulator.render"
 local actions = require "aliyun.iot.emulator.actions"
 local literal = require "aliyun.iot.emulator.literal"
 local knobs = require "aliyun.iot.emulator.knobs"
+local dynreg = require "aliyun.iot.emulator.dynreg"
 local cjson = require("cjson.safe").new()
 cjson.decode_invalid_numbers(false)
 cjson.decode_max_depth(16)
@@ -380,6 +381,23 @@ local function api()
     ngx.print(text)
 end
 
+-- Dynamic registration (emulator/dynreg.lua): a device's call, no AccessKey; recorded in
+-- `requests()` with its form fields but neither the sign nor the secret it hands out.
+local function device_register()
+    ngx.update_time()
+    actions.settle(ngx.now())
+    local method = ngx.req.get_method()
+    local res, recorded = dynreg.answer(method, (ngx.var.content_type or ""):lower(), read_body(),
+                                        conf.product_secrets or {})
+    log_request { action = dynreg.PATH, method = method, params = recorded, signature = "device",
+                  status = 200, code = res.code ~= 200 and tostring(res.code) or nil }
+    local text = render.json(res)
+    ngx.status = 200
+    ngx.header["Content-Type"] = "application/json;charset=utf-8"
+    ngx.header["Content-Length"] = #text
+    ngx.print(text)
+end
+
 -- Control endpoints: state-changing ones take POST with a JSON object (data only, each
 -- field checked by aliyun.iot.emulator.knobs; nothing changes unless all of it is valid),
 -- inspection ones GET. Answers are JSON when asked (`Accept: application/json` or
@@ -404,6 +422,19 @@ function CONTROL.POST.fault(f)
     if f.action ~= nil and not actions.ACTIONS[f.action] then return nil, "unknown action " .. f.action end
     faults[#faults + 1] = { kind = f.kind, count = f.count, probability = f.probability,
                             action = f.action, delay = f.delay }
+    return true
+end
+
+-- Marks a device active (as its first connection would), or not with `active = false`.
+function CONTROL.POST.set_active(t)
+    for k in pairs(t) do
+        if k ~= "ProductKey" and k ~= "DeviceName" and k ~= "active" then return nil, "unknown field " .. tostring(k) end
+    end
+    if type(t.ProductKey) ~= "string" or type(t.DeviceName) ~= "string" then
+        return nil, "set_active needs ProductKey and DeviceName"
+    end
+    if t.active ~= nil and type(t.active) ~= "boolean" then return nil, "active must be a boolean" end
+    if not actions.set_active(t.ProductKey, t.DeviceName, t.active ~= false) then return nil, "no such device" end
     return true
 end
 
@@ -496,6 +527,7 @@ end
 function M.handle()
     local uri = ngx.var.uri
     if uri:sub(1, 12) == "/__emulator/" then return control(uri:sub(13)) end
+    if uri == dynreg.PATH then return device_register() end
     return api()
 end
 

@@ -1,7 +1,7 @@
 --- The emulator's own signature verification (runs inside nginx under LuaJIT).
 -- Deliberately independent of the client: its own form decoding, canonicalisation and
--- percent-encoding, HMAC-SHA1 from ngx_lua, SHA-256/HMAC-SHA256 from libcrypto through the
--- FFI. A signing bug in any client therefore shows up as a rejected request.
+-- percent-encoding, HMAC-SHA1 from ngx_lua, SHA-256/HMAC-SHA256 (and the device side's
+-- HMAC-MD5/SHA1/SHA256) from libcrypto through the FFI. A signing bug in any client therefore shows up as a rejected request.
 -- @module aliyun.iot.emulator.sign
 local ffi = require "ffi"
 
@@ -69,6 +69,8 @@ end
 ffi.cdef [[
 typedef struct evp_md_st EVP_MD;
 const EVP_MD *EVP_sha256(void);
+const EVP_MD *EVP_sha1(void);
+const EVP_MD *EVP_md5(void);
 unsigned char *HMAC(const EVP_MD *evp_md, const void *key, int key_len,
                     const unsigned char *d, size_t n, unsigned char *md,
                     unsigned int *md_len);
@@ -107,6 +109,17 @@ end
 --- Lower-case hex HMAC-SHA256.
 function M.hmac_sha256_hex(key, data)
     crypto.HMAC(crypto.EVP_sha256(), key, #key, data, #data, md, mdlen)
+    return hex(ffi.string(md, mdlen[0]))
+end
+
+local DIGESTS = { hmacsha256 = "EVP_sha256", hmacsha1 = "EVP_sha1", hmacmd5 = "EVP_md5" }
+
+--- Lower-case hex HMAC by a device-side method name ("hmacsha256", "hmacsha1", "hmacmd5",
+-- docs/wire.md §11); nil for any other name.
+function M.device_hmac_hex(method, key, data)
+    local digest = DIGESTS[method]
+    if not digest then return nil end
+    crypto.HMAC(crypto[digest](), key, #key, data, #data, md, mdlen)
     return hex(ffi.string(md, mdlen[0]))
 end
 
