@@ -83,8 +83,8 @@ static int push_sign(lua_State *L, const struct field *fields, size_t n)
     unsigned int maclen = 0;
     luaL_Buffer b;
     lua_getfield(L, 1, "upper");
-    if (!lua_isnil(L, -1))
-        luaL_checktype(L, -1, LUA_TBOOLEAN);
+    if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+        return luaL_error(L, "field 'upper' must be a boolean, not %s", luaL_typename(L, -1));
     digits = lua_toboolean(L, -1) ? upper : lower;
     if (klen > INT_MAX)
         return luaL_error(L, "field 'secret' is too long");

@@ -178,6 +178,10 @@ describe("iot.device_credentials", function()
     assert.has_error(function()
       iot.device_credentials({ProductKey = 1, DeviceName = "light1983432", DeviceSecret = "x"})
     end)
+    -- a record's other fields are not the function's business
+    local rec = {IotId = "x", MqttHost = 1}
+    for k, v in pairs(DEVICE) do rec[k] = v end
+    assert.is_table(iot.device_credentials(rec, {timestamp = "1"}))
   end)
 end)
 
@@ -307,6 +311,7 @@ describe("iot.dynamic_register against the emulator", function()
     local answers = {
       {status = 200, body = "not json"},
       {status = 200, body = '{"code":"200"}'},
+      {status = 200, body = '{"code":6.5,"message":"x"}'},
       {status = 200, body = '{"code":200,"data":"x"}'},
       {status = 200, body = '{"code":200,"data":{"productKey":"other","deviceName":"sensor-0006",'
                             .. '"deviceSecret":"' .. leaked .. '"}}'},

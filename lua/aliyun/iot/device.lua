@@ -49,9 +49,15 @@ local function timestamp_text(v)
   if v:find("^%d+$") and #v <= 20 then return v end
 end
 
+-- Only the three fields used are looked at: a record may carry any others (IotId, a CSV
+-- row's other columns).
 local function device_problem(device)
-  check_types(device, {ProductKey = "string", DeviceName = "string", DeviceSecret = "string",
-                       IotId = "string", Nickname = "string", DeviceId = "string"}, "device")
+  for _, k in ipairs{"ProductKey", "DeviceName", "DeviceSecret"} do
+    local v = device[k]
+    if v ~= nil and type(v) ~= "string" then
+      error(("device_credentials: device.%s must be a string, not a %s"):format(k, type(v)), 3)
+    end
+  end
   local why = validate.product_key_problem(device.ProductKey)
   if why then return "ProductKey", why end
   why = validate.device_name_problem(device.DeviceName)
@@ -88,7 +94,7 @@ end
 -- one secret", docs/wire.md §11). Deterministic given its inputs: the same device, options
 -- and timestamp give the same answer.
 -- @tparam table device `{ProductKey=, DeviceName=, DeviceSecret=}` (a register result
---   record; IotId, DeviceId and Nickname may be there too and are ignored)
+--   record; other fields, such as IotId, are ignored)
 -- @tparam[opt] table opts every field optional:
 --   `region_id` ("cn-shanghai"), `iot_instance_id` (when given, the host is
 --   `<iot_instance_id>.mqtt.iothub.aliyuncs.com`, as for Enterprise Edition instances and
@@ -104,7 +110,8 @@ end
 -- @treturn ?table err `InvalidParameter` (`err.parameter` names the field) for a missing
 --   field, a DeviceName breaking the name rule, an unknown signmethod, a securemode other
 --   than 2 or 3, a timestamp that is not milliseconds
--- @raise when device or opts is not a table, or a field is unknown or of the wrong type
+-- @raise when device or opts is not a table, an option is unknown, or a field or option
+--   has the wrong type
 function M.device_credentials(device, opts)
   if type(device) ~= "table" then error("device_credentials: device must be a table", 2) end
   if opts ~= nil and type(opts) ~= "table" then error("device_credentials: opts must be a table", 2) end
@@ -191,8 +198,9 @@ end
 -- The answer checked field by field: the record, or nil, err.
 local function register_answer(res, args, redact)
   local body = type(res.body) == "string" and core.json_decode(res.body) or nil
-  if type(body) ~= "table" or type(body.code) ~= "number" then
-    return bad_answer(res, "is not a JSON object with a numeric code")
+  local code = type(body) == "table" and body.code
+  if type(code) ~= "number" or code ~= math.floor(code) or math.abs(code) >= 2 ^ 53 then
+    return bad_answer(res, "is not a JSON object with a whole numeric code")
   end
   if body.code ~= 200 then
     local message = type(body.message) == "string" and body.message or "(no message)"
