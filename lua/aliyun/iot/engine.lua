@@ -2,9 +2,10 @@
 -- `invoke`) or many at once (`call_many`, `invoke_many`). It runs in rounds: the next
 -- attempt of each pending request whose backoff has ended is built (fresh nonce, timestamp
 -- and credentials), paced and sent together with the others (with a deadline, at most
--- `concurrency` per round, so that none waits in a queue past its cut timeouts); each answer is decoded and classified (`response`), decided
--- (`retry`: repeat, backoff, clock-skew correction, named RegisterDevice resolution) and
--- counted (`stats`) by the same code whatever the number of requests.
+-- `concurrency` per round, so that none waits in a queue past its cut timeouts); each
+-- answer is decoded and classified (`response`), decided (`retry`: repeat, backoff,
+-- clock-skew correction, named RegisterDevice resolution) and counted (`stats`) by the
+-- same code whatever the number of requests.
 -- @module aliyun.iot.engine
 
 local errors = require "aliyun.iot.errors"
