@@ -121,6 +121,11 @@ local OPTIONS = {
   {"endpoint with port 99999", {endpoint = "http://127.0.0.1:99999/"}, "endpoint"},
   {"endpoint with a port that is not a number", {endpoint = "http://127.0.0.1:abc/"}, "endpoint"},
   {"endpoint with an empty port", {endpoint = "http://127.0.0.1:/"}, "endpoint"},
+  -- a qps rate the pacer cannot space: nil, InvalidParameter, not a raw pacer error
+  {"qps QueryDevice NaN", {qps = {QueryDevice = 0 / 0}}, "qps", "QueryDevice"},
+  {"qps QueryDevice 0", {qps = {QueryDevice = 0}}, "qps", "QueryDevice"},
+  {"qps RegisterDevice -1", {qps = {QueryDevice = 5, RegisterDevice = -1}}, "qps", "RegisterDevice"},
+  {"qps QueryDevice infinite", {qps = {QueryDevice = math.huge}}, "qps", "QueryDevice"},
 }
 
 -- Misuse that raises: {label, function(client)}; the message must match the pattern.
@@ -130,6 +135,12 @@ local RAISES = {
   end},
   {"an option of the wrong type", "timeout", function() iot.new{timeout = "30"} end},
   {"options not a table", "table", function() iot.new("testid") end},
+  {"a qps table with a number key", "client option 'qps' must map names", function()
+    iot.new{access_key_id = "testid", access_key_secret = SECRET, qps = {5}}
+  end},
+  {"a qps table with a string value", "client option 'qps' must map names", function()
+    iot.new{access_key_id = "testid", access_key_secret = SECRET, qps = {QueryDevice = "5"}}
+  end},
   {"params not a table", "params must be a table", function(c) c:call("QueryDeviceDetail", "x") end},
   {"action not a string", "action must be a string", function(c) c:call(42, {}) end},
   {"unknown call option", "unknown call option 'retries'", function(c)
@@ -215,6 +226,8 @@ describe("bad input", function()
         assert.is_nil(c)
         assert.are.equal("InvalidParameter", err.code, tostring(err))
         assert.are.equal(case[3], err.parameter, tostring(err))
+        if case[4] then assert.truthy(err.message:find(case[4], 1, true), tostring(err)) end
+        assert.is_nil(err.message:find("pacer", 1, true), tostring(err))
         nothing_sent()
       end)
     end

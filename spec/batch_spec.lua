@@ -483,6 +483,115 @@ describe("batch helpers", function()
       assert_exact(res.Devices)
     end)
 
+    -- The journal without the lines `drop(line, event)` says to drop.
+    local function drop_lines(p, drop)
+      local keep, dropped = {}, {}
+      for _, line in ipairs(lines_of(p)) do
+        local ev = line:match('"event":"(%a+)"')
+        if drop(line, ev) then dropped[#dropped + 1] = line else keep[#keep + 1] = line end
+      end
+      write(p, table.concat(keep, "\n") .. "\n")
+      return dropped
+    end
+
+    local function every_nth(event, want)
+      local seen = 0
+      return function(_, ev)
+        if ev ~= event then return false end
+        seen = seen + 1
+        return want[seen] == true
+      end
+    end
+
+    it("reads an apply again when its device lines fall short of its fetched Total (done kept or dropped)",
+       function()
+      for _, drop_done in ipairs{false, true} do
+        emu:reset()
+        os.remove(path)
+        local c = client()
+        local first = assert(c:register_devices{ProductKey = PK, Count = 5, journal = path})
+        local second_and_fourth = every_nth("device", {[2] = true, [4] = true})
+        local dropped = drop_lines(path, function(line, ev)
+          if ev == "done" then return drop_done end
+          return second_and_fourth(line, ev)
+        end)
+        assert.are.equal(drop_done and 3 or 2, #dropped)
+        local before = count_requests(emu, "QueryPageByApplyId")
+        local res, err = c:resume{journal = path}
+        assert.is_nil(err, tostring(err))
+        assert.are.equal(5, #res.Devices)
+        assert.are.same(sorted_names(first.Devices), sorted_names(res.Devices))
+        assert_exact(res.Devices)
+        assert.is_true(count_requests(emu, "QueryPageByApplyId") > before)
+        assert.are.equal(1, count_requests(emu, "BatchRegisterDevice"))
+        -- the missing devices are journaled again: a second resume needs no request
+        local _, n = read(path):gsub('"event":"device"', "")
+        assert.are.equal(5, n)
+        local n_req = #emu:requests()
+        assert.are.equal(5, #assert(c:resume{journal = path}).Devices)
+        assert.are.equal(n_req, #emu:requests())
+      end
+    end)
+
+    it("reads the applies again when device lines fall short of done's Devices", function()
+      local c = client{max_batch_size = 3}
+      local first = assert(c:register_devices{ProductKey = PK, Count = 6, journal = path})
+      -- apply 2's second device and its fetched line gone: only done still counts it
+      local seen_dev = 0
+      drop_lines(path, function(_, ev)
+        if ev == "device" then
+          seen_dev = seen_dev + 1
+          return seen_dev == 5
+        end
+        return ev == "fetched" and seen_dev >= 4
+      end)
+      local res = assert(c:resume{journal = path})
+      assert.are.same(sorted_names(first.Devices), sorted_names(res.Devices))
+      assert.are.equal(2, count_requests(emu, "BatchRegisterDevice"))
+    end)
+
+    it("refuses a journal with more devices than an apply's Total, or devices of an unknown apply",
+       function()
+      local c = client()
+      assert(c:register_devices{ProductKey = PK, Count = 3, journal = path})
+      local lines = lines_of(path)
+      local extra, fetched_at, device_at
+      for i, line in ipairs(lines) do
+        if line:find('"event":"device"', 1, true) then device_at = i end
+        if line:find('"event":"fetched"', 1, true) then fetched_at = i end
+      end
+      local dev = lines[device_at]
+      extra = dev:gsub('"DeviceName":"[^"]*"', '"DeviceName":"extra_0001"')
+      -- a fourth device of a 3-device apply, before its fetched line
+      local more = {}
+      for i, line in ipairs(lines) do
+        more[#more + 1] = line
+        if i == device_at then more[#more + 1] = extra end
+      end
+      local n = #emu:requests()
+      write(path, table.concat(more, "\n") .. "\n")
+      local res, err = c:resume{journal = path}
+      assert.is_nil(res)
+      assert.are.equal("JournalError", err.code, tostring(err))
+      assert.truthy(err.message:find(path .. ":" .. (device_at + 1) .. ": ", 1, true), err.message)
+      assert.truthy(err.message:find("Total 3", 1, true), err.message)
+      assert.truthy(fetched_at)
+      -- a device line of an apply the journal never recorded
+      local stranger = dev:gsub('"ApplyId":"%d+"', '"ApplyId":"777777"')
+      local with = {}
+      for i, line in ipairs(lines) do
+        with[#with + 1] = line
+        if i == device_at then with[#with + 1] = stranger end
+      end
+      write(path, table.concat(with, "\n") .. "\n")
+      res, err = c:resume{journal = path}
+      assert.is_nil(res)
+      assert.are.equal("JournalError", err.code, tostring(err))
+      assert.truthy(err.message:find(path .. ":" .. (device_at + 1) .. ": ", 1, true), err.message)
+      assert.truthy(err.message:find("777777", 1, true), err.message)
+      assert.are.equal(n, #emu:requests())
+    end)
+
     it("refuses a changed or damaged journal with JournalError naming the event, sending nothing", function()
       local c = client()
       local job = '{"event":"job","version":1,"kind":"random","ProductKey":"' .. PK .. '","Count":%s}'

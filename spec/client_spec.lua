@@ -675,6 +675,38 @@ describe("client", function()
       assert.are.equal(1, #emu:requests())
     end)
 
+    -- issue 17: timeouts are cut when a request is built; one queued in libcurl's multi
+    -- behind others started later, past them and past the deadline (concurrency 1: 18
+    -- requests in 26 s for a 1.5 s deadline).
+    for _, conc in ipairs{1, 4, 20} do
+      for _, retries in ipairs{0, 3} do
+        it(("starts no request after an invoke_many deadline (concurrency %d, max_retries %d)")
+           :format(conc, retries), function()
+          local DELAY, LEFT = 2, 1
+          emu:fault{kind = "slow", delay = DELAY, probability = 1, action = "QueryDevice"}
+          local c = client_for(emu, {max_retries = retries})
+          local items = {}
+          for i = 1, 20 do items[i] = {ProductKey = PK, CurrentPage = i} end
+          local t0 = c:clock()
+          local results, errs = c:invoke_many("QueryDevice", items, {deadline = t0 + LEFT}, conc)
+          -- The emulator logs a request once its slow answer is done: wait for every one
+          -- started before the deadline (nothing here is timed, only counted).
+          c:pause(t0 + LEFT + DELAY + 0.5 - c:clock())
+          emu:clear_faults()
+          for i = 1, 20 do
+            assert.is_true(results[i] ~= nil or (errs[i] ~= nil and errs[i].code == "DeadlineExceeded"),
+              ("index %d: %s"):format(i, tostring(errs[i])))
+          end
+          -- Every request started before the deadline is still unanswered at it (answers
+          -- take DELAY > LEFT), so at most `conc` ever start before it; any more started after.
+          local n = #emu:requests()
+          assert.is_true(n >= 1, "no request was sent")
+          assert.is_true(n <= conc, ("%d requests for concurrency %d: %d started after the deadline")
+            :format(n, conc, n - conc))
+        end)
+      end
+    end
+
     it("refuses a credentials function given with a key pair", function()
       local c, err = iot.new{access_key_id = "testid", access_key_secret = SECRET,
                              endpoint = emu.endpoint, credentials = function() end}

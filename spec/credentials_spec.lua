@@ -210,6 +210,18 @@ describe("credentials chain (child interpreter " .. LUA .. ")", function()
     assert.are.same({}, warnings(run{ALIBABA_CLOUD_CLI_PROFILE_DISABLED = "true"}))
   end)
 
+  it("says a CLI config with a syntax error is not valid JSON, and where, never 'no profiles'",
+     function()
+    write(home .. "/.aliyun/config.json",
+      '{"current": "default", "profiles": [{"name": "default", "mode": "AK",\n'
+      .. '"access_key_id": "cliId", "access_key_secret": "cliSecretXYZ123",}]}', "600")
+    local r = run()
+    assert.are.equal("NoCredentials", r.err.code)
+    assert.matches(home .. "/.aliyun/config.json (not valid JSON: ", r.err.text, 1, true)
+    assert.matches("at character %d+", r.err.text)
+    assert.is_nil(r.err.text:find("no profiles", 1, true))
+  end)
+
   it("reports NoCredentials listing every place it looked", function()
     local r = run()
     assert.are.equal("NoCredentials", r.err.code)

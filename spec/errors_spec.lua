@@ -14,6 +14,28 @@ describe("errors.printable", function()
     assert.is_nil(s:find("[%c]"))
     assert.truthy(s:find("X\\x1B]0;t\\x07: all OK\\r\\x1B[2K", 1, true))
   end)
+
+  it("is applied by an error's tostring to every field it prints, RequestId and HTTP status included",
+     function()
+    local s = tostring(errors.new{code = "Bad", message = "m", request_id = "r\27[1m",
+                                  http_status = "5\27[2J"})
+    assert.is_nil(s:find("%c"))
+    assert.truthy(s:find("RequestId r\\x1B[1m", 1, true))
+    assert.truthy(s:find("HTTP 5\\x1B[2J", 1, true))
+  end)
+
+  it("escapes Unicode bidirectional controls as \\u{HHHH}, keeps other U+2000 block text", function()
+    local rlo, lrm, rli, pdi = "\226\128\174", "\226\128\142", "\226\129\167", "\226\129\169"
+    assert.equal("a\\u{202E}b\\u{200E}c\\u{2067}d\\u{2069}\226\128\148\226\128\175",
+      errors.printable("a" .. rlo .. "b" .. lrm .. "c" .. rli .. "d" .. pdi
+                       .. "\226\128\148\226\128\175"))
+    for _, cp in ipairs{0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x2066, 0x2068} do
+      local ch = string.char(0xE2, 0x80 + math.floor((cp - 0x2000) / 64), 0x80 + (cp - 0x2000) % 64)
+      assert.equal(("\\u{%04X}"):format(cp), errors.printable(ch))
+    end
+    local s = tostring(errors.new{code = "Bad", message = "ok" .. rlo .. "gnp.exe"})
+    assert.truthy(s:find("ok\\u{202E}gnp.exe", 1, true))
+  end)
 end)
 
 describe("errors.snippet", function()

@@ -172,6 +172,38 @@ describe("journal", function()
       {"an event that is not a table", JOB .. "[1,2]\n", 2, "is not a journal event"},
       {"no job line", APPLY, 1, "no job event first"},
       {"version 2", JOB:gsub('"version":1', '"version":2'), 1, "unknown journal version 2"},
+      -- one set of limits (issue 17): what resume would refuse, the reader refuses first
+      {"a seq beyond 2^31", JOB .. APPLY:gsub('"seq":1', '"seq":3000000000'), 2,
+       "apply event: seq must be an integer from 1 to 2147483648"},
+      {"a submit seq beyond 2^31", JOB ..
+       '{"event":"submit","seq":4294967296,"action":"BatchRegisterDevice","Count":1}\n', 2, "seq"},
+      {"an apply Count beyond 10,000", JOB .. APPLY:gsub('"Count":3', '"Count":10001'), 2,
+       "apply event: Count must be an integer from 1 to 10000"},
+      {"a submit Count beyond 10,000", JOB ..
+       '{"event":"submit","seq":1,"action":"BatchRegisterDevice","Count":20000}\n', 2, "Count"},
+      {"an ApplyId beyond int64", JOB .. APPLY:gsub('"4415"', '"99999999999999999999"'), 2,
+       "ApplyId must be a string of digits"},
+      {"an ApplyId 0", JOB .. APPLY:gsub('"4415"', '"0"'), 2, "ApplyId"},
+      {"a create apply without Count", JOB .. APPLY:gsub(',"Count":3', ''), 2,
+       "a create apply needs Count"},
+      {"a check apply without Names", JOB .. APPLY:gsub('"create","Count":3', '"check"'), 2,
+       "a check apply needs Names"},
+      {"an apply ProductKey with a space", JOB .. APPLY:gsub('"a1TestPK001"', '"bad pk"'), 2,
+       "ProductKey must not contain whitespace"},
+      {"a DeviceSecret that is a formula", JOB .. APPLY .. DEVICE:gsub('"s3cr3t"', '"=HYPERLINK(1)"'),
+       3, "DeviceSecret is not 1 to 64 letters and digits"},
+      {"an IotId with a NUL", JOB .. APPLY .. DEVICE:gsub('"iot1"', '"io\\u0000t"'), 3, "IotId"},
+      {"a fetched Status unknown", JOB .. APPLY ..
+       '{"event":"fetched","ApplyId":"4415","Total":3,"Status":"WEIRD"}\n', 3,
+       "Status must be CREATE_SUCCESS or CREATE_FAILED"},
+      {"a fetched Total beyond 10,000", JOB .. APPLY ..
+       '{"event":"fetched","ApplyId":"4415","Total":20000,"Status":"CREATE_SUCCESS"}\n', 3,
+       "Total must be an integer from 0 to 10000"},
+      {"a named job's DeviceName a number",
+       '{"event":"job","version":1,"kind":"named","ProductKey":"pk","Devices":[{"DeviceName":5}]}\n',
+       1, "Devices item 1 has no DeviceName string"},
+      {"a done verdict's DeviceName a number", JOB ..
+       '{"event":"done","Devices":0,"Invalid":[{"DeviceName":5}]}\n', 2, "Invalid item 1"},
     }
     for _, case in ipairs(BAD) do
       it(case[1] .. ": JournalError PATH:LINE, never a Lua error", function()

@@ -127,7 +127,11 @@ local function from_cli(home, profile_env, logger)
   local text = read_file(path)
   if not text then return nil, where .. " (not found)" end
   check_mode(path, logger)
-  local conf = cjson.decode(text)
+  local conf, why = cjson.decode(text)
+  if conf == nil then
+    -- cjson says where ("... at character N") and never quotes the text, so no secret
+    return nil, ("%s (not valid JSON: %s)"):format(where, tostring(why))
+  end
   if type(conf) ~= "table" or type(conf.profiles) ~= "table" then
     return nil, where .. " (not a CLI config: no profiles)"
   end

@@ -1,9 +1,11 @@
 --- The attempt engine: every request the client makes goes through `run`, alone (`call`,
--- `invoke`) or many at once (`call_many`, `invoke_many`). It runs in rounds: each pending
--- request's next attempt is built (fresh nonce, timestamp and credentials), paced and sent
--- together with the others; each answer is decoded and classified (`response`), decided
--- (`retry`: repeat, backoff, clock-skew correction, named RegisterDevice resolution) and
--- counted (`stats`) by the same code whatever the number of requests.
+-- `invoke`) or many at once (`call_many`, `invoke_many`). It runs in rounds: the next
+-- attempt of each pending request whose backoff has ended is built (fresh nonce, timestamp
+-- and credentials), paced and sent together with the others (with a deadline, at most
+-- `concurrency` per round, so that none waits in a queue past its cut timeouts); each
+-- answer is decoded and classified (`response`), decided (`retry`: repeat, backoff,
+-- clock-skew correction, named RegisterDevice resolution) and counted (`stats`) by the
+-- same code whatever the number of requests.
 -- @module aliyun.iot.engine
 
 local errors = require "aliyun.iot.errors"
@@ -122,6 +124,9 @@ local function settle(c, st, i, result, e)
   local verdict, delay, cut = retry.decide(c, item, e)
   if not verdict then
     e.action = item.action
+    -- a timeout cut to the deadline that ran out at it is the deadline's doing
+    cut = cut or (e.code == "Timeout" and st.opts.deadline ~= nil
+                  and c:clock() >= st.opts.deadline)
     st.errs[i] = cut and deadline_error(item) or e
     return nil
   end
@@ -138,12 +143,57 @@ local function settle(c, st, i, result, e)
   return delay
 end
 
+-- The items of the next round, in order: those whose backoff has ended; with a deadline
+-- at most `concurrency` of them, so that each request starts when its pacing slot comes
+-- and its timeouts, cut to the deadline when it was built, hold from its real start (one
+-- queued behind others in libcurl's multi would start later, and could start past the
+-- deadline). The others wait for a later round, which costs them no attempt. Once the
+-- deadline passed every item is taken (build_round ends them). Returns the round, the
+-- rest and the earliest time one of the rest is ready.
+local function next_round(c, st, pending, concurrency)
+  local now, deadline = c:clock(), st.opts.deadline
+  local cap = deadline and concurrency or math.huge
+  if deadline and now >= deadline then cap = math.huge end
+  local round, rest, soonest = {}, {}, nil
+  for _, i in ipairs(pending) do
+    local at = st.items[i].ready_at
+    local ready = at == nil or at <= now or (deadline ~= nil and now >= deadline)
+    if ready and #round < cap then
+      round[#round + 1] = i
+    else
+      rest[#rest + 1] = i
+      if not ready and (soonest == nil or at < soonest) then soonest = at end
+    end
+  end
+  return round, rest, soonest
+end
+
+-- Sends one round and settles its answers; items to try again are appended to `rest`
+-- with the time their backoff ends.
+local function run_round(c, st, round, rest, send, session, concurrency)
+  local built, reqs = build_round(c, st, round)
+  if #reqs == 0 then return end
+  local responses, terrs = fanout.send(c, send, session, c:_in_cosocket_phase(), reqs,
+                                       concurrency)
+  for n, b in ipairs(built) do
+    local item = st.items[b.i]
+    local result, e = response.classify(item.row, responses[n], terrs[n], b.sts, c.redact)
+    count(c, reqs[n], responses[n], e)
+    local delay = settle(c, st, b.i, result, e)
+    if delay then
+      item.ready_at = c:clock() + delay
+      rest[#rest + 1] = b.i
+    end
+  end
+end
+
 --- Runs requests of one action to their end.
 -- @tparam table c the client
 -- @tparam string action
 -- @tparam {table,...} items `{row=, flat=}` per request (prepared by `request.prepare`)
 -- @tparam table opts checked `options.INVOKE` options
--- @tparam integer concurrency most requests in flight at once
+-- @tparam integer concurrency most requests in flight at once (with `opts.deadline`, also
+--   the most sent in one round)
 -- @treturn table results, @treturn table errs (one of them set per index)
 function M.run(c, action, items, opts, concurrency)
   local st = {action = action, items = items, opts = opts, results = {}, errs = {}}
@@ -153,7 +203,7 @@ function M.run(c, action, items, opts, concurrency)
     if not send then
       st.errs[i] = session
     else
-      item.action, item.attempt = action, 0
+      item.action, item.attempt, item.ready_at = action, 0, nil
       item.max_retries = opts.max_retries or c.max_retries
       item.retry_deadline = c:clock() + c.retry_deadline
       item.deadline = opts.deadline
@@ -161,22 +211,16 @@ function M.run(c, action, items, opts, concurrency)
     end
   end
   while #pending > 0 do
-    local built, reqs = build_round(c, st, pending)
-    local responses, terrs = fanout.send(c, send, session, c:_in_cosocket_phase(), reqs,
-                                         concurrency)
-    local wait, next_pending = 0, {}
-    for n, b in ipairs(built) do
-      local result, e = response.classify(items[b.i].row, responses[n], terrs[n], b.sts,
-                                          c.redact)
-      count(c, reqs[n], responses[n], e)
-      local delay = settle(c, st, b.i, result, e)
-      if delay then
-        next_pending[#next_pending + 1] = b.i
-        if delay > wait then wait = delay end
-      end
+    local round, rest, soonest = next_round(c, st, pending, concurrency)
+    if #round == 0 then
+      -- every item is backing off: wait for the first (never past the deadline)
+      local t = soonest
+      if opts.deadline and opts.deadline < t then t = opts.deadline end
+      c:pause(t - c:clock())
+    else
+      run_round(c, st, round, rest, send, session, concurrency)
     end
-    c:pause(wait)
-    pending = next_pending
+    pending = rest
   end
   return st.results, st.errs
 end

@@ -16,10 +16,17 @@ Error.__index = Error
 
 local ESCAPES = {["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t"}
 
+-- The bidirectional controls a terminal obeys (marks, embeddings, overrides, isolates).
+local BIDI = {[0x200E] = true, [0x200F] = true, [0x202A] = true, [0x202B] = true,
+              [0x202C] = true, [0x202D] = true, [0x202E] = true, [0x2066] = true,
+              [0x2067] = true, [0x2068] = true, [0x2069] = true}
+
 --- Escapes what a terminal would act on: C0 control characters and DEL as `\n`, `\r`,
 -- `\t` or `\xHH`, and the UTF-8 forms of the C1 controls (U+0080..U+009F, which some
--- terminals read as escape sequences) as `\u{HH}`. Text from servers passes through it
--- before it is printed, so a Code or Message cannot rewrite the screen.
+-- terminals read as escape sequences) as `\u{HH}`, and the Unicode bidirectional
+-- controls (U+200E, U+200F, U+202A..U+202E, U+2066..U+2069, which reorder what a terminal
+-- shows) as `\u{HHHH}`. Text from servers passes through it before it is printed, so a
+-- Code or Message cannot rewrite the screen nor disguise what it says.
 -- @tparam string s
 -- @treturn string the same text with every control character escaped
 function M.printable(s)
@@ -27,7 +34,11 @@ function M.printable(s)
   s = s:gsub("[%z\1-\31\127]", function(c)
     return ESCAPES[c] or ("\\x%02X"):format(c:byte())
   end)
-  return (s:gsub("\194([\128-\159])", function(c) return ("\\u{%02X}"):format(c:byte()) end))
+  s = s:gsub("\194([\128-\159])", function(c) return ("\\u{%02X}"):format(c:byte()) end)
+  return (s:gsub("\226([\128\129])([\128-\191])", function(b2, b3)
+    local cp = 0x2000 + (b2:byte() - 0x80) * 0x40 + (b3:byte() - 0x80)
+    if BIDI[cp] then return ("\\u{%04X}"):format(cp) end
+  end))
 end
 
 -- How much of a body past the cut `errors.snippet` redacts with it: more than any secret
@@ -63,8 +74,8 @@ end
 function Error.__tostring(e)
   local s = M.printable(e.code) .. ": " .. M.printable(e.message)
   local extra = {}
-  if e.http_status then extra[#extra + 1] = "HTTP " .. tostring(e.http_status) end
-  if e.request_id then extra[#extra + 1] = "RequestId " .. tostring(e.request_id) end
+  if e.http_status then extra[#extra + 1] = "HTTP " .. M.printable(e.http_status) end
+  if e.request_id then extra[#extra + 1] = "RequestId " .. M.printable(e.request_id) end
   if #extra > 0 then s = s .. " (" .. table.concat(extra, ", ") .. ")" end
   return s
 end

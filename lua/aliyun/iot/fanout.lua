@@ -63,8 +63,9 @@ function M.send(c, send, session, threads, reqs, concurrency)
   elseif threads then
     send_threads(c, send, reqs, concurrency, responses, errs)
   elseif session then
-    -- perform_many waits for each not_before itself (same clock: core.now); requests run
-    -- side by side, so the timeouts cut at build time to the deadline already bound them
+    -- perform_many waits for each not_before itself (same clock: core.now); with a
+    -- deadline the engine sends at most `concurrency` requests in a round, so each starts
+    -- at its not_before and the timeouts cut then to the deadline bound it
     for _, req in ipairs(reqs) do req.deadline = nil end
     responses, errs = session:request_many(reqs, concurrency)
   else

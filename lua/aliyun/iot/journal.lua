@@ -45,8 +45,10 @@
 -- the same job at once.
 --
 -- Reading validates every event as strictly as user input (event names, field types and
--- ranges: Count an integer 1..10,000,000, ApplyId a digit string, DeviceName by the name
--- rule...): a bad line is refused as `JournalError` "PATH:LINE: what is wrong".
+-- ranges: a job's Count an integer 1..10,000,000, an apply's 1..10,000, seq 1..2^31,
+-- ApplyId a positive 64-bit digit string, DeviceName by the name rule, DeviceSecret and
+-- IotId letters and digits...): a bad line is refused as `JournalError` "PATH:LINE: what
+-- is wrong". These are the only limits; resume relies on them.
 -- @module aliyun.iot.journal
 
 local core = require "aliyun.iot.core"
@@ -57,8 +59,6 @@ local M = {}
 
 --- The largest journal read, in bytes (about ten million devices' lines).
 M.MAX_BYTES = 1073741824 * 4
-
-local MAX_COUNT = 10000000
 
 local Journal = {}
 Journal.__index = Journal
@@ -80,6 +80,18 @@ local function check_path(path)
 end
 
 -- Event validation --------------------------------------------------------------------
+--
+-- The one set of limits a journal is held to; resume (`aliyun.iot.batch.resume`) relies
+-- on them and checks only what needs the job's state (counts of devices per apply).
+
+--- The most devices one job registers (a random job's Count; `done`'s Devices).
+M.MAX_COUNT = 10000000
+--- The most devices one apply holds: BatchRegisterDevice's and BatchCheckDeviceNames'
+-- per-call limit (D-69473, D-69482: 10,000), so a submission's and an apply's Count, a
+-- check apply's Names and a `fetched` Total.
+M.MAX_APPLY = 10000
+--- The largest submission number (`seq`).
+M.MAX_SEQ = 2 ^ 31
 
 local is_int = validate.whole
 
@@ -87,35 +99,55 @@ local function text(v)
   return type(v) == "string" and v ~= "" and not v:find("[%z\r\n]")
 end
 
+local function range(lo, hi)
+  return function(v)
+    if not is_int(v, lo, hi) then return ("must be an integer from %d to %d"):format(lo, hi) end
+  end
+end
+
+local function optional(check)
+  return function(v) if v ~= nil then return check(v) end end
+end
+
+local function one_of(...)
+  local set, words = {}, table.concat({...}, " or ")
+  for _, w in ipairs{...} do set[w] = true end
+  return function(v) if not set[v] then return "must be " .. words end end
+end
+
 -- Field checks: each returns nil when the value is fine, else what is wrong with it.
 local F = {}
-function F.count(v) if not is_int(v, 1, MAX_COUNT) then
-  return ("must be an integer from 1 to %d"):format(MAX_COUNT) end end
-function F.count_opt(v) if v ~= nil then return F.count(v) end end
-function F.total(v) if not is_int(v, 0, MAX_COUNT) then
-  return ("must be an integer from 0 to %d"):format(MAX_COUNT) end end
-function F.seq(v) if not is_int(v, 1, 2^53) then return "must be a positive integer" end end
-function F.seq_opt(v) if v ~= nil then return F.seq(v) end end
+F.count = range(1, M.MAX_COUNT)
+F.devices = range(0, M.MAX_COUNT)
+F.apply_count = range(1, M.MAX_APPLY)
+F.apply_count_opt = optional(F.apply_count)
+F.total = range(0, M.MAX_APPLY)
+F.seq = range(1, M.MAX_SEQ)
+F.seq_opt = optional(F.seq)
 function F.apply_id(v)
   if type(v) ~= "string" or validate.apply_id_problem(v) then
-    return "must be a string of digits"
+    return "must be a string of digits (a positive 64-bit integer)"
   end
 end
 function F.text(v) if not text(v) then return "must be a non-empty string without NUL, CR or LF" end end
-function F.string(v) if type(v) ~= "string" then return "must be a string" end end
+F.product_key = validate.product_key_problem
+F.token = validate.token_problem
 function F.string_opt(v) if v ~= nil and type(v) ~= "string" then return "must be a string" end end
 function F.device_name(v) return validate.device_name_problem(v) end
-function F.action(v) if v ~= "BatchRegisterDevice" then return "must be BatchRegisterDevice" end end
+F.action = one_of("BatchRegisterDevice")
 function F.bool_opt(v) if v ~= nil and type(v) ~= "boolean" then return "must be true or false" end end
-function F.phase(v) if v ~= "create" and v ~= "check" then return "must be create or check" end end
+F.phase = one_of("create", "check")
+F.status = one_of("CREATE_SUCCESS", "CREATE_FAILED")
 
--- A list (keys 1..n) whose items pass `item`; nil allowed when `optional`.
-local function list_of(item, optional)
+-- A list (keys 1..n, at most `max` items) whose items pass `item`; nil allowed when
+-- `optional`.
+local function list_of(item, opt, max)
   return function(v)
-    if v == nil and optional then return nil end
+    if v == nil and opt then return nil end
     if type(v) ~= "table" then return "must be a list" end
     local n = 0
     for _ in pairs(v) do n = n + 1 end
+    if max and n > max then return ("must hold at most %d items"):format(max) end
     for i = 1, n do
       local why = item(v[i])
       if why then return ("item %d %s"):format(i, why) end
@@ -123,41 +155,44 @@ local function list_of(item, optional)
   end
 end
 
-local function any_name(v)
-  if type(v) ~= "string" and type(v) ~= "number" then return "must be a name" end
-end
-
 -- {DeviceName=, ErrorMsg=} entries (the names may be invalid ones: they are the verdicts).
 local function verdict(v)
   if type(v) ~= "table" then return "must be {DeviceName=, ErrorMsg=}" end
-  return (any_name(v.DeviceName) and "has no DeviceName") or F.string_opt(v.ErrorMsg)
+  if type(v.DeviceName) ~= "string" then return "has no DeviceName string" end
+  return F.string_opt(v.ErrorMsg)
 end
 
+-- A named job's {DeviceName=, DeviceNickname=} (a name may break the rule: with
+-- skip_invalid it is one of the job's verdicts).
 local function named_device(v)
   if type(v) ~= "table" then return "must be {DeviceName=, DeviceNickname=}" end
-  return (any_name(v.DeviceName) and "has no DeviceName") or F.string_opt(v.DeviceNickname)
+  if type(v.DeviceName) ~= "string" then return "has no DeviceName string" end
+  return F.string_opt(v.DeviceNickname)
 end
-
-local function names(v) return F.device_name(v) end
 
 -- Event name -> {field = check}. Fields not listed are ignored (written by a later version
 -- of the job they would be new facts, not changes to these).
 local EVENTS = {
-  submit = {seq = F.seq, action = F.action, Count = F.count},
-  apply = {seq = F.seq_opt, ApplyId = F.apply_id, ProductKey = F.text, phase = F.phase,
-           Count = F.count_opt, Names = list_of(names, true)},
+  submit = {seq = F.seq, action = F.action, Count = F.apply_count},
+  apply = {seq = F.seq_opt, ApplyId = F.apply_id, ProductKey = F.product_key, phase = F.phase,
+           Count = F.apply_count_opt, Names = list_of(F.device_name, true, M.MAX_APPLY)},
   failed = {seq = F.seq, action = F.action},
-  uncertain = {seq = F.seq, action = F.action, Count = F.count_opt, message = F.string_opt},
-  device = {ApplyId = F.apply_id, ProductKey = F.text, DeviceName = F.device_name,
-            DeviceSecret = F.text, IotId = F.text},
-  fetched = {ApplyId = F.apply_id, Total = F.total, Status = F.text,
-             Failed = list_of(verdict, true)},
-  done = {Devices = F.total, Invalid = list_of(verdict, true)},
+  uncertain = {seq = F.seq, action = F.action, Count = F.apply_count_opt,
+               message = function(v) if type(v) ~= "string" then return "must be a string" end end},
+  device = {ApplyId = F.apply_id, ProductKey = F.product_key, DeviceName = F.device_name,
+            DeviceSecret = F.token, IotId = F.token},
+  fetched = {ApplyId = F.apply_id, Total = F.total, Status = F.status,
+             Failed = list_of(verdict, true, M.MAX_APPLY)},
+  done = {Devices = F.devices, Invalid = list_of(verdict, true)},
 }
 
+-- What each phase of an apply needs: a create apply its Count, a check apply its Names.
+local PHASE_NEEDS = {create = "Count", check = "Names"}
+
 local JOB = {
-  random = {ProductKey = F.text, Count = F.count},
-  named = {ProductKey = F.text, skip_invalid = F.bool_opt, Devices = list_of(named_device)},
+  random = {ProductKey = F.product_key, Count = F.count},
+  named = {ProductKey = F.product_key, skip_invalid = F.bool_opt,
+           Devices = list_of(named_device)},
 }
 
 local function check_fields(rec, fields)
@@ -182,7 +217,10 @@ local function event_problem(rec, n)
   end
   local fields = EVENTS[rec.event]
   if not fields then return ("unknown event '%s'"):format(rec.event) end
-  return check_fields(rec, fields)
+  local why = check_fields(rec, fields)
+  if why or rec.event ~= "apply" then return why end
+  local need = PHASE_NEEDS[rec.phase]
+  if rec[need] == nil then return ("apply event: a %s apply needs %s"):format(rec.phase, need) end
 end
 
 -- Parses a journal's text: the events in order and whether the last line was torn (a

@@ -7,7 +7,8 @@
 -- required = true, min =, max =, above = (exclusive minimum), integer = true,
 -- one_of = {...} (a value matches as given or upper-cased), pattern = "lua pattern",
 -- nonempty = true (a string or a table), line = true (no NUL, CR or LF), list = true (a
--- table with keys 1..n and no hole, else misuse), problem = function(v) -> ?reason (a
+-- table with keys 1..n and no hole, else misuse), map = "number" (a table whose keys are
+-- strings and whose values have that Lua type, else misuse), problem = function(v) -> ?reason (a
 -- further rule, its reason put after the name), why = "the message for any bad or
 -- missing value"}`.
 --
@@ -21,6 +22,22 @@ local M = {}
 
 local DAY = 86400
 local SECONDS = {type = "number", above = 0, max = DAY}
+
+-- A qps table's values: the pacer spaces starts 1/qps apart, so each must be a positive,
+-- finite rate; the first bad one (in sorted order) is named.
+local function qps_problem(t)
+  if type(t) ~= "table" then return nil end
+  local actions = {}
+  for k in pairs(t) do actions[#actions + 1] = k end
+  table.sort(actions)
+  for _, action in ipairs(actions) do
+    local v = t[action]
+    if v ~= v or v <= 0 or v == math.huge then
+      return ("for %s must be a positive, finite number of calls per second, got %s")
+        :format(action, tostring(v))
+    end
+  end
+end
 
 local function seconds(default)
   return {type = "number", above = 0, max = DAY, default = default}
@@ -47,7 +64,7 @@ M.CLIENT = {
                        max = 1024 * 1024 * 1024},
   -- The limit BatchRegisterDevice's seed page states; current docs allow 10,000.
   max_batch_size = {type = "number", default = 1000, integer = true, min = 1, max = 10000},
-  qps = {type = "boolean|table", default = true},
+  qps = {type = "boolean|table", default = true, map = "number", problem = qps_problem},
   transport = {type = "function"}, logger = {type = "function"},
   qps_shared_dict = {type = "string", nonempty = true},
   user_agent = {type = "string", line = true},
@@ -147,6 +164,14 @@ local function check_types(schema, given, what, level, hints)
     end
     if o.list and type(v) == "table" and not validate.list_length(v) then
       error(("%s option '%s' must be a list (keys 1..n, no hole)"):format(what, k), level)
+    end
+    if o.map and type(v) == "table" then
+      for key, x in pairs(v) do
+        if type(key) ~= "string" or type(x) ~= o.map then
+          error(("%s option '%s' must map names (strings) to %ss, got a %s key %s with a %s")
+            :format(what, k, o.map, type(key), tostring(key), type(x)), level)
+        end
+      end
     end
   end
 end

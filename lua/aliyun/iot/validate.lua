@@ -36,6 +36,21 @@ function M.device_name_problem(name)
   return nil
 end
 
+-- DeviceSecret and IotId as the API produces them: letters and digits (D-69470's
+-- examples, every value observed). Anything else (`=HYPERLINK(...)`, a NUL, a quote)
+-- is refused before it reaches a file: in an answer and in a journal alike.
+local TOKEN, TOKEN_MAX = "^[A-Za-z0-9]+$", 64
+
+--- Why a value cannot be a DeviceSecret or IotId (1 to 64 letters and digits), or nil.
+-- @tparam any v
+-- @treturn ?string reason (never holds the value)
+function M.token_problem(v)
+  if type(v) ~= "string" then return ("is %s, not a string"):format(type(v)) end
+  if not v:find(TOKEN) or #v > TOKEN_MAX then
+    return ("is not 1 to %d letters and digits"):format(TOKEN_MAX)
+  end
+end
+
 local function has_control(s)
   return s:find("[%z\r\n]") ~= nil
 end

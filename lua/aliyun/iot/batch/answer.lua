@@ -7,18 +7,12 @@
 
 local errors = require "aliyun.iot.errors"
 local validate = require "aliyun.iot.validate"
+local journal = require "aliyun.iot.journal"
 
 local M = {}
 
---- The most devices one apply holds: BatchRegisterDevice's and BatchCheckDeviceNames'
--- per-call limit (D-69473, D-69482: 10,000).
-M.MAX_APPLY = 10000
-
--- DeviceSecret and IotId as the API produces them: letters and digits (D-69470's
--- examples, every value observed). Anything else (`=HYPERLINK(...)`, a NUL, a quote)
--- is refused before it reaches a file.
-local TOKEN = "^[A-Za-z0-9]+$"
-local TOKEN_MAX = 64
+--- The most devices one apply holds (`aliyun.iot.journal`'s limit, D-69473, D-69482).
+M.MAX_APPLY = journal.MAX_APPLY
 
 local STATUSES = {CHECK = true, CHECK_SUCCESS = true, CHECK_FAILED = true, CREATE = true,
                   CREATE_SUCCESS = true, CREATE_FAILED = true}
@@ -140,10 +134,8 @@ function M.failures(data, default_msg)
 end
 
 local function token_problem(v, field)
-  if type(v) ~= "string" then return ("%s is %s, not a string"):format(field, type(v)) end
-  if not v:find(TOKEN) or #v > TOKEN_MAX then
-    return ("%s is not 1 to %d letters and digits"):format(field, TOKEN_MAX)
-  end
+  local why = validate.token_problem(v)
+  return why and (field .. " " .. why)
 end
 
 --- Checks one device record of a QueryPageByApplyId page (D-69518).

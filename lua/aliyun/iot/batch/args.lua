@@ -26,8 +26,9 @@ M.MAX_SECONDS = 30 * 86400
 -- call (10,000 at the default 1,000), 200,000 page reads (over an hour at
 -- QueryPageByApplyId's 50 QPS) and a result table of every record in memory
 -- (gigabytes); a larger Count is far likelier a slipped digit than a fleet, and a larger
--- fleet is several jobs, each with its own journal.
-M.MAX_COUNT = 10000000
+-- fleet is several jobs, each with its own journal. The journal holds the number (the
+-- limit its reader keeps).
+M.MAX_COUNT = require("aliyun.iot.journal").MAX_COUNT
 
 --- The most devices one page of `apply_devices` asks for (QueryPageByApplyId's limit).
 M.MAX_PAGE_SIZE = require("aliyun.iot.batch.pages").SIZE

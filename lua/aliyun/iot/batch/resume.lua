@@ -3,85 +3,20 @@
 -- @module aliyun.iot.batch.resume
 
 local errors = require "aliyun.iot.errors"
-local validate = require "aliyun.iot.validate"
 local answer = require "aliyun.iot.batch.answer"
 local named = require "aliyun.iot.batch.named"
 
 local M = {}
 
---- The most devices one random-named job registers (`aliyun.iot.batch.args`).
-M.MAX_COUNT = require("aliyun.iot.batch.args").MAX_COUNT
+-- The journal's reader (`aliyun.iot.journal`) has checked every field of every event
+-- against the one set of limits; what is left here needs the job's state: device lines
+-- belong to an apply the journal recorded, and each apply's devices add up to its
+-- `fetched` Total (and all of them to `done`'s Devices).
 
--- A journal is read as strictly as user input: a hand-edited or corrupted one is refused
--- (JournalError naming the event), never a Lua error nor requests built from odd values.
-local int = validate.whole
-
-local function list_of(v, each)
-  if validate.list_length(v) == nil then return false end
-  for _, x in ipairs(v) do if not each(x) then return false end end
-  return true
-end
-
-local function name_msg(x)
-  return type(x) == "table" and type(x.DeviceName) == "string"
-    and (x.ErrorMsg == nil or type(x.ErrorMsg) == "string")
-end
-
-local function record(x)
-  return type(x) == "table" and type(x.DeviceName) == "string"
-    and (x.DeviceNickname == nil or type(x.DeviceNickname) == "string")
-end
-
-local function id(v)
-  return type(v) == "string" and validate.apply_id_problem(v) == nil
-end
-
--- Per event: nil when its fields are usable, else the field at fault.
-local CHECK = {
-  job = function(r)
-    if validate.product_key_problem(r.ProductKey) then return "ProductKey" end
-    if r.kind == "random" and not int(r.Count, 1, M.MAX_COUNT) then return "Count" end
-    if r.kind == "named" and not list_of(r.Devices, record) then return "Devices" end
-  end,
-  submit = function(r) if not int(r.seq, 1, 2^31) then return "seq" end end,
-  failed = function(r) if not int(r.seq, 1, 2^31) then return "seq" end end,
-  uncertain = function(r)
-    if not int(r.seq, 1, 2^31) then return "seq" end
-    if type(r.message) ~= "string" then return "message" end
-  end,
-  apply = function(r)
-    if not id(r.ApplyId) then return "ApplyId" end
-    if r.seq ~= nil and not int(r.seq, 1, 2^31) then return "seq" end
-    if r.phase == "create" and not int(r.Count, 1, answer.MAX_APPLY) then return "Count" end
-    if r.phase == "check" and not list_of(r.Names, function(x) return type(x) == "string" end)
-    then return "Names" end
-    if r.phase ~= "create" and r.phase ~= "check" then return "phase" end
-  end,
-  device = function(r)
-    if not id(r.ApplyId) then return "ApplyId" end
-    local _, why = answer.device(r)
-    if why then return "device (" .. why .. ")" end
-  end,
-  fetched = function(r)
-    if not id(r.ApplyId) then return "ApplyId" end
-    if r.Status ~= "CREATE_SUCCESS" and r.Status ~= "CREATE_FAILED" then return "Status" end
-    if r.Failed ~= nil and not list_of(r.Failed, name_msg) then return "Failed" end
-  end,
-  done = function(r)
-    if r.Invalid ~= nil and not list_of(r.Invalid, name_msg) then return "Invalid" end
-  end,
-}
-
-local function check_records(records)
-  for i, r in ipairs(records) do
-    local check = CHECK[r.event]
-    local field = check and check(r)
-    if field then
-      return errors.new{code = "JournalError", message = ("event %d (%s) of the journal " ..
-        "has an unusable %s: it was changed or damaged; the job cannot be resumed from it")
-        :format(i, r.event, field)}
-    end
-  end
+local function journal_error(job, line, fmt, ...)
+  local path = job.journal and job.journal.path or "journal"
+  return errors.new{code = "JournalError", message = ("%s:%d: " .. fmt .. "; the journal " ..
+    "was changed or damaged and the job cannot be resumed from it"):format(path, line, ...)}
 end
 
 local IN_FLIGHT = "BatchRegisterDevice (Count = %s) was in flight when the journaled " ..
@@ -89,8 +24,10 @@ local IN_FLIGHT = "BatchRegisterDevice (Count = %s) was in flight when the journ
   "is not sent again, so that no devices are created twice; look for devices beyond the " ..
   "listed ApplyIds with QueryDevice or in the console"
 
--- Applies one event to the job; `st` holds the submissions in flight and `done`.
-local function replay(job, r, st)
+-- Applies event `r` (on line `i`) to the job; `st` holds the submissions in flight, the
+-- last `done` and each apply's `fetched` line. Returns an error for a device line of an
+-- apply the journal never recorded.
+local function replay(job, r, i, st)
   if r.event == "submit" then
     st.in_flight[r.seq] = r
     job.seq = math.max(job.seq, tonumber(r.seq) or 0)
@@ -104,23 +41,54 @@ local function replay(job, r, st)
     st.in_flight[r.seq] = nil
     job.uncertain = {message = r.message}
   elseif r.event == "device" then
+    local a = job.by_id[r.ApplyId]
+    if not a then
+      return journal_error(job, i, "device %s belongs to apply %s, which the journal never " ..
+        "recorded", r.DeviceName, r.ApplyId)
+    end
     if not job.have[r.DeviceName] then
       job.have[r.DeviceName] = true
       job.devices[#job.devices + 1] = {ProductKey = r.ProductKey, DeviceName = r.DeviceName,
                                        DeviceSecret = r.DeviceSecret, IotId = r.IotId}
-      local a = job.by_id[r.ApplyId]
-      if a then a.got = a.got + 1 end
+      a.got = a.got + 1
+      a.last_line = i
     end
   elseif r.event == "fetched" then
     local a = job.by_id[r.ApplyId]
     if a then
       a.fetched, a.check_status = true, r.Status or "CREATE_SUCCESS"
+      a.fetched_total, a.fetched_line = r.Total, i
       if r.Status == "CREATE_FAILED" then a.create_failed = r.Failed or {} end
     end
   elseif r.event == "done" then
-    st.done = true
+    st.done, st.done_line = r, i
     if type(r.Invalid) == "table" then job.invalid = r.Invalid end
   end
+end
+
+-- Holds each fetched apply to its Total: fewer devices than it is read again (its pages
+-- fetched, the missing devices journaled), more is a damaged journal. Returns whether
+-- the `done` line can be trusted, or nil and the JournalError.
+local function check_counts(job, st)
+  local trusted = st.done ~= nil
+  for _, a in ipairs(job.applies) do
+    if a.fetched and a.got > a.fetched_total then
+      return nil, journal_error(job, a.last_line, "apply %s holds %d devices, more than the " ..
+        "Total %d its fetched line (line %d) records", a.key, a.got, a.fetched_total,
+        a.fetched_line)
+    elseif a.fetched and a.got < a.fetched_total then
+      a.fetched, trusted = false, false
+    end
+  end
+  if st.done and #job.devices > st.done.Devices then
+    return nil, journal_error(job, st.done_line, "the job's done line records %d devices, " ..
+      "but the journal holds %d", st.done.Devices, #job.devices)
+  elseif st.done and #job.devices < st.done.Devices then
+    -- a device line lost with its apply's fetched line too: read every apply again
+    for _, a in ipairs(job.applies) do a.fetched = false end
+    trusted = false
+  end
+  return trusted
 end
 
 --- Fills a new job (made with the journal's `job` event: kind, ProductKey) from the
@@ -128,25 +96,23 @@ end
 -- @treturn ?boolean true when the journal records a finished job
 -- @treturn ?table err (`JournalError`, or the named job's InvalidDeviceName)
 function M.rebuild(job, records)
-  local bad = check_records(records)
-  if bad then return nil, bad end
   local spec = records[1]
   if spec.kind == "random" then
     job.Count, job.total = spec.Count, spec.Count
-  elseif spec.kind == "named" then
+  else
     job.names, job.skip_invalid = spec.Devices or {}, spec.skip_invalid == true
     local err = named.validate_names(job)
     if err then return nil, err end
-  else
-    return nil, errors.new{code = "JournalError",
-                           message = "unknown job kind " .. tostring(spec.kind)}
   end
-  local st = {in_flight = {}, done = false}
-  for i = 2, #records do replay(job, records[i], st) end
+  local st = {in_flight = {}}
+  for i = 2, #records do
+    local err = replay(job, records[i], i, st)
+    if err then return nil, err end
+  end
   for _, r in pairs(st.in_flight) do
     job.uncertain = job.uncertain or {message = IN_FLIGHT:format(tostring(r.Count))}
   end
-  return st.done
+  return check_counts(job, st)
 end
 
 return M
