@@ -101,6 +101,20 @@ describe("aliyun-iot helpers", function()
     assert.are.same({"light1"}, cli.parse_names("\239\187\191# lights\nlight1\n"))
   end)
 
+  it("progress lines: a job that ends short of a phase's goal says what was reached", function()
+    local lines = {}
+    local stderr = {write = function(self, ...) lines[#lines + 1] = table.concat({...}) return self end,
+                    flush = function() end}
+    local ui = require("aliyun.iot.cli.progress").new({stderr = stderr, stderr_is_tty = false},
+      false, function() return 0 end)
+    ui.on_progress{phase = "register", done = 0, total = 2500}
+    ui.on_progress{phase = "register", done = 1000, total = 2500}
+    ui.done()
+    local text = table.concat(lines)
+    assert.truthy(text:find("register: 2500 devices\n", 1, true), text)
+    assert.are.equal("aliyun-iot: register: stopped at 1000 of 2500 devices\n", lines[#lines])
+  end)
+
   it("quotes CSV fields as RFC 4180 asks", function()
     assert.are.equal("abc", cli.csv_field("abc"))
     assert.are.equal('"a,b"', cli.csv_field("a,b"))
@@ -792,6 +806,8 @@ describe("aliyun-iot command", function()
       all_stderr[#all_stderr + 1] = err
       assert.are.equal("1\n", code, err)
       assert.is_nil(err:find("300 devices", 1, true), err)
+      -- the output's failure is not called a journal's
+      assert.is_nil(err:find("devices.csv: cannot write the journal", 1, true), err)
       assert.is_nil(read(dir .. "/devices.csv"))
       assert.are.equal("", sh("ls -A " .. q(dir))) -- no temporary left behind
       local resume = err:match("write them again with:\n  (%S*aliyun%-iot resume [^\n]+)\n")
@@ -1105,4 +1121,5 @@ describe("aliyun-iot command", function()
     assert.truthy(err:find(("replaced o.csv (it held %d bytes)"):format(size), 1, true), err)
     assert.are.equal(2, #parse_csv(read(tmp .. "/o.csv")) + 1)
   end)
+
 end)
