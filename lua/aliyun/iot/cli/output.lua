@@ -265,7 +265,10 @@ local function replacing_output(path, target)
         -- a journal made since the output was opened (--state FILE is this very path) is
         -- never replaced
         local okj, jerr = pcall(refuse_journal, path, target, core().file_kind(target) == "file")
-        if not okj then err = jerr.message:gsub("^cannot write %-%-out [^:]*: ", "") end
+        if not okj then
+          local m = type(jerr) == "table" and tostring(jerr.message) or tostring(jerr)
+          err = m:gsub("^cannot write %-%-out [^:]*: ", "")
+        end
         local old = io.open(target, "rb")
         if old then held = old:seek("end") or 0; old:close() end
       end

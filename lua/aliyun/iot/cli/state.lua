@@ -4,7 +4,7 @@
 
 local args = require "aliyun.iot.cli.args"
 
-local local_error, shell_quote = args.local_error, args.shell_quote
+local local_error = args.local_error
 local function core() return require "aliyun.iot.core" end
 
 local M = {}
