@@ -78,7 +78,13 @@ local function job_failed(err, opts, streams, out, state, own_state, dir)
     -- a journal the library refuses is a local problem: running resume again cannot help
     out:abort()
     local msg = tostring(err.message or "")
-    if state and msg:sub(1, #state + 1) ~= state .. ":" then msg = state .. ": " .. msg end
+    -- "event N (apply) of the journal ...": event N is line N of the file
+    local n, rest = msg:match("^event (%d+) (%(%w+%) of the journal .*)$")
+    if state and n then
+      msg = ("%s:%s: event %s"):format(state, n, rest)
+    elseif state and msg:sub(1, #state + 1) ~= state .. ":" then
+      msg = state .. ": " .. msg
+    end
     streams.stderr:write("aliyun-iot: JournalError: ", printable(msg), "\n")
     return report.EXIT_USAGE
   end
