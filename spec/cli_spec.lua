@@ -1124,4 +1124,19 @@ describe("aliyun-iot command", function()
     assert.are.equal(2, #parse_csv(read(tmp .. "/o.csv")) + 1)
   end)
 
+
+  it("register refuses an existing 1.5 GB --state from its first line, without reading it whole", function()
+    -- sparse: no disk used; reading it whole (as before) took gigabytes of memory and
+    -- ended in the plain "exists" message, not in the resume command
+    write(tmp .. "/big.state", '{"event":"job","version":1,"kind":"random","ProductKey":"' .. PK ..
+      '","Count":1}\n')
+    assert(os.execute("truncate -s 1500M " .. q(tmp .. "/big.state")))
+    local code, out, err = run(ep() .. "register --product-key " .. PK .. " --count 1 --state big.state")
+    assert.are.equal(2, code, err)
+    assert.are.equal("", out)
+    assert.truthy(err:find("state file big.state exists: finish its job with '", 1, true), err)
+    assert.are.equal("1572864000", (sh("stat -c %s " .. q(tmp .. "/big.state")):gsub("%s+$", "")))
+    os.remove(tmp .. "/big.state")
+    assert.are.equal(0, request_count())
+  end)
 end)
