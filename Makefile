@@ -119,8 +119,10 @@ soak: deps
 # other knobs (EMULATOR_TLS, EMULATOR_ASYNC_DELAY, EMULATOR_QPS, ...) are environment
 # variables, listed in README's emulator section and tools/emulator.lua.
 EMULATOR_PORT ?= 18080
+# Ctrl-C is how it is stopped: its exit status 130 is a normal end, not make's "Error 130".
 emulator:
-	@LUA_PATH="lua/?.lua;;" EMULATOR_PORT=$(EMULATOR_PORT) lua5.4 tools/emulator.lua
+	@LUA_PATH="lua/?.lua;;" EMULATOR_PORT=$(EMULATOR_PORT) lua5.4 tools/emulator.lua; \
+	  status=$$?; if [ $$status -eq 130 ]; then exit 0; fi; exit $$status
 
 # Benchmarks (issue 7), not part of `make test`: our client against the official Node.js SDK
 # (tools/node, installed by deps) and a plain libcurl floor; prints a table and writes

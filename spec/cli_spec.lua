@@ -101,6 +101,20 @@ describe("aliyun-iot helpers", function()
     assert.are.same({"light1"}, cli.parse_names("\239\187\191# lights\nlight1\n"))
   end)
 
+  it("progress lines: a job that ends short of a phase's goal says what was reached", function()
+    local lines = {}
+    local stderr = {write = function(self, ...) lines[#lines + 1] = table.concat({...}) return self end,
+                    flush = function() end}
+    local ui = require("aliyun.iot.cli.progress").new({stderr = stderr, stderr_is_tty = false},
+      false, function() return 0 end)
+    ui.on_progress{phase = "register", done = 0, total = 2500}
+    ui.on_progress{phase = "register", done = 1000, total = 2500}
+    ui.done()
+    local text = table.concat(lines)
+    assert.truthy(text:find("register: 2500 devices\n", 1, true), text)
+    assert.are.equal("aliyun-iot: register: stopped at 1000 of 2500 devices\n", lines[#lines])
+  end)
+
   it("quotes CSV fields as RFC 4180 asks", function()
     assert.are.equal("abc", cli.csv_field("abc"))
     assert.are.equal('"a,b"', cli.csv_field("a,b"))
@@ -244,7 +258,9 @@ describe("aliyun-iot command", function()
     assert(os.execute("ln -sf nowhere.state " .. q(tmp .. "/dangling.state")))
     assert(os.execute("rm -f " .. q(tmp .. "/fifo.state") .. " && mkfifo " .. q(tmp .. "/fifo.state")))
     local cases = {
-      {"used.state", "state file used.state exists: finish its job with 'aliyun-iot resume --state used.state'"},
+      -- the whole resume command (--endpoint too), named as the program was run
+      {"used.state", "state file used.state exists: finish its job with '" .. BIN ..
+        " resume --state used.state --endpoint " .. emu.endpoint .. "'"},
       {"done.state", "state file done.state holds a finished job"},
       {"empty.state", "state file empty.state exists: --state takes the path of a new file"},
       {"notes.txt", "state file notes.txt exists: --state takes the path of a new file"},
@@ -369,7 +385,7 @@ describe("aliyun-iot command", function()
     assert.truthy(err:find("aliyun-iot: create", 1, true), err)
     assert.truthy(err:find("7 devices in 1 apply,", 1, true), err)
     -- the journal it kept meanwhile is named, and gone once the job is done
-    local journal = err:match("journal (%S+); if the job stops, finish it with: aliyun%-iot resume")
+    local journal = err:match("journal (%S+); if the job stops, finish it with: %S*aliyun%-iot resume")
     assert.truthy(journal, err)
     assert.are.equal(tmp .. "/", journal:sub(1, #tmp + 1))
     assert.is_nil(read(journal))
@@ -481,13 +497,13 @@ describe("aliyun-iot command", function()
     local ids = err:match("ApplyIds created: ([%d ]+)\n")
     assert.truthy(ids, err)
     assert.are.equal(tostring(emu:state().applies[1].ApplyId), ids)
-    local resume = err:match("to finish it, run:\n  (aliyun%-iot resume [^\n]+)\n")
+    local resume = err:match("to finish it, run:\n  (%S*aliyun%-iot resume [^\n]+)\n")
     assert.truthy(resume, err)
     assert.truthy(resume:find("--out devices.csv", 1, true), resume)
     local state = resume:match("%-%-state (%S+)")
     assert.are.equal(tmp .. "/", state:sub(1, #tmp + 1)) -- $TMPDIR
     assert.are.equal("600", mode(state))
-    code, out, err = run(resume:gsub("^aliyun%-iot ", ""))
+    code, out, err = run(resume:gsub("^%S*aliyun%-iot ", ""))
     assert.are.equal(0, code, err)
     assert.are.equal("", out)
     assert.are.equal("600", mode(tmp .. "/devices.csv"))
@@ -753,7 +769,7 @@ describe("aliyun-iot command", function()
     assert.is_nil(err:find("traceback", 1, true), err)
     assert.truthy(err:find("aliyun-iot: interrupted\n", 1, true), err)
     assert.truthy(err:find("ApplyIds created: " .. emu:state().applies[1].ApplyId .. "\n", 1, true), err)
-    local resume = err:match("to finish it, run:\n  (aliyun%-iot resume [^\n]+)\n")
+    local resume = err:match("to finish it, run:\n  (%S*aliyun%-iot resume [^\n]+)\n")
     assert.truthy(resume, err)
     assert.are.equal("", read(tmp .. "/int.out"))
     assert.is_nil(read(tmp .. "/int.csv"))
@@ -761,7 +777,7 @@ describe("aliyun-iot command", function()
     assert.are.equal("", sh("cd " .. q(tmp) .. " && ls -A | grep '^\\.int\\.csv' || true"))
 
     local code, out
-    code, out, err = run(resume:gsub("^aliyun%-iot ", ""))
+    code, out, err = run(resume:gsub("^%S*aliyun%-iot ", ""))
     assert.are.equal(0, code, err)
     assert.are.equal("", out)
     local devs = parse_csv(read(tmp .. "/int.csv"))
@@ -790,18 +806,20 @@ describe("aliyun-iot command", function()
       all_stderr[#all_stderr + 1] = err
       assert.are.equal("1\n", code, err)
       assert.is_nil(err:find("300 devices", 1, true), err)
+      -- the output's failure is not called a journal's
+      assert.is_nil(err:find("devices.csv: cannot write the journal", 1, true), err)
       assert.is_nil(read(dir .. "/devices.csv"))
       assert.are.equal("", sh("ls -A " .. q(dir))) -- no temporary left behind
-      local resume = err:match("write them again with:\n  (aliyun%-iot resume [^\n]+)\n")
+      local resume = err:match("write them again with:\n  (%S*aliyun%-iot resume [^\n]+)\n")
       if limit ~= "" and not resume then
         -- under a file-size limit the journal may be the first file to hit it: kept too
-        resume = err:match("to finish it, run:\n  (aliyun%-iot resume [^\n]+)\n")
+        resume = err:match("to finish it, run:\n  (%S*aliyun%-iot resume [^\n]+)\n")
       end
       assert.truthy(resume, err)
       local state = resume:match("%-%-state (%S+)")
       assert.truthy(read(state), state)
       unmount()
-      local again = resume:gsub("^aliyun%-iot ", ""):gsub("%-%-out %S+", "--out again.csv")
+      local again = resume:gsub("^%S*aliyun%-iot ", ""):gsub("%-%-out %S+", "--out again.csv")
       local c2, _, e2 = run(again)
       assert.are.equal(0, c2, e2)
       local devs = parse_csv(read(tmp .. "/again.csv"))
@@ -953,7 +971,7 @@ describe("aliyun-iot command", function()
     assert.is_nil(err:find("journal = ", 1, true), err)
     assert.truthy(err:find("to finish it, run:", 1, true), err)
     -- the journal named is kept
-    local state = err:match("to finish it, run:\n  aliyun%-iot resume %-%-state (%S+)")
+    local state = err:match("to finish it, run:\n  %S*aliyun%-iot resume %-%-state (%S+)")
     assert.truthy(read(state), state)
   end)
 
@@ -966,5 +984,159 @@ describe("aliyun-iot command", function()
     assert.are.equal(1, code, err)
     assert.truthy(err:find("ApplyTimeout", 1, true), err)
     assert.truthy(err:find("--apply-timeout 0.5", 1, true), err)
+  end)
+
+  it("--out never replaces a journal nor --state or --names-file itself: exit 2, nothing sent", function()
+    local job = '{"event":"job","version":1,"kind":"random","ProductKey":"' .. PK .. '","Count":1}\n'
+    -- the same file as a --state the job is about to create
+    local code, out, err = run(ep() .. "register --product-key " .. PK .. " --count 1 --state s.state --out ./s.state")
+    assert.are.equal(2, code, err)
+    assert.are.equal("", out)
+    assert.truthy(err:find("same file as --state", 1, true), err)
+    assert.is_nil(read(tmp .. "/s.state"))
+    -- an existing journal, by resume of that journal and by call
+    write(tmp .. "/a.state", job)
+    local _
+    code, _, err = run(ep() .. "resume --state a.state --out a.state")
+    assert.are.equal(2, code, err)
+    assert.truthy(err:find("same file as --state", 1, true), err)
+    assert(os.execute("ln -sf a.state " .. q(tmp .. "/a.link")))
+    code, _, err = run(ep() .. "call QueryDevice ProductKey=" .. PK .. " --out a.link")
+    assert.are.equal(2, code, err)
+    assert.truthy(err:find("aliyun-iot journal", 1, true), err)
+    assert.are.equal(job, read(tmp .. "/a.state"))
+    -- a file another process holds locked (a running job's journal)
+    write(tmp .. "/held.csv", "x\n")
+    local lock = assert(require("aliyun.iot.core").lock_file(tmp .. "/held.csv"))
+    code, _, err = run(ep() .. "call QueryDevice ProductKey=" .. PK .. " --out held.csv")
+    lock:unlock()
+    assert.are.equal(2, code, err)
+    assert.truthy(err:find("in use by another process", 1, true), err)
+    assert.are.equal("x\n", read(tmp .. "/held.csv"))
+    -- the names file
+    write(tmp .. "/n.txt", "light1\n")
+    code, _, err = run(ep() .. "register --product-key " .. PK .. " --names-file n.txt --out n.txt")
+    assert.are.equal(2, code, err)
+    assert.truthy(err:find("same file as --names-file", 1, true), err)
+    assert.are.equal("light1\n", read(tmp .. "/n.txt"))
+    assert.are.equal(0, request_count())
+  end)
+
+  it("--out /dev/fd/N, /proc/self/fd/N and links to them write through the descriptor", function()
+    local function inode() return sh("stat -c %i " .. q(tmp .. "/log.csv")) end
+    write(tmp .. "/log.csv", "earlier\n")
+    local before = inode()
+    assert(os.execute("ln -sf /proc/self/fd/7 " .. q(tmp .. "/fd7.link")))
+    for i, path in ipairs{"/dev/fd/7", "/proc/self/fd/7", "fd7.link"} do
+      local code, _, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 1 --out " ..
+        path .. " 7>>log.csv")
+      assert.are.equal(0, code, err)
+      assert.are.equal(before, inode())
+      local text = read(tmp .. "/log.csv")
+      assert.truthy(text:find("^earlier\n"), text)
+      local _, headers = text:gsub("ProductKey,DeviceName,DeviceSecret,IotId", "")
+      assert.are.equal(i, headers, text)
+    end
+  end)
+
+  it("--deadline bounds devices, status and call as a whole (slow answers)", function()
+    local code, _, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 2")
+    assert.are.equal(0, code, err)
+    local id = tostring(emu:state().applies[1].ApplyId)
+    local cases = {
+      {"QueryDevice", "call QueryDevice ProductKey=" .. PK},
+      {"QueryBatchRegisterDeviceStatus", "status --product-key " .. PK .. " --apply-id " .. id},
+      {"QueryPageByApplyId", "devices --product-key " .. PK .. " --apply-id " .. id},
+    }
+    for _, case in ipairs(cases) do
+      emu:clear_faults()
+      emu:fault{kind = "slow", delay = 3, probability = 1, action = case[1]}
+      local t0 = os.time()
+      local out
+      code, out, err = run(ep() .. "--deadline 1 " .. case[2])
+      assert.are.equal(1, code, case[2] .. ": " .. err)
+      assert.are.equal("", out)
+      assert.truthy(os.time() - t0 < 30, case[2])
+    end
+    emu:clear_faults()
+  end)
+
+  it("prints no control character from servers or from the user's own words", function()
+    write(tmp .. "/n.txt", "light1\nbad\27[31mname\n")
+    local code, _, err = run(ep() .. "--quiet register --product-key " .. PK .. " --names-file n.txt --skip-invalid")
+    assert.are.equal(3, code, err)
+    assert.truthy(err:find("bad\\x1B[31mname", 1, true), err)
+    code, _, err = run(ep() .. "register --product-key " .. PK .. " --names-file n.txt")
+    assert.are.equal(2, code, err)
+    assert.truthy(err:find("1 device name is invalid", 1, true), err)
+    for _, args in ipairs{"call $'QueryDevice\\r\\nX'", "resume --state $'no\\e[31msuch'"} do
+      code, _, err = run(args, nil)
+      assert.are.equal(2, code, err)
+      assert.truthy(err:find("\\", 1, true), err)
+    end
+    for _, e in ipairs(all_stderr) do
+      assert.is_nil(e:find("\27", 1, true), e)
+      assert.is_nil(e:find("\r", 1, true), e)
+    end
+  end)
+
+  it("a journal resume refuses is a local error: exit 2 with PATH, no resume advice", function()
+    local job = '{"event":"job","version":1,"kind":"random","ProductKey":"' .. PK .. '","Count":3}\n'
+    local cases = {
+      job .. '{"event":"submit","seq":3000000000,"Count":3}\n',
+      job .. '{"event":"apply","seq":1,"ProductKey":"' .. PK .. '","phase":"create","Count":20000,"ApplyId":"7"}\n',
+      job .. '{"event":"apply","seq":1,"ProductKey":"' .. PK .. '","phase":"create","Count":3,' ..
+        '"ApplyId":"99999999999999999999"}\n',
+    }
+    for _, text in ipairs(cases) do
+      write(tmp .. "/bad.state", text)
+      local code, out, err = run(ep() .. "resume --state bad.state")
+      assert.are.equal(2, code, err)
+      assert.are.equal("", out)
+      assert.truthy(err:find("bad.state:2: ", 1, true), err)
+      assert.is_nil(err:find("to finish it", 1, true), err)
+      assert.is_nil(err:find("resume %-%-state"), err)
+      assert.are.equal(text, read(tmp .. "/bad.state"))
+    end
+    assert.are.equal(0, request_count())
+  end)
+
+  it("a job the library refuses before sending: no journal note, no journal", function()
+    assert(os.execute("mkdir -p " .. q(tmp .. "/fresh")))
+    local code, out, err = run(ep() .. "register --product-key 'bad pk' --count 3", nil,
+      "TMPDIR=" .. q(tmp .. "/fresh"))
+    assert.are.equal(2, code, err)
+    assert.are.equal("", out)
+    assert.truthy(err:find("InvalidParameter", 1, true), err)
+    assert.is_nil(err:find("journal", 1, true), err)
+    assert.are.equal("", sh("ls -A " .. q(tmp .. "/fresh")))
+    assert.are.equal(0, request_count())
+  end)
+
+  it("--out replacing a non-empty file says so; a full disk names the output, not a journal", function()
+    local code, _, err = run(ep() .. "register --product-key " .. PK .. " --count 2 --out o.csv")
+    assert.are.equal(0, code, err)
+    assert.is_nil(err:find("replaced", 1, true), err)
+    local size = #read(tmp .. "/o.csv")
+    code, _, err = run(ep() .. "register --product-key " .. PK .. " --count 1 --out o.csv")
+    assert.are.equal(0, code, err)
+    assert.truthy(err:find(("replaced o.csv (it held %d bytes)"):format(size), 1, true), err)
+    assert.are.equal(2, #parse_csv(read(tmp .. "/o.csv")) + 1)
+  end)
+
+
+  it("register refuses an existing 1.5 GB --state from its first line, without reading it whole", function()
+    -- sparse: no disk used; reading it whole (as before) took gigabytes of memory and
+    -- ended in the plain "exists" message, not in the resume command
+    write(tmp .. "/big.state", '{"event":"job","version":1,"kind":"random","ProductKey":"' .. PK ..
+      '","Count":1}\n')
+    assert(os.execute("truncate -s 1500M " .. q(tmp .. "/big.state")))
+    local code, out, err = run(ep() .. "register --product-key " .. PK .. " --count 1 --state big.state")
+    assert.are.equal(2, code, err)
+    assert.are.equal("", out)
+    assert.truthy(err:find("state file big.state exists: finish its job with '", 1, true), err)
+    assert.are.equal("1572864000", (sh("stat -c %s " .. q(tmp .. "/big.state")):gsub("%s+$", "")))
+    os.remove(tmp .. "/big.state")
+    assert.are.equal(0, request_count())
   end)
 end)

@@ -50,9 +50,18 @@ end
 -- @tparam {string,...} argv the arguments (as `arg` holds them, without the program name)
 -- @tparam[opt] table streams `{stdin=, stdout=, stderr=, stderr_is_tty=}` (default the
 --   process's own; `stderr_is_tty` overrides the terminal check)
+-- @tparam[opt] string prog the program name printed in follow-up commands (default
+--   `aliyun-iot`; bin/aliyun-iot passes the path it was run by from a checkout)
 -- @treturn integer exit status (0, 1, 2 or 3; 130 when SIGINT stopped it: the journal and
 --   the resume command are then on stderr)
-function M.main(argv, streams)
+-- The name follow-up commands use: `prog` as the user typed it (bin/aliyun-iot from a
+-- checkout), `aliyun-iot` when none is given.
+local function set_prog(prog)
+  if type(prog) == "string" and prog ~= "" then report.PROG = prog end
+end
+
+function M.main(argv, streams, prog)
+  set_prog(prog)
   -- The process holds the AccessKeySecret and DeviceSecrets: no core file may keep them.
   require("aliyun.iot.core").disable_core_dumps()
   streams = streams or {}
@@ -90,8 +99,9 @@ function M.main(argv, streams)
   end)
   if ok then return code end
   if args.is_usage(code) then
-    streams.stderr:write("aliyun-iot: ", code.message, "\n",
-      code.hint and "Try 'aliyun-iot --help'.\n" or "")
+    -- the message may echo the user's own words: control characters escaped
+    streams.stderr:write("aliyun-iot: ", require("aliyun.iot.errors").printable(code.message), "\n",
+      code.hint and ("Try '" .. args.shell_quote(report.PROG) .. " --help'.\n") or "")
     return M.EXIT_USAGE
   end
   if is_interrupt(code) then

@@ -84,8 +84,10 @@ local function invalid_summary(job)
 end
 
 local function invalid_names_error(job, what)
-  return job:fail({code = "InvalidDeviceName", message = ("%d device names are invalid " ..
-    "(%s): %s"):format(#job.invalid, what, invalid_summary(job))}, {Invalid = job.invalid})
+  local n = #job.invalid
+  return job:fail({code = "InvalidDeviceName", message = ("%d device %s invalid " ..
+    "(%s): %s"):format(n, n == 1 and "name is" or "names are", what, invalid_summary(job))},
+    {Invalid = job.invalid})
 end
 
 --- Local checks of a named job (a new one or a resumed one): fills job.valid and

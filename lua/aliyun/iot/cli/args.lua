@@ -44,7 +44,9 @@ Options (before or after the command):
                         ProductKey,DeviceName,DeviceSecret,IotId (default) or JSON
   --out FILE            write the output to FILE instead of stdout: a file is
                         replaced atomically with mode 0600 (through a symlink, the
-                        file it leads to); a device or FIFO is written directly
+                        file it leads to; give each job its own); a device, FIFO
+                        or /dev/fd/N is written directly; a journal, the --state
+                        or the names file is never replaced
   --quiet               no progress or notes on stderr
   --help, --version
 

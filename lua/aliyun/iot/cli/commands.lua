@@ -11,6 +11,7 @@ local json = require "aliyun.iot.cli.json"
 
 local local_error = args.local_error
 local print_error, failure_code = report.print_error, report.failure_code
+local printable = require("aliyun.iot.errors").printable
 
 local M = {}
 
@@ -48,7 +49,7 @@ local function job_args(opts, streams, ui)
   end
   local state, own, dir = opts.state, false, nil
   if state then
-    state_file.check_new(state)
+    state_file.check_new(state, opts)
   else
     -- Without --state the job still keeps a journal, so a failure can be finished with
     -- 'resume'; it is removed when the job completes.
@@ -59,10 +60,13 @@ local function job_args(opts, streams, ui)
   return job, state, own, dir
 end
 
+local function helper_name(opts, job)
+  if opts.command == "resume" then return "resume" end
+  return job.Count and "register_devices" or "register_named_devices"
+end
+
 local function run_helper(client, opts, job)
-  if opts.command == "resume" then return client:resume(job) end
-  if job.Count then return client:register_devices(job) end
-  return client:register_named_devices(job)
+  return client[helper_name(opts, job)](client, job)
 end
 
 -- A job that failed: the known devices written when no command can fetch them, the
@@ -70,6 +74,20 @@ end
 -- no use (nothing created, or nothing sent).
 local function job_failed(err, opts, streams, out, state, own_state, dir)
   local journal = require "aliyun.iot.journal"
+  if err.code == "JournalError" then
+    -- a journal the library refuses is a local problem: running resume again cannot help
+    out:abort()
+    local msg = tostring(err.message or "")
+    -- "event N (apply) of the journal ...": event N is line N of the file
+    local n, rest = msg:match("^event (%d+) (%(%w+%) of the journal .*)$")
+    if state and n then
+      msg = ("%s:%s: event %s"):format(state, n, rest)
+    elseif state and msg:sub(1, #state + 1) ~= state .. ":" then
+      msg = state .. ": " .. msg
+    end
+    streams.stderr:write("aliyun-iot: JournalError: ", printable(msg), "\n")
+    return report.EXIT_USAGE
+  end
   if err.ambiguous and err.devices and #err.devices > 0 then
     -- No command can settle an uncertain BatchRegisterDevice (its error says so), so the
     -- devices of the applies known are written rather than held back; exit status stays 1.
@@ -106,7 +124,11 @@ end
 -- The output completed: exit 0, or 1 when a write, the flush or the close failed.
 local function finished(out, streams)
   local ok, werr = out:finish()
-  if ok then return report.EXIT_OK end
+  if ok then
+    -- a re-run that replaced a bigger job's output must not do it silently
+    if out.replaced then streams.stderr:write("aliyun-iot: ", printable(out.replaced), "\n") end
+    return report.EXIT_OK
+  end
   streams.stderr:write("aliyun-iot: ", werr, "\n")
   return report.EXIT_FAILURE
 end
@@ -124,7 +146,7 @@ local function summary(res, n, client, ui, seconds, streams)
     streams.stderr:write(("aliyun-iot: %s left out:\n")
       :format(count_of(#res.Invalid, "invalid name", "invalid names")))
     for _, inv in ipairs(res.Invalid) do
-      streams.stderr:write(("  %s: %s\n"):format(tostring(inv.DeviceName), tostring(inv.ErrorMsg)))
+      streams.stderr:write(("  %s: %s\n"):format(printable(inv.DeviceName), printable(inv.ErrorMsg)))
     end
     return report.EXIT_PARTIAL
   end
@@ -137,6 +159,11 @@ end
 -- @treturn integer exit status
 function M.run_job(opts, streams, ui, now, ctx)
   local job, state, own_state, dir = job_args(opts, streams, ui)
+  output.check_out(opts)
+  -- the library's own rules first: a job refused before sending anything keeps no journal
+  -- and prints no journal note
+  local _, aerr = require("aliyun.iot.batch.args").check(job, helper_name(opts, job), 2)
+  if aerr then print_error(streams, aerr) return failure_code(aerr) end
   local out = output.open(opts.out, streams.stdout)
   ctx.out, ctx.state, ctx.own_state = out, state, own_state
   local client, cerr = new_client(opts, ui)
@@ -164,12 +191,14 @@ end
 --- devices: an apply's devices, written as they are fetched.
 -- @treturn integer exit status
 function M.run_devices(opts, streams, ui, ctx)
+  output.check_out(opts)
   local out = output.open(opts.out, streams.stdout)
   ctx.out = out
   local client, cerr = new_client(opts, ui)
   if not client then return failed(out, streams, cerr) end
   local w = output.device_writer(out, opts.format, opts.product_key)
-  for dev, err in client:apply_devices{ProductKey = opts.product_key, ApplyId = opts.apply_id} do
+  for dev, err in client:apply_devices{ProductKey = opts.product_key, ApplyId = opts.apply_id,
+                                       deadline = opts.deadline} do
     if not dev then return failed(out, streams, err) end
     w.add(dev)
   end
@@ -190,11 +219,16 @@ function M.run_call(opts, streams, ui, ctx)
     for i = 2, #opts.args do words[#words + 1] = opts.args[i] end
     params = args.build_params(words)
   end
+  output.check_out(opts)
   local out = output.open(opts.out, streams.stdout)
   ctx.out = out
   local client, err = new_client(opts, ui)
   local res
-  if client then res, err = client:call(action, params) end
+  if client then
+    -- --deadline bounds the whole command, each attempt's wait included
+    res, err = client:invoke(action, params,
+      opts.deadline and {deadline = client:clock() + opts.deadline} or nil)
+  end
   if not res then return failed(out, streams, err) end
   local row = require("aliyun.iot.actions").get(action)
   out.fh:write(json.json(res, row and row.lists), "\n")

@@ -54,6 +54,36 @@ local function path_kind(path)
   return kind or "none", own == "link", id
 end
 
+-- Paths whose meaning depends on the process that opens them (descriptor names, /proc):
+-- written directly, never resolved in another process nor replaced (a replace would give
+-- the name a new inode and drop what the descriptor's file held).
+local function per_process(p)
+  return p:find("^/dev/fd/") or p:find("^/dev/fd$") or p:find("^/proc/")
+    or p:find("^/dev/std[a-z]+$") or p:find("^/dev/stdin") or false
+end
+
+local function read_link(p)
+  local h = io.popen("readlink -- " .. shell_quote(p) .. " 2>/dev/null")
+  local t = h and h:read("*l")
+  if h then h:close() end
+  if t == nil or t == "" then return nil end
+  return t
+end
+
+-- True when `path` or any hop of its symlink chain names a per-process path. Each hop is
+-- read one level at a time (readlink without -f), which needs no descriptor of ours.
+local function leads_to_process_path(path)
+  local p = path
+  for _ = 1, 40 do
+    if per_process(p) then return true end
+    local t = read_link(p)
+    if not t then return false end
+    if t:sub(1, 1) ~= "/" then t = (p:match("^(.*/)") or "") .. t end
+    p = t
+  end
+  return true -- a loop: not a file to replace
+end
+
 -- The regular file a symlink leads to, or nil when it cannot be named from another
 -- process (readlink runs with stdout on a pipe, so /dev/stdout would name that pipe: the
 -- target must be the very file `path` leads to here, same device and inode).
@@ -65,6 +95,69 @@ local function link_target(path, id)
     return target
   end
   return nil
+end
+
+local JOURNAL_PROBE = 65536 -- bytes of a file's first line looked at for a job record
+
+-- True when the regular file at `path` is an aliyun-iot journal: its first line is a
+-- `job` record (read at most JOURNAL_PROBE bytes; the keys come in any order).
+local function is_journal(path)
+  local fh = io.open(path, "rb")
+  if not fh then return false end
+  local head = fh:read(JOURNAL_PROBE) or ""
+  fh:close()
+  local line = head:match("^([^\n]*)")
+  return line:sub(1, 1) == "{" and line:find('"event":"job"', 1, true) ~= nil
+end
+
+-- Refuses (exit 2) an output file that is a journal or is locked by another process (a
+-- journal in use); `name` is the path as given, `file` a name of the regular file.
+local function refuse_journal(name, file, lockable)
+  if is_journal(file) then
+    local_error("cannot write --out %s: it is an aliyun-iot journal (a journal is never " ..
+      "replaced by an output); choose another file", name)
+  end
+  if lockable then
+    local lk, why = core().lock_file(file)
+    if lk then lk:unlock()
+    elseif tostring(why):find("is locked$") then
+      local_error("cannot write --out %s: it is in use by another process (locked, as a " ..
+        "running job's journal is); choose another file", name)
+    end
+  end
+end
+
+-- The identity of a regular file, or of the place a new one would take (folder id and
+-- name), to compare --out with --state and --names-file by device and inode.
+local function place_of(path)
+  local kind, id = core().file_kind(path, true)
+  if kind and kind ~= "none" then return id end
+  local dir, base = path:match("^(.*)/([^/]+)$")
+  if not dir then dir, base = ".", path end
+  if dir == "" then dir = "/" end
+  local dkind, did = core().file_kind(dir, true)
+  if dkind ~= "folder" then return nil end
+  return did .. "/" .. base
+end
+
+--- Refuses, before any request (exit 2), an `--out` that would destroy the job's own
+-- files: the same file as `--state` or `--names-file` (device and inode), a journal, or a
+-- file locked by another process.
+-- @tparam table opts the checked options (`out`, `state`, `names_file`)
+function M.check_out(opts)
+  local out = opts.out
+  if not out then return end
+  local here = place_of(out)
+  for _, o in ipairs{{"state", "--state"}, {"names_file", "--names-file"}} do
+    local other = opts[o[1]]
+    if other and other ~= "-" and here and place_of(other) == here then
+      local_error("--out %s is the same file as %s %s: give the output a file of its own",
+        out, o[2], other)
+    end
+  end
+  if core().file_kind(out, true) == "file" then
+    refuse_journal(out, out, not per_process(out) and core().file_kind(out) == "file")
+  end
 end
 
 -- A file-like object that remembers the first write error: with buffering it may surface
@@ -144,7 +237,8 @@ local function replacing_output(path, target)
   local function drain()
     if fh.err or #parts == 0 then return end
     local ok, err = file:append(table.concat(parts))
-    if not ok then fh.err = err end
+    -- the core names its file "the journal"; here it is the output
+    if not ok then fh.err = tostring(err):gsub("^cannot write the journal: ", "") end
     parts, size = {}, 0
   end
   function fh:write(...)
@@ -166,11 +260,24 @@ local function replacing_output(path, target)
       local okc, cerr = file:close()
       local err = fh.err or (not okc and cerr) or nil
       local okr, rerr = true, nil
+      local held = 0
+      if not err and core().file_kind(target, true) == "file" then
+        -- a journal made since the output was opened (--state FILE is this very path) is
+        -- never replaced
+        local okj, jerr = pcall(refuse_journal, path, target, core().file_kind(target) == "file")
+        if not okj then
+          local m = type(jerr) == "table" and tostring(jerr.message) or tostring(jerr)
+          err = m:gsub("^cannot write %-%-out [^:]*: ", "")
+        end
+        local old = io.open(target, "rb")
+        if old then held = old:seek("end") or 0; old:close() end
+      end
       if not err then okr, rerr = os.rename(tmp, target) end
       if err or not okr then
         remove_tmp()
         return nil, ("cannot write %s: %s"):format(path, tostring(err or rerr))
       end
+      if held > 0 then self.replaced = ("replaced %s (it held %d bytes)"):format(path, held) end
       return true
     end,
     abort = function(self)
@@ -190,12 +297,13 @@ function M.open(path, stdout)
   if not path then return stdout_output(stdout) end
   local kind, link, id = path_kind(path)
   if kind == "folder" then local_error("cannot write --out %s: it is a folder", path) end
-  if kind == "special" then return direct_output(path) end
+  if kind == "special" or per_process(path) then return direct_output(path) end
   local target = path
   if link then
     if kind == "none" then
       local_error("cannot write --out %s: it is a symlink to nothing", path)
     end
+    if leads_to_process_path(path) then return direct_output(path) end
     target = link_target(path, id)
     if not target then return direct_output(path) end
   end

@@ -44,14 +44,25 @@ function M.new(streams, quiet, now)
     clear()
     err:write("aliyun-iot: ", line, "\n")
   end
-  function p.done()
-    if drawn then err:write("\n") drawn = false end -- the last bar stays on screen
-    err:flush()
-  end
   -- Events count the whole job (`done` of `total`); the rate is over the current phase.
   local phase, seen, since, done0, last_draw = nil, {}, 0, 0, -1
+  local reached = {} -- phase -> {done, total} of its last event
+  function p.done()
+    if drawn then err:write("\n") drawn = false end -- the last bar stays on screen
+    -- A phase line names the phase's goal; a job that ended short of it (a failure, an
+    -- ambiguous answer) says what was reached, so the last line is the truth.
+    local r = phase and reached[phase]
+    if not tty and r and r[1] and r[2] and r[1] < r[2] then
+      local names = phase == "validate" or phase == "check"
+      err:write("aliyun-iot: ", tostring(phase), ": stopped at ", tostring(r[1]), " of ",
+        names and M.count_of(r[2], "name", "names") or M.count_of(r[2], "device", "devices"), "\n")
+      reached[phase] = nil
+    end
+    err:flush()
+  end
   function p.on_progress(ev)
     local t, done, total = now(), tonumber(ev.done), tonumber(ev.total)
+    if ev.phase ~= nil then reached[ev.phase] = {done, total} end
     if ev.phase ~= phase then
       phase, since, done0 = ev.phase, t, done or 0
       if not tty and not seen[phase] then

@@ -8,6 +8,12 @@ local shell_quote = args.shell_quote
 
 local M = {}
 
+--- The program name printed in follow-up commands: `aliyun-iot`, or the path the user
+-- ran (`bin/aliyun-iot` from a checkout); `cli.main` sets it.
+M.PROG = "aliyun-iot"
+
+local printable = require("aliyun.iot.errors").printable
+
 M.EXIT_OK, M.EXIT_FAILURE, M.EXIT_USAGE, M.EXIT_PARTIAL = 0, 1, 2, 3
 M.EXIT_INTERRUPTED = 130 -- SIGINT (Ctrl-C), as shells report a command it ended
 
@@ -57,7 +63,7 @@ function M.common_flags(opts)
 end
 
 function M.resume_command(opts, state)
-  local f = {"aliyun-iot", "resume", "--state", shell_quote(state)}
+  local f = {shell_quote(M.PROG), "resume", "--state", shell_quote(state)}
   for _, x in ipairs(M.common_flags(opts)) do f[#f + 1] = x end
   if opts.apply_timeout then f[#f + 1] = "--apply-timeout " .. tostring(opts.apply_timeout) end
   if opts.format ~= "csv" then f[#f + 1] = "--format " .. opts.format end
@@ -72,7 +78,7 @@ function M.report_failure(err, opts, streams, state)
     streams.stderr:write(("aliyun-iot: InvalidDeviceName: %d device %s invalid:\n")
       :format(#err.invalid, #err.invalid == 1 and "name is" or "names are"))
     for _, inv in ipairs(err.invalid) do
-      streams.stderr:write(("  %s: %s\n"):format(tostring(inv.DeviceName), tostring(inv.ErrorMsg)))
+      streams.stderr:write(("  %s: %s\n"):format(printable(inv.DeviceName), printable(inv.ErrorMsg)))
     end
     streams.stderr:write("aliyun-iot: nothing was registered; ",
       "fix the names or pass --skip-invalid\n")
@@ -90,7 +96,7 @@ function M.report_failure(err, opts, streams, state)
   elseif #ids > 0 then
     streams.stderr:write("aliyun-iot: read each apply's devices once it is done with:\n")
     for _, id in ipairs(ids) do
-      local f = {"aliyun-iot devices --product-key", shell_quote(opts.product_key),
+      local f = {shell_quote(M.PROG), "devices --product-key", shell_quote(opts.product_key),
                  "--apply-id", id}
       for _, x in ipairs(M.common_flags(opts)) do f[#f + 1] = x end
       streams.stderr:write("  ", table.concat(f, " "), "\n")
