@@ -15,6 +15,8 @@
 -- The rule: a wrong Lua type, an unknown name or a list with a hole is misuse and raises;
 -- a value of the right type that is bad, or a required one missing, is `nil,
 -- InvalidParameter` naming it.
+-- @module aliyun.iot.options
+
 local errors = require "aliyun.iot.errors"
 local validate = require "aliyun.iot.validate"
 
