@@ -613,6 +613,126 @@ static size_t collect_headers(lua_State *L, int idx, const char *sha, struct hea
     return n;
 }
 
+/* The hex SHA-256 of the payload: x-acs-content-sha256 as given in the headers, else the
+   caller's body_sha256, else computed from the body. Writes it into payload (room for
+   2 * EVP_MAX_MD_SIZE + 1); returns payload when it was computed here (the header must then
+   be added to the signed ones), NULL otherwise. */
+static const char *acs3_payload(lua_State *L, int headers_idx, const char *body, size_t blen,
+                                const char *body_sha, size_t shalen, char *payload)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    size_t mdlen, i;
+    const char *added = NULL;
+    lua_getfield(L, headers_idx, "x-acs-content-sha256");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t len;
+        const char *given = lua_tolstring(L, -1, &len);
+        if (len >= 2 * EVP_MAX_MD_SIZE + 1)
+            luaL_error(L, "sign_acs3: x-acs-content-sha256 too long");
+        memcpy(payload, given, len + 1);
+    } else if (body_sha != NULL) {
+        if (shalen >= 2 * EVP_MAX_MD_SIZE + 1)
+            luaL_error(L, "sign_acs3: body_sha256 too long");
+        memcpy(payload, body_sha, shalen + 1);
+    } else {
+        mdlen = sha256(body != NULL ? body : "", blen, md);
+        for (i = 0; i < mdlen; i++)
+            snprintf(payload + 2 * i, 3, "%02x", md[i]);
+        added = payload;
+    }
+    lua_pop(L, 1);
+    return added;
+}
+
+/* Pushes the SignedHeaders list: the sorted header names, each once, joined by ';'. */
+static void push_signed_headers(lua_State *L, const struct header *hs, size_t n)
+{
+    luaL_Buffer b;
+    size_t i;
+    luaL_buffinit(L, &b);
+    for (i = 0; i < n; i++) {
+        if (i > 0 && strcmp(hs[i].name, hs[i - 1].name) == 0)
+            continue;
+        if (i > 0)
+            luaL_addchar(&b, ';');
+        luaL_addstring(&b, hs[i].name);
+    }
+    luaL_pushresult(&b);
+}
+
+/* Adds the canonical headers (name:value lines; repeated names joined by ',') to b. */
+static void add_canonical_headers(luaL_Buffer *b, const struct header *hs, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (i == 0 || strcmp(hs[i].name, hs[i - 1].name) != 0) {
+            if (i > 0)
+                luaL_addchar(b, '\n');
+            luaL_addstring(b, hs[i].name);
+            luaL_addchar(b, ':');
+        } else {
+            luaL_addchar(b, ',');
+        }
+        luaL_addlstring(b, hs[i].v, hs[i].vlen);
+    }
+    if (n > 0)
+        luaL_addchar(b, '\n');
+}
+
+/* Pushes the canonical request: method, path, query, headers, signed headers, payload
+   hash, each on its line. The query and the signed headers are strings on the stack. */
+static void push_canonical_request(lua_State *L, const char *method, size_t mlen,
+                                   const char *path, size_t plen, int query_idx,
+                                   const struct header *hs, size_t n, int signed_idx,
+                                   const char *payload)
+{
+    luaL_Buffer b;
+    size_t len;
+    const char *q = lua_tolstring(L, query_idx, &len);
+    const char *sh;
+    luaL_buffinit(L, &b);
+    if (method != NULL)
+        luaL_addlstring(&b, method, mlen);
+    luaL_addchar(&b, '\n');
+    if (path != NULL && plen > 0)
+        luaL_addlstring(&b, path, plen);
+    else
+        luaL_addchar(&b, '/');
+    luaL_addchar(&b, '\n');
+    luaL_addlstring(&b, q, len);
+    luaL_addchar(&b, '\n');
+    add_canonical_headers(&b, hs, n);
+    luaL_addchar(&b, '\n');
+    sh = lua_tolstring(L, signed_idx, &len);
+    luaL_addlstring(&b, sh, len);
+    luaL_addchar(&b, '\n');
+    luaL_addstring(&b, payload);
+    luaL_pushresult(&b);
+}
+
+/* Pushes the Authorization header's value for the string to sign at the stack top. */
+static void push_authorization(lua_State *L, const char *id, size_t idlen, const char *secret,
+                               size_t seclen, int signed_idx)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    size_t tlen, mdlen;
+    const char *sts = lua_tolstring(L, -1, &tlen);
+    luaL_Buffer b;
+    mdlen = hmac(EVP_sha256(), secret, seclen, sts, tlen, md);
+    if (mdlen == 0)
+        luaL_error(L, "HMAC-SHA256 failed");
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "ACS3-HMAC-SHA256 Credential=");
+    luaL_addlstring(&b, id, idlen);
+    luaL_addstring(&b, ",SignedHeaders=");
+    lua_pushvalue(L, signed_idx);
+    luaL_addvalue(&b);
+    luaL_addstring(&b, ",Signature=");
+    push_hex(L, md, mdlen);
+    luaL_addvalue(&b);
+    luaL_pushresult(&b);
+}
+
 /*
  * core.sign_acs3{method=, path=, query=, headers=, body= | body_sha256=,
  *                access_key_id=, access_key_secret=}
@@ -627,15 +747,12 @@ static size_t collect_headers(lua_State *L, int idx, const char *sha, struct hea
  */
 static int l_sign_acs3(lua_State *L)
 {
-    size_t mlen = 0, plen = 0, blen = 0, shalen = 0, idlen, seclen, n, i;
-    const char *method, *path, *body, *body_sha, *id, *secret;
+    size_t mlen = 0, plen = 0, blen = 0, shalen = 0, idlen, seclen, n, crlen, mdlen;
+    const char *method, *path, *body, *body_sha, *id, *secret, *added, *cr;
     char payload[2 * EVP_MAX_MD_SIZE + 1];
-    const char *added = NULL;
-    struct header *hs;
     unsigned char md[EVP_MAX_MD_SIZE];
-    size_t mdlen;
-    luaL_Buffer b;
-    int headers_idx, query_str, signed_idx, hash_idx, table = 1;
+    struct header *hs;
+    int table = 1, headers_idx = 2, query_idx = 4, signed_idx = 6, hash_idx = 8;
 
     luaL_checktype(L, table, LUA_TTABLE);
     lua_settop(L, 1);
@@ -653,112 +770,25 @@ static int l_sign_acs3(lua_State *L)
         lua_pop(L, 1);
         lua_newtable(L);
     }
-    luaL_checktype(L, 2, LUA_TTABLE);
-    headers_idx = 2;
-
-    lua_getfield(L, headers_idx, "x-acs-content-sha256");
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        size_t len;
-        const char *given = lua_tolstring(L, -1, &len);
-        if (len >= sizeof payload)
-            return luaL_error(L, "sign_acs3: x-acs-content-sha256 too long");
-        memcpy(payload, given, len + 1);
-    } else if (body_sha != NULL) {
-        if (shalen >= sizeof payload)
-            return luaL_error(L, "sign_acs3: body_sha256 too long");
-        memcpy(payload, body_sha, shalen + 1);
-    } else {
-        mdlen = sha256(body != NULL ? body : "", blen, md);
-        for (i = 0; i < mdlen; i++)
-            snprintf(payload + 2 * i, 3, "%02x", md[i]);
-        added = payload;
-    }
-    lua_pop(L, 1);
+    luaL_checktype(L, headers_idx, LUA_TTABLE);
+    added = acs3_payload(L, headers_idx, body, blen, body_sha, shalen, payload);
 
     lua_getfield(L, table, "query");                          /* 3 */
     push_acs3_query(L, 3);                                    /* 4 */
-    query_str = 4;
     n = collect_headers(L, headers_idx, added, &hs);          /* 5: scratch */
-
-    luaL_buffinit(L, &b);                                     /* signed headers */
-    for (i = 0; i < n; i++) {
-        if (i > 0 && strcmp(hs[i].name, hs[i - 1].name) == 0)
-            continue;
-        if (i > 0)
-            luaL_addchar(&b, ';');
-        luaL_addstring(&b, hs[i].name);
-    }
-    luaL_pushresult(&b);                                      /* 6 */
-    signed_idx = 6;
-
-    luaL_buffinit(L, &b);                                     /* canonical request */
-    if (method != NULL)
-        luaL_addlstring(&b, method, mlen);
-    luaL_addchar(&b, '\n');
-    if (path != NULL && plen > 0)
-        luaL_addlstring(&b, path, plen);
-    else
-        luaL_addchar(&b, '/');
-    luaL_addchar(&b, '\n');
-    {
-        size_t qlen;
-        const char *q = lua_tolstring(L, query_str, &qlen);
-        luaL_addlstring(&b, q, qlen);
-    }
-    luaL_addchar(&b, '\n');
-    for (i = 0; i < n; i++) {
-        if (i == 0 || strcmp(hs[i].name, hs[i - 1].name) != 0) {
-            if (i > 0)
-                luaL_addchar(&b, '\n');
-            luaL_addstring(&b, hs[i].name);
-            luaL_addchar(&b, ':');
-        } else {
-            luaL_addchar(&b, ',');
-        }
-        luaL_addlstring(&b, hs[i].v, hs[i].vlen);
-    }
-    if (n > 0)
-        luaL_addchar(&b, '\n');
-    luaL_addchar(&b, '\n');
-    {
-        size_t slen;
-        const char *s = lua_tolstring(L, signed_idx, &slen);
-        luaL_addlstring(&b, s, slen);
-    }
-    luaL_addchar(&b, '\n');
-    luaL_addstring(&b, payload);
-    luaL_pushresult(&b);                                      /* 7 */
-    {
-        size_t crlen;
-        const char *cr = lua_tolstring(L, 7, &crlen);
-        mdlen = sha256(cr, crlen, md);
-    }
+    push_signed_headers(L, hs, n);                            /* 6 */
+    push_canonical_request(L, method, mlen, path, plen, query_idx, hs, n, signed_idx,
+                           payload);                          /* 7 */
+    cr = lua_tolstring(L, 7, &crlen);
+    mdlen = sha256(cr, crlen, md);
     if (mdlen == 0)
         return luaL_error(L, "SHA-256 failed");
     push_hex(L, md, mdlen);                                   /* 8: hashed request */
-    hash_idx = 8;
 
     lua_pushliteral(L, "ACS3-HMAC-SHA256\n");                 /* 9: string to sign */
     lua_pushvalue(L, hash_idx);
     lua_concat(L, 2);
-    {
-        size_t tlen;
-        const char *sts = lua_tolstring(L, -1, &tlen);
-        mdlen = hmac(EVP_sha256(), secret, seclen, sts, tlen, md);
-    }
-    if (mdlen == 0)
-        return luaL_error(L, "HMAC-SHA256 failed");
-
-    luaL_buffinit(L, &b);
-    luaL_addstring(&b, "ACS3-HMAC-SHA256 Credential=");
-    luaL_addlstring(&b, id, idlen);
-    luaL_addstring(&b, ",SignedHeaders=");
-    lua_pushvalue(L, signed_idx);
-    luaL_addvalue(&b);
-    luaL_addstring(&b, ",Signature=");
-    push_hex(L, md, mdlen);
-    luaL_addvalue(&b);
-    luaL_pushresult(&b);
+    push_authorization(L, id, idlen, secret, seclen, signed_idx);
     lua_pushvalue(L, signed_idx);
     lua_pushvalue(L, hash_idx);
     lua_pushstring(L, payload);
