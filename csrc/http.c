@@ -534,6 +534,24 @@ static void finish(struct transfer *t, CURLcode rc)
     t->easy = NULL;
 }
 
+/* The multi handle itself failed (out of memory): every transfer left fails; a running
+   one may have reached the server. */
+static void fail_all(struct session *s, struct transfers *ts)
+{
+    int i;
+    for (i = 0; i < ts->n; i++) {
+        struct transfer *t = &ts->t[i];
+        if (t->state == RUNNING) {
+            curl_multi_remove_handle(s->multi, t->easy);
+            finish(t, CURLE_OUT_OF_MEMORY);
+            t->sent = 1; /* unknown, so assume the worst */
+        } else if (t->state == PENDING) {
+            t->state = DONE;
+            t->result = CURLE_OUT_OF_MEMORY;
+        }
+    }
+}
+
 /*
  * Runs the transfers over the session's multi handle, at most maxc at a time, none before
  * its not_before. Pure C: nothing here raises, so handles always leave the multi.
@@ -583,18 +601,7 @@ static void run(struct session *s, struct transfers *ts, int maxc)
         }
 
         if (curl_multi_perform(s->multi, &still) != CURLM_OK) {
-            /* The multi handle itself failed (out of memory): fail what is left. */
-            for (i = 0; i < ts->n; i++) {
-                struct transfer *t = &ts->t[i];
-                if (t->state == RUNNING) {
-                    curl_multi_remove_handle(s->multi, t->easy);
-                    finish(t, CURLE_OUT_OF_MEMORY);
-                    t->sent = 1; /* unknown, so assume the worst */
-                } else if (t->state == PENDING) {
-                    t->state = DONE;
-                    t->result = CURLE_OUT_OF_MEMORY;
-                }
-            }
+            fail_all(s, ts);
             return;
         }
         while ((msg = curl_multi_info_read(s->multi, &queued)) != NULL) {
