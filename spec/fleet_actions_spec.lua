@@ -202,22 +202,26 @@ describe("fleet actions", function()
 
   it("nicknames follow the nickname rule; a bad entry changes nothing", function()
     register{"nick_001", "nick_002"}
-    assert(c:batch_update_device_nickname{DeviceNicknameInfo = {{ProductKey = PK, DeviceName = "nick_001", Nickname = "good_name"}}})
+    assert(c:batch_update_device_nickname{DeviceNicknameInfo = {
+      {ProductKey = PK, DeviceName = "nick_001", Nickname = "good_name"}}})
     local r = raw("BatchUpdateDeviceNickname", {
       ["DeviceNicknameInfo.1.ProductKey"] = PK, ["DeviceNicknameInfo.1.DeviceName"] = "nick_002",
       ["DeviceNicknameInfo.1.Nickname"] = "fine_one",
       ["DeviceNicknameInfo.2.ProductKey"] = PK, ["DeviceNicknameInfo.2.DeviceName"] = "nick_001",
       ["DeviceNicknameInfo.2.Nickname"] = "no"})
     assert.are.equal("iot.common.InvalidFormattedParameter", r.Code)
-    local _, err = c:batch_update_device_nickname{DeviceNicknameInfo = {{ProductKey = PK, DeviceName = "nick_001", Nickname = "a-b"}}}
+    local _, err = c:batch_update_device_nickname{DeviceNicknameInfo = {
+      {ProductKey = PK, DeviceName = "nick_001", Nickname = "a-b"}}}
     assert.are.equal("InvalidParameter", err.code)
-    local _, e2 = c:batch_update_device_nickname{DeviceNicknameInfo = {{ProductKey = PK, DeviceName = "nobody_here", Nickname = "good_name"}}}
+    local _, e2 = c:batch_update_device_nickname{DeviceNicknameInfo = {
+      {ProductKey = PK, DeviceName = "nobody_here", Nickname = "good_name"}}}
     assert.are.equal("iot.device.NotExistedDevice", e2.code)
     local d = emu:state().products[PK].details
     assert.are.equal("good_name", d.nick_001.Nickname)
     assert.is_nil(d.nick_002)
     -- an empty Nickname removes it
-    assert(c:batch_update_device_nickname{DeviceNicknameInfo = {{ProductKey = PK, DeviceName = "nick_001", Nickname = ""}}})
+    assert(c:batch_update_device_nickname{DeviceNicknameInfo = {
+      {ProductKey = PK, DeviceName = "nick_001", Nickname = ""}}})
     assert.is_nil(emu:state().products[PK].details.nick_001)
   end)
 

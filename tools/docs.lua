@@ -88,9 +88,12 @@ local function rule_text(rule)
     text = "list of keys" .. (rule.max and (", at most " .. rule.max) or "")
   elseif kind == "records" then
     local fields = {}
-    for name, field in pairs(rule.fields) do fields[#fields + 1] = name .. (field.required and " (required)" or "") end
+    for name, field in pairs(rule.fields) do
+      fields[#fields + 1] = name .. (field.required and " (required)" or "")
+    end
     table.sort(fields)
-    text = "list of `{" .. table.concat(fields, ", ") .. "}`" .. (rule.max and (", at most " .. rule.max) or "")
+    text = "list of `{" .. table.concat(fields, ", ") .. "}`" ..
+      (rule.max and (", at most " .. rule.max) or "")
   else
     error("tools/docs.lua: no description for rule kind " .. tostring(kind))
   end

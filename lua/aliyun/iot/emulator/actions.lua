@@ -564,7 +564,7 @@ function H.QueryDevice(params, _, account)
     if not p then return pk end
     local size, page, perr = page_params(params)
     if not size then return perr end
-    local list, n, first = p.list, #p.list, nil
+    local list, n, first = p.list, #p.list
     local token = params.NextToken
     if token and token ~= "" then
         first = token_start(list, pk, token)
