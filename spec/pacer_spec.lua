@@ -246,10 +246,13 @@ describe("pacer", function()
     assert.has_error(function() p:schedule("QueryDevice", 1.5) end)
   end)
 
-  it("documents every registration action's QPS", function()
+  it("documents every action's QPS", function()
     assert.are.same({RegisterDevice = 30, BatchRegisterDevice = 10, BatchCheckDeviceNames = 10,
       BatchRegisterDeviceWithApplyId = 500, QueryBatchRegisterDeviceStatus = 30,
       QueryPageByApplyId = 50, BatchGetDeviceState = 50, QueryDevice = 50, DeleteDevice = 50,
-      QueryDeviceDetail = 50}, pacer.DEFAULT_LIMITS)
+      QueryDeviceDetail = 50, BatchQueryDeviceDetail = 5, QueryDeviceProp = 50, SaveDeviceProp = 50,
+      DeleteDeviceProp = 50, BatchAddDeviceGroupRelations = 500, BatchDeleteDeviceGroupRelations = 500,
+      CreateDeviceGroup = 50, QueryDeviceGroupList = 50, QueryDeviceListByDeviceGroup = 50,
+      BatchUpdateDeviceNickname = 50, DisableThing = 50, EnableThing = 50}, pacer.DEFAULT_LIMITS)
   end)
 end)

@@ -86,6 +86,14 @@ local function rule_text(rule)
       (", at most " .. (rule.max == "max_batch_size" and "`max_batch_size`" or rule.max)) or "")
   elseif kind == "keys" then
     text = "list of keys" .. (rule.max and (", at most " .. rule.max) or "")
+  elseif kind == "records" then
+    local fields = {}
+    for name, field in pairs(rule.fields) do
+      fields[#fields + 1] = name .. (field.required and " (required)" or "")
+    end
+    table.sort(fields)
+    text = "list of `{" .. table.concat(fields, ", ") .. "}`" ..
+      (rule.max and (", at most " .. rule.max) or "")
   else
     error("tools/docs.lua: no description for rule kind " .. tostring(kind))
   end

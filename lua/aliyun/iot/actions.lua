@@ -20,10 +20,22 @@ local M = {}
 -- `"max_batch_size"`); `apply_id` a positive integer (int64);
 -- `names` a list of device names, unique, at most `max` long;
 -- `name_records` a list of `{DeviceName=, DeviceNickname=}`, unique names;
--- `keys` a list of `key` values.
+-- `keys` a list of `key` values;
+-- `records` a list of tables (flattened `Name.N.Field`), at most `max`, whose fields are
+-- those of `fields` (each a rule; `required` ones present).
 -- @table rules
 
 local common_lists = {}
+
+-- The device of a single-device action: IotId, or ProductKey with DeviceName (IotId wins).
+local function device_params(extra)
+  local t = {IotId = {kind = "key"}, ProductKey = {kind = "key"}, DeviceName = {kind = "device_name"}}
+  for k, v in pairs(extra or {}) do t[k] = v end
+  return t
+end
+local device_one_of = {{"IotId"}, {"ProductKey", "DeviceName"}}
+local group_device = {ProductKey = {kind = "key", required = true},
+                      DeviceName = {kind = "device_name", required = true}}
 
 local rows = {
   RegisterDevice = {
@@ -115,11 +127,107 @@ local rows = {
     lists = {"Data.DeviceInfo"},
   },
   DeleteDevice = {
+    -- A repeat finds the device gone (NotExistedDevice): it cannot delete twice.
     retry = "idempotent",
     params = {
       IotId = {kind = "key"}, ProductKey = {kind = "key"}, DeviceName = {kind = "device_name"},
     },
     one_of = {{"IotId"}, {"ProductKey", "DeviceName"}},
+  },
+  -- Fleet operations (docs/wire.md §10).
+  BatchQueryDeviceDetail = {
+    retry = "idempotent",
+    params = {
+      ProductKey = {kind = "key", required = true},
+      DeviceName = {kind = "names", max = 100, required = true},
+    },
+    lists = {"Data.Data"},
+    integers = {"Data.Data.NodeType"},
+  },
+  QueryDeviceProp = {
+    retry = "idempotent",
+    params = device_params(),
+    one_of = device_one_of,
+  },
+  SaveDeviceProp = {
+    -- Saving the same keys and values again leaves the same props.
+    retry = "idempotent",
+    params = device_params{Props = {kind = "text", required = true}},
+    one_of = device_one_of,
+  },
+  DeleteDeviceProp = {
+    -- Deleting a key that is already gone is no error and changes nothing.
+    retry = "idempotent",
+    params = device_params{PropKey = {kind = "key", required = true}},
+    one_of = device_one_of,
+  },
+  CreateDeviceGroup = {
+    -- A repeat makes a second group, or fails on the name taken: never re-sent blindly.
+    retry = "never",
+    params = {
+      GroupName = {kind = "key", required = true},
+      GroupDesc = {kind = "text"}, SuperGroupId = {kind = "key"},
+    },
+  },
+  QueryDeviceGroupList = {
+    retry = "idempotent",
+    params = {
+      GroupName = {kind = "text"}, SuperGroupId = {kind = "key"},
+      PageSize = {kind = "integer", min = 1, max = 50},
+      CurrentPage = {kind = "integer", min = 1},
+    },
+    integers = {"Page", "PageSize", "PageCount", "Total"},
+    lists = {"Data.GroupInfo"},
+  },
+  BatchAddDeviceGroupRelations = {
+    -- Adding a device already in the group counts it as already related, adds nothing.
+    retry = "idempotent",
+    params = {
+      GroupId = {kind = "key", required = true},
+      Device = {kind = "records", max = 200, required = true, fields = group_device},
+    },
+    integers = {"ValidDeviceCount", "SuccessAddedDeviceCount", "AlreadyRelatedGroupDeviceCount",
+                "ExceedTenGroupDeviceCount"},
+  },
+  BatchDeleteDeviceGroupRelations = {
+    -- Removing a device no longer in the group is no error.
+    retry = "idempotent",
+    params = {
+      GroupId = {kind = "key", required = true},
+      Device = {kind = "records", max = 200, required = true, fields = group_device},
+    },
+  },
+  QueryDeviceListByDeviceGroup = {
+    retry = "idempotent",
+    params = {
+      GroupId = {kind = "key", required = true},
+      PageSize = {kind = "integer", min = 1, max = 50},
+      CurrentPage = {kind = "integer", min = 1},
+    },
+    integers = {"Page", "PageSize", "PageCount", "Total"},
+    lists = {"Data.SimpleDeviceInfo"},
+  },
+  BatchUpdateDeviceNickname = {
+    -- Setting the same nicknames again leaves the same nicknames.
+    retry = "idempotent",
+    params = {
+      DeviceNicknameInfo = {kind = "records", max = 50, required = true, fields = {
+        ProductKey = {kind = "key"}, DeviceName = {kind = "device_name"}, IotId = {kind = "key"},
+        Nickname = {kind = "text"},
+      }},
+    },
+  },
+  DisableThing = {
+    -- Disabling a disabled device leaves it disabled.
+    retry = "idempotent",
+    params = device_params(),
+    one_of = device_one_of,
+  },
+  EnableThing = {
+    -- Enabling an enabled device leaves it enabled.
+    retry = "idempotent",
+    params = device_params(),
+    one_of = device_one_of,
   },
   BatchGetDeviceState = {
     retry = "idempotent",

@@ -354,7 +354,7 @@ end
 --   (with tls), `port`, `control_endpoint` (plain HTTP), `prefix` (its private folder,
 --   removed by `stop`), `access_key_id`, `access_key_secret` (testid when configured, else
 --   the first key of the first account by name); methods `stop`, `fault`, `clear_faults`,
---   `requests`, `state`, `reset`, `set`, `set_active`, `issue_credentials`.
+--   `requests`, `state`, `reset`, `set`, `set_active`, `set_online`, `issue_credentials`.
 function M.start(opts)
     local o = options(opts)
     local root = module_root()
@@ -472,7 +472,12 @@ end
 --- The state after finishing every due asynchronous phase:
 -- {products = {[ProductKey] = {devices = N, names = {sorted names}}}, applies = {{ApplyId=,
 -- ProductKey=, Status=, Kind = "check"|"count", Count=, Valid = {...}, Invalid = {...},
--- Devices = {names created}, account = name}, ...}}; each product also has `account`.
+-- Devices = {names created}, account = name}, ...}}; each product also has `account`, and
+-- `details`: per DeviceName that has a nickname, props, groups, a disable or a connection
+-- state, {Nickname =, props = {key = value}, groups = {sorted group names}, disabled =,
+-- Status =}. `groups` lists the device groups: {GroupId =, GroupName =, account =,
+-- devices = {sorted "ProductKey/DeviceName"}}. Kind "count" is a random-name apply
+-- (BatchRegisterDevice), "check" a named one (BatchCheckDeviceNames).
 -- ApplyIds are integers (decimal strings beyond 2^53 on
 -- Lua 5.1/5.2/LuaJIT).
 function Emulator:state()
@@ -504,6 +509,18 @@ function Emulator:set_active(t)
     check(type(t) == "table" and type(t.ProductKey) == "string" and type(t.DeviceName) == "string",
         "set_active expects {ProductKey =, DeviceName =}")
     control(self, "set_active", t)
+end
+
+--- Marks devices online (as if connected) or offline (`online = false`); either makes them
+-- active. A disabled device stays as connected as it was (the emulator drops no connection
+-- itself), so BatchGetDeviceState shows ONLINE until a test takes it offline, then DISABLE.
+-- Raises, changing nothing, when a device does not exist.
+-- @param t {ProductKey =, DeviceName = name or {names}, online = true (default) | false}
+function Emulator:set_online(t)
+    check(type(t) == "table" and type(t.ProductKey) == "string"
+        and (type(t.DeviceName) == "string" or type(t.DeviceName) == "table"),
+        "set_online expects {ProductKey =, DeviceName = name or {names}}")
+    control(self, "set_online", t)
 end
 
 --- Changes options of the running server: `async_delay`, `qps_limits`, `invalid_names`,

@@ -27,6 +27,19 @@ M.DEFAULT_LIMITS = {
   QueryDevice = 50,
   DeleteDevice = 50,                    -- §4 Cheap extras (TEAIOT method comment)
   QueryDeviceDetail = 50,               -- §4 Cheap extras (TEAIOT method comment)
+  BatchQueryDeviceDetail = 5,           -- §10, its API page
+  QueryDeviceProp = 50,                 -- §10, the props pages
+  SaveDeviceProp = 50,                  -- §10
+  DeleteDeviceProp = 50,                -- §10
+  BatchAddDeviceGroupRelations = 500,   -- §10, the group relation pages
+  BatchDeleteDeviceGroupRelations = 500, -- §10
+  -- No QPS published for these (§10 "not given"): the emulator's figure, 50.
+  CreateDeviceGroup = 50,
+  QueryDeviceGroupList = 50,
+  QueryDeviceListByDeviceGroup = 50,
+  BatchUpdateDeviceNickname = 50,
+  DisableThing = 50,
+  EnableThing = 50,
 }
 
 --- Extra spacing over `1/qps`, as a fraction. k starts inside one 1 s window have slots

@@ -193,6 +193,7 @@ local function limit(v, ctx)
 end
 
 local checks = {}
+local BY_NAME -- rules by parameter name (below), also applied to record fields
 
 function checks.key(v)
   if type(v) ~= "string" then return "must be a string" end
@@ -281,11 +282,30 @@ function checks.name_records(v, rule, ctx)
   end)
 end
 
+function checks.records(v, rule, ctx)
+  return check_list(v, rule, ctx, function(rec)
+    if type(rec) ~= "table" then return "must be a list of tables" end
+    for k in pairs(rec) do
+      if not rule.fields[k] then return ("unknown field %s"):format(tostring(k)) end
+    end
+    for k, field in pairs(rule.fields) do
+      local fv = rec[k]
+      if fv == nil then
+        if field.required then return k .. " is required" end
+      else
+        local why = checks[field.kind](fv, field, ctx)
+        if not why and BY_NAME[k] then why = BY_NAME[k](fv) end
+        if why then return k .. " " .. why end
+      end
+    end
+  end)
+end
+
 -- Parameters every action takes besides its own (docs/wire.md §4, common to all).
 local COMMON = {IotInstanceId = {kind = "key"}}
 
 -- Parameters with one rule in every action (see the module), checked after their kind.
-local BY_NAME = {
+BY_NAME = {
   ProductKey = M.product_key_problem,
   Nickname = function(v) if v ~= "" then return M.nickname_problem(v, false) end end,
 }

@@ -264,8 +264,11 @@ local function register_checked(job)
       if job:past_deadline() then return job_m.timeout_error() end
       local _, err = job.port:invoke("BatchRegisterDeviceWithApplyId",
         {ProductKey = job.ProductKey, ApplyId = a.ApplyId}, job:call_opts())
-      -- A repeat that found the first copy already creating is what we want.
-      if err and err.code ~= "iot.device.CreateDeviceTaskIsRunning" then
+      -- A repeat that found the first copy already creating (TaskIsRunning) or done (the
+      -- service refuses an apply that moved on past its check: IncorrentDeviceApplyInfo, as
+      -- this apply passed it) is what we want; the status polls that follow settle it.
+      if err and err.code ~= "iot.device.CreateDeviceTaskIsRunning"
+        and err.code ~= "iot.device.IncorrentDeviceApplyInfo" then
         return job:call_error(err, a)
       end
       a.check_status = "CREATE"

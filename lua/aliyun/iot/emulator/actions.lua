@@ -12,6 +12,7 @@
 -- `settle` finishes every due phase before any request is served or inspected.
 -- @module aliyun.iot.emulator.actions
 local ffi = require "ffi"
+local cjson = require("cjson.safe").new()
 local render = require "aliyun.iot.emulator.render"
 
 local array, raw = render.array, render.raw
@@ -40,6 +41,19 @@ M.ACTIONS = {
     QueryDevice = { required = { "ProductKey" }, qps = 50 },
     DeleteDevice = { required = {}, qps = 50 },
     BatchGetDeviceState = { required = {}, qps = 50 },
+    -- §10 (fleet operations); "not given" QPS: the emulator's own figure, 50.
+    BatchQueryDeviceDetail = { required = { "ProductKey" }, qps = 5 },
+    QueryDeviceProp = { required = {}, qps = 50 },
+    SaveDeviceProp = { required = { "Props" }, qps = 50 },
+    DeleteDeviceProp = { required = { "PropKey" }, qps = 50 },
+    CreateDeviceGroup = { required = { "GroupName" }, qps = 50 },
+    QueryDeviceGroupList = { required = {}, qps = 50 },
+    BatchAddDeviceGroupRelations = { required = { "GroupId" }, qps = 500 },
+    BatchDeleteDeviceGroupRelations = { required = { "GroupId" }, qps = 500 },
+    QueryDeviceListByDeviceGroup = { required = { "GroupId" }, qps = 50 },
+    BatchUpdateDeviceNickname = { required = {}, qps = 50 },
+    DisableThing = { required = {}, qps = 50 },
+    EnableThing = { required = {}, qps = 50 },
 }
 
 local conf -- the running configuration (server.lua owns it; `set` changes it in place)
@@ -47,7 +61,7 @@ local S    -- the state
 
 local function new_state()
     local s = { products = {}, by_iotid = {}, applies = {}, apply_order = {}, pending = {},
-                serial = 0 }
+                serial = 0, seq = 0, groups = {}, group_order = {} }
     for name, a in pairs(conf.accounts) do
         for _, pk in ipairs(a.products) do s.products[pk] = { names = {}, list = {}, live = 0, account = name } end
     end
@@ -125,7 +139,10 @@ end
 local function add_device(pk, name, nickname, now)
     local p = S.products[pk]
     local dev = { ProductKey = pk, DeviceName = name, Nickname = nickname or "",
-                  DeviceSecret = random_string(32), IotId = new_iotid(), created = now }
+                  DeviceSecret = random_string(32), IotId = new_iotid(), created = now,
+                  props = {}, groups = {}, ngroups = 0 }
+    S.seq = S.seq + 1
+    dev.seq = S.seq -- creation order: NextToken marks a place in it (QueryDevice)
     dev.DeviceId = dev.IotId:sub(1, 20)
     p.names[name] = dev
     p.list[#p.list + 1] = dev
@@ -140,6 +157,7 @@ local function remove_device(dev)
     p.live = p.live - 1
     S.by_iotid[dev.IotId] = nil
     dev.deleted = true
+    for _, g in pairs(dev.groups) do g.members[dev.IotId], g.count = nil, g.count - 1 end
     for i = #p.list, 1, -1 do
         if p.list[i] == dev then table.remove(p.list, i); break end
     end
@@ -285,9 +303,16 @@ local function page_params(params)
     return size, page
 end
 
--- A device is UNACTIVE until `set_active` marks it (as its first connection would); an
--- active device shows ONLINE.
-local function status(dev) return dev.active and "ONLINE" or "UNACTIVE" end
+-- A device is UNACTIVE until `set_active` or `set_online` marks it (as its first connection
+-- would); an active device shows ONLINE unless `set_online` took it OFFLINE. A disabled
+-- device shows DISABLE once it is offline: the emulator never drops a connection itself
+-- (a test says when a device goes offline), so a disabled device can stay ONLINE.
+local function status(dev)
+    if dev.online then return "ONLINE" end
+    if dev.disabled then return "DISABLE" end
+    if dev.online == false then return "OFFLINE" end
+    return dev.active and "ONLINE" or "UNACTIVE"
+end
 
 --- The device named, or nil (dynamic registration: no account, the ProductKey says whose).
 function M.device(pk, name)
@@ -310,6 +335,15 @@ function M.set_active(pk, name, active)
     local dev = M.device(pk, name)
     if not dev then return false end
     dev.active = active or nil
+    return true
+end
+
+--- Marks a device online (it connected) or offline (it went away); either makes it active.
+-- False when there is no such device.
+function M.set_online(pk, name, online)
+    local dev = M.device(pk, name)
+    if not dev then return false end
+    dev.active, dev.online = true, online and true or false
     return true
 end
 
@@ -426,8 +460,10 @@ end
 
 -- BatchRegisterDeviceWithApplyId (§4). Only a CHECK_SUCCESS apply starts creating. While a
 -- phase runs: iot.device.CreateDeviceTaskIsRunning; after CHECK_FAILED:
--- iot.device.IncorrentDeviceApplyInfo (sic, §5.2); once created, a repeat is accepted and
--- creates nothing (the tolerant choice: a client that lost the first answer may resend).
+-- iot.device.IncorrentDeviceApplyInfo (sic, §5.2); once created (CREATE_SUCCESS or
+-- CREATE_FAILED), a repeat is refused with iot.device.IncorrentDeviceApplyInfo too, as the
+-- service refuses an apply that has moved on (§4): a client that lost the first answer
+-- settles it with QueryBatchRegisterDeviceStatus.
 function H.BatchRegisterDeviceWithApplyId(params, now, account)
     local a, err = apply_of(params, account)
     if not a then return err end
@@ -438,10 +474,11 @@ function H.BatchRegisterDeviceWithApplyId(params, now, account)
         return fail("iot.device.CreateDeviceTaskIsRunning", "A task of this apply is running.")
     elseif a.Status == "CHECK_FAILED" then
         return fail("iot.device.IncorrentDeviceApplyInfo", "The apply did not pass the check.")
-    elseif a.Status == "CHECK_SUCCESS" then
-        a.Status, a.due = "CREATE", now + conf.async_delay
-        S.pending[#S.pending + 1] = a
+    elseif a.Status ~= "CHECK_SUCCESS" then
+        return fail("iot.device.IncorrentDeviceApplyInfo", "The apply has already been registered.")
     end
+    a.Status, a.due = "CREATE", now + conf.async_delay
+    S.pending[#S.pending + 1] = a
     return { Data = { ApplyId = raw(a.ApplyId) } }
 end
 
@@ -500,19 +537,56 @@ function H.QueryDeviceDetail(params, _, account)
                       Status = status(dev), Nickname = dev.Nickname } }
 end
 
--- QueryDevice (§4 Cheap extras): newest first; NextToken is not emulated.
+-- The NextToken of a place in a product's list (newest first): the creation order of the
+-- last device shown, so devices created or deleted meanwhile do not shift the pages.
+local function next_token(pk, dev) return ("NT%x_%s"):format(dev.seq, pk) end
+
+-- The index in `list` (oldest first) of the newest device older than the token's place;
+-- nil for a token that is not one of ours for this product.
+local function token_start(list, pk, token)
+    local hex, tpk = token:match("^NT(%x+)_(.+)$")
+    if not hex or tpk ~= pk or #hex > 12 then return nil end
+    local seq, lo, hi = tonumber(hex, 16), 0, #list
+    while lo < hi do -- the last index whose seq is below the token's
+        local mid = math.ceil((lo + hi) / 2)
+        if list[mid].seq < seq then lo = mid else hi = mid - 1 end
+    end
+    return lo
+end
+
+local MAX_PLAIN_PAGING = 10000 -- past this, QueryDevice needs NextToken (§10)
+
+-- QueryDevice (§4 Cheap extras, §10): newest first. Pages by CurrentPage until CurrentPage x
+-- PageSize passes 10,000, then only with the NextToken of the previous answer (given while
+-- devices remain after the page).
 function H.QueryDevice(params, _, account)
     local p, pk = product(params, account)
     if not p then return pk end
-    local res, items = page_of(p.list, params, true, function(dev)
-        return { DeviceId = dev.DeviceId, DeviceName = dev.DeviceName, ProductKey = pk,
-                 DeviceSecret = dev.DeviceSecret, DeviceType = "",
-                 GmtCreate = gmt(dev.created), GmtModified = gmt(dev.created),
-                 UtcCreate = utc(dev.created), UtcModified = utc(dev.created),
-                 IotId = dev.IotId, DeviceStatus = status(dev), Nickname = dev.Nickname }
-    end)
-    if not res then return items end
-    res.Data = { DeviceInfo = array(items) }
+    local size, page, perr = page_params(params)
+    if not size then return perr end
+    local list, n, first = p.list, #p.list
+    local token = params.NextToken
+    if token and token ~= "" then
+        first = token_start(list, pk, token)
+        if not first then return fail("iot.common.InvalidFormattedParameter", "The NextToken is invalid.") end
+    elseif page * size > MAX_PLAIN_PAGING then
+        return fail("iot.common.InvalidPageParams",
+            "NextToken is required once CurrentPage x PageSize exceeds 10000.")
+    else
+        first = n - (page - 1) * size
+    end
+    local items, last = {}, nil
+    for k = first, math.max(first - size + 1, 1), -1 do
+        last = list[k]
+        items[#items + 1] = { DeviceId = last.DeviceId, DeviceName = last.DeviceName, ProductKey = pk,
+                 DeviceSecret = last.DeviceSecret, DeviceType = "",
+                 GmtCreate = gmt(last.created), GmtModified = gmt(last.created),
+                 UtcCreate = utc(last.created), UtcModified = utc(last.created),
+                 IotId = last.IotId, DeviceStatus = status(last), Nickname = last.Nickname }
+    end
+    local res = { Page = page, PageSize = size, PageCount = math.ceil(n / size), Total = n,
+                  Data = { DeviceInfo = array(items) } }
+    if last and first - size >= 1 then res.NextToken = next_token(pk, last) end
     return res
 end
 
@@ -550,6 +624,260 @@ function H.BatchGetDeviceState(params, _, account)
     return { DeviceStatusList = { DeviceStatus = array(out) } }
 end
 
+-- Fleet operations (§10). Limits the pages give: BatchQueryDeviceDetail 100 names a call;
+-- Props 100 keys and 5 KB a device; group relations 200 devices a call and 10 groups a
+-- device. Where a page gives no figure, the emulator's own is marked so in §10.
+local MAX_DETAIL_NAMES, MAX_PROPS, MAX_PROPS_BYTES = 100, 100, 5 * 1024
+local MAX_RELATIONS, MAX_GROUPS_A_DEVICE, MAX_NICKNAMES = 200, 10, 50
+
+local function bad_param(message) return fail("iot.common.InvalidFormattedParameter", message) end
+
+-- A device's fields as the detail actions give them (QueryDeviceDetail, BatchQueryDeviceDetail).
+local function detail(dev)
+    return { IotId = dev.IotId, ProductKey = dev.ProductKey, ProductName = dev.ProductKey,
+             DeviceName = dev.DeviceName, DeviceSecret = dev.DeviceSecret, FirmwareVersion = "",
+             GmtCreate = gmt(dev.created), UtcCreate = utc(dev.created), NodeType = 0,
+             Region = "cn-shanghai", Status = status(dev), Nickname = dev.Nickname }
+end
+
+-- BatchQueryDeviceDetail (§10): ProductKey and `DeviceName.N`, 1 to 100; names that do not
+-- exist are left out silently; answers `Data.Data[]`.
+function H.BatchQueryDeviceDetail(params, _, account)
+    local p, pk = product(params, account)
+    if not p then return pk end
+    local names = indexed(params, "DeviceName")
+    if #names == 0 then return fail("iot.device.NullDeviceName", "The deviceName is null.") end
+    if #names > MAX_DETAIL_NAMES then return bad_param("At most 100 device names are allowed.") end
+    local out = {}
+    for _, it in ipairs(names) do
+        local dev = p.names[it[2]]
+        if dev then out[#out + 1] = detail(dev) end
+    end
+    return { Data = { Data = array(out) } }
+end
+
+-- The props as the JSON object text the service stores, keys sorted (a stable answer).
+local function props_json(props)
+    local keys = {}
+    for k in pairs(props) do keys[#keys + 1] = k end
+    table.sort(keys)
+    local parts = {}
+    for i, k in ipairs(keys) do parts[i] = cjson.encode(k) .. ":" .. cjson.encode(props[k]) end
+    return "{" .. table.concat(parts, ",") .. "}"
+end
+
+-- QueryDeviceProp (§10): `Data` is the props as a JSON object in a string.
+function H.QueryDeviceProp(params, _, account)
+    local dev, err = device_of(params, account)
+    if not dev then return err end
+    return { Data = props_json(dev.props) }
+end
+
+-- SaveDeviceProp (§10): `Props` a JSON object of string values (keys of letters, digits and
+-- `_`, at most 100 bytes), merged into the device's; at most 100 keys and 5 KB of JSON after
+-- the merge, else nothing changes.
+function H.SaveDeviceProp(params, _, account)
+    local dev, err = device_of(params, account)
+    if not dev then return err end
+    local new = cjson.decode(params.Props or "")
+    if type(new) ~= "table" or new[1] ~= nil or params.Props:sub(1, 1) ~= "{" then
+        return bad_param("Props must be a JSON object.")
+    end
+    local merged = {}
+    for k, v in pairs(dev.props) do merged[k] = v end
+    local n = 0
+    for k, v in pairs(new) do
+        if type(k) ~= "string" or not k:find("^[A-Za-z0-9_]+$") or #k > 100 or type(v) ~= "string" then
+            return bad_param("A prop must be a key of letters, digits and _ with a string value.")
+        end
+        merged[k] = v
+    end
+    for _ in pairs(merged) do n = n + 1 end
+    if n > MAX_PROPS then return bad_param("A device has at most 100 props.") end
+    if #props_json(merged) > MAX_PROPS_BYTES then return bad_param("A device's props are at most 5 KB.") end
+    dev.props = merged
+    return {}
+end
+
+-- DeleteDeviceProp (§10): one `PropKey`; a key the device lacks is no error.
+function H.DeleteDeviceProp(params, _, account)
+    local dev, err = device_of(params, account)
+    if not dev then return err end
+    dev.props[params.PropKey] = nil
+    return {}
+end
+
+-- Group names: 4 to 30 characters of letters, digits, `_` and Chinese (each counted as 2).
+local function valid_group_name(s)
+    if not valid_nickname(s, false) then return false end
+    local width = 0
+    for c in s:gmatch("[%z\1-\127\192-\255][\128-\191]*") do width = width + (#c > 1 and 2 or 1) end
+    return width <= 30
+end
+
+local function group_of(params, account)
+    local g = S.groups[params.GroupId or ""]
+    if not g or g.account ~= account then
+        return nil, fail("iot.group.NotExistedGroup", "The group does not exist.")
+    end
+    return g
+end
+
+local function group_info(g)
+    return { GroupId = g.GroupId, GroupName = g.GroupName, GroupDesc = g.GroupDesc,
+             UtcCreate = utc(g.created) }
+end
+
+-- CreateDeviceGroup (§10): GroupName unique among the account's groups; answers `Data`.
+function H.CreateDeviceGroup(params, now, account)
+    local name = params.GroupName
+    if not valid_group_name(name) then return bad_param("The group name is invalid.") end
+    for _, g in ipairs(S.group_order) do
+        if g.account == account and g.GroupName == name then
+            return fail("iot.group.GroupNameExisted", "The group name already exists.")
+        end
+    end
+    local id
+    repeat id = random_string(16) until not S.groups[id]
+    local g = { GroupId = id, GroupName = name, GroupDesc = params.GroupDesc or "", account = account,
+                created = now, members = {}, count = 0 }
+    S.groups[id] = g
+    S.group_order[#S.group_order + 1] = g
+    return { Data = group_info(g) }
+end
+
+-- QueryDeviceGroupList (§10): the account's groups, oldest first, those whose name holds
+-- GroupName when given; paging as QueryDevice's.
+function H.QueryDeviceGroupList(params, _, account)
+    local mine, want = {}, params.GroupName
+    for _, g in ipairs(S.group_order) do
+        if g.account == account and (not want or want == "" or g.GroupName:find(want, 1, true)) then
+            mine[#mine + 1] = g
+        end
+    end
+    local res, items = page_of(mine, params, false, group_info)
+    if not res then return items end
+    res.Data = { GroupInfo = array(items) }
+    return res
+end
+
+-- `Device.N.ProductKey` / `Device.N.DeviceName` of the relation actions: 1 to 200; the
+-- devices found (the account's) and how many entries were given.
+local function relation_devices(params, account)
+    local pks = {}
+    for _, it in ipairs(indexed(params, "Device", "ProductKey")) do pks[it[1]] = it[2] end
+    local names = indexed(params, "Device", "DeviceName")
+    if #names == 0 then return nil, bad_param("The device list is empty.") end
+    if #names > MAX_RELATIONS then return nil, bad_param("At most 200 devices are allowed.") end
+    local devs, seen = {}, {}
+    for _, it in ipairs(names) do
+        local p = S.products[pks[it[1]] or ""]
+        local dev = p and p.account == account and p.names[it[2]]
+        if dev and not seen[dev] then devs[#devs + 1], seen[dev] = dev, true end
+    end
+    return devs
+end
+
+-- BatchAddDeviceGroupRelations (§10): the counts at the top level (not under Data);
+-- a device already in 10 groups is not added (ExceedTenGroupDeviceCount).
+function H.BatchAddDeviceGroupRelations(params, _, account)
+    local g, err = group_of(params, account)
+    if not g then return err end
+    local devs, derr = relation_devices(params, account)
+    if not devs then return derr end
+    local added, already, exceed = 0, 0, 0
+    for _, dev in ipairs(devs) do
+        if g.members[dev.IotId] then
+            already = already + 1
+        elseif dev.ngroups >= MAX_GROUPS_A_DEVICE then
+            exceed = exceed + 1
+        else
+            g.members[dev.IotId], g.count = dev, g.count + 1
+            dev.groups[g.GroupId], dev.ngroups = g, dev.ngroups + 1
+            added = added + 1
+        end
+    end
+    return { ValidDeviceCount = #devs, SuccessAddedDeviceCount = added,
+             AlreadyRelatedGroupDeviceCount = already, ExceedTenGroupDeviceCount = exceed }
+end
+
+-- BatchDeleteDeviceGroupRelations (§10): devices not in the group are no error.
+function H.BatchDeleteDeviceGroupRelations(params, _, account)
+    local g, err = group_of(params, account)
+    if not g then return err end
+    local devs, derr = relation_devices(params, account)
+    if not devs then return derr end
+    for _, dev in ipairs(devs) do
+        if g.members[dev.IotId] then
+            g.members[dev.IotId], g.count = nil, g.count - 1
+            dev.groups[g.GroupId], dev.ngroups = nil, dev.ngroups - 1
+        end
+    end
+    return {}
+end
+
+-- QueryDeviceListByDeviceGroup (§10): the group's devices in creation order, paged;
+-- `Data.SimpleDeviceInfo[]`.
+function H.QueryDeviceListByDeviceGroup(params, _, account)
+    local g, err = group_of(params, account)
+    if not g then return err end
+    local devs = {}
+    for _, dev in pairs(g.members) do devs[#devs + 1] = dev end
+    table.sort(devs, function(a, b) return a.seq < b.seq end)
+    local res, items = page_of(devs, params, false, function(dev)
+        return { IotId = dev.IotId, ProductKey = dev.ProductKey, ProductName = dev.ProductKey,
+                 DeviceName = dev.DeviceName, Nickname = dev.Nickname, Status = status(dev) }
+    end)
+    if not res then return items end
+    res.Data = { SimpleDeviceInfo = array(items) }
+    return res
+end
+
+-- BatchUpdateDeviceNickname (§10): `DeviceNicknameInfo.N.{ProductKey, DeviceName | IotId,
+-- Nickname}`, at most 50 (the emulator's figure); an empty or absent Nickname removes it.
+-- Every entry is checked before any changes (nickname rule as RegisterDevice's, §4).
+function H.BatchUpdateDeviceNickname(params, _, account)
+    local fields = {}
+    for _, f in ipairs{ "ProductKey", "DeviceName", "IotId", "Nickname" } do
+        for _, it in ipairs(indexed(params, "DeviceNicknameInfo", f)) do
+            fields[it[1]] = fields[it[1]] or { n = it[1] }
+            fields[it[1]][f] = it[2]
+        end
+    end
+    local entries = {}
+    for _, e in pairs(fields) do entries[#entries + 1] = e end
+    table.sort(entries, function(a, b) return a.n < b.n end)
+    if #entries == 0 then return bad_param("The nickname list is empty.") end
+    if #entries > MAX_NICKNAMES then return bad_param("At most 50 devices are allowed.") end
+    local todo = {}
+    for i, e in ipairs(entries) do
+        local dev, err = device_of(e, account)
+        if not dev then return err end
+        local nick = e.Nickname or ""
+        if nick ~= "" and not valid_nickname(nick, false) then
+            return fail("iot.common.InvalidFormattedParameter", "The nick name is illegal.")
+        end
+        todo[i] = { dev, nick }
+    end
+    for _, t in ipairs(todo) do t[1].Nickname = t[2] end
+    return {}
+end
+
+-- DisableThing / EnableThing (§10): the device stays as connected as it was (see `status`).
+function H.DisableThing(params, _, account)
+    local dev, err = device_of(params, account)
+    if not dev then return err end
+    dev.disabled = true
+    return {}
+end
+
+function H.EnableThing(params, _, account)
+    local dev, err = device_of(params, account)
+    if not dev then return err end
+    dev.disabled = nil
+    return {}
+end
+
 --- Runs an action. Call `settle` first.
 -- @param action a key of ACTIONS
 -- @param params decoded parameters
@@ -561,6 +889,25 @@ function M.run(action, params, now, account)
     return H[action](params, now, account)
 end
 
+-- Per DeviceName, what the fleet actions set on a product's devices, for devices that have
+-- any of it (a nickname, props, groups, disabled, a connection state): a small table even
+-- for a big product. Group names sorted.
+local function fleet_details(p)
+    local out = {}
+    for _, dev in ipairs(p.list) do
+        if dev.Nickname ~= "" or next(dev.props) or dev.ngroups > 0 or dev.disabled or dev.online ~= nil then
+            local groups = array()
+            for _, g in pairs(dev.groups) do groups[#groups + 1] = g.GroupName end
+            table.sort(groups)
+            local props = {}
+            for k, v in pairs(dev.props) do props[k] = v end
+            out[dev.DeviceName] = { Nickname = dev.Nickname, props = props, groups = groups,
+                                    disabled = dev.disabled or false, Status = status(dev) }
+        end
+    end
+    return out
+end
+
 --- A snapshot for `emu:state()`: products with their device names (sorted) and applies in
 -- creation order, each with its account; ApplyIds as decimal strings (the launcher
 -- converts them). Lists are marked for JSON rendering.
@@ -570,7 +917,14 @@ function M.snapshot()
         local names = array()
         for _, dev in ipairs(p.list) do names[#names + 1] = dev.DeviceName end
         table.sort(names)
-        out.products[pk] = { devices = p.live, names = names, account = p.account }
+        out.products[pk] = { devices = p.live, names = names, account = p.account, details = fleet_details(p) }
+    end
+    out.groups = array()
+    for i, g in ipairs(S.group_order) do
+        local members = array()
+        for _, dev in pairs(g.members) do members[#members + 1] = dev.ProductKey .. "/" .. dev.DeviceName end
+        table.sort(members)
+        out.groups[i] = { GroupId = g.GroupId, GroupName = g.GroupName, account = g.account, devices = members }
     end
     for i, a in ipairs(S.apply_order) do
         local names = array()
