@@ -126,6 +126,10 @@ local OPTIONS = {
   {"qps QueryDevice 0", {qps = {QueryDevice = 0}}, "qps", "QueryDevice"},
   {"qps RegisterDevice -1", {qps = {QueryDevice = 5, RegisterDevice = -1}}, "qps", "RegisterDevice"},
   {"qps QueryDevice infinite", {qps = {QueryDevice = math.huge}}, "qps", "QueryDevice"},
+  -- tiny rates: 1e-9 made the pacer sleep "too long" (a raise), 0.001 stalled other clients
+  {"qps QueryDevice 1e-9", {qps = {QueryDevice = 1e-9}}, "qps", "QueryDevice"},
+  {"qps QueryDevice 0.001", {qps = {QueryDevice = 0.001}}, "qps", "QueryDevice"},
+  {"qps QueryDevice 1e6", {qps = {QueryDevice = 1e6}}, "qps", "QueryDevice"},
 }
 
 -- Misuse that raises: {label, function(client)}; the message must match the pattern.

@@ -707,6 +707,20 @@ describe("client", function()
       end
     end
 
+    it("takes no pacing slot for a request its deadline kept from starting", function()
+      -- 1,000 paced calls cut off by a 1 s deadline used to reserve all 1,000 slots (20 s at
+      -- 50 QPS), holding back every later call of the account in this process
+      local c = client_for(emu, {qps = true})
+      local items = {}
+      for i = 1, 1000 do items[i] = {ProductKey = PK, PageSize = 10, CurrentPage = 1} end
+      c:invoke_many("QueryDevice", items, {deadline = c:clock() + 1}, 1)
+      local other = client_for(emu, {qps = true})
+      local now = other.pacer.now()
+      local slot = other.pacer:schedule("QueryDevice", 1, "testid")[1]
+      -- the next free slot is at most one interval (1.02/50 s) past the deadline
+      assert.is_true(slot - now < 0.1, ("next slot %.2f s ahead"):format(slot - now))
+    end)
+
     it("refuses a credentials function given with a key pair", function()
       local c, err = iot.new{access_key_id = "testid", access_key_secret = SECRET,
                              endpoint = emu.endpoint, credentials = function() end}

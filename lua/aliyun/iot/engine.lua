@@ -59,15 +59,17 @@ local function build_round(c, st, pending)
     end
   end
   if #live == 0 then return live, {} end
-  local slots = c.pacer:schedule(st.action, #live, creds.access_key_id)
-  local base = c.pacer.now()
+  -- pacing slots past the deadline are not taken (the pacer's clock may be another one)
+  local base, now = c.pacer.now(), c:clock()
+  local before = st.opts.deadline and base + (st.opts.deadline - now)
+  local slots = c.pacer:schedule(st.action, #live, creds.access_key_id, before)
   local built, reqs = {}, {}
   for n, i in ipairs(live) do
     local item = st.items[i]
-    local not_before = c:clock() + (slots[n] - base)
+    local not_before = slots[n] and now + (slots[n] - base)
     local ok, oerr = true, nil
     -- the attempt starts at its pacing slot: no start past the deadline
-    if st.opts.deadline and not_before >= st.opts.deadline then
+    if not not_before or (st.opts.deadline and not_before >= st.opts.deadline) then
       ok, oerr = nil, deadline_error(item)
     elseif #live == 1 then
       c:pause(not_before - c:clock())

@@ -25,8 +25,12 @@ local M = {}
 local DAY = 86400
 local SECONDS = {type = "number", above = 0, max = DAY}
 
--- A qps table's values: the pacer spaces starts 1/qps apart, so each must be a positive,
--- finite rate; the first bad one (in sorted order) is named.
+-- A qps table's values: the pacer spaces starts 1/qps apart, so each must be a finite
+-- rate from one call a minute (a slower one would park a call, and every later call of the
+-- account, for longer than a request may wait) to 10,000 a second; the first bad one (in
+-- sorted order) is named.
+local MIN_QPS, MAX_QPS = 1 / 60, 10000
+
 local function qps_problem(t)
   if type(t) ~= "table" then return nil end
   local actions = {}
@@ -34,8 +38,8 @@ local function qps_problem(t)
   table.sort(actions)
   for _, action in ipairs(actions) do
     local v = t[action]
-    if v ~= v or v <= 0 or v == math.huge then
-      return ("for %s must be a positive, finite number of calls per second, got %s")
+    if not (v >= MIN_QPS and v <= MAX_QPS) then
+      return ("for %s must be from 1/60 (one call a minute) to 10000 calls per second, got %s")
         :format(action, tostring(v))
     end
   end

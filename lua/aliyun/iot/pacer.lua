@@ -125,9 +125,18 @@ function Pacer:qps(action)
   return self.limits[action] or self.default_qps
 end
 
--- Reserves n consecutive slots; returns the first slot's time, the spacing (0 when the
--- action is not paced) and the time of the reservation.
-local function reserve(self, action, n, scope)
+-- How many of n slots spaced d apart from `first` start before `before` (nil: all n).
+local function fitting(n, first, d, before)
+  if not before or d == 0 then return n end
+  if first >= before then return 0 end
+  return math.min(n, math.ceil((before - first) / d))
+end
+
+-- Reserves up to n consecutive slots, those that start before `before` (a `now()` value,
+-- or nil: all n); returns the first slot's time, the spacing (0 when the action is not
+-- paced), the time of the reservation and how many were reserved. A slot past a caller's
+-- deadline is never taken: it would hold back every later request of the account.
+local function reserve(self, action, n, scope, before)
   if type(action) ~= "string" then error("pacer: action must be a string", 3) end
   if scope ~= nil and type(scope) ~= "string" then error("pacer: scope must be a string", 3) end
   scope = scope or self.scope
@@ -137,7 +146,7 @@ local function reserve(self, action, n, scope)
   local d = self.intervals[action] or self.default_interval
   if not d then
     local t = self.now()
-    return t, 0, t
+    return t, 0, t, fitting(n, t, 0, before)
   end
   local dict = self.dict
   if not dict then
@@ -145,8 +154,9 @@ local function reserve(self, action, n, scope)
     local key = scope .. "\0" .. action
     local t = self.now()
     local first = math.max(t, self.slots[key] or t)
-    self.slots[key] = first + n * d
-    return first, d, t
+    n = fitting(n, first, d, before)
+    if n > 0 then self.slots[key] = first + n * d end
+    return first, d, t, n
   end
   -- Workers run in parallel and a shared dict has no compare-and-set: a short lock made
   -- with add (atomic "set if absent") guards the read-modify-write.
@@ -162,14 +172,16 @@ local function reserve(self, action, n, scope)
   end
   local t = self.now()
   local first = math.max(t, dict:get(key) or t)
+  n = fitting(n, first, d, before)
   local next_free = first + n * d
   -- The entry expires once its time has passed (+1 s): idle actions cost no memory.
-  local ok, err = dict:set(key, next_free, next_free - t + 1)
+  local ok, err = true, nil
+  if n > 0 then ok, err = dict:set(key, next_free, next_free - t + 1) end
   dict:delete(lock)
   if not ok then
     error(("pacer: lua_shared_dict %s: %s"):format(self.dict_name, tostring(err)), 3)
   end
-  return first, d, t
+  return first, d, t, n
 end
 
 --- Reserves the next slot for an action and sleeps until it.
@@ -189,13 +201,16 @@ end
 -- @tparam string action
 -- @tparam integer n number of requests (>= 0)
 -- @tparam[opt] string scope whose budget (the AccessKeyId in use); default the pacer's
--- @treturn {number,...} the n start times, values of `now()`, ascending (the core's
---   `perform_many` takes them as each request's `not_before`)
+-- @tparam[opt] number before a `now()` value: only the slots that start before it are
+--   reserved (a request that would start after its deadline takes no slot from others)
+-- @treturn {number,...} the start times, values of `now()`, ascending (the core's
+--   `perform_many` takes them as each request's `not_before`): n of them, or fewer with
+--   `before`
 -- @raise when action is not a string or n is not a non-negative integer
-function Pacer:schedule(action, n, scope)
-  local first, d = reserve(self, action, n, scope)
+function Pacer:schedule(action, n, scope, before)
+  local first, d, _, k = reserve(self, action, n, scope, before)
   local times = {}
-  for i = 1, n do times[i] = first + (i - 1) * d end
+  for i = 1, k do times[i] = first + (i - 1) * d end
   return times
 end
 
