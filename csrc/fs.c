@@ -13,6 +13,7 @@
  * names rather than parsing messages.
  */
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -450,6 +451,19 @@ static int l_disable_core_dumps(lua_State *L)
     return 1;
 }
 
+/*
+ * core.ignore_file_size_signal() -> true
+ * SIGXFSZ ignored: past a file-size limit (ulimit -f, systemd's LimitFSIZE) a write then
+ * fails with EFBIG, which the caller reports and survives, instead of the signal killing
+ * the process mid-job with nothing said.
+ */
+static int l_ignore_file_size_signal(lua_State *L)
+{
+    signal(SIGXFSZ, SIG_IGN);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* Path-based steps (kept for callers that hold no journal file) ----------------------- */
 
 /*
@@ -524,6 +538,7 @@ void aliyun_open_fs(lua_State *L)
     static const luaL_Reg funcs[] = {
         {"journal_open", l_journal_open}, {"file_kind", l_file_kind},
         {"read_file", l_read_file}, {"disable_core_dumps", l_disable_core_dumps},
+        {"ignore_file_size_signal", l_ignore_file_size_signal},
         {"append_sync", l_append_sync}, {"lock_file", l_lock_file}, {NULL, NULL}};
 
     static const luaL_Reg lock_meta[] = {

@@ -831,6 +831,20 @@ describe("aliyun-iot command", function()
     assert(ok, e)
   end)
 
+  it("a file-size limit (ulimit -f, no trap) ends in exit 1 with a message, not SIGXFSZ", function()
+    -- systemd's LimitFSIZE or a shell's ulimit: the signal used to kill the job (exit 153)
+    -- with nothing said; the CLI ignores it itself, so the write fails and is reported
+    local code = sh("ulimit -f 1; " .. env_prefix() .. LUA .. " " .. q(BIN) .. " " .. ep() ..
+      "--quiet register --product-key " .. PK .. " --count 50 --out lim.csv" ..
+      " < /dev/null > lim.out 2> lim.err; echo $?")
+    local err = read(tmp .. "/lim.err")
+    all_stderr[#all_stderr + 1] = err
+    assert.are.equal("1\n", code, err)
+    assert.truthy(err:find("cannot write", 1, true), err)
+    local state = err:match("resume %-%-state (%S+)")
+    assert.truthy(state and read(state), err)
+  end)
+
   it("call ... --out on a full disk exits 1, and so does devices", function()
     local dir, unmount, limit = tiny_fs("fullfs", 64)
     local ok, e = pcall(function()

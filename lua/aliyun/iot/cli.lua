@@ -63,7 +63,11 @@ end
 function M.main(argv, streams, prog)
   set_prog(prog)
   -- The process holds the AccessKeySecret and DeviceSecrets: no core file may keep them.
-  require("aliyun.iot.core").disable_core_dumps()
+  -- Past a file-size limit a write fails (and is reported, the journal kept) rather than
+  -- SIGXFSZ ending the job with nothing said.
+  local core = require "aliyun.iot.core"
+  core.disable_core_dumps()
+  core.ignore_file_size_signal()
   streams = streams or {}
   streams.stdin = streams.stdin or io.stdin
   streams.stdout = streams.stdout or io.stdout

@@ -429,8 +429,14 @@ end
 
 function Journal:_write(lines)
   lines[#lines + 1] = ""
-  local ok, why = self.file:append(table.concat(lines, "\n"))
-  if not ok then return nil, journal_error(("%s: %s"):format(self.path, why)) end
+  local ok, why, errno = self.file:append(table.concat(lines, "\n"))
+  if not ok then
+    -- a write that failed (a full disk, a file-size limit): `errno` tells it from a journal
+    -- refused for what it holds; the lines before it are whole, so the job can be resumed
+    local e = journal_error(("%s: %s"):format(self.path, why))
+    e.errno = errno
+    return nil, e
+  end
   return true
 end
 

@@ -232,7 +232,7 @@ end
 function Job:fail(cause, fields)
   local e = {}
   for _, k in ipairs{"code", "message", "request_id", "http_status", "host_id", "recommend",
-                     "response", "action", "parameter", "apply_id", "status"} do
+                     "response", "action", "parameter", "apply_id", "status", "errno"} do
     e[k] = cause[k]
   end
   for k, v in pairs(fields or {}) do e[k] = v end

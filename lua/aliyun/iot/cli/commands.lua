@@ -74,8 +74,9 @@ end
 -- no use (nothing created, or nothing sent).
 local function job_failed(err, opts, streams, out, state, own_state, dir)
   local journal = require "aliyun.iot.journal"
-  if err.code == "JournalError" then
+  if err.code == "JournalError" and not err.errno then
     -- a journal the library refuses is a local problem: running resume again cannot help
+    -- (one that could not be written, `errno` set, is kept and resumed like any failure)
     out:abort()
     local msg = tostring(err.message or "")
     -- "event N (apply) of the journal ...": event N is line N of the file
