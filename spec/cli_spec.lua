@@ -1044,9 +1044,11 @@ describe("aliyun-iot command", function()
     assert.are.equal(0, code, err)
     local id = tostring(emu:state().applies[1].ApplyId)
     local cases = {
-      {"QueryDevice", "call QueryDevice ProductKey=" .. PK},
-      {"QueryBatchRegisterDeviceStatus", "status --product-key " .. PK .. " --apply-id " .. id},
-      {"QueryPageByApplyId", "devices --product-key " .. PK .. " --apply-id " .. id},
+      {"QueryDevice", "call QueryDevice ProductKey=" .. PK, "DeadlineExceeded"},
+      {"QueryBatchRegisterDeviceStatus", "status --product-key " .. PK .. " --apply-id " .. id,
+       "DeadlineExceeded"},
+      -- devices reads an apply: its deadline ends it as the batch helpers' ApplyTimeout
+      {"QueryPageByApplyId", "devices --product-key " .. PK .. " --apply-id " .. id, "ApplyTimeout"},
     }
     for _, case in ipairs(cases) do
       emu:clear_faults()
@@ -1056,6 +1058,7 @@ describe("aliyun-iot command", function()
       code, out, err = run(ep() .. "--deadline 1 " .. case[2])
       assert.are.equal(1, code, case[2] .. ": " .. err)
       assert.are.equal("", out)
+      assert.truthy(err:find("aliyun-iot: " .. case[3] .. ":", 1, true), case[2] .. ": " .. err)
       assert.truthy(os.time() - t0 < 30, case[2])
     end
     emu:clear_faults()
