@@ -592,6 +592,50 @@ describe("batch helpers", function()
       assert.are.equal(n, #emu:requests())
     end)
 
+    it("refuses a journal that contradicts its job (ProductKey, Counts) with PATH:LINE, sending nothing",
+       function()
+      local c = client()
+      assert(c:register_devices{ProductKey = PK, Count = 3, journal = path})
+      local lines = lines_of(path)
+      local at = {}
+      for i, line in ipairs(lines) do
+        local ev = line:match('"event":"(%a+)"')
+        at[ev] = at[ev] or i
+      end
+      local function edited(line_no, from, to)
+        local out = {}
+        for i, line in ipairs(lines) do
+          out[i] = i == line_no and line:gsub(from, to) or line
+          if i == line_no then assert(out[i] ~= line, from) end
+        end
+        return table.concat(out, "\n") .. "\n"
+      end
+      local n = #emu:requests()
+      local cases = {
+        -- a device of another product
+        {edited(at.device, '"ProductKey":"' .. PK .. '"', '"ProductKey":"a1Other"'), at.device,
+         "ProductKey a1Other is not the job's " .. PK},
+        -- an apply of another product
+        {edited(at.apply, '"ProductKey":"' .. PK .. '"', '"ProductKey":"a1Other"'), at.apply,
+         "ProductKey a1Other"},
+        -- the job's Count raised after it finished with 3 devices
+        {edited(1, '"Count":3', '"Count":4'), at.done, "the job's Count is 4"},
+        -- an apply asking for more than the job's Count
+        {edited(at.apply, '"Count":3', '"Count":4'), at.apply, "more than the job's Count 3"},
+        -- an apply whose fetched Total is not what it asked
+        {edited(at.apply, '"Count":3', '"Count":2'), at.fetched, "CREATE_SUCCESS with 3 devices, 2 asked"},
+      }
+      for _, case in ipairs(cases) do
+        write(path, case[1])
+        local res, err = c:resume{journal = path}
+        assert.is_nil(res)
+        assert.are.equal("JournalError", err.code, tostring(err))
+        assert.truthy(err.message:find(path .. ":" .. case[2] .. ": ", 1, true), err.message)
+        assert.truthy(err.message:find(case[3], 1, true), err.message)
+      end
+      assert.are.equal(n, #emu:requests())
+    end)
+
     it("refuses a changed or damaged journal with JournalError naming the event, sending nothing", function()
       local c = client()
       local job = '{"event":"job","version":1,"kind":"random","ProductKey":"' .. PK .. '","Count":%s}'

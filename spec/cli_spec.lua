@@ -532,6 +532,50 @@ describe("aliyun-iot command", function()
     assert.are.equal(1, sent)
   end)
 
+  -- A resume would meet the same end: no resume command, but what exists and where to look.
+  local function no_resume_advice(err, state)
+    assert.is_nil(err:find("to finish it", 1, true), err)
+    assert.is_nil(err:find("resume --state", 1, true), err)
+    assert.truthy(err:find("the journal " .. state .. " keeps the ApplyIds and the devices known", 1, true), err)
+    assert.truthy(err:find("with QueryDevice or in the console", 1, true), err)
+  end
+
+  it("an Ambiguous ending prints no resume command, on register and on resume", function()
+    emu:fault{kind = "reset_after", count = 1, action = "BatchRegisterDevice"}
+    local code, out, err = run(ep() .. "--quiet register --product-key " .. PK ..
+      " --count 3 --state amb.state --out amb.csv")
+    assert.are.equal(1, code, err)
+    assert.are.equal("", out)
+    assert.truthy(err:find("aliyun-iot: Ambiguous:", 1, true), err)
+    no_resume_advice(err, "amb.state")
+    code, out, err = run(ep() .. "--quiet resume --state amb.state --out amb.csv")
+    assert.are.equal(1, code, err)
+    assert.are.equal("", out)
+    assert.truthy(err:find("aliyun-iot: Ambiguous:", 1, true), err)
+    assert.truthy(err:find("cannot settle the uncertain BatchRegisterDevice", 1, true), err)
+    no_resume_advice(err, "amb.state")
+  end)
+
+  it("an apply the service answers against what was asked prints no resume command", function()
+    local code, _, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 3 --state c.state")
+    assert.are.equal(0, code, err)
+    -- every line asks for 4 and the job is not finished: the service answers 3 devices
+    local kept = {}
+    for line in read(tmp .. "/c.state"):gmatch("[^\n]+") do
+      if not line:find('"event":"fetched"', 1, true) and not line:find('"event":"done"', 1, true) then
+        kept[#kept + 1] = (line:gsub('"Count":3', '"Count":4'))
+      end
+    end
+    write(tmp .. "/c.state", table.concat(kept, "\n") .. "\n")
+    local out
+    code, out, err = run(ep() .. "--quiet resume --state c.state")
+    assert.are.equal(1, code, err)
+    assert.are.equal("", out)
+    assert.truthy(err:find("InvalidResponse: apply %d+: CREATE_SUCCESS with 3 devices, 4 asked"), err)
+    assert.truthy(err:find("contradicts what was asked; running resume again would get the same answer", 1, true), err)
+    no_resume_advice(err, "c.state")
+  end)
+
   it("--deadline ends a job that takes too long: exit 1 with the resume command", function()
     emu:set{async_delay = 3}
     local code, out, err = run(ep() .. "--quiet --deadline 0.5 register --product-key " .. PK .. " --count 2")
@@ -1058,9 +1102,11 @@ describe("aliyun-iot command", function()
     assert.are.equal(0, code, err)
     local id = tostring(emu:state().applies[1].ApplyId)
     local cases = {
-      {"QueryDevice", "call QueryDevice ProductKey=" .. PK},
-      {"QueryBatchRegisterDeviceStatus", "status --product-key " .. PK .. " --apply-id " .. id},
-      {"QueryPageByApplyId", "devices --product-key " .. PK .. " --apply-id " .. id},
+      {"QueryDevice", "call QueryDevice ProductKey=" .. PK, "DeadlineExceeded"},
+      {"QueryBatchRegisterDeviceStatus", "status --product-key " .. PK .. " --apply-id " .. id,
+       "DeadlineExceeded"},
+      -- devices reads an apply: its deadline ends it as the batch helpers' ApplyTimeout
+      {"QueryPageByApplyId", "devices --product-key " .. PK .. " --apply-id " .. id, "ApplyTimeout"},
     }
     for _, case in ipairs(cases) do
       emu:clear_faults()
@@ -1070,6 +1116,7 @@ describe("aliyun-iot command", function()
       code, out, err = run(ep() .. "--deadline 1 " .. case[2])
       assert.are.equal(1, code, case[2] .. ": " .. err)
       assert.are.equal("", out)
+      assert.truthy(err:find("aliyun-iot: " .. case[3] .. ":", 1, true), case[2] .. ": " .. err)
       assert.truthy(os.time() - t0 < 30, case[2])
     end
     emu:clear_faults()

@@ -9,9 +9,12 @@ local named = require "aliyun.iot.batch.named"
 local M = {}
 
 -- The journal's reader (`aliyun.iot.journal`) has checked every field of every event
--- against the one set of limits; what is left here needs the job's state: device lines
--- belong to an apply the journal recorded, and each apply's devices add up to its
--- `fetched` Total (and all of them to `done`'s Devices).
+-- against the one set of limits; what is left here needs the job's state: every event's
+-- ProductKey is the job's, device lines belong to an apply the journal recorded and stay
+-- within what it asked, each apply's devices add up to its `fetched` Total (and all of
+-- them to `done`'s Devices), and a random job's applies ask for at most its Count (for
+-- exactly it once `done`, unless an apply ended CREATE_FAILED). A journal that
+-- contradicts itself is refused rather than resumed.
 
 local function journal_error(job, line, fmt, ...)
   local path = job.journal and job.journal.path or "journal"
@@ -28,11 +31,22 @@ local IN_FLIGHT = "BatchRegisterDevice (Count = %s) was in flight when the journ
 -- last `done` and each apply's `fetched` line. Returns an error for a device line of an
 -- apply the journal never recorded.
 local function replay(job, r, i, st)
+  if r.ProductKey ~= nil and r.ProductKey ~= job.ProductKey then
+    return journal_error(job, i, "%s event: ProductKey %s is not the job's %s", r.event,
+      r.ProductKey, job.ProductKey)
+  end
   if r.event == "submit" then
     st.in_flight[r.seq] = r
     job.seq = math.max(job.seq, tonumber(r.seq) or 0)
   elseif r.event == "apply" then
     st.in_flight[r.seq or -1] = nil
+    if job.kind == "random" and r.Count then
+      st.asked = st.asked + r.Count
+      if st.asked > job.Count then
+        return journal_error(job, i, "the applies ask for %d devices, more than the job's " ..
+          "Count %d", st.asked, job.Count)
+      end
+    end
     job:add_apply{ApplyId = answer.id_value(r.ApplyId), phase = r.phase, Count = r.Count,
                   Names = r.Names}
   elseif r.event == "failed" then
@@ -55,6 +69,10 @@ local function replay(job, r, i, st)
     end
   elseif r.event == "fetched" then
     local a = job.by_id[r.ApplyId]
+    if a and a.Count and (r.Total > a.Count or (r.Status == "CREATE_SUCCESS" and r.Total ~= a.Count)) then
+      return journal_error(job, i, "apply %s: fetched %s with %d devices, %d asked", a.key,
+        r.Status, r.Total, a.Count)
+    end
     if a then
       a.fetched, a.check_status = true, r.Status or "CREATE_SUCCESS"
       a.fetched_total, a.fetched_line = r.Total, i
@@ -64,6 +82,13 @@ local function replay(job, r, i, st)
     st.done, st.done_line = r, i
     if type(r.Invalid) == "table" then job.invalid = r.Invalid end
   end
+end
+
+local function any_create_failed(job)
+  for _, a in ipairs(job.applies) do
+    if a.create_failed then return true end
+  end
+  return false
 end
 
 -- Holds each fetched apply to its Total: fewer devices than it is read again (its pages
@@ -76,9 +101,18 @@ local function check_counts(job, st)
       return nil, journal_error(job, a.last_line, "apply %s holds %d devices, more than the " ..
         "Total %d its fetched line (line %d) records", a.key, a.got, a.fetched_total,
         a.fetched_line)
+    elseif a.got > (a.Count or #a.Names) then
+      return nil, journal_error(job, a.last_line, "apply %s holds %d devices, more than the " ..
+        "%d it asked for", a.key, a.got, a.Count or #a.Names)
     elseif a.fetched and a.got < a.fetched_total then
       a.fetched, trusted = false, false
     end
+  end
+  if st.done and job.kind == "random" and not any_create_failed(job)
+     and (st.done.Devices ~= job.Count or st.asked ~= job.Count) then
+    return nil, journal_error(job, st.done_line, "the job's done line records %d devices " ..
+      "from applies asking for %d, but the job's Count is %d", st.done.Devices, st.asked,
+      job.Count)
   end
   if st.done and #job.devices > st.done.Devices then
     return nil, journal_error(job, st.done_line, "the job's done line records %d devices, " ..
@@ -104,7 +138,7 @@ function M.rebuild(job, records)
     local err = named.validate_names(job)
     if err then return nil, err end
   end
-  local st = {in_flight = {}}
+  local st = {in_flight = {}, asked = 0}
   for i = 2, #records do
     local err = replay(job, records[i], i, st)
     if err then return nil, err end

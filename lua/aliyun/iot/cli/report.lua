@@ -70,8 +70,35 @@ function M.resume_command(opts, state)
   if opts.out then f[#f + 1] = "--out " .. shell_quote(opts.out) end
   return table.concat(f, " ")
 end
+-- Whether a resume would meet the same end: an uncertain BatchRegisterDevice (Ambiguous:
+-- no answer can come back), or the service's own answer about an apply contradicting what
+-- was asked (InvalidResponse naming the apply: it answers the same again).
+local function settled_by_service(err)
+  return err.code == "Ambiguous" or err.ambiguous == true
+    or (err.code == "InvalidResponse" and err.apply_id ~= nil)
+end
+
+-- What exists after a failure no resume can finish, and where to look for the rest.
+local function report_settled(err, streams, state)
+  local w = streams.stderr
+  if err.code == "InvalidResponse" then
+    w:write("aliyun-iot: the service's answer for apply ", printable(tostring(err.apply_id)),
+      " contradicts what was asked; running resume again would get the same answer\n")
+  else
+    w:write("aliyun-iot: running resume again cannot settle the uncertain ",
+      "BatchRegisterDevice: its ApplyId never arrived\n")
+  end
+  if state then
+    w:write("aliyun-iot: the journal ", state, " keeps the ApplyIds and the devices known\n")
+  end
+  w:write("aliyun-iot: look up the devices of the ",
+    err.code == "InvalidResponse" and "apply" or "unknown apply",
+    " with QueryDevice or in the console\n")
+end
+
 -- Reports a register/resume failure: the error, the applies created and how to finish.
 -- `state`: the journal to name with the resume command (nil when there is none to keep).
+-- No resume command is printed when a resume would meet the same end (`settled_by_service`).
 function M.report_failure(err, opts, streams, state)
   if err.code == "InvalidDeviceName" and err.invalid then
     -- the names once, a line each (the library's message lists them too)
@@ -90,7 +117,9 @@ function M.report_failure(err, opts, streams, state)
   if #ids > 0 then
     streams.stderr:write("aliyun-iot: ApplyIds created: ", table.concat(ids, " "), "\n")
   end
-  if state then
+  if settled_by_service(err) then
+    report_settled(err, streams, state)
+  elseif state then
     streams.stderr:write("aliyun-iot: the journal ", state, " records the job; to finish it, run:\n  ",
       M.resume_command(opts, state), "\n")
   elseif #ids > 0 then
