@@ -71,29 +71,42 @@ function M.resume_command(opts, state)
   return table.concat(f, " ")
 end
 -- Whether a resume would meet the same end: an uncertain BatchRegisterDevice (Ambiguous:
--- no answer can come back), or the service's own answer about an apply contradicting what
--- was asked (InvalidResponse naming the apply: it answers the same again).
+-- the ApplyId it lacks can never arrive).
 local function settled_by_service(err)
   return err.code == "Ambiguous" or err.ambiguous == true
-    or (err.code == "InvalidResponse" and err.apply_id ~= nil)
 end
 
 -- What exists after a failure no resume can finish, and where to look for the rest.
-local function report_settled(err, streams, state)
+local function report_settled(streams, state)
   local w = streams.stderr
-  if err.code == "InvalidResponse" then
-    w:write("aliyun-iot: the service's answer for apply ", printable(tostring(err.apply_id)),
-      " contradicts what was asked; running resume again would get the same answer\n")
-  else
-    w:write("aliyun-iot: running resume again cannot settle the uncertain ",
-      "BatchRegisterDevice: its ApplyId never arrived\n")
-  end
+  w:write("aliyun-iot: running resume again cannot settle the uncertain ",
+    "BatchRegisterDevice: its ApplyId never arrived\n")
   if state then
     w:write("aliyun-iot: the journal ", state, " keeps the ApplyIds and the devices known\n")
   end
-  w:write("aliyun-iot: look up the devices of the ",
-    err.code == "InvalidResponse" and "apply" or "unknown apply",
-    " with QueryDevice or in the console\n")
+  w:write("aliyun-iot: look up the devices of the unknown apply with QueryDevice or in the console\n")
+end
+
+-- The command that reads one apply's devices, with the flags that reach the same service.
+local function devices_command(opts, product_key, id)
+  local f = {shell_quote(M.PROG), "devices --product-key", shell_quote(tostring(product_key)),
+             "--apply-id", printable(tostring(id))}
+  for _, x in ipairs(M.common_flags(opts)) do f[#f + 1] = x end
+  return table.concat(f, " ")
+end
+
+-- An apply's answer that contradicts what was asked may be a garbled answer that a resume
+-- gets past, or the service's settled word that it gives again: both are said. (On resume
+-- the ProductKey is the journal's.)
+local function report_contradiction(err, opts, streams, state)
+  local pk = opts.product_key
+  if not pk then
+    local records = require("aliyun.iot.journal").read(state)
+    pk = records and records[1].ProductKey or "PK"
+  end
+  streams.stderr:write("aliyun-iot: if resume ends the same way, the service's answer for apply ",
+    printable(tostring(err.apply_id)), " contradicts the journal: read the apply's devices with:\n  ",
+    devices_command(opts, pk, err.apply_id), "\n")
 end
 
 -- Reports a register/resume failure: the error, the applies created and how to finish.
@@ -118,17 +131,17 @@ function M.report_failure(err, opts, streams, state)
     streams.stderr:write("aliyun-iot: ApplyIds created: ", table.concat(ids, " "), "\n")
   end
   if settled_by_service(err) then
-    report_settled(err, streams, state)
+    report_settled(streams, state)
   elseif state then
     streams.stderr:write("aliyun-iot: the journal ", state, " records the job; to finish it, run:\n  ",
       M.resume_command(opts, state), "\n")
+    if err.code == "InvalidResponse" and err.apply_id ~= nil then
+      report_contradiction(err, opts, streams, state)
+    end
   elseif #ids > 0 then
     streams.stderr:write("aliyun-iot: read each apply's devices once it is done with:\n")
     for _, id in ipairs(ids) do
-      local f = {shell_quote(M.PROG), "devices --product-key", shell_quote(opts.product_key),
-                 "--apply-id", id}
-      for _, x in ipairs(M.common_flags(opts)) do f[#f + 1] = x end
-      streams.stderr:write("  ", table.concat(f, " "), "\n")
+      streams.stderr:write("  ", devices_command(opts, opts.product_key, id), "\n")
     end
   end
   return M.failure_code(err)
