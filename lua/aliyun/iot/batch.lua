@@ -238,6 +238,18 @@ local function resume(self, args)
   end)
 end
 
+--- Checks a helper's arguments by the helpers' one rule, sending nothing: what the helper
+-- itself checks first (a command line can refuse a job before it makes a journal for it).
+-- @tparam string helper "register_devices", "register_named_devices", "resume",
+--   "wait_apply" or "apply_devices"
+-- @tparam table args the arguments the helper would get
+-- @treturn ?table args
+-- @treturn ?table err `InvalidParameter` naming the bad or missing value
+-- @raise as the helper would: a wrong type, an unknown option, an unknown helper
+function M.check_args(helper, args)
+  return args_m.check(args, helper, 3)
+end
+
 --- Adds the helpers to the client class (called once by `aliyun.iot`).
 -- @tparam table Client the client metatable
 function M.install(Client)

@@ -163,7 +163,7 @@ function M.run_job(opts, streams, ui, now, ctx)
   output.check_out(opts)
   -- the library's own rules first: a job refused before sending anything keeps no journal
   -- and prints no journal note
-  local _, aerr = require("aliyun.iot.batch.args").check(job, helper_name(opts, job), 2)
+  local _, aerr = require("aliyun.iot.batch").check_args(helper_name(opts, job), job)
   if aerr then print_error(streams, aerr) return failure_code(aerr) end
   local out = output.open(opts.out, streams.stdout)
   ctx.out, ctx.state, ctx.own_state = out, state, own_state
