@@ -95,6 +95,8 @@ function M.main(argv, streams, prog)
       return commands.run_job(opts, streams, ui, now, ctx)
     elseif opts.command == "devices" then
       return commands.run_devices(opts, streams, ui, ctx)
+    elseif opts.command == "mqtt-credentials" then
+      return require("aliyun.iot.cli.mqtt").run(opts, streams, ctx)
     end
     return commands.run_call(opts, streams, ui, ctx)
   end, function(e)

@@ -23,6 +23,9 @@ Commands:
         print an apply's status (QueryBatchRegisterDeviceStatus) as JSON
   devices --product-key PK --apply-id ID
         print the devices of an apply
+  mqtt-credentials --in FILE
+        add the MQTT connection columns to the devices of FILE (CSV, JSON
+        or NDJSON written by this command); no request is sent
   call ACTION [Key=Value ...]
         call any IoT action and print the result as JSON; lists as
         Name.1=a Name.2=b, lists of records as Name.1.Field=x
@@ -40,8 +43,22 @@ Options (before or after the command):
   --ca-file PATH        CA certificates to verify the endpoint with
   --timeout S           seconds per request (default 30)
   --deadline S          seconds for the whole job
-  --format csv|json     device output: CSV with header
-                        ProductKey,DeviceName,DeviceSecret,IotId (default) or JSON
+  --format F            device output: csv (header ProductKey,DeviceName,
+                        DeviceSecret,IotId; the default), json, ndjson (one
+                        device a line) or esp-idf (mfg_gen.py's values file
+                        --out FILE.csv and its config FILE.config.csv)
+  --esp-namespace NS    the NVS namespace of --format esp-idf (aliyun-key)
+  --no-secrets          leave DeviceSecret and MqttPassword out
+  --mqtt                add MqttHost,MqttPort,MqttClientId,MqttUsername,
+                        MqttPassword (the device's MQTT connection parameters)
+  --signmethod M        hmacsha256 (default), hmacsha1 or hmacmd5
+  --securemode N        2: TLS, port 8883 (default); 3: TCP, port 1883
+  --instance-style S    host <IotInstanceId>.mqtt.iothub.aliyuncs.com (instance:
+                        the default with --iot-instance-id) or
+                        <ProductKey>.iot-as-mqtt.<region>.aliyuncs.com (old)
+  --password-case C     lower (default) or upper hex MqttPassword
+  --mqtt-timestamp MS   the signed timestamp (default: now, one for the run)
+  --mqtt-port N         another port (443, as Link SDK 4 may use)
   --out FILE            write the output to FILE instead of stdout: a file is
                         replaced atomically with mode 0600 (through a symlink, the
                         file it leads to; give each job its own); a device, FIFO
@@ -64,7 +81,8 @@ journal and the command that finishes the job are on stderr).
 local OPTIONS = {
   endpoint = {value = true}, region = {value = true}, ["iot-instance-id"] = {value = true},
   ["ca-file"] = {value = true}, timeout = {value = true}, deadline = {value = true},
-  format = {value = true, commands = {register = true, resume = true, devices = true}},
+  format = {value = true, commands = {register = true, resume = true, devices = true,
+                                     ["mqtt-credentials"] = true}},
   out = {value = true}, quiet = {}, help = {}, version = {},
   ["product-key"] = {value = true, commands = {register = true, status = true, devices = true}},
   count = {value = true, commands = {register = true}},
@@ -74,8 +92,18 @@ local OPTIONS = {
   ["apply-timeout"] = {value = true, commands = {register = true, resume = true}},
   ["apply-id"] = {value = true, commands = {status = true, devices = true}},
 }
+-- the commands that write devices, and their options (cli/formats.lua, cli/connection.lua)
+local WRITERS = {register = true, resume = true, devices = true, export = true,
+                 ["mqtt-credentials"] = true}
+for _, name in ipairs{"mqtt", "no-secrets"} do OPTIONS[name] = {commands = WRITERS} end
+for _, name in ipairs{"signmethod", "securemode", "instance-style", "password-case",
+                      "mqtt-timestamp", "mqtt-port", "esp-namespace"} do
+  OPTIONS[name] = {value = true, commands = WRITERS}
+end
+OPTIONS["in"] = {value = true, commands = {["mqtt-credentials"] = true}}
 
-local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true}
+local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true,
+                  ["mqtt-credentials"] = true}
 
 -- A usage error: raised inside `main` and turned into exit status 2.
 local Usage = {}
@@ -199,10 +227,7 @@ function M.check(opts)
   positive_number(opts, "timeout")
   positive_number(opts, "deadline")
   positive_number(opts, "apply-timeout")
-  opts.format = opts.format or "csv"
-  if opts.format ~= "csv" and opts.format ~= "json" then
-    usage_error("--format must be csv or json, got '%s'", opts.format)
-  end
+  require("aliyun.iot.cli.formats").check(opts)
   if opts.out == "" or (opts.out and opts.out:sub(-1) == "/") then
     usage_error("--out needs a file name, got '%s'", opts.out)
   end

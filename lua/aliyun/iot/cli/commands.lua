@@ -134,6 +134,8 @@ local function finished(out, streams)
   return report.EXIT_FAILURE
 end
 
+M.finished = finished
+
 local count_of = progress.count_of
 
 -- The closing note of a job, and the names --skip-invalid left out (exit 3).
@@ -165,7 +167,7 @@ function M.run_job(opts, streams, ui, now, ctx)
   -- and prints no journal note
   local _, aerr = require("aliyun.iot.batch").check_args(helper_name(opts, job), job)
   if aerr then print_error(streams, aerr) return failure_code(aerr) end
-  local out = output.open(opts.out, streams.stdout)
+  local out = output.open_devices(opts, streams.stdout)
   ctx.out, ctx.state, ctx.own_state = out, state, own_state
   local client, cerr = new_client(opts, ui)
   if not client then return failed(out, streams, cerr) end
@@ -193,11 +195,11 @@ end
 -- @treturn integer exit status
 function M.run_devices(opts, streams, ui, ctx)
   output.check_out(opts)
-  local out = output.open(opts.out, streams.stdout)
+  local out = output.open_devices(opts, streams.stdout)
   ctx.out = out
   local client, cerr = new_client(opts, ui)
   if not client then return failed(out, streams, cerr) end
-  local w = output.device_writer(out, opts.format, opts.product_key)
+  local w = output.device_writer(out, opts, opts.product_key)
   for dev, err in client:apply_devices{ProductKey = opts.product_key, ApplyId = opts.apply_id,
                                        deadline = opts.deadline} do
     if not dev then return failed(out, streams, err) end

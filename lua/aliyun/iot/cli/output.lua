@@ -3,37 +3,16 @@
 -- @module aliyun.iot.cli.output
 
 local args = require "aliyun.iot.cli.args"
-local json = require "aliyun.iot.cli.json"
+local connection = require "aliyun.iot.cli.connection"
+local formats = require "aliyun.iot.cli.formats"
 
 local local_error, shell_quote = args.local_error, args.shell_quote
-local json_string = json.string
+local printable = require("aliyun.iot.errors").printable
 
 local M = {}
 
-local FIELDS = {"ProductKey", "DeviceName", "DeviceSecret", "IotId"}
-
---- One CSV field, quoted as RFC 4180 asks when it holds a comma, a quote, CR or LF.
--- @tparam string s
--- @treturn string
-function M.csv_field(s)
-  s = tostring(s or "")
-  if s:find('[,"\r\n]') then return '"' .. s:gsub('"', '""') .. '"' end
-  return s
-end
-
-local function csv_line(dev)
-  local f = {}
-  for i, k in ipairs(FIELDS) do f[i] = M.csv_field(dev[k]) end
-  return table.concat(f, ",") .. "\r\n"
-end
-
-local function json_device(dev)
-  local f = {}
-  for i, k in ipairs(FIELDS) do
-    f[i] = json_string(k) .. ": " .. json_string(tostring(dev[k] or ""))
-  end
-  return "  {" .. table.concat(f, ", ") .. "}"
-end
+--- One CSV field, quoted as RFC 4180 asks (`formats.csv_field`).
+M.csv_field = formats.csv_field
 
 -- A fresh random tag for file names: the core's nonce (OpenSSL's RAND_bytes), since Lua
 -- before 5.4 seeds math.random alike in every process.
@@ -148,7 +127,7 @@ function M.check_out(opts)
   local out = opts.out
   if not out then return end
   local here = place_of(out)
-  for _, o in ipairs{{"state", "--state"}, {"names_file", "--names-file"}} do
+  for _, o in ipairs{{"state", "--state"}, {"names_file", "--names-file"}, {"in", "--in"}} do
     local other = opts[o[1]]
     if other and other ~= "-" and here and place_of(other) == here then
       local_error("--out %s is the same file as %s %s: give the output a file of its own",
@@ -310,40 +289,108 @@ function M.open(path, stdout)
   return replacing_output(path, target)
 end
 
--- Writes devices one at a time in the chosen format.
-function M.device_writer(out, format, product_key)
+-- The esp-idf config file `path`, created exclusively (never replacing a file: this run
+-- did not make it) with mode 0600 and written in one fsync'ed write before any request;
+-- the values output `o` is wrapped so that the config is removed again unless the values
+-- were written.
+local function with_esp_config(o, path, text)
+  local file, why = core().journal_open(path, "create")
+  if not file then
+    o:abort()
+    local exists = (core().file_kind(path) or "none") ~= "none"
+    local_error("cannot write the esp-idf config file %s: %s", path, exists and
+      "it exists (a file this run did not create is never replaced): remove it or choose " ..
+      "another --out" or tostring(why))
+  end
+  local id = file:id()
+  local ok, err = file:append(text)
+  file:close()
+  local function remove()
+    if select(2, core().file_kind(path)) == id then os.remove(path) end
+  end
+  if not ok then
+    remove()
+    o:abort()
+    local_error("cannot write the esp-idf config file %s: %s", path,
+      (tostring(err):gsub("^cannot write the journal: ", "")))
+  end
+  local finish, abort = o.finish, o.abort
+  o.finish = function(self)
+    local okf, ferr = finish(self)
+    if okf then self.config_written = true else remove() end
+    return okf, ferr
+  end
+  o.abort = function(self)
+    abort(self)
+    if not self.config_written then remove() end
+  end
+  o.config = path
+  return o
+end
+
+--- The output of a command that writes devices: `open`, and for `--format esp-idf` the
+-- config file beside the values file (`formats.esp_config_path`), which must be a
+-- regular file or a new one.
+-- @tparam table opts the checked options (`out`, `format`, `esp_namespace`, columns)
+-- @param stdout the standard output stream
+-- @treturn table the output (`fh`, `finish`, `abort`)
+function M.open_devices(opts, stdout)
+  if opts.format ~= "esp-idf" then return M.open(opts.out, stdout) end
+  local kind = path_kind(opts.out)
+  if kind == "special" or per_process(opts.out) then
+    local_error("--format esp-idf writes --out %s and a config file beside it: give a " ..
+      "regular file, not a device or FIFO", opts.out)
+  end
+  local o = M.open(opts.out, stdout)
+  return with_esp_config(o, formats.esp_config_path(opts.out),
+    formats.esp_config(formats.columns(opts), opts.esp_namespace))
+end
+
+--- Writes devices one at a time in the chosen format and columns (`--mqtt` computes the
+-- connection columns of each device, `--no-secrets` leaves the secrets out). A device
+-- whose columns cannot be computed stops the writer: the output's write error is set, so
+-- its `finish` fails and nothing incomplete replaces a file.
+-- @tparam table out an output (`open`, `open_devices`)
+-- @tparam table|string opts the checked options (`format`, `mqtt`, `no_secrets`, the
+--   connection options), or just the format's name
+-- @tparam[opt] string product_key for devices given without their ProductKey
+-- @treturn table `{add = function(dev), close = function(), count = n}`
+function M.device_writer(out, opts, product_key)
+  if type(opts) == "string" then opts = {format = opts} end
+  local enc = formats.encoder(opts.format or "csv", formats.columns(opts))
+  local cred_opts = opts.mqtt and connection.options(opts)
   local w = {count = 0}
   function w.add(dev)
+    if out.fh.err then return end
     if dev.ProductKey == nil and product_key then
       local copy = {}
       for k, v in pairs(dev) do copy[k] = v end
       copy.ProductKey = product_key
       dev = copy
     end
-    if format == "csv" then
-      if w.count == 0 then out.fh:write(table.concat(FIELDS, ","), "\r\n") end
-      out.fh:write(csv_line(dev))
-    else
-      out.fh:write(w.count == 0 and "[\n" or ",\n", json_device(dev))
+    if cred_opts then
+      local why
+      dev, why = connection.add(dev, cred_opts)
+      if not dev then out.fh.err = printable(why) return end
     end
+    if w.count == 0 then out.fh:write(enc.head()) end
     w.count = w.count + 1
+    out.fh:write(enc.row(dev, w.count))
   end
   function w.close()
-    if format == "csv" then
-      if w.count == 0 then out.fh:write(table.concat(FIELDS, ","), "\r\n") end
-    else
-      out.fh:write(w.count == 0 and "[]\n" or "\n]\n")
-    end
+    if w.count == 0 then out.fh:write(enc.head()) end
+    out.fh:write(enc.tail(w.count))
   end
   return w
 end
 
+--- Writes a list of devices (`device_writer` over them).
+-- @treturn integer how many were written
 function M.write_devices(opts, out, devices, product_key)
-  local w = M.device_writer(out, opts.format, product_key)
+  local w = M.device_writer(out, opts, product_key)
   for _, dev in ipairs(devices) do w.add(dev) end
   w.close()
   return w.count
 end
-
 
 return M

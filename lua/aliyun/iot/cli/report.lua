@@ -67,6 +67,7 @@ function M.resume_command(opts, state)
   for _, x in ipairs(M.common_flags(opts)) do f[#f + 1] = x end
   if opts.apply_timeout then f[#f + 1] = "--apply-timeout " .. tostring(opts.apply_timeout) end
   if opts.format ~= "csv" then f[#f + 1] = "--format " .. opts.format end
+  for _, x in ipairs(require("aliyun.iot.cli.formats").flags(opts)) do f[#f + 1] = x end
   if opts.out then f[#f + 1] = "--out " .. shell_quote(opts.out) end
   return table.concat(f, " ")
 end

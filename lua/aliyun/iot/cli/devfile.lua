@@ -1,0 +1,166 @@
+--- Reading a devices file this command wrote earlier (CSV with its header, a JSON array,
+-- or NDJSON), strictly: known columns only, ProductKey, DeviceName and DeviceSecret in
+-- every device, every row as wide as the header. Errors name `PATH:LINE` (or the JSON
+-- array's item) and never a value (a secret may be in it).
+-- @module aliyun.iot.cli.devfile
+
+local args = require "aliyun.iot.cli.args"
+local formats = require "aliyun.iot.cli.formats"
+
+local local_error = args.local_error
+
+local M = {}
+
+--- The largest file read, in bytes.
+M.MAX_BYTES = 1073741824
+
+local KNOWN = {}
+for _, c in ipairs(formats.DEVICE_FIELDS) do KNOWN[c] = true end
+for _, c in ipairs(formats.MQTT_FIELDS) do KNOWN[c] = true end
+local REQUIRED = {"ProductKey", "DeviceName", "DeviceSecret"}
+
+-- Splits CSV text (RFC 4180: quoted fields may hold commas, quotes and line ends; lines
+-- end with CRLF or LF) into rows of fields, each row with the line it starts on.
+local function csv_rows(text, path)
+  local rows, row, field = {}, {}, {}
+  local i, n, line, row_line = 1, #text, 1, 1
+  local function end_field() row[#row + 1] = table.concat(field) field = {} end
+  while i <= n do
+    local c = text:sub(i, i)
+    if c == '"' and #field == 0 then
+      local j, start = i + 1, line
+      while true do
+        local q = text:find('"', j, true)
+        if not q then local_error("%s:%d: a quoted field is never closed", path, start) end
+        local part = text:sub(j, q - 1)
+        local _, breaks = part:gsub("\n", "")
+        line = line + breaks
+        field[#field + 1] = part
+        if text:sub(q + 1, q + 1) == '"' then field[#field + 1] = '"' j = q + 2
+        else i = q + 1 break end
+      end
+      local nx = text:sub(i, i)
+      if nx ~= "," and nx ~= "\r" and nx ~= "\n" and nx ~= "" then
+        local_error("%s:%d: text after a quoted field's closing quote", path, line)
+      end
+    elseif c == "," then end_field() i = i + 1
+    elseif c == "\r" or c == "\n" then
+      if c == "\r" and text:sub(i + 1, i + 1) ~= "\n" then
+        local_error("%s:%d: a CR without LF", path, line)
+      end
+      end_field()
+      rows[#rows + 1] = {line = row_line, fields = row}
+      row = {}
+      i = i + (c == "\r" and 2 or 1)
+      line = line + 1
+      row_line = line
+    else
+      local j = text:find('[,\r\n"]', i) or n + 1
+      if text:sub(j, j) == '"' then
+        local_error("%s:%d: a quote inside an unquoted field", path, line)
+      end
+      field[#field + 1] = text:sub(i, j - 1)
+      i = j
+    end
+  end
+  if #field > 0 or #row > 0 then end_field() rows[#rows + 1] = {line = row_line, fields = row} end
+  return rows
+end
+
+-- Checks a device's fields: known names, required ones present and non-empty strings.
+local function check_device(dev, where)
+  for k, v in pairs(dev) do
+    if type(k) ~= "string" or not KNOWN[k] then
+      local_error("%s: unknown field %s", where, require("aliyun.iot.errors").printable(tostring(k)))
+    end
+    if type(v) ~= "string" and not (k == "MqttPort" and type(v) == "number") then
+      local_error("%s: %s is not a string", where, k)
+    end
+  end
+  for _, k in ipairs(REQUIRED) do
+    if dev[k] == nil or dev[k] == "" then
+      local_error("%s: no %s%s", where, k, k == "DeviceSecret" and
+        " (a file written with --no-secrets cannot give connection parameters)" or "")
+    end
+  end
+  return dev
+end
+
+local function read_csv(text, path)
+  local rows = csv_rows(text, path)
+  local header = rows[1]
+  if not header then local_error("%s holds no devices (no header)", path) end
+  local seen = {}
+  for _, name in ipairs(header.fields) do
+    if not KNOWN[name] then
+      local_error("%s:1: unknown column %s (expected columns of aliyun-iot's CSV output: %s)",
+        path, require("aliyun.iot.errors").printable(name), table.concat(REQUIRED, ","))
+    end
+    if seen[name] then local_error("%s:1: column %s given twice", path, name) end
+    seen[name] = true
+  end
+  local devices = {}
+  for r = 2, #rows do
+    local row, where = rows[r], ("%s:%d"):format(path, rows[r].line)
+    if #row.fields ~= #header.fields then
+      local_error("%s: %d fields, the header has %d", where, #row.fields, #header.fields)
+    end
+    local dev = {}
+    for c, name in ipairs(header.fields) do
+      if row.fields[c] ~= "" then dev[name] = row.fields[c] end
+    end
+    devices[#devices + 1] = check_device(dev, where)
+  end
+  return devices
+end
+
+local function decode(text, where)
+  local v = require("aliyun.iot.core").json_decode(text)
+  if type(v) ~= "table" then local_error("%s: not JSON", where) end
+  return v
+end
+
+local function read_json(text, path)
+  local list = decode(text, path)
+  if next(list) ~= nil and #list == 0 then local_error("%s: not a JSON array of devices", path) end
+  local devices = {}
+  for i, dev in ipairs(list) do
+    local where = ("%s: device %d"):format(path, i)
+    if type(dev) ~= "table" or (#dev > 0) then local_error("%s: not an object", where) end
+    devices[i] = check_device(dev, where)
+  end
+  return devices
+end
+
+local function read_ndjson(text, path)
+  local devices, n = {}, 0
+  for line in text:gmatch("([^\n]*)\n?") do
+    n = n + 1
+    if line:find("%S") then
+      local where = ("%s:%d"):format(path, n)
+      local dev = decode(line, where)
+      if #dev > 0 then local_error("%s: not an object", where) end
+      devices[#devices + 1] = check_device(dev, where)
+    end
+  end
+  return devices
+end
+
+--- Reads the devices of `path` (a regular file, at most MAX_BYTES): CSV, a JSON array or
+-- NDJSON, told apart by the first character that is not a space.
+-- @treturn {table,...} records with string fields (MqttPort may be a number)
+-- @raise a local error (exit 2) naming the file and line, before anything is written
+function M.read(path)
+  local text, why = require("aliyun.iot.core").read_file(path, M.MAX_BYTES)
+  if not text then local_error("cannot read --in: %s", tostring(why)) end
+  text = text:gsub("^\239\187\191", "")
+  local first = text:match("^%s*(.)")
+  local devices
+  if first == "[" then devices = read_json(text, path)
+  elseif first == "{" then devices = read_ndjson(text, path)
+  else devices = read_csv(text, path) end
+  if #devices == 0 then local_error("%s holds no devices", path) end
+  return devices
+end
+
+return M
