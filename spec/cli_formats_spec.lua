@@ -208,7 +208,7 @@ describe("aliyun-iot output formats", function()
       n = n + 1
       local d = cjson.decode(line)
       assert.are.equal(8883, d.MqttPort)
-      d.MqttPort = tostring(d.MqttPort)
+      d.MqttPort = ("%.0f"):format(d.MqttPort)
       assert.are.same(devs[n], d)
     end
     assert.are.equal(3, n)
@@ -219,7 +219,7 @@ describe("aliyun-iot output formats", function()
     local list = cjson.decode(read(path("f.json")))
     assert.are.equal(3, #list)
     for i, d in ipairs(list) do
-      d.MqttPort = tostring(d.MqttPort)
+      d.MqttPort = ("%.0f"):format(d.MqttPort)
       assert.are.same(devs[i], d)
     end
   end)
