@@ -203,7 +203,7 @@ describe("aliyun-iot command", function()
     {"register --product-key " .. PK .. " --count 1e3", "--count must be a positive integer"},
     {"register --product-key " .. PK .. " --count -1", "--count must be a positive integer"},
     {"register --product-key " .. PK .. " --count 3 --skip-invalid", "--skip-invalid applies to --names-file only"},
-    {"register --product-key " .. PK .. " --count 3 --format xml", "--format must be csv or json"},
+    {"register --product-key " .. PK .. " --count 3 --format xml", "--format must be csv, json, ndjson or esp-idf"},
     {"register --product-key " .. PK .. " --count 3 --timeout 0", "--timeout must be a positive number"},
     {"register --product-key " .. PK .. " --count 3 --deadline soon", "--deadline must be a positive number"},
     {"register --product-key " .. PK .. " --count 3 extra", "unexpected argument 'extra'"},
