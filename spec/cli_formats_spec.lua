@@ -339,6 +339,20 @@ describe("aliyun-iot output formats", function()
     assert.are.equal(FILE_CSV, read(path("in.csv")))
   end)
 
+  it("the resume command after a failure keeps the format and connection options", function()
+    local cli = require "aliyun.iot.cli"
+    local opts = cli.check(cli.parse{"register", "--product-key", PK, "--count", "2", "--mqtt",
+      "--signmethod", "hmacmd5", "--password-case", "upper", "--no-secrets", "--format",
+      "esp-idf", "--esp-namespace", "fleet", "--out", "f.csv"})
+    local cmd = require("aliyun.iot.cli.report").resume_command(opts, "j.state")
+    for _, want in ipairs{"--mqtt", "--signmethod hmacmd5", "--password-case upper",
+                          "--no-secrets", "--format esp-idf", "--esp-namespace fleet",
+                          "--instance-style old", "--securemode 2", "--out f.csv",
+                          "--mqtt-timestamp " .. opts.mqtt_timestamp} do
+      assert.truthy(cmd:find(want, 1, true), want .. " in " .. cmd)
+    end
+  end)
+
   it("refuses connection options without --mqtt and bad values, before any request", function()
     local base = ep() .. "register --product-key " .. PK .. " --count 2 "
     for _, c in ipairs{{"--signmethod hmacsha1", "--signmethod needs --mqtt"},

@@ -134,6 +134,8 @@ local function finished(out, streams)
   return report.EXIT_FAILURE
 end
 
+--- The end of a command that wrote its output: exit 0, or 1 (the reason on stderr) when
+-- a write, the flush or the close failed (cli/mqtt.lua uses it too).
 M.finished = finished
 
 local count_of = progress.count_of
