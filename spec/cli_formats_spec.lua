@@ -172,25 +172,18 @@ describe("aliyun-iot output formats", function()
   end)
 
   it("mqtt-credentials on a file made by register equals register --mqtt", function()
-    local code, _, err = run(ep() .. "register --product-key " .. PK .. " --count 3 " ..
-      "--state job.state --out plain.csv")
+    local code, _, err = run(ep() .. "register --product-key " .. PK .. " --count 3 --mqtt " ..
+      "--mqtt-timestamp " .. TS .. " --signmethod hmacsha1 --state job.state --out reg.csv")
     assert.are.equal(0, code, err)
-    -- the same devices again from the journal, with the connection columns
-    code, _, err = run(ep() .. "resume --state job.state --mqtt --mqtt-timestamp " .. TS ..
-      " --signmethod hmacsha1 --out reg.csv")
-    assert.are.equal(0, code, err)
-    code, _, err = run("mqtt-credentials --in plain.csv --mqtt-timestamp " .. TS ..
-      " --signmethod hmacsha1 --out mc.csv")
-    assert.are.equal(0, code, err)
-    assert.are.equal(read(path("reg.csv")), read(path("mc.csv")))
-    -- from JSON and NDJSON the same
-    for _, fmt in ipairs{"json", "ndjson"} do
+    -- the same devices without the connection columns, from the journal, in each format
+    for _, fmt in ipairs{"csv", "json", "ndjson"} do
       code, _, err = run(ep() .. "resume --state job.state --format " .. fmt .. " --out plain." .. fmt)
       assert.are.equal(0, code, err)
+      assert.is_nil(read(path("plain." .. fmt)):find("Mqtt", 1, true))
       code, _, err = run("mqtt-credentials --in plain." .. fmt .. " --mqtt-timestamp " .. TS ..
-        " --signmethod hmacsha1 --out mc2.csv")
+        " --signmethod hmacsha1 --out mc.csv")
       assert.are.equal(0, code, err)
-      assert.are.equal(read(path("reg.csv")), read(path("mc2.csv")))
+      assert.are.equal(read(path("reg.csv")), read(path("mc.csv")))
     end
   end)
 
