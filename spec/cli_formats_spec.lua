@@ -206,6 +206,16 @@ describe("aliyun-iot output formats", function()
     end
     assert.are.equal(3, n)
     assert.are.equal("\n", text:sub(-1))
+    -- devices streams its pages through the same writer
+    local ids = {}
+    for id in read(path("f.state")):gmatch('"ApplyId":"?(%d+)') do ids[id] = true end
+    local id = next(ids)
+    assert.truthy(id and next(ids, id) == nil, "one apply")
+    local out
+    code, out, err = run(ep() .. "devices --product-key " .. PK .. " --apply-id " .. id ..
+      " --mqtt --mqtt-timestamp " .. TS .. " --format ndjson")
+    assert.are.equal(0, code, err)
+    assert.are.equal(text, out)
     code, _, err = run(ep() .. "resume --state f.state --mqtt --mqtt-timestamp " .. TS ..
       " --format json --out f.json")
     assert.are.equal(0, code, err)

@@ -206,6 +206,7 @@ function M.run_devices(opts, streams, ui, ctx)
                                        deadline = opts.deadline} do
     if not dev then return failed(out, streams, err) end
     w.add(dev)
+    if out.fh.err then break end -- the output failed: no more pages fetched for it
   end
   w.close()
   return finished(out, streams)
