@@ -92,7 +92,7 @@ end
 
 local function new_job(client, args, fields)
   local port = port_m.new(client)
-  fields.on_progress = args.on_progress
+  fields.on_progress, fields.on_report = args.on_progress, args.on_report
   fields.t_end = args.deadline and port:clock() + args.deadline
   fields.apply_timeout = args.apply_timeout
   return job_m.new(port, fields)
@@ -199,11 +199,11 @@ local function register_named_devices(self, args)
   if not ok then return nil, bad end
   local names = named.normalise(args.Devices, "register_named_devices", 3)
   local job = new_job(self, args, {kind = "named", ProductKey = args.ProductKey,
-    names = names, skip_invalid = args.skip_invalid == true})
+    names = names, skip_invalid = args.skip_invalid == true, existing = args.existing or "fail"})
   local err = named.validate_names(job)
   if err then return nil, err end
   err = start_journal(job, args.journal, {kind = "named", ProductKey = args.ProductKey,
-    skip_invalid = job.skip_invalid, Devices = names})
+    skip_invalid = job.skip_invalid, existing = job.existing, Devices = names})
   if err then return nil, err end
   return run(job, named.run)
 end
