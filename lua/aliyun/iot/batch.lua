@@ -68,6 +68,7 @@ local random = require "aliyun.iot.batch.random"
 local named = require "aliyun.iot.batch.named"
 local resume_m = require "aliyun.iot.batch.resume"
 local devices = require "aliyun.iot.batch.devices"
+local check = require "aliyun.iot.batch.check"
 
 local M = {}
 
@@ -208,6 +209,29 @@ local function register_named_devices(self, args)
   return run(job, named.run)
 end
 
+--- Asks the service which of the given names it would register, registering nothing:
+-- BatchCheckDeviceNames (D-69482) per chunk of `client.max_batch_size`, each check waited
+-- for (QueryBatchRegisterDeviceStatus, D-69483); the valid rest of a refused chunk is
+-- checked again, and the refused names are looked up with BatchQueryDeviceDetail (docs/wire.md §10,
+-- at most 100 a call, 5 calls a second) to tell the existing ones apart.
+-- @tparam table args `ProductKey`, `Devices` (as for `register_named_devices`),
+--   `on_progress`, `deadline` [s], `apply_timeout` [s]
+-- @treturn ?table `{Valid = {"name", ...}, Invalid = {{DeviceName=, ErrorMsg=}, ...},
+--   Existing = {"name", ...}, ApplyIds = {...}}` (names in the order given; the locally
+--   invalid ones in Invalid too, never sent)
+-- @treturn ?table err `InvalidParameter`, `CheckFailed`, `ApplyTimeout`,
+--   `InvalidResponse` or a call's error, with `ApplyIds`
+-- @raise on misuse (see the module)
+local function check_device_names(self, args)
+  local ok, bad = args_m.check(args, "check_device_names", 3)
+  if not ok then return nil, bad end
+  local names = named.normalise(args.Devices, "check_device_names", 3)
+  local job = new_job(self, args, {kind = "named", ProductKey = args.ProductKey,
+    names = names, skip_invalid = true, existing = "skip"})
+  named.validate_names(job)
+  return check.run(job)
+end
+
 --- Finishes a job from its journal without creating anything twice: re-polls the
 -- recorded ApplyIds, fetches the devices not yet recorded, and submits only what was
 -- never submitted (named: the names no recorded apply covers; random: Count minus what
@@ -258,6 +282,7 @@ function M.install(Client)
   Client.wait_apply = wait_apply
   Client.apply_devices = apply_devices
   Client.resume = resume
+  Client.check_device_names = check_device_names
 end
 
 return M

@@ -98,6 +98,12 @@ M.SCHEMAS = {
     on_progress = ON_PROGRESS, on_report = ON_REPORT, journal = JOURNAL, deadline = DEADLINE,
     apply_timeout = APPLY_TIMEOUT,
   },
+  check_device_names = {
+    ProductKey = PRODUCT_KEY,
+    Devices = {type = "table", required = true, list = true, nonempty = true,
+               why = "Devices must be a non-empty list of names"},
+    on_progress = ON_PROGRESS, deadline = DEADLINE, apply_timeout = APPLY_TIMEOUT,
+  },
   resume = {
     journal = {type = "string", required = true},
     on_progress = ON_PROGRESS, on_report = ON_REPORT, deadline = DEADLINE,

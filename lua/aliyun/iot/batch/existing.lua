@@ -2,7 +2,7 @@
 -- A name the service refuses -- in a check's invalid list (CHECK_FAILED or the synchronous
 -- business error), as a creation that failed (CREATE_FAILED), or as
 -- `iot.device.AlreadyExistedDeviceName` at registration -- is looked up with
--- BatchQueryDeviceDetail (D-69516, docs/wire.md §10: at most 100 names a call, 5 calls a
+-- BatchQueryDeviceDetail (its API page, docs/wire.md §10: at most 100 names a call, 5 calls a
 -- second, paced by the client's pacer; unknown names are left out silently), never judged by
 -- the text of its message. Found, it is `existing`: with "adopt" its record (DeviceSecret,
 -- IotId) is journaled (`existing` event) and returned with the created devices, so the same

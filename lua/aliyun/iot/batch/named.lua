@@ -284,6 +284,11 @@ local function register_checked(job)
   end
 end
 
+--- Checks every valid name with the service (BatchCheckDeviceNames and its status),
+-- registering nothing: the job's checks, as a job that registers them would make them.
+-- @treturn ?table err
+M.check_all = function(job) return check_all(job) end
+
 --- Runs (or continues) a named job to its result.
 -- @treturn ?table result
 -- @treturn ?table err
