@@ -274,6 +274,28 @@ function M.check_args(helper, args)
   return args_m.check(args, helper, 3)
 end
 
+--- Checks names locally as `register_named_devices` does before it sends anything (the
+-- DeviceName and nickname rules of `aliyun.iot.validate`, duplicates), and splits the valid
+-- ones into the chunks its BatchCheckDeviceNames calls would carry. Sends nothing.
+-- @tparam table devices `Devices` as for `register_named_devices`
+-- @tparam integer size the chunk size (`client.max_batch_size`)
+-- @treturn table `{Valid = {{DeviceName=, DeviceNickname=}, ...}, Invalid = {{DeviceName=,
+--   ErrorMsg=}, ...}, chunks = {{records...}, ...}}`
+-- @raise on misuse, as `register_named_devices` (not a list, an entry of a wrong type)
+function M.check_names(devices, size)
+  if type(devices) ~= "table" then error("check_names expects a list of names", 2) end
+  local job = job_m.new(nil, {kind = "named", names = named.normalise(devices, "check_names", 3),
+                              skip_invalid = true})
+  named.validate_names(job)
+  local chunks = {}
+  for first = 1, #job.valid, size do
+    local chunk = {}
+    for i = first, math.min(first + size - 1, #job.valid) do chunk[#chunk + 1] = job.valid[i] end
+    chunks[#chunks + 1] = chunk
+  end
+  return {Valid = job.valid, Invalid = job.invalid, chunks = chunks}
+end
+
 --- Adds the helpers to the client class (called once by `aliyun.iot`).
 -- @tparam table Client the client metatable
 function M.install(Client)

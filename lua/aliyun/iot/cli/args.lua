@@ -15,8 +15,12 @@ Commands:
   register --product-key PK --count N
         register N devices with random names
   register --product-key PK --names-file FILE [--skip-invalid]
+           [--existing fail|skip|adopt] [--report FILE] [--dry-run]
         register the devices named in FILE: one DeviceName[,Nickname] a line,
         blank lines and # comments skipped; FILE - reads stdin
+  check --product-key PK --names-file FILE
+        ask the service which names it would register (and which exist),
+        registering nothing; prints JSON
   resume --state FILE
         finish a register job that stopped, from its state file
   status --product-key PK --apply-id ID
@@ -32,6 +36,15 @@ Register options:
                         creates; resume from it)
   --skip-invalid        leave invalid names out instead of failing (exit status 3)
   --apply-timeout S     seconds to wait for each apply (register and resume)
+  --existing MODE       names that exist already: fail (default: they are
+                        invalid), skip (left out, no error) or adopt (their
+                        DeviceSecrets written with the new devices: a names file
+                        run twice gives the same output, creating nothing again)
+  --report FILE         one JSON line per requested name (outcome created,
+                        existing, invalid, failed or unknown), written as the
+                        job goes to a new file (mode 0600; never an existing one)
+  --dry-run             check the names file locally and print the requests
+                        that would be sent, sending nothing
 
 Options (before or after the command):
   --endpoint URL        API endpoint (default https://iot.<region>.aliyuncs.com/)
@@ -66,16 +79,21 @@ local OPTIONS = {
   ["ca-file"] = {value = true}, timeout = {value = true}, deadline = {value = true},
   format = {value = true, commands = {register = true, resume = true, devices = true}},
   out = {value = true}, quiet = {}, help = {}, version = {},
-  ["product-key"] = {value = true, commands = {register = true, status = true, devices = true}},
+  ["product-key"] = {value = true, commands = {register = true, status = true, devices = true,
+                                               check = true}},
   count = {value = true, commands = {register = true}},
-  ["names-file"] = {value = true, commands = {register = true}},
+  ["names-file"] = {value = true, commands = {register = true, check = true}},
+  existing = {value = true, commands = {register = true}},
+  report = {value = true, commands = {register = true, resume = true}},
+  ["dry-run"] = {commands = {register = true}},
   ["skip-invalid"] = {commands = {register = true}},
   state = {value = true, commands = {register = true, resume = true}},
   ["apply-timeout"] = {value = true, commands = {register = true, resume = true}},
   ["apply-id"] = {value = true, commands = {status = true, devices = true}},
 }
 
-local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true}
+local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true,
+                  check = true}
 
 -- A usage error: raised inside `main` and turned into exit status 2.
 local Usage = {}
@@ -203,8 +221,11 @@ function M.check(opts)
   if opts.format ~= "csv" and opts.format ~= "json" then
     usage_error("--format must be csv or json, got '%s'", opts.format)
   end
-  if opts.out == "" or (opts.out and opts.out:sub(-1) == "/") then
-    usage_error("--out needs a file name, got '%s'", opts.out)
+  for _, flag in ipairs{"out", "report"} do
+    local v = opts[flag]
+    if v == "" or (v and v:sub(-1) == "/") then
+      usage_error("--%s needs a file name, got '%s'", flag, v)
+    end
   end
   if cmd == "register" then
     require_opts(opts, "product-key")
@@ -214,9 +235,17 @@ function M.check(opts)
       usage_error("'register' needs either --count or --names-file")
     end
     if opts.count then opts.count = positive_integer(opts, "count") end
-    if opts.skip_invalid and not opts.names_file then
-      usage_error("--skip-invalid applies to --names-file only")
+    for _, flag in ipairs{"skip-invalid", "existing", "dry-run"} do
+      if opts[(flag:gsub("%-", "_"))] and not opts.names_file then
+        usage_error("--%s applies to --names-file only", flag)
+      end
     end
+    if opts.existing and opts.existing ~= "fail" and opts.existing ~= "skip"
+      and opts.existing ~= "adopt" then
+      usage_error("--existing must be fail, skip or adopt, got '%s'", opts.existing)
+    end
+  elseif cmd == "check" then
+    require_opts(opts, "product-key", "names-file")
   elseif cmd == "resume" then
     require_opts(opts, "state")
   elseif cmd == "status" or cmd == "devices" then
