@@ -92,8 +92,7 @@ function M.main(argv, streams, prog)
     local ui = progress.new(streams, opts.quiet, now)
     ctx.ui = ui
     if opts.command == "register" and opts.dry_run then
-      return require("aliyun.iot.cli.dryrun").run(opts, streams, ctx,
-        function(o) return commands.new_client(o, ui) end)
+      return require("aliyun.iot.cli.dryrun").run(opts, streams, ctx)
     elseif opts.command == "check" then
       return require("aliyun.iot.cli.check").run(opts, streams, ui, ctx, commands.new_client)
     elseif opts.command == "register" or opts.command == "resume" then

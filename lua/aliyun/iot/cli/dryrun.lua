@@ -28,15 +28,12 @@ end
 -- @tparam table opts the checked options
 -- @tparam table streams
 -- @tparam table ctx the interrupt context (`out`)
--- @tparam function new_client (opts) -> client: a client that sends nothing here, for its
---   `max_batch_size`
 -- @treturn integer exit status
-function M.run(opts, streams, ctx, new_client)
+function M.run(opts, streams, ctx)
   local devices = names.read(opts, streams)
   output.check_out(opts)
-  local client, cerr = new_client(opts)
-  if not client then report.print_error(streams, cerr) return report.failure_code(cerr) end
-  local plan = require("aliyun.iot.batch").check_names(devices, client.max_batch_size)
+  -- no client: a dry run needs no credentials (the chunks are the default max_batch_size's)
+  local plan = require("aliyun.iot.batch").check_names(devices)
   local requests = {}
   for i, chunk in ipairs(plan.chunks) do
     requests[i] = {Action = "BatchCheckDeviceNames", Names = #chunk,
