@@ -186,13 +186,14 @@ function M.settle_created(job)
     end
   end
   local names = unconfirmed(job, failed)
-  local found, err = {}, nil
+  local found = {}
   if #names > 0 then
-    found, err = look_up(job, names)
-    if not found then return err end
+    local lerr
+    found, lerr = look_up(job, names)
+    if not found then return lerr end
   end
   local set = found_set(job, names, found)
-  err = take(job, found)
+  local err = take(job, found)
   if err then return err end
   for _, a in ipairs(job.applies) do
     if a.create_failed then
