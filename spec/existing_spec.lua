@@ -112,7 +112,7 @@ describe("named jobs run again #existing", function()
         -- locally invalid names end it before anything is sent: the others are failed
         assert.are.same({"mix-old1=failed", "mix-new1=failed", "bad name=invalid",
                          "mix-old2=failed", "mix-new1=invalid"}, outcomes_of(err.Report))
-        res, err = c:register_named_devices{ProductKey = PK, Devices = {"mix-old1", "mix-new0"}}
+        _, err = c:register_named_devices{ProductKey = PK, Devices = {"mix-old1", "mix-new0"}}
         assert.are.equal("InvalidDeviceName", err.code)
         assert.are.same({"mix-old1=invalid", "mix-new0=failed"}, outcomes_of(err.Report))
         assert.are.equal(0, count("BatchQueryDeviceDetail"))
@@ -336,7 +336,8 @@ describe("aliyun-iot: --existing, --report, --dry-run, check #existing", functio
     -- an existing file is never overwritten: refused before any request
     write(tmp .. "/taken.jsonl", "mine\n")
     local before = #emu:requests()
-    code, _, err = run("register --names-file mixed --skip-invalid --report taken.jsonl")
+    code, out, err = run("register --names-file mixed --skip-invalid --report taken.jsonl")
+    assert.are.equal("", out)
     assert.are.equal(2, code)
     assert.truthy(err:find("exists", 1, true), err)
     assert.are.equal("mine\n", read(tmp .. "/taken.jsonl"))

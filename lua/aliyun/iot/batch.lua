@@ -277,15 +277,15 @@ end
 --- Checks names locally as `register_named_devices` does before it sends anything (the
 -- DeviceName and nickname rules of `aliyun.iot.validate`, duplicates), and splits the valid
 -- ones into the chunks its BatchCheckDeviceNames calls would carry. Sends nothing.
--- @tparam table devices `Devices` as for `register_named_devices`
+-- @tparam table list `Devices` as for `register_named_devices`
 -- @tparam[opt] integer size the chunk size (`client.max_batch_size`; default its default)
 -- @treturn table `{Valid = {{DeviceName=, DeviceNickname=}, ...}, Invalid = {{DeviceName=,
 --   ErrorMsg=}, ...}, chunks = {{records...}, ...}}`
 -- @raise on misuse, as `register_named_devices` (not a list, an entry of a wrong type)
-function M.check_names(devices, size)
-  if type(devices) ~= "table" then error("check_names expects a list of names", 2) end
+function M.check_names(list, size)
+  if type(list) ~= "table" then error("check_names expects a list of names", 2) end
   size = size or require("aliyun.iot.options").CLIENT.max_batch_size.default
-  local job = job_m.new(nil, {kind = "named", names = named.normalise(devices, "check_names", 3),
+  local job = job_m.new(nil, {kind = "named", names = named.normalise(list, "check_names", 3),
                               skip_invalid = true})
   named.validate_names(job)
   local chunks = {}

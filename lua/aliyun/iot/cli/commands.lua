@@ -139,11 +139,11 @@ end
 
 local count_of = progress.count_of
 
--- Writes the rest of the --report (`report`: the Report of the result or error); false
+-- Writes the rest of the --report (`records`: the Report of the result or error); false
 -- when it could not be written (said on stderr: the job then never exits 0).
-local function close_report(ctx, report, streams)
+local function close_report(ctx, records, streams)
   if not ctx.report then return true end
-  local ok, err = ctx.report.finish(report)
+  local ok, err = ctx.report.finish(records)
   ctx.report = nil
   if not ok then streams.stderr:write("aliyun-iot: ", printable(err), "\n") end
   return ok
