@@ -186,13 +186,19 @@ end
 -- answers them synchronously (a business error listing them) or as CHECK_FAILED.
 -- @tparam table args `ProductKey`, `Devices` (`{"name", ...}` or `{{DeviceName=,
 --   DeviceNickname=}, ...}`), `skip_invalid` (boolean: leave invalid names out instead of
---   failing), `on_progress`, `journal`, `deadline` [s], `apply_timeout` [s] as for
---   `register_devices`
+--   failing), `existing` ("fail" (default: an existing name is invalid), "skip" or
+--   "adopt": names the service refuses are looked up with BatchQueryDeviceDetail, see
+--   `aliyun.iot.batch.existing`), `on_report` (function(record, position): each entry's
+--   outcome once, as it is decided, see `aliyun.iot.batch.outcomes`), `on_progress`,
+--   `journal`, `deadline` [s], `apply_timeout` [s] as for `register_devices`
 -- @treturn ?table `{ApplyIds = {...}, Devices = {...}, Invalid = {{DeviceName=,
---   ErrorMsg=}, ...}}` (ApplyIds: every apply the job created, including rejected checks)
+--   ErrorMsg=}, ...}, Existing = {names}, Report = {{DeviceName=, outcome=, ApplyId=,
+--   code=, message=, RequestId=}, ...}}` (ApplyIds: every apply the job created, including
+--   rejected checks; Devices in the order of `Devices`, the adopted ones included; Report
+--   one record per entry of `Devices`)
 -- @treturn ?table err: `InvalidDeviceName` with `Invalid` (without skip_invalid; nothing
 --   registered, and for locally invalid names nothing sent); the others as for
---   `register_devices`
+--   `register_devices`; each with `Report`
 -- @raise on misuse (see the module): Devices not a list (a hole included), an entry that
 --   is neither a name nor a record with a string DeviceName (`Devices = {{}}`)
 local function register_named_devices(self, args)
@@ -239,7 +245,9 @@ end
 -- when the process ended) is never followed by new submissions: the known applies are
 -- finished and the job ends in the `ambiguous` error. A finished journal returns its
 -- result without a request.
--- @tparam table args `journal` (path), `on_progress`, `deadline` [s], `apply_timeout` [s]
+-- @tparam table args `journal` (path), `on_progress`, `on_report` (a named job's, as for
+--   `register_named_devices`; its `existing` is the journal's), `deadline` [s],
+--   `apply_timeout` [s]
 -- @treturn ?table the result the original call would have returned (all devices, the
 --   ones read from the journal included)
 -- @treturn ?table err as for the original call; `JournalError` for an unreadable journal
