@@ -164,6 +164,35 @@ describe("named jobs run again #existing", function()
     assert.are.equal("CreateFailed", err.Report[2].code)
   end)
 
+  it("a registration refused with AlreadyExistedDeviceName: the existing name adopted, the rest checked again", function()
+    local other = client()
+    local refused, grab = 0, "ref-0002"
+    local c = client{transport = function(req)
+      local what = (req.url or "") .. (req.body or "")
+      if refused == 0 and what:find("Action=BatchRegisterDeviceWithApplyId", 1, true) then
+        refused = 1
+        -- the name was taken after its check; the service refuses the whole registration
+        assert(other:register_device{ProductKey = PK, DeviceName = grab})
+        return {status = 200, headers = {["content-type"] = "application/json"},
+                body = '{"Success":false,"Code":"iot.device.AlreadyExistedDeviceName",' ..
+                       '"ErrorMessage":"The device name already exists.","RequestId":"R-1"}'}
+      end
+      return iot.transports.curl(req)
+    end}
+    local res = assert(c:register_named_devices{ProductKey = PK, existing = "adopt",
+      Devices = {"ref-0001", "ref-0002", "ref-0003"}})
+    assert.are.equal(1, refused)
+    assert.are.same({"ref-0001=created", "ref-0002=existing", "ref-0003=created"},
+      outcomes_of(res.Report))
+    assert.are.equal(3, #res.Devices)
+    assert.are.equal(3, device_count())
+    -- without adopt the refusal ends the job, as before
+    refused, grab = 0, "ref-0005"
+    local _, err = c:register_named_devices{ProductKey = PK, Devices = {"ref-0004", "ref-0005"}}
+    assert.are.equal("iot.device.AlreadyExistedDeviceName", err.code)
+    assert.are.same({"ref-0004=unknown", "ref-0005=unknown"}, outcomes_of(err.Report))
+  end)
+
   it("looks names up 100 at a time, within BatchQueryDeviceDetail's 5 calls a second", function()
     local list = names("many", 250)
     assert(client():register_named_devices{ProductKey = PK, Devices = list})

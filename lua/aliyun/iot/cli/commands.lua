@@ -186,12 +186,13 @@ function M.run_job(opts, streams, ui, now, ctx)
   if aerr then print_error(streams, aerr) return failure_code(aerr) end
   local out = output.open(opts.out, streams.stdout)
   ctx.out, ctx.state, ctx.own_state = out, state, own_state
+  local client, cerr = new_client(opts, ui)
+  if not client then return failed(out, streams, cerr) end
   if opts.report then
+    -- made once the job can start (a client is made, nothing sent yet), never left empty
     ctx.report = outcomes.open(opts.report)
     job.on_report = ctx.report.add
   end
-  local client, cerr = new_client(opts, ui)
-  if not client then return failed(out, streams, cerr) end
   if own_state then
     -- the only way to find this journal if the process is killed (SIGTERM, SIGKILL)
     ui.note(("journal %s; if the job stops, finish it with: %s")
