@@ -193,6 +193,37 @@ describe("named jobs run again #existing", function()
     assert.are.same({"ref-0004=unknown", "ref-0005=unknown"}, outcomes_of(err.Report))
   end)
 
+  it("trusts no BatchQueryDeviceDetail answer: a device not asked for, a bad secret, a wrong type", function()
+    assert(client():register_named_devices{ProductKey = PK, Devices = {"hos-0001"}})
+    local bodies = {
+      '{"RequestId":"R","Success":true,"Data":{"Data":[{"DeviceName":"someone-else",' ..
+        '"DeviceSecret":"abc","IotId":"def","ProductKey":"' .. PK .. '"}]}}',
+      '{"RequestId":"R","Success":true,"Data":{"Data":[{"DeviceName":"hos-0001",' ..
+        '"DeviceSecret":"a\\nb","IotId":"def"}]}}',
+      '{"RequestId":"R","Success":true,"Data":{"Data":[{"DeviceName":"hos-0001",' ..
+        '"DeviceSecret":"abc","IotId":"def","ProductKey":"other"}]}}',
+      '{"RequestId":"R","Success":true,"Data":{"Data":"many"}}',
+      '{"RequestId":"R","Success":true,"Data":7}',
+    }
+    for _, body in ipairs(bodies) do
+      local path = tmpname()
+      local c = client{transport = function(req)
+        if ((req.url or "") .. (req.body or "")):find("Action=BatchQueryDeviceDetail", 1, true) then
+          return {status = 200, headers = {["content-type"] = "application/json"}, body = body}
+        end
+        return iot.transports.curl(req)
+      end}
+      local res, err = c:register_named_devices{ProductKey = PK, Devices = {"hos-0001"},
+                                                existing = "adopt", journal = path}
+      assert.is_nil(res, body)
+      assert.are.equal("InvalidResponse", err.code, body)
+      assert.are.equal("BatchQueryDeviceDetail", err.action)
+      assert.is_nil(read(path):find('"event":"existing"', 1, true))
+      assert.are.same({"hos-0001=invalid"}, outcomes_of(err.Report))
+      os.remove(path)
+    end
+  end)
+
   it("looks names up 100 at a time, within BatchQueryDeviceDetail's 5 calls a second", function()
     local list = names("many", 250)
     assert(client():register_named_devices{ProductKey = PK, Devices = list})
