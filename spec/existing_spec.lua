@@ -124,6 +124,15 @@ describe("named jobs run again #existing", function()
         assert.are.equal(2, #res.Invalid)
         assert.are.same({"mix-old1=existing", "mix-new1=created", "bad name=invalid",
                          "mix-old2=existing", "mix-new1=invalid"}, outcomes_of(res.Report))
+        -- a finished journal read again tells the same
+        local path = tmpname()
+        local first = assert(c:register_named_devices{ProductKey = PK, Devices = list,
+          skip_invalid = true, existing = "skip", journal = path})
+        local again = assert(c:resume{journal = path})
+        assert.are.same(first.Report, again.Report)
+        assert.are.same(first.Existing, again.Existing)
+        assert.are.same(first.Devices, again.Devices)
+        os.remove(path)
         -- adopt: the existing ones with their secrets, in the order asked
         local n1 = device_count()
         res = assert(c:register_named_devices{ProductKey = PK, Devices = list, skip_invalid = true,
@@ -284,7 +293,7 @@ describe("named jobs run again #existing", function()
     local _, _, jerr = journal.open(bad)
     assert.are.equal("JournalError", jerr.code)
     assert.truthy(jerr.message:find("RequestId", 1, true), jerr.message)
-    write(bad, with("job", "existing", "skip"))
+    write(bad, with("job", "existing", "fail"))
     local _, rerr = c:resume{journal = bad}
     assert.are.equal("JournalError", rerr.code)
     os.remove(path)

@@ -25,8 +25,8 @@
 --   {"event":"device","ApplyId":"4415","ProductKey":..,"DeviceName":..,"DeviceSecret":..,
 --    "IotId":..}
 --   {"event":"existing","ProductKey":..,"DeviceName":..,"DeviceSecret":..,"IotId":..,
---    "RequestId":..}  (a named job with "existing":"adopt" found the name existing, by
---    BatchQueryDeviceDetail: the device is the job's without an apply)
+--    "RequestId":..}  (a named job with "existing":"adopt" or "skip" found the name
+--    existing, by BatchQueryDeviceDetail: adopted, the device is the job's without an apply)
 --   {"event":"fetched","ApplyId":"4415","Total":1000,"Status":"CREATE_SUCCESS"}  (every
 --    device of the apply recorded; a CREATE_FAILED apply adds
 --    "Failed":[{"DeviceName":..,"ErrorMsg":..},..], the names not created)

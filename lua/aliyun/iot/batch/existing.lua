@@ -5,9 +5,10 @@
 -- BatchQueryDeviceDetail (its API page, docs/wire.md §10: at most 100 names a call, 5 calls a
 -- second, paced by the client's pacer; unknown names are left out silently), never judged by
 -- the text of its message. Found, it is `existing`: with "adopt" its record (DeviceSecret,
--- IotId) is journaled (`existing` event) and returned with the created devices, so the same
--- names run twice give the same devices and create nothing the second time; with "skip" it
--- is left out, reported as existing, and is no error. Not found, it stays invalid.
+-- IotId) is returned with the created devices, so the same names run twice give the same
+-- devices and create nothing the second time; with "skip" it is left out, reported as
+-- existing, and is no error. Either way it is journaled (`existing` event). Not found, it
+-- stays invalid.
 -- @module aliyun.iot.batch.existing
 
 local validate = require "aliyun.iot.validate"
@@ -79,16 +80,14 @@ local function look_up(job, names)
   return found
 end
 
--- Takes the devices found: journaled first (adopt), then counted as the job's; each
--- name's outcome is `existing`.
+-- Takes the devices found: journaled first (so that a resumed job, even a finished one
+-- read again, knows them), then counted as the job's; each name's outcome is `existing`.
 local function take(job, found)
   local events = {}
   for _, d in ipairs(found) do
-    if job.existing == "adopt" then
-      events[#events + 1] = {event = "existing", ProductKey = job.ProductKey,
-        DeviceName = d.DeviceName, DeviceSecret = d.DeviceSecret, IotId = d.IotId,
-        RequestId = d.RequestId}
-    end
+    events[#events + 1] = {event = "existing", ProductKey = job.ProductKey,
+      DeviceName = d.DeviceName, DeviceSecret = d.DeviceSecret, IotId = d.IotId,
+      RequestId = d.RequestId}
   end
   if job.journal then
     local ok, err = job.journal:append_list(events)

@@ -71,8 +71,9 @@ local function replay(job, r, i, st)
     job.device_apply = job.device_apply or {}
     job.device_apply[r.DeviceName] = r.ApplyId
   elseif r.event == "existing" then
-    if job.kind ~= "named" or job.existing ~= "adopt" then
-      return journal_error(job, i, "an existing event in a job that does not adopt existing devices")
+    if job.kind ~= "named" or job.existing == "fail" then
+      return journal_error(job, i, "an existing event in a job that does not look for " ..
+        "existing devices")
     end
     existing.note(job, r)
   elseif r.event == "fetched" then
