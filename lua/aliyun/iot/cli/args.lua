@@ -68,8 +68,9 @@ ALIBABA_CLOUD_SECURITY_TOKEN), else ~/.aliyun/config.json, else
 ~/.alibabacloud/credentials.
 
 Exit status: 0 done; 1 service or network failure; 2 usage or validation error;
-3 partial success (--skip-invalid left names out); 130 stopped by Ctrl-C (the
-journal and the command that finishes the job are on stderr).
+3 partial success (--skip-invalid left names out; check found names the service
+would not take); 130 stopped by Ctrl-C (the journal and the command that
+finishes the job are on stderr).
 ]]
 
 -- Option name -> {value = takes a value?, field = key in the options table,
