@@ -287,7 +287,7 @@ end
 --- Checks every valid name with the service (BatchCheckDeviceNames and its status),
 -- registering nothing: the job's checks, as a job that registers them would make them.
 -- @treturn ?table err
-M.check_all = function(job) return check_all(job) end
+M.check_all = check_all
 
 --- Runs (or continues) a named job to its result.
 -- @treturn ?table result
