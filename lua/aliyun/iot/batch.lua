@@ -68,6 +68,7 @@ local random = require "aliyun.iot.batch.random"
 local named = require "aliyun.iot.batch.named"
 local resume_m = require "aliyun.iot.batch.resume"
 local devices = require "aliyun.iot.batch.devices"
+local check = require "aliyun.iot.batch.check"
 
 local M = {}
 
@@ -92,7 +93,7 @@ end
 
 local function new_job(client, args, fields)
   local port = port_m.new(client)
-  fields.on_progress = args.on_progress
+  fields.on_progress, fields.on_report = args.on_progress, args.on_report
   fields.t_end = args.deadline and port:clock() + args.deadline
   fields.apply_timeout = args.apply_timeout
   return job_m.new(port, fields)
@@ -185,13 +186,19 @@ end
 -- answers them synchronously (a business error listing them) or as CHECK_FAILED.
 -- @tparam table args `ProductKey`, `Devices` (`{"name", ...}` or `{{DeviceName=,
 --   DeviceNickname=}, ...}`), `skip_invalid` (boolean: leave invalid names out instead of
---   failing), `on_progress`, `journal`, `deadline` [s], `apply_timeout` [s] as for
---   `register_devices`
+--   failing), `existing` ("fail" (default: an existing name is invalid), "skip" or
+--   "adopt": names the service refuses are looked up with BatchQueryDeviceDetail, see
+--   `aliyun.iot.batch.existing`), `on_report` (function(record, position): each entry's
+--   outcome once, as it is decided, see `aliyun.iot.batch.outcomes`), `on_progress`,
+--   `journal`, `deadline` [s], `apply_timeout` [s] as for `register_devices`
 -- @treturn ?table `{ApplyIds = {...}, Devices = {...}, Invalid = {{DeviceName=,
---   ErrorMsg=}, ...}}` (ApplyIds: every apply the job created, including rejected checks)
+--   ErrorMsg=}, ...}, Existing = {names}, Report = {{DeviceName=, outcome=, ApplyId=,
+--   code=, message=, RequestId=}, ...}}` (ApplyIds: every apply the job created, including
+--   rejected checks; Devices in the order of `Devices`, the adopted ones included; Report
+--   one record per entry of `Devices`)
 -- @treturn ?table err: `InvalidDeviceName` with `Invalid` (without skip_invalid; nothing
 --   registered, and for locally invalid names nothing sent); the others as for
---   `register_devices`
+--   `register_devices`; each with `Report`
 -- @raise on misuse (see the module): Devices not a list (a hole included), an entry that
 --   is neither a name nor a record with a string DeviceName (`Devices = {{}}`)
 local function register_named_devices(self, args)
@@ -199,13 +206,36 @@ local function register_named_devices(self, args)
   if not ok then return nil, bad end
   local names = named.normalise(args.Devices, "register_named_devices", 3)
   local job = new_job(self, args, {kind = "named", ProductKey = args.ProductKey,
-    names = names, skip_invalid = args.skip_invalid == true})
+    names = names, skip_invalid = args.skip_invalid == true, existing = args.existing or "fail"})
   local err = named.validate_names(job)
   if err then return nil, err end
   err = start_journal(job, args.journal, {kind = "named", ProductKey = args.ProductKey,
-    skip_invalid = job.skip_invalid, Devices = names})
+    skip_invalid = job.skip_invalid, existing = job.existing, Devices = names})
   if err then return nil, err end
   return run(job, named.run)
+end
+
+--- Asks the service which of the given names it would register, registering nothing:
+-- BatchCheckDeviceNames (D-69482) per chunk of `client.max_batch_size`, each check waited
+-- for (QueryBatchRegisterDeviceStatus, D-69483); the valid rest of a refused chunk is
+-- checked again, and the refused names are looked up with BatchQueryDeviceDetail (docs/wire.md §10,
+-- at most 100 a call, 5 calls a second) to tell the existing ones apart.
+-- @tparam table args `ProductKey`, `Devices` (as for `register_named_devices`),
+--   `on_progress`, `deadline` [s], `apply_timeout` [s]
+-- @treturn ?table `{Valid = {"name", ...}, Invalid = {{DeviceName=, ErrorMsg=}, ...},
+--   Existing = {"name", ...}, ApplyIds = {...}}` (names in the order given; the locally
+--   invalid ones in Invalid too, never sent)
+-- @treturn ?table err `InvalidParameter`, `CheckFailed`, `ApplyTimeout`,
+--   `InvalidResponse` or a call's error, with `ApplyIds`
+-- @raise on misuse (see the module)
+local function check_device_names(self, args)
+  local ok, bad = args_m.check(args, "check_device_names", 3)
+  if not ok then return nil, bad end
+  local names = named.normalise(args.Devices, "check_device_names", 3)
+  local job = new_job(self, args, {kind = "named", ProductKey = args.ProductKey,
+    names = names, skip_invalid = true, existing = "skip"})
+  named.validate_names(job)
+  return check.run(job)
 end
 
 --- Finishes a job from its journal without creating anything twice: re-polls the
@@ -215,7 +245,9 @@ end
 -- when the process ended) is never followed by new submissions: the known applies are
 -- finished and the job ends in the `ambiguous` error. A finished journal returns its
 -- result without a request.
--- @tparam table args `journal` (path), `on_progress`, `deadline` [s], `apply_timeout` [s]
+-- @tparam table args `journal` (path), `on_progress`, `on_report` (a named job's, as for
+--   `register_named_devices`; its `existing` is the journal's), `deadline` [s],
+--   `apply_timeout` [s]
 -- @treturn ?table the result the original call would have returned (all devices, the
 --   ones read from the journal included)
 -- @treturn ?table err as for the original call; `JournalError` for an unreadable journal
@@ -250,6 +282,29 @@ function M.check_args(helper, args)
   return args_m.check(args, helper, 3)
 end
 
+--- Checks names locally as `register_named_devices` does before it sends anything (the
+-- DeviceName and nickname rules of `aliyun.iot.validate`, duplicates), and splits the valid
+-- ones into the chunks its BatchCheckDeviceNames calls would carry. Sends nothing.
+-- @tparam table list `Devices` as for `register_named_devices`
+-- @tparam[opt] integer size the chunk size (`client.max_batch_size`; default its default)
+-- @treturn table `{Valid = {{DeviceName=, DeviceNickname=}, ...}, Invalid = {{DeviceName=,
+--   ErrorMsg=}, ...}, chunks = {{records...}, ...}}`
+-- @raise on misuse, as `register_named_devices` (not a list, an entry of a wrong type)
+function M.check_names(list, size)
+  if type(list) ~= "table" then error("check_names expects a list of names", 2) end
+  size = size or require("aliyun.iot.options").CLIENT.max_batch_size.default
+  local job = job_m.new(nil, {kind = "named", names = named.normalise(list, "check_names", 3),
+                              skip_invalid = true})
+  named.validate_names(job)
+  local chunks = {}
+  for first = 1, #job.valid, size do
+    local chunk = {}
+    for i = first, math.min(first + size - 1, #job.valid) do chunk[#chunk + 1] = job.valid[i] end
+    chunks[#chunks + 1] = chunk
+  end
+  return {Valid = job.valid, Invalid = job.invalid, chunks = chunks}
+end
+
 --- Adds the helpers to the client class (called once by `aliyun.iot`).
 -- @tparam table Client the client metatable
 function M.install(Client)
@@ -258,6 +313,7 @@ function M.install(Client)
   Client.wait_apply = wait_apply
   Client.apply_devices = apply_devices
   Client.resume = resume
+  Client.check_device_names = check_device_names
 end
 
 return M

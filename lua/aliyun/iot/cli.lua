@@ -91,7 +91,11 @@ function M.main(argv, streams, prog)
     local now = require("aliyun.iot.core").now
     local ui = progress.new(streams, opts.quiet, now)
     ctx.ui = ui
-    if opts.command == "register" or opts.command == "resume" then
+    if opts.command == "register" and opts.dry_run then
+      return require("aliyun.iot.cli.dryrun").run(opts, streams, ctx)
+    elseif opts.command == "check" then
+      return require("aliyun.iot.cli.check").run(opts, streams, ui, ctx, commands.new_client)
+    elseif opts.command == "register" or opts.command == "resume" then
       return commands.run_job(opts, streams, ui, now, ctx)
     elseif opts.command == "devices" then
       return commands.run_devices(opts, streams, ui, ctx)
@@ -112,6 +116,7 @@ function M.main(argv, streams, prog)
   end
   if is_interrupt(code) then
     if ctx.out then ctx.out:abort() end
+    if ctx.report then ctx.report.abort() end -- the lines decided so far are kept
     if ctx.ui then ctx.ui.done() end
     return report.report_interrupt(ctx, streams)
   end

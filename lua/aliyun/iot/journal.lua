@@ -13,7 +13,7 @@
 --
 --   {"event":"job","version":1,"kind":"random","ProductKey":..,"Count":2500}
 --   {"event":"job","version":1,"kind":"named","ProductKey":..,"skip_invalid":true,
---    "Devices":[{"DeviceName":..,"DeviceNickname":..},..]}
+--    "existing":"adopt","Devices":[{"DeviceName":..,"DeviceNickname":..},..]}
 --   {"event":"submit","seq":1,"action":"BatchRegisterDevice","Count":1000}  (right before
 --    sending; once per attempt, all with the same seq)
 --   {"event":"apply","seq":1,"ApplyId":"4415","ProductKey":..,"phase":"create",
@@ -24,6 +24,9 @@
 --   {"event":"uncertain","seq":3,"action":"BatchRegisterDevice","Count":500,"message":..}
 --   {"event":"device","ApplyId":"4415","ProductKey":..,"DeviceName":..,"DeviceSecret":..,
 --    "IotId":..}
+--   {"event":"existing","ProductKey":..,"DeviceName":..,"DeviceSecret":..,"IotId":..,
+--    "RequestId":..}  (a named job with "existing":"adopt" or "skip" found the name
+--    existing, by BatchQueryDeviceDetail: adopted, the device is the job's without an apply)
 --   {"event":"fetched","ApplyId":"4415","Total":1000,"Status":"CREATE_SUCCESS"}  (every
 --    device of the apply recorded; a CREATE_FAILED apply adds
 --    "Failed":[{"DeviceName":..,"ErrorMsg":..},..], the names not created)
@@ -138,6 +141,12 @@ F.action = one_of("BatchRegisterDevice")
 function F.bool_opt(v) if v ~= nil and type(v) ~= "boolean" then return "must be true or false" end end
 F.phase = one_of("create", "check")
 F.status = one_of("CREATE_SUCCESS", "CREATE_FAILED")
+F.existing_opt = optional(one_of("fail", "skip", "adopt"))
+function F.request_id_opt(v)
+  if v ~= nil and (type(v) ~= "string" or #v > 128 or not v:find("^[%w%-]+$")) then
+    return "must be letters, digits and - (at most 128)"
+  end
+end
 
 -- A list (keys 1..n, at most `max` items) whose items pass `item`; nil allowed when
 -- `optional`.
@@ -181,6 +190,8 @@ local EVENTS = {
                message = function(v) if type(v) ~= "string" then return "must be a string" end end},
   device = {ApplyId = F.apply_id, ProductKey = F.product_key, DeviceName = F.device_name,
             DeviceSecret = F.token, IotId = F.token},
+  existing = {ProductKey = F.product_key, DeviceName = F.device_name, DeviceSecret = F.token,
+              IotId = F.token, RequestId = F.request_id_opt},
   fetched = {ApplyId = F.apply_id, Total = F.total, Status = F.status,
              Failed = list_of(verdict, true, M.MAX_APPLY)},
   done = {Devices = F.devices, Invalid = list_of(verdict, true)},
@@ -191,7 +202,7 @@ local PHASE_NEEDS = {create = "Count", check = "Names"}
 
 local JOB = {
   random = {ProductKey = F.product_key, Count = F.count},
-  named = {ProductKey = F.product_key, skip_invalid = F.bool_opt,
+  named = {ProductKey = F.product_key, skip_invalid = F.bool_opt, existing = F.existing_opt,
            Devices = list_of(named_device)},
 }
 

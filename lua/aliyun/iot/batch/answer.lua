@@ -42,6 +42,15 @@ local function what(v)
   return type(v)
 end
 
+--- The RequestId of an answer (or of an error's `request_id`) when it looks like one
+-- (letters, digits and `-`, at most 128 characters): it goes into reports and journals.
+-- @param v the value the answer holds
+-- @treturn ?string
+function M.request_id(v)
+  if type(v) == "string" and #v <= 128 and v:find("^[%w%-]+$") then return v end
+  return nil
+end
+
 --- A count field (Page, PageSize, PageCount, Total): a whole Lua number from 0 to 2^31.
 -- @treturn ?integer
 function M.count(v)
@@ -201,7 +210,7 @@ function M.page(res, p, size, total)
     devices[i], why = M.device(d)
     if not devices[i] then return nil, why end
   end
-  return {Total = c.Total, devices = devices}
+  return {Total = c.Total, devices = devices, RequestId = M.request_id(res.RequestId)}
 end
 
 return M

@@ -39,6 +39,8 @@ local ONLY = {
     "(they create devices)",
   apply_timeout = "only the helpers that wait for applies take it",
   on_progress = "apply_devices is an iterator: the caller's loop sees its progress",
+  on_report = "only named jobs (register_named_devices, resume) report per device",
+  existing = "only register_named_devices takes it (resume keeps the journal's choice)",
 }
 
 --- `Count` as a number: an exact integer from 1 to `MAX_COUNT` (no "1e3", nothing
@@ -62,6 +64,7 @@ local PRODUCT_KEY = {type = "string", required = true, problem = validate.produc
 local APPLY_ID = {type = "number|string", required = true, problem = validate.apply_id_problem}
 local DEADLINE, APPLY_TIMEOUT = seconds("deadline"), seconds("apply_timeout")
 local ON_PROGRESS, JOURNAL = {type = "function"}, {type = "string"}
+local ON_REPORT = {type = "function"}
 
 --- Each helper's arguments: name -> `aliyun.iot.options` schema entry.
 M.SCHEMAS = {
@@ -90,12 +93,21 @@ M.SCHEMAS = {
     Devices = {type = "table", required = true, list = true, nonempty = true,
                why = "Devices must be a non-empty list of names"},
     skip_invalid = {type = "boolean"},
-    on_progress = ON_PROGRESS, journal = JOURNAL, deadline = DEADLINE,
+    existing = {type = "string", one_of = {"fail", "skip", "adopt"},
+                why = 'existing must be "fail", "skip" or "adopt"'},
+    on_progress = ON_PROGRESS, on_report = ON_REPORT, journal = JOURNAL, deadline = DEADLINE,
     apply_timeout = APPLY_TIMEOUT,
+  },
+  check_device_names = {
+    ProductKey = PRODUCT_KEY,
+    Devices = {type = "table", required = true, list = true, nonempty = true,
+               why = "Devices must be a non-empty list of names"},
+    on_progress = ON_PROGRESS, deadline = DEADLINE, apply_timeout = APPLY_TIMEOUT,
   },
   resume = {
     journal = {type = "string", required = true},
-    on_progress = ON_PROGRESS, deadline = DEADLINE, apply_timeout = APPLY_TIMEOUT,
+    on_progress = ON_PROGRESS, on_report = ON_REPORT, deadline = DEADLINE,
+    apply_timeout = APPLY_TIMEOUT,
   },
 }
 

@@ -8,6 +8,7 @@ local errors = require "aliyun.iot.errors"
 local answer = require "aliyun.iot.batch.answer"
 local wait = require "aliyun.iot.batch.wait"
 local pages = require "aliyun.iot.batch.pages"
+local outcomes = require "aliyun.iot.batch.outcomes"
 
 local M = {}
 
@@ -55,15 +56,23 @@ function Job:apply_ids()
   return ids
 end
 
-function Job:add_invalid(name, message)
+--- Marks a name invalid (once). `by` (`{ApplyId=, RequestId=}`) says the service refused
+-- it: such names are the ones `batch.existing` may find existing.
+function Job:add_invalid(name, message, by)
   if self.invalid_seen[name] then return end
   self.invalid_seen[name] = true
+
   if self.valid_set and self.valid_set[name] then
     -- the service rejected a name that passed the local rule: one device fewer to expect
     self.valid_set[name] = nil
     self.total = self.total - 1
   end
-  self.invalid[#self.invalid + 1] = {DeviceName = name, ErrorMsg = message}
+  local entry = {DeviceName = name, ErrorMsg = message}
+  self.invalid[#self.invalid + 1] = entry
+  if by then
+    self.rejected = self.rejected or {}
+    self.rejected[name] = {ApplyId = by.ApplyId, RequestId = by.RequestId, entry = entry}
+  end
 end
 
 --- Options for the port's calls: the job's deadline.
@@ -123,6 +132,10 @@ function Job:take(a, list)
         local rec = {ProductKey = self.ProductKey, DeviceName = d.DeviceName,
                      DeviceSecret = d.DeviceSecret, IotId = d.IotId}
         new[#new + 1] = rec
+        if self.kind == "named" then
+          outcomes.decide(self, rec.DeviceName, {outcome = "created", ApplyId = a.key,
+                                                 RequestId = page.RequestId})
+        end
         events[#events + 1] = {event = "device", ApplyId = a.key, ProductKey = rec.ProductKey,
           DeviceName = rec.DeviceName, DeviceSecret = rec.DeviceSecret, IotId = rec.IotId}
       end
@@ -179,11 +192,12 @@ end
 -- success or a CREATE_FAILED apply (its failed names kept in a.create_failed), or an error.
 function Job:finish_apply(a)
   if a.fetched then return nil end
-  local data, err = self:wait(a, "create", function(status)
+  local data, err, rid = self:wait(a, "create", function(status)
     self:emit{phase = "create", apply_id = a.ApplyId, status = status, done = self.created,
               total = self.total}
   end)
   if not data then return self:call_error(err, a) end
+  a.create_rid = rid
   if data.Status == "CHECK_FAILED" then
     return errors.new{code = "CheckFailed", apply_id = a.ApplyId, status = data.Status,
       message = ("apply %s failed its name check and cannot create devices"):format(a.key)}
@@ -240,6 +254,7 @@ function Job:fail(cause, fields)
   e.ambiguous = e.ambiguous or false
   if e.Invalid == nil and #self.invalid > 0 then e.Invalid = self.invalid end
   e.apply_ids, e.devices, e.invalid = e.ApplyIds, e.Devices, e.Invalid
+  if self.kind == "named" then e.Report = outcomes.report(self, cause) end
   local note = note_of(self)
   if note then e.message = tostring(e.message) .. " [" .. note .. "]" end
   return errors.new(e)
@@ -275,7 +290,13 @@ end
 --- The job's result table.
 function Job:result()
   local res = {ApplyIds = self:apply_ids(), Devices = self.devices}
-  if self.kind == "named" then res.Invalid = self.invalid end
+  if self.kind == "named" then
+    -- in the order asked: a names file run twice gives the same output
+    res.Devices = outcomes.in_order(self, self.devices)
+    res.Invalid = self.invalid
+    res.Existing = self.existing_names or {}
+    res.Report = outcomes.report(self)
+  end
   return res
 end
 

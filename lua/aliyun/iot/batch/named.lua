@@ -8,6 +8,7 @@ local errors = require "aliyun.iot.errors"
 local validate = require "aliyun.iot.validate"
 local answer = require "aliyun.iot.batch.answer"
 local job_m = require "aliyun.iot.batch.job"
+local existing = require "aliyun.iot.batch.existing"
 
 local M = {}
 
@@ -62,13 +63,13 @@ local function check_locally(records)
       why = ("duplicate DeviceName (first at position %d)"):format(seen[name])
     end
     if why then
-      bad[#bad + 1] = {DeviceName = name, ErrorMsg = why, duplicate = seen[name] ~= nil}
+      bad[#bad + 1] = {DeviceName = name, ErrorMsg = why, duplicate = seen[name] ~= nil, pos = i}
     else
       seen[name] = i
       valid[#valid + 1] = r
     end
   end
-  return valid, bad
+  return valid, bad, seen
 end
 
 local function invalid_summary(job)
@@ -93,9 +94,10 @@ end
 --- Local checks of a named job (a new one or a resumed one): fills job.valid and
 -- job.invalid. Returns the error when invalid names end the job before anything is sent.
 function M.validate_names(job)
-  local valid, bad = check_locally(job.names)
-  job.valid = valid
+  local valid, bad, first_pos = check_locally(job.names)
+  job.valid, job.first_pos, job.local_bad = valid, first_pos, {}
   for _, b in ipairs(bad) do
+    job.local_bad[b.pos] = b.ErrorMsg
     if b.duplicate then
       -- The name itself is fine (its first copy goes ahead); only this copy is left out.
       job.invalid[#job.invalid + 1] = {DeviceName = b.DeviceName, ErrorMsg = b.ErrorMsg}
@@ -165,13 +167,13 @@ local function pending_names(job)
 end
 
 -- The check of apply `a` ended CHECK_FAILED: its invalid names (only names it holds).
-local function take_check_failure(job, a, data)
+local function take_check_failure(job, a, data, rid)
   a.check_failed = true
   local in_apply, n = {}, 0
   for _, name in ipairs(a.Names) do in_apply[name] = true end
   for _, b in ipairs(answer.failures(data, "rejected by the name check")) do
     if in_apply[b.DeviceName] then
-      job:add_invalid(b.DeviceName, b.ErrorMsg)
+      job:add_invalid(b.DeviceName, b.ErrorMsg, {ApplyId = a.key, RequestId = rid})
       n = n + 1
     end
   end
@@ -185,12 +187,12 @@ end
 local function settle_checks(job)
   for _, a in ipairs(job.applies) do
     if a.check_status == nil then
-      local data, err = job:wait(a, "check")
+      local data, err, rid = job:wait(a, "check")
       if not data then return job:call_error(err, a) end
       a.check_status = data.Status
       job.checked = (job.checked or 0) + #a.Names
       if data.Status == "CHECK_FAILED" then
-        err = take_check_failure(job, a, data)
+        err = take_check_failure(job, a, data, rid)
         if err then return err end
       end
       job:emit{phase = "check", apply_id = a.ApplyId, status = data.Status,
@@ -223,7 +225,8 @@ local function check_chunk(job, chunk)
   end
   local bad = sync_invalid(err, chunk)
   if #bad == 0 then return job:call_error(err) end
-  for _, b in ipairs(bad) do job:add_invalid(b.DeviceName, b.ErrorMsg) end
+  local by = {RequestId = answer.request_id(err.request_id)}
+  for _, b in ipairs(bad) do job:add_invalid(b.DeviceName, b.ErrorMsg, by) end
 end
 
 -- Sends BatchCheckDeviceNames for each chunk of the pending names.
@@ -242,7 +245,7 @@ end
 -- skip_invalid, the valid rest of a rejected chunk is checked again).
 local function check_all(job)
   while true do
-    local err = settle_checks(job)
+    local err = settle_checks(job) or existing.settle_checked(job)
     if err then return err end
     if #job.invalid > 0 and not job.skip_invalid then return nil end
     local pending = pending_names(job)
@@ -269,14 +272,22 @@ local function register_checked(job)
       -- this apply passed it) is what we want; the status polls that follow settle it.
       if err and err.code ~= "iot.device.CreateDeviceTaskIsRunning"
         and err.code ~= "iot.device.IncorrentDeviceApplyInfo" then
-        return job:call_error(err, a)
+        err = existing.refused(job, a, err)
+        if err then return job:call_error(err, a) end
+        job.check_again = true
+      else
+        a.check_status = "CREATE"
+        job.submitted = (job.submitted or 0) + #a.Names
+        job:emit{phase = "register", apply_id = a.ApplyId, done = job.submitted, total = job.total}
       end
-      a.check_status = "CREATE"
-      job.submitted = (job.submitted or 0) + #a.Names
-      job:emit{phase = "register", apply_id = a.ApplyId, done = job.submitted, total = job.total}
     end
   end
 end
+
+--- Checks every valid name with the service (BatchCheckDeviceNames and its status),
+-- registering nothing: the job's checks, as a job that registers them would make them.
+-- @treturn ?table err
+M.check_all = check_all
 
 --- Runs (or continues) a named job to its result.
 -- @treturn ?table result
@@ -290,7 +301,12 @@ function M.run(job)
   end
   err = register_checked(job)
   if err then return job:conclude(err) end
-  return job:conclude(job:finish_all())
+  if job.check_again then
+    -- a registration refused for a name taken since its check: the rest is checked again
+    job.check_again = nil
+    return M.run(job)
+  end
+  return job:conclude(job:finish_all() or existing.settle_created(job))
 end
 
 return M

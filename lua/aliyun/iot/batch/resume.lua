@@ -5,6 +5,7 @@
 local errors = require "aliyun.iot.errors"
 local answer = require "aliyun.iot.batch.answer"
 local named = require "aliyun.iot.batch.named"
+local existing = require "aliyun.iot.batch.existing"
 
 local M = {}
 
@@ -67,6 +68,14 @@ local function replay(job, r, i, st)
       a.got = a.got + 1
       a.last_line = i
     end
+    job.device_apply = job.device_apply or {}
+    job.device_apply[r.DeviceName] = r.ApplyId
+  elseif r.event == "existing" then
+    if job.kind ~= "named" or job.existing == "fail" then
+      return journal_error(job, i, "an existing event in a job that does not look for " ..
+        "existing devices")
+    end
+    existing.note(job, r)
   elseif r.event == "fetched" then
     local a = job.by_id[r.ApplyId]
     if a and a.Count and (r.Total > a.Count or (r.Status == "CREATE_SUCCESS" and r.Total ~= a.Count)) then
@@ -135,6 +144,7 @@ function M.rebuild(job, records)
     job.Count, job.total = spec.Count, spec.Count
   else
     job.names, job.skip_invalid = spec.Devices or {}, spec.skip_invalid == true
+    job.existing = spec.existing or "fail"
     local err = named.validate_names(job)
     if err then return nil, err end
   end

@@ -50,6 +50,7 @@ end
 -- @treturn ?table the checked status `Data` at the phase's end
 -- @treturn ?table err `ApplyTimeout` (`apply_id`, last `status`), `InvalidResponse`, or
 --   the status call's error, each with `apply_id`
+-- @treturn ?string the RequestId of the status call that saw the end state (for reports)
 function M.poll(port, w)
   local pause, status = POLL_FIRST, nil
   local stop = port:clock() + w.apply_timeout
@@ -68,7 +69,7 @@ function M.poll(port, w)
         {apply_id = w.id, status = status, action = "QueryBatchRegisterDeviceStatus"})
     end
     status = data.Status
-    if M.END_STATES[w.phase][status] then return data end
+    if M.END_STATES[w.phase][status] then return data, nil, answer.request_id(res.RequestId) end
     if w.on_status then w.on_status(status) end
     local now = port:clock()
     if now >= stop then return nil, timed_out(w, status) end

@@ -15,8 +15,12 @@ Commands:
   register --product-key PK --count N
         register N devices with random names
   register --product-key PK --names-file FILE [--skip-invalid]
+           [--existing fail|skip|adopt] [--report FILE] [--dry-run]
         register the devices named in FILE: one DeviceName[,Nickname] a line,
         blank lines and # comments skipped; FILE - reads stdin
+  check --product-key PK --names-file FILE
+        ask the service which names it would register (and which exist),
+        registering nothing; prints JSON
   resume --state FILE
         finish a register job that stopped, from its state file
   status --product-key PK --apply-id ID
@@ -35,6 +39,15 @@ Register options:
                         creates; resume from it)
   --skip-invalid        leave invalid names out instead of failing (exit status 3)
   --apply-timeout S     seconds to wait for each apply (register and resume)
+  --existing MODE       names that exist already: fail (default: they are
+                        invalid), skip (left out, no error) or adopt (their
+                        DeviceSecrets written with the new devices: a names file
+                        run twice gives the same output, creating nothing again)
+  --report FILE         one JSON line per requested name (outcome created,
+                        existing, invalid, failed or unknown), written as the
+                        job goes to a new file (mode 0600; never an existing one)
+  --dry-run             check the names file locally and print the requests
+                        that would be sent, sending nothing
 
 Options (before or after the command):
   --endpoint URL        API endpoint (default https://iot.<region>.aliyuncs.com/)
@@ -72,8 +85,9 @@ ALIBABA_CLOUD_SECURITY_TOKEN), else ~/.aliyun/config.json, else
 ~/.alibabacloud/credentials.
 
 Exit status: 0 done; 1 service or network failure; 2 usage or validation error;
-3 partial success (--skip-invalid left names out); 130 stopped by Ctrl-C (the
-journal and the command that finishes the job are on stderr).
+3 partial success (--skip-invalid left names out; check found names the service
+would not take); 130 stopped by Ctrl-C (the journal and the command that
+finishes the job are on stderr).
 ]]
 
 -- Option name -> {value = takes a value?, field = key in the options table,
@@ -84,9 +98,13 @@ local OPTIONS = {
   format = {value = true, commands = {register = true, resume = true, devices = true,
                                      ["mqtt-credentials"] = true}},
   out = {value = true}, quiet = {}, help = {}, version = {},
-  ["product-key"] = {value = true, commands = {register = true, status = true, devices = true}},
+  ["product-key"] = {value = true, commands = {register = true, status = true, devices = true,
+                                               check = true}},
   count = {value = true, commands = {register = true}},
-  ["names-file"] = {value = true, commands = {register = true}},
+  ["names-file"] = {value = true, commands = {register = true, check = true}},
+  existing = {value = true, commands = {register = true}},
+  report = {value = true, commands = {register = true, resume = true}},
+  ["dry-run"] = {commands = {register = true}},
   ["skip-invalid"] = {commands = {register = true}},
   state = {value = true, commands = {register = true, resume = true}},
   ["apply-timeout"] = {value = true, commands = {register = true, resume = true}},
@@ -103,7 +121,7 @@ end
 OPTIONS["in"] = {value = true, commands = {["mqtt-credentials"] = true}}
 
 local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true,
-                  ["mqtt-credentials"] = true}
+                  ["mqtt-credentials"] = true, check = true}
 
 -- A usage error: raised inside `main` and turned into exit status 2.
 local Usage = {}
@@ -228,8 +246,11 @@ function M.check(opts)
   positive_number(opts, "deadline")
   positive_number(opts, "apply-timeout")
   require("aliyun.iot.cli.formats").check(opts)
-  if opts.out == "" or (opts.out and opts.out:sub(-1) == "/") then
-    usage_error("--out needs a file name, got '%s'", opts.out)
+  for _, flag in ipairs{"out", "report"} do
+    local v = opts[flag]
+    if v == "" or (v and v:sub(-1) == "/") then
+      usage_error("--%s needs a file name, got '%s'", flag, v)
+    end
   end
   if cmd == "register" then
     require_opts(opts, "product-key")
@@ -239,9 +260,17 @@ function M.check(opts)
       usage_error("'register' needs either --count or --names-file")
     end
     if opts.count then opts.count = positive_integer(opts, "count") end
-    if opts.skip_invalid and not opts.names_file then
-      usage_error("--skip-invalid applies to --names-file only")
+    for _, flag in ipairs{"skip-invalid", "existing", "dry-run"} do
+      if opts[(flag:gsub("%-", "_"))] and not opts.names_file then
+        usage_error("--%s applies to --names-file only", flag)
+      end
     end
+    if opts.existing and opts.existing ~= "fail" and opts.existing ~= "skip"
+      and opts.existing ~= "adopt" then
+      usage_error("--existing must be fail, skip or adopt, got '%s'", opts.existing)
+    end
+  elseif cmd == "check" then
+    require_opts(opts, "product-key", "names-file")
   elseif cmd == "resume" then
     require_opts(opts, "state")
   elseif cmd == "status" or cmd == "devices" then

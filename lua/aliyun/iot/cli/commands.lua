@@ -8,6 +8,7 @@ local report = require "aliyun.iot.cli.report"
 local state_file = require "aliyun.iot.cli.state"
 local progress = require "aliyun.iot.cli.progress"
 local json = require "aliyun.iot.cli.json"
+local outcomes = require "aliyun.iot.cli.outcomes"
 
 local local_error = args.local_error
 local print_error, failure_code = report.print_error, report.failure_code
@@ -29,6 +30,7 @@ local function new_client(opts, ui)
   }
   return client, err
 end
+M.new_client = new_client
 
 -- The job's arguments and the journal path for register/resume; `own` is true for a
 -- journal in TMPDIR (removed once the job is done).
@@ -46,6 +48,7 @@ local function job_args(opts, streams, ui)
   else
     job.Devices = names.read(opts, streams)
     job.skip_invalid = opts.skip_invalid or nil
+    job.existing = opts.existing
   end
   local state, own, dir = opts.state, false, nil
   if state then
@@ -140,9 +143,25 @@ M.finished = finished
 
 local count_of = progress.count_of
 
+-- Writes the rest of the --report (`records`: the Report of the result or error); false
+-- when it could not be written (said on stderr: the job then never exits 0).
+local function close_report(ctx, records, streams)
+  if not ctx.report then return true end
+  local ok, err = ctx.report.finish(records)
+  ctx.report = nil
+  if not ok then streams.stderr:write("aliyun-iot: ", printable(err), "\n") end
+  return ok
+end
+
 -- The closing note of a job, and the names --skip-invalid left out (exit 3).
 local function summary(res, n, client, ui, seconds, streams)
   local stats = client:stats()
+  if res.Existing and #res.Existing > 0 then
+    local adopted = false
+    for _, d in ipairs(res.Devices or {}) do adopted = adopted or d.DeviceName == res.Existing[1] end
+    ui.note(("%s existed already (%s)"):format(count_of(#res.Existing, "device", "devices"),
+      adopted and "adopted: written with the others" or "left out"))
+  end
   ui.note(("%s in %s, %.1f s, %s, %s, %d throttled")
     :format(count_of(n, "device", "devices"), count_of(#(res.ApplyIds or {}), "apply", "applies"),
       seconds, count_of(stats.requests or 0, "request", "requests"),
@@ -173,6 +192,11 @@ function M.run_job(opts, streams, ui, now, ctx)
   ctx.out, ctx.state, ctx.own_state = out, state, own_state
   local client, cerr = new_client(opts, ui)
   if not client then return failed(out, streams, cerr) end
+  if opts.report then
+    -- made once the job can start (a client is made, nothing sent yet), never left empty
+    ctx.report = outcomes.open(opts.report)
+    job.on_report = ctx.report.add
+  end
   if own_state then
     -- the only way to find this journal if the process is killed (SIGTERM, SIGKILL)
     ui.note(("journal %s; if the job stops, finish it with: %s")
@@ -181,8 +205,17 @@ function M.run_job(opts, streams, ui, now, ctx)
   local t0 = now()
   local res, err = run_helper(client, opts, job)
   ui.done()
-  if not res then return job_failed(err, opts, streams, out, state, own_state, dir) end
+  if not res then
+    close_report(ctx, err.Report, streams)
+    return job_failed(err, opts, streams, out, state, own_state, dir)
+  end
   local n = output.write_devices(opts, out, res.Devices or {}, opts.product_key)
+  if not close_report(ctx, res.Report, streams) then
+    out:abort()
+    streams.stderr:write("aliyun-iot: the job is done and recorded in the journal ", state,
+      "; to write its devices again, run:\n  ", report.resume_command(opts, state), "\n")
+    return report.EXIT_FAILURE
+  end
   if finished(out, streams) ~= report.EXIT_OK then
     -- the devices are safe in the journal only: it stays, named with the command
     streams.stderr:write("aliyun-iot: the devices are in the journal ", state,

@@ -127,7 +127,8 @@ function M.check_out(opts)
   local out = opts.out
   if not out then return end
   local here = place_of(out)
-  for _, o in ipairs{{"state", "--state"}, {"names_file", "--names-file"}, {"in", "--in"}} do
+  for _, o in ipairs{{"state", "--state"}, {"names_file", "--names-file"}, {"in", "--in"},
+                     {"report", "--report"}} do
     local other = opts[o[1]]
     if other and other ~= "-" and here and place_of(other) == here then
       local_error("--out %s is the same file as %s %s: give the output a file of its own",
@@ -288,6 +289,54 @@ function M.open(path, stdout)
   end
   return replacing_output(path, target)
 end
+
+-- A new file created exclusively (mode 0600, never through a symlink) and appended to in
+-- checked, durable writes; kept when the run fails (it tells what happened).
+local function new_file_output(flag, path)
+  local file, why = core().journal_open(path, "create")
+  if not file then local_error("cannot write %s %s: %s", flag, path, tostring(why)) end
+  local fh = {}
+  function fh:write(...)
+    if self.err then return self end
+    local ok, err = file:append(table.concat({...}))
+    if not ok then self.err = tostring(err):gsub("^cannot write the journal: ", "") end
+    return self
+  end
+  local function close(self)
+    if self.closed then return true end
+    self.closed = true
+    local ok, err = file:close()
+    if not ok and not fh.err then fh.err = err end
+    return true
+  end
+  return {
+    fh = fh,
+    finish = function(self)
+      close(self)
+      if fh.err then return nil, ("cannot write %s: %s"):format(path, tostring(fh.err)) end
+      return true
+    end,
+    abort = close,
+  }
+end
+
+--- An output that never replaces a file this run did not create (`--report`): a device,
+-- FIFO or descriptor name is written directly; any other path must name nothing yet, and
+-- becomes a new file (mode 0600) written as the job goes. Refused (exit 2) before any
+-- request otherwise.
+-- @tparam string flag the option, for messages ("--report")
+-- @tparam string path
+function M.open_new(flag, path)
+  local kind, link = path_kind(path)
+  if kind == "folder" then local_error("cannot write %s %s: it is a folder", flag, path) end
+  if kind == "special" or per_process(path) then return direct_output(path) end
+  if kind ~= "none" or link or core().file_kind(path) ~= "none" then
+    local_error("%s %s exists: give the path of a new file (an existing file is never " ..
+      "overwritten)", flag, path)
+  end
+  return new_file_output(flag, path)
+end
+
 
 -- The esp-idf config file `path`, created exclusively (never replacing a file: this run
 -- did not make it) with mode 0600 and written in one fsync'ed write before any request;

@@ -1,0 +1,126 @@
+--- A named job's result per requested device (`Report`): one record for each entry of
+-- `Devices`, in order, `{DeviceName=, outcome=, ApplyId=, code=, message=, RequestId=}`.
+--
+-- Outcomes: `created` (an apply of this job created it: its ApplyId and the RequestId of
+-- the page that listed it), `existing` (the service had it already, confirmed by
+-- BatchQueryDeviceDetail: its RequestId), `invalid` (refused by the local rules, as a
+-- duplicate, or by the service's check and not found existing), `failed` (certainly not
+-- created: its apply ended CREATE_FAILED, or the job stopped before the name's
+-- registration could start), `unknown` (the job stopped after the name's registration may
+-- have been sent: a resume settles it). No record holds a secret.
+--
+-- Outcomes decided while the job runs go to the job's `on_report(record, position)` at
+-- once (created devices page by page, existing ones as they are confirmed); the others
+-- when the job ends. Each position is reported once.
+-- @module aliyun.iot.batch.outcomes
+
+local M = {}
+
+-- The record for position `pos` to the job's on_report, once.
+local function emit(job, pos, rec)
+  job.reported = job.reported or {}
+  if job.reported[pos] or not job.on_report then return end
+  job.reported[pos] = true
+  job.on_report(rec, pos)
+end
+
+--- Records the outcome of a name the job decided (`created` or `existing`) and reports it
+-- at its first position in `Devices`.
+-- @tparam table job a named job (`first_pos` from the local checks)
+-- @tparam string name
+-- @tparam table rec `{outcome=, ApplyId=, RequestId=, code=, message=}`
+function M.decide(job, name, rec)
+  rec.DeviceName = name
+  job.outcome = job.outcome or {}
+  job.outcome[name] = rec
+  local pos = job.first_pos and job.first_pos[name]
+  if pos then emit(job, pos, rec) end
+end
+
+-- Where each name stands in the job's state, indexed once: the apply that passed its check
+-- holding it (its registration may have been sent), the apply and entry of a creation that
+-- failed for it, its invalid entry.
+local function index(job)
+  local ix = {checked = {}, failed = {}, invalid = {}}
+  for _, a in ipairs(job.applies) do
+    if not a.check_failed and a.check_status ~= nil and a.check_status ~= "CHECK" then
+      for _, n in ipairs(a.Names or {}) do ix.checked[n] = ix.checked[n] or a end
+    end
+    for _, f in ipairs(a.create_failed or {}) do
+      ix.failed[f.DeviceName] = ix.failed[f.DeviceName] or {a, f}
+    end
+  end
+  for _, b in ipairs(job.invalid) do ix.invalid[b.DeviceName] = ix.invalid[b.DeviceName] or b end
+  return ix
+end
+
+-- The outcome of a name that passed the local checks, from the job's state; `cause` is the
+-- error that stopped the job, if one did.
+local function derive(job, ix, name, cause)
+  local rec = job.outcome and job.outcome[name]
+  if rec then return rec end
+  if job.have[name] then
+    return {outcome = "created", ApplyId = job.device_apply and job.device_apply[name]}
+  end
+  local cf = ix.failed[name]
+  if cf then
+    return {outcome = "failed", ApplyId = cf[1].key, code = "CreateFailed",
+            message = cf[2].ErrorMsg, RequestId = cf[1].create_rid}
+  end
+  local by = job.rejected and job.rejected[name]
+  local bad = job.invalid_seen[name] and ix.invalid[name]
+  if bad then
+    return {outcome = "invalid", message = bad.ErrorMsg, ApplyId = by and by.ApplyId,
+            RequestId = by and by.RequestId}
+  end
+  local why = cause and cause.code or "NotRegistered"
+  local msg = cause and tostring(cause.message) or "the job ended before this name was registered"
+  local a = ix.checked[name]
+  if a then
+    return {outcome = "unknown", ApplyId = a.key, code = why, message = "its registration may " ..
+      "have been sent before the job stopped (" .. msg .. "); resuming the job settles it"}
+  end
+  return {outcome = "failed", code = why, message = "not registered: " .. msg}
+end
+
+--- The job's report, every position in `Devices` order; the positions not reported yet go
+-- to `on_report` now.
+-- @tparam table job a named job
+-- @tparam[opt] table cause the error that stopped the job (its `code` and `message`)
+-- @treturn table `{{DeviceName=, outcome=, ...}, ...}`
+function M.report(job, cause)
+  local out, ix = {}, index(job)
+  for pos, r in ipairs(job.names or {}) do
+    local why = job.local_bad and job.local_bad[pos]
+    local rec
+    if why then
+      rec = {DeviceName = r.DeviceName, outcome = "invalid", message = why}
+    else
+      local d = derive(job, ix, r.DeviceName, cause)
+      rec = {}
+      for k, v in pairs(d) do rec[k] = v end
+      rec.DeviceName = r.DeviceName
+    end
+    out[pos] = rec
+    emit(job, pos, rec)
+  end
+  return out
+end
+
+--- A named job's devices in the order their names were asked for (a stable sort: what
+-- the service listed is one run's order, the names are the caller's).
+-- @tparam table job
+-- @tparam table devices records with `DeviceName`
+-- @treturn table a new list
+function M.in_order(job, devices)
+  local pos, out = job.first_pos or {}, {}
+  for i, d in ipairs(devices) do out[i] = {d, pos[d.DeviceName] or math.huge, i} end
+  table.sort(out, function(x, y)
+    if x[2] ~= y[2] then return x[2] < y[2] end
+    return x[3] < y[3]
+  end)
+  for i, t in ipairs(out) do out[i] = t[1] end
+  return out
+end
+
+return M

@@ -1,0 +1,61 @@
+--- `register --names-file F --dry-run`: the names checked locally (name rules, nicknames,
+-- duplicates) and the requests a run would send printed as JSON, sending nothing (no
+-- journal either). Exit status as the run would end before registering: 2 for invalid
+-- names, 3 with --skip-invalid, 0 when all are valid.
+-- @module aliyun.iot.cli.dryrun
+
+local names = require "aliyun.iot.cli.names"
+local output = require "aliyun.iot.cli.output"
+local report = require "aliyun.iot.cli.report"
+local json = require "aliyun.iot.cli.json"
+
+local printable = require("aliyun.iot.errors").printable
+
+local M = {}
+
+-- The BatchCheckDeviceNames parameters of one chunk, as the job sends them.
+local function check_params(pk, chunk)
+  local list, nicks = {}, false
+  for i, r in ipairs(chunk) do
+    list[i] = r.DeviceName
+    nicks = nicks or r.DeviceNickname ~= nil
+  end
+  if nicks then return {ProductKey = pk, DeviceNameList = chunk} end
+  return {ProductKey = pk, DeviceName = list}
+end
+
+--- Runs the dry run.
+-- @tparam table opts the checked options
+-- @tparam table streams
+-- @tparam table ctx the interrupt context (`out`)
+-- @treturn integer exit status
+function M.run(opts, streams, ctx)
+  local devices = names.read(opts, streams)
+  output.check_out(opts)
+  -- no client: a dry run needs no credentials (the chunks are the default max_batch_size's)
+  local plan = require("aliyun.iot.batch").check_names(devices)
+  local requests = {}
+  for i, chunk in ipairs(plan.chunks) do
+    requests[i] = {Action = "BatchCheckDeviceNames", Names = #chunk,
+                   Parameters = check_params(opts.product_key, chunk)}
+  end
+  local out = output.open(opts.out, streams.stdout)
+  ctx.out = out
+  out.fh:write(json.json({ProductKey = opts.product_key, Requests = requests,
+    Valid = #plan.Valid, Invalid = plan.Invalid,
+    Then = "each check is polled (QueryBatchRegisterDeviceStatus), registered " ..
+      "(BatchRegisterDeviceWithApplyId) and its devices read (QueryPageByApplyId)"},
+    {"Requests", "Invalid", "Requests.Parameters.DeviceName"}), "\n")
+  local ok, werr = out:finish()
+  if not ok then streams.stderr:write("aliyun-iot: ", werr, "\n") return report.EXIT_FAILURE end
+  streams.stderr:write(("aliyun-iot: dry run: %d names valid, %d invalid, %d " ..
+    "BatchCheckDeviceNames calls; nothing was sent\n"):format(#plan.Valid, #plan.Invalid,
+    #requests))
+  if #plan.Invalid == 0 then return report.EXIT_OK end
+  for _, inv in ipairs(plan.Invalid) do
+    streams.stderr:write(("  %s: %s\n"):format(printable(inv.DeviceName), printable(inv.ErrorMsg)))
+  end
+  return opts.skip_invalid and report.EXIT_PARTIAL or report.EXIT_USAGE
+end
+
+return M

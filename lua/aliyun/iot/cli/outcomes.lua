@@ -1,0 +1,55 @@
+--- The `--report FILE` of a named job: one JSON line per requested name, written as the
+-- job decides each one (`on_report`), the rest when it ends (the `Report` of its result
+-- or error). Keys in a fixed order; no secret is ever written (the records hold none).
+-- @module aliyun.iot.cli.outcomes
+
+local output = require "aliyun.iot.cli.output"
+local json = require "aliyun.iot.cli.json"
+
+local M = {}
+
+local KEYS = {"DeviceName", "outcome", "ApplyId", "code", "message", "RequestId"}
+local BATCH = 200 -- lines gathered before a durable write
+
+--- One report line.
+-- @tparam table rec `{DeviceName=, outcome=, ApplyId=, code=, message=, RequestId=}`
+-- @treturn string a JSON object and a newline
+function M.line(rec)
+  local parts = {}
+  for _, k in ipairs(KEYS) do
+    local v = rec[k]
+    if v ~= nil then parts[#parts + 1] = json.string(k) .. ":" .. json.string(tostring(v)) end
+  end
+  return "{" .. table.concat(parts, ",") .. "}\n"
+end
+
+--- Opens the report (refused, exit 2, before any request, when the path names a file
+-- already) and returns a writer: `add(rec, pos)` (each position once), `finish(report)`
+-- (the positions not written yet, then the close; true or nil and the reason), `abort()`.
+-- @tparam string path
+function M.open(path)
+  local out = output.open_new("--report", path)
+  local w, written, pending = {}, {}, {}
+  local function drain()
+    if #pending > 0 then out.fh:write(table.concat(pending)) end
+    pending = {}
+  end
+  function w.add(rec, pos)
+    if written[pos] then return end
+    written[pos] = true
+    pending[#pending + 1] = M.line(rec)
+    if #pending >= BATCH then drain() end
+  end
+  function w.finish(report)
+    for pos, rec in ipairs(report or {}) do w.add(rec, pos) end
+    drain()
+    return out:finish()
+  end
+  function w.abort()
+    drain()
+    out:finish()
+  end
+  return w
+end
+
+return M
