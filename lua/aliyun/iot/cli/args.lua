@@ -23,6 +23,8 @@ Commands:
         print an apply's status (QueryBatchRegisterDeviceStatus) as JSON
   devices --product-key PK --apply-id ID
         print the devices of an apply
+  export --product-key PK
+        print every device of a product with its DeviceSecret
   call ACTION [Key=Value ...]
         call any IoT action and print the result as JSON; lists as
         Name.1=a Name.2=b, lists of records as Name.1.Field=x
@@ -64,9 +66,11 @@ journal and the command that finishes the job are on stderr).
 local OPTIONS = {
   endpoint = {value = true}, region = {value = true}, ["iot-instance-id"] = {value = true},
   ["ca-file"] = {value = true}, timeout = {value = true}, deadline = {value = true},
-  format = {value = true, commands = {register = true, resume = true, devices = true}},
+  format = {value = true, commands = {register = true, resume = true, devices = true,
+                                      export = true}},
   out = {value = true}, quiet = {}, help = {}, version = {},
-  ["product-key"] = {value = true, commands = {register = true, status = true, devices = true}},
+  ["product-key"] = {value = true, commands = {register = true, status = true, devices = true,
+                                               export = true}},
   count = {value = true, commands = {register = true}},
   ["names-file"] = {value = true, commands = {register = true}},
   ["skip-invalid"] = {commands = {register = true}},
@@ -75,7 +79,8 @@ local OPTIONS = {
   ["apply-id"] = {value = true, commands = {status = true, devices = true}},
 }
 
-local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true}
+local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true,
+                  export = true}
 
 -- A usage error: raised inside `main` and turned into exit status 2.
 local Usage = {}
@@ -219,6 +224,8 @@ function M.check(opts)
     end
   elseif cmd == "resume" then
     require_opts(opts, "state")
+  elseif cmd == "export" then
+    require_opts(opts, "product-key")
   elseif cmd == "status" or cmd == "devices" then
     require_opts(opts, "product-key", "apply-id")
     opts.apply_id = positive_integer(opts, "apply-id")
