@@ -294,6 +294,10 @@ describe("product_devices against a service that says anything", function()
       end
       return out
     end}, "ended after 50 devices"},
+    {"pages without devices while Total says 120", {count = 120, tamper = function(action, _, out)
+      if action == "QueryDevice" then out.Data.DeviceInfo, out.NextToken = {}, nil end
+      return out
+    end}, "the listing ended after 0 devices"},
     {"a device record a string", {count = 120, tamper = function(action, _, out)
       if action == "QueryDevice" then out.Data.DeviceInfo[2] = "unit" end
       return out

@@ -178,8 +178,8 @@ local function refill(port, it)
 end
 
 -- A fresh first page: its Total, and how many devices at its head (newest first) were
--- created since the walk began (not seen), nil when the whole page is new; or nil and the
--- call's error or the reason the page is unusable.
+-- created since the walk began (not seen), nil when a full page is all new; or nil and
+-- the call's error or the reason the page is unusable.
 local function head(port, it)
   local res, err = port:invoke("QueryDevice", {ProductKey = it.ProductKey, PageSize = it.size,
     CurrentPage = 1}, {deadline = it.t_end})
@@ -195,7 +195,8 @@ local function head(port, it)
     if not dev then return nil, ("Data.DeviceInfo[%d] %s"):format(i, bad) end
     if it.seen[dev.DeviceName] then return c.Total, i - 1 end
   end
-  return c.Total, nil
+  -- a short page is the whole list: every device of it is new
+  return c.Total, #list < it.size and #list or nil
 end
 
 -- The listing ended. Fewer devices than both Totals means pages went missing, unless
