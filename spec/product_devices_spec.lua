@@ -285,7 +285,7 @@ describe("product_devices against a service that says anything", function()
     {"a listing cut short of Total", {count = 120, tamper = function(action, p, out)
       if action == "QueryDevice" and p.CurrentPage == "2" then out.Data.DeviceInfo, out.NextToken = {}, nil end
       return out
-    end}, "the listing ended after 70 devices"},
+    end}, "the listing ended after 50 devices"},
     {"the same page over and over under new tokens", {count = 120, tamper = function(action, p, out, svc)
       if action == "QueryDevice" and p.NextToken then
         local again = fake.new{count = svc.total}

@@ -100,8 +100,9 @@ local function follow(it, token, n)
   if token and it.tokens[token] then return "NextToken repeats an earlier page's (a loop)" end
   it.token = token or nil
   if token then it.tokens[token] = true end
-  -- the pages Total allows are the most ever read, whatever a token says
-  local by_number = not token and (it.page + 1) * it.size <= PLAIN_PAGING
+  -- the pages Total allows are the most ever read, whatever a token says; without a
+  -- token, a short page is the last
+  local by_number = not token and n == it.size and (it.page + 1) * it.size <= PLAIN_PAGING
   it.ended = it.page >= it.max_pages or not (token or by_number)
 end
 
