@@ -180,6 +180,17 @@ describe("product_devices against the emulator", function()
     for name, d in pairs(got) do assert.are.same(ref[name], d) end
   end)
 
+  it("ends at its deadline with DeadlineExceeded, the page in flight cut to it", function()
+    registered{120}
+    emu:fault{kind = "slow", delay = 3, action = "QueryDevice", count = 5}
+    local it = c:product_devices{ProductKey = PK, deadline = 0.3}
+    local dev, err = it()
+    emu:clear_faults()
+    assert.is_false(dev)
+    assert.are.equal("DeadlineExceeded", err.code, tostring(err))
+    assert.is_nil(it())
+  end)
+
   it("an empty product yields nothing; an unknown one yields the service's error once", function()
     assert.are.same({}, export(c))
     local it = c:product_devices{ProductKey = "a1NoSuchPK"}
