@@ -1059,7 +1059,7 @@ describe("batch helpers", function()
         register_devices = {ProductKey = PK, Count = "5"},
         register_named_devices = {ProductKey = PK, Devices = {"lamp_0001"}},
         check_device_names = {ProductKey = PK, Devices = {"lamp_0001"}},
-        resume = {journal = path},
+        resume = {journal = path}, product_devices = {ProductKey = PK},
       }
       local function copy(t, drop)
         local c = {}

@@ -80,7 +80,8 @@ describe("the repository's tooling", function()
       return page:find(('name = "aliyun.iot.Client:%s"'):format(name), 1, true) ~= nil
     end
     for _, name in ipairs{"register_devices", "register_named_devices", "wait_apply",
-                          "apply_devices", "resume", "batch_register_device", "call",
+                          "apply_devices", "product_devices", "check_device_names", "resume",
+                          "batch_register_device", "call",
                           "invoke", "call_many", "invoke_many"} do
       assert.is_true(method(name), name .. " is not a Client method in the HTML")
     end

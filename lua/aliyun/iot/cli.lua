@@ -3,7 +3,8 @@
 -- one concern a file: `cli.args` (usage text, parsing, checks, `Key=Value` parameters),
 -- `cli.names` (names files), `cli.json`, `cli.output` (where output goes, CSV/JSON device
 -- writers), `cli.progress`, `cli.report` (exit statuses, failure reports), `cli.state`
--- (the job's journal path), `cli.commands` (register, resume, devices, status, call).
+-- (the job's journal path), `cli.commands` (register, resume, devices, status, call),
+-- `cli.export` (export).
 --
 --     local code = require("aliyun.iot.cli").main(arg)   -- bin/aliyun-iot
 --     os.exit(code)
@@ -101,6 +102,8 @@ function M.main(argv, streams, prog)
       return commands.run_devices(opts, streams, ui, ctx)
     elseif opts.command == "mqtt-credentials" then
       return require("aliyun.iot.cli.mqtt").run(opts, streams, ctx)
+    elseif opts.command == "export" then
+      return require("aliyun.iot.cli.export").run(opts, streams, ui, now, ctx)
     end
     return commands.run_call(opts, streams, ui, ctx)
   end, function(e)

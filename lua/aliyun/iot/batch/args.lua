@@ -38,7 +38,8 @@ local ONLY = {
   journal = "only register_devices, register_named_devices and resume keep a journal " ..
     "(they create devices)",
   apply_timeout = "only the helpers that wait for applies take it",
-  on_progress = "apply_devices is an iterator: the caller's loop sees its progress",
+  on_progress = "apply_devices and product_devices are iterators: the caller's loop sees " ..
+    "their progress",
   on_report = "only named jobs (register_named_devices, resume) report per device",
   existing = "only register_named_devices takes it (resume keeps the journal's choice)",
 }
@@ -65,6 +66,8 @@ local APPLY_ID = {type = "number|string", required = true, problem = validate.ap
 local DEADLINE, APPLY_TIMEOUT = seconds("deadline"), seconds("apply_timeout")
 local ON_PROGRESS, JOURNAL = {type = "function"}, {type = "string"}
 local ON_REPORT = {type = "function"}
+local PAGE_SIZE = {type = "number", integer = true, min = 1, max = M.MAX_PAGE_SIZE,
+                   why = ("page_size must be a whole number from 1 to %d"):format(M.MAX_PAGE_SIZE)}
 
 --- Each helper's arguments: name -> `aliyun.iot.options` schema entry.
 M.SCHEMAS = {
@@ -75,10 +78,10 @@ M.SCHEMAS = {
     deadline = DEADLINE, apply_timeout = APPLY_TIMEOUT, on_progress = ON_PROGRESS,
   },
   apply_devices = {
-    ProductKey = PRODUCT_KEY, ApplyId = APPLY_ID, deadline = DEADLINE,
-    page_size = {type = "number", integer = true, min = 1, max = M.MAX_PAGE_SIZE,
-                 why = ("page_size must be a whole number from 1 to %d"):format(M.MAX_PAGE_SIZE)},
+    ProductKey = PRODUCT_KEY, ApplyId = APPLY_ID, deadline = DEADLINE, page_size = PAGE_SIZE,
   },
+  -- QueryDevice's largest page is QueryPageByApplyId's, 50 (docs/wire.md §4)
+  product_devices = {ProductKey = PRODUCT_KEY, deadline = DEADLINE, page_size = PAGE_SIZE},
   register_devices = {
     ProductKey = PRODUCT_KEY,
     Count = {type = "number|string", required = true,

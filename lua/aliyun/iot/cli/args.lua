@@ -30,6 +30,8 @@ Commands:
   mqtt-credentials --in FILE
         add the MQTT connection columns to the devices of FILE (CSV, JSON
         or NDJSON written by this command); no request is sent
+  export --product-key PK
+        print every device of a product with its DeviceSecret
   call ACTION [Key=Value ...]
         call any IoT action and print the result as JSON; lists as
         Name.1=a Name.2=b, lists of records as Name.1.Field=x
@@ -96,10 +98,10 @@ local OPTIONS = {
   endpoint = {value = true}, region = {value = true}, ["iot-instance-id"] = {value = true},
   ["ca-file"] = {value = true}, timeout = {value = true}, deadline = {value = true},
   format = {value = true, commands = {register = true, resume = true, devices = true,
-                                     ["mqtt-credentials"] = true}},
+                                     ["mqtt-credentials"] = true, export = true}},
   out = {value = true}, quiet = {}, help = {}, version = {},
   ["product-key"] = {value = true, commands = {register = true, status = true, devices = true,
-                                               check = true}},
+                                               check = true, export = true}},
   count = {value = true, commands = {register = true}},
   ["names-file"] = {value = true, commands = {register = true, check = true}},
   existing = {value = true, commands = {register = true}},
@@ -121,7 +123,7 @@ end
 OPTIONS["in"] = {value = true, commands = {["mqtt-credentials"] = true}}
 
 local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true,
-                  ["mqtt-credentials"] = true, check = true}
+                  ["mqtt-credentials"] = true, check = true, export = true}
 
 -- A usage error: raised inside `main` and turned into exit status 2.
 local Usage = {}
@@ -273,6 +275,8 @@ function M.check(opts)
     require_opts(opts, "product-key", "names-file")
   elseif cmd == "resume" then
     require_opts(opts, "state")
+  elseif cmd == "export" then
+    require_opts(opts, "product-key")
   elseif cmd == "status" or cmd == "devices" then
     require_opts(opts, "product-key", "apply-id")
     opts.apply_id = positive_integer(opts, "apply-id")
