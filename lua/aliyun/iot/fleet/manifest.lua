@@ -330,13 +330,14 @@ end
 --- Reads a manifest: a path (a regular file, at most `MAX_BYTES`) or a Lua array of
 -- records.
 -- @tparam string|table source
--- @tparam[opt] integer level the error level for misuse (default 2)
+-- @tparam[opt] integer level the error level for misuse, as `error` counts from the
+--   caller (default 1: the caller of `load`)
 -- @treturn ?table manifest as `parse` gives it
 -- @treturn ?table err `InvalidParameter` (`parameter = "manifest"`): a file that cannot be
 --   read, or a record breaking a rule (`PATH:LINE: ...` or `manifest[N]: ...`)
 -- @raise when source is neither, or a Lua record has a field of the wrong type
 function M.load(source, level)
-  level = (level or 2) + 1
+  level = (level or 1) + 1
   if type(source) == "string" then
     local text, why = core.read_file(source, M.MAX_BYTES)
     if not text then return nil, problem(source, "cannot read the manifest: %s", tostring(why)) end
