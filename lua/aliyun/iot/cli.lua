@@ -3,7 +3,8 @@
 -- one concern a file: `cli.args` (usage text, parsing, checks, `Key=Value` parameters),
 -- `cli.names` (names files), `cli.json`, `cli.output` (where output goes, CSV/JSON device
 -- writers), `cli.progress`, `cli.report` (exit statuses, failure reports), `cli.state`
--- (the job's journal path), `cli.commands` (register, resume, devices, status, call).
+-- (the job's journal path), `cli.commands` (register, resume, devices, status, call),
+-- `cli.plan` (plan).
 --
 --     local code = require("aliyun.iot.cli").main(arg)   -- bin/aliyun-iot
 --     os.exit(code)
@@ -95,6 +96,8 @@ function M.main(argv, streams, prog)
       return commands.run_job(opts, streams, ui, now, ctx)
     elseif opts.command == "devices" then
       return commands.run_devices(opts, streams, ui, ctx)
+    elseif opts.command == "plan" then
+      return require("aliyun.iot.cli.plan").run(opts, streams, ui, ctx)
     end
     return commands.run_call(opts, streams, ui, ctx)
   end, function(e)
@@ -106,7 +109,7 @@ function M.main(argv, streams, prog)
     -- the message may echo the user's own words: control characters escaped
     streams.stderr:write("aliyun-iot: ", require("aliyun.iot.errors").printable(code.message), "\n",
       code.hint and ("Try '" .. args.shell_quote(report.PROG) .. " --help'.\n") or "")
-    return M.EXIT_USAGE
+    return require("aliyun.iot.cli.plan").usage_status(words)
   end
   if is_interrupt(code) then
     if ctx.out then ctx.out:abort() end

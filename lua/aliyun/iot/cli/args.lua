@@ -23,6 +23,11 @@ Commands:
         print an apply's status (QueryBatchRegisterDeviceStatus) as JSON
   devices --product-key PK --apply-id ID
         print the devices of an apply
+  plan --product-key PK --manifest FILE [--prune-tags] [--retire-unlisted]
+       [--detailed-exitcode]
+        print what apply would change to make the product match FILE (CSV
+        DeviceName,Nickname,tags,groups with a header, or JSON lines); sends
+        no write; exit 0, or 2 on changes with --detailed-exitcode
   call ACTION [Key=Value ...]
         call any IoT action and print the result as JSON; lists as
         Name.1=a Name.2=b, lists of records as Name.1.Field=x
@@ -66,7 +71,11 @@ local OPTIONS = {
   ["ca-file"] = {value = true}, timeout = {value = true}, deadline = {value = true},
   format = {value = true, commands = {register = true, resume = true, devices = true}},
   out = {value = true}, quiet = {}, help = {}, version = {},
-  ["product-key"] = {value = true, commands = {register = true, status = true, devices = true}},
+  ["product-key"] = {value = true, commands = {register = true, status = true, devices = true,
+                                              plan = true}},
+  manifest = {value = true, commands = {plan = true}},
+  ["prune-tags"] = {commands = {plan = true}}, ["retire-unlisted"] = {commands = {plan = true}},
+  ["detailed-exitcode"] = {commands = {plan = true}},
   count = {value = true, commands = {register = true}},
   ["names-file"] = {value = true, commands = {register = true}},
   ["skip-invalid"] = {commands = {register = true}},
@@ -75,7 +84,8 @@ local OPTIONS = {
   ["apply-id"] = {value = true, commands = {status = true, devices = true}},
 }
 
-local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true}
+local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true,
+                  plan = true}
 
 -- A usage error: raised inside `main` and turned into exit status 2.
 local Usage = {}
@@ -222,6 +232,8 @@ function M.check(opts)
   elseif cmd == "status" or cmd == "devices" then
     require_opts(opts, "product-key", "apply-id")
     opts.apply_id = positive_integer(opts, "apply-id")
+  elseif cmd == "plan" then
+    require_opts(opts, "product-key", "manifest")
   elseif cmd == "call" then
     if #opts.args == 0 then usage_error("'call' needs an ACTION") end
     if not opts.args[1]:find("^%a%w*$") then

@@ -134,6 +134,9 @@ local function finished(out, streams)
   return report.EXIT_FAILURE
 end
 
+-- What other command modules (cli/plan.lua) share with these commands.
+M.new_client, M.failed, M.finished = new_client, failed, finished
+
 local count_of = progress.count_of
 
 -- The closing note of a job, and the names --skip-invalid left out (exit 3).
