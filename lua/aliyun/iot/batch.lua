@@ -25,7 +25,8 @@
 -- Options by helper (a helper raises on an option it does not take):
 --
 -- * `on_progress`: register_devices, register_named_devices, resume, wait_apply
---   (apply_devices is an iterator: the caller's loop sees its progress);
+--   (apply_devices and product_devices are iterators: the caller's loop sees their
+--   progress);
 -- * `journal`: register_devices, register_named_devices, resume (the helpers that create
 --   devices; waiting and reading create nothing to record);
 -- * `deadline` [s from now]: every helper; it bounds the requests in flight too (each
@@ -68,6 +69,7 @@ local random = require "aliyun.iot.batch.random"
 local named = require "aliyun.iot.batch.named"
 local resume_m = require "aliyun.iot.batch.resume"
 local devices = require "aliyun.iot.batch.devices"
+local product = require "aliyun.iot.batch.product"
 
 local M = {}
 
@@ -149,6 +151,35 @@ local function apply_devices(self, args)
   local size = args.page_size or devices.SIZE
   local port = port_m.new(self)
   return devices.iterate(port, {ProductKey = args.ProductKey, id = args.ApplyId, size = size,
+    t_end = args.deadline and port:clock() + args.deadline, failure = failure})
+end
+
+--- Iterates over every device of a product with its DeviceSecret: QueryDevice pages
+-- (PageSize 50, NextToken followed from the second page on) and BatchQueryDeviceDetail
+-- for the secrets a page lacks (docs/wire.md §4 Cheap extras, §10), each held to its
+-- documented QPS by the client's pacer (QueryDevice 50, 2 for deep pages of big products;
+-- BatchQueryDeviceDetail 5). Memory stays flat but for one DeviceName and one NextToken
+-- remembered per device and page (each device is yielded once, a token loop is caught).
+--
+--     for dev, err in client:product_devices{ProductKey = pk} do
+--       if not dev then error(tostring(err)) end
+--       print(dev.DeviceName, dev.DeviceSecret)
+--     end
+-- @tparam table args `ProductKey` (string), `page_size` (1..50, default 50), `deadline`
+--   [s from now, optional: no request starts after it, those in flight are cut to it]
+-- @treturn function iterator yielding device records `{ProductKey=, DeviceName=,
+--   DeviceSecret=, IotId=}`, newest first, each device once; devices created during the
+--   walk are not listed, one deleted during it may be; on a failure it yields `false, err`
+--   once, then ends: the call's error (`DeadlineExceeded` at the deadline),
+--   `InvalidResponse` for a page or detail answer that fails its checks (a count or token
+--   of the wrong type, more devices than the PageSize asked or than Total announced, more
+--   pages than Total allows, a NextToken seen before, a listing cut short of Total),
+--   `InvalidParameter` for a bad argument value
+-- @raise on misuse (see the module)
+local function product_devices(self, args)
+  local _, failure = args_m.check(args, "product_devices", 3)
+  local port = port_m.new(self)
+  return product.iterate(port, {ProductKey = args.ProductKey, size = args.page_size or product.SIZE,
     t_end = args.deadline and port:clock() + args.deadline, failure = failure})
 end
 
@@ -241,7 +272,7 @@ end
 --- Checks a helper's arguments by the helpers' one rule, sending nothing: what the helper
 -- itself checks first (a command line can refuse a job before it makes a journal for it).
 -- @tparam string helper "register_devices", "register_named_devices", "resume",
---   "wait_apply" or "apply_devices"
+--   "wait_apply", "apply_devices" or "product_devices"
 -- @tparam table args the arguments the helper would get
 -- @treturn ?table args
 -- @treturn ?table err `InvalidParameter` naming the bad or missing value
@@ -257,6 +288,7 @@ function M.install(Client)
   Client.register_named_devices = register_named_devices
   Client.wait_apply = wait_apply
   Client.apply_devices = apply_devices
+  Client.product_devices = product_devices
   Client.resume = resume
 end
 

@@ -4,7 +4,7 @@
 -- `cli.names` (names files), `cli.json`, `cli.output` (where output goes, CSV/JSON device
 -- writers), `cli.progress`, `cli.report` (exit statuses, failure reports), `cli.state`
 -- (the job's journal path), `cli.commands` (register, resume, devices, status, call),
--- `cli.plan` (plan).
+-- `cli.export` (export), `cli.plan` (plan).
 --
 --     local code = require("aliyun.iot.cli").main(arg)   -- bin/aliyun-iot
 --     os.exit(code)
@@ -96,6 +96,8 @@ function M.main(argv, streams, prog)
       return commands.run_job(opts, streams, ui, now, ctx)
     elseif opts.command == "devices" then
       return commands.run_devices(opts, streams, ui, ctx)
+    elseif opts.command == "export" then
+      return require("aliyun.iot.cli.export").run(opts, streams, ui, now, ctx)
     elseif opts.command == "plan" then
       return require("aliyun.iot.cli.plan").run(opts, streams, ui, ctx)
     end

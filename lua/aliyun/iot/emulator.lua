@@ -25,7 +25,7 @@ local DEFAULTS = {
     port = 0, tls = false, access_keys = false, accounts = false, security_tokens = {},
     products = false, iot_instance_id = false, async_delay = 0.3, qps_limits = false,
     max_count = 10000, invalid_names = "async", apply_id_base = 100000, nginx = false,
-    product_secrets = false,
+    product_secrets = false, query_device_secrets = true,
 }
 
 local is_int = knobs.is_int
@@ -346,7 +346,9 @@ end
 --   must carry one of these), `iot_instance_id` (nil; when set, requests must carry it),
 --   `async_delay` (0.3 s per CHECK/CREATE phase), `qps_limits` (false; true: the documented
 --   per-action limits, per account; or {Action = qps}), `max_count` (10000),
---   `invalid_names` ("async" | "sync"), `apply_id_base` (100000; an integer or a decimal
+--   `invalid_names` ("async" | "sync"), `query_device_secrets` (true; false: QueryDevice
+--   lists devices without their DeviceSecret, which BatchQueryDeviceDetail still gives),
+--   `apply_id_base` (100000; an integer or a decimal
 --   string, ApplyIds count up from it), `nginx` (path of the binary), `product_secrets`
 --   ({ProductKey = ProductSecret}: those products take dynamic registrations,
 --   `POST /auth/register/device`, see `set_active`).
@@ -524,8 +526,8 @@ function Emulator:set_online(t)
 end
 
 --- Changes options of the running server: `async_delay`, `qps_limits`, `invalid_names`,
--- `max_count` (checked as in `start`; anything else or an invalid value raises, and the
--- server, which checks again, changes nothing). Sent as JSON.
+-- `max_count`, `query_device_secrets` (checked as in `start`; anything else or an invalid
+-- value raises, and the server, which checks again, changes nothing). Sent as JSON.
 function Emulator:set(t)
     check(type(t) == "table", "set expects a table")
     local ok, msg = knobs.check_settings(t)

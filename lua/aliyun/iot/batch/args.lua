@@ -38,7 +38,8 @@ local ONLY = {
   journal = "only register_devices, register_named_devices and resume keep a journal " ..
     "(they create devices)",
   apply_timeout = "only the helpers that wait for applies take it",
-  on_progress = "apply_devices is an iterator: the caller's loop sees its progress",
+  on_progress = "apply_devices and product_devices are iterators: the caller's loop sees " ..
+    "their progress",
 }
 
 --- `Count` as a number: an exact integer from 1 to `MAX_COUNT` (no "1e3", nothing
@@ -62,6 +63,8 @@ local PRODUCT_KEY = {type = "string", required = true, problem = validate.produc
 local APPLY_ID = {type = "number|string", required = true, problem = validate.apply_id_problem}
 local DEADLINE, APPLY_TIMEOUT = seconds("deadline"), seconds("apply_timeout")
 local ON_PROGRESS, JOURNAL = {type = "function"}, {type = "string"}
+local PAGE_SIZE = {type = "number", integer = true, min = 1, max = M.MAX_PAGE_SIZE,
+                   why = ("page_size must be a whole number from 1 to %d"):format(M.MAX_PAGE_SIZE)}
 
 --- Each helper's arguments: name -> `aliyun.iot.options` schema entry.
 M.SCHEMAS = {
@@ -72,10 +75,10 @@ M.SCHEMAS = {
     deadline = DEADLINE, apply_timeout = APPLY_TIMEOUT, on_progress = ON_PROGRESS,
   },
   apply_devices = {
-    ProductKey = PRODUCT_KEY, ApplyId = APPLY_ID, deadline = DEADLINE,
-    page_size = {type = "number", integer = true, min = 1, max = M.MAX_PAGE_SIZE,
-                 why = ("page_size must be a whole number from 1 to %d"):format(M.MAX_PAGE_SIZE)},
+    ProductKey = PRODUCT_KEY, ApplyId = APPLY_ID, deadline = DEADLINE, page_size = PAGE_SIZE,
   },
+  -- QueryDevice's largest page is QueryPageByApplyId's, 50 (docs/wire.md §4)
+  product_devices = {ProductKey = PRODUCT_KEY, deadline = DEADLINE, page_size = PAGE_SIZE},
   register_devices = {
     ProductKey = PRODUCT_KEY,
     Count = {type = "number|string", required = true,

@@ -42,23 +42,32 @@ local function next_device(port, it)
   end
 end
 
+--- An iterator over `step`'s results that ends for good at the first nil or failure: a
+-- `for` loop that goes on after a failure must not send more requests.
+-- @tparam function step `() -> record | nil | false, err`
+-- @tparam[opt] table failure an argument error to yield first (as `false, failure`)
+-- @treturn function yielding records, or `false, err` once, then nil
+function M.iterator(step, failure)
+  local finished = false
+  return function()
+    if finished then return nil end
+    if failure then
+      finished = true
+      return false, failure
+    end
+    local dev, err = step()
+    if not dev then finished = true end
+    return dev, err
+  end
+end
+
 --- The iterator.
 -- @tparam table port `aliyun.iot.batch.port`
 -- @tparam table it `{ProductKey=, id=, size=, t_end=, failure = err or nil}`
 -- @treturn function yielding records, or `false, err` once, then nil
 function M.iterate(port, it)
   it.page, it.buf, it.i, it.seen, it.n = 0, {}, 0, {}, 0
-  local finished = false
-  return function()
-    if finished then return nil end
-    if it.failure then
-      finished = true
-      return false, it.failure
-    end
-    local dev, err = next_device(port, it)
-    if not dev then finished = true end
-    return dev, err
-  end
+  return M.iterator(function() return next_device(port, it) end, it.failure)
 end
 
 return M

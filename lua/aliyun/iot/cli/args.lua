@@ -23,6 +23,8 @@ Commands:
         print an apply's status (QueryBatchRegisterDeviceStatus) as JSON
   devices --product-key PK --apply-id ID
         print the devices of an apply
+  export --product-key PK
+        print every device of a product with its DeviceSecret
   plan --product-key PK --manifest FILE [--prune-tags] [--retire-unlisted]
        [--detailed-exitcode]
         print what apply would change to make the product match FILE (CSV
@@ -69,10 +71,11 @@ journal and the command that finishes the job are on stderr).
 local OPTIONS = {
   endpoint = {value = true}, region = {value = true}, ["iot-instance-id"] = {value = true},
   ["ca-file"] = {value = true}, timeout = {value = true}, deadline = {value = true},
-  format = {value = true, commands = {register = true, resume = true, devices = true}},
+  format = {value = true, commands = {register = true, resume = true, devices = true,
+                                      export = true}},
   out = {value = true}, quiet = {}, help = {}, version = {},
   ["product-key"] = {value = true, commands = {register = true, status = true, devices = true,
-                                              plan = true}},
+                                              export = true, plan = true}},
   manifest = {value = true, commands = {plan = true}},
   ["prune-tags"] = {commands = {plan = true}}, ["retire-unlisted"] = {commands = {plan = true}},
   ["detailed-exitcode"] = {commands = {plan = true}},
@@ -85,7 +88,7 @@ local OPTIONS = {
 }
 
 local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true,
-                  plan = true}
+                  export = true, plan = true}
 
 -- A usage error: raised inside `main` and turned into exit status 2.
 local Usage = {}
@@ -229,6 +232,8 @@ function M.check(opts)
     end
   elseif cmd == "resume" then
     require_opts(opts, "state")
+  elseif cmd == "export" then
+    require_opts(opts, "product-key")
   elseif cmd == "status" or cmd == "devices" then
     require_opts(opts, "product-key", "apply-id")
     opts.apply_id = positive_integer(opts, "apply-id")

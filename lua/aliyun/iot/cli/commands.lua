@@ -239,4 +239,7 @@ function M.run_call(opts, streams, ui, ctx)
   return finished(out, streams)
 end
 
+-- Shared with the commands in modules of their own (cli/export.lua).
+M.new_client, M.failed, M.finished = new_client, failed, finished
+
 return M

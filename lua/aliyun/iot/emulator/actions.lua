@@ -558,7 +558,8 @@ local MAX_PLAIN_PAGING = 10000 -- past this, QueryDevice needs NextToken (§10)
 
 -- QueryDevice (§4 Cheap extras, §10): newest first. Pages by CurrentPage until CurrentPage x
 -- PageSize passes 10,000, then only with the NextToken of the previous answer (given while
--- devices remain after the page).
+-- devices remain after the page). With `query_device_secrets = false` the records carry no
+-- DeviceSecret (a listing that leaves secrets to BatchQueryDeviceDetail).
 function H.QueryDevice(params, _, account)
     local p, pk = product(params, account)
     if not p then return pk end
@@ -579,7 +580,7 @@ function H.QueryDevice(params, _, account)
     for k = first, math.max(first - size + 1, 1), -1 do
         last = list[k]
         items[#items + 1] = { DeviceId = last.DeviceId, DeviceName = last.DeviceName, ProductKey = pk,
-                 DeviceSecret = last.DeviceSecret, DeviceType = "",
+                 DeviceSecret = conf.query_device_secrets and last.DeviceSecret or nil, DeviceType = "",
                  GmtCreate = gmt(last.created), GmtModified = gmt(last.created),
                  UtcCreate = utc(last.created), UtcModified = utc(last.created),
                  IotId = last.IotId, DeviceStatus = status(last), Nickname = last.Nickname }

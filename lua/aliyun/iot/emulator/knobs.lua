@@ -20,6 +20,9 @@ local SETTABLE = {
     max_count = function(v)
         return is_int(v) and v >= 1 and v <= 10000000, "max_count must be an integer within 1..10000000"
     end,
+    query_device_secrets = function(v)
+        return type(v) == "boolean", "query_device_secrets must be a boolean"
+    end,
     invalid_names = function(v)
         return v == "async" or v == "sync", 'invalid_names must be "async" or "sync"'
     end,
