@@ -146,7 +146,8 @@ describe("fleet manifests", function()
       local p, err = c:plan{ProductKey = PK, manifest = {{DeviceName = "dev_0001", tags = {abc = "x"}}}}
       assert.is_nil(p)
       assert.matches("^manifest%[1%]: tag key \"abc\" is reserved", err.message)
-      _, err = c:plan{ProductKey = "", manifest = {}}
+      p, err = c:plan{ProductKey = "", manifest = {}}
+      assert.is_nil(p)
       assert.are.equal("ProductKey", err.parameter)
       assert.has_error(function() c:plan{ProductKey = PK, manifest = {}, prune = true} end)
       assert.has_error(function() c:plan{ProductKey = PK, manifest = {}, prune_tags = "yes"} end)
