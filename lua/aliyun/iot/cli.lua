@@ -12,7 +12,7 @@
 -- Exit codes: 0 success; 1 service or network failure (stderr lists the ApplyIds created
 -- and the command that finishes the job); 2 usage error or local validation failure;
 -- 3 partial success (`--skip-invalid` left names out); 130 SIGINT (as for 1, from the
--- journal).
+-- journal). `plan --detailed-exitcode`: 2 means changes, so every failure is 1 there.
 -- Secrets (AccessKeySecret, SecurityToken, DeviceSecret) go only to the chosen output
 -- (stdout or `--out FILE`), never to stderr.
 -- @module aliyun.iot.cli

@@ -56,7 +56,9 @@ end
 --   manifest does not list), `retire_unlisted` (boolean: plan retiring the devices it does
 --   not list), `deadline` [s from now: no request starts after it]
 -- @treturn ?table plan (`aliyun.iot.fleet.diff.plan`) with `ProductKey`: `Devices`,
---   `Unlisted`, `Retire`, `CreateGroups`, `Totals`, `changes` (0: nothing to do)
+--   `Unlisted`, `Retire`, `CreateGroups`, `Totals`, `changes` (0: nothing to do), and
+--   `GroupIds` (`{[GroupName] = GroupId}`, the account's groups, read when a manifest
+--   device lists groups)
 -- @treturn ?table err `InvalidParameter` (a bad argument, a manifest breaking a rule,
 --   nothing sent), `InvalidResponse`, `DeadlineExceeded` or any read's error
 -- @raise on misuse: args not a table, an unknown argument, a wrong Lua type (a manifest
@@ -75,7 +77,7 @@ local function plan(self, args)
   if not state then return nil, err end
   local p = diff.plan(manifest, state, {prune_tags = args.prune_tags,
                                         retire_unlisted = args.retire_unlisted})
-  p.ProductKey = args.ProductKey
+  p.ProductKey, p.GroupIds = args.ProductKey, state.groups
   return p
 end
 

@@ -63,7 +63,8 @@ ALIBABA_CLOUD_SECURITY_TOKEN), else ~/.aliyun/config.json, else
 
 Exit status: 0 done; 1 service or network failure; 2 usage or validation error;
 3 partial success (--skip-invalid left names out); 130 stopped by Ctrl-C (the
-journal and the command that finishes the job are on stderr).
+journal and the command that finishes the job are on stderr). plan
+--detailed-exitcode: 0 no changes, 2 changes, 1 any failure (usage included).
 ]]
 
 -- Option name -> {value = takes a value?, field = key in the options table,
