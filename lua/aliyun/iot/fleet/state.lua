@@ -101,7 +101,11 @@ local function read_nicknames(port, pk, manifest, devices, opts)
         return invalid("BatchQueryDeviceDetail", "a record is not one of the devices asked for, " ..
           "or its Nickname is not a string")
       end
-      devices[d.DeviceName].Nickname = d.Nickname or ""
+      devices[d.DeviceName].Nickname, asked[d.DeviceName] = d.Nickname or "", false
+    end
+    -- the service leaves out the names it does not know: deleted since they were listed
+    for name, missing in pairs(asked) do
+      if missing then devices[name] = nil end
     end
   end)
 end
