@@ -1058,7 +1058,7 @@ describe("batch helpers", function()
         wait_apply = {ProductKey = PK, ApplyId = 1}, apply_devices = {ProductKey = PK, ApplyId = "1"},
         register_devices = {ProductKey = PK, Count = "5"},
         register_named_devices = {ProductKey = PK, Devices = {"lamp_0001"}},
-        resume = {journal = path},
+        resume = {journal = path}, product_devices = {ProductKey = PK},
       }
       local function copy(t, drop)
         local c = {}

@@ -66,6 +66,9 @@ local function answer(svc, action, p)
           Total = total, ApplyDeviceList = {ApplyDeviceInfo = list}}
 end
 
+--- A form body or query string as a table of parameters (spec/support/fake_product.lua too).
+M.parse = parse
+
 --- A new service.
 -- @tparam[opt] table opts `tamper` (function, see above), `delay` [s] before each answer
 function M.new(opts)

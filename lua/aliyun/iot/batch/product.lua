@@ -20,9 +20,10 @@
 -- holds at most the PageSize asked, the pages read are bounded by the first page's Total
 -- and the page size, a token seen before is a loop, the devices listed never exceed the
 -- first Total, and a listing that ends with fewer devices than both the first and the
--- last Total is cut short. Each is `InvalidResponse`, never a Lua error. Devices created
--- during the walk lie before the token's place and are not listed; a device deleted
--- between its page and its details is left out (the service leaves it out).
+-- last Total, more than devices deleted while creations went on explain (`at_end`), is
+-- cut short. Each is `InvalidResponse`, never a Lua error. Devices created during the
+-- walk lie before the token's place and are not listed; a device deleted before its page,
+-- or between its page and its details, is left out (the service leaves it out).
 -- @module aliyun.iot.batch.product
 
 local answer = require "aliyun.iot.batch.answer"
@@ -99,8 +100,9 @@ local function follow(it, token, n)
   if token and it.tokens[token] then return "NextToken repeats an earlier page's (a loop)" end
   it.token = token or nil
   if token then it.tokens[token] = true end
-  -- the pages Total allows are the most ever read, whatever a token says
-  local by_number = not token and (it.page + 1) * it.size <= PLAIN_PAGING
+  -- the pages Total allows are the most ever read, whatever a token says; without a
+  -- token, a short page is the last
+  local by_number = not token and n == it.size and (it.page + 1) * it.size <= PLAIN_PAGING
   it.ended = it.page >= it.max_pages or not (token or by_number)
 end
 
@@ -176,14 +178,42 @@ local function refill(port, it)
   if #it.lacking > 0 then return complete(port, it) end
 end
 
--- The listing ended: fewer devices than both Totals means pages went missing.
-local function at_end(it)
-  if it.n < math.min(it.total, it.last_total) then
-    return false, answer.invalid_response(("QueryDevice, product %s: the listing ended after " ..
-      "%d devices in %d pages, but Total said %d (and %d at the end)"):format(it.ProductKey, it.n,
-      it.page, it.total, it.last_total), {action = "QueryDevice"})
+-- A fresh first page: its Total, and how many devices at its head (newest first) were
+-- created since the walk began (not seen), nil when a full page is all new; or nil and
+-- the call's error or the reason the page is unusable.
+local function head(port, it)
+  local res, err = port:invoke("QueryDevice", {ProductKey = it.ProductKey, PageSize = it.size,
+    CurrentPage = 1}, {deadline = it.t_end})
+  if not res then return nil, err end
+  if type(res) ~= "table" then return nil, "the first page is not an object" end
+  local c, why = counts(it, res)
+  if not c then return nil, why end
+  local list
+  list, why = list_of(it, res)
+  if not list then return nil, why end
+  for i, r in ipairs(list) do
+    local dev, bad = listed(it, r)
+    if not dev then return nil, ("Data.DeviceInfo[%d] %s"):format(i, bad) end
+    if it.seen[dev.DeviceName] then return c.Total, i - 1 end
   end
-  return nil
+  -- a short page is the whole list: every device of it is new
+  return c.Total, #list < it.size and #list or nil
+end
+
+-- The listing ended. Fewer devices than both Totals means pages went missing, unless
+-- devices created meanwhile explain it: the list gained them while it lost those deleted
+-- before their page, so the walk must have seen at least the Total now less the devices
+-- created since it began (counted on a fresh first page; a page of nothing but new
+-- devices cannot bound them, and is taken as a busy product).
+local function at_end(port, it)
+  if it.n >= math.min(it.total, it.last_total) then return nil end
+  local now, created = head(port, it)
+  if now ~= nil and (created == nil or it.n >= now - created) then return nil end
+  if type(created) == "table" then return false, created end
+  return false, answer.invalid_response(("QueryDevice, product %s: %s"):format(it.ProductKey,
+    now == nil and created or ("the listing ended after %d devices in %d pages, but Total " ..
+      "said %d (%d at the end, %d now, %d of them created since it began)"):format(it.n,
+      it.page, it.total, it.last_total, now, created)), {action = "QueryDevice"})
 end
 
 local function next_device(port, it)
@@ -194,7 +224,7 @@ local function next_device(port, it)
       return {ProductKey = it.ProductKey, DeviceName = d.DeviceName,
               DeviceSecret = d.DeviceSecret, IotId = d.IotId}
     end
-    if it.ended then return at_end(it) end
+    if it.ended then return at_end(port, it) end
     local err = refill(port, it)
     if err then return false, err end
   end
