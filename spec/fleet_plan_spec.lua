@@ -211,6 +211,33 @@ describe("fleet plan", function()
     assert.are.equal(0, #emu:requests())
   end)
 
+  it("the state reader passes the listing's error on and refuses records unlike the API's", function()
+    local state = require "aliyun.iot.fleet.state"
+    local port = require("aliyun.iot.batch.port").new(c)
+    local m = assert(require("aliyun.iot.fleet.manifest").parse("DeviceName\nlamp_0001\n"))
+    local function listing(items)
+      local i = 0
+      return function()
+        i = i + 1
+        return items[i], items.err
+      end
+    end
+    local boom = {code = "Throttling", message = "slow down"}
+    local s, err = state.read(port, {ProductKey = PK, manifest = m, devices = listing{false, err = boom}})
+    assert.is_nil(s)
+    assert.are.equal(boom, err)
+    for _, items in ipairs{
+      {"lamp_0001"}, {{DeviceName = "a b c d"}}, {{DeviceName = "lamp_0001", Nickname = 5}},
+      {{DeviceName = "lamp_0001"}, {DeviceName = "lamp_0001"}},
+      {{DeviceName = "lamp_0001", ProductKey = "a1Other"}},
+    } do
+      s, err = state.read(port, {ProductKey = PK, manifest = m, devices = listing(items)})
+      assert.is_nil(s)
+      assert.are.equal("InvalidResponse", err.code)
+    end
+    assert.are.equal(0, #emu:requests())
+  end)
+
   it("ends in InvalidResponse when tags or groups do not look like the API's", function()
     make_matching()
     local function tampered(action, from, to)
