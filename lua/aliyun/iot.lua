@@ -21,6 +21,7 @@ local request = require "aliyun.iot.request"
 local client = require "aliyun.iot.client"
 local batch = require "aliyun.iot.batch"
 local device = require "aliyun.iot.device"
+local fleet = require "aliyun.iot.fleet"
 
 local M = {_VERSION = core._VERSION, API_VERSION = request.API_VERSION, errors = errors}
 
@@ -64,4 +65,5 @@ M.device_credentials = device.device_credentials
 M.dynamic_register = device.dynamic_register
 
 batch.install(M.Client)
+fleet.install(M.Client)
 return M

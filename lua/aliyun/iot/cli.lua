@@ -4,7 +4,7 @@
 -- `cli.names` (names files), `cli.json`, `cli.output` (where output goes, CSV/JSON device
 -- writers), `cli.progress`, `cli.report` (exit statuses, failure reports), `cli.state`
 -- (the job's journal path), `cli.commands` (register, resume, devices, status, call),
--- `cli.export` (export).
+-- `cli.export` (export), `cli.plan` (plan).
 --
 --     local code = require("aliyun.iot.cli").main(arg)   -- bin/aliyun-iot
 --     os.exit(code)
@@ -12,7 +12,7 @@
 -- Exit codes: 0 success; 1 service or network failure (stderr lists the ApplyIds created
 -- and the command that finishes the job); 2 usage error or local validation failure;
 -- 3 partial success (`--skip-invalid` left names out); 130 SIGINT (as for 1, from the
--- journal).
+-- journal). `plan --detailed-exitcode`: 2 means changes, so every failure is 1 there.
 -- Secrets (AccessKeySecret, SecurityToken, DeviceSecret) go only to the chosen output
 -- (stdout or `--out FILE`), never to stderr.
 -- @module aliyun.iot.cli
@@ -104,6 +104,8 @@ function M.main(argv, streams, prog)
       return require("aliyun.iot.cli.mqtt").run(opts, streams, ctx)
     elseif opts.command == "export" then
       return require("aliyun.iot.cli.export").run(opts, streams, ui, now, ctx)
+    elseif opts.command == "plan" then
+      return require("aliyun.iot.cli.plan").run(opts, streams, ui, ctx)
     end
     return commands.run_call(opts, streams, ui, ctx)
   end, function(e)
@@ -115,7 +117,7 @@ function M.main(argv, streams, prog)
     -- the message may echo the user's own words: control characters escaped
     streams.stderr:write("aliyun-iot: ", require("aliyun.iot.errors").printable(code.message), "\n",
       code.hint and ("Try '" .. args.shell_quote(report.PROG) .. " --help'.\n") or "")
-    return M.EXIT_USAGE
+    return require("aliyun.iot.cli.plan").usage_status(words)
   end
   if is_interrupt(code) then
     if ctx.out then ctx.out:abort() end

@@ -85,11 +85,8 @@ local function nickname_char(s, i, kana)
   return nil
 end
 
---- Why a nickname breaks the documented rule (see the module), or nil.
--- @tparam any v
--- @tparam[opt] boolean kana true where Japanese kana are allowed (BatchCheckDeviceNames)
--- @treturn ?string reason
-function M.nickname_problem(v, kana)
+-- Why v breaks the nickname-like rule of 4 to `max` characters (see nickname_char), or nil.
+local function counted_problem(v, kana, max)
   if type(v) ~= "string" then return "must be a string" end
   local width, i = 0, 1
   while i <= #v do
@@ -100,9 +97,26 @@ function M.nickname_problem(v, kana)
     end
     width, i = width + w, i + n
   end
-  if width < 4 or width > 64 then
-    return "must be 4 to 64 characters long (a Chinese or Japanese character counts 2)"
+  if width < 4 or width > max then
+    return ("must be 4 to %d characters long (a Chinese or Japanese character counts 2)"):format(max)
   end
+end
+
+--- Why a nickname breaks the documented rule (see the module), or nil.
+-- @tparam any v
+-- @tparam[opt] boolean kana true where Japanese kana are allowed (BatchCheckDeviceNames)
+-- @treturn ?string reason
+function M.nickname_problem(v, kana)
+  return counted_problem(v, kana, 64)
+end
+
+--- Why a device group's name breaks the documented rule (CreateDeviceGroup's page,
+-- docs/wire.md §10: 4 to 30 characters of letters, digits, `_` and Chinese characters,
+-- each Chinese character counting 2), or nil.
+-- @tparam any v
+-- @treturn ?string reason
+function M.group_name_problem(v)
+  return counted_problem(v, false, 30)
 end
 
 --- The length of a list: a table whose keys are exactly 1..n (no hole, nothing else).

@@ -32,6 +32,11 @@ Commands:
         or NDJSON written by this command); no request is sent
   export --product-key PK
         print every device of a product with its DeviceSecret
+  plan --product-key PK --manifest FILE [--prune-tags] [--retire-unlisted]
+       [--detailed-exitcode]
+        print what apply would change to make the product match FILE (CSV
+        DeviceName,Nickname,tags,groups with a header, or JSON lines); sends
+        no write; exit 0, or 2 on changes with --detailed-exitcode
   call ACTION [Key=Value ...]
         call any IoT action and print the result as JSON; lists as
         Name.1=a Name.2=b, lists of records as Name.1.Field=x
@@ -89,7 +94,8 @@ ALIBABA_CLOUD_SECURITY_TOKEN), else ~/.aliyun/config.json, else
 Exit status: 0 done; 1 service or network failure; 2 usage or validation error;
 3 partial success (--skip-invalid left names out; check found names the service
 would not take); 130 stopped by Ctrl-C (the journal and the command that
-finishes the job are on stderr).
+finishes the job are on stderr). plan --detailed-exitcode: 0 no changes,
+2 changes, 1 any failure (usage included).
 ]]
 
 -- Option name -> {value = takes a value?, field = key in the options table,
@@ -101,7 +107,10 @@ local OPTIONS = {
                                      ["mqtt-credentials"] = true, export = true}},
   out = {value = true}, quiet = {}, help = {}, version = {},
   ["product-key"] = {value = true, commands = {register = true, status = true, devices = true,
-                                               check = true, export = true}},
+                                               check = true, export = true, plan = true}},
+  manifest = {value = true, commands = {plan = true}},
+  ["prune-tags"] = {commands = {plan = true}}, ["retire-unlisted"] = {commands = {plan = true}},
+  ["detailed-exitcode"] = {commands = {plan = true}},
   count = {value = true, commands = {register = true}},
   ["names-file"] = {value = true, commands = {register = true, check = true}},
   existing = {value = true, commands = {register = true}},
@@ -123,7 +132,7 @@ end
 OPTIONS["in"] = {value = true, commands = {["mqtt-credentials"] = true}}
 
 local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true,
-                  ["mqtt-credentials"] = true, check = true, export = true}
+                  ["mqtt-credentials"] = true, check = true, export = true, plan = true}
 
 -- A usage error: raised inside `main` and turned into exit status 2.
 local Usage = {}
@@ -280,6 +289,8 @@ function M.check(opts)
   elseif cmd == "status" or cmd == "devices" then
     require_opts(opts, "product-key", "apply-id")
     opts.apply_id = positive_integer(opts, "apply-id")
+  elseif cmd == "plan" then
+    require_opts(opts, "product-key", "manifest")
   elseif cmd == "call" then
     if #opts.args == 0 then usage_error("'call' needs an ACTION") end
     if not opts.args[1]:find("^%a%w*$") then

@@ -30,7 +30,6 @@ local function new_client(opts, ui)
   }
   return client, err
 end
-M.new_client = new_client
 
 -- The job's arguments and the journal path for register/resume; `own` is true for a
 -- journal in TMPDIR (removed once the job is done).
@@ -136,10 +135,6 @@ local function finished(out, streams)
   streams.stderr:write("aliyun-iot: ", werr, "\n")
   return report.EXIT_FAILURE
 end
-
---- The end of a command that wrote its output: exit 0, or 1 (the reason on stderr) when
--- a write, the flush or the close failed (cli/mqtt.lua uses it too).
-M.finished = finished
 
 local count_of = progress.count_of
 
@@ -274,7 +269,9 @@ function M.run_call(opts, streams, ui, ctx)
   return finished(out, streams)
 end
 
--- Shared with the commands in modules of their own (cli/export.lua).
+-- Shared with the commands in modules of their own (cli/check.lua, export.lua, mqtt.lua,
+-- plan.lua): a client from the options, a failure before output, the output's end (exit 0,
+-- or 1 with the reason on stderr when a write, the flush or the close failed).
 M.new_client, M.failed, M.finished = new_client, failed, finished
 
 return M

@@ -1,0 +1,108 @@
+--- `aliyun-iot plan`: what `apply` would do to make a product match a manifest, printed
+-- device by device and in totals; it reads and never writes (`client:plan`).
+-- @module aliyun.iot.cli.plan
+
+local commands = require "aliyun.iot.cli.commands"
+local output = require "aliyun.iot.cli.output"
+local report = require "aliyun.iot.cli.report"
+local printable = require("aliyun.iot.errors").printable
+
+local M = {}
+
+--- Exit status of a plan with changes under `--detailed-exitcode` (0 without changes).
+M.EXIT_CHANGES = 2
+
+--- The exit status of a usage error: 2, or 1 under `--detailed-exitcode`, whose 2 means
+-- "changes" (a script must not read a mistyped command line as a plan to apply).
+-- @tparam {string,...} words the command line
+function M.usage_status(words)
+  for _, w in ipairs(words) do
+    if w == "--detailed-exitcode" then return report.EXIT_FAILURE end
+  end
+  return report.EXIT_USAGE
+end
+
+local function list(t)
+  local out = {}
+  for i, v in ipairs(t) do out[i] = printable(v) end
+  return table.concat(out, ", ")
+end
+
+local function tag_list(set)
+  local keys, out = {}, {}
+  for k in pairs(set) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for i, k in ipairs(keys) do out[i] = printable(k .. "=" .. set[k]) end
+  return table.concat(out, ", ")
+end
+
+local MARK = {create = "+", update = "~", nothing = "="}
+
+-- One device's lines: a mark, the name and the action, then one line per kind of change.
+local function device_lines(d, w)
+  w(("%s %s  %s\n"):format(MARK[d.action], d.DeviceName, d.action))
+  if d.rename then
+    w(("    nickname: %q -> %q\n"):format(printable(d.rename.from), printable(d.rename.to)))
+  end
+  local t = d.tags
+  if t and t.set then w("    tags set: " .. tag_list(t.set) .. "\n") end
+  if t and t.remove then w("    tags removed: " .. list(t.remove) .. "\n") end
+  if t and t.kept then w("    tags kept (not in the manifest; --prune-tags removes them): " ..
+    list(t.kept) .. "\n") end
+  if d.join then w("    groups joined: " .. list(d.join) .. "\n") end
+  if d.leave then w("    groups left: " .. list(d.leave) .. "\n") end
+end
+
+local function totals_line(t)
+  return ("Plan: %d to create, %d to update, %d unchanged; %d nicknames, %d tags set, " ..
+    "%d tags removed, %d group joins, %d group leaves, %d groups to create; %d unlisted, " ..
+    "%d to retire.\n"):format(t.create, t.update, t.nothing, t.rename, t.tag_set, t.tag_remove,
+    t.join, t.leave, t.create_group, t.unlisted, t.retire)
+end
+
+--- Prints a plan: every device with a change (unchanged ones only counted), the groups to
+-- create, the unlisted devices (to retire, or left alone), then the totals.
+-- @tparam table p the plan (`client:plan`)
+-- @tparam function w writes a string
+function M.print_plan(p, w)
+  for _, g in ipairs(p.CreateGroups) do w(("+ group %s  create\n"):format(printable(g))) end
+  for _, d in ipairs(p.Devices) do
+    if d.action ~= "nothing" then device_lines(d, w) end
+  end
+  local retire = #p.Retire > 0
+  for _, name in ipairs(p.Unlisted) do
+    w(retire and ("- %s  retire\n"):format(name)
+      or ("? %s  unlisted (left alone; --retire-unlisted retires it)\n"):format(name))
+  end
+  w(totals_line(p.Totals))
+  if p.changes == 0 then w("No changes: the product matches the manifest.\n") end
+end
+
+--- plan: the product's state read, the plan printed; exit 0, or 2 on changes with
+-- `--detailed-exitcode`.
+-- @treturn integer exit status
+function M.run(opts, streams, ui, ctx)
+  output.check_out(opts)
+  local out = output.open(opts.out, streams.stdout)
+  ctx.out = out
+  local client, err = commands.new_client(opts, ui)
+  local p
+  if client then
+    ui.note("reading the state of product " .. printable(opts.product_key))
+    p, err = client:plan{ProductKey = opts.product_key, manifest = opts.manifest,
+      prune_tags = opts.prune_tags or nil, retire_unlisted = opts.retire_unlisted or nil,
+      deadline = opts.deadline}
+  end
+  if not p then
+    local code = commands.failed(out, streams, err)
+    return opts.detailed_exitcode and report.EXIT_FAILURE or code
+  end
+  M.print_plan(p, function(s) out.fh:write(s) end)
+  local code = commands.finished(out, streams)
+  if code == report.EXIT_OK and opts.detailed_exitcode and p.changes > 0 then
+    return M.EXIT_CHANGES
+  end
+  return code
+end
+
+return M
