@@ -21,6 +21,7 @@ local request = require "aliyun.iot.request"
 local client = require "aliyun.iot.client"
 local batch = require "aliyun.iot.batch"
 local device = require "aliyun.iot.device"
+local credentials = require "aliyun.iot.credentials"
 
 local M = {_VERSION = core._VERSION, API_VERSION = request.API_VERSION, errors = errors}
 
@@ -56,6 +57,10 @@ M.Client = client.Client
 --   looked), `InvalidCredentials` for incomplete or unusable ones
 -- @raise when opts is not a table, an option name is unknown or has the wrong type
 M.new = client.new
+
+--- Credentials tools: `chain([opts])` tells which provider of the default chain answers
+-- and what was tried before it, without a secret (`aliyun.iot.credentials.chain`).
+M.credentials = {chain = credentials.chain}
 
 --- A device's MQTT connection parameters (`aliyun.iot.device.device_credentials`).
 M.device_credentials = device.device_credentials

@@ -102,6 +102,9 @@ function M.new(opts)
   local self = setmetatable(options.defaults(options.CLIENT), Client)
   for k, v in pairs(given) do self[k] = v end
   self.format = self.format:upper()
+  self.region_id = credentials.region(given)
+  local why = options.problem("region_id", self.region_id, options.CLIENT.region_id)
+  if why then return nil, invalid("region_id", why) end
   self.endpoint = self.endpoint or ("https://iot.%s.aliyuncs.com/"):format(self.region_id)
   local scheme, host = parse_endpoint(self.endpoint)
   if not scheme then return nil, invalid("endpoint", "endpoint " .. host) end
