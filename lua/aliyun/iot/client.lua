@@ -102,6 +102,7 @@ function M.new(opts)
   local self = setmetatable(options.defaults(options.CLIENT), Client)
   for k, v in pairs(given) do self[k] = v end
   self.format = self.format:upper()
+  self.user_agent = curl.user_agent(self.user_agent)
   self.region_id = credentials.region(given)
   local why = options.problem("region_id", self.region_id, options.CLIENT.region_id)
   if why then return nil, invalid("region_id", why) end
@@ -109,6 +110,9 @@ function M.new(opts)
   local scheme, host = parse_endpoint(self.endpoint)
   if not scheme then return nil, invalid("endpoint", "endpoint " .. host) end
   self.host, self.url = host, scheme .. "://" .. host .. "/"
+  -- the option, or the environment's proxy for this endpoint (never for metadata: that
+  -- provider asks for none)
+  self.proxy_url = curl.proxy_for(self.url, self.proxy)
 
   local user_logger = self.logger
   self:_watch_secrets(self.access_key_secret, self.security_token)

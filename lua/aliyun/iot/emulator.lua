@@ -472,7 +472,9 @@ function Emulator:clear_faults() control(self, "clear_faults", {}) end
 --- Every API request received so far, in order: array of {action=, method=, params=
 -- (without Signature; a SecurityToken as "<redacted>"), signature = "V1"|"ACS3"|"none" (a
 -- request refused for an oversized header), status = HTTP status (0: connection dropped),
--- code = error code or nil, fault = kind or nil}.
+-- code = error code or nil, fault = kind or nil, user_agent = the User-Agent header}.
+-- Instance metadata and credentials-URI requests are there too, `action` being the path and
+-- `params.token` "given" or "none" (an IMDSv2 token sent or not).
 function Emulator:requests() return control(self, "requests") end
 
 local function exact_integer(s)

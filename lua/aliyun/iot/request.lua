@@ -133,7 +133,7 @@ function M.build(c, a)
   a.timestamp = core.timestamp(core.time() + c.clock_offset)
   local req = {
     method = a.method, headers = {}, timeout = a.timeout, connect_timeout = a.connect_timeout,
-    max_response_size = c.max_response_size, ca_file = c.ca_file, proxy = c.proxy,
+    max_response_size = c.max_response_size, ca_file = c.ca_file, proxy = c.proxy_url,
     -- libcurl re-sends a request on its own when a reused connection turns out dead, even
     -- after the server acted; calls that must never be repeated get a fresh connection.
     fresh_connect = a.row.retry ~= "idempotent",

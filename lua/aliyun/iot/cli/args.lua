@@ -35,7 +35,10 @@ Register options:
 
 Options (before or after the command):
   --endpoint URL        API endpoint (default https://iot.<region>.aliyuncs.com/)
-  --region ID           region id (default cn-shanghai)
+  --region ID           region id (default: ALIBABA_CLOUD_REGION_ID, else the CLI
+                        profile's region_id, else cn-shanghai)
+  --profile NAME        CLI (~/.aliyun/config.json) or INI profile to take
+                        credentials from (default ALIBABA_CLOUD_PROFILE)
   --iot-instance-id ID  IoT instance id (Enterprise Edition instances)
   --ca-file PATH        CA certificates to verify the endpoint with
   --timeout S           seconds per request (default 30)
@@ -50,9 +53,12 @@ Options (before or after the command):
   --quiet               no progress or notes on stderr
   --help, --version
 
-Credentials: ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET (and
-ALIBABA_CLOUD_SECURITY_TOKEN), else ~/.aliyun/config.json, else
-~/.alibabacloud/credentials.
+Credentials, the official chain: ALIBABA_CLOUD_ACCESS_KEY_ID,
+ALIBABA_CLOUD_ACCESS_KEY_SECRET (and ALIBABA_CLOUD_SECURITY_TOKEN); else OIDC
+(ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN,
+ALIBABA_CLOUD_OIDC_TOKEN_FILE); else ~/.aliyun/config.json; else
+~/.alibabacloud/credentials; else the ECS instance's RAM role; else
+ALIBABA_CLOUD_CREDENTIALS_URI. A configured source that fails exits 1.
 
 Exit status: 0 done; 1 service or network failure; 2 usage or validation error;
 3 partial success (--skip-invalid left names out); 130 stopped by Ctrl-C (the
@@ -63,6 +69,7 @@ journal and the command that finishes the job are on stderr).
 -- commands = where it applies (nil: everywhere)}.
 local OPTIONS = {
   endpoint = {value = true}, region = {value = true}, ["iot-instance-id"] = {value = true},
+  profile = {value = true},
   ["ca-file"] = {value = true}, timeout = {value = true}, deadline = {value = true},
   format = {value = true, commands = {register = true, resume = true, devices = true}},
   out = {value = true}, quiet = {}, help = {}, version = {},

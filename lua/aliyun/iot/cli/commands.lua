@@ -19,6 +19,7 @@ local function new_client(opts, ui)
   local iot = require "aliyun.iot"
   local client, err = iot.new{
     endpoint = opts.endpoint, region_id = opts.region, iot_instance_id = opts.iot_instance_id,
+    profile = opts.profile,
     ca_file = opts.ca_file, timeout = opts.timeout,
     -- a single call's retries end at --deadline; a job passes it to the helper instead
     retry_deadline = (opts.command ~= "register" and opts.command ~= "resume")

@@ -26,11 +26,9 @@ local session
 -- @treturn ?table `{status=, headers=, body=}`
 -- @treturn ?string why it failed (the transport's code and message)
 function M.request(req)
-  session = session or curl.new()
+  session = session or curl.new{user_agent = curl.user_agent()}
   req.max_response_size = MAX_BODY
-  req.headers = req.headers or {}
-  local ua = files.env("ALIBABA_CLOUD_USER_AGENT")
-  if ua and not files.unsendable(ua) then req.headers["user-agent"] = ua end
+  if req.proxy ~= "" then req.proxy = curl.proxy_for(req.url, req.proxy) end
   local res, err = session:request(req)
   if not res then
     return nil, ("%s: %s"):format(tostring(err.code), errors.printable(tostring(err.message)))

@@ -363,6 +363,7 @@ local function api()
 
     log_request { action = req.action, method = req.method, params = recorded_params(params),
                   signature = acs3 and "ACS3" or "V1", status = res.status or 0,
+                  user_agent = type(headers["user-agent"]) == "string" and headers["user-agent"] or nil,
                   code = res.gateway and res.gateway.Code or res.body and res.body.Code,
                   fault = req.fault }
 

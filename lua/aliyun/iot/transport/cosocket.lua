@@ -303,7 +303,7 @@ end
 --   `InvalidParameter` for `ca_file`/`proxy`; `sent` is true once any request byte may
 --   have reached the server
 function M.request(req)
-  if req.ca_file or req.proxy then
+  if req.ca_file or (req.proxy and req.proxy ~= "") then -- "": no proxy
     return failure("InvalidParameter", (req.ca_file and "ca_file" or "proxy") .. " cannot apply "
       .. "to OpenResty cosockets: set lua_ssl_trusted_certificate in nginx.conf instead, or "
       .. "use the libcurl transport (blocking)", false)
