@@ -451,7 +451,7 @@ end
 
 --- Injects a fault into the next matching API requests (control requests are never hit).
 -- Faults meet only requests that passed every gateway check; the first matching fault wins.
--- @param f {kind = "503"|"throttle"|"reset"|"slow"|"truncate"|"malformed"|"reset_after",
+-- @param f {kind = "503"|"throttle"|"reset"|"slow"|"truncate"|"malformed"|"reset_after"|"retry_after",
 --   count = N (the next N matching requests) or probability = p (each matching request, until
 --   cleared), action = "BatchRegisterDevice" (optional: only that action),
 --   delay = seconds (slow; default 1)}.
@@ -459,7 +459,9 @@ end
 --   connection is closed without an answer; `slow`: answered normally after `delay`;
 --   `truncate`: a 200 whose body stops halfway, then the connection closes; `malformed`: a
 --   200 whose body is neither JSON nor XML; `reset_after`: the action is performed, then the
---   connection is closed without an answer. Only `slow` and `reset_after` change state.
+--   connection is closed without an answer; `retry_after`: HTTP 429 TooManyRequests with
+--   `x-acs-retry-after` set to `delay` (default 0.2 s) in milliseconds. Only `slow` and
+--   `reset_after` change state.
 function Emulator:fault(f)
     local ok, msg = knobs.check_fault(f)
     check(ok, "fault: " .. tostring(msg))

@@ -68,7 +68,7 @@ end
 
 --- The fault kinds `fault` injects.
 M.FAULT_KINDS = { ["503"] = true, throttle = true, reset = true, slow = true, truncate = true,
-                  malformed = true, reset_after = true }
+                  malformed = true, reset_after = true, retry_after = true }
 local FAULT_FIELDS = { kind = true, count = true, probability = true, action = true, delay = true }
 
 --- Checks a fault script (see Emulator:fault).

@@ -219,6 +219,12 @@ end
 local FAULTS = {
     ["503"] = function() return gateway(503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server.") end,
     throttle = function() return gateway(400, "Throttling.User", "Request was denied due to user flow control.") end,
+    -- the current gateways' signal: any code, the wait in x-acs-retry-after [ms] (ours: 429, TooManyRequests)
+    retry_after = function(f)
+        local r = gateway(429, "TooManyRequests", "Too many requests; retry later.")
+        r.retry_after = tostring(math.floor((f.delay or 0.2) * 1000))
+        return r
+    end,
 }
 
 local function process(req)
@@ -237,7 +243,7 @@ local function process(req)
     local fault = take_fault(req.action)
     if fault then
         req.fault = fault.kind
-        if FAULTS[fault.kind] then return FAULTS[fault.kind]() end
+        if FAULTS[fault.kind] then return FAULTS[fault.kind](fault) end
         if fault.kind == "slow" then
             ngx.sleep(fault.delay or 1)
             ngx.update_time()
@@ -371,6 +377,7 @@ local function api()
     if res.fault == "truncate" then return send_truncated(format, rid) end
     ngx.header["Content-Type"] = CONTENT_TYPE[format]
     ngx.header["x-acs-request-id"] = rid
+    if res.retry_after then ngx.header["x-acs-retry-after"] = res.retry_after end
     local text
     if res.fault == "malformed" then
         ngx.status = 200
