@@ -74,6 +74,7 @@ build = {
     ["aliyun.iot.dates"] = "lua/aliyun/iot/dates.lua",
     ["aliyun.iot.device"] = "lua/aliyun/iot/device.lua",
     ["aliyun.iot.engine"] = "lua/aliyun/iot/engine.lua",
+    ["aliyun.iot.endpoints"] = "lua/aliyun/iot/endpoints.lua",
     ["aliyun.iot.fanout"] = "lua/aliyun/iot/fanout.lua",
     ["aliyun.iot.options"] = "lua/aliyun/iot/options.lua",
     ["aliyun.iot.request"] = "lua/aliyun/iot/request.lua",

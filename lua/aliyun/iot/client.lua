@@ -12,6 +12,7 @@ local pacer = require "aliyun.iot.pacer"
 local request = require "aliyun.iot.request"
 local engine = require "aliyun.iot.engine"
 local curl = require "aliyun.iot.transport.curl"
+local endpoints = require "aliyun.iot.endpoints"
 
 local M = {}
 
@@ -106,7 +107,7 @@ function M.new(opts)
   self.region_id = credentials.region(given)
   local why = options.problem("region_id", self.region_id, options.CLIENT.region_id)
   if why then return nil, invalid("region_id", why) end
-  self.endpoint = self.endpoint or ("https://iot.%s.aliyuncs.com/"):format(self.region_id)
+  self.endpoint = self.endpoint or endpoints.for_region(self.region_id)
   local scheme, host = parse_endpoint(self.endpoint)
   if not scheme then return nil, invalid("endpoint", "endpoint " .. host) end
   self.host, self.url = host, scheme .. "://" .. host .. "/"
