@@ -88,6 +88,7 @@ build = {
     ["aliyun.iot.credentials.fetch"] = "lua/aliyun/iot/credentials/fetch.lua",
     ["aliyun.iot.credentials.files"] = "lua/aliyun/iot/credentials/files.lua",
     ["aliyun.iot.credentials.ini"] = "lua/aliyun/iot/credentials/ini.lua",
+    ["aliyun.iot.credentials.process"] = "lua/aliyun/iot/credentials/process.lua",
     ["aliyun.iot.credentials.profile"] = "lua/aliyun/iot/credentials/profile.lua",
     ["aliyun.iot.credentials.sts"] = "lua/aliyun/iot/credentials/sts.lua",
     ["aliyun.iot.credentials.types"] = "lua/aliyun/iot/credentials/types.lua",

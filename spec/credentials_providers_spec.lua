@@ -313,6 +313,31 @@ describe("the default chain (child interpreters) against the emulator", function
     assert.matches("loops back", r.err.text, 1, true)
   end)
 
+  it("CLI profile mode External: the process's JSON, its failures named without its output", function()
+    local function ext(name, json_or_cmd)
+      return {name = name, mode = "External", process_command = json_or_cmd}
+    end
+    cli("ak", {
+      ext("ak", [[printf '%s' '{"mode":"AK","access_key_id":"testid","access_key_secret":"testsecret"}']]),
+      ext("sts", [[printf '%s' '{"mode":"StsToken","access_key_id":"STS.x","access_key_secret":"testsecret",]]
+        .. [["sts_token":"tok","expiration":"2099-01-01T00:00:00Z"}']]),
+      ext("fails", "echo notjson; exit 3"),
+      ext("garbage", "echo testsecret")})
+    local r = runner.run(home, env())
+    assert.are.same({"testid", "cli_profile"}, {r.ok.id, r.ok.name})
+    r = runner.run(home, env{ALIBABA_CLOUD_PROFILE = "sts"})
+    assert.are.same({"STS.x", "tok"}, {r.ok.id, r.ok.token})
+    r = runner.run(home, env{ALIBABA_CLOUD_PROFILE = "fails"})
+    assert.are.equal("CredentialsError", r.err.code)
+    -- Lua 5.1 and LuaJIT cannot see an exit status: the output (no JSON) fails it there
+    local status_seen = not (child.LUA:find("5%.1") or child.LUA:find("jit"))
+    assert.matches(status_seen and "process_command exited with status 3"
+      or "process_command did not print a JSON object", r.err.text, 1, true)
+    r = runner.run(home, env{ALIBABA_CLOUD_PROFILE = "garbage"})
+    assert.are.equal("CredentialsError", r.err.code)
+    assert.matches("did not print a JSON object", r.err.text, 1, true)
+  end)
+
   it("INI types ram_role_arn and oidc_role_arn; a section with enable = false is skipped", function()
     write(home .. "/.alibabacloud/credentials", table.concat({
       "[default]", "type = ram_role_arn", "access_key_id = testid", "access_key_secret = testsecret",

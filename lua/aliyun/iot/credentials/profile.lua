@@ -1,14 +1,17 @@
 --- The Alibaba Cloud CLI's profiles (`~/.aliyun/config.json`, or `ALIBABA_CLOUD_CONFIG_FILE`;
 -- docs/wire.md §8): the profile asked for, else `ALIBABA_CLOUD_PROFILE`, else the file's
 -- `current`; modes AK, StsToken, RamRoleArn, EcsRamRole, OIDC, ChainableRamRoleArn
--- (`source_profile`, followed with a guard against loops) and CredentialsURI, each turned
--- into an official credentials type (`aliyun.iot.credentials.types`). External, CloudSSO
--- and OAuth are not supported (the note says so).
+-- (`source_profile`, followed with a guard against loops), CredentialsURI, each turned
+-- into an official credentials type (`aliyun.iot.credentials.types`), and External
+-- (`process_command`, `aliyun.iot.credentials.process`). CloudSSO and OAuth are not
+-- supported (the note says so).
 -- @module aliyun.iot.credentials.profile
 
 local cjson = require "cjson.safe"
 local files = require "aliyun.iot.credentials.files"
 local types = require "aliyun.iot.credentials.types"
+local cached = require "aliyun.iot.credentials.cached"
+local process = require "aliyun.iot.credentials.process"
 
 local M = {}
 
@@ -41,6 +44,7 @@ local MODES = {
     enable_vpc = p.enable_vpc == true} end,
   CredentialsURI = function(p) return {type = "credentials_uri",
     credentials_uri = s(p.credentials_uri) or ""} end,
+  External = true, -- provider below
 }
 
 --- The path of the CLI config, or nil and a note.
@@ -96,6 +100,11 @@ local function provider(conf, path, name, ctx, seen)
   local mode = MODES[p.mode]
   if not mode then
     return nil, ("%s has mode %s, which is not supported)"):format(where, tostring(p.mode))
+  end
+  if p.mode == "External" then
+    if not nonempty(p.process_command) then return nil, where .. " lacks process_command)" end
+    return cached.new{source = where .. ")", fetch = process.fetcher(p.process_command),
+      code = "CredentialsError", new_error = ctx.new_error, logger = ctx.logger}
   end
   local c = mode(p)
   if p.mode == "ChainableRamRoleArn" then
