@@ -70,6 +70,7 @@ build = {
     ["aliyun.iot.cli.progress"] = "lua/aliyun/iot/cli/progress.lua",
     ["aliyun.iot.cli.report"] = "lua/aliyun/iot/cli/report.lua",
     ["aliyun.iot.cli.state"] = "lua/aliyun/iot/cli/state.lua",
+    ["aliyun.iot.cli.tuning"] = "lua/aliyun/iot/cli/tuning.lua",
     ["aliyun.iot.client"] = "lua/aliyun/iot/client.lua",
     ["aliyun.iot.dates"] = "lua/aliyun/iot/dates.lua",
     ["aliyun.iot.device"] = "lua/aliyun/iot/device.lua",

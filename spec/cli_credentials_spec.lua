@@ -83,6 +83,22 @@ describe("aliyun-iot credentials and region #lua54only", function()
       ALIBABA_CLOUD_ACCESS_KEY_SECRET = "testsecret"}))
   end)
 
+  it("--signature-algorithm, --response-format, --max-batch-size and --qps reach the client", function()
+    profiles{LAPTOP}
+    local code, out, err = run("--signature-algorithm ACS3-HMAC-SHA256 --response-format xml "
+      .. "--qps QueryDevice=5,QueryPageByApplyId=2 --max-batch-size 500 call QueryDevice ProductKey=" .. PK)
+    assert.are.equal(0, code, err)
+    assert.matches('"Success": true', out, 1, true)
+    local qd = last("QueryDevice")
+    assert.are.same({"ACS3", "XML"}, {qd.signature, qd.params.Format})
+    for _, bad in ipairs{"--qps QueryDevice", "--qps =5", "--response-format yaml",
+                         "--max-batch-size 0", "--max-batch-size x", "--qps QueryDevice=0",
+                         "--signature-algorithm MD5"} do
+      code, _, err = run(bad .. " call QueryDevice ProductKey=" .. PK)
+      assert.are.equal(2, code, bad .. ": " .. err)
+    end
+  end)
+
   it("exits 1 when a configured provider fails, 2 when credentials are missing or unusable", function()
     local bad = {}
     for k, v in pairs(CI) do bad[k] = v end

@@ -3,6 +3,7 @@
 -- @module aliyun.iot.cli.args
 
 local validate = require "aliyun.iot.validate"
+local tuning = require "aliyun.iot.cli.tuning"
 
 local M = {}
 
@@ -51,6 +52,11 @@ Options (before or after the command):
                         or /dev/fd/N is written directly; a journal, the --state
                         or the names file is never replaced
   --quiet               no progress or notes on stderr
+  --signature-algorithm HMAC-SHA1|ACS3-HMAC-SHA256
+  --response-format json|xml   what the service is asked to answer in
+  --max-batch-size N    devices per BatchRegisterDevice (default 1000, up to 10000)
+  --qps Action=N[,Action=N]    requests per second per action (default: the
+                        documented limits)
   --help, --version
 
 Credentials, the official chain: ALIBABA_CLOUD_ACCESS_KEY_ID,
@@ -81,6 +87,8 @@ local OPTIONS = {
   ["apply-timeout"] = {value = true, commands = {register = true, resume = true}},
   ["apply-id"] = {value = true, commands = {status = true, devices = true}},
 }
+
+for k, v in pairs(tuning.OPTIONS) do OPTIONS[k] = v end
 
 local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true}
 
@@ -204,6 +212,7 @@ function M.check(opts)
     usage_error("unexpected argument '%s'", opts.args[1])
   end
   positive_number(opts, "timeout")
+  opts.client_tuning = tuning.client_options(opts, usage_error)
   positive_number(opts, "deadline")
   positive_number(opts, "apply-timeout")
   opts.format = opts.format or "csv"

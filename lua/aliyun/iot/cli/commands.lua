@@ -17,7 +17,7 @@ local M = {}
 
 local function new_client(opts, ui)
   local iot = require "aliyun.iot"
-  local client, err = iot.new{
+  local o = {
     endpoint = opts.endpoint, region_id = opts.region, iot_instance_id = opts.iot_instance_id,
     profile = opts.profile,
     ca_file = opts.ca_file, timeout = opts.timeout,
@@ -28,7 +28,8 @@ local function new_client(opts, ui)
       if level ~= "debug" and level ~= "info" then ui.note(level .. ": " .. message) end
     end,
   }
-  return client, err
+  for k, v in pairs(opts.client_tuning or {}) do o[k] = v end
+  return iot.new(o)
 end
 
 -- The job's arguments and the journal path for register/resume; `own` is true for a
