@@ -183,6 +183,25 @@ describe("credentials providers against the emulator", function()
     assert.are.equal("InvalidCredentials", e.code)
   end)
 
+  it("fetched credentials are secrets: redacted from an answer that quotes them", function()
+    -- a body changed on the way: the emulator's SignatureDoesNotMatch quotes its string to
+    -- sign, which holds the SecurityToken the client sent
+    local logs = {}
+    local c = assert(client({type = "credentials_uri", credentials_uri = emu.endpoint .. "credentials-uri"},
+      {transport = function(req)
+        req.body = (req.body or "") .. "&Tampered=1"
+        return iot.transports.curl(req)
+      end, max_retries = 0, logger = function(_, msg) logs[#logs + 1] = msg end}))
+    local res, err = call(c)
+    assert.is_nil(res)
+    assert.are.equal("SignatureDoesNotMatch", err.code)
+    local creds = c.creds.get()
+    local text = tostring(err) .. table.concat(logs, "\n")
+    assert.matches("SecurityToken", text, 1, true)
+    assert.is_nil(text:find(creds.security_token, 1, true))
+    assert.is_nil(text:find(creds.access_key_secret, 1, true))
+  end)
+
   it("expired STS credentials are refreshed exactly once under 50 concurrent calls", function()
     emu:set{credentials_ttl = 2}
     local c = assert(client(RAM_ROLE))
