@@ -6,6 +6,8 @@
 -- §8 "Refreshing").
 -- @module aliyun.iot.credentials.cached
 
+local cosocket = require "aliyun.iot.transport.cosocket"
+
 local M = {}
 
 --- The most seconds before expiry at which credentials are fetched again (the Go SDK's 180 s).
@@ -15,10 +17,7 @@ M.MARGIN = 180
 local WAIT_STEP, WAIT_MAX = 0.05, 30
 
 local function sleeper()
-  local ngx = rawget(_G, "ngx")
-  if ngx and ngx.sleep and coroutine.isyieldable and coroutine.isyieldable() then
-    return ngx.sleep
-  end
+  if cosocket.usable() then return rawget(_G, "ngx").sleep end
 end
 
 --- Makes a caching provider.

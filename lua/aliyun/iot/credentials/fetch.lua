@@ -3,11 +3,13 @@
 -- process), with short timeouts and a small body cap; nothing a server sends is trusted:
 -- every field is type-checked, and a message never quotes a body (it may hold a secret).
 --
--- Blocking: these requests use libcurl even inside OpenResty; a provider fetches at most
--- once per expiry, one fetch at a time (`aliyun.iot.credentials.cached`).
+-- Inside OpenResty's request and timer phases they go through cosockets (the worker is
+-- not blocked; a proxy cannot apply there); elsewhere through libcurl. A provider fetches
+-- at most once per expiry, one fetch at a time (`aliyun.iot.credentials.cached`).
 -- @module aliyun.iot.credentials.fetch
 
 local curl = require "aliyun.iot.transport.curl"
+local cosocket = require "aliyun.iot.transport.cosocket"
 local dates = require "aliyun.iot.dates"
 local errors = require "aliyun.iot.errors"
 local files = require "aliyun.iot.credentials.files"
@@ -26,10 +28,16 @@ local session
 -- @treturn ?table `{status=, headers=, body=}`
 -- @treturn ?string why it failed (the transport's code and message)
 function M.request(req)
-  session = session or curl.new{user_agent = curl.user_agent()}
   req.max_response_size = MAX_BODY
   if req.proxy ~= "" then req.proxy = curl.proxy_for(req.url, req.proxy) end
-  local res, err = session:request(req)
+  local res, err
+  if cosocket.usable() then
+    -- inside OpenResty's request phases: other light threads go on while this waits
+    res, err = cosocket.request(req)
+  else
+    session = session or curl.new{user_agent = curl.user_agent()}
+    res, err = session:request(req)
+  end
   if not res then
     return nil, ("%s: %s"):format(tostring(err.code), errors.printable(tostring(err.message)))
   end
