@@ -357,6 +357,17 @@ describe("the default chain (child interpreters) against the emulator", function
     assert.matches("did not print a JSON object", r.err.text, 1, true)
   end)
 
+  it("ALIBABA_CLOUD_ROLE_ARN and ALIBABA_CLOUD_ROLE_SESSION_NAME fill a RAM role left out", function()
+    write(home .. "/.alibabacloud/credentials", "[default]\ntype = ram_role_arn\n"
+      .. "access_key_id = testid\naccess_key_secret = testsecret\n")
+    local r = runner.run(home, env{ALIBABA_CLOUD_ROLE_ARN = ROLE,
+      ALIBABA_CLOUD_ROLE_SESSION_NAME = "from-env"})
+    assert.matches("^STS%.", r.ok.id)
+    r = runner.run(home, env())
+    assert.are.equal("NoCredentials", r.err.code)
+    assert.matches("role_arn must be a non-empty line", r.err.text, 1, true)
+  end)
+
   it("INI types ram_role_arn and oidc_role_arn; a section with enable = false is skipped", function()
     write(home .. "/.alibabacloud/credentials", table.concat({
       "[default]", "type = ram_role_arn", "access_key_id = testid", "access_key_secret = testsecret",
@@ -396,5 +407,31 @@ describe("the default chain (child interpreters) against the emulator", function
       OIDC_PROVIDER, ALIBABA_CLOUD_OIDC_TOKEN_FILE = home .. "/missing"})
     assert.are.equal("CredentialsError", r.err.code)
     assert.matches("credentials from oidc failed: ", r.err.text, 1, true)
+  end)
+end)
+
+describe("STS endpoint and AssumeRole parameters", function()
+  local sts = require "aliyun.iot.credentials.sts"
+
+  it("picks the STS endpoint: the hook, a region, the VPC one, else the central one", function()
+    assert.are.equal("http://127.0.0.1:1/", sts.endpoint{sts_endpoint = "http://127.0.0.1:1"})
+    assert.are.equal("https://sts.cn-hangzhou.aliyuncs.com/", sts.endpoint{sts_region = "cn-hangzhou"})
+    assert.are.equal("https://sts-vpc.cn-hangzhou.aliyuncs.com/",
+      sts.endpoint{sts_region = "cn-hangzhou", enable_vpc = true})
+    assert.are.equal("https://sts.aliyuncs.com/", sts.endpoint{})
+  end)
+
+  it("sends Policy, ExternalId, RoleSessionName and DurationSeconds as given", function()
+    local e = emulator.start{async_delay = 0}
+    finally(function() e:stop() end)
+    local c = assert(iot.new{endpoint = e.endpoint, sts_endpoint = e.endpoint, qps = false,
+      credentials = {type = "ram_role_arn", access_key_id = "testid", access_key_secret = "testsecret",
+        role_arn = ROLE, role_session_name = "ci-job-42", duration_seconds = 900,
+        policy = '{"Version":"1"}', external_id = "ext-1"}})
+    assert(c:query_device{ProductKey = PK})
+    local ar
+    for _, r in ipairs(e:requests()) do if r.action == "AssumeRole" then ar = r end end
+    assert.are.same({"ci-job-42", "900", '{"Version":"1"}', "ext-1"}, {ar.params.RoleSessionName,
+      ar.params.DurationSeconds, ar.params.Policy, ar.params.ExternalId})
   end)
 end)

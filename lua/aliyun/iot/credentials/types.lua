@@ -67,7 +67,19 @@ local function sts_options(c, ctx)
           enable_vpc = c.enable_vpc, proxy = ctx.proxy}
 end
 
+-- ALIBABA_CLOUD_ROLE_ARN and ALIBABA_CLOUD_ROLE_SESSION_NAME fill what a RAM role
+-- configuration leaves out, as in the official SDKs.
+local function with_role_env(c)
+  if nonempty(c.role_arn) and c.role_session_name then return c end
+  local t = {}
+  for k, v in pairs(c) do t[k] = v end
+  t.role_arn = nonempty(c.role_arn) and c.role_arn or files.env("ALIBABA_CLOUD_ROLE_ARN")
+  t.role_session_name = c.role_session_name or files.env("ALIBABA_CLOUD_ROLE_SESSION_NAME")
+  return t
+end
+
 function BUILD.ram_role_arn(c, where, ctx)
+  c = with_role_env(c)
   local why = sts.problem(c)
   if why then return nil, where .. ": " .. why end
   local source = c.source
