@@ -91,6 +91,7 @@ build = {
     ["aliyun.iot.credentials.ini"] = "lua/aliyun/iot/credentials/ini.lua",
     ["aliyun.iot.credentials.process"] = "lua/aliyun/iot/credentials/process.lua",
     ["aliyun.iot.credentials.profile"] = "lua/aliyun/iot/credentials/profile.lua",
+    ["aliyun.iot.credentials.shared"] = "lua/aliyun/iot/credentials/shared.lua",
     ["aliyun.iot.credentials.sts"] = "lua/aliyun/iot/credentials/sts.lua",
     ["aliyun.iot.credentials.types"] = "lua/aliyun/iot/credentials/types.lua",
     ["aliyun.iot.credentials.uri"] = "lua/aliyun/iot/credentials/uri.lua",

@@ -1,5 +1,6 @@
 -- Credentials providers inside real nginx (issue 13): fetched through cosockets without
--- blocking the worker, and one fetch however many light threads wait for it. The
+-- blocking the worker, one fetch however many light threads wait for it, and one for all
+-- workers with credentials_shared_dict. The
 -- /creds location makes a client whose credentials assume a role at the emulator's STS
 -- and sends 50 calls at once from 50 light threads (the time they start together is when
 -- the credentials are missing: the first fetch, as after an expiry).
@@ -30,6 +31,19 @@ local CREDS_LOCATION = [[
             ngx.say(ok, " ", table.concat(errs, "; "))
         }
     }
+    location = /shared {
+        content_by_lua_block {
+            -- a client per request: only the shared dict can spare a fetch per request
+            local iot = require "aliyun.iot"
+            local c = assert(iot.new{endpoint = "@EMU@", sts_endpoint = "@EMU@", qps = false,
+                credentials_shared_dict = "aliyun_iot_pacing",
+                credentials = {type = "ram_role_arn", access_key_id = "testid",
+                               access_key_secret = "testsecret",
+                               role_arn = "acs:ram::1234567890:role/provisioner"}})
+            local res, err = c:query_device{ProductKey = "a1TestPK001"}
+            ngx.say(res and "ok" or tostring(err))
+        }
+    }
 ]]
 
 describe("OpenResty credentials #openresty", function()
@@ -37,7 +51,7 @@ describe("OpenResty credentials #openresty", function()
 
   setup(function()
     emu = emulator.start{async_delay = 0}
-    srv = openresty.start{workers = 1,
+    srv = openresty.start{workers = 2,
       locations = (CREDS_LOCATION:gsub("@EMU@", emu.endpoint))}
   end)
   teardown(function()
@@ -56,5 +70,27 @@ describe("OpenResty credentials #openresty", function()
       if r.action == "QueryDevice" and r.status == 200 then queried = queried + 1 end
     end
     assert.are.same({1, 50}, {assumed, queried})
+  end)
+
+  it("credentials_shared_dict: one AssumeRole for 20 parallel requests over 2 workers", function()
+    emu:reset()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    local args = {}
+    for i = 1, 20 do args[i] = ("-o %s/%d %s/shared"):format(dir, i, srv.url) end
+    assert(os.execute(("curl -s -Z --parallel-immediate --parallel-max 20 %s >/dev/null 2>&1")
+      :format(table.concat(args, " "))))
+    for i = 1, 20 do
+      local f = assert(io.open(dir .. "/" .. i))
+      assert.are.equal("ok\n", f:read("*a"))
+      f:close()
+    end
+    os.execute("rm -rf " .. dir)
+    local assumed = 0
+    for _, r in ipairs(emu:requests()) do
+      if r.action == "AssumeRole" then assumed = assumed + 1 end
+    end
+    assert.are.equal(1, assumed)
   end)
 end)

@@ -85,13 +85,14 @@ local function context(opts, logger, new_error)
   local home = files.env("HOME")
   return {home = home, profile = opts.profile or files.env("ALIBABA_CLOUD_PROFILE"),
           logger = logger, new_error = new_error, sts_endpoint = opts.sts_endpoint,
-          metadata_endpoint = opts.metadata_endpoint, proxy = opts.proxy}
+          metadata_endpoint = opts.metadata_endpoint, proxy = opts.proxy,
+          shared_dict = opts.credentials_shared_dict}
 end
 
 local function check_types(opts, level)
   assert(type(opts) == "table", "credentials.resolve: opts must be a table")
   for _, k in ipairs{"access_key_id", "access_key_secret", "security_token", "profile",
-                     "sts_endpoint", "metadata_endpoint"} do
+                     "sts_endpoint", "metadata_endpoint", "credentials_shared_dict"} do
     if opts[k] ~= nil and type(opts[k]) ~= "string" then
       error(("option %s must be a string, got %s"):format(k, type(opts[k])), level + 1)
     end
@@ -140,7 +141,8 @@ end
 --- Chooses where credentials come from.
 -- @tparam table opts client options; reads `access_key_id`, `access_key_secret`,
 --   `security_token` (strings), `credentials`, `profile` (the CLI or INI profile, else
---   `ALIBABA_CLOUD_PROFILE`), `sts_endpoint`, `metadata_endpoint` and `proxy`.
+--   `ALIBABA_CLOUD_PROFILE`), `sts_endpoint`, `metadata_endpoint`, `proxy` and
+--   `credentials_shared_dict` (OpenResty: the workers share fetched credentials).
 --   `credentials` is a function returning `{access_key_id=, access_key_secret=,
 --   security_token=, expiration=}` (`expiration` in epoch seconds or an ISO-8601 string;
 --   called on the first `get` and again from `REFRESH_MARGIN` seconds before

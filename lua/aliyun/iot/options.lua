@@ -79,6 +79,7 @@ M.CLIENT = {
   qps = {type = "boolean|table", default = true, map = "number", problem = qps_problem},
   transport = {type = "function"}, logger = {type = "function"},
   qps_shared_dict = {type = "string", nonempty = true},
+  credentials_shared_dict = {type = "string", nonempty = true},
   user_agent = {type = "string", line = true},
 }
 

@@ -20,6 +20,11 @@ local function sleeper()
   if cosocket.usable() then return rawget(_G, "ngx").sleep end
 end
 
+--- The default refresh margin: 180 s, at most a quarter of the credentials' lifetime.
+-- @tparam number lifetime seconds
+-- @treturn number seconds before expiry
+function M.margin(lifetime) return math.min(M.MARGIN, lifetime / 4) end
+
 --- Makes a caching provider.
 -- @tparam table o `source` (string, no secret), `fetch() -> creds, expires_at | nil, reason`
 --   (`expires_at` epoch seconds or nil for credentials that never expire; may raise: the
@@ -31,7 +36,7 @@ end
 function M.new(o)
   local cached, expires_at, refresh_at, busy
   local p = {source = o.source, refreshes = 0, fetched = true}
-  local margin = o.margin or function(lifetime) return math.min(M.MARGIN, lifetime / 4) end
+  local margin = o.margin or M.margin
 
   local function fetch(now)
     busy = true

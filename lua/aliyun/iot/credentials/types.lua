@@ -8,6 +8,7 @@ local cached = require "aliyun.iot.credentials.cached"
 local sts = require "aliyun.iot.credentials.sts"
 local ecs = require "aliyun.iot.credentials.ecs"
 local uri = require "aliyun.iot.credentials.uri"
+local shared = require "aliyun.iot.credentials.shared"
 
 local M = {}
 
@@ -142,13 +143,21 @@ end
 --- A provider for one credentials table.
 -- @tparam table c `{type = name, ...fields}` (see `NAMES`)
 -- @tparam string where how to name it in messages (no secret)
--- @tparam table ctx `logger`, `new_error`, `sts_endpoint`, `metadata_endpoint`, `proxy`
+-- @tparam table ctx `logger`, `new_error`, `sts_endpoint`, `metadata_endpoint`, `proxy`,
+--   `shared_dict` (OpenResty: a `lua_shared_dict` name; the workers share what is fetched,
+--   `aliyun.iot.credentials.shared`)
 -- @treturn ?table provider (`fetched = true` for those that fetch over the network)
 -- @treturn ?string what is wrong with `c`
 -- @treturn ?boolean true when `c` holds an unsendable key or token (not to be skipped)
 function M.build(c, where, ctx)
   local p, why, unusable = BUILD[c.type](c, where, ctx)
   if type(p) ~= "function" then return p, why, unusable end
+  if ctx.shared_dict then
+    -- what identifies these credentials across workers: the type and its public fields
+    local key = table.concat({c.type, c.access_key_id or "", c.role_arn or "",
+      c.oidc_provider_arn or "", c.role_name or "", c.credentials_uri or ""}, "|")
+    p = shared.wrap(shared.dict(ctx.shared_dict), key, p, cached.margin)
+  end
   return cached.new{source = where, fetch = p, code = "CredentialsError",
                     new_error = ctx.new_error, logger = ctx.logger}
 end
