@@ -3,72 +3,25 @@
 -- exactly the variables a scenario sets (Lua cannot set environment variables itself).
 local credentials = require "aliyun.iot.credentials"
 
-local LUA = os.getenv("ALIYUN_IOT_LUA")
-  or (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
-
 -- Every secret a scenario may hold; none may show in an error or a log line.
 local SECRETS = {"envSecretXYZ123", "envTokenXYZ123", "cliSecretXYZ123", "cliTokenXYZ123",
                  "iniSecretXYZ123", "optSecretXYZ123", "fnSecretXYZ123", "fnTokenXYZ123"}
 
 local shell = require "spec.support.shell"
+local child = require "spec.support.credentials_child"
 local q = shell.quote
+local LUA = child.LUA
+local runner = child.new(SECRETS)
+local assert_no_secret = runner.assert_no_secret
 
 local function write(path, text, mode)
   shell.write(path, text)
   assert(shell.ok("chmod " .. (mode or "600") .. " " .. q(path)))
 end
 
-local CHILD = [[
-local credentials = require "aliyun.iot.credentials"
-local function logger(level, msg) io.write("LOG\t", level, "\t", msg, "\n") end
-local p, err = credentials.resolve({}, logger)
-if not p then io.write("ERR\t", err.code, "\t", tostring(err), "\n") os.exit(0) end
-local c = p:get()
-io.write("OK\t", c.access_key_id, "\t", c.access_key_secret, "\t",
-  tostring(c.security_token), "\t", p.source, "\n")
-]]
-
-local function assert_no_secret(text)
-  for _, s in ipairs(SECRETS) do
-    assert.is_nil(text:find(s, 1, true), "secret " .. s .. " leaked in: " .. text)
-  end
-end
-
 local home
 
--- Runs the chain in a child with HOME = the temporary home plus `env`; returns
--- {ok = {id, secret, token, source} | nil, err = {code, text} | nil, logs = {{level, msg}}}.
-local function run(env)
-  local script = home .. "/child.lua"
-  write(script, CHILD)
-  local vars = {"HOME=" .. q(home),
-                "LUA_PATH=" .. q(os.getenv("LUA_PATH") or "lua/?.lua;lua/?/init.lua;;"),
-                "LUA_CPATH=" .. q(os.getenv("LUA_CPATH") or ";;"),
-                "PATH=" .. q(os.getenv("PATH") or "/usr/bin:/bin")}
-  for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. q(v) end
-  local p = assert(io.popen("env -i " .. table.concat(vars, " ") .. " " .. LUA .. " "
-    .. q(script) .. " 2>&1"))
-  local out = p:read("*a")
-  p:close()
-  local r = {logs = {}, raw = out}
-  for line in out:gmatch("[^\n]+") do
-    local f = {}
-    for field in (line .. "\t"):gmatch("([^\t]*)\t") do f[#f + 1] = field end
-    if f[1] == "OK" then
-      r.ok = {id = f[2], secret = f[3], token = f[4] ~= "nil" and f[4] or nil, source = f[5]}
-    elseif f[1] == "ERR" then
-      r.err = {code = f[2], text = f[3]}
-      assert_no_secret(line)
-    elseif f[1] == "LOG" then
-      r.logs[#r.logs + 1] = {level = f[2], msg = f[3]}
-      assert_no_secret(line)
-    else
-      error("unexpected child output: " .. out)
-    end
-  end
-  assert(r.ok or r.err, "child printed no result: " .. out)
-  return r
-end
+local function run(env) return runner.run(home, env) end
 
 local function warnings(r)
   local w = {}
@@ -103,7 +56,8 @@ describe("credentials chain (child interpreter " .. LUA .. ")", function()
 
   it("reads the environment, with and without a security token", function()
     local r = run(ENV)
-    assert.are.same({id = "envId", secret = "envSecretXYZ123", source = "environment"}, r.ok)
+    assert.are.same({id = "envId", secret = "envSecretXYZ123", source = "environment",
+                      name = "environment"}, r.ok)
     local env = {ALIBABA_CLOUD_SECURITY_TOKEN = "envTokenXYZ123"}
     for k, v in pairs(ENV) do env[k] = v end
     r = run(env)
@@ -162,13 +116,15 @@ describe("credentials chain (child interpreter " .. LUA .. ")", function()
     ini(INI .. "[work]\ntype = access_key\naccess_key_id = workId\n"
       .. "access_key_secret = iniSecretXYZ123\n[ram]\ntype = ecs_ram_role\nrole_name = r\n")
     local r = run()
-    assert.are.same({id = "iniId", secret = "iniSecretXYZ123",
+    assert.are.same({id = "iniId", secret = "iniSecretXYZ123", name = "ini",
       source = "credentials file " .. home .. "/.alibabacloud/credentials (section [default])"},
       r.ok)
     assert.are.equal("workId", run{ALIBABA_CLOUD_PROFILE = "work"}.ok.id)
+    -- a section naming the ECS RAM role, with no metadata service: that provider failed
     r = run{ALIBABA_CLOUD_PROFILE = "ram"}
-    assert.are.equal("NoCredentials", r.err.code)
-    assert.matches("type ecs_ram_role", r.err.text, 1, true)
+    assert.are.equal("CredentialsError", r.err.code)
+    assert.matches("credentials from ini failed: ", r.err.text, 1, true)
+    assert.matches("section [ram]", r.err.text, 1, true)
     ini("[default]\ntype = access_key\naccess_key_id = otherId\naccess_key_secret = iniSecretXYZ123\n",
       "600", home .. "/other.ini")
     assert.are.equal("otherId", run{ALIBABA_CLOUD_CREDENTIALS_FILE = home .. "/other.ini"}.ok.id)
@@ -231,7 +187,7 @@ describe("credentials chain (child interpreter " .. LUA .. ")", function()
     end
     -- Half-configured places say what is missing, and still never show a secret.
     cli_config("default", {{name = "default", mode = "AK", access_key_id = "cliId"},
-      {name = "x", mode = "EcsRamRole"}})
+      {name = "x", mode = "CloudSSO"}})
     ini("[default]\ntype = access_key\naccess_key_secret = iniSecretXYZ123\n")
     r = run{ALIBABA_CLOUD_ACCESS_KEY_SECRET = "envSecretXYZ123"}
     assert.are.equal("InvalidCredentials", r.err.code)
@@ -241,7 +197,7 @@ describe("credentials chain (child interpreter " .. LUA .. ")", function()
     assert.matches("profile 'default' lacks access_key_id or access_key_secret", r.err.text, 1, true)
     assert.matches("section [default] lacks", r.err.text, 1, true)
     r = run{ALIBABA_CLOUD_PROFILE = "x"}
-    assert.matches("mode EcsRamRole", r.err.text, 1, true)
+    assert.matches("mode CloudSSO, which is not supported", r.err.text, 1, true)
     assert.matches("no section [x]", r.err.text, 1, true)
   end)
 end)

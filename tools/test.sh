@@ -53,7 +53,7 @@ tap_step() { # label command...
 # Specs tagged #openresty (real nginx) run in their own step; #lua54only ones (the CLI,
 # tools that need Lua 5.4) are left out of the other interpreters.
 core() { busted_step "$LUA" "$LUA" --exclude-tags=openresty spec; }
-openresty() { busted_step openresty lua5.4 --tags=openresty spec/openresty_spec.lua; }
+openresty() { busted_step openresty lua5.4 --tags=openresty spec/openresty_spec.lua spec/openresty_credentials_spec.lua; }
 ctests() { tap_step ctests sh spec/c/run.sh; }
 rock() { tap_step rockspec sh tools/rock-check.sh; }
 lint() { tap_step lint sh tools/lint.sh; }

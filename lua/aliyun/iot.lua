@@ -22,6 +22,7 @@ local client = require "aliyun.iot.client"
 local batch = require "aliyun.iot.batch"
 local device = require "aliyun.iot.device"
 local fleet = require "aliyun.iot.fleet"
+local credentials = require "aliyun.iot.credentials"
 
 local M = {_VERSION = core._VERSION, API_VERSION = request.API_VERSION, errors = errors}
 
@@ -38,10 +39,13 @@ M.Client = client.Client
 --   holds their types, defaults and ranges):
 --   `access_key_id`, `access_key_secret`, `security_token`; or `credentials` (function
 --   returning `{access_key_id=, access_key_secret=, security_token=, expiration=}`,
---   called when needed; not together with a key pair); without these, the environment,
---   `~/.aliyun/config.json` and `~/.alibabacloud/credentials` are read (see
---   `aliyun.iot.credentials`);
---   `region_id` ("cn-shanghai"); `endpoint` ("https://iot.<region_id>.aliyuncs.com/");
+--   called when needed, or a table `{type = "ram_role_arn", ...}` by the official type
+--   names; not together with a key pair); without these, the default chain: environment,
+--   OIDC, `~/.aliyun/config.json`, `~/.alibabacloud/credentials`, the ECS RAM role, a
+--   credentials URI (see `aliyun.iot.credentials`);
+--   `region_id` (`ALIBABA_CLOUD_REGION_ID`, else the CLI profile's, else "cn-shanghai");
+--   `endpoint` ("https://iot.<region_id>.aliyuncs.com/", or the central one for the
+--   regions the official endpoint map lists, `aliyun.iot.endpoints`);
 --   `iot_instance_id` (sent with every call); `timeout` [s, 30, up to a day];
 --   `connect_timeout` [s, 5]; `ca_file`; `proxy`; `format` ("JSON" or "XML");
 --   `signature_algorithm` ("HMAC-SHA1" or "ACS3-HMAC-SHA256"); `max_retries` (3, retries
@@ -50,13 +54,20 @@ M.Client = client.Client
 --   documented limits, false, or a table Action -> requests per second); `transport`
 --   (function `(req) -> res | nil, err`); `logger` (function `(level, message)`,
 --   receives redacted text only); `qps_shared_dict` (OpenResty: lua_shared_dict name for
---   pacing across workers); `user_agent`.
+--   pacing across workers); `credentials_shared_dict` (OpenResty: a lua_shared_dict name,
+--   fetched credentials shared by the workers); `profile`, `sts_endpoint`,
+--   `metadata_endpoint` (see `aliyun.iot.credentials`); `user_agent`.
 -- @treturn ?Client client
 -- @treturn ?table err `InvalidParameter` for a bad option value (a malformed endpoint
 --   too), `NoCredentials` when no credentials were found (the message lists where it
---   looked), `InvalidCredentials` for incomplete or unusable ones
+--   looked), `InvalidCredentials` for incomplete or unusable ones, `CredentialsError`
+--   when a configured provider of the chain failed (STS, instance metadata, a URI)
 -- @raise when opts is not a table, an option name is unknown or has the wrong type
 M.new = client.new
+
+--- Credentials tools: `chain([opts])` tells which provider of the default chain answers
+-- and what was tried before it, without a secret (`aliyun.iot.credentials.chain`).
+M.credentials = {chain = credentials.chain}
 
 --- A device's MQTT connection parameters (`aliyun.iot.device.device_credentials`).
 M.device_credentials = device.device_credentials

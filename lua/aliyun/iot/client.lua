@@ -12,32 +12,19 @@ local pacer = require "aliyun.iot.pacer"
 local request = require "aliyun.iot.request"
 local engine = require "aliyun.iot.engine"
 local curl = require "aliyun.iot.transport.curl"
+local cosocket = require "aliyun.iot.transport.cosocket"
+local endpoints = require "aliyun.iot.endpoints"
 
 local M = {}
 
 --- Built-in transports, each a function `(req) -> res | nil, err`: `curl` (the default,
--- libcurl) and `cosocket` (OpenResty's non-blocking sockets, loaded on first use).
-M.transports = setmetatable({curl = curl.request}, {
-  __index = function(t, k)
-    if k == "cosocket" then
-      local f = require("aliyun.iot.transport.cosocket").request
-      rawset(t, k, f)
-      return f
-    end
-  end,
-})
+-- libcurl) and `cosocket` (OpenResty's non-blocking sockets).
+M.transports = {curl = curl.request, cosocket = cosocket.request}
 
 -- Inside OpenResty's request, timer and similar phases the client must not block the
 -- worker: it sends through cosockets and sleeps with ngx.sleep. Elsewhere (init_by_lua,
 -- set_by_lua, header/body filters, or plain Lua) it uses libcurl and core.sleep.
-local COSOCKET_PHASES = {rewrite = true, server_rewrite = true, access = true, content = true,
-                         timer = true, ssl_cert = true, ssl_session_fetch = true,
-                         ssl_client_hello = true}
-
-local function in_cosocket_phase()
-  local ngx = rawget(_G, "ngx")
-  return ngx ~= nil and ngx.get_phase ~= nil and COSOCKET_PHASES[ngx.get_phase()] == true
-end
+local in_cosocket_phase = cosocket.usable
 
 local Client = {}
 Client.__index = Client
@@ -102,10 +89,17 @@ function M.new(opts)
   local self = setmetatable(options.defaults(options.CLIENT), Client)
   for k, v in pairs(given) do self[k] = v end
   self.format = self.format:upper()
-  self.endpoint = self.endpoint or ("https://iot.%s.aliyuncs.com/"):format(self.region_id)
+  self.user_agent = curl.user_agent(self.user_agent)
+  self.region_id = credentials.region(given)
+  local why = options.problem("region_id", self.region_id, options.CLIENT.region_id)
+  if why then return nil, invalid("region_id", why) end
+  self.endpoint = self.endpoint or endpoints.for_region(self.region_id)
   local scheme, host = parse_endpoint(self.endpoint)
   if not scheme then return nil, invalid("endpoint", "endpoint " .. host) end
   self.host, self.url = host, scheme .. "://" .. host .. "/"
+  -- the option, or the environment's proxy for this endpoint (never for metadata: that
+  -- provider asks for none)
+  self.proxy_url = curl.proxy_for(self.url, self.proxy)
 
   local user_logger = self.logger
   self:_watch_secrets(self.access_key_secret, self.security_token)
@@ -166,11 +160,11 @@ end
 -- The transport for this moment: the user's, or cosockets inside OpenResty's yielding
 -- phases, or this client's own libcurl session (also returned, for fan-out).
 function Client:_transport()
-  local cosocket = self.transport ~= nil and self.transport == rawget(M.transports, "cosocket")
-  if self.transport and self.transport ~= M.transports.curl and not cosocket then
+  local sockets = self.transport ~= nil and self.transport == M.transports.cosocket
+  if self.transport and self.transport ~= M.transports.curl and not sockets then
     return self.transport, nil
   end
-  if cosocket or (in_cosocket_phase() and not self.transport) then
+  if sockets or (in_cosocket_phase() and not self.transport) then
     if self.ca_file or self.proxy then
       -- cosockets trust only nginx's lua_ssl_trusted_certificate and cannot proxy
       return nil, invalid(self.ca_file and "ca_file" or "proxy",

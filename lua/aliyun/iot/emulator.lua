@@ -25,7 +25,8 @@ local DEFAULTS = {
     port = 0, tls = false, access_keys = false, accounts = false, security_tokens = {},
     products = false, iot_instance_id = false, async_delay = 0.3, qps_limits = false,
     max_count = 10000, invalid_names = "async", apply_id_base = 100000, nginx = false,
-    product_secrets = false, query_device_secrets = true,
+    product_secrets = false, query_device_secrets = true, credentials_ttl = false,
+    credentials_fail = false, imds = "v2", oidc_token = false, ecs_role = "EmulatorEcsRole",
 }
 
 local is_int = knobs.is_int
@@ -323,14 +324,15 @@ local function make_prefix()
 end
 
 -- The key the object advertises: testid when present, else the first key of the first
--- account by name.
+-- account by name; and its account.
 local function first_key(accounts)
-    for _, a in pairs(accounts) do
-        if a.access_keys.testid then return "testid", a.access_keys.testid end
+    for name, a in pairs(accounts) do
+        if a.access_keys.testid then return "testid", a.access_keys.testid, name end
     end
-    local a = accounts[sorted_keys(accounts)[1]]
+    local name = sorted_keys(accounts)[1]
+    local a = accounts[name]
     local id = sorted_keys(a.access_keys)[1]
-    return id, a.access_keys[id]
+    return id, a.access_keys[id], name
 end
 
 --- Starts an emulator. Raises when it cannot start (it is test setup).
@@ -352,6 +354,15 @@ end
 --   string, ApplyIds count up from it), `nginx` (path of the binary), `product_secrets`
 --   ({ProductKey = ProductSecret}: those products take dynamic registrations,
 --   `POST /auth/register/device`, see `set_active`).
+--   Credentials it serves (STS `AssumeRole` and `AssumeRoleWithOIDC` on `endpoint`, ECS
+--   instance metadata under `endpoint .. "latest/"`, a credentials URI at
+--   `endpoint .. "credentials-uri"`): `credentials_ttl` (false: STS's DurationSeconds,
+--   3600 for metadata and the URI; or seconds, short for tests), `credentials_fail`
+--   (false; true: metadata and URI credentials answer 500), `imds` ("v2": token optional;
+--   "v1": the token PUT refused; "v2_only": a token required), `oidc_token` (false: every
+--   AssumeRoleWithOIDC refused; or the one token accepted), `ecs_role`
+--   ("EmulatorEcsRole"). Metadata, URI and OIDC credentials act for the account of the
+--   advertised key; AssumeRole's for the caller's.
 -- @return emulator object: fields `endpoint` ("http://127.0.0.1:PORT/" or https), `ca_file`
 --   (with tls), `port`, `control_endpoint` (plain HTTP), `prefix` (its private folder,
 --   removed by `stop`), `access_key_id`, `access_key_secret` (testid when configured, else
@@ -373,6 +384,8 @@ function M.start(opts)
     config.iot_instance_id = o.iot_instance_id or nil
     config.apply_id_base = o.apply_id_base
     config.product_secrets = o.product_secrets
+    -- the account that OIDC, metadata and URI credentials act for
+    config.issue_account = select(3, first_key(o.accounts))
     write_file(prefix .. "/config.json", assert(cjson.encode(config)))
 
     local port, tls_port, pid
@@ -440,7 +453,7 @@ end
 
 --- Injects a fault into the next matching API requests (control requests are never hit).
 -- Faults meet only requests that passed every gateway check; the first matching fault wins.
--- @param f {kind = "503"|"throttle"|"reset"|"slow"|"truncate"|"malformed"|"reset_after",
+-- @param f {kind = "503"|"throttle"|"reset"|"slow"|"truncate"|"malformed"|"reset_after"|"retry_after",
 --   count = N (the next N matching requests) or probability = p (each matching request, until
 --   cleared), action = "BatchRegisterDevice" (optional: only that action),
 --   delay = seconds (slow; default 1)}.
@@ -448,7 +461,9 @@ end
 --   connection is closed without an answer; `slow`: answered normally after `delay`;
 --   `truncate`: a 200 whose body stops halfway, then the connection closes; `malformed`: a
 --   200 whose body is neither JSON nor XML; `reset_after`: the action is performed, then the
---   connection is closed without an answer. Only `slow` and `reset_after` change state.
+--   connection is closed without an answer; `retry_after`: HTTP 429 TooManyRequests with
+--   `x-acs-retry-after` set to `delay` (default 0.2 s) in milliseconds. Only `slow` and
+--   `reset_after` change state.
 function Emulator:fault(f)
     local ok, msg = knobs.check_fault(f)
     check(ok, "fault: " .. tostring(msg))
@@ -461,7 +476,9 @@ function Emulator:clear_faults() control(self, "clear_faults", {}) end
 --- Every API request received so far, in order: array of {action=, method=, params=
 -- (without Signature; a SecurityToken as "<redacted>"), signature = "V1"|"ACS3"|"none" (a
 -- request refused for an oversized header), status = HTTP status (0: connection dropped),
--- code = error code or nil, fault = kind or nil}.
+-- code = error code or nil, fault = kind or nil, user_agent = the User-Agent header}.
+-- Instance metadata and credentials-URI requests are there too, `action` being the path and
+-- `params.token` "given" or "none" (an IMDSv2 token sent or not).
 function Emulator:requests() return control(self, "requests") end
 
 local function exact_integer(s)
@@ -526,8 +543,9 @@ function Emulator:set_online(t)
 end
 
 --- Changes options of the running server: `async_delay`, `qps_limits`, `invalid_names`,
--- `max_count`, `query_device_secrets` (checked as in `start`; anything else or an invalid
--- value raises, and the server, which checks again, changes nothing). Sent as JSON.
+-- `max_count`, `query_device_secrets`, `credentials_ttl`, `credentials_fail`, `imds`,
+-- `oidc_token`, `ecs_role` (checked as in `start`; anything else or an invalid value
+-- raises, and the server, which checks again, changes nothing). Sent as JSON.
 function Emulator:set(t)
     check(type(t) == "table", "set expects a table")
     local ok, msg = knobs.check_settings(t)

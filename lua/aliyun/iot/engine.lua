@@ -97,7 +97,7 @@ local function count(c, req, res, e)
   k.requests = k.requests + 1
   k.bytes_sent = k.bytes_sent + #req.url + #(req.body or "")
   if res then k.bytes_received = k.bytes_received + #(res.body or "") end
-  if e and e.code:find("^Throttling") then k.throttled = k.throttled + 1 end
+  if e and (e.throttled or e.code:find("^Throttling")) then k.throttled = k.throttled + 1 end
 end
 
 -- A named RegisterDevice repeated after its answer was lost: if the first copy created the

@@ -53,8 +53,14 @@ end
 M.CLIENT = {
   access_key_id = {type = "string"}, access_key_secret = {type = "string"},
   security_token = {type = "string", line = true},
-  credentials = {type = "function"},
-  region_id = {type = "string", default = "cn-shanghai", pattern = "^[%w%-]+$",
+  credentials = {type = "function|table"},
+  profile = {type = "string", nonempty = true, line = true},
+  sts_endpoint = {type = "string", pattern = "^https?://[^%s]+$",
+                  why = "sts_endpoint must be an http:// or https:// URL"},
+  metadata_endpoint = {type = "string", pattern = "^https?://[^%s]+$",
+                       why = "metadata_endpoint must be an http:// or https:// URL"},
+  -- no default: credentials.region picks it (environment, CLI profile, cn-shanghai)
+  region_id = {type = "string", pattern = "^[%w%-]+$",
                why = "region_id must be non-empty and hold only letters, digits and -"},
   endpoint = {type = "string"},
   iot_instance_id = {type = "string", nonempty = true, line = true},
@@ -73,6 +79,7 @@ M.CLIENT = {
   qps = {type = "boolean|table", default = true, map = "number", problem = qps_problem},
   transport = {type = "function"}, logger = {type = "function"},
   qps_shared_dict = {type = "string", nonempty = true},
+  credentials_shared_dict = {type = "string", nonempty = true},
   user_agent = {type = "string", line = true},
 }
 

@@ -57,13 +57,28 @@ function M.prepare(client, action, params, level)
   return row, flat
 end
 
-local function sign_v1(c, req, p, a)
-  p.Action, p.Version, p.Format = a.action, M.API_VERSION, a.format
-  p.AccessKeyId, p.SecurityToken = a.creds.access_key_id, a.creds.security_token
+--- Signs RPC parameters with signature V1 (docs/wire.md §2): adds the key's common
+-- parameters (AccessKeyId, SecurityToken, SignatureMethod, SignatureVersion,
+-- SignatureNonce, Timestamp) to `p` and signs everything in it. Every V1 call goes through
+-- here: IoT actions and STS AssumeRole (`aliyun.iot.credentials.sts`) alike.
+-- @tparam string method "GET" or "POST"
+-- @tparam table p the parameters (Action, Version, Format... already set); changed in place
+-- @tparam table creds `{access_key_id=, access_key_secret=, security_token=}`
+-- @tparam string nonce
+-- @tparam string timestamp `YYYY-MM-DDThh:mm:ssZ`
+-- @treturn string the signed query (or form body), Signature last
+-- @treturn string the string to sign
+function M.sign_v1_params(method, p, creds, nonce, timestamp)
+  p.AccessKeyId, p.SecurityToken = creds.access_key_id, creds.security_token
   p.SignatureMethod, p.SignatureVersion = "HMAC-SHA1", "1.0"
-  p.SignatureNonce, p.Timestamp, p.RegionId = a.nonce, a.timestamp, c.region_id
-  local sig, sts, canonical = core.sign_rpc(a.method, p, a.creds.access_key_secret)
-  local qs = canonical .. "&Signature=" .. core.percent_encode(sig)
+  p.SignatureNonce, p.Timestamp = nonce, timestamp
+  local sig, sts, canonical = core.sign_rpc(method, p, creds.access_key_secret)
+  return canonical .. "&Signature=" .. core.percent_encode(sig), sts
+end
+
+local function sign_v1(c, req, p, a)
+  p.Action, p.Version, p.Format, p.RegionId = a.action, M.API_VERSION, a.format, c.region_id
+  local qs, sts = M.sign_v1_params(a.method, p, a.creds, a.nonce, a.timestamp)
   if a.method == "GET" then
     req.url = c.url .. "?" .. qs
   else
@@ -118,7 +133,7 @@ function M.build(c, a)
   a.timestamp = core.timestamp(core.time() + c.clock_offset)
   local req = {
     method = a.method, headers = {}, timeout = a.timeout, connect_timeout = a.connect_timeout,
-    max_response_size = c.max_response_size, ca_file = c.ca_file, proxy = c.proxy,
+    max_response_size = c.max_response_size, ca_file = c.ca_file, proxy = c.proxy_url,
     -- libcurl re-sends a request on its own when a reused connection turns out dead, even
     -- after the server acted; calls that must never be repeated get a fresh connection.
     fresh_connect = a.row.retry ~= "idempotent",

@@ -218,9 +218,29 @@ function M.classify(row, res, terr, sts, redact)
     -- a refusal is proven only by a decoded error code that says so
     e.ambiguous = true
   end
+  local after = M.retry_after(res.headers)
+  if after then
+    -- the current SDKs' throttling signal, whatever the code: refused, repeat after it
+    e.retryable, e.ambiguous, e.throttled, e.retry_after = true, nil, true, after
+  end
   local date = res.headers and res.headers.date
   e.date = type(date) == "string" and date or nil
   return nil, e
+end
+
+-- The longest wait an x-acs-retry-after may ask for [s]; a larger value is still obeyed up
+-- to this, so that a broken gateway cannot park a job for days.
+M.MAX_RETRY_AFTER = 600
+
+--- The wait an `x-acs-retry-after` header asks for (milliseconds on the wire, docs/wire.md
+-- §8 "Around credentials"), in seconds, at most `MAX_RETRY_AFTER`; nil when absent or not
+-- a whole number.
+-- @tparam ?table headers lower-case names
+-- @treturn ?number seconds
+function M.retry_after(headers)
+  local v = headers and headers["x-acs-retry-after"]
+  if type(v) ~= "string" or not v:find("^%s*%d+%s*$") or #v > 20 then return nil end
+  return math.min(tonumber(v) / 1000, M.MAX_RETRY_AFTER)
 end
 
 return M

@@ -52,13 +52,14 @@ function M.decide(c, item, e)
   if item.resolving then return nil end
   local row = item.row
   local retry = e.retryable or (e.ambiguous and row.retry == "idempotent")
-  local throttled = e.code:find("^Throttling") ~= nil
+  local throttled = e.throttled or e.code:find("^Throttling") ~= nil
   if e.code == "InvalidTimeStamp.Expired" and not item.skew_fixed and M.learn_offset(c, e) then
     item.skew_fixed, retry = true, true
   end
   local named = e.ambiguous and row.retry == "named" and item.flat.DeviceName ~= nil
   if not (retry or named) or item.attempt >= item.max_retries then return nil end
-  local delay = M.backoff(item.attempt, throttled)
+  -- never sooner than the server's x-acs-retry-after
+  local delay = math.max(M.backoff(item.attempt, throttled), e.retry_after or 0)
   local at = c:clock() + delay
   if at > item.retry_deadline then return nil end
   if item.deadline and at >= item.deadline then return nil, nil, true end

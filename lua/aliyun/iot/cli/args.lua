@@ -3,6 +3,7 @@
 -- @module aliyun.iot.cli.args
 
 local validate = require "aliyun.iot.validate"
+local tuning = require "aliyun.iot.cli.tuning"
 
 local M = {}
 
@@ -58,7 +59,10 @@ Register options:
 
 Options (before or after the command):
   --endpoint URL        API endpoint (default https://iot.<region>.aliyuncs.com/)
-  --region ID           region id (default cn-shanghai)
+  --region ID           region id (default: ALIBABA_CLOUD_REGION_ID, else the CLI
+                        profile's region_id, else cn-shanghai)
+  --profile NAME        CLI (~/.aliyun/config.json) or INI profile to take
+                        credentials from (default ALIBABA_CLOUD_PROFILE)
   --iot-instance-id ID  IoT instance id (Enterprise Edition instances)
   --ca-file PATH        CA certificates to verify the endpoint with
   --timeout S           seconds per request (default 30)
@@ -85,11 +89,19 @@ Options (before or after the command):
                         or /dev/fd/N is written directly; a journal, the --state
                         or the names file is never replaced
   --quiet               no progress or notes on stderr
+  --signature-algorithm HMAC-SHA1|ACS3-HMAC-SHA256
+  --response-format json|xml   what the service is asked to answer in
+  --max-batch-size N    devices per BatchRegisterDevice (default 1000, up to 10000)
+  --qps Action=N[,Action=N]    requests per second per action (default: the
+                        documented limits)
   --help, --version
 
-Credentials: ALIBABA_CLOUD_ACCESS_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET (and
-ALIBABA_CLOUD_SECURITY_TOKEN), else ~/.aliyun/config.json, else
-~/.alibabacloud/credentials.
+Credentials, the official chain: ALIBABA_CLOUD_ACCESS_KEY_ID,
+ALIBABA_CLOUD_ACCESS_KEY_SECRET (and ALIBABA_CLOUD_SECURITY_TOKEN); else OIDC
+(ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN,
+ALIBABA_CLOUD_OIDC_TOKEN_FILE); else ~/.aliyun/config.json; else
+~/.alibabacloud/credentials; else the ECS instance's RAM role; else
+ALIBABA_CLOUD_CREDENTIALS_URI. A configured source that fails exits 1.
 
 Exit status: 0 done; 1 service or network failure; 2 usage or validation error;
 3 partial success (--skip-invalid left names out; check found names the service
@@ -102,6 +114,7 @@ finishes the job are on stderr). plan --detailed-exitcode: 0 no changes,
 -- commands = where it applies (nil: everywhere)}.
 local OPTIONS = {
   endpoint = {value = true}, region = {value = true}, ["iot-instance-id"] = {value = true},
+  profile = {value = true},
   ["ca-file"] = {value = true}, timeout = {value = true}, deadline = {value = true},
   format = {value = true, commands = {register = true, resume = true, devices = true,
                                      ["mqtt-credentials"] = true, export = true}},
@@ -130,6 +143,8 @@ for _, name in ipairs{"signmethod", "securemode", "instance-style", "password-ca
   OPTIONS[name] = {value = true, commands = WRITERS}
 end
 OPTIONS["in"] = {value = true, commands = {["mqtt-credentials"] = true}}
+
+for k, v in pairs(tuning.OPTIONS) do OPTIONS[k] = v end
 
 local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true,
                   ["mqtt-credentials"] = true, check = true, export = true, plan = true}
@@ -254,6 +269,7 @@ function M.check(opts)
     usage_error("unexpected argument '%s'", opts.args[1])
   end
   positive_number(opts, "timeout")
+  opts.client_tuning = tuning.client_options(opts, usage_error)
   positive_number(opts, "deadline")
   positive_number(opts, "apply-timeout")
   require("aliyun.iot.cli.formats").check(opts)

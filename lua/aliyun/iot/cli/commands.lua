@@ -18,8 +18,9 @@ local M = {}
 
 local function new_client(opts, ui)
   local iot = require "aliyun.iot"
-  local client, err = iot.new{
+  local o = {
     endpoint = opts.endpoint, region_id = opts.region, iot_instance_id = opts.iot_instance_id,
+    profile = opts.profile,
     ca_file = opts.ca_file, timeout = opts.timeout,
     -- a single call's retries end at --deadline; a job passes it to the helper instead
     retry_deadline = (opts.command ~= "register" and opts.command ~= "resume")
@@ -28,7 +29,8 @@ local function new_client(opts, ui)
       if level ~= "debug" and level ~= "info" then ui.note(level .. ": " .. message) end
     end,
   }
-  return client, err
+  for k, v in pairs(opts.client_tuning or {}) do o[k] = v end
+  return iot.new(o)
 end
 
 -- The job's arguments and the journal path for register/resume; `own` is true for a

@@ -28,7 +28,8 @@ end
 
 local CREDENTIALS_HELP = "set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET " ..
   "(and ALIBABA_CLOUD_SECURITY_TOKEN for STS), or write ~/.aliyun/config.json (aliyun " ..
-  "configure) or ~/.alibabacloud/credentials"
+  "configure) or ~/.alibabacloud/credentials, or run on ECS with a RAM role (README, " ..
+  "\"Credentials\")"
 
 -- The error as the CLI prints it: library hints (option names, `client:...` calls, the
 -- notes on ApplyIds and journals the CLI prints itself) replaced by what a shell user types.
@@ -55,7 +56,8 @@ end
 -- The options a follow-up command needs to reach the same service and output.
 function M.common_flags(opts)
   local f = {}
-  for _, name in ipairs{"endpoint", "region", "iot-instance-id", "ca-file", "timeout"} do
+  for _, name in ipairs{"endpoint", "region", "profile", "iot-instance-id", "ca-file",
+                       "timeout"} do
     local v = opts[(name:gsub("%-", "_"))]
     if v then f[#f + 1] = "--" .. name .. " " .. shell_quote(tostring(v)) end
   end

@@ -26,6 +26,22 @@ local SETTABLE = {
     invalid_names = function(v)
         return v == "async" or v == "sync", 'invalid_names must be "async" or "sync"'
     end,
+    -- credentials (emulator/sts.lua, emulator/imds.lua)
+    credentials_ttl = function(v)
+        return v == false or (is_int(v) and v >= 1 and v <= 43200),
+            "credentials_ttl must be false or an integer number of seconds within 1..43200"
+    end,
+    credentials_fail = function(v) return type(v) == "boolean", "credentials_fail must be a boolean" end,
+    imds = function(v)
+        return v == "v2" or v == "v1" or v == "v2_only", 'imds must be "v2", "v1" or "v2_only"'
+    end,
+    oidc_token = function(v)
+        return v == false or (type(v) == "string" and v ~= ""), "oidc_token must be false or a non-empty string"
+    end,
+    ecs_role = function(v)
+        return type(v) == "string" and v:find("^[%w%.@_%-]+$") ~= nil and #v <= 64,
+            "ecs_role must be a role name (letters, digits, . @ _ -)"
+    end,
     qps_limits = function(v)
         if type(v) == "boolean" then return true end
         if type(v) ~= "table" then return false, "qps_limits must be a boolean or {Action = qps}" end
@@ -55,7 +71,7 @@ end
 
 --- The fault kinds `fault` injects.
 M.FAULT_KINDS = { ["503"] = true, throttle = true, reset = true, slow = true, truncate = true,
-                  malformed = true, reset_after = true }
+                  malformed = true, reset_after = true, retry_after = true }
 local FAULT_FIELDS = { kind = true, count = true, probability = true, action = true, delay = true }
 
 --- Checks a fault script (see Emulator:fault).

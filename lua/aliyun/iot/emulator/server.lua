@@ -15,6 +15,8 @@ local actions = require "aliyun.iot.emulator.actions"
 local literal = require "aliyun.iot.emulator.literal"
 local knobs = require "aliyun.iot.emulator.knobs"
 local dynreg = require "aliyun.iot.emulator.dynreg"
+local sts_api = require "aliyun.iot.emulator.sts"
+local imds = require "aliyun.iot.emulator.imds"
 local cjson = require("cjson.safe").new()
 cjson.decode_invalid_numbers(false)
 cjson.decode_max_depth(16)
@@ -179,9 +181,10 @@ local function check_signature(req, secret)
 end
 
 -- The gateway checks; returns the error response, or nil and the account of the key.
-local function authenticate(req)
+-- `api_check` is the first check (Version and Action: the IoT API's or STS's).
+local function authenticate(req, api_check)
     local p, h, v3 = req.params, req.headers, req.acs3
-    local err = check_api(req)
+    local err = (api_check or check_api)(req)
     if err then return err end
     local e, secret, account = credential(req)
     if e then return e end
@@ -216,6 +219,12 @@ end
 local FAULTS = {
     ["503"] = function() return gateway(503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server.") end,
     throttle = function() return gateway(400, "Throttling.User", "Request was denied due to user flow control.") end,
+    -- the current gateways' signal: any code, the wait in x-acs-retry-after [ms] (ours: 429, TooManyRequests)
+    retry_after = function(f)
+        local r = gateway(429, "TooManyRequests", "Too many requests; retry later.")
+        r.retry_after = tostring(math.floor((f.delay or 0.2) * 1000))
+        return r
+    end,
 }
 
 local function process(req)
@@ -234,7 +243,7 @@ local function process(req)
     local fault = take_fault(req.action)
     if fault then
         req.fault = fault.kind
-        if FAULTS[fault.kind] then return FAULTS[fault.kind]() end
+        if FAULTS[fault.kind] then return FAULTS[fault.kind](fault) end
         if fault.kind == "slow" then
             ngx.sleep(fault.delay or 1)
             ngx.update_time()
@@ -260,6 +269,8 @@ local function process(req)
     result.Success = true
     return { status = 200, body = result, after = fault and fault.kind }
 end
+
+local process_sts -- below, beside the credentials it issues
 
 local function log_request(entry)
     if #log < LOG_LIMIT then log[#log + 1] = entry end
@@ -320,7 +331,7 @@ end
 
 -- What `requests()` keeps: the parameters without Signature, with credentials (a
 -- SecurityToken, or a secret a broken client put into the parameters) as "<redacted>".
-local REDACTED = { SecurityToken = true, AccessKeySecret = true, DeviceSecret = true }
+local REDACTED = { SecurityToken = true, AccessKeySecret = true, DeviceSecret = true, OIDCToken = true }
 
 local function recorded_params(params)
     local out = {}
@@ -352,10 +363,13 @@ local function api()
     -- (Tea asks for BodyType json and sends no Format) [inference].
     local format = (params.Format or (acs3 and "json") or "xml"):lower() == "json" and "json" or "xml"
     local rid = request_id()
-    local res = process(req)
+    local is_sts = sts_api.handles(params)
+    if is_sts then format = "json" end
+    local res = is_sts and process_sts(req) or process(req)
 
     log_request { action = req.action, method = req.method, params = recorded_params(params),
                   signature = acs3 and "ACS3" or "V1", status = res.status or 0,
+                  user_agent = type(headers["user-agent"]) == "string" and headers["user-agent"] or nil,
                   code = res.gateway and res.gateway.Code or res.body and res.body.Code,
                   fault = req.fault }
 
@@ -363,6 +377,7 @@ local function api()
     if res.fault == "truncate" then return send_truncated(format, rid) end
     ngx.header["Content-Type"] = CONTENT_TYPE[format]
     ngx.header["x-acs-request-id"] = rid
+    if res.retry_after then ngx.header["x-acs-retry-after"] = res.retry_after end
     local text
     if res.fault == "malformed" then
         ngx.status = 200
@@ -480,8 +495,30 @@ end
 
 local random_string = actions.random_string
 
--- Temporary credentials of an account, as STS would issue them: they act for that account
--- only, with their own SecurityToken, until they expire.
+-- Temporary credentials of an account, as STS issues them: they act for that account only,
+-- with their own SecurityToken, until they expire (`ttl` seconds from now).
+local function issue(account, ttl)
+    ngx.update_time()
+    local id, expires = "STS." .. random_string(24), ngx.time() + ttl
+    issued[id] = { secret = random_string(32), token = "CAIS" .. random_string(120), account = account,
+                   expires = expires }
+    return { AccessKeyId = id, AccessKeySecret = issued[id].secret, SecurityToken = issued[id].token,
+             Expiration = os.date("!%Y-%m-%dT%H:%M:%SZ", expires) }
+end
+
+-- STS: AssumeRole through the gateway checks (signature of the source credentials),
+-- AssumeRoleWithOIDC without them.
+function process_sts(req)
+    if req.params.Action == "AssumeRoleWithOIDC" then
+        local err = sts_api.check_api(req)
+        if err then return err end
+        return sts_api.assume_role_with_oidc(req, conf, issue)
+    end
+    local err, account = authenticate(req, sts_api.check_api)
+    if err then return err end
+    return sts_api.assume_role(req, account, conf, issue)
+end
+
 function CONTROL.POST.issue_credentials(t)
     for k in pairs(t) do
         if k ~= "account" and k ~= "expires_in" then return nil, "unknown field " .. tostring(k) end
@@ -491,12 +528,7 @@ function CONTROL.POST.issue_credentials(t)
     if not (knobs.is_int(ttl) and ttl >= 1 and ttl <= 43200) then
         return nil, "expires_in must be an integer number of seconds within 1..43200"
     end
-    ngx.update_time()
-    local id, expires = "STS." .. random_string(24), ngx.time() + ttl
-    issued[id] = { secret = random_string(32), token = "CAIS" .. random_string(120), account = t.account,
-                   expires = expires }
-    return { AccessKeyId = id, AccessKeySecret = issued[id].secret, SecurityToken = issued[id].token,
-             Expiration = os.date("!%Y-%m-%dT%H:%M:%SZ", expires) }
+    return issue(t.account, ttl)
 end
 
 local function wants_json()
@@ -542,10 +574,24 @@ local function control(name)
 end
 
 --- The content handler of every location.
+-- Instance metadata and the credentials URI (emulator/imds.lua), recorded in `requests()`.
+local function metadata()
+    ngx.update_time()
+    local res, record = imds.answer(conf, issue, render.json)
+    record.status = res.status
+    log_request(record)
+    ngx.status = res.status
+    ngx.header["Content-Type"] = res.ctype
+    ngx.header["Content-Length"] = #res.body
+    ngx.print(res.body)
+end
+
+--- The content handler of every location.
 function M.handle()
     local uri = ngx.var.uri
     if uri:sub(1, 12) == "/__emulator/" then return control(uri:sub(13)) end
     if uri == dynreg.PATH then return device_register() end
+    if uri:sub(1, 8) == "/latest/" or uri == imds.URI then return metadata() end
     return api()
 end
 

@@ -22,6 +22,20 @@ local CHUNK = 65536            -- most bytes asked of one receive
 -- TLS sessions per pool (per worker), so reconnecting skips the full handshake.
 local tls_sessions = {}
 
+-- The phases where cosockets and ngx.sleep work (request, timer and similar ones); not
+-- init_by_lua, set_by_lua, header or body filters.
+local PHASES = {rewrite = true, server_rewrite = true, access = true, content = true,
+                timer = true, ssl_cert = true, ssl_session_fetch = true,
+                ssl_client_hello = true}
+
+--- True inside OpenResty in a phase where cosockets (and `ngx.sleep`) can be used: there
+-- the client and the credentials providers must not block the worker.
+-- @treturn boolean
+function M.usable()
+  local ngx = rawget(_G, "ngx")
+  return ngx ~= nil and ngx.get_phase ~= nil and PHASES[ngx.get_phase()] == true
+end
+
 -- "aliyun-iot/0.1.0 ngx_lua/0.10.23 LuaJIT/2.1.0-beta3", as the libcurl transport names
 -- libcurl and Lua (a client's user_agent option replaces it).
 local USER_AGENT = (function()
@@ -303,7 +317,7 @@ end
 --   `InvalidParameter` for `ca_file`/`proxy`; `sent` is true once any request byte may
 --   have reached the server
 function M.request(req)
-  if req.ca_file or req.proxy then
+  if req.ca_file or (req.proxy and req.proxy ~= "") then -- "": no proxy
     return failure("InvalidParameter", (req.ca_file and "ca_file" or "proxy") .. " cannot apply "
       .. "to OpenResty cosockets: set lua_ssl_trusted_certificate in nginx.conf instead, or "
       .. "use the libcurl transport (blocking)", false)
