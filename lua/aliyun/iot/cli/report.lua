@@ -16,6 +16,7 @@ local printable = require("aliyun.iot.errors").printable
 
 M.EXIT_OK, M.EXIT_FAILURE, M.EXIT_USAGE, M.EXIT_PARTIAL = 0, 1, 2, 3
 M.EXIT_INTERRUPTED = 130 -- SIGINT (Ctrl-C), as shells report a command it ended
+M.EXIT_TERMINATED = 143 -- SIGTERM (docker stop, systemd, kill), likewise
 
 -- Exit status for a failed call: 2 when nothing was sent because a value was bad, there
 -- are no credentials or they are malformed (local mistakes), 1 for the service or network.
@@ -147,13 +148,19 @@ function M.report_failure(err, opts, streams, state)
   return M.failure_code(err)
 end
 
--- Reports a job stopped by SIGINT (Lua's "interrupted!" error): what the journal holds
--- and how to finish. A journal this run created in TMPDIR that holds nothing sent is
--- removed.
-function M.report_interrupt(ctx, streams)
-  streams.stderr:write("aliyun-iot: interrupted\n")
+-- Reports a job stopped by SIGINT or SIGTERM (`signal`; Lua's "interrupted!" error, or
+-- core.catch_term's "terminated!"): what the journal holds and how to finish. A journal
+-- this run created in TMPDIR that holds nothing sent is removed.
+function M.report_interrupt(ctx, streams, signal)
+  local code = M.EXIT_INTERRUPTED
+  if signal == "SIGTERM" then
+    streams.stderr:write("aliyun-iot: terminated (SIGTERM)\n")
+    code = M.EXIT_TERMINATED
+  else
+    streams.stderr:write("aliyun-iot: interrupted\n")
+  end
   local state = ctx.state
-  if not state then return M.EXIT_INTERRUPTED end
+  if not state then return code end
   local journal = require "aliyun.iot.journal"
   -- read, not opened: the interrupted job in this process may still hold its lock
   local records = journal.read(state)
@@ -164,7 +171,7 @@ function M.report_interrupt(ctx, streams)
   end
   if ctx.own_state and records and #records < 2 and journal.discard(state) then
     streams.stderr:write("aliyun-iot: nothing was sent yet\n")
-    return M.EXIT_INTERRUPTED
+    return code
   end
   if #ids > 0 then
     streams.stderr:write("aliyun-iot: ApplyIds created: ", table.concat(ids, " "), "\n")
@@ -173,7 +180,7 @@ function M.report_interrupt(ctx, streams)
     streams.stderr:write("aliyun-iot: the journal ", state, " records the job; to finish it, run:\n  ",
       M.resume_command(ctx.opts, state), "\n")
   end
-  return M.EXIT_INTERRUPTED
+  return code
 end
 
 return M
