@@ -18,7 +18,8 @@ Commands:
         register the devices named in FILE: one DeviceName[,Nickname] a line,
         blank lines and # comments skipped; FILE - reads stdin
   resume --state FILE
-        finish a register job that stopped, from its state file
+        finish a register job that stopped, from its state file, at the
+        endpoint, region and instance it records (another one is refused)
   status --product-key PK --apply-id ID
         print an apply's status (QueryBatchRegisterDeviceStatus) as JSON
   devices --product-key PK --apply-id ID
@@ -55,8 +56,8 @@ ALIBABA_CLOUD_SECURITY_TOKEN), else ~/.aliyun/config.json, else
 ~/.alibabacloud/credentials.
 
 Exit status: 0 done; 1 service or network failure; 2 usage or validation error;
-3 partial success (--skip-invalid left names out); 130 stopped by Ctrl-C (the
-journal and the command that finishes the job are on stderr).
+3 partial success (--skip-invalid left names out); 130 stopped by Ctrl-C, 143
+by SIGTERM (the journal and the command that finishes the job are on stderr).
 ]]
 
 -- Option name -> {value = takes a value?, field = key in the options table,
@@ -66,7 +67,8 @@ local OPTIONS = {
   ["ca-file"] = {value = true}, timeout = {value = true}, deadline = {value = true},
   format = {value = true, commands = {register = true, resume = true, devices = true}},
   out = {value = true}, quiet = {}, help = {}, version = {},
-  ["product-key"] = {value = true, commands = {register = true, status = true, devices = true}},
+  ["product-key"] = {value = true, commands = {register = true, status = true, devices = true,
+                                               resume = true}},
   count = {value = true, commands = {register = true}},
   ["names-file"] = {value = true, commands = {register = true}},
   ["skip-invalid"] = {commands = {register = true}},

@@ -21,7 +21,7 @@ M.EXIT_TERMINATED = 143 -- SIGTERM (docker stop, systemd, kill), likewise
 -- Exit status for a failed call: 2 when nothing was sent because a value was bad, there
 -- are no credentials or they are malformed (local mistakes), 1 for the service or network.
 local LOCAL_CODES = {InvalidParameter = true, InvalidDeviceName = true, NoCredentials = true,
-                     InvalidCredentials = true}
+                     InvalidCredentials = true, TargetMismatch = true}
 
 function M.failure_code(err)
   return LOCAL_CODES[err.code] and M.EXIT_USAGE or M.EXIT_FAILURE
@@ -126,6 +126,16 @@ function M.report_failure(err, opts, streams, state)
     return M.EXIT_USAGE
   end
   M.print_error(streams, err)
+  if err.code == "TargetMismatch" and state then
+    -- the command that goes back to the journal's own target (the client's settings for
+    -- a journal that records none: its ProductKey was the mismatch)
+    local own, t = {}, err.journal_target or {}
+    for k, v in pairs(opts) do own[k] = v end
+    own.endpoint, own.region, own.iot_instance_id = t.endpoint, t.RegionId, t.IotInstanceId
+    streams.stderr:write("aliyun-iot: to finish the job where it lives, run:\n  ",
+      M.resume_command(own, state), "\n")
+    return M.EXIT_USAGE
+  end
   local ids = {}
   for i, id in ipairs(err.apply_ids or {}) do ids[i] = tostring(id) end
   if #ids > 0 then

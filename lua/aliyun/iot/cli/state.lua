@@ -78,7 +78,8 @@ function M.temp()
   return ("%s/aliyun-iot-%s.state"):format(dir:gsub("/+$", ""), tag), dir
 end
 
--- Checks the --state of 'resume' before any request (exit 2 with the reason).
+-- Checks the --state of 'resume' before any request (exit 2 with the reason); returns
+-- the journal's `job` record.
 function M.check_resume(state)
   local kind = core().file_kind(state)
   if kind == "none" then local_error("cannot read state file %s: no such file", state) end
@@ -92,6 +93,42 @@ function M.check_resume(state)
     local_error("state file %s is not a journal to resume: %s", state,
       tostring(jerr and jerr.message or jerr))
   end
+  return records[1]
+end
+
+-- The options 'resume' takes from the journal's job record where the user gave none:
+-- the endpoint, region and instance the job lives at, each on its own (journals written
+-- before targets were recorded give none: the user's options and the defaults apply). An
+-- option the user gave is kept, and the library refuses it if it is not the journal's
+-- (TargetMismatch, exit 2, nothing sent).
+function M.journal_target(opts, job)
+  if job.endpoint == nil then return end
+  opts.endpoint = opts.endpoint or job.endpoint
+  opts.region = opts.region or job.RegionId
+  opts.iot_instance_id = opts.iot_instance_id or job.IotInstanceId
+end
+
+-- The name `temp` gives a journal: aliyun-iot-<32 hex digits>.state.
+local TEMP_NAME = "^aliyun%-iot%-" .. ("%x"):rep(32) .. "%.state$"
+
+-- The identity of the file at `state` when it is a journal a register run made in TMPDIR
+-- because it was given no --state (named as `temp` names them, in TMPDIR): removed once
+-- a resume completes its job, as the run itself would have. nil for any other path.
+function M.temp_identity(state)
+  local dir, base = state:match("^(.*)/([^/]+)$")
+  if not base or not base:find(TEMP_NAME) then return nil end
+  local tmpdir = os.getenv("TMPDIR")
+  if not tmpdir or tmpdir == "" then tmpdir = "/tmp" end
+  local here = core().file_kind(dir, true) == "folder" and select(2, core().file_kind(dir, true))
+  if not here or here ~= select(2, core().file_kind(tmpdir, true)) then return nil end
+  local kind, id = core().file_kind(state)
+  return kind == "file" and id or nil
+end
+
+-- Removes the journal `temp_identity` named, if the path still holds that same file.
+function M.remove_temp(state, id)
+  local kind, now = core().file_kind(state)
+  if id and kind == "file" and now == id then os.remove(state) end
 end
 
 
