@@ -261,7 +261,9 @@ local function parse(path, body)
     if line == "" and nl == "" then break end
     n = n + 1
     local ok, rec = pcall(core.json_decode, line)
-    if not ok then rec = nil end
+    -- json_decode returns nil for bad text: what it raises is no verdict on the line (an
+    -- interrupt, SIGINT or SIGTERM, raised from a hook; memory) and goes on up
+    if not ok then error(rec, 0) end
     local why = line == "" and "is an empty line" or event_problem(rec, #records + 1)
     if why then
       -- Only the very last line may be cut short (a write interrupted by a crash).

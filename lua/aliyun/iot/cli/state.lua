@@ -20,7 +20,8 @@ local function job_record(path)
   fh:close()
   local line = head:match("^([^\n]*)\n")
   local ok, rec = pcall(core().json_decode, line or "")
-  if ok and type(rec) == "table" and rec.event == "job" then return rec end
+  if not ok then error(rec, 0) end -- not a verdict on the file: an interrupt, memory
+  if type(rec) == "table" and rec.event == "job" then return rec end
   if not line and head:sub(1, 1) == "{" and head:find('"event":"job"', 1, true) then
     return {} -- a job record longer than we read (a named job's names): a journal
   end
