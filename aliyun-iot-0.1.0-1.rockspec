@@ -61,6 +61,7 @@ build = {
     ["aliyun.iot.batch.port"] = "lua/aliyun/iot/batch/port.lua",
     ["aliyun.iot.batch.random"] = "lua/aliyun/iot/batch/random.lua",
     ["aliyun.iot.batch.resume"] = "lua/aliyun/iot/batch/resume.lua",
+    ["aliyun.iot.batch.target"] = "lua/aliyun/iot/batch/target.lua",
     ["aliyun.iot.batch.wait"] = "lua/aliyun/iot/batch/wait.lua",
     ["aliyun.iot.cli"] = "lua/aliyun/iot/cli.lua",
     ["aliyun.iot.cli.args"] = "lua/aliyun/iot/cli/args.lua",

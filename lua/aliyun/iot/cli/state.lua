@@ -66,11 +66,17 @@ function M.check_new(state, opts)
     "as it is)", state)
 end
 
+-- The folder TMPDIR names (/tmp without it).
+local function tmpdir()
+  local dir = os.getenv("TMPDIR")
+  if not dir or dir == "" then dir = "/tmp" end
+  return dir
+end
+
 -- The journal of a register run without --state: a new file in TMPDIR. No journal, no job:
 -- a TMPDIR that is not a folder is refused before anything is sent.
 function M.temp()
-  local dir = os.getenv("TMPDIR")
-  if not dir or dir == "" then dir = "/tmp" end
+  local dir = tmpdir()
   if core().file_kind(dir, true) ~= "folder" then
     local_error("cannot keep the job's journal: TMPDIR folder %s does not exist or is not " ..
       "a folder; set TMPDIR to a writable folder or give --state FILE", dir)
@@ -116,14 +122,15 @@ local TEMP_NAME = "^aliyun%-iot%-" .. ("%x"):rep(32) .. "%.state$"
 -- because it was given no --state (named as `temp` names them, in TMPDIR): removed once
 -- a resume completes its job, as the run itself would have. nil for any other path.
 function M.temp_identity(state)
-  local dir, base = state:match("^(.*)/([^/]+)$")
-  if not base or not base:find(TEMP_NAME) then return nil end
-  local tmpdir = os.getenv("TMPDIR")
-  if not tmpdir or tmpdir == "" then tmpdir = "/tmp" end
-  local here = core().file_kind(dir, true) == "folder" and select(2, core().file_kind(dir, true))
-  if not here or here ~= select(2, core().file_kind(tmpdir, true)) then return nil end
-  local kind, id = core().file_kind(state)
-  return kind == "file" and id or nil
+  local dir, base = state:match("^(.*)/([^/]*)$")
+  if not dir then dir, base = ".", state end
+  if not base:find(TEMP_NAME) then return nil end
+  -- the same folder as TMPDIR, however each is spelled (compared by device and inode)
+  local kind, here = core().file_kind(dir == "" and "/" or dir, true)
+  local tkind, there = core().file_kind(tmpdir(), true)
+  if kind ~= "folder" or tkind ~= "folder" or here ~= there then return nil end
+  local file, id = core().file_kind(state)
+  return file == "file" and id or nil
 end
 
 -- Removes the journal `temp_identity` named, if the path still holds that same file.
