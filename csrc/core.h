@@ -73,7 +73,8 @@ ALIYUN_INTERNAL void aliyun_newclass(lua_State *L, const char *name, const luaL_
 /* Seconds of the monotonic clock: core.now(), and the clock of not_before values. */
 ALIYUN_INTERNAL double aliyun_now(void);
 
-/* Whether SIGTERM arrived since core.catch_term() (signal.c): core.sleep ends early. */
-ALIYUN_INTERNAL int aliyun_term_pending(void);
+/* How many SIGTERMs core.catch_term() caught (signal.c): a sleep during which it grows
+   ends early. */
+ALIYUN_INTERNAL int aliyun_term_count(void);
 
 #endif

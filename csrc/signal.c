@@ -13,14 +13,19 @@
 
 /* The thread the hook goes on; NULL when not installed (or its state is closing). */
 static lua_State *volatile term_state = NULL;
-/* Set by the handler: a sleep ends early, and the CLI can tell SIGTERM from SIGINT. */
-static volatile sig_atomic_t term_caught = 0;
+/* Counted by the handler, so that the sleep in progress ends early (core.sleep). */
+static volatile sig_atomic_t term_count = 0;
 
 #define TERM_GUARD "aliyun.iot.core.term_guard"
 
-int aliyun_term_pending(void)
+/* The registry's guard: the thread its state hooks. */
+struct term_guard {
+    lua_State *hooked;
+};
+
+int aliyun_term_count(void)
 {
-    return term_caught != 0;
+    return (int)term_count;
 }
 
 /* The hook: runs at the next call, return, line or instruction count; clears itself and
@@ -42,17 +47,20 @@ static void on_term(int sig)
 {
     lua_State *L = term_state;
     (void)sig;
-    term_caught = 1;
+    term_count = term_count + 1;
     if (L != NULL)
         lua_sethook(L, term_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
 }
 
-/* __gc of the registry guard: the state is closing, so the handler must not touch it. */
+/* __gc of the registry guard, which holds the thread its state hooks: that state is
+   closing, so the handler must not touch it (unless another state has taken over). */
 static int term_release(lua_State *L)
 {
-    (void)L;
-    signal(SIGTERM, SIG_DFL);
-    term_state = NULL;
+    struct term_guard *g = (struct term_guard *)lua_touserdata(L, 1);
+    if (g != NULL && g->hooked == term_state) {
+        signal(SIGTERM, SIG_DFL);
+        term_state = NULL;
+    }
     return 0;
 }
 
@@ -74,17 +82,18 @@ static lua_State *main_thread(lua_State *L)
 /*
  * core.catch_term() -> true
  * From now on SIGTERM raises the error "terminated!" in the main Lua thread at its next
- * step (a C function in progress, such as a request or core.sleep, finishes first; a
- * sleep ends early). `core.term_caught()` then says it was SIGTERM. Idempotent; undone
- * when the Lua state closes. For programs (the CLI), not for libraries: it takes over
- * the process's SIGTERM.
+ * step (a C function in progress, such as a request, finishes first; core.sleep ends
+ * early). Idempotent; undone when the Lua state closes. For programs (the CLI), not for
+ * libraries: it takes over the process's SIGTERM.
  */
 static int l_catch_term(lua_State *L)
 {
     struct sigaction sa;
+    lua_State *main = main_thread(L);
     lua_getfield(L, LUA_REGISTRYINDEX, TERM_GUARD);
     if (lua_isnil(L, -1)) {
-        lua_newuserdata(L, 1);
+        struct term_guard *g = (struct term_guard *)lua_newuserdata(L, sizeof(struct term_guard));
+        g->hooked = main;
         lua_newtable(L);
         lua_pushcfunction(L, term_release);
         lua_setfield(L, -2, "__gc");
@@ -92,7 +101,7 @@ static int l_catch_term(lua_State *L)
         lua_setfield(L, LUA_REGISTRYINDEX, TERM_GUARD);
     }
     lua_pop(L, 1);
-    term_state = main_thread(L);
+    term_state = main;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_term;
     sigemptyset(&sa.sa_mask);
@@ -103,16 +112,9 @@ static int l_catch_term(lua_State *L)
     return 1;
 }
 
-/* core.term_caught() -> boolean: whether SIGTERM arrived since core.catch_term(). */
-static int l_term_caught(lua_State *L)
-{
-    lua_pushboolean(L, term_caught != 0);
-    return 1;
-}
-
 void aliyun_open_signal(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
-        {"catch_term", l_catch_term}, {"term_caught", l_term_caught}, {NULL, NULL}};
+        {"catch_term", l_catch_term}, {NULL, NULL}};
     luaL_setfuncs(L, funcs, 0);
 }
