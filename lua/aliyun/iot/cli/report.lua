@@ -110,6 +110,18 @@ local function report_contradiction(err, opts, streams, state)
     devices_command(opts, pk, err.apply_id), "\n")
 end
 
+-- A resume refused for another target than its journal's (exit 2, nothing sent): the
+-- command that goes back to the journal's own target (the client's settings for a journal
+-- that records none: its ProductKey was the mismatch).
+local function report_mismatch(err, opts, streams, state)
+  local own, t = {}, err.journal_target or {}
+  for k, v in pairs(opts) do own[k] = v end
+  own.endpoint, own.region, own.iot_instance_id = t.endpoint, t.RegionId, t.IotInstanceId
+  streams.stderr:write("aliyun-iot: to finish the job where it lives, run:\n  ",
+    M.resume_command(own, state), "\n")
+  return M.EXIT_USAGE
+end
+
 -- Reports a register/resume failure: the error, the applies created and how to finish.
 -- `state`: the journal to name with the resume command (nil when there is none to keep).
 -- No resume command is printed when a resume would meet the same end (`settled_by_service`).
@@ -127,14 +139,7 @@ function M.report_failure(err, opts, streams, state)
   end
   M.print_error(streams, err)
   if err.code == "TargetMismatch" and state then
-    -- the command that goes back to the journal's own target (the client's settings for
-    -- a journal that records none: its ProductKey was the mismatch)
-    local own, t = {}, err.journal_target or {}
-    for k, v in pairs(opts) do own[k] = v end
-    own.endpoint, own.region, own.iot_instance_id = t.endpoint, t.RegionId, t.IotInstanceId
-    streams.stderr:write("aliyun-iot: to finish the job where it lives, run:\n  ",
-      M.resume_command(own, state), "\n")
-    return M.EXIT_USAGE
+    return report_mismatch(err, opts, streams, state)
   end
   local ids = {}
   for i, id in ipairs(err.apply_ids or {}) do ids[i] = tostring(id) end
