@@ -34,18 +34,26 @@ static int l_time(lua_State *L)
     return 1;
 }
 
-/* core.sleep(seconds) blocks for that many seconds (fractions allowed; <= 0 returns). */
+/*
+ * core.sleep(seconds) blocks for that many seconds (fractions allowed; <= 0 returns).
+ * A signal does not cut it short, except SIGTERM once core.catch_term() is on: the job
+ * then stops without waiting out a poll's pause.
+ */
 static int l_sleep(lua_State *L)
 {
     lua_Number s = luaL_checknumber(L, 1);
     struct timespec req, rem;
+    int terms;
     if (!(s > 0))
         return 0;
     if (s > 1e6)
         return luaL_argerror(L, 1, "sleep too long");
     req.tv_sec = (time_t)s;
     req.tv_nsec = (long)((s - (lua_Number)req.tv_sec) * 1e9);
-    while (nanosleep(&req, &rem) != 0 && errno == EINTR)
+    /* only the SIGTERM that arrives during this sleep cuts it: a later sleep (should the
+       error be caught and the program go on) waits in full, so pacing still holds */
+    terms = aliyun_term_count();
+    while (nanosleep(&req, &rem) != 0 && errno == EINTR && aliyun_term_count() == terms)
         req = rem;
     return 0;
 }

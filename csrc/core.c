@@ -1,7 +1,8 @@
 /*
  * Entry point of the Lua module aliyun.iot.core. Each concern (encoding, flattening,
- * signing, clocks, transport, decoding, files, device signatures) lives in its own file and adds its
- * functions here; the helper that registers userdata classes lives here too.
+ * signing, clocks, transport, decoding, files, device signatures, SIGTERM) lives in its
+ * own file and adds its functions here; the helper that registers userdata classes lives
+ * here too.
  */
 #include "core.h"
 
@@ -45,5 +46,6 @@ ALIYUN_EXPORT int luaopen_aliyun_iot_core(lua_State *L)
     aliyun_open_decode(L);
     aliyun_open_fs(L);
     aliyun_open_mqtt(L);
+    aliyun_open_signal(L);
     return 1;
 }

@@ -36,6 +36,7 @@ ALIYUN_INTERNAL void aliyun_open_http(lua_State *L);
 ALIYUN_INTERNAL void aliyun_open_decode(lua_State *L);
 ALIYUN_INTERNAL void aliyun_open_fs(lua_State *L);
 ALIYUN_INTERNAL void aliyun_open_mqtt(lua_State *L);
+ALIYUN_INTERNAL void aliyun_open_signal(lua_State *L);
 
 /* Appends percent_encode(s[0..len)) to b (RFC 3986 unreserved kept, %XY upper-case). */
 ALIYUN_INTERNAL void aliyun_add_encoded(luaL_Buffer *b, const char *s, size_t len);
@@ -71,5 +72,9 @@ ALIYUN_INTERNAL void aliyun_newclass(lua_State *L, const char *name, const luaL_
 
 /* Seconds of the monotonic clock: core.now(), and the clock of not_before values. */
 ALIYUN_INTERNAL double aliyun_now(void);
+
+/* How many SIGTERMs core.catch_term() caught (signal.c): a sleep during which it grows
+   ends early. */
+ALIYUN_INTERNAL int aliyun_term_count(void);
 
 #endif

@@ -49,7 +49,7 @@
 -- ApplyId never arrived (a BatchRegisterDevice whose answer was lost). Codes:
 -- `InvalidParameter`, `InvalidDeviceName`, `ApplyTimeout` (the deadline or
 -- apply_timeout; the message says which), `CheckFailed`, `CreateFailed`, `Ambiguous`,
--- `InvalidResponse`, `JournalError`, and any call's error.
+-- `InvalidResponse`, `JournalError`, `TargetMismatch` (resume), and any call's error.
 --
 -- `on_progress(event)` receives `{phase = "validate"|"check"|"register"|"create"|"fetch",
 -- apply_id=, done=, total=, status=}`: validate (names that passed the local rules of all
@@ -71,6 +71,7 @@ local resume_m = require "aliyun.iot.batch.resume"
 local devices = require "aliyun.iot.batch.devices"
 local check = require "aliyun.iot.batch.check"
 local product = require "aliyun.iot.batch.product"
+local target_m = require "aliyun.iot.batch.target"
 
 local M = {}
 
@@ -83,8 +84,10 @@ local function run(job, fn)
   return res, err
 end
 
+-- Creates the job's journal; its job line records the job's target too (batch/target.lua).
 local function start_journal(job, path, record)
   if not path then return nil end
+  for k, v in pairs(target_m.record(job.port)) do record[k] = v end
   local j, err = journal.create(path, record)
   if not j then
     err.code, err.parameter = "InvalidParameter", "journal"
@@ -276,13 +279,21 @@ end
 -- when the process ended) is never followed by new submissions: the known applies are
 -- finished and the job ends in the `ambiguous` error. A finished journal returns its
 -- result without a request.
--- @tparam table args `journal` (path), `on_progress`, `on_report` (a named job's, as for
+--
+-- The journal records where its job lives (`aliyun.iot.batch.target`): a client set for
+-- another endpoint, RegionId or IotInstanceId, or a `ProductKey` other than the
+-- journal's, is refused before any request (`TargetMismatch`). A journal written before
+-- targets were recorded is resumed with the client's settings.
+-- @tparam table args `journal` (path), `ProductKey` (optional: the product the caller
+--   expects the job to be in), `on_progress`, `on_report` (a named job's, as for
 --   `register_named_devices`; its `existing` is the journal's), `deadline` [s],
 --   `apply_timeout` [s]
 -- @treturn ?table the result the original call would have returned (all devices, the
 --   ones read from the journal included)
 -- @treturn ?table err as for the original call; `JournalError` for an unreadable journal
---   or one another process holds
+--   or one another process holds; `TargetMismatch` (nothing sent; `journal_target` and
+--   `client_target`, the message naming both) for a client or ProductKey that is not the
+--   journal's
 -- @raise on misuse (see the module); an error raised by on_progress propagates (the
 --   journal is released: resume again)
 local function resume(self, args)
@@ -291,6 +302,11 @@ local function resume(self, args)
   local j, records, err = journal.open(args.journal)
   if not j then return nil, err end
   local job = new_job(self, args, {kind = records[1].kind, ProductKey = records[1].ProductKey})
+  err = target_m.check(records[1], job.port, args.ProductKey, args.journal)
+  if err then
+    j:close()
+    return nil, err
+  end
   job.journal = j
   return run(job, function()
     local done, rerr = resume_m.rebuild(job, records)

@@ -11,8 +11,8 @@
 --
 -- Exit codes: 0 success; 1 service or network failure (stderr lists the ApplyIds created
 -- and the command that finishes the job); 2 usage error or local validation failure;
--- 3 partial success (`--skip-invalid` left names out); 130 SIGINT (as for 1, from the
--- journal). `plan --detailed-exitcode`: 2 means changes, so every failure is 1 there.
+-- 3 partial success (`--skip-invalid` left names out); 130 SIGINT, 143 SIGTERM (as for 1,
+-- from the journal). `plan --detailed-exitcode`: 2 means changes, so every failure is 1 there.
 -- Secrets (AccessKeySecret, SecurityToken, DeviceSecret) go only to the chosen output
 -- (stdout or `--out FILE`), never to stderr.
 -- @module aliyun.iot.cli
@@ -30,6 +30,7 @@ local M = {}
 -- The pieces, under the names the command has always offered (specs and scripts use them).
 M.EXIT_OK, M.EXIT_FAILURE, M.EXIT_USAGE = report.EXIT_OK, report.EXIT_FAILURE, report.EXIT_USAGE
 M.EXIT_PARTIAL, M.EXIT_INTERRUPTED = report.EXIT_PARTIAL, report.EXIT_INTERRUPTED
+M.EXIT_TERMINATED = report.EXIT_TERMINATED
 M.USAGE = args.USAGE
 M.parse, M.check, M.build_params = args.parse, args.check, args.build_params
 M.parse_names, M.MAX_NAMES_BYTES = names.parse_names, names.MAX_NAMES_BYTES
@@ -41,10 +42,13 @@ local function version()
   return ("aliyun-iot %s (IoT API %s)"):format(tostring(iot._VERSION), tostring(iot.API_VERSION))
 end
 
--- Lua's stand-alone interpreters turn SIGINT into this error (lua.c and luajit.c: a hook
--- raises "interrupted!" when the Lua code runs next).
+-- Lua's stand-alone interpreters turn SIGINT into an error (lua.c and luajit.c: a hook
+-- raises "interrupted!" when the Lua code runs next); `core.catch_term` does the same for
+-- SIGTERM ("terminated!"). Returns the signal's name, or nil for any other error.
 local function is_interrupt(e)
-  return type(e) == "string" and e:find("interrupted!$") ~= nil
+  if type(e) ~= "string" then return nil end
+  if e:find("interrupted!$") then return "SIGINT" end
+  if e:find("terminated!$") then return "SIGTERM" end
 end
 
 --- Runs the command.
@@ -53,8 +57,8 @@ end
 --   process's own; `stderr_is_tty` overrides the terminal check)
 -- @tparam[opt] string prog the program name printed in follow-up commands (default
 --   `aliyun-iot`; bin/aliyun-iot passes the path it was run by from a checkout)
--- @treturn integer exit status (0, 1, 2 or 3; 130 when SIGINT stopped it: the journal and
---   the resume command are then on stderr)
+-- @treturn integer exit status (0, 1, 2 or 3; 130 when SIGINT stopped it, 143 when
+--   SIGTERM did: the journal and the resume command are then on stderr)
 -- The name follow-up commands use: `prog` as the user typed it (bin/aliyun-iot from a
 -- checkout), `aliyun-iot` when none is given.
 local function set_prog(prog)
@@ -69,6 +73,8 @@ function M.main(argv, streams, prog)
   local core = require "aliyun.iot.core"
   core.disable_core_dumps()
   core.ignore_file_size_signal()
+  -- `docker stop` and systemd send SIGTERM: it stops the job as Ctrl-C does (exit 143)
+  core.catch_term()
   streams = streams or {}
   streams.stdin = streams.stdin or io.stdin
   streams.stdout = streams.stdout or io.stdout
@@ -119,11 +125,12 @@ function M.main(argv, streams, prog)
       code.hint and ("Try '" .. args.shell_quote(report.PROG) .. " --help'.\n") or "")
     return require("aliyun.iot.cli.plan").usage_status(words)
   end
-  if is_interrupt(code) then
+  local signal = is_interrupt(code)
+  if signal then
     if ctx.out then ctx.out:abort() end
     if ctx.report then ctx.report.abort() end -- the lines decided so far are kept
     if ctx.ui then ctx.ui.done() end
-    return report.report_interrupt(ctx, streams)
+    return report.report_interrupt(ctx, streams, signal)
   end
   streams.stderr:write("aliyun-iot: internal error: ", tostring(code), "\n")
   return M.EXIT_FAILURE

@@ -178,6 +178,22 @@ function Client:_transport()
   return function(req) return self.curl:request(req) end, self.curl
 end
 
+--- Where this client sends its calls: what a job's journal records so that a resume goes
+-- back to the same place (`client:resume` refuses another).
+-- @tparam[opt] boolean with_key also name the AccessKeyId: the credentials are fetched as
+--   a call fetches them (a credentials function may run)
+-- @treturn table `{endpoint = the effective URL ("https://iot.cn-shanghai.aliyuncs.com/"),
+--   RegionId = string, IotInstanceId = string or nil, ApiVersion = "2018-01-20",
+--   AccessKeyId = string or nil}`. AccessKeyId is for information only (temporary
+--   credentials change it on every refresh); nil without `with_key` or when the
+--   credentials cannot be had now (the call that needs them then fails with the reason).
+--   Never a secret.
+function Client:target(with_key)
+  local creds = with_key and self:_credentials() or nil
+  return {endpoint = self.url, RegionId = self.region_id, IotInstanceId = self.iot_instance_id,
+          ApiVersion = request.API_VERSION, AccessKeyId = creds and creds.access_key_id or nil}
+end
+
 --- Closes the client's connections. The client stays usable (a later call reconnects).
 function Client:close()
   if self.curl then

@@ -11,9 +11,16 @@
 --
 -- Events (field `event`), in the order a job writes them:
 --
---   {"event":"job","version":1,"kind":"random","ProductKey":..,"Count":2500}
+--   {"event":"job","version":1,"kind":"random","ProductKey":..,"Count":2500,<target>}
 --   {"event":"job","version":1,"kind":"named","ProductKey":..,"skip_invalid":true,
---    "existing":"adopt","Devices":[{"DeviceName":..,"DeviceNickname":..},..]}
+--    "existing":"adopt","Devices":[{"DeviceName":..,"DeviceNickname":..},..],<target>}
+--    where <target> is where the job lives (`aliyun.iot.batch.target`):
+--    "endpoint":"https://iot.cn-shanghai.aliyuncs.com/" (the effective URL),
+--    "RegionId":"cn-shanghai", "IotInstanceId":.. (only when the client has one),
+--    "ApiVersion":"2018-01-20", "AccessKeyId":.. (for information only: never a secret,
+--    never compared). A resume is refused unless its client has the same endpoint,
+--    RegionId and IotInstanceId. Journals written before these fields existed have none
+--    of them and resume with the client's settings.
 --   {"event":"submit","seq":1,"action":"BatchRegisterDevice","Count":1000}  (right before
 --    sending; once per attempt, all with the same seq)
 --   {"event":"apply","seq":1,"ApplyId":"4415","ProductKey":..,"phase":"create",
@@ -206,6 +213,25 @@ local JOB = {
            Devices = list_of(named_device)},
 }
 
+-- The job's target (`aliyun.iot.batch.target`), on every kind of job line; absent from
+-- journals written before targets were recorded (those resume with the client's settings).
+local function text_opt(v)
+  if v ~= nil and not text(v) then return "must be a non-empty string without NUL, CR or LF" end
+end
+local TARGET = {
+  endpoint = function(v)
+    if v ~= nil and not (text(v) and v:find("^https?://[%w%.%-%[%]:]+/$")) then
+      return "must be an http:// or https:// URL with no path"
+    end
+  end,
+  RegionId = function(v)
+    if v ~= nil and not (type(v) == "string" and v:find("^[%w%-]+$")) then
+      return "must hold only letters, digits and -"
+    end
+  end,
+  IotInstanceId = text_opt, ApiVersion = text_opt, AccessKeyId = text_opt,
+}
+
 local function check_fields(rec, fields)
   local keys = {}
   for k in pairs(fields) do keys[#keys + 1] = k end
@@ -224,7 +250,11 @@ local function event_problem(rec, n)
     if rec.version ~= 1 then return "unknown journal version " .. tostring(rec.version) end
     local fields = JOB[rec.kind]
     if not fields then return "job event: unknown kind " .. tostring(rec.kind) end
-    return check_fields(rec, fields)
+    local why = check_fields(rec, fields) or check_fields(rec, TARGET)
+    if why or rec.endpoint == nil then return why end
+    -- a target is whole: the endpoint is compared with its RegionId on resume
+    if rec.RegionId == nil then return "job event: an endpoint needs its RegionId" end
+    return nil
   end
   local fields = EVENTS[rec.event]
   if not fields then return ("unknown event '%s'"):format(rec.event) end
@@ -242,7 +272,9 @@ local function parse(path, body)
     if line == "" and nl == "" then break end
     n = n + 1
     local ok, rec = pcall(core.json_decode, line)
-    if not ok then rec = nil end
+    -- json_decode returns nil for bad text: what it raises is no verdict on the line (an
+    -- interrupt, SIGINT or SIGTERM, raised from a hook; memory) and goes on up
+    if not ok then error(rec, 0) end
     local why = line == "" and "is an empty line" or event_problem(rec, #records + 1)
     if why then
       -- Only the very last line may be cut short (a write interrupted by a crash).

@@ -109,6 +109,7 @@ M.SCHEMAS = {
   },
   resume = {
     journal = {type = "string", required = true},
+    ProductKey = {type = "string", problem = validate.product_key_problem},
     on_progress = ON_PROGRESS, on_report = ON_REPORT, deadline = DEADLINE,
     apply_timeout = APPLY_TIMEOUT,
   },

@@ -1,10 +1,10 @@
 --- The batch helpers' one door to the client: every request, clock reading and pause of
--- a job goes through the four functions here, so the helpers depend on this small
+-- a job goes through the functions here, so the helpers depend on this small
 -- interface and on nothing else of the client.
 --
 -- The interface is the client's documented one (`client:invoke(action, params, opts)`,
 -- `client:invoke_many(action, params_list, opts, concurrency)`, `client:clock()`,
--- `client:pause(seconds)`).
+-- `client:pause(seconds)`, `client:target()`).
 -- `opts`: `deadline` (an absolute `clock()` value: no attempt starts after it, each
 -- attempt's timeouts are cut to the time left; passed, the call ends in
 -- `DeadlineExceeded`), `on_send(call_opts) -> true | nil, err` (right before an attempt
@@ -27,6 +27,13 @@ end
 --- A client option the helpers read (`max_batch_size`, `max_retries`).
 function Port:option(name)
   return self.client[name]
+end
+
+--- Where the client sends its calls (`client:target(with_key)`): the journal's record of
+-- it; `with_key` also names the AccessKeyId (fetching the credentials).
+-- @treturn table `{endpoint=, RegionId=, IotInstanceId=, ApiVersion=, AccessKeyId=}`
+function Port:target(with_key)
+  return self.client:target(with_key)
 end
 
 --- The client's monotonic clock [s].

@@ -23,7 +23,8 @@ Commands:
         ask the service which names it would register (and which exist),
         registering nothing; prints JSON
   resume --state FILE
-        finish a register job that stopped, from its state file
+        finish a register job that stopped, from its state file, at the
+        endpoint, region and instance it records (another one is refused)
   status --product-key PK --apply-id ID
         print an apply's status (QueryBatchRegisterDeviceStatus) as JSON
   devices --product-key PK --apply-id ID
@@ -105,9 +106,9 @@ ALIBABA_CLOUD_CREDENTIALS_URI. A configured source that fails exits 1.
 
 Exit status: 0 done; 1 service or network failure; 2 usage or validation error;
 3 partial success (--skip-invalid left names out; check found names the service
-would not take); 130 stopped by Ctrl-C (the journal and the command that
-finishes the job are on stderr). plan --detailed-exitcode: 0 no changes,
-2 changes, 1 any failure (usage included).
+would not take); 130 stopped by Ctrl-C, 143 by SIGTERM (the journal and the
+command that finishes the job are on stderr). plan --detailed-exitcode: 0 no
+changes, 2 changes, 1 any failure (usage included).
 ]]
 
 -- Option name -> {value = takes a value?, field = key in the options table,
@@ -120,7 +121,8 @@ local OPTIONS = {
                                      ["mqtt-credentials"] = true, export = true}},
   out = {value = true}, quiet = {}, help = {}, version = {},
   ["product-key"] = {value = true, commands = {register = true, status = true, devices = true,
-                                               check = true, export = true, plan = true}},
+                                               check = true, export = true, plan = true,
+                                               resume = true}},
   manifest = {value = true, commands = {plan = true}},
   ["prune-tags"] = {commands = {plan = true}}, ["retire-unlisted"] = {commands = {plan = true}},
   ["detailed-exitcode"] = {commands = {plan = true}},

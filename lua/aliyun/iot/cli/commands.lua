@@ -39,8 +39,9 @@ local function job_args(opts, streams, ui)
   local job = {on_progress = ui.on_progress, deadline = opts.deadline,
                apply_timeout = opts.apply_timeout}
   if opts.command == "resume" then
-    state_file.check_resume(opts.state)
-    job.journal = opts.state
+    -- back to the journal's target unless told otherwise (and then refused if it differs)
+    state_file.journal_target(opts, state_file.check_resume(opts.state))
+    job.journal, job.ProductKey = opts.state, opts.product_key
     return job, opts.state, false
   end
   job.ProductKey = opts.product_key
@@ -187,6 +188,8 @@ function M.run_job(opts, streams, ui, now, ctx)
   if aerr then print_error(streams, aerr) return failure_code(aerr) end
   local out = output.open_devices(opts, streams.stdout)
   ctx.out, ctx.state, ctx.own_state = out, state, own_state
+  -- a resume of a journal made in TMPDIR by a run without --state removes it at the end
+  local temp_id = opts.command == "resume" and state_file.temp_identity(state)
   local client, cerr = new_client(opts, ui)
   if not client then return failed(out, streams, cerr) end
   if opts.report then
@@ -220,6 +223,7 @@ function M.run_job(opts, streams, ui, now, ctx)
     return report.EXIT_FAILURE
   end
   if own_state then require("aliyun.iot.journal").discard(state) end
+  if temp_id then state_file.remove_temp(state, temp_id) end
   return summary(res, n, client, ui, now() - t0, streams)
 end
 

@@ -16,11 +16,12 @@ local printable = require("aliyun.iot.errors").printable
 
 M.EXIT_OK, M.EXIT_FAILURE, M.EXIT_USAGE, M.EXIT_PARTIAL = 0, 1, 2, 3
 M.EXIT_INTERRUPTED = 130 -- SIGINT (Ctrl-C), as shells report a command it ended
+M.EXIT_TERMINATED = 143 -- SIGTERM (docker stop, systemd, kill), likewise
 
 -- Exit status for a failed call: 2 when nothing was sent because a value was bad, there
 -- are no credentials or they are malformed (local mistakes), 1 for the service or network.
 local LOCAL_CODES = {InvalidParameter = true, InvalidDeviceName = true, NoCredentials = true,
-                     InvalidCredentials = true}
+                     InvalidCredentials = true, TargetMismatch = true}
 
 function M.failure_code(err)
   return LOCAL_CODES[err.code] and M.EXIT_USAGE or M.EXIT_FAILURE
@@ -112,6 +113,18 @@ local function report_contradiction(err, opts, streams, state)
     devices_command(opts, pk, err.apply_id), "\n")
 end
 
+-- A resume refused for another target than its journal's (exit 2, nothing sent): the
+-- command that goes back to the journal's own target (the client's settings for a journal
+-- that records none: its ProductKey was the mismatch).
+local function report_mismatch(err, opts, streams, state)
+  local own, t = {}, err.journal_target or {}
+  for k, v in pairs(opts) do own[k] = v end
+  own.endpoint, own.region, own.iot_instance_id = t.endpoint, t.RegionId, t.IotInstanceId
+  streams.stderr:write("aliyun-iot: to finish the job where it lives, run:\n  ",
+    M.resume_command(own, state), "\n")
+  return M.EXIT_USAGE
+end
+
 -- Reports a register/resume failure: the error, the applies created and how to finish.
 -- `state`: the journal to name with the resume command (nil when there is none to keep).
 -- No resume command is printed when a resume would meet the same end (`settled_by_service`).
@@ -128,6 +141,9 @@ function M.report_failure(err, opts, streams, state)
     return M.EXIT_USAGE
   end
   M.print_error(streams, err)
+  if err.code == "TargetMismatch" and state then
+    return report_mismatch(err, opts, streams, state)
+  end
   local ids = {}
   for i, id in ipairs(err.apply_ids or {}) do ids[i] = tostring(id) end
   if #ids > 0 then
@@ -150,13 +166,19 @@ function M.report_failure(err, opts, streams, state)
   return M.failure_code(err)
 end
 
--- Reports a job stopped by SIGINT (Lua's "interrupted!" error): what the journal holds
--- and how to finish. A journal this run created in TMPDIR that holds nothing sent is
--- removed.
-function M.report_interrupt(ctx, streams)
-  streams.stderr:write("aliyun-iot: interrupted\n")
+-- Reports a job stopped by SIGINT or SIGTERM (`signal`; Lua's "interrupted!" error, or
+-- core.catch_term's "terminated!"): what the journal holds and how to finish. A journal
+-- this run created in TMPDIR that holds nothing sent is removed.
+function M.report_interrupt(ctx, streams, signal)
+  local code = M.EXIT_INTERRUPTED
+  if signal == "SIGTERM" then
+    streams.stderr:write("aliyun-iot: terminated (SIGTERM)\n")
+    code = M.EXIT_TERMINATED
+  else
+    streams.stderr:write("aliyun-iot: interrupted\n")
+  end
   local state = ctx.state
-  if not state then return M.EXIT_INTERRUPTED end
+  if not state then return code end
   local journal = require "aliyun.iot.journal"
   -- read, not opened: the interrupted job in this process may still hold its lock
   local records = journal.read(state)
@@ -167,7 +189,7 @@ function M.report_interrupt(ctx, streams)
   end
   if ctx.own_state and records and #records < 2 and journal.discard(state) then
     streams.stderr:write("aliyun-iot: nothing was sent yet\n")
-    return M.EXIT_INTERRUPTED
+    return code
   end
   if #ids > 0 then
     streams.stderr:write("aliyun-iot: ApplyIds created: ", table.concat(ids, " "), "\n")
@@ -176,7 +198,7 @@ function M.report_interrupt(ctx, streams)
     streams.stderr:write("aliyun-iot: the journal ", state, " records the job; to finish it, run:\n  ",
       M.resume_command(ctx.opts, state), "\n")
   end
-  return M.EXIT_INTERRUPTED
+  return code
 end
 
 return M

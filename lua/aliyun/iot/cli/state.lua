@@ -20,7 +20,8 @@ local function job_record(path)
   fh:close()
   local line = head:match("^([^\n]*)\n")
   local ok, rec = pcall(core().json_decode, line or "")
-  if ok and type(rec) == "table" and rec.event == "job" then return rec end
+  if not ok then error(rec, 0) end -- not a verdict on the file: an interrupt, memory
+  if type(rec) == "table" and rec.event == "job" then return rec end
   if not line and head:sub(1, 1) == "{" and head:find('"event":"job"', 1, true) then
     return {} -- a job record longer than we read (a named job's names): a journal
   end
@@ -65,11 +66,17 @@ function M.check_new(state, opts)
     "as it is)", state)
 end
 
+-- The folder TMPDIR names (/tmp without it).
+local function tmpdir()
+  local dir = os.getenv("TMPDIR")
+  if not dir or dir == "" then dir = "/tmp" end
+  return dir
+end
+
 -- The journal of a register run without --state: a new file in TMPDIR. No journal, no job:
 -- a TMPDIR that is not a folder is refused before anything is sent.
 function M.temp()
-  local dir = os.getenv("TMPDIR")
-  if not dir or dir == "" then dir = "/tmp" end
+  local dir = tmpdir()
   if core().file_kind(dir, true) ~= "folder" then
     local_error("cannot keep the job's journal: TMPDIR folder %s does not exist or is not " ..
       "a folder; set TMPDIR to a writable folder or give --state FILE", dir)
@@ -78,7 +85,8 @@ function M.temp()
   return ("%s/aliyun-iot-%s.state"):format(dir:gsub("/+$", ""), tag), dir
 end
 
--- Checks the --state of 'resume' before any request (exit 2 with the reason).
+-- Checks the --state of 'resume' before any request (exit 2 with the reason); returns
+-- the journal's `job` record.
 function M.check_resume(state)
   local kind = core().file_kind(state)
   if kind == "none" then local_error("cannot read state file %s: no such file", state) end
@@ -92,6 +100,43 @@ function M.check_resume(state)
     local_error("state file %s is not a journal to resume: %s", state,
       tostring(jerr and jerr.message or jerr))
   end
+  return records[1]
+end
+
+-- The options 'resume' takes from the journal's job record where the user gave none:
+-- the endpoint, region and instance the job lives at, each on its own (journals written
+-- before targets were recorded give none: the user's options and the defaults apply). An
+-- option the user gave is kept, and the library refuses it if it is not the journal's
+-- (TargetMismatch, exit 2, nothing sent).
+function M.journal_target(opts, job)
+  if job.endpoint == nil then return end
+  opts.endpoint = opts.endpoint or job.endpoint
+  opts.region = opts.region or job.RegionId
+  opts.iot_instance_id = opts.iot_instance_id or job.IotInstanceId
+end
+
+-- The name `temp` gives a journal: aliyun-iot-<32 hex digits>.state.
+local TEMP_NAME = "^aliyun%-iot%-" .. ("%x"):rep(32) .. "%.state$"
+
+-- The identity of the file at `state` when it is a journal a register run made in TMPDIR
+-- because it was given no --state (named as `temp` names them, in TMPDIR): removed once
+-- a resume completes its job, as the run itself would have. nil for any other path.
+function M.temp_identity(state)
+  local dir, base = state:match("^(.*)/([^/]*)$")
+  if not dir then dir, base = ".", state end
+  if not base:find(TEMP_NAME) then return nil end
+  -- the same folder as TMPDIR, however each is spelled (compared by device and inode)
+  local kind, here = core().file_kind(dir == "" and "/" or dir, true)
+  local tkind, there = core().file_kind(tmpdir(), true)
+  if kind ~= "folder" or tkind ~= "folder" or here ~= there then return nil end
+  local file, id = core().file_kind(state)
+  return file == "file" and id or nil
+end
+
+-- Removes the journal `temp_identity` named, if the path still holds that same file.
+function M.remove_temp(state, id)
+  local kind, now = core().file_kind(state)
+  if id and kind == "file" and now == id then os.remove(state) end
 end
 
 
