@@ -66,6 +66,7 @@ local job_m = require "aliyun.iot.batch.job"
 local wait = require "aliyun.iot.batch.wait"
 local random = require "aliyun.iot.batch.random"
 local named = require "aliyun.iot.batch.named"
+local drawn = require "aliyun.iot.batch.drawn"
 local resume_m = require "aliyun.iot.batch.resume"
 local devices = require "aliyun.iot.batch.devices"
 
@@ -152,10 +153,23 @@ local function apply_devices(self, args)
     t_end = args.deadline and port:clock() + args.deadline, failure = failure})
 end
 
---- Registers Count devices with random names (BatchRegisterDevice, D-69473), split into
--- chunks of at most `client.max_batch_size`; waits for each apply and reads its devices.
+--- Registers Count devices with random names, split into chunks of at most
+-- `client.max_batch_size`; waits for each apply and reads its devices. Who picks the names:
+--
+-- * `names = "service"` (the default, as the API page describes): BatchRegisterDevice
+--   (D-69473). One request a chunk; but when its answer is lost after the service acted,
+--   no client can learn the ApplyId: the job ends `Ambiguous` (see `resume`'s
+--   `adopt_apply_ids` and `accept_ambiguous` for the ways out).
+-- * `names = "client"`: the client draws the names (`aliyun.iot.batch.drawn`: OpenSSL's
+--   RAND, 20 characters of [A-Za-z0-9]), journals them before the first request, and
+--   registers them as `register_named_devices` does (BatchCheckDeviceNames,
+--   BatchRegisterDeviceWithApplyId). Twice the requests, but a lost answer is settled
+--   (a check is sent again, a registration read back with QueryBatchRegisterDeviceStatus),
+--   so this job never ends ambiguous; a name found taken by a device not the job's is
+--   replaced by a fresh one; idempotent calls keep retrying within `retry_deadline`.
 -- @tparam table args `ProductKey` (string), `Count` (integer or digit string, 1 to
---   10,000,000 per job), `on_progress` (function, see module), `journal` (path of a new
+--   10,000,000 per job), `names` ("service" or "client", default "service"),
+--   `on_progress` (function, see module), `journal` (path of a new
 --   journal file), `deadline` [s from now: the whole job, requests in flight included],
 --   `apply_timeout` [s, default 3600: the longest wait for one apply]
 -- @treturn ?table `{ApplyIds = {...}, Devices = {{ProductKey=, DeviceName=, DeviceSecret=,
@@ -170,12 +184,18 @@ local function register_devices(self, args)
   local ok, bad = args_m.check(args, "register_devices", 3)
   if not ok then return nil, bad end
   local count = args_m.count(args.Count)
-  local job = new_job(self, args, {kind = "random", ProductKey = args.ProductKey,
+  local kind = args.names == "client" and "client" or "random"
+  local job = new_job(self, args, {kind = kind, ProductKey = args.ProductKey,
                                    Count = count, total = count})
-  local err = start_journal(job, args.journal, {kind = "random", ProductKey = args.ProductKey,
+  local err = start_journal(job, args.journal, {kind = kind, ProductKey = args.ProductKey,
                                                 Count = count})
   if err then return nil, err end
-  return run(job, random.run)
+  if kind == "random" then return run(job, random.run) end
+  return run(job, function()
+    local derr = drawn.start(job)
+    if derr then return job:conclude(derr) end
+    return drawn.run(job)
+  end)
 end
 
 --- Registers devices with the given names: BatchCheckDeviceNames (D-69482) -> wait ->
@@ -234,6 +254,7 @@ local function resume(self, args)
     if rerr then return nil, rerr end
     if done then return job:result() end
     if job.kind == "random" then return random.run(job) end
+    if job.kind == "client" then return drawn.run(job) end
     return named.run(job)
   end)
 end

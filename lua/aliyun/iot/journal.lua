@@ -14,6 +14,13 @@
 --   {"event":"job","version":1,"kind":"random","ProductKey":..,"Count":2500}
 --   {"event":"job","version":1,"kind":"named","ProductKey":..,"skip_invalid":true,
 --    "Devices":[{"DeviceName":..,"DeviceNickname":..},..]}
+--   {"event":"job","version":1,"kind":"client","ProductKey":..,"Count":2500}  (names
+--    drawn by the client, then registered as a named job's)
+--   {"event":"names","Names":[..],"Replaces":[..]}  (a client-named job's drawn names,
+--    one event per chunk, all written before the first request that uses them;
+--    Replaces: names the check found taken by devices not the job's)
+--   {"event":"register","ApplyId":"4416"}  (right before BatchRegisterDeviceWithApplyId:
+--    a resume settles it with QueryBatchRegisterDeviceStatus before anything else)
 --   {"event":"submit","seq":1,"action":"BatchRegisterDevice","Count":1000}  (right before
 --    sending; once per attempt, all with the same seq)
 --   {"event":"apply","seq":1,"ApplyId":"4415","ProductKey":..,"phase":"create",
@@ -184,6 +191,12 @@ local EVENTS = {
   fetched = {ApplyId = F.apply_id, Total = F.total, Status = F.status,
              Failed = list_of(verdict, true, M.MAX_APPLY)},
   done = {Devices = F.devices, Invalid = list_of(verdict, true)},
+  -- a client-named job's drawn names, before any request uses them; `Replaces`: names
+  -- the check found taken by devices that are not the job's, dropped for these
+  names = {Names = list_of(F.device_name, false, M.MAX_APPLY),
+           Replaces = list_of(F.device_name, true, M.MAX_APPLY)},
+  -- BatchRegisterDeviceWithApplyId about to be sent: a resume settles it first
+  register = {ApplyId = F.apply_id},
 }
 
 -- What each phase of an apply needs: a create apply its Count, a check apply its Names.
@@ -193,6 +206,7 @@ local JOB = {
   random = {ProductKey = F.product_key, Count = F.count},
   named = {ProductKey = F.product_key, skip_invalid = F.bool_opt,
            Devices = list_of(named_device)},
+  client = {ProductKey = F.product_key, Count = F.count},
 }
 
 local function check_fields(rec, fields)

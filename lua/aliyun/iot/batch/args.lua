@@ -84,6 +84,8 @@ M.SCHEMAS = {
                :format(M.MAX_COUNT)},
     on_progress = ON_PROGRESS, journal = JOURNAL, deadline = DEADLINE,
     apply_timeout = APPLY_TIMEOUT,
+    names = {type = "string", one_of = {"service", "client"},
+             why = 'names must be "service" or "client"'},
   },
   register_named_devices = {
     ProductKey = PRODUCT_KEY,

@@ -66,9 +66,10 @@ function Job:add_invalid(name, message)
   self.invalid[#self.invalid + 1] = {DeviceName = name, ErrorMsg = message}
 end
 
---- Options for the port's calls: the job's deadline.
+--- Options for the port's calls: the job's deadline, and its `max_retries` when it sets
+-- one (a client-named job: `retry_deadline` bounds its idempotent calls' retries).
 function Job:call_opts(extra)
-  local o = {deadline = self.t_end}
+  local o = {deadline = self.t_end, max_retries = self.max_retries}
   for k, v in pairs(extra or {}) do o[k] = v end
   return o
 end
@@ -93,7 +94,8 @@ end
 --- Waits for apply `a`'s phase to end (bounded by the deadline and apply_timeout).
 function Job:wait(a, phase, on_status)
   return wait.poll(self.port, {ProductKey = self.ProductKey, id = a.ApplyId, phase = phase,
-    t_end = self.t_end, apply_timeout = self.apply_timeout, on_status = on_status})
+    t_end = self.t_end, apply_timeout = self.apply_timeout, on_status = on_status,
+    max_retries = self.max_retries})
 end
 
 -- An InvalidResponse about apply `a`.

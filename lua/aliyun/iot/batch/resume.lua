@@ -5,6 +5,7 @@
 local errors = require "aliyun.iot.errors"
 local answer = require "aliyun.iot.batch.answer"
 local named = require "aliyun.iot.batch.named"
+local drawn = require "aliyun.iot.batch.drawn"
 
 local M = {}
 
@@ -49,6 +50,13 @@ local function replay(job, r, i, st)
     end
     job:add_apply{ApplyId = answer.id_value(r.ApplyId), phase = r.phase, Count = r.Count,
                   Names = r.Names}
+  elseif r.event == "register" then
+    local a = job.by_id[r.ApplyId]
+    if not a or a.phase ~= "check" then
+      return journal_error(job, i, "register event: apply %s is not a check apply the " ..
+        "journal recorded", r.ApplyId)
+    end
+    a.registered = true
   elseif r.event == "failed" then
     st.in_flight[r.seq] = nil
   elseif r.event == "uncertain" then
@@ -133,6 +141,9 @@ function M.rebuild(job, records)
   local spec = records[1]
   if spec.kind == "random" then
     job.Count, job.total = spec.Count, spec.Count
+  elseif spec.kind == "client" then
+    job.Count = spec.Count
+    drawn.rebuild(job, records)
   else
     job.names, job.skip_invalid = spec.Devices or {}, spec.skip_invalid == true
     local err = named.validate_names(job)
