@@ -67,6 +67,7 @@ local wait = require "aliyun.iot.batch.wait"
 local random = require "aliyun.iot.batch.random"
 local named = require "aliyun.iot.batch.named"
 local drawn = require "aliyun.iot.batch.drawn"
+local adopt = require "aliyun.iot.batch.adopt"
 local resume_m = require "aliyun.iot.batch.resume"
 local devices = require "aliyun.iot.batch.devices"
 
@@ -235,9 +236,19 @@ end
 -- when the process ended) is never followed by new submissions: the known applies are
 -- finished and the job ends in the `ambiguous` error. A finished journal returns its
 -- result without a request.
--- @tparam table args `journal` (path), `on_progress`, `deadline` [s], `apply_timeout` [s]
+--
+-- Two ways out of an ambiguous random-name job (an `Ambiguous` error): `adopt_apply_ids`
+-- takes in applies the user found (each must be known to QueryBatchRegisterDeviceStatus
+-- under the journal's ProductKey, past any name check, with devices bearing random names
+-- and a Total matching an uncertain submission's Count), journaled; `accept_ambiguous`
+-- gives up on the submissions still uncertain: the rest of the job is finished without
+-- them, and the result's `Unsettled` lists them (`{{seq=, Count=, message=}, ...}`: up to
+-- Count devices each that may exist unseen, to look for with QueryDevice).
+-- @tparam table args `journal` (path), `adopt_apply_ids` (list of ApplyIds, integers or
+--   digit strings), `accept_ambiguous` (boolean), `on_progress`, `deadline` [s],
+--   `apply_timeout` [s]
 -- @treturn ?table the result the original call would have returned (all devices, the
---   ones read from the journal included)
+--   ones read from the journal included), plus `Unsettled` after `accept_ambiguous`
 -- @treturn ?table err as for the original call; `JournalError` for an unreadable journal
 --   or one another process holds
 -- @raise on misuse (see the module); an error raised by on_progress propagates (the
@@ -252,6 +263,10 @@ local function resume(self, args)
   return run(job, function()
     local done, rerr = resume_m.rebuild(job, records)
     if rerr then return nil, rerr end
+    if args.adopt_apply_ids or args.accept_ambiguous then
+      rerr = adopt.settle(job, args)
+      if rerr then return nil, rerr end
+    end
     if done then return job:result() end
     if job.kind == "random" then return random.run(job) end
     if job.kind == "client" then return drawn.run(job) end

@@ -29,6 +29,8 @@
 --    (BatchCheckDeviceNames answered; the apply then goes through check and create)
 --   {"event":"failed","seq":2,"action":"BatchRegisterDevice"}  (certainly not created)
 --   {"event":"uncertain","seq":3,"action":"BatchRegisterDevice","Count":500,"message":..}
+--   {"event":"accepted","seq":3,"Count":500,"message":..}  (resume{accept_ambiguous}: the
+--    uncertain submission 3 is given up on; the job finishes without it)
 --   {"event":"device","ApplyId":"4415","ProductKey":..,"DeviceName":..,"DeviceSecret":..,
 --    "IotId":..}
 --   {"event":"fetched","ApplyId":"4415","Total":1000,"Status":"CREATE_SUCCESS"}  (every
@@ -184,6 +186,9 @@ local EVENTS = {
   apply = {seq = F.seq_opt, ApplyId = F.apply_id, ProductKey = F.product_key, phase = F.phase,
            Count = F.apply_count_opt, Names = list_of(F.device_name, true, M.MAX_APPLY)},
   failed = {seq = F.seq, action = F.action},
+  -- resume{accept_ambiguous}: an uncertain submission given up on (its devices unseen)
+  accepted = {seq = F.seq, Count = F.apply_count_opt,
+              message = function(v) if type(v) ~= "string" then return "must be a string" end end},
   uncertain = {seq = F.seq, action = F.action, Count = F.apply_count_opt,
                message = function(v) if type(v) ~= "string" then return "must be a string" end end},
   device = {ApplyId = F.apply_id, ProductKey = F.product_key, DeviceName = F.device_name,

@@ -97,6 +97,8 @@ M.SCHEMAS = {
   },
   resume = {
     journal = {type = "string", required = true},
+    adopt_apply_ids = {type = "table", list = true},
+    accept_ambiguous = {type = "boolean"},
     on_progress = ON_PROGRESS, deadline = DEADLINE, apply_timeout = APPLY_TIMEOUT,
   },
 }

@@ -222,6 +222,10 @@ local function note_of(job)
   local how = job.journal and ("the journal %s records them; client:resume{journal = ...} " ..
     "finishes the job"):format(job.journal.path)
     or "client:apply_devices{ProductKey = ..., ApplyId = ...} reads each apply's devices"
+  if job.uncertain and job.journal then
+    -- a plain resume would end the same way: the two ways out instead
+    how = ("the journal %s records them"):format(job.journal.path)
+  end
   return ("ApplyIds created: %s; %d devices fetched; %s"):format(table.concat(keys, ", "),
     #job.devices, how)
 end
@@ -251,7 +255,13 @@ end
 -- uncertain, or `cause` (an error that stopped the job).
 function Job:conclude(cause)
   if self.uncertain then
-    return nil, self:fail({code = "Ambiguous", message = self.uncertain.message,
+    local ways = self.journal and (" (a plain resume ends the same way). Two ways out: " ..
+      "find the apply (QueryDevice or the console list its devices) and resume with " ..
+      "client:resume{journal = ..., adopt_apply_ids = {ApplyId}}, which checks that it is " ..
+      "a BatchRegisterDevice apply of this product before taking it in; or resume with " ..
+      "client:resume{journal = ..., accept_ambiguous = true}, which finishes the rest of " ..
+      "the job without it and reports the devices that may exist unseen") or ""
+    return nil, self:fail({code = "Ambiguous", message = self.uncertain.message .. ways,
                            action = "BatchRegisterDevice"}, {ambiguous = true})
   end
   if cause then return nil, self:fail(cause) end
@@ -277,6 +287,7 @@ end
 --- The job's result table.
 function Job:result()
   local res = {ApplyIds = self:apply_ids(), Devices = self.devices}
+  if self.accepted and #self.accepted > 0 then res.Unsettled = self.accepted end
   if self.kind == "named" then res.Invalid = self.invalid end
   return res
 end

@@ -41,6 +41,7 @@ local function replay(job, r, i, st)
     job.seq = math.max(job.seq, tonumber(r.seq) or 0)
   elseif r.event == "apply" then
     st.in_flight[r.seq or -1] = nil
+    st.unsettled[r.seq or -1] = nil -- an uncertain submission's apply, adopted
     if job.kind == "random" and r.Count then
       st.asked = st.asked + r.Count
       if st.asked > job.Count then
@@ -61,7 +62,11 @@ local function replay(job, r, i, st)
     st.in_flight[r.seq] = nil
   elseif r.event == "uncertain" then
     st.in_flight[r.seq] = nil
-    job.uncertain = {message = r.message}
+    st.unsettled[r.seq] = {seq = r.seq, Count = r.Count, message = r.message}
+  elseif r.event == "accepted" then
+    st.unsettled[r.seq] = nil
+    st.accepted = st.accepted + (r.Count or 0)
+    job.accepted[#job.accepted + 1] = {seq = r.seq, Count = r.Count, message = r.message}
   elseif r.event == "device" then
     local a = job.by_id[r.ApplyId]
     if not a then
@@ -116,11 +121,12 @@ local function check_counts(job, st)
       a.fetched, trusted = false, false
     end
   end
+  local expected = job.Count and job.Count - st.accepted
   if st.done and job.kind == "random" and not any_create_failed(job)
-     and (st.done.Devices ~= job.Count or st.asked ~= job.Count) then
+     and (st.done.Devices ~= expected or st.asked ~= expected) then
     return nil, journal_error(job, st.done_line, "the job's done line records %d devices " ..
-      "from applies asking for %d, but the job's Count is %d", st.done.Devices, st.asked,
-      job.Count)
+      "from applies asking for %d, but the job's Count is %d (%d accepted as unsettled)",
+      st.done.Devices, st.asked, job.Count, st.accepted)
   end
   if st.done and #job.devices > st.done.Devices then
     return nil, journal_error(job, st.done_line, "the job's done line records %d devices, " ..
@@ -149,14 +155,20 @@ function M.rebuild(job, records)
     local err = named.validate_names(job)
     if err then return nil, err end
   end
-  local st = {in_flight = {}, asked = 0}
+  local st = {in_flight = {}, unsettled = {}, asked = 0, accepted = 0}
+  job.accepted = {}
   for i = 2, #records do
     local err = replay(job, records[i], i, st)
     if err then return nil, err end
   end
-  for _, r in pairs(st.in_flight) do
-    job.uncertain = job.uncertain or {message = IN_FLIGHT:format(tostring(r.Count))}
+  for seq, r in pairs(st.in_flight) do
+    st.unsettled[seq] = {seq = seq, Count = r.Count, message = IN_FLIGHT:format(tostring(r.Count))}
   end
+  -- the submissions no apply settles, in order: the first one's words end the job
+  job.unsettled = {}
+  for _, u in pairs(st.unsettled) do job.unsettled[#job.unsettled + 1] = u end
+  table.sort(job.unsettled, function(x, y) return x.seq < y.seq end)
+  if job.unsettled[1] then job.uncertain = {message = job.unsettled[1].message} end
   return check_counts(job, st)
 end
 

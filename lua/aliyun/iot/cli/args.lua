@@ -12,13 +12,18 @@ Usage: aliyun-iot [options] COMMAND [options]
 Registers Alibaba Cloud IoT Platform devices in bulk and prints their secrets.
 
 Commands:
-  register --product-key PK --count N
-        register N devices with random names
+  register --product-key PK --count N [--service-names]
+        register N devices with random names, drawn by this client (checked,
+        then registered: never ambiguous); --service-names lets the service
+        draw them (BatchRegisterDevice: half the requests, but a lost answer
+        can leave an apply nobody knows of)
   register --product-key PK --names-file FILE [--skip-invalid]
         register the devices named in FILE: one DeviceName[,Nickname] a line,
         blank lines and # comments skipped; FILE - reads stdin
-  resume --state FILE
-        finish a register job that stopped, from its state file
+  resume --state FILE [--adopt-apply-id ID ...] [--accept-ambiguous]
+        finish a register job that stopped, from its state file; after an
+        ambiguous --service-names job, --adopt-apply-id takes in the lost apply
+        once you found it, --accept-ambiguous finishes without it (exit 3)
   status --product-key PK --apply-id ID
         print an apply's status (QueryBatchRegisterDeviceStatus) as JSON
   devices --product-key PK --apply-id ID
@@ -55,12 +60,13 @@ ALIBABA_CLOUD_SECURITY_TOKEN), else ~/.aliyun/config.json, else
 ~/.alibabacloud/credentials.
 
 Exit status: 0 done; 1 service or network failure; 2 usage or validation error;
-3 partial success (--skip-invalid left names out); 130 stopped by Ctrl-C (the
+3 partial success (--skip-invalid left names out, or --accept-ambiguous
+finished without an uncertain apply); 130 stopped by Ctrl-C (the
 journal and the command that finishes the job are on stderr).
 ]]
 
 -- Option name -> {value = takes a value?, field = key in the options table,
--- commands = where it applies (nil: everywhere)}.
+-- commands = where it applies (nil: everywhere), many = may be given again (a list)}.
 local OPTIONS = {
   endpoint = {value = true}, region = {value = true}, ["iot-instance-id"] = {value = true},
   ["ca-file"] = {value = true}, timeout = {value = true}, deadline = {value = true},
@@ -70,6 +76,9 @@ local OPTIONS = {
   count = {value = true, commands = {register = true}},
   ["names-file"] = {value = true, commands = {register = true}},
   ["skip-invalid"] = {commands = {register = true}},
+  ["service-names"] = {commands = {register = true}},
+  ["adopt-apply-id"] = {value = true, many = true, commands = {resume = true}},
+  ["accept-ambiguous"] = {commands = {resume = true}},
   state = {value = true, commands = {register = true, resume = true}},
   ["apply-timeout"] = {value = true, commands = {register = true, resume = true}},
   ["apply-id"] = {value = true, commands = {status = true, devices = true}},
@@ -141,9 +150,16 @@ function M.parse(argv)
       else
         value = true
       end
-      if seen[name] then usage_error("option --%s given twice", name) end
+      local key = name:gsub("%-", "_")
+      if spec.many then
+        opts[key] = opts[key] or {}
+        table.insert(opts[key], value)
+      elseif seen[name] then
+        usage_error("option --%s given twice", name)
+      else
+        opts[key] = value
+      end
       seen[name] = true
-      opts[(name:gsub("%-", "_"))] = value
     end
     i = i + 1
   end
@@ -217,8 +233,14 @@ function M.check(opts)
     if opts.skip_invalid and not opts.names_file then
       usage_error("--skip-invalid applies to --names-file only")
     end
+    if opts.service_names and not opts.count then
+      usage_error("--service-names applies to --count only")
+    end
   elseif cmd == "resume" then
     require_opts(opts, "state")
+    for i, v in ipairs(opts.adopt_apply_id or {}) do
+      opts.adopt_apply_id[i] = positive_integer({adopt_apply_id = v}, "adopt-apply-id")
+    end
   elseif cmd == "status" or cmd == "devices" then
     require_opts(opts, "product-key", "apply-id")
     opts.apply_id = positive_integer(opts, "apply-id")

@@ -38,11 +38,13 @@ local function job_args(opts, streams, ui)
   if opts.command == "resume" then
     state_file.check_resume(opts.state)
     job.journal = opts.state
+    job.adopt_apply_ids, job.accept_ambiguous = opts.adopt_apply_id, opts.accept_ambiguous
     return job, opts.state, false
   end
   job.ProductKey = opts.product_key
   if opts.count then
     job.Count = opts.count
+    job.names = opts.service_names and "service" or "client"
   else
     job.Devices = names.read(opts, streams)
     job.skip_invalid = opts.skip_invalid or nil
@@ -136,13 +138,35 @@ end
 
 local count_of = progress.count_of
 
+-- Who drew a register --count job's names, for the closing note.
+local function names_note(opts)
+  if not opts.count then return "" end
+  return opts.service_names and " (names drawn by the service: BatchRegisterDevice)"
+    or " (names drawn by this client, checked, then registered)"
+end
+
+-- The submissions --accept-ambiguous gave up on: what may exist unseen (exit 3).
+local function report_unsettled(res, streams)
+  if not (res.Unsettled and #res.Unsettled > 0) then return nil end
+  local n = 0
+  for _, u in ipairs(res.Unsettled) do n = n + (u.Count or 0) end
+  streams.stderr:write(("aliyun-iot: finished without %s: up to %s may exist that this " ..
+    "output does not hold (created by a BatchRegisterDevice whose answer was lost); look " ..
+    "for them with QueryDevice or in the console\n"):format(
+      count_of(#res.Unsettled, "uncertain submission", "uncertain submissions"),
+      count_of(n, "device", "devices")))
+  return report.EXIT_PARTIAL
+end
+
 -- The closing note of a job, and the names --skip-invalid left out (exit 3).
-local function summary(res, n, client, ui, seconds, streams)
+local function summary(res, n, client, ui, seconds, streams, opts)
   local stats = client:stats()
-  ui.note(("%s in %s, %.1f s, %s, %s, %d throttled")
+  ui.note(("%s in %s, %.1f s, %s, %s, %d throttled%s")
     :format(count_of(n, "device", "devices"), count_of(#(res.ApplyIds or {}), "apply", "applies"),
       seconds, count_of(stats.requests or 0, "request", "requests"),
-      count_of(stats.retries or 0, "retry", "retries"), stats.throttled or 0))
+      count_of(stats.retries or 0, "retry", "retries"), stats.throttled or 0, names_note(opts)))
+  local partial = report_unsettled(res, streams)
+  if partial then return partial end
   if res.Invalid and #res.Invalid > 0 then
     streams.stderr:write(("aliyun-iot: %s left out:\n")
       :format(count_of(#res.Invalid, "invalid name", "invalid names")))
@@ -186,7 +210,7 @@ function M.run_job(opts, streams, ui, now, ctx)
     return report.EXIT_FAILURE
   end
   if own_state then require("aliyun.iot.journal").discard(state) end
-  return summary(res, n, client, ui, now() - t0, streams)
+  return summary(res, n, client, ui, now() - t0, streams, opts)
 end
 
 --- devices: an apply's devices, written as they are fetched.
