@@ -444,7 +444,8 @@ describe("aliyun-iot command", function()
 
     -- a failed run leaves the previous output untouched and no temporary file behind
     emu:fault{kind = "503", probability = 1, action = "BatchRegisterDevice"}
-    code, out, err = run(ep() .. "register --product-key " .. PK .. " --count 3 --service-names --format json --out out/devices.json")
+    code, out, err = run(ep() .. "register --product-key " .. PK ..
+      " --count 3 --service-names --format json --out out/devices.json")
     emu:clear_faults()
     assert.are.equal(1, code, err)
     assert.are.equal("", out)

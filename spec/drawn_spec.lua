@@ -106,6 +106,7 @@ describe("register_devices{names = \"client\"}", function()
     -- the default stays BatchRegisterDevice
     emu:reset()
     res = assert(new_client():register_devices{ProductKey = PK, Count = 3})
+    assert.are.equal(3, #res.Devices)
     assert.are.equal("count", emu:state().applies[1].Kind)
   end)
 

@@ -12,9 +12,10 @@ local pages = require "aliyun.iot.batch.pages"
 
 local M = {}
 
--- The names BatchRegisterDevice gives (wire.md §4): 20 letters and digits. A page whose
--- names are not all of this shape is not a random-name apply.
-local RANDOM_NAME = "^" .. ("[%w]"):rep(20) .. "$"
+-- The names BatchRegisterDevice gives are letters and digits (wire.md §4 BatchRegisterDevice:
+-- the length is not documented, so only the characters are held to it). A page with any
+-- other name is not a random-name apply.
+local RANDOM_NAME = "^%w+$"
 
 local function refused(id, fmt, ...)
   return errors.new{code = "InvalidParameter", parameter = "adopt_apply_ids",
