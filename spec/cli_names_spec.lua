@@ -184,6 +184,7 @@ describe("aliyun-iot register --count: the two random-name paths", function()
     local code, _, err = run("resume --state acc.state --accept-ambiguous --out acc.csv")
     assert.are.equal(3, code, err)
     assert.truthy(err:find("up to 1000 devices may exist that this output does not hold", 1, true), err)
+    assert.truthy(err:find("names drawn by the service", 1, true), err)
     local names = csv_names(tmp .. "/acc.csv")
     -- the chunk never sent is registered; the lost one is not sent again
     assert.are.equal(500, #names)

@@ -25,6 +25,8 @@
 --    sending; once per attempt, all with the same seq)
 --   {"event":"apply","seq":1,"ApplyId":"4415","ProductKey":..,"phase":"create",
 --    "Count":1000}  (BatchRegisterDevice answered)
+--   (resume{adopt_apply_ids}: the same line, with "adopted":true, for an apply taken in
+--    after the submission `seq` lost its answer)
 --   {"event":"apply","ApplyId":"4416","ProductKey":..,"phase":"check","Names":[..]}
 --    (BatchCheckDeviceNames answered; the apply then goes through check and create)
 --   {"event":"failed","seq":2,"action":"BatchRegisterDevice"}  (certainly not created)

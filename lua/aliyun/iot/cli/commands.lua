@@ -36,7 +36,7 @@ local function job_args(opts, streams, ui)
   local job = {on_progress = ui.on_progress, deadline = opts.deadline,
                apply_timeout = opts.apply_timeout}
   if opts.command == "resume" then
-    state_file.check_resume(opts.state)
+    opts.journal_kind = state_file.check_resume(opts.state)
     job.journal = opts.state
     job.adopt_apply_ids, job.accept_ambiguous = opts.adopt_apply_id, opts.accept_ambiguous
     return job, opts.state, false
@@ -138,11 +138,14 @@ end
 
 local count_of = progress.count_of
 
--- Who drew a register --count job's names, for the closing note.
+-- Who drew a random-named job's names (register --count, or the journal resumed), for
+-- the closing note.
 local function names_note(opts)
-  if not opts.count then return "" end
-  return opts.service_names and " (names drawn by the service: BatchRegisterDevice)"
-    or " (names drawn by this client, checked, then registered)"
+  local kind = opts.journal_kind
+  if opts.count then kind = opts.service_names and "random" or "client" end
+  if kind == "random" then return " (names drawn by the service: BatchRegisterDevice)" end
+  if kind == "client" then return " (names drawn by this client, checked, then registered)" end
+  return ""
 end
 
 -- The submissions --accept-ambiguous gave up on: what may exist unseen (exit 3).
