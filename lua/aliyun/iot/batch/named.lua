@@ -243,7 +243,7 @@ end
 local function check_all(job)
   while true do
     local err = settle_checks(job)
-    -- a client-named job replaces names the check found taken (batch/client.lua)
+    -- a client-named job replaces names the check found taken (batch/drawn.lua)
     if not err and job.replace_taken then err = job:replace_taken() end
     if err then return err end
     if #job.invalid > 0 and not job.skip_invalid then return nil end
