@@ -444,7 +444,8 @@ describe("aliyun-iot command", function()
 
     -- a failed run leaves the previous output untouched and no temporary file behind
     emu:fault{kind = "503", probability = 1, action = "BatchRegisterDevice"}
-    code, out, err = run(ep() .. "register --product-key " .. PK .. " --count 3 --format json --out out/devices.json")
+    code, out, err = run(ep() .. "register --product-key " .. PK ..
+      " --count 3 --service-names --format json --out out/devices.json")
     emu:clear_faults()
     assert.are.equal(1, code, err)
     assert.are.equal("", out)
@@ -516,7 +517,7 @@ describe("aliyun-iot command", function()
 
   it("a BatchRegisterDevice that may have acted without answering ends in the ambiguous error", function()
     emu:fault{kind = "reset_after", count = 1, action = "BatchRegisterDevice"}
-    local code, out, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 3 --out amb.csv")
+    local code, out, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 3 --service-names --out amb.csv")
     assert.are.equal(1, code, err)
     assert.are.equal("", out)
     assert.truthy(err:find("the service may have created an apply whose ApplyId never arrived", 1, true), err)
@@ -532,18 +533,20 @@ describe("aliyun-iot command", function()
     assert.are.equal(1, sent)
   end)
 
-  -- A resume would meet the same end: no resume command, but what exists and where to look.
+  -- A plain resume would meet the same end: not offered, but what exists and the two ways
+  -- out (adopt the apply once found, or accept the ambiguity).
   local function no_resume_advice(err, state)
     assert.is_nil(err:find("to finish it", 1, true), err)
-    assert.is_nil(err:find("resume --state", 1, true), err)
     assert.truthy(err:find("the journal " .. state .. " keeps the ApplyIds and the devices known", 1, true), err)
-    assert.truthy(err:find("with QueryDevice or in the console", 1, true), err)
+    assert.truthy(err:find("QueryDevice or the console", 1, true), err)
+    assert.truthy(err:find("resume %-%-state " .. state:gsub("%p", "%%%0") .. " [^\n]*%-%-adopt%-apply%-id ID"), err)
+    assert.truthy(err:find("resume %-%-state " .. state:gsub("%p", "%%%0") .. " [^\n]*%-%-accept%-ambiguous"), err)
   end
 
   it("an Ambiguous ending prints no resume command, on register and on resume", function()
     emu:fault{kind = "reset_after", count = 1, action = "BatchRegisterDevice"}
     local code, out, err = run(ep() .. "--quiet register --product-key " .. PK ..
-      " --count 3 --state amb.state --out amb.csv")
+      " --count 3 --service-names --state amb.state --out amb.csv")
     assert.are.equal(1, code, err)
     assert.are.equal("", out)
     assert.truthy(err:find("aliyun-iot: Ambiguous:", 1, true), err)
@@ -557,7 +560,7 @@ describe("aliyun-iot command", function()
   end)
 
   it("an apply the service answers against what was asked: resume, and the way out if it repeats", function()
-    local code, _, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 3 --state c.state")
+    local code, _, err = run(ep() .. "--quiet register --product-key " .. PK .. " --count 3 --service-names --state c.state")
     assert.are.equal(0, code, err)
     -- every line asks for 4 and the job is not finished: the service answers 3 devices
     local kept = {}
@@ -659,7 +662,7 @@ describe("aliyun-iot command", function()
     emu:set{async_delay = 2}
     local state, out = tmp .. "/kill.state", tmp .. "/kill.csv"
     local pid = sh(env_prefix() .. LUA .. " " .. q(BIN) .. " " .. ep() ..
-      "--quiet register --product-key " .. PK .. " --count 1500 --state kill.state --out kill.csv" ..
+      "--quiet register --product-key " .. PK .. " --count 1500 --service-names --state kill.state --out kill.csv" ..
       " > /dev/null 2> kill.err & echo $!"):match("%d+")
     -- wait until both applies (1000 + 500) are on disk, then kill the process with no
     -- chance to react, while the service is still creating their devices
@@ -882,7 +885,7 @@ describe("aliyun-iot command", function()
     -- systemd's LimitFSIZE or a shell's ulimit: the signal used to kill the job (exit 153)
     -- with nothing said; the CLI ignores it itself, so the write fails and is reported
     local code = sh("ulimit -f 1; " .. env_prefix() .. LUA .. " " .. q(BIN) .. " " .. ep() ..
-      "--quiet register --product-key " .. PK .. " --count 50 --out lim.csv" ..
+      "--quiet register --product-key " .. PK .. " --count 50 --service-names --out lim.csv" ..
       " < /dev/null > lim.out 2> lim.err; echo $?")
     local err = read(tmp .. "/lim.err")
     all_stderr[#all_stderr + 1] = err

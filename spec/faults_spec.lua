@@ -59,4 +59,17 @@ describe("batch helpers under faults", function()
     for _ in pairs(kinds_met) do n = n + 1 end
     assert.is_true(n >= 4, "the seed met too few fault kinds:\n" .. table.concat(report, "\n"))
   end)
+
+  it("ends every client-named job complete, whatever the faults (seed " .. SEED .. ")", function()
+    local rng = math.random
+    math.randomseed(SEED)
+    local report = {}
+    for job = 1, JOBS do
+      local out = faults.run_job(emu, client, rng, P, "client")
+      report[#report + 1] = ("job %d %s faults=%d %s"):format(job, out.status, #out.faults,
+        tostring(out.err))
+      assert.are.same({}, out.problems, table.concat(report, "\n"))
+      assert.are.equal("complete", out.status, table.concat(report, "\n"))
+    end
+  end)
 end)

@@ -20,6 +20,8 @@ local ACTIONS = {
   named = {"BatchCheckDeviceNames", "QueryBatchRegisterDeviceStatus",
            "BatchRegisterDeviceWithApplyId", "QueryPageByApplyId"},
 }
+-- client-drawn random names go the named way
+ACTIONS.client = ACTIONS.named
 M.KINDS = {"503", "throttle", "reset", "reset_after", "slow", "truncate", "malformed"}
 
 --- Draws the job's faults: each action of the job meets, with probability `p`, one fault
@@ -48,17 +50,20 @@ end
 -- @param client an aliyun.iot client for it
 -- @param rng function like math.random, seeded by the caller
 -- @param p fault probability per action
+-- @param[opt] kind "random", "named" or "client" (client-drawn random names); drawn
+--   between the first two when nil
 -- @return outcome {kind=, faults=, status = "complete"|"error"|"ambiguous", lost = n,
 --   duplicates = n, problems = {text...}, err = err or nil}
-function M.run_job(emu, client, rng, p)
+function M.run_job(emu, client, rng, p, kind)
   emu:reset()
-  local kind = rng() < 0.5 and "random" or "named"
+  kind = kind or (rng() < 0.5 and "random" or "named")
   local faults = M.draw_faults(rng, kind, p)
   for _, f in ipairs(faults) do emu:fault(f) end
   local want, res, err = {}, nil, nil -- luacheck: ignore 311
-  if kind == "random" then
+  if kind == "random" or kind == "client" then
     want.count = rng(120)
-    res, err = client:register_devices{ProductKey = M.PK, Count = want.count}
+    res, err = client:register_devices{ProductKey = M.PK, Count = want.count,
+                                       names = kind == "client" and "client" or nil}
   else
     local names, n = {}, rng(60)
     for i = 1, n do names[i] = ("job_%05d_%03d"):format(rng(99999), i) end

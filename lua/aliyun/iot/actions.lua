@@ -77,8 +77,10 @@ local rows = {
     },
   },
   BatchRegisterDeviceWithApplyId = {
-    -- The same ApplyId cannot register twice.
-    retry = "idempotent",
+    -- Never re-sent blindly: the service refuses a second registration of an apply that
+    -- moved on, so a lost answer is settled with QueryBatchRegisterDeviceStatus instead
+    -- (batch/named.lua).
+    retry = "never",
     params = {
       ProductKey = {kind = "key", required = true},
       ApplyId = {kind = "apply_id", required = true},

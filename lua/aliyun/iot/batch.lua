@@ -67,6 +67,8 @@ local job_m = require "aliyun.iot.batch.job"
 local wait = require "aliyun.iot.batch.wait"
 local random = require "aliyun.iot.batch.random"
 local named = require "aliyun.iot.batch.named"
+local drawn = require "aliyun.iot.batch.drawn"
+local adopt = require "aliyun.iot.batch.adopt"
 local resume_m = require "aliyun.iot.batch.resume"
 local devices = require "aliyun.iot.batch.devices"
 local check = require "aliyun.iot.batch.check"
@@ -187,10 +189,23 @@ local function product_devices(self, args)
     t_end = args.deadline and port:clock() + args.deadline, failure = failure})
 end
 
---- Registers Count devices with random names (BatchRegisterDevice, D-69473), split into
--- chunks of at most `client.max_batch_size`; waits for each apply and reads its devices.
+--- Registers Count devices with random names, split into chunks of at most
+-- `client.max_batch_size`; waits for each apply and reads its devices. Who picks the names:
+--
+-- * `names = "service"` (the default, as the API page describes): BatchRegisterDevice
+--   (D-69473). One request a chunk; but when its answer is lost after the service acted,
+--   no client can learn the ApplyId: the job ends `Ambiguous` (see `resume`'s
+--   `adopt_apply_ids` and `accept_ambiguous` for the ways out).
+-- * `names = "client"`: the client draws the names (`aliyun.iot.batch.drawn`: OpenSSL's
+--   RAND, 20 characters of [A-Za-z0-9]), journals them before the first request, and
+--   registers them as `register_named_devices` does (BatchCheckDeviceNames,
+--   BatchRegisterDeviceWithApplyId). Twice the requests, but a lost answer is settled
+--   (a check is sent again, a registration read back with QueryBatchRegisterDeviceStatus),
+--   so this job never ends ambiguous; a name found taken by a device not the job's is
+--   replaced by a fresh one; idempotent calls keep retrying within `retry_deadline`.
 -- @tparam table args `ProductKey` (string), `Count` (integer or digit string, 1 to
---   10,000,000 per job), `on_progress` (function, see module), `journal` (path of a new
+--   10,000,000 per job), `names` ("service" or "client", default "service"),
+--   `on_progress` (function, see module), `journal` (path of a new
 --   journal file), `deadline` [s from now: the whole job, requests in flight included],
 --   `apply_timeout` [s, default 3600: the longest wait for one apply]
 -- @treturn ?table `{ApplyIds = {...}, Devices = {{ProductKey=, DeviceName=, DeviceSecret=,
@@ -205,12 +220,18 @@ local function register_devices(self, args)
   local ok, bad = args_m.check(args, "register_devices", 3)
   if not ok then return nil, bad end
   local count = args_m.count(args.Count)
-  local job = new_job(self, args, {kind = "random", ProductKey = args.ProductKey,
+  local kind = args.names == "client" and "client" or "random"
+  local job = new_job(self, args, {kind = kind, ProductKey = args.ProductKey,
                                    Count = count, total = count})
-  local err = start_journal(job, args.journal, {kind = "random", ProductKey = args.ProductKey,
+  local err = start_journal(job, args.journal, {kind = kind, ProductKey = args.ProductKey,
                                                 Count = count})
   if err then return nil, err end
-  return run(job, random.run)
+  if kind == "random" then return run(job, random.run) end
+  return run(job, function()
+    local derr = drawn.start(job)
+    if derr then return job:conclude(derr) end
+    return drawn.run(job)
+  end)
 end
 
 --- Registers devices with the given names: BatchCheckDeviceNames (D-69482) -> wait ->
@@ -284,12 +305,21 @@ end
 -- another endpoint, RegionId or IotInstanceId, or a `ProductKey` other than the
 -- journal's, is refused before any request (`TargetMismatch`). A journal written before
 -- targets were recorded is resumed with the client's settings.
+--
+-- Two ways out of an ambiguous random-name job (an `Ambiguous` error): `adopt_apply_ids`
+-- takes in applies the user found (each must be known to QueryBatchRegisterDeviceStatus
+-- under the journal's ProductKey, past any name check, with devices bearing random names
+-- and a Total matching an uncertain submission's Count), journaled; `accept_ambiguous`
+-- gives up on the submissions still uncertain: the rest of the job is finished without
+-- them, and the result's `Unsettled` lists them (`{{seq=, Count=, message=}, ...}`: up to
+-- Count devices each that may exist unseen, to look for with QueryDevice).
 -- @tparam table args `journal` (path), `ProductKey` (optional: the product the caller
---   expects the job to be in), `on_progress`, `on_report` (a named job's, as for
---   `register_named_devices`; its `existing` is the journal's), `deadline` [s],
+--   expects the job to be in), `adopt_apply_ids` (list of ApplyIds, integers or digit
+--   strings), `accept_ambiguous` (boolean), `on_progress`, `on_report` (a named job's, as
+--   for `register_named_devices`; its `existing` is the journal's), `deadline` [s],
 --   `apply_timeout` [s]
 -- @treturn ?table the result the original call would have returned (all devices, the
---   ones read from the journal included)
+--   ones read from the journal included), plus `Unsettled` after `accept_ambiguous`
 -- @treturn ?table err as for the original call; `JournalError` for an unreadable journal
 --   or one another process holds; `TargetMismatch` (nothing sent; `journal_target` and
 --   `client_target`, the message naming both) for a client or ProductKey that is not the
@@ -311,8 +341,13 @@ local function resume(self, args)
   return run(job, function()
     local done, rerr = resume_m.rebuild(job, records)
     if rerr then return nil, rerr end
+    if args.adopt_apply_ids or args.accept_ambiguous then
+      rerr = adopt.settle(job, args)
+      if rerr then return nil, rerr end
+    end
     if done then return job:result() end
     if job.kind == "random" then return random.run(job) end
+    if job.kind == "client" then return drawn.run(job) end
     return named.run(job)
   end)
 end

@@ -21,14 +21,25 @@
 --    never compared). A resume is refused unless its client has the same endpoint,
 --    RegionId and IotInstanceId. Journals written before these fields existed have none
 --    of them and resume with the client's settings.
+--   {"event":"job","version":1,"kind":"client","ProductKey":..,"Count":2500,<target>}  (names
+--    drawn by the client, then registered as a named job's)
+--   {"event":"names","Names":[..],"Replaces":[..]}  (a client-named job's drawn names,
+--    one event per chunk, all written before the first request that uses them;
+--    Replaces: names the check found taken by devices not the job's)
+--   {"event":"register","ApplyId":"4416"}  (right before BatchRegisterDeviceWithApplyId:
+--    a resume settles it with QueryBatchRegisterDeviceStatus before anything else)
 --   {"event":"submit","seq":1,"action":"BatchRegisterDevice","Count":1000}  (right before
 --    sending; once per attempt, all with the same seq)
 --   {"event":"apply","seq":1,"ApplyId":"4415","ProductKey":..,"phase":"create",
 --    "Count":1000}  (BatchRegisterDevice answered)
+--   (resume{adopt_apply_ids}: the same line, with "adopted":true, for an apply taken in
+--    after the submission `seq` lost its answer)
 --   {"event":"apply","ApplyId":"4416","ProductKey":..,"phase":"check","Names":[..]}
 --    (BatchCheckDeviceNames answered; the apply then goes through check and create)
 --   {"event":"failed","seq":2,"action":"BatchRegisterDevice"}  (certainly not created)
 --   {"event":"uncertain","seq":3,"action":"BatchRegisterDevice","Count":500,"message":..}
+--   {"event":"accepted","seq":3,"Count":500,"message":..}  (resume{accept_ambiguous}: the
+--    uncertain submission 3 is given up on; the job finishes without it)
 --   {"event":"device","ApplyId":"4415","ProductKey":..,"DeviceName":..,"DeviceSecret":..,
 --    "IotId":..}
 --   {"event":"existing","ProductKey":..,"DeviceName":..,"DeviceSecret":..,"IotId":..,
@@ -193,6 +204,9 @@ local EVENTS = {
   apply = {seq = F.seq_opt, ApplyId = F.apply_id, ProductKey = F.product_key, phase = F.phase,
            Count = F.apply_count_opt, Names = list_of(F.device_name, true, M.MAX_APPLY)},
   failed = {seq = F.seq, action = F.action},
+  -- resume{accept_ambiguous}: an uncertain submission given up on (its devices unseen)
+  accepted = {seq = F.seq, Count = F.apply_count_opt,
+              message = function(v) if type(v) ~= "string" then return "must be a string" end end},
   uncertain = {seq = F.seq, action = F.action, Count = F.apply_count_opt,
                message = function(v) if type(v) ~= "string" then return "must be a string" end end},
   device = {ApplyId = F.apply_id, ProductKey = F.product_key, DeviceName = F.device_name,
@@ -202,6 +216,12 @@ local EVENTS = {
   fetched = {ApplyId = F.apply_id, Total = F.total, Status = F.status,
              Failed = list_of(verdict, true, M.MAX_APPLY)},
   done = {Devices = F.devices, Invalid = list_of(verdict, true)},
+  -- a client-named job's drawn names, before any request uses them; `Replaces`: names
+  -- the check found taken by devices that are not the job's, dropped for these
+  names = {Names = list_of(F.device_name, false, M.MAX_APPLY),
+           Replaces = list_of(F.device_name, true, M.MAX_APPLY)},
+  -- BatchRegisterDeviceWithApplyId about to be sent: a resume settles it first
+  register = {ApplyId = F.apply_id},
 }
 
 -- What each phase of an apply needs: a create apply its Count, a check apply its Names.
@@ -211,6 +231,7 @@ local JOB = {
   random = {ProductKey = F.product_key, Count = F.count},
   named = {ProductKey = F.product_key, skip_invalid = F.bool_opt, existing = F.existing_opt,
            Devices = list_of(named_device)},
+  client = {ProductKey = F.product_key, Count = F.count},
 }
 
 -- The job's target (`aliyun.iot.batch.target`), on every kind of job line; absent from

@@ -90,6 +90,8 @@ M.SCHEMAS = {
                :format(M.MAX_COUNT)},
     on_progress = ON_PROGRESS, journal = JOURNAL, deadline = DEADLINE,
     apply_timeout = APPLY_TIMEOUT,
+    names = {type = "string", one_of = {"service", "client"},
+             why = 'names must be "service" or "client"'},
   },
   register_named_devices = {
     ProductKey = PRODUCT_KEY,
@@ -110,6 +112,8 @@ M.SCHEMAS = {
   resume = {
     journal = {type = "string", required = true},
     ProductKey = {type = "string", problem = validate.product_key_problem},
+    adopt_apply_ids = {type = "table", list = true},
+    accept_ambiguous = {type = "boolean"},
     on_progress = ON_PROGRESS, on_report = ON_REPORT, deadline = DEADLINE,
     apply_timeout = APPLY_TIMEOUT,
   },

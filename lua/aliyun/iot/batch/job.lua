@@ -75,9 +75,10 @@ function Job:add_invalid(name, message, by)
   end
 end
 
---- Options for the port's calls: the job's deadline.
+--- Options for the port's calls: the job's deadline, and its `max_retries` when it sets
+-- one (a client-named job: `retry_deadline` bounds its idempotent calls' retries).
 function Job:call_opts(extra)
-  local o = {deadline = self.t_end}
+  local o = {deadline = self.t_end, max_retries = self.max_retries}
   for k, v in pairs(extra or {}) do o[k] = v end
   return o
 end
@@ -102,7 +103,8 @@ end
 --- Waits for apply `a`'s phase to end (bounded by the deadline and apply_timeout).
 function Job:wait(a, phase, on_status)
   return wait.poll(self.port, {ProductKey = self.ProductKey, id = a.ApplyId, phase = phase,
-    t_end = self.t_end, apply_timeout = self.apply_timeout, on_status = on_status})
+    t_end = self.t_end, apply_timeout = self.apply_timeout, on_status = on_status,
+    max_retries = self.max_retries})
 end
 
 -- An InvalidResponse about apply `a`.
@@ -234,6 +236,10 @@ local function note_of(job)
   local how = job.journal and ("the journal %s records them; client:resume{journal = ...} " ..
     "finishes the job"):format(job.journal.path)
     or "client:apply_devices{ProductKey = ..., ApplyId = ...} reads each apply's devices"
+  if job.uncertain and job.journal then
+    -- a plain resume would end the same way: the two ways out instead
+    how = ("the journal %s records them"):format(job.journal.path)
+  end
   return ("ApplyIds created: %s; %d devices fetched; %s"):format(table.concat(keys, ", "),
     #job.devices, how)
 end
@@ -264,7 +270,13 @@ end
 -- uncertain, or `cause` (an error that stopped the job).
 function Job:conclude(cause)
   if self.uncertain then
-    return nil, self:fail({code = "Ambiguous", message = self.uncertain.message,
+    local ways = self.journal and (" (a plain resume ends the same way). Two ways out: " ..
+      "find the apply (QueryDevice or the console list its devices) and resume with " ..
+      "client:resume{journal = ..., adopt_apply_ids = {ApplyId}}, which checks that it is " ..
+      "a BatchRegisterDevice apply of this product before taking it in; or resume with " ..
+      "client:resume{journal = ..., accept_ambiguous = true}, which finishes the rest of " ..
+      "the job without it and reports the devices that may exist unseen") or ""
+    return nil, self:fail({code = "Ambiguous", message = self.uncertain.message .. ways,
                            action = "BatchRegisterDevice"}, {ambiguous = true})
   end
   if cause then return nil, self:fail(cause) end
@@ -290,6 +302,7 @@ end
 --- The job's result table.
 function Job:result()
   local res = {ApplyIds = self:apply_ids(), Devices = self.devices}
+  if self.accepted and #self.accepted > 0 then res.Unsettled = self.accepted end
   if self.kind == "named" then
     -- in the order asked: a names file run twice gives the same output
     res.Devices = outcomes.in_order(self, self.devices)

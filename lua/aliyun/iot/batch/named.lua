@@ -246,6 +246,8 @@ end
 local function check_all(job)
   while true do
     local err = settle_checks(job) or existing.settle_checked(job)
+    -- a client-named job replaces names the check found taken (batch/drawn.lua)
+    if not err and job.replace_taken then err = job:replace_taken() end
     if err then return err end
     if #job.invalid > 0 and not job.skip_invalid then return nil end
     local pending = pending_names(job)
@@ -260,18 +262,61 @@ local function check_all(job)
   end
 end
 
--- Registers every apply that passed its check and was not submitted yet.
+-- How many times one apply's registration is settled and sent again at most: each new
+-- send follows a status that proved the last one did nothing.
+local MAX_REGISTER_SENDS = 5
+
+-- Refusals that say the apply may have moved on (wire.md §4 BatchRegisterDeviceWithApplyId):
+-- after a send of ours whose answer was lost they are settled, not taken as failures.
+local MOVED_ON = {["iot.device.CreateDeviceTaskIsRunning"] = true,
+                  ["iot.device.IncorrentDeviceApplyInfo"] = true}
+
+-- Settles apply `a` after a registration whose outcome is unknown (its answer lost, or a
+-- journaled `register` with no answer): QueryBatchRegisterDeviceStatus says whether it
+-- acted. Returns "send" (still CHECK_SUCCESS: it did nothing), "done" (moved on) or nil, err.
+local function settle_register(job, a)
+  local data, err = job:wait(a, "check")
+  if not data then return nil, job:call_error(err, a) end
+  if data.Status == "CHECK_SUCCESS" then return "send" end
+  if data.Status == "CHECK_FAILED" then
+    return nil, answer.invalid_response(("apply %s passed its check, then reported " ..
+      "CHECK_FAILED"):format(a.key), {apply_id = a.ApplyId})
+  end
+  return "done"
+end
+
+-- Registers apply `a` (BatchRegisterDeviceWithApplyId, never re-sent blindly): each send
+-- is journaled first; a lost answer, or a refusal after a send of ours, is settled with
+-- the apply's status before anything is sent again. Returns nil once the apply is
+-- registering, or the error.
+local function register_one(job, a)
+  for _ = 1, MAX_REGISTER_SENDS do
+    if a.registered then
+      local next_step, serr = settle_register(job, a)
+      if not next_step then return serr end
+      if next_step == "done" then return nil end
+    end
+    if job:past_deadline() then return job_m.timeout_error() end
+    local ok, jerr = job:record{event = "register", ApplyId = a.key}
+    if not ok then return jerr end
+    a.registered = true
+    local _, err = job.port:invoke("BatchRegisterDeviceWithApplyId",
+      {ProductKey = job.ProductKey, ApplyId = a.ApplyId}, job:call_opts())
+    if not err then return nil end
+    if not (err.ambiguous or MOVED_ON[err.code]) then return job:call_error(err, a) end
+  end
+  return errors.new{code = "InvalidResponse", apply_id = a.ApplyId, message = ("apply %s " ..
+    "stayed CHECK_SUCCESS after %d registrations"):format(a.key, MAX_REGISTER_SENDS)}
+end
+
+-- Registers every apply that passed its check and is not registering yet.
 local function register_checked(job)
   for _, a in ipairs(job.applies) do
     if a.check_status == "CHECK_SUCCESS" then
       if job:past_deadline() then return job_m.timeout_error() end
-      local _, err = job.port:invoke("BatchRegisterDeviceWithApplyId",
-        {ProductKey = job.ProductKey, ApplyId = a.ApplyId}, job:call_opts())
-      -- A repeat that found the first copy already creating (TaskIsRunning) or done (the
-      -- service refuses an apply that moved on past its check: IncorrentDeviceApplyInfo, as
-      -- this apply passed it) is what we want; the status polls that follow settle it.
-      if err and err.code ~= "iot.device.CreateDeviceTaskIsRunning"
-        and err.code ~= "iot.device.IncorrentDeviceApplyInfo" then
+      local err = register_one(job, a)
+      if err then
+        -- a registration refused for names that exist (existing = "skip" | "adopt")
         err = existing.refused(job, a, err)
         if err then return job:call_error(err, a) end
         job.check_again = true

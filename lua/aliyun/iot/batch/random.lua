@@ -70,6 +70,9 @@ end
 function M.run(job)
   local covered = 0
   for _, a in ipairs(job.applies) do covered = covered + (tonumber(a.Count) or 0) end
+  -- a submission given up on (resume{accept_ambiguous}) is not sent again: its devices
+  -- may exist
+  for _, u in ipairs(job.accepted or {}) do covered = covered + (u.Count or 0) end
   local remaining, submitted, cause = job.Count - covered, covered, nil
   local size = job.port:option("max_batch_size")
   while remaining > 0 and not job.uncertain do

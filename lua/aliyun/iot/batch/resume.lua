@@ -6,6 +6,7 @@ local errors = require "aliyun.iot.errors"
 local answer = require "aliyun.iot.batch.answer"
 local named = require "aliyun.iot.batch.named"
 local existing = require "aliyun.iot.batch.existing"
+local drawn = require "aliyun.iot.batch.drawn"
 
 local M = {}
 
@@ -41,6 +42,7 @@ local function replay(job, r, i, st)
     job.seq = math.max(job.seq, tonumber(r.seq) or 0)
   elseif r.event == "apply" then
     st.in_flight[r.seq or -1] = nil
+    st.unsettled[r.seq or -1] = nil -- an uncertain submission's apply, adopted
     if job.kind == "random" and r.Count then
       st.asked = st.asked + r.Count
       if st.asked > job.Count then
@@ -50,11 +52,22 @@ local function replay(job, r, i, st)
     end
     job:add_apply{ApplyId = answer.id_value(r.ApplyId), phase = r.phase, Count = r.Count,
                   Names = r.Names}
+  elseif r.event == "register" then
+    local a = job.by_id[r.ApplyId]
+    if not a or a.phase ~= "check" then
+      return journal_error(job, i, "register event: apply %s is not a check apply the " ..
+        "journal recorded", r.ApplyId)
+    end
+    a.registered = true
   elseif r.event == "failed" then
     st.in_flight[r.seq] = nil
   elseif r.event == "uncertain" then
     st.in_flight[r.seq] = nil
-    job.uncertain = {message = r.message}
+    st.unsettled[r.seq] = {seq = r.seq, Count = r.Count, message = r.message}
+  elseif r.event == "accepted" then
+    st.unsettled[r.seq] = nil
+    st.accepted = st.accepted + (r.Count or 0)
+    job.accepted[#job.accepted + 1] = {seq = r.seq, Count = r.Count, message = r.message}
   elseif r.event == "device" then
     local a = job.by_id[r.ApplyId]
     if not a then
@@ -117,11 +130,12 @@ local function check_counts(job, st)
       a.fetched, trusted = false, false
     end
   end
+  local expected = job.Count and job.Count - st.accepted
   if st.done and job.kind == "random" and not any_create_failed(job)
-     and (st.done.Devices ~= job.Count or st.asked ~= job.Count) then
+     and (st.done.Devices ~= expected or st.asked ~= expected) then
     return nil, journal_error(job, st.done_line, "the job's done line records %d devices " ..
-      "from applies asking for %d, but the job's Count is %d", st.done.Devices, st.asked,
-      job.Count)
+      "from applies asking for %d, but the job's Count is %d (%d accepted as unsettled)",
+      st.done.Devices, st.asked, job.Count, st.accepted)
   end
   if st.done and #job.devices > st.done.Devices then
     return nil, journal_error(job, st.done_line, "the job's done line records %d devices, " ..
@@ -142,20 +156,29 @@ function M.rebuild(job, records)
   local spec = records[1]
   if spec.kind == "random" then
     job.Count, job.total = spec.Count, spec.Count
+  elseif spec.kind == "client" then
+    job.Count = spec.Count
+    drawn.rebuild(job, records)
   else
     job.names, job.skip_invalid = spec.Devices or {}, spec.skip_invalid == true
     job.existing = spec.existing or "fail"
     local err = named.validate_names(job)
     if err then return nil, err end
   end
-  local st = {in_flight = {}, asked = 0}
+  local st = {in_flight = {}, unsettled = {}, asked = 0, accepted = 0}
+  job.accepted = {}
   for i = 2, #records do
     local err = replay(job, records[i], i, st)
     if err then return nil, err end
   end
-  for _, r in pairs(st.in_flight) do
-    job.uncertain = job.uncertain or {message = IN_FLIGHT:format(tostring(r.Count))}
+  for seq, r in pairs(st.in_flight) do
+    st.unsettled[seq] = {seq = seq, Count = r.Count, message = IN_FLIGHT:format(tostring(r.Count))}
   end
+  -- the submissions no apply settles, in order: the first one's words end the job
+  job.unsettled = {}
+  for _, u in pairs(st.unsettled) do job.unsettled[#job.unsettled + 1] = u end
+  table.sort(job.unsettled, function(x, y) return x.seq < y.seq end)
+  if job.unsettled[1] then job.uncertain = {message = job.unsettled[1].message} end
   return check_counts(job, st)
 end
 

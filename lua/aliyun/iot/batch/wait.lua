@@ -46,7 +46,8 @@ end
 --- Polls until the phase ends. Pauses start at 0.5 s and grow to 5 s.
 -- @tparam table port `aliyun.iot.batch.port`
 -- @tparam table w `{ProductKey=, id=, phase = "check"|"create", t_end = job deadline
---   (absolute clock value) or nil, apply_timeout = [s], on_status = function(status)}`
+--   (absolute clock value) or nil, apply_timeout = [s], on_status = function(status),
+--   max_retries = the status calls' (nil: the client's)}`
 -- @treturn ?table the checked status `Data` at the phase's end
 -- @treturn ?table err `ApplyTimeout` (`apply_id`, last `status`), `InvalidResponse`, or
 --   the status call's error, each with `apply_id`
@@ -57,7 +58,7 @@ function M.poll(port, w)
   if w.t_end and w.t_end < stop then stop = w.t_end else w.by_apply = true end
   while true do
     local res, err = port:invoke("QueryBatchRegisterDeviceStatus",
-      {ProductKey = w.ProductKey, ApplyId = w.id}, {deadline = stop})
+      {ProductKey = w.ProductKey, ApplyId = w.id}, {deadline = stop, max_retries = w.max_retries})
     if not res then
       if port:clock() >= stop then return nil, timed_out(w, status, err) end
       err.apply_id, err.status = w.id, status

@@ -13,8 +13,11 @@ Usage: aliyun-iot [options] COMMAND [options]
 Registers Alibaba Cloud IoT Platform devices in bulk and prints their secrets.
 
 Commands:
-  register --product-key PK --count N
-        register N devices with random names
+  register --product-key PK --count N [--service-names]
+        register N devices with random names, drawn by this client (checked,
+        then registered: never ambiguous); --service-names lets the service
+        draw them (BatchRegisterDevice: half the requests, but a lost answer
+        can leave an apply nobody knows of)
   register --product-key PK --names-file FILE [--skip-invalid]
            [--existing fail|skip|adopt] [--report FILE] [--dry-run]
         register the devices named in FILE: one DeviceName[,Nickname] a line,
@@ -22,9 +25,12 @@ Commands:
   check --product-key PK --names-file FILE
         ask the service which names it would register (and which exist),
         registering nothing; prints JSON
-  resume --state FILE
+  resume --state FILE [--adopt-apply-id ID ...] [--accept-ambiguous]
         finish a register job that stopped, from its state file, at the
-        endpoint, region and instance it records (another one is refused)
+        endpoint, region and instance it records (another one is refused);
+        after an ambiguous --service-names job, --adopt-apply-id takes in the
+        lost apply once you found it, --accept-ambiguous finishes without it
+        (exit 3)
   status --product-key PK --apply-id ID
         print an apply's status (QueryBatchRegisterDeviceStatus) as JSON
   devices --product-key PK --apply-id ID
@@ -106,13 +112,14 @@ ALIBABA_CLOUD_CREDENTIALS_URI. A configured source that fails exits 1.
 
 Exit status: 0 done; 1 service or network failure; 2 usage or validation error;
 3 partial success (--skip-invalid left names out; check found names the service
-would not take); 130 stopped by Ctrl-C, 143 by SIGTERM (the journal and the
-command that finishes the job are on stderr). plan --detailed-exitcode: 0 no
-changes, 2 changes, 1 any failure (usage included).
+would not take; --accept-ambiguous finished without an uncertain apply); 130
+stopped by Ctrl-C, 143 by SIGTERM (the journal and the command that finishes
+the job are on stderr). plan --detailed-exitcode: 0 no changes, 2 changes, 1
+any failure (usage included).
 ]]
 
 -- Option name -> {value = takes a value?, field = key in the options table,
--- commands = where it applies (nil: everywhere)}.
+-- commands = where it applies (nil: everywhere), many = may be given again (a list)}.
 local OPTIONS = {
   endpoint = {value = true}, region = {value = true}, ["iot-instance-id"] = {value = true},
   profile = {value = true},
@@ -132,6 +139,9 @@ local OPTIONS = {
   report = {value = true, commands = {register = true, resume = true}},
   ["dry-run"] = {commands = {register = true}},
   ["skip-invalid"] = {commands = {register = true}},
+  ["service-names"] = {commands = {register = true}},
+  ["adopt-apply-id"] = {value = true, many = true, commands = {resume = true}},
+  ["accept-ambiguous"] = {commands = {resume = true}},
   state = {value = true, commands = {register = true, resume = true}},
   ["apply-timeout"] = {value = true, commands = {register = true, resume = true}},
   ["apply-id"] = {value = true, commands = {status = true, devices = true}},
@@ -215,9 +225,16 @@ function M.parse(argv)
       else
         value = true
       end
-      if seen[name] then usage_error("option --%s given twice", name) end
+      local key = name:gsub("%-", "_")
+      if spec.many then
+        opts[key] = opts[key] or {}
+        table.insert(opts[key], value)
+      elseif seen[name] then
+        usage_error("option --%s given twice", name)
+      else
+        opts[key] = value
+      end
       seen[name] = true
-      opts[(name:gsub("%-", "_"))] = value
     end
     i = i + 1
   end
@@ -298,10 +315,16 @@ function M.check(opts)
       and opts.existing ~= "adopt" then
       usage_error("--existing must be fail, skip or adopt, got '%s'", opts.existing)
     end
+    if opts.service_names and not opts.count then
+      usage_error("--service-names applies to --count only")
+    end
   elseif cmd == "check" then
     require_opts(opts, "product-key", "names-file")
   elseif cmd == "resume" then
     require_opts(opts, "state")
+    for i, v in ipairs(opts.adopt_apply_id or {}) do
+      opts.adopt_apply_id[i] = positive_integer({adopt_apply_id = v}, "adopt-apply-id")
+    end
   elseif cmd == "export" then
     require_opts(opts, "product-key")
   elseif cmd == "status" or cmd == "devices" then

@@ -40,13 +40,17 @@ local function job_args(opts, streams, ui)
                apply_timeout = opts.apply_timeout}
   if opts.command == "resume" then
     -- back to the journal's target unless told otherwise (and then refused if it differs)
-    state_file.journal_target(opts, state_file.check_resume(opts.state))
+    local rec = state_file.check_resume(opts.state)
+    state_file.journal_target(opts, rec)
+    opts.journal_kind = rec.kind
     job.journal, job.ProductKey = opts.state, opts.product_key
+    job.adopt_apply_ids, job.accept_ambiguous = opts.adopt_apply_id, opts.accept_ambiguous
     return job, opts.state, false
   end
   job.ProductKey = opts.product_key
   if opts.count then
     job.Count = opts.count
+    job.names = opts.service_names and "service" or "client"
   else
     job.Devices = names.read(opts, streams)
     job.skip_invalid = opts.skip_invalid or nil
@@ -151,8 +155,31 @@ local function close_report(ctx, records, streams)
   return ok
 end
 
+-- Who drew a random-named job's names (register --count, or the journal resumed), for
+-- the closing note.
+local function names_note(opts)
+  local kind = opts.journal_kind
+  if opts.count then kind = opts.service_names and "random" or "client" end
+  if kind == "random" then return " (names drawn by the service: BatchRegisterDevice)" end
+  if kind == "client" then return " (names drawn by this client, checked, then registered)" end
+  return ""
+end
+
+-- The submissions --accept-ambiguous gave up on: what may exist unseen (exit 3).
+local function report_unsettled(res, streams)
+  if not (res.Unsettled and #res.Unsettled > 0) then return nil end
+  local n = 0
+  for _, u in ipairs(res.Unsettled) do n = n + (u.Count or 0) end
+  streams.stderr:write(("aliyun-iot: finished without %s: up to %s may exist that this " ..
+    "output does not hold (created by a BatchRegisterDevice whose answer was lost); look " ..
+    "for them with QueryDevice or in the console\n"):format(
+      count_of(#res.Unsettled, "uncertain submission", "uncertain submissions"),
+      count_of(n, "device", "devices")))
+  return report.EXIT_PARTIAL
+end
+
 -- The closing note of a job, and the names --skip-invalid left out (exit 3).
-local function summary(res, n, client, ui, seconds, streams)
+local function summary(res, n, client, ui, seconds, streams, opts)
   local stats = client:stats()
   if res.Existing and #res.Existing > 0 then
     local adopted = false
@@ -160,10 +187,12 @@ local function summary(res, n, client, ui, seconds, streams)
     ui.note(("%s existed already (%s)"):format(count_of(#res.Existing, "device", "devices"),
       adopted and "adopted: written with the others" or "left out"))
   end
-  ui.note(("%s in %s, %.1f s, %s, %s, %d throttled")
+  ui.note(("%s in %s, %.1f s, %s, %s, %d throttled%s")
     :format(count_of(n, "device", "devices"), count_of(#(res.ApplyIds or {}), "apply", "applies"),
       seconds, count_of(stats.requests or 0, "request", "requests"),
-      count_of(stats.retries or 0, "retry", "retries"), stats.throttled or 0))
+      count_of(stats.retries or 0, "retry", "retries"), stats.throttled or 0, names_note(opts)))
+  local partial = report_unsettled(res, streams)
+  if partial then return partial end
   if res.Invalid and #res.Invalid > 0 then
     streams.stderr:write(("aliyun-iot: %s left out:\n")
       :format(count_of(#res.Invalid, "invalid name", "invalid names")))
@@ -224,7 +253,7 @@ function M.run_job(opts, streams, ui, now, ctx)
   end
   if own_state then require("aliyun.iot.journal").discard(state) end
   if temp_id then state_file.remove_temp(state, temp_id) end
-  return summary(res, n, client, ui, now() - t0, streams)
+  return summary(res, n, client, ui, now() - t0, streams, opts)
 end
 
 --- devices: an apply's devices, written as they are fetched.

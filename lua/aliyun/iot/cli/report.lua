@@ -40,6 +40,10 @@ local function cli_error(err)
   for k, v in pairs(err) do copy[k] = v end
   local msg = tostring(err.message or "")
   msg = msg:gsub(" %[ApplyIds created: .*%]$", "")
+  msg = msg:gsub("client:resume{journal = %.%.%., adopt_apply_ids = {ApplyId}}",
+    "aliyun-iot resume --state FILE --adopt-apply-id ID")
+  msg = msg:gsub("client:resume{journal = %.%.%., accept_ambiguous = true}",
+    "aliyun-iot resume --state FILE --accept-ambiguous")
   msg = msg:gsub("client:resume{journal = %.%.%.}", "aliyun-iot resume --state FILE")
   if err.code == "NoCredentials" then
     local looked = msg:match("looked at: (.*)$") or ""
@@ -80,15 +84,22 @@ local function settled_by_service(err)
   return err.code == "Ambiguous" or err.ambiguous == true
 end
 
--- What exists after a failure no resume can finish, and where to look for the rest.
-local function report_settled(streams, state)
+-- What exists after a failure a plain resume cannot finish, and the two ways out.
+local function report_settled(streams, state, opts)
   local w = streams.stderr
-  w:write("aliyun-iot: running resume again cannot settle the uncertain ",
+  w:write("aliyun-iot: a plain resume cannot settle the uncertain ",
     "BatchRegisterDevice: its ApplyId never arrived\n")
-  if state then
-    w:write("aliyun-iot: the journal ", state, " keeps the ApplyIds and the devices known\n")
+  if not state then
+    w:write("aliyun-iot: look up the devices of the unknown apply with QueryDevice or in the console\n")
+    return
   end
-  w:write("aliyun-iot: look up the devices of the unknown apply with QueryDevice or in the console\n")
+  local resume = M.resume_command(opts, state)
+  w:write("aliyun-iot: the journal ", state, " keeps the ApplyIds and the devices known; ",
+    "two ways out:\n",
+    "  if you find the apply (QueryDevice or the console list its devices), take it in ",
+    "(it is checked first):\n    ", resume, " --adopt-apply-id ID\n",
+    "  or finish the rest of the job without it (exit 3; its devices, if any, stay ",
+    "unseen):\n    ", resume, " --accept-ambiguous\n")
 end
 
 -- The command that reads one apply's devices, with the flags that reach the same service.
@@ -150,7 +161,7 @@ function M.report_failure(err, opts, streams, state)
     streams.stderr:write("aliyun-iot: ApplyIds created: ", table.concat(ids, " "), "\n")
   end
   if settled_by_service(err) then
-    report_settled(streams, state)
+    report_settled(streams, state, opts)
   elseif state then
     streams.stderr:write("aliyun-iot: the journal ", state, " records the job; to finish it, run:\n  ",
       M.resume_command(opts, state), "\n")
