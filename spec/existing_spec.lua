@@ -413,6 +413,58 @@ describe("aliyun-iot: --existing, --report, --dry-run, check #existing", functio
     assert.are.equal(before, #emu:requests())
   end)
 
+  it("--report is refused where it cannot be kept, and a refused run leaves no file behind", function()
+    write(tmp .. "/rn", "rn-0001\nrn-0002\n")
+    write(tmp .. "/exists.txt", "mine\n")
+    local function leftovers()
+      local t = {}
+      for f in sh("ls -A " .. q(tmp)):gmatch("[^\n]+") do
+        if f:find("%.tmp$") or f:find("^rn%.") or f:find("^s%.state$") then t[#t + 1] = f end
+      end
+      return t
+    end
+    local cases = {
+      -- random names have no requested names to report (was a Lua error, exit 1)
+      {"register --count 2 --report rn.jsonl --out rn.csv", "--report applies to --names-file only"},
+      -- the report and the journal the job is about to create
+      {"register --names-file rn --report s.state --state s.state --out rn.csv",
+       "--report s.state is the same file as --state s.state"},
+      -- the esp-idf config file beside the values file
+      {"register --names-file rn --format esp-idf --out rn.csv --report rn.config.csv",
+       "--out's esp-idf config file rn.config.csv is the same file as --report rn.config.csv"},
+      {"register --names-file rn --format esp-idf --out rn.csv --state rn.config.csv",
+       "is the same file as --state rn.config.csv"},
+      -- refused once the output (and the esp-idf config file) were made: both removed
+      {"register --names-file rn --out rn.csv --report exists.txt", "--report exists.txt exists"},
+      {"register --names-file rn --format esp-idf --out rn.csv --report exists.txt",
+       "--report exists.txt exists"},
+    }
+    for _, c in ipairs(cases) do
+      local code, out, err = run(c[1])
+      assert.are.equal(2, code, c[1] .. "\n" .. err)
+      assert.truthy(err:find(c[2], 1, true), err)
+      assert.is_nil(err:find("internal error", 1, true), err)
+      assert.are.equal("", out)
+      assert.are.same({}, leftovers(), c[1])
+      assert.are.equal("mine\n", read(tmp .. "/exists.txt"))
+    end
+    assert.are.equal(0, #emu:requests())
+  end)
+
+  it("--dry-run refuses the options it could only ignore", function()
+    write(tmp .. "/dr", "dr-0001\n")
+    for _, extra in ipairs{"--report dr.jsonl", "--state dr.state", "--mqtt",
+                           "--format esp-idf --out dr.csv", "--format json", "--no-secrets"} do
+      local code, out, err = run("register --names-file dr --dry-run " .. extra)
+      assert.are.equal(2, code, extra)
+      assert.truthy(err:find("does not apply to --dry-run", 1, true), err)
+      assert.are.equal("", out)
+    end
+    assert.is_nil(read(tmp .. "/dr.jsonl"))
+    assert.is_nil(read(tmp .. "/dr.csv"))
+    assert.are.equal(0, #emu:requests())
+  end)
+
   it("--dry-run checks the names file locally and sends nothing", function()
     write(tmp .. "/dry", "dry-0001\ndry-0002,Kitchen_lamp\nbad name\n")
     -- no credentials needed: nothing is sent
