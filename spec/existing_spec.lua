@@ -212,6 +212,10 @@ describe("named jobs run again #existing", function()
       '{"RequestId":"R","Success":true,"Data":{"Data":[{"DeviceName":"hos-0001",' ..
         '"DeviceSecret":"abc","IotId":"def","ProductKey":"other"}]}}',
       '{"RequestId":"R","Success":true,"Data":{"Data":"many"}}',
+      -- one name listed twice with two secrets: which one is the device's cannot be told
+      '{"RequestId":"R","Success":true,"Data":{"Data":[{"DeviceName":"hos-0001",' ..
+        '"DeviceSecret":"abc","IotId":"def"},{"DeviceName":"hos-0001",' ..
+        '"DeviceSecret":"xyz","IotId":"def"}]}}',
       '{"RequestId":"R","Success":true,"Data":7}',
     }
     for _, body in ipairs(bodies) do
@@ -228,7 +232,32 @@ describe("named jobs run again #existing", function()
       assert.are.equal("InvalidResponse", err.code, body)
       assert.are.equal("BatchQueryDeviceDetail", err.action)
       assert.is_nil(read(path):find('"event":"existing"', 1, true))
-      assert.are.same({"hos-0001=invalid"}, outcomes_of(err.Report))
+      -- refused by the service, never looked up: not known to be invalid (a resume settles it)
+      assert.are.same({"hos-0001=unknown"}, outcomes_of(err.Report))
+      os.remove(path)
+    end
+  end)
+
+  it("a job stopped before its look-up reports the refused names unknown, and a resume settles them", function()
+    assert(client():register_named_devices{ProductKey = PK, Devices = {"lk-0001", "lk-0002"}})
+    local n = device_count()
+    for _, mode in ipairs{"adopt", "skip"} do
+      local path = tmpname()
+      emu:fault{kind = "503", count = 1000, action = "BatchQueryDeviceDetail"}
+      local _, err = client{max_retries = 0}:register_named_devices{ProductKey = PK,
+        Devices = {"lk-0001", "lk-0002", "bad name"}, existing = mode, skip_invalid = true,
+        journal = path}
+      assert.are.equal("ServiceUnavailable", err.code)
+      local rep = err.Report
+      assert.are.same({"lk-0001=unknown", "lk-0002=unknown", "bad name=invalid"}, outcomes_of(rep))
+      assert.are.equal("ServiceUnavailable", rep[1].code)
+      assert.truthy(rep[1].message:find("BatchQueryDeviceDetail", 1, true), rep[1].message)
+      assert.is_string(rep[1].ApplyId)
+      emu:clear_faults()
+      local res = assert(client():resume{journal = path})
+      assert.are.same({"lk-0001=existing", "lk-0002=existing", "bad name=invalid"},
+        outcomes_of(res.Report))
+      assert.are.equal(n, device_count())
       os.remove(path)
     end
   end)
