@@ -210,10 +210,9 @@ function M.read(path)
   if not text then local_error("cannot read --in: %s", tostring(why)) end
   text = text:gsub("^\239\187\191", "")
   local first = text:match("^%s*(.)")
-  local devices, wheres = nil, {}
-  if first == "[" then devices = read_json(text, path, wheres)
-  elseif first == "{" then devices = read_ndjson(text, path, wheres)
-  else devices = read_csv(text, path, wheres) end
+  local reader = (first == "[" and read_json) or (first == "{" and read_ndjson) or read_csv
+  local wheres = {}
+  local devices = reader(text, path, wheres)
   if #devices == 0 then local_error("%s holds no devices", path) end
   check_unique(devices, wheres)
   return devices, wheres
