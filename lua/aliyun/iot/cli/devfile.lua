@@ -73,8 +73,20 @@ end
 -- rule, or letters and digits for DeviceSecret and IotId, as a journal holds them), so
 -- that nothing else (`=HYPERLINK(...)`, an escape sequence, a NUL) is copied into the
 -- output. The Mqtt* columns are computed again, never copied.
+-- ProductKey has no published format (the library refuses only what cannot be one), but
+-- read from a file it becomes the first cell of a CSV row and, for --instance-style old,
+-- a label of MqttHost: it must start with a letter or digit and hold nothing a host name
+-- could not (no `=cmd`, no `user@evil.example:1883?` redirecting a device).
+local function product_key_problem(v)
+  local why = validate.product_key_problem(v)
+  if why then return why end
+  if not v:find("^[A-Za-z0-9][A-Za-z0-9_-]*$") then
+    return "may only contain letters, digits, - and _, starting with a letter or digit"
+  end
+end
+
 local RULES = {
-  ProductKey = validate.product_key_problem,
+  ProductKey = product_key_problem,
   DeviceName = validate.device_name_problem,
   DeviceSecret = validate.token_problem,
   IotId = validate.token_problem,
