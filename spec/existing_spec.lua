@@ -262,6 +262,35 @@ describe("named jobs run again #existing", function()
     end
   end)
 
+  it("a server's ErrorMsg reaches --report and check's JSON with no terminal control and as UTF-8", function()
+    -- the check's verdict carries C1 CSI, a right-to-left override, an OSC title sequence
+    -- and a byte that is no UTF-8; the library keeps the text, the CLI's writers escape it
+    local msg = '\\u009b2J\\u202eevil\\u001b]0;x\\u0007 \255 done'
+    local c = client{transport = function(req)
+      if ((req.url or "") .. (req.body or "")):find("Action=QueryBatchRegisterDeviceStatus", 1, true) then
+        return {status = 200, headers = {["content-type"] = "application/json"}, body =
+          '{"RequestId":"R","Success":true,"Data":{"Status":"CHECK_FAILED","InvalidDetailList":' ..
+          '{"invalidDetailList":[{"DeviceName":"esc-0001","ErrorMsg":"' .. msg .. '"}]}}}'}
+      end
+      return iot.transports.curl(req)
+    end}
+    local _, err = c:register_named_devices{ProductKey = PK, Devices = {"esc-0001"}}
+    assert.are.equal("InvalidDeviceName", err.code)
+    local rec = err.Report[1]
+    assert.are.equal("invalid", rec.outcome)
+    assert.truthy(rec.message:find("\194\155", 1, true)) -- the library keeps it as sent
+    local report_line = require("aliyun.iot.cli.outcomes").line(rec)
+    local check_json = require("aliyun.iot.cli.json").json({Invalid = err.Invalid}, {"Invalid"})
+    for _, text in ipairs{report_line, check_json} do
+      assert.is_nil(text:find("[\128-\255]"), text) -- C1, bidi, the stray byte: all escaped
+      assert.is_nil(text:find("[%z\1-\9\11-\31\127]"), text)
+      assert.truthy(text:find("\\u009b2J\\u202eevil", 1, true), text)
+      assert.truthy(text:find("\\ufffd done", 1, true), text)
+    end
+    assert.are.equal("esc-0001", cjson.decode(report_line).DeviceName)
+    assert.are.equal("esc-0001", cjson.decode(check_json).Invalid[1].DeviceName)
+  end)
+
   it("looks names up 100 at a time, within BatchQueryDeviceDetail's 5 calls a second", function()
     local list = names("many", 250)
     assert(client():register_named_devices{ProductKey = PK, Devices = list})
