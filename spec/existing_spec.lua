@@ -393,12 +393,13 @@ describe("aliyun-iot: --existing, --report, --dry-run, check #existing", functio
   local tmp
   local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
 
-  local function run(args, env)
+  local function run(args, env, no_product_key)
     local out, err = tmp .. "/stdout", tmp .. "/stderr"
     local code = sh("cd " .. q(tmp) .. " && env -u LUA_PATH -u LUA_CPATH HOME=" .. q(tmp) ..
       " TMPDIR=" .. q(tmp) .. " ALIBABA_CLOUD_ACCESS_KEY_ID=testid" ..
       " ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret TERM=dumb " .. (env or "") .. " " .. LUA .. " " .. q(BIN) ..
-      " --endpoint " .. emu.endpoint .. " --product-key " .. PK .. " " .. args ..
+      " --endpoint " .. emu.endpoint .. (no_product_key and "" or " --product-key " .. PK) ..
+      " " .. args ..
       " < /dev/null > " .. q(out) .. " 2> " .. q(err) .. "; echo $?")
     local stderr = read(err)
     assert.is_nil(stderr:find("testsecret", 1, true))
@@ -507,6 +508,25 @@ describe("aliyun-iot: --existing, --report, --dry-run, check #existing", functio
       assert.are.equal("mine\n", read(tmp .. "/exists.txt"))
     end
     assert.are.equal(0, #emu:requests())
+  end)
+
+  it("resume --report: the whole report of a names job; refused for a job of random names", function()
+    write(tmp .. "/rs", "rs-0001\nrs-0002\n")
+    local code, _, err = run("register --names-file rs --state rs.state --out rs1.csv")
+    assert.are.equal(0, code, err)
+    code, _, err = run("resume --state rs.state --report rs.jsonl --out rs2.csv", nil, true)
+    assert.are.equal(0, code, err)
+    assert.are.equal(2, #report_lines(tmp .. "/rs.jsonl"))
+    -- random names: no requested name to report (it wrote an empty file, exit 0)
+    code, _, err = run("register --count 2 --state rc.state --out rc1.csv")
+    assert.are.equal(0, code, err)
+    local before = #emu:requests()
+    code, _, err = run("resume --state rc.state --report rc.jsonl --out rc2.csv", nil, true)
+    assert.are.equal(2, code, err)
+    assert.truthy(err:find("holds a job of random names", 1, true), err)
+    assert.is_nil(read(tmp .. "/rc.jsonl"))
+    assert.is_nil(read(tmp .. "/rc2.csv"))
+    assert.are.equal(before, #emu:requests())
   end)
 
   it("--dry-run refuses the options it could only ignore", function()

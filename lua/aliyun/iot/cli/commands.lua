@@ -38,7 +38,8 @@ local function job_args(opts, streams, ui)
   local job = {on_progress = ui.on_progress, deadline = opts.deadline,
                apply_timeout = opts.apply_timeout}
   if opts.command == "resume" then
-    state_file.check_resume(opts.state)
+    local records = state_file.check_resume(opts.state)
+    outcomes.check_resume(opts, records[1])
     job.journal = opts.state
     return job, opts.state, false
   end
