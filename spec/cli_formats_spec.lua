@@ -363,6 +363,9 @@ describe("aliyun-iot output formats", function()
        "bad.csv: device 1: DeviceSecret is not 1 to 64 letters and digits"},
       {H .. "a14Xib5kdYd,light1983432,se\0cret,iot1\r\n", "bad.csv:2: DeviceSecret is not"},
       {H .. "a1 4,light1983432," .. SECRET .. ",iot1\r\n", "bad.csv:2: ProductKey must not contain"},
+      -- a row wider than any this command writes stops the reading at once (a huge line of
+      -- commas once became as many strings: gigabytes of memory)
+      {H .. (","):rep(100000) .. "\r\n", "bad.csv:2: more than 9 fields"},
       -- a ProductKey is the first cell of a row and a label of MqttHost
       {H .. "=1+1,light1983432," .. SECRET .. ",iot1\r\n", "bad.csv:2: ProductKey may only contain"},
       {'{"ProductKey":"x@evil.example:1883?","DeviceName":"dev1","DeviceSecret":"abc"}\n',

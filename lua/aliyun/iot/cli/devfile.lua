@@ -20,13 +20,24 @@ local KNOWN = {}
 for _, c in ipairs(formats.DEVICE_FIELDS) do KNOWN[c] = true end
 for _, c in ipairs(formats.MQTT_FIELDS) do KNOWN[c] = true end
 local REQUIRED = {"ProductKey", "DeviceName", "DeviceSecret"}
+-- The most fields a row can have: each known column once.
+local MAX_FIELDS = #formats.DEVICE_FIELDS + #formats.MQTT_FIELDS
 
 -- Splits CSV text (RFC 4180: quoted fields may hold commas, quotes and line ends; lines
--- end with CRLF or LF) into rows of fields, each row with the line it starts on.
+-- end with CRLF or LF) into rows of fields, each row with the line it starts on. A row
+-- wider than any this command writes stops the reading at once: a line of a billion
+-- commas must not become a billion strings.
 local function csv_rows(text, path)
   local rows, row, field = {}, {}, {}
   local i, n, line, row_line = 1, #text, 1, 1
-  local function end_field() row[#row + 1] = table.concat(field) field = {} end
+  local function end_field()
+    if #row >= MAX_FIELDS then
+      local_error("%s:%d: more than %d fields (the most columns aliyun-iot writes)", path,
+        row_line, MAX_FIELDS)
+    end
+    row[#row + 1] = table.concat(field)
+    field = {}
+  end
   while i <= n do
     local c = text:sub(i, i)
     if c == '"' and #field == 0 then
