@@ -381,6 +381,16 @@ describe("aliyun-iot output formats", function()
       assert.is_nil(err:find("\27", 1, true), err)
       assert.is_false(exists(path("out.csv")))
     end
+    -- a file without IotId goes round every format: its JSON holds "IotId": "", read as none
+    write(path("noiot.csv"), "ProductKey,DeviceName,DeviceSecret\r\na14Xib5kdYd,light1983432," ..
+      SECRET .. "\r\n")
+    local prev = "noiot.csv"
+    for _, fmt in ipairs{"json", "ndjson", "csv"} do
+      local code, _, err = run("mqtt-credentials --in " .. prev .. " --format " .. fmt ..
+        " --out noiot-" .. fmt .. " --mqtt-timestamp " .. TS)
+      assert.are.equal(0, code, fmt .. ": " .. err)
+      prev = "noiot-" .. fmt
+    end
     -- a blank line is no row (a file edited by hand often ends with one)
     write(path("blank.csv"), FILE_CSV .. "\r\n")
     local code, out, err = run("mqtt-credentials --in blank.csv --mqtt-timestamp " .. TS)

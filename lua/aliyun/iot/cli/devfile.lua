@@ -121,7 +121,8 @@ local function check_device(dev, where)
     end
   end
   for k, rule in pairs(RULES) do
-    local why = dev[k] ~= nil and rule(dev[k])
+    -- an empty IotId is none (a file made from one without IotId writes "" in JSON)
+    local why = dev[k] ~= nil and dev[k] ~= "" and rule(dev[k])
     if why then
       -- a DeviceName is no secret: it is named (escaped), as elsewhere
       local_error("%s: %s%s %s", where, k, k == "DeviceName" and
