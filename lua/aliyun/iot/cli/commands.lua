@@ -38,8 +38,8 @@ local function job_args(opts, streams, ui)
   local job = {on_progress = ui.on_progress, deadline = opts.deadline,
                apply_timeout = opts.apply_timeout}
   if opts.command == "resume" then
-    local records = state_file.check_resume(opts.state)
-    outcomes.check_resume(opts, records[1])
+    local rec = state_file.check_resume(opts.state)
+    outcomes.check_resume(opts, rec)
     job.journal = opts.state
     return job, opts.state, false
   end

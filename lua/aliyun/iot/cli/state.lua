@@ -79,7 +79,7 @@ function M.temp()
 end
 
 -- Checks the --state of 'resume' before any request (exit 2 with the reason); returns
--- the journal's records.
+-- the journal's `job` record.
 function M.check_resume(state)
   local kind = core().file_kind(state)
   if kind == "none" then local_error("cannot read state file %s: no such file", state) end
@@ -93,7 +93,7 @@ function M.check_resume(state)
     local_error("state file %s is not a journal to resume: %s", state,
       tostring(jerr and jerr.message or jerr))
   end
-  return records
+  return records[1]
 end
 
 
