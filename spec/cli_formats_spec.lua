@@ -108,11 +108,12 @@ end
 local FILE_DEVICES = {
   {ProductKey = "a14Xib5kdYd", DeviceName = "light1983432", DeviceSecret = "oLyaKqVxtRvjH284LdhqVgVUx1UPy6zq",
    IotId = "iot1"},
-  {ProductKey = "a14Xib5kdYd", DeviceName = "light_2:x@y", DeviceSecret = "s2e,cret\"q", IotId = "iot2"},
+  {ProductKey = "a14Xib5kdYd", DeviceName = "light_2:x@y", DeviceSecret = "s2eCret9q", IotId = "iot2"},
 }
+-- quoted fields are read as RFC 4180 has them (a DeviceSecret is letters and digits only)
 local FILE_CSV = 'ProductKey,DeviceName,DeviceSecret,IotId\r\n' ..
   'a14Xib5kdYd,light1983432,oLyaKqVxtRvjH284LdhqVgVUx1UPy6zq,iot1\r\n' ..
-  'a14Xib5kdYd,light_2:x@y,"s2e,cret""q",iot2\r\n'
+  '"a14Xib5kdYd","light_2:x@y","s2eCret9q",iot2\r\n'
 
 describe("aliyun-iot output formats", function()
   setup(function()
@@ -318,7 +319,7 @@ describe("aliyun-iot output formats", function()
     local cases = {
       {"ProductKey,DeviceName,Secret\r\na1,dev1,x\r\n", "bad.csv:1: unknown column Secret"},
       {FILE_CSV .. "a14Xib5kdYd,short\r\n", "bad.csv:4: 2 fields, the header has 4"},
-      {FILE_CSV .. "a14Xib5kdYd,bad name!,secret,iot\r\n", "bad.csv: device 3: device bad name!: DeviceName"},
+      {FILE_CSV .. "a14Xib5kdYd,bad name!,secret,iot\r\n", "bad.csv:4: DeviceName bad name! may only contain"},
       {FILE_CSV .. 'a14Xib5kdYd,"open,secret,iot\r\n', "bad.csv:4: a quoted field is never closed"},
       {'[{"ProductKey":"a1","DeviceName":"dev1","DeviceSecret":1}]', "bad.csv: device 1: DeviceSecret is not a string"},
       {'{"ProductKey":"a1","DeviceName":"dev1","DeviceSecret":"x"}\n{"ProductKey":"a1"}\n',
@@ -340,6 +341,61 @@ describe("aliyun-iot output formats", function()
     assert.are.equal(2, code)
     assert.truthy(err:find("same file as --in", 1, true), err)
     assert.are.equal(FILE_CSV, read(path("in.csv")))
+  end)
+
+  it("mqtt-credentials copies no value the API would not produce, no device twice, and echoes no cell", function()
+    local SECRET = "oLyaKqVxtRvjH284LdhqVgVUx1UPy6zq"
+    local H = "ProductKey,DeviceName,DeviceSecret,IotId\r\n"
+    local cases = {
+      -- a file without its header: the first row's cells (a secret among them) never echoed
+      {SECRET .. ",a14Xib5kdYd,light1983432,iot1\r\n", "bad.csv:1: no header row"},
+      -- the same device twice: which secret is right cannot be told
+      {FILE_CSV .. "a14Xib5kdYd,light1983432," .. SECRET .. "x,iot3\r\n",
+       "bad.csv:4: device light1983432 given twice (first at bad.csv:2)"},
+      {'{"ProductKey":"a1","DeviceName":"dev1","DeviceSecret":"x"}\n' ..
+       '{"ProductKey":"a1","DeviceName":"dev1","DeviceSecret":"y"}\n', "bad.csv:2: device dev1 given twice"},
+      -- a spreadsheet formula, an escape sequence, a NUL: never copied into an output
+      {H .. 'a14Xib5kdYd,light1983432,' .. SECRET .. ',"=HYPERLINK(""http://x"")"\r\n',
+       "bad.csv:2: IotId is not 1 to 64 letters and digits"},
+      {H .. "a14Xib5kdYd,light1983432," .. SECRET .. ",iot\27[2J\r\n",
+       "bad.csv:2: IotId is not 1 to 64 letters and digits"},
+      {'[{"ProductKey":"a1","DeviceName":"dev1","DeviceSecret":"@SUM(1)","IotId":"i"}]',
+       "bad.csv: device 1: DeviceSecret is not 1 to 64 letters and digits"},
+      {H .. "a14Xib5kdYd,light1983432,se\0cret,iot1\r\n", "bad.csv:2: DeviceSecret is not"},
+      {H .. "a1 4,light1983432," .. SECRET .. ",iot1\r\n", "bad.csv:2: ProductKey must not contain"},
+      -- a row wider than any this command writes stops the reading at once (a huge line of
+      -- commas once became as many strings: gigabytes of memory)
+      {H .. (","):rep(100000) .. "\r\n", "bad.csv:2: more than 9 fields"},
+      -- a ProductKey is the first cell of a row and a label of MqttHost
+      {H .. "=1+1,light1983432," .. SECRET .. ",iot1\r\n", "bad.csv:2: ProductKey may only contain"},
+      {'{"ProductKey":"x@evil.example:1883?","DeviceName":"dev1","DeviceSecret":"abc"}\n',
+       "bad.csv:1: ProductKey may only contain"},
+    }
+    for _, c in ipairs(cases) do
+      write(path("bad.csv"), c[1])
+      local code, out, err = run("mqtt-credentials --in bad.csv --out out.csv")
+      assert.are.equal(2, code, c[2])
+      assert.truthy(err:find(c[2], 1, true), err)
+      assert.are.equal("", out)
+      assert.is_nil(err:find(SECRET, 1, true), err)
+      assert.is_nil(err:find("\27", 1, true), err)
+      assert.is_false(exists(path("out.csv")))
+    end
+    -- a file without IotId goes round every format: its JSON holds "IotId": "", read as none
+    write(path("noiot.csv"), "ProductKey,DeviceName,DeviceSecret\r\na14Xib5kdYd,light1983432," ..
+      SECRET .. "\r\n")
+    local prev = "noiot.csv"
+    for _, fmt in ipairs{"json", "ndjson", "csv"} do
+      local code, _, err = run("mqtt-credentials --in " .. prev .. " --format " .. fmt ..
+        " --out noiot-" .. fmt .. " --mqtt-timestamp " .. TS)
+      assert.are.equal(0, code, fmt .. ": " .. err)
+      prev = "noiot-" .. fmt
+    end
+    -- a blank line is no row (a file edited by hand often ends with one)
+    write(path("blank.csv"), FILE_CSV .. "\r\n")
+    local code, out, err = run("mqtt-credentials --in blank.csv --mqtt-timestamp " .. TS)
+    assert.are.equal(0, code, err)
+    assert.are.equal(2, #select(2, csv(out, "\r\n")))
   end)
 
   it("the resume command after a failure keeps the format and connection options", function()

@@ -212,6 +212,10 @@ describe("named jobs run again #existing", function()
       '{"RequestId":"R","Success":true,"Data":{"Data":[{"DeviceName":"hos-0001",' ..
         '"DeviceSecret":"abc","IotId":"def","ProductKey":"other"}]}}',
       '{"RequestId":"R","Success":true,"Data":{"Data":"many"}}',
+      -- one name listed twice with two secrets: which one is the device's cannot be told
+      '{"RequestId":"R","Success":true,"Data":{"Data":[{"DeviceName":"hos-0001",' ..
+        '"DeviceSecret":"abc","IotId":"def"},{"DeviceName":"hos-0001",' ..
+        '"DeviceSecret":"xyz","IotId":"def"}]}}',
       '{"RequestId":"R","Success":true,"Data":7}',
     }
     for _, body in ipairs(bodies) do
@@ -228,9 +232,63 @@ describe("named jobs run again #existing", function()
       assert.are.equal("InvalidResponse", err.code, body)
       assert.are.equal("BatchQueryDeviceDetail", err.action)
       assert.is_nil(read(path):find('"event":"existing"', 1, true))
-      assert.are.same({"hos-0001=invalid"}, outcomes_of(err.Report))
+      -- refused by the service, never looked up: not known to be invalid (a resume settles it)
+      assert.are.same({"hos-0001=unknown"}, outcomes_of(err.Report))
       os.remove(path)
     end
+  end)
+
+  it("a job stopped before its look-up reports the refused names unknown, and a resume settles them", function()
+    assert(client():register_named_devices{ProductKey = PK, Devices = {"lk-0001", "lk-0002"}})
+    local n = device_count()
+    for _, mode in ipairs{"adopt", "skip"} do
+      local path = tmpname()
+      emu:fault{kind = "503", count = 1000, action = "BatchQueryDeviceDetail"}
+      local _, err = client{max_retries = 0}:register_named_devices{ProductKey = PK,
+        Devices = {"lk-0001", "lk-0002", "bad name"}, existing = mode, skip_invalid = true,
+        journal = path}
+      assert.are.equal("ServiceUnavailable", err.code)
+      local rep = err.Report
+      assert.are.same({"lk-0001=unknown", "lk-0002=unknown", "bad name=invalid"}, outcomes_of(rep))
+      assert.are.equal("ServiceUnavailable", rep[1].code)
+      assert.truthy(rep[1].message:find("BatchQueryDeviceDetail", 1, true), rep[1].message)
+      assert.is_string(rep[1].ApplyId)
+      emu:clear_faults()
+      local res = assert(client():resume{journal = path})
+      assert.are.same({"lk-0001=existing", "lk-0002=existing", "bad name=invalid"},
+        outcomes_of(res.Report))
+      assert.are.equal(n, device_count())
+      os.remove(path)
+    end
+  end)
+
+  it("a server's ErrorMsg reaches --report and check's JSON with no terminal control and as UTF-8", function()
+    -- the check's verdict carries C1 CSI, a right-to-left override, an OSC title sequence
+    -- and a byte that is no UTF-8; the library keeps the text, the CLI's writers escape it
+    local msg = '\\u009b2J\\u202eevil\\u001b]0;x\\u0007 \255 done'
+    local c = client{transport = function(req)
+      if ((req.url or "") .. (req.body or "")):find("Action=QueryBatchRegisterDeviceStatus", 1, true) then
+        return {status = 200, headers = {["content-type"] = "application/json"}, body =
+          '{"RequestId":"R","Success":true,"Data":{"Status":"CHECK_FAILED","InvalidDetailList":' ..
+          '{"invalidDetailList":[{"DeviceName":"esc-0001","ErrorMsg":"' .. msg .. '"}]}}}'}
+      end
+      return iot.transports.curl(req)
+    end}
+    local _, err = c:register_named_devices{ProductKey = PK, Devices = {"esc-0001"}}
+    assert.are.equal("InvalidDeviceName", err.code)
+    local rec = err.Report[1]
+    assert.are.equal("invalid", rec.outcome)
+    assert.truthy(rec.message:find("\194\155", 1, true)) -- the library keeps it as sent
+    local report_line = require("aliyun.iot.cli.outcomes").line(rec)
+    local check_json = require("aliyun.iot.cli.json").json({Invalid = err.Invalid}, {"Invalid"})
+    for _, text in ipairs{report_line, check_json} do
+      assert.is_nil(text:find("[\128-\255]"), text) -- C1, bidi, the stray byte: all escaped
+      assert.is_nil(text:find("[%z\1-\9\11-\31\127]"), text)
+      assert.truthy(text:find("\\u009b2J\\u202eevil", 1, true), text)
+      assert.truthy(text:find("\\ufffd done", 1, true), text)
+    end
+    assert.are.equal("esc-0001", cjson.decode(report_line).DeviceName)
+    assert.are.equal("esc-0001", cjson.decode(check_json).Invalid[1].DeviceName)
   end)
 
   it("looks names up 100 at a time, within BatchQueryDeviceDetail's 5 calls a second", function()
@@ -335,12 +393,13 @@ describe("aliyun-iot: --existing, --report, --dry-run, check #existing", functio
   local tmp
   local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
 
-  local function run(args, env)
+  local function run(args, env, no_product_key)
     local out, err = tmp .. "/stdout", tmp .. "/stderr"
     local code = sh("cd " .. q(tmp) .. " && env -u LUA_PATH -u LUA_CPATH HOME=" .. q(tmp) ..
       " TMPDIR=" .. q(tmp) .. " ALIBABA_CLOUD_ACCESS_KEY_ID=testid" ..
       " ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret TERM=dumb " .. (env or "") .. " " .. LUA .. " " .. q(BIN) ..
-      " --endpoint " .. emu.endpoint .. " --product-key " .. PK .. " " .. args ..
+      " --endpoint " .. emu.endpoint .. (no_product_key and "" or " --product-key " .. PK) ..
+      " " .. args ..
       " < /dev/null > " .. q(out) .. " 2> " .. q(err) .. "; echo $?")
     local stderr = read(err)
     assert.is_nil(stderr:find("testsecret", 1, true))
@@ -411,6 +470,77 @@ describe("aliyun-iot: --existing, --report, --dry-run, check #existing", functio
     assert.truthy(err:find("exists", 1, true), err)
     assert.are.equal("mine\n", read(tmp .. "/taken.jsonl"))
     assert.are.equal(before, #emu:requests())
+  end)
+
+  it("--report is refused where it cannot be kept, and a refused run leaves no file behind", function()
+    write(tmp .. "/rn", "rn-0001\nrn-0002\n")
+    write(tmp .. "/exists.txt", "mine\n")
+    local function leftovers()
+      local t = {}
+      for f in sh("ls -A " .. q(tmp)):gmatch("[^\n]+") do
+        if f:find("%.tmp$") or f:find("^rn%.") or f:find("^s%.state$") then t[#t + 1] = f end
+      end
+      return t
+    end
+    local cases = {
+      -- random names have no requested names to report (was a Lua error, exit 1)
+      {"register --count 2 --report rn.jsonl --out rn.csv", "--report applies to --names-file only"},
+      -- the report and the journal the job is about to create
+      {"register --names-file rn --report s.state --state s.state --out rn.csv",
+       "--report s.state is the same file as --state s.state"},
+      -- the esp-idf config file beside the values file
+      {"register --names-file rn --format esp-idf --out rn.csv --report rn.config.csv",
+       "--out's esp-idf config file rn.config.csv is the same file as --report rn.config.csv"},
+      {"register --names-file rn --format esp-idf --out rn.csv --state rn.config.csv",
+       "is the same file as --state rn.config.csv"},
+      -- refused once the output (and the esp-idf config file) were made: both removed
+      {"register --names-file rn --out rn.csv --report exists.txt", "--report exists.txt exists"},
+      {"register --names-file rn --format esp-idf --out rn.csv --report exists.txt",
+       "--report exists.txt exists"},
+    }
+    for _, c in ipairs(cases) do
+      local code, out, err = run(c[1])
+      assert.are.equal(2, code, c[1] .. "\n" .. err)
+      assert.truthy(err:find(c[2], 1, true), err)
+      assert.is_nil(err:find("internal error", 1, true), err)
+      assert.are.equal("", out)
+      assert.are.same({}, leftovers(), c[1])
+      assert.are.equal("mine\n", read(tmp .. "/exists.txt"))
+    end
+    assert.are.equal(0, #emu:requests())
+  end)
+
+  it("resume --report: the whole report of a names job; refused for a job of random names", function()
+    write(tmp .. "/rs", "rs-0001\nrs-0002\n")
+    local code, _, err = run("register --names-file rs --state rs.state --out rs1.csv")
+    assert.are.equal(0, code, err)
+    code, _, err = run("resume --state rs.state --report rs.jsonl --out rs2.csv", nil, true)
+    assert.are.equal(0, code, err)
+    assert.are.equal(2, #report_lines(tmp .. "/rs.jsonl"))
+    -- random names: no requested name to report (it wrote an empty file, exit 0)
+    code, _, err = run("register --count 2 --state rc.state --out rc1.csv")
+    assert.are.equal(0, code, err)
+    local before = #emu:requests()
+    code, _, err = run("resume --state rc.state --report rc.jsonl --out rc2.csv", nil, true)
+    assert.are.equal(2, code, err)
+    assert.truthy(err:find("holds a job of random names", 1, true), err)
+    assert.is_nil(read(tmp .. "/rc.jsonl"))
+    assert.is_nil(read(tmp .. "/rc2.csv"))
+    assert.are.equal(before, #emu:requests())
+  end)
+
+  it("--dry-run refuses the options it could only ignore", function()
+    write(tmp .. "/dr", "dr-0001\n")
+    for _, extra in ipairs{"--report dr.jsonl", "--state dr.state", "--mqtt",
+                           "--format esp-idf --out dr.csv", "--format json", "--no-secrets"} do
+      local code, out, err = run("register --names-file dr --dry-run " .. extra)
+      assert.are.equal(2, code, extra)
+      assert.truthy(err:find("does not apply to --dry-run", 1, true), err)
+      assert.are.equal("", out)
+    end
+    assert.is_nil(read(tmp .. "/dr.jsonl"))
+    assert.is_nil(read(tmp .. "/dr.csv"))
+    assert.are.equal(0, #emu:requests())
   end)
 
   it("--dry-run checks the names file locally and sends nothing", function()

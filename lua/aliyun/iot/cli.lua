@@ -119,6 +119,9 @@ function M.main(argv, streams, prog)
     return debug.traceback(tostring(e), 2)
   end)
   if ok then return code end
+  -- an error raised once the output was opened (a --report that exists, say) leaves no
+  -- temporary file and no esp-idf config file behind: this run made them
+  if ctx.out and not is_interrupt(code) then ctx.out:abort() end
   if args.is_usage(code) then
     -- the message may echo the user's own words: control characters escaped
     streams.stderr:write("aliyun-iot: ", require("aliyun.iot.errors").printable(code.message), "\n",

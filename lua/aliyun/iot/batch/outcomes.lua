@@ -7,7 +7,8 @@
 -- duplicate, or by the service's check and not found existing), `failed` (certainly not
 -- created: its apply ended CREATE_FAILED, or the job stopped before the name's
 -- registration could start), `unknown` (the job stopped after the name's registration may
--- have been sent: a resume settles it). No record holds a secret.
+-- have been sent, or, under existing = "skip" or "adopt", before a name the service
+-- refused was looked up: a resume settles it). No record holds a secret.
 --
 -- Outcomes decided while the job runs go to the job's `on_report(record, position)` at
 -- once (created devices page by page, existing ones as they are confirmed); the others
@@ -54,6 +55,20 @@ local function index(job)
   return ix
 end
 
+-- Under existing = "skip" or "adopt" a name the service refused is settled only once
+-- BatchQueryDeviceDetail has answered for it (found: existing; not found: invalid or
+-- failed). A job stopped before that cannot tell: the name is `unknown`, and a resume,
+-- which looks it up, settles it.
+local function unsettled(job, name, cause)
+  return cause ~= nil and (job.existing == "skip" or job.existing == "adopt")
+    and not (job.confirmed and job.confirmed[name])
+end
+
+local function not_looked_up(what, msg)
+  return ("%s; the job stopped before it was looked up with BatchQueryDeviceDetail (%s); " ..
+    "resuming the job settles it"):format(what, msg)
+end
+
 -- The outcome of a name that passed the local checks, from the job's state; `cause` is the
 -- error that stopped the job, if one did.
 local function derive(job, ix, name, cause)
@@ -62,19 +77,25 @@ local function derive(job, ix, name, cause)
   if job.have[name] then
     return {outcome = "created", ApplyId = job.device_apply and job.device_apply[name]}
   end
+  local why = cause and cause.code or "NotRegistered"
+  local msg = cause and tostring(cause.message) or "the job ended before this name was registered"
   local cf = ix.failed[name]
-  if cf then
+  if cf and unsettled(job, name, cause) then
+    return {outcome = "unknown", ApplyId = cf[1].key, code = why, RequestId = cf[1].create_rid,
+            message = not_looked_up("its creation failed (" .. tostring(cf[2].ErrorMsg) .. ")", msg)}
+  elseif cf then
     return {outcome = "failed", ApplyId = cf[1].key, code = "CreateFailed",
             message = cf[2].ErrorMsg, RequestId = cf[1].create_rid}
   end
   local by = job.rejected and job.rejected[name]
   local bad = job.invalid_seen[name] and ix.invalid[name]
-  if bad then
+  if bad and by and unsettled(job, name, cause) then
+    return {outcome = "unknown", ApplyId = by.ApplyId, RequestId = by.RequestId, code = why,
+            message = not_looked_up("the service refused it (" .. tostring(bad.ErrorMsg) .. ")", msg)}
+  elseif bad then
     return {outcome = "invalid", message = bad.ErrorMsg, ApplyId = by and by.ApplyId,
             RequestId = by and by.RequestId}
   end
-  local why = cause and cause.code or "NotRegistered"
-  local msg = cause and tostring(cause.message) or "the job ended before this name was registered"
   local a = ix.checked[name]
   if a then
     return {outcome = "unknown", ApplyId = a.key, code = why, message = "its registration may " ..

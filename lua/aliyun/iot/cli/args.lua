@@ -306,7 +306,7 @@ function M.check(opts)
       usage_error("'register' needs either --count or --names-file")
     end
     if opts.count then opts.count = positive_integer(opts, "count") end
-    for _, flag in ipairs{"skip-invalid", "existing", "dry-run"} do
+    for _, flag in ipairs{"skip-invalid", "existing", "dry-run", "report"} do
       if opts[(flag:gsub("%-", "_"))] and not opts.names_file then
         usage_error("--%s applies to --names-file only", flag)
       end

@@ -41,6 +41,7 @@ local function job_args(opts, streams, ui)
   if opts.command == "resume" then
     -- back to the journal's target unless told otherwise (and then refused if it differs)
     local rec = state_file.check_resume(opts.state)
+    outcomes.check_resume(opts, rec)
     state_file.journal_target(opts, rec)
     opts.journal_kind = rec.kind
     job.journal, job.ProductKey = opts.state, opts.product_key

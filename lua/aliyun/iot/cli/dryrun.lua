@@ -10,6 +10,7 @@ local report = require "aliyun.iot.cli.report"
 local json = require "aliyun.iot.cli.json"
 
 local printable = require("aliyun.iot.errors").printable
+local usage_error = require("aliyun.iot.cli.args").usage_error
 
 local M = {}
 
@@ -24,12 +25,27 @@ local function check_params(pk, chunk)
   return {ProductKey = pk, DeviceName = list}
 end
 
+-- The options of a real run that a dry run could only ignore: each is refused (exit 2)
+-- rather than left to look as if it had done something (a --report never written, a
+-- --format esp-idf --out FILE.csv that receives JSON).
+local function refuse_unused(opts)
+  for _, o in ipairs{{"report", "--report"}, {"state", "--state"}, {"mqtt", "--mqtt"},
+                     {"no_secrets", "--no-secrets"}, {"apply_timeout", "--apply-timeout"}} do
+    if opts[o[1]] ~= nil then usage_error("%s does not apply to --dry-run (it writes no " ..
+      "devices, journal or report: the plan of requests, as JSON)", o[2]) end
+  end
+  if opts.format ~= "csv" then
+    usage_error("--format does not apply to --dry-run (it prints its plan as JSON)")
+  end
+end
+
 --- Runs the dry run.
 -- @tparam table opts the checked options
 -- @tparam table streams
 -- @tparam table ctx the interrupt context (`out`)
 -- @treturn integer exit status
 function M.run(opts, streams, ctx)
+  refuse_unused(opts)
   local devices = names.read(opts, streams)
   output.check_out(opts)
   -- no client: a dry run needs no credentials (the chunks are the default max_batch_size's)

@@ -6,9 +6,52 @@ local M = {}
 
 local cjson_encode -- loaded on first use (cjson.encode of a string: JSON escaping)
 
+-- The code point of the UTF-8 sequence at byte i of s and its length, or nil when the
+-- bytes there are no well-formed UTF-8 (RFC 3629: no overlong form, no surrogate).
+local function utf8_at(s, i)
+  local c = s:byte(i)
+  local n, min
+  if c >= 0xC2 and c <= 0xDF then n, min = 1, 0x80
+  elseif c >= 0xE0 and c <= 0xEF then n, min = 2, 0x800
+  elseif c >= 0xF0 and c <= 0xF4 then n, min = 3, 0x10000
+  else return nil end
+  local cp = c - ({0xC0, 0xE0, 0xF0})[n]
+  for k = 1, n do
+    local b = s:byte(i + k)
+    if not b or b < 0x80 or b > 0xBF then return nil end
+    cp = cp * 64 + (b - 0x80)
+  end
+  if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then return nil end
+  return cp, n + 1
+end
+
+-- What cjson leaves raw in an encoded string but must not reach a terminal or a JSON
+-- reader as it is: a character errors.printable would escape (the C1 controls, the
+-- bidirectional controls) becomes a \u escape, with the same meaning to JSON; a byte that
+-- is no UTF-8 becomes \ufffd (JSON text is UTF-8, RFC 8259 §8.1). Server text (an
+-- ErrorMsg) reaches `check`'s stdout and --report through here.
+local function terminal_safe(enc)
+  if not enc:find("[\128-\255]") then return enc end
+  local printable = require("aliyun.iot.errors").printable
+  local out, i = {}, 1
+  while true do
+    local j = enc:find("[\128-\255]", i)
+    if not j then out[#out + 1] = enc:sub(i) break end
+    out[#out + 1] = enc:sub(i, j - 1)
+    local cp, len = utf8_at(enc, j)
+    if not cp then
+      out[#out + 1], i = "\\ufffd", j + 1
+    else
+      local ch = enc:sub(j, j + len - 1)
+      out[#out + 1], i = printable(ch) == ch and ch or ("\\u%04x"):format(cp), j + len
+    end
+  end
+  return table.concat(out)
+end
+
 function M.string(s)
   cjson_encode = cjson_encode or require("cjson").encode
-  return cjson_encode(s)
+  return terminal_safe(cjson_encode(s))
 end
 
 local function is_integer(v)

@@ -21,13 +21,11 @@ local M = {}
 -- @tparam table ctx receives the output (for an interrupt)
 -- @treturn integer exit status: 0, 1 (the output could not be written) or 2 (a bad file)
 function M.run(opts, streams, ctx)
-  local devices = devfile.read(opts["in"])
+  local devices, wheres = devfile.read(opts["in"])
   local cred_opts = connection.options(opts)
   for i, dev in ipairs(devices) do
     local ok, why = connection.add(dev, cred_opts)
-    if not ok then
-      local_error("%s: device %d: %s", opts["in"], i, printable(why))
-    end
+    if not ok then local_error("%s: %s", wheres[i], printable(why)) end
   end
   output.check_out(opts)
   local out = output.open_devices(opts, streams.stdout)

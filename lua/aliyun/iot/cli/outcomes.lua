@@ -23,6 +23,19 @@ function M.line(rec)
   return "{" .. table.concat(parts, ",") .. "}\n"
 end
 
+--- Refuses (exit 2, before any request) `resume --report` for a journal whose job has no
+-- requested names: only a named job (`kind = "named"`) has a Report; any other (random
+-- names) could only give an empty file.
+-- @tparam table opts the checked options (`report`, `state`)
+-- @tparam table job the journal's `job` record
+function M.check_resume(opts, job)
+  if opts.report and type(job) == "table" and job.kind ~= "named" then
+    require("aliyun.iot.cli.args").local_error("--report lists the names of a names file's " ..
+      "job; the journal %s holds a job of random names (%s devices): no report to write",
+      opts.state, tostring(job.Count))
+  end
+end
+
 --- Opens the report (refused, exit 2, before any request, when the path names a file
 -- already) and returns a writer: `add(rec, pos)` (each position once), `finish(report)`
 -- (the positions not written yet, then the close; true or nil and the reason), `abort()`.

@@ -119,22 +119,42 @@ local function place_of(path)
   return did .. "/" .. base
 end
 
---- Refuses, before any request (exit 2), an `--out` that would destroy the job's own
--- files: the same file as `--state` or `--names-file` (device and inode), a journal, or a
--- file locked by another process.
--- @tparam table opts the checked options (`out`, `state`, `names_file`)
+-- The files a run names, those it writes first (--out, the esp-idf config file beside it,
+-- --report), then those it reads or keeps (--state, --names-file, --in).
+local function named_files(opts)
+  local list = {}
+  local function add(flag, p) if p and p ~= "-" then list[#list + 1] = {flag, p} end end
+  add("--out", opts.out)
+  if opts.format == "esp-idf" and opts.out then
+    add("--out's esp-idf config file", formats.esp_config_path(opts.out))
+  end
+  add("--report", opts.report)
+  local writes = #list
+  add("--state", opts.state)
+  add("--names-file", opts.names_file)
+  add("--in", opts["in"])
+  return list, writes
+end
+
+--- Refuses, before any request (exit 2), a file the run writes (`--out`, the esp-idf config
+-- file, `--report`) that would destroy another of the job's own files: the same file as
+-- another of them, `--state`, `--names-file` or `--in` (device and inode, or folder and
+-- name for a file not yet made); an `--out` that is a journal, or a file locked by
+-- another process.
+-- @tparam table opts the checked options (`out`, `format`, `report`, `state`, `names_file`, `in`)
 function M.check_out(opts)
-  local out = opts.out
-  if not out then return end
-  local here = place_of(out)
-  for _, o in ipairs{{"state", "--state"}, {"names_file", "--names-file"}, {"in", "--in"},
-                     {"report", "--report"}} do
-    local other = opts[o[1]]
-    if other and other ~= "-" and here and place_of(other) == here then
-      local_error("--out %s is the same file as %s %s: give the output a file of its own",
-        out, o[2], other)
+  local list, writes = named_files(opts)
+  for i = 1, writes do
+    local here = place_of(list[i][2])
+    for j = i + 1, #list do
+      if here and place_of(list[j][2]) == here then
+        local_error("%s %s is the same file as %s %s: give each file a path of its own",
+          list[i][1], list[i][2], list[j][1], list[j][2])
+      end
     end
   end
+  local out = opts.out
+  if not out then return end
   if core().file_kind(out, true) == "file" then
     refuse_journal(out, out, not per_process(out) and core().file_kind(out) == "file")
   end
