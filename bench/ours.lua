@@ -3,7 +3,9 @@
 --   sign KIND SECONDS          KIND: register | check1000; signatures per second
 --   sequential URL WARMUP N    N QueryBatchRegisterDeviceStatus calls, one after another
 --   provision URL N RUN MODE   register N named devices (names bench<RUN>_<i>) and fetch
---                              every secret; MODE paced (documented QPS) or unpaced
+--                              every secret; MODE paced (documented QPS) or unpaced;
+--                              cpu_seconds: user + system CPU of the job (os.clock),
+--                              process_cpu_seconds: of the whole process
 --   stream URL OUT APPLYIDS    stream the devices of the listed applies (comma-separated)
 --                              to a CSV file; peak RSS after 10,000 and at the end
 -- Every line carries `rss_kb`: VmHWM (peak resident set) of this process at the end.
@@ -87,6 +89,8 @@ elseif scenario == "provision" then
   end
   local st = client:stats()
   out.seconds, out.devices, out.requests, out.throttled = t, with_secret, st.requests, st.throttled
+  -- os.clock is clock(): user + system CPU of this process since it started.
+  out.process_cpu_seconds = os.clock()
 
 elseif scenario == "stream" then
   -- Scenario 5: every device of the listed applies to a CSV file, one record at a time.
