@@ -128,8 +128,10 @@ emulator:
 # Node.js SDK (tools/node, installed by deps) and the floors (a plain libcurl loop, one bare
 # HMAC-SHA1); prints a table, issue 16's ratios (met / missed, the machine, its load) and
 # writes bench/results.json. `make bench BENCH_RUNS=1` for a quick pass; scenarios can be named:
-# `make bench BENCH="sign sequential"` (sign sequential e2e paced stream).
+# `make bench BENCH="sign sequential"` (sign sequential openresty e2e paced stream). The
+# openresty scenario runs the LuaJIT build in nginx's lua module (bench/openresty*.{conf,lua}).
 bench: deps all
+	@$(MAKE) --no-print-directory LUA=luajit all
 	@mkdir -p build/bench
 	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L \
 	    $(shell pkg-config --cflags libcurl 2>/dev/null) bench/curl_floor.c \

@@ -144,14 +144,16 @@ local function wait_port(port, pid_alive)
   return false
 end
 
--- Starts bench/static_nginx.conf from a private prefix; returns url and a stop function.
-local function start_static_nginx()
+-- Starts an nginx configuration of bench/ (default: static_nginx.conf) from a private
+-- prefix; returns url and a stop function.
+local function start_static_nginx(conf_file)
   local prefix = os.tmpname() .. "-bench-nginx"
   assert(os.execute("mkdir -p " .. shell_quote(prefix)))
   local port = free_port()
   local is_root = (read_all("/proc/self/status") or ""):match("\nUid:%s+(%d+)") == "0"
-  local conf = assert(read_all("bench/static_nginx.conf"))
-    :gsub("@PREFIX@", prefix):gsub("@PORT@", tostring(port))
+  local root = command_output("pwd"):gsub("%s+$", "")
+  local conf = assert(read_all(conf_file or "bench/static_nginx.conf"))
+    :gsub("@PREFIX@", prefix):gsub("@PORT@", tostring(port)):gsub("@ROOT@", root)
     :gsub("@USER@", is_root and "user root;" or "")
   write_all(prefix .. "/nginx.conf", conf)
   local nginx = read_all("/usr/sbin/nginx") and "/usr/sbin/nginx" or "nginx"
@@ -183,7 +185,7 @@ local function runs_of(n) return RUNS_OVERRIDE or n end
 -- ---------------------------------------------------------------------------------------
 -- Scenarios.
 
-local scenarios, order = {}, {"sign", "sequential", "e2e", "paced", "stream"}
+local scenarios, order = {}, {"sign", "sequential", "openresty", "e2e", "paced", "stream"}
 local notes = {}
 local targets = {} -- issue 16's ratios: {name, value, goal, met, format}
 
@@ -267,6 +269,41 @@ function scenarios.sequential()
   notes[#notes + 1] = ("sequential: %.1f%% of the libcurl floor (target >= 85%%), %.2fx the SDK (target >= 2x)")
     :format(100 * f.ratio, r.ratio)
   target("sequential calls over keep-alive, x the raw libcurl loop", f.ratio, ">= 0.85x",
+         f.ratio >= 0.85, "%.2fx")
+end
+
+-- 2b. OpenResty: worker CPU per call, our client (cosocket transport) against plain
+-- cosocket code sending the same bytes (bench/openresty.lua), alternating.
+function scenarios.openresty()
+  local url, stop = start_static_nginx()
+  local ngx_url, ngx_stop = start_static_nginx("bench/openresty_nginx.conf")
+  local n = 5000
+  local a, c = {}, {}
+  local function get(path)
+    local body = command_output(("curl -sS --max-time 120 %s"):format(
+      shell_quote(ngx_url .. path .. "?n=" .. n .. "&url=" .. url)))
+    local line = body:match("(%b{})%s*$")
+    if not line then error("bench: OpenResty " .. path .. " answered: " .. body, 0) end
+    local r = cjson.decode(line)
+    r.cpu_us_per_call = r.cpu_seconds / n * 1e6
+    r.rate = n / r.seconds
+    return r
+  end
+  local ok, err = pcall(function()
+    get("ours"); get("floor") -- warm-up: connections, JIT, modules
+    for i = 1, runs_of(5) do
+      a[i] = get("ours")
+      c[i] = get("floor")
+    end
+  end)
+  ngx_stop()
+  stop()
+  if not ok then error(err, 0) end
+  local label = "2b OpenResty 5,000 calls, worker CPU"
+  local r = add_row(label, "ours (cosocket)", "cpu_us_per_call", "us CPU/call", false, a)
+  local f = add_row(label, "plain cosocket floor", "cpu_us_per_call", "us CPU/call", false, c)
+  f.ratio = speed_ratio(r, f)
+  target("OpenResty worker CPU per call, plain cosocket floor / ours", f.ratio, ">= 0.85x",
          f.ratio >= 0.85, "%.2fx")
 end
 
