@@ -93,9 +93,12 @@ async function sequential(url, warmup, n) {
   };
   await run(warmup);
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   await run(n);
   const t = (performance.now() - t0) / 1000;
-  return { calls: n, seconds: t, rate: n / t };
+  const c = process.cpuUsage(c0);
+  const cpu = (c.user + c.system) / 1e6;
+  return { calls: n, seconds: t, rate: n / t, cpu_seconds: cpu, cpu_us_per_call: cpu / n * 1e6 };
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
