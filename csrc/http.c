@@ -758,7 +758,7 @@ static void push_response(lua_State *L, struct transfer *t)
 }
 
 /* Buffers larger than this are not kept between perform() calls. */
-#define KEEP_BUFFER (64 * 1024)
+#define KEEP_BUFFER ((size_t)64 * 1024)
 
 /*
  * perform()'s transfer, kept in the session with its header and body buffers: a fresh
