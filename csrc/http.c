@@ -75,10 +75,13 @@ static void session_close(struct session *s)
     s->share = NULL;
     free(s->user_agent);
     s->user_agent = NULL;
-    if (s->one != NULL)
+    /* perform() may be pushing its result from s->one (a finalizer closed the session):
+       it frees the transfer itself once done. */
+    if (s->one != NULL && !s->one_busy) {
         transfers_free(s->one);
-    free(s->one);
-    s->one = NULL;
+        free(s->one);
+        s->one = NULL;
+    }
 }
 
 static struct session *check_session(lua_State *L)
@@ -175,6 +178,16 @@ static int l_session(lua_State *L)
 static int l_session_close(lua_State *L)
 {
     session_close(luaL_checkudata(L, 1, SESSION_MT));
+    return 0;
+}
+
+/* __gc: no perform() can be running (it holds the session on its stack), so whatever a
+   raise in an earlier one left busy is freed too. */
+static int l_session_gc(lua_State *L)
+{
+    struct session *s = luaL_checkudata(L, 1, SESSION_MT);
+    s->one_busy = 0;
+    session_close(s);
     return 0;
 }
 
@@ -852,7 +865,13 @@ static int l_perform(lua_State *L)
     }
     if (ts == s->one) {
         s->one_busy = 0;
-        keep_buffers(t);
+        if (s->multi == NULL) { /* closed meanwhile (see session_close) */
+            transfers_free(ts);
+            free(ts);
+            s->one = NULL;
+        } else {
+            keep_buffers(t);
+        }
     } else {
         transfers_free(ts);
     }
@@ -919,7 +938,7 @@ void aliyun_open_http(lua_State *L)
         {NULL, NULL},
     };
     static const luaL_Reg session_meta[] = {
-        {"__gc", l_session_close},
+        {"__gc", l_session_gc},
         {"__close", l_session_close},
         {"__tostring", l_session_tostring},
         {NULL, NULL},
