@@ -124,14 +124,19 @@ emulator:
 	@LUA_PATH="lua/?.lua;;" EMULATOR_PORT=$(EMULATOR_PORT) lua5.4 tools/emulator.lua; \
 	  status=$$?; if [ $$status -eq 130 ]; then exit 0; fi; exit $$status
 
-# Benchmarks (issue 7), not part of `make test`: our client against the official Node.js SDK
-# (tools/node, installed by deps) and a plain libcurl floor; prints a table and writes
-# bench/results.json. `make bench BENCH_RUNS=1` for a quick pass; scenarios can be named:
-# `make bench BENCH="sign sequential"` (sign sequential e2e paced stream).
+# Benchmarks (issues 7 and 16), not part of `make test`: our client against the official
+# Node.js SDK (tools/node, installed by deps) and the floors (a plain libcurl loop, one bare
+# HMAC-SHA1); prints a table, issue 16's ratios (met / missed, the machine, its load) and
+# writes bench/results.json. `make bench BENCH_RUNS=1` for a quick pass; scenarios can be named:
+# `make bench BENCH="sign sequential"` (sign sequential openresty e2e paced stream). The
+# openresty scenario runs the LuaJIT build in nginx's lua module (bench/openresty*.{conf,lua}).
 bench: deps all
+	@$(MAKE) --no-print-directory LUA=luajit all
 	@mkdir -p build/bench
 	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L \
 	    $(shell pkg-config --cflags libcurl 2>/dev/null) bench/curl_floor.c \
 	    -o build/bench/curl_floor -lcurl
+	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L bench/hmac_floor.c \
+	    -o build/bench/hmac_floor -lcrypto
 	@BENCH_RUNS=$(BENCH_RUNS) BENCH_LUA=$(LUA) LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" \
 	    LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/run.lua $(BENCH)

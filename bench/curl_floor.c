@@ -5,7 +5,8 @@
  * and not decoded.
  *
  * Usage: curl_floor URL WARMUP COUNT
- * Prints one JSON line: {"calls":COUNT,"seconds":S,"rate":R,"rss_kb":VmHWM}.
+ * Prints one JSON line: {"calls":COUNT,"seconds":S,"rate":R,"cpu_seconds":C,
+ * "cpu_us_per_call":U,"rss_kb":VmHWM}; C is the process's user + system CPU over the calls.
  * Exits 1 on any failed call or non-200 status.
  */
 #include <stdio.h>
@@ -87,7 +88,7 @@ int main(int argc, char **argv)
     CURL *h;
     struct curl_slist *headers = NULL;
     int warmup, count, i;
-    double t0, t;
+    double t0, t, c0, c;
     char body[512];
     char *nonce;
     int n;
@@ -125,12 +126,15 @@ int main(int argc, char **argv)
         if (call(h, nonce, i) != 0)
             return 1;
     t0 = now();
+    c0 = (double)clock() / CLOCKS_PER_SEC;
     for (i = 0; i < count; i++)
         if (call(h, nonce, i) != 0)
             return 1;
     t = now() - t0;
-    printf("{\"calls\":%d,\"seconds\":%.6f,\"rate\":%.1f,\"rss_kb\":%ld}\n", count, t,
-           (double)count / t, peak_rss_kb());
+    c = (double)clock() / CLOCKS_PER_SEC - c0; /* user + system CPU of this process */
+    printf("{\"calls\":%d,\"seconds\":%.6f,\"rate\":%.1f,\"cpu_seconds\":%.6f,"
+           "\"cpu_us_per_call\":%.3f,\"rss_kb\":%ld}\n", count, t, (double)count / t, c,
+           c / count * 1e6, peak_rss_kb());
 
     curl_slist_free_all(headers);
     curl_easy_cleanup(h);

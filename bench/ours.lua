@@ -3,7 +3,9 @@
 --   sign KIND SECONDS          KIND: register | check1000; signatures per second
 --   sequential URL WARMUP N    N QueryBatchRegisterDeviceStatus calls, one after another
 --   provision URL N RUN MODE   register N named devices (names bench<RUN>_<i>) and fetch
---                              every secret; MODE paced (documented QPS) or unpaced
+--                              every secret; MODE paced (documented QPS) or unpaced;
+--                              cpu_seconds: user + system CPU of the job (os.clock),
+--                              process_cpu_seconds: of the whole process
 --   stream URL OUT APPLYIDS    stream the devices of the listed applies (comma-separated)
 --                              to a CSV file; peak RSS after 10,000 and at the end
 -- Every line carries `rss_kb`: VmHWM (peak resident set) of this process at the end.
@@ -63,10 +65,12 @@ elseif scenario == "sequential" then
     end
   end
   run(warmup)
-  local t0 = core.now()
+  local t0, c0 = core.now(), os.clock()
   run(n)
-  local t = core.now() - t0
+  local t, c = core.now() - t0, os.clock() - c0
   out.calls, out.seconds, out.rate = n, t, n / t
+  -- user + system CPU of this process over the calls (os.clock is clock())
+  out.cpu_seconds, out.cpu_us_per_call = c, c / n * 1e6
 
 elseif scenario == "provision" then
   -- Scenario 3 (unpaced: qps off) and 4 (paced: the documented limits).
@@ -87,6 +91,8 @@ elseif scenario == "provision" then
   end
   local st = client:stats()
   out.seconds, out.devices, out.requests, out.throttled = t, with_secret, st.requests, st.throttled
+  -- os.clock is clock(): user + system CPU of this process since it started.
+  out.process_cpu_seconds = os.clock()
 
 elseif scenario == "stream" then
   -- Scenario 5: every device of the listed applies to a CSV file, one record at a time.

@@ -15,6 +15,7 @@ local common = require "bench.common"
 
 local LUA = os.getenv("BENCH_LUA") or "lua5.4"
 local FLOOR = "build/bench/curl_floor"
+local HMAC_FLOOR = "build/bench/hmac_floor"
 local RUNS_OVERRIDE = tonumber(os.getenv("BENCH_RUNS") or "")
 
 local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
@@ -143,14 +144,16 @@ local function wait_port(port, pid_alive)
   return false
 end
 
--- Starts bench/static_nginx.conf from a private prefix; returns url and a stop function.
-local function start_static_nginx()
+-- Starts an nginx configuration of bench/ (default: static_nginx.conf) from a private
+-- prefix; returns url and a stop function.
+local function start_static_nginx(conf_file)
   local prefix = os.tmpname() .. "-bench-nginx"
   assert(os.execute("mkdir -p " .. shell_quote(prefix)))
   local port = free_port()
   local is_root = (read_all("/proc/self/status") or ""):match("\nUid:%s+(%d+)") == "0"
-  local conf = assert(read_all("bench/static_nginx.conf"))
-    :gsub("@PREFIX@", prefix):gsub("@PORT@", tostring(port))
+  local root = command_output("pwd"):gsub("%s+$", "")
+  local conf = assert(read_all(conf_file or "bench/static_nginx.conf"))
+    :gsub("@PREFIX@", prefix):gsub("@PORT@", tostring(port)):gsub("@ROOT@", root)
     :gsub("@USER@", is_root and "user root;" or "")
   write_all(prefix .. "/nginx.conf", conf)
   local nginx = read_all("/usr/sbin/nginx") and "/usr/sbin/nginx" or "nginx"
@@ -182,17 +185,37 @@ local function runs_of(n) return RUNS_OVERRIDE or n end
 -- ---------------------------------------------------------------------------------------
 -- Scenarios.
 
-local scenarios, order = {}, {"sign", "sequential", "e2e", "paced", "stream"}
+local scenarios, order = {}, {"sign", "sequential", "openresty", "e2e", "paced", "stream"}
 local notes = {}
+local targets = {} -- issue 16's ratios: {name, value, goal, met, format}
+
+local function target(name, value, goal, met, format)
+  targets[#targets + 1] = {name = name, value = value, goal = goal, met = met, format = format}
+end
+
+-- The key and the 1,000-name string to sign, for bench/hmac_floor.c (its file format).
+local function write_sts_file()
+  local core = require "aliyun.iot.core"
+  local flat = assert(core.flatten(common.sign_params("check1000")))
+  local sig, sts = core.sign_rpc("POST", flat, common.SECRET)
+  local path = os.tmpname()
+  write_all(path, common.SECRET .. "&\n" .. sts)
+  return path, sig
+end
 
 -- 1. Signing only.
 function scenarios.sign()
   local seconds = "1"
+  local sts_path, sts_sig = write_sts_file()
   for _, kind in ipairs{"register", "check1000"} do
-    local a, b = {}, {}
+    local a, b, c = {}, {}, {}
     for i = 1, runs_of(5) do
       a[i] = ours("sign", kind, seconds)
       b[i] = sdk("sign", kind, seconds)
+      if kind == "check1000" then
+        c[i] = run_child{HMAC_FLOOR, sts_path, seconds}
+        if c[i].signature ~= sts_sig then error("bench: the HMAC floor signed other bytes", 0) end
+      end
       if a[i].signature ~= b[i].signature then
         error(("bench: signatures differ for %s: ours %s, SDK %s"):format(kind, a[i].signature,
           b[i].signature), 0)
@@ -209,8 +232,18 @@ function scenarios.sign()
     if kind == "check1000" then
       notes[#notes + 1] = ("signing, 1,000-name POST: %.1fx the official SDK (gate: >= 10x, wanted 20x)")
         :format(r.ratio)
+      local h = add_row(label, "bare HMAC-SHA1 floor", "rate", "signatures/s", true, c)
+      -- times against the floor: how many bare HMACs one of our signatures costs
+      h.ratio = h.median / r.median
+      local hf = add_row(label .. " +flatten", "bare HMAC-SHA1 floor", "rate", "signatures/s", true, c)
+      hf.ratio = hf.median / fr.median
+      target("signing 1,000 names, sign_rpc alone, x the bare HMAC-SHA1 (lower is better)",
+             h.ratio, "<= 2x", h.ratio <= 2, "%.2fx")
+      target("signing 1,000 names, flatten + sign_rpc (a call's path), x the bare HMAC-SHA1",
+             hf.ratio, "<= 2x", hf.ratio <= 2, "%.2fx")
     end
   end
+  os.remove(sts_path)
 end
 
 -- 2. Sequential calls over keep-alive against a static answer.
@@ -235,6 +268,53 @@ function scenarios.sequential()
   f.ratio = speed_ratio(r, f)
   notes[#notes + 1] = ("sequential: %.1f%% of the libcurl floor (target >= 85%%), %.2fx the SDK (target >= 2x)")
     :format(100 * f.ratio, r.ratio)
+  target("sequential calls over keep-alive, x the raw libcurl loop", f.ratio, ">= 0.85x",
+         f.ratio >= 0.85, "%.2fx")
+  -- The same calls as client CPU (user + system of each process over the calls): wall
+  -- time on a shared machine moves with the load, CPU per call much less.
+  label = "2 sequential 5,000 calls, client CPU"
+  local rc = add_row(label, "ours", "cpu_us_per_call", "us CPU/call", false, a)
+  local sc = add_row(label, "official SDK", "cpu_us_per_call", "us CPU/call", false, b)
+  local fc = add_row(label, "libcurl floor", "cpu_us_per_call", "us CPU/call", false, c)
+  rc.ratio = speed_ratio(rc, sc)
+  fc.ratio = speed_ratio(rc, fc)
+  target("sequential calls, client CPU per call: libcurl loop / ours (informative)", fc.ratio,
+         ">= 0.85x", fc.ratio >= 0.85, "%.2fx")
+end
+
+-- 2b. OpenResty: worker CPU per call, our client (cosocket transport) against plain
+-- cosocket code sending the same bytes (bench/openresty.lua), alternating.
+function scenarios.openresty()
+  local url, stop = start_static_nginx()
+  local ngx_url, ngx_stop = start_static_nginx("bench/openresty_nginx.conf")
+  local n = 5000
+  local a, c = {}, {}
+  local function get(path)
+    local body = command_output(("curl -sS --max-time 120 %s"):format(
+      shell_quote(ngx_url .. path .. "?n=" .. n .. "&url=" .. url)))
+    local line = body:match("(%b{})%s*$")
+    if not line then error("bench: OpenResty " .. path .. " answered: " .. body, 0) end
+    local r = cjson.decode(line)
+    r.cpu_us_per_call = r.cpu_seconds / n * 1e6
+    r.rate = n / r.seconds
+    return r
+  end
+  local ok, err = pcall(function()
+    get("ours"); get("floor") -- warm-up: connections, JIT, modules
+    for i = 1, runs_of(5) do
+      a[i] = get("ours")
+      c[i] = get("floor")
+    end
+  end)
+  ngx_stop()
+  stop()
+  if not ok then error(err, 0) end
+  local label = "2b OpenResty 5,000 calls, worker CPU"
+  local r = add_row(label, "ours (cosocket)", "cpu_us_per_call", "us CPU/call", false, a)
+  local f = add_row(label, "plain cosocket floor", "cpu_us_per_call", "us CPU/call", false, c)
+  f.ratio = speed_ratio(r, f)
+  target("OpenResty worker CPU per call, plain cosocket floor / ours", f.ratio, ">= 0.85x",
+         f.ratio >= 0.85, "%.2fx")
 end
 
 -- Counts an emulator run: requests, throttled requests, devices; then forgets it all.
@@ -286,6 +366,18 @@ function scenarios.e2e()
   r.ratio = speed_ratio(r, s)
   notes[#notes + 1] = ("end to end: %.2fx faster than the SDK script (target >= 3x); requests %d vs %d")
     :format(r.ratio, r.requests, s.requests)
+  -- Client CPU (user + system) of the job, from the start of the call to its result, in
+  -- the client process (getrusage in ours, process.cpuUsage in the SDK script); and of
+  -- the whole process, start-up included.
+  label = "3 client CPU 10,000 named"
+  local rc = add_row(label, "ours", "cpu_seconds", "s CPU", false, a)
+  local sc = add_row(label, "official SDK", "cpu_seconds", "s CPU", false, b)
+  rc.ratio = speed_ratio(rc, sc)
+  local rp = add_row(label .. ", whole process", "ours", "process_cpu_seconds", "s CPU", false, a)
+  local sp = add_row(label .. ", whole process", "official SDK", "process_cpu_seconds", "s CPU", false, b)
+  rp.ratio = speed_ratio(rp, sp)
+  target("client CPU of the 10,000-named job, SDK script / ours", rc.ratio, ">= 3x",
+         rc.ratio >= 3, "%.2fx")
 end
 
 -- When a phase of `delay` seconds is seen done by a poller that asks at once, then after
@@ -378,14 +470,38 @@ local function machine()
   m.node = command_output("node --version"):gsub("%s+$", "")
   m.nginx = command_output("nginx -v 2>&1"):gsub("%s+$", "")
   m.kernel = command_output("uname -r"):gsub("%s+$", "")
+  m.libcurl = command_output("curl-config --version 2>/dev/null"):gsub("%s+$", "")
+  m.openssl = command_output("openssl version 2>/dev/null"):match("^(%S+%s+%S+)")
   return m
+end
+
+-- The load average (1, 5, 15 minutes) and runnable/total tasks: how busy the machine was,
+-- since other work skews every figure here.
+local function load()
+  return ((read_all("/proc/loadavg") or ""):match("^(%S+ %S+ %S+ %S+)")) or "?"
+end
+
+local function describe(m)
+  return ("%s, %d cores, %.1f GiB, kernel %s; %s; %s; %s; node %s; %s"):format(m.cpu, m.nproc,
+    m.mem_total_kb / 1048576, m.kernel, m.lua, m.libcurl or "libcurl ?", m.openssl or "OpenSSL ?",
+    m.node, m.nginx)
+end
+
+-- Issue 16's targets, each a ratio measured side by side in this run.
+local function print_targets(m)
+  print("targets (issue 16), measured side by side in this run on: " .. describe(m))
+  print(("load average at the start: %s, at the end: %s"):format(m.load_start, m.load_end))
+  for _, t in ipairs(targets) do
+    print(("  %-86s %9s  target %-8s %s"):format(t.name, t.format:format(t.value), t.goal,
+      t.met and "met" or "MISSED"))
+  end
 end
 
 local wanted = {}
 for _, a in ipairs(arg) do wanted[a] = true end
 local m = machine()
-print(("bench: %s, %d cores, %.1f GiB; %s; node %s"):format(m.cpu, m.nproc,
-  m.mem_total_kb / 1048576, m.lua, m.node))
+m.load_start = load()
+print("bench: " .. describe(m) .. "; load average " .. m.load_start)
 local t_start = socket.gettime()
 local ok, err = pcall(function()
   for _, name in ipairs(order) do
@@ -398,6 +514,7 @@ local ok, err = pcall(function()
   end
 end)
 if emulator then emulator:stop() end
+m.load_end = load()
 if not ok then
   io.stderr:write(tostring(err), "\n")
   os.exit(1)
@@ -407,10 +524,13 @@ print()
 print_table()
 print()
 for _, n in ipairs(notes) do print(n) end
+print()
+print_targets(m)
 print(("bench: total %.0f s"):format(socket.gettime() - t_start))
 
 -- JSON: per scenario and client, the runs' figures and their statistics.
-local out = {date = os.date("!%Y-%m-%dT%H:%M:%SZ"), machine = m, scenarios = {}, notes = notes}
+local out = {date = os.date("!%Y-%m-%dT%H:%M:%SZ"), machine = m, scenarios = {}, notes = notes,
+             targets = targets}
 for _, r in ipairs(rows) do
   out.scenarios[#out.scenarios + 1] = {
     scenario = r.scenario, client = r.client, metric = r.metric, unit = r.unit,

@@ -70,6 +70,24 @@ ALIYUN_INTERNAL void aliyun_encode_both(char **once, char **twice, const char *s
 ALIYUN_INTERNAL void aliyun_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
                                      const luaL_Reg *metamethods);
 
+/*
+ * An HMAC context kept keyed between calls (mac.c): one per digest in each Lua state's
+ * signing scratch. All zero means empty; aliyun_mac_free empties it (and wipes the key).
+ */
+struct aliyun_mac {
+    void *ctx;  /* EVP_MAC_CTX (OpenSSL 3), NULL when empty */
+    char *key;  /* a copy of the key, to recognise it */
+    size_t klen;
+};
+
+/* HMAC-SHA1 (sha256 = 0) or HMAC-SHA256 of data keyed with part1 .. part2 (the key in two
+   pieces, so that "secret&" needs no concatenation) into out (EVP_MAX_MD_SIZE bytes), with
+   m's context when the key is the same as last time. Returns the MAC length, 0 on failure. */
+ALIYUN_INTERNAL size_t aliyun_hmac(struct aliyun_mac *m, int sha256, const char *part1,
+                                   size_t len1, const char *part2, size_t len2,
+                                   const char *data, size_t dlen, unsigned char *out);
+ALIYUN_INTERNAL void aliyun_mac_free(struct aliyun_mac *m);
+
 /* Seconds of the monotonic clock: core.now(), and the clock of not_before values. */
 ALIYUN_INTERNAL double aliyun_now(void);
 

@@ -53,7 +53,11 @@ struct session {
     CURL **handles;   /* pool; handles[0] serves perform() */
     int nhandles;
     char *user_agent;
+    struct transfers *one; /* perform()'s transfer and its buffers, kept between calls */
+    int one_busy;          /* while its response is being pushed (a finalizer may call in) */
 };
+
+static void transfers_free(struct transfers *ts);
 
 static void session_close(struct session *s)
 {
@@ -71,6 +75,13 @@ static void session_close(struct session *s)
     s->share = NULL;
     free(s->user_agent);
     s->user_agent = NULL;
+    /* perform() may be pushing its result from s->one (a finalizer closed the session):
+       it frees the transfer itself once done. */
+    if (s->one != NULL && !s->one_busy) {
+        transfers_free(s->one);
+        free(s->one);
+        s->one = NULL;
+    }
 }
 
 static struct session *check_session(lua_State *L)
@@ -167,6 +178,16 @@ static int l_session(lua_State *L)
 static int l_session_close(lua_State *L)
 {
     session_close(luaL_checkudata(L, 1, SESSION_MT));
+    return 0;
+}
+
+/* __gc: no perform() can be running (it holds the session on its stack), so whatever a
+   raise in an earlier one left busy is freed too. */
+static int l_session_gc(lua_State *L)
+{
+    struct session *s = luaL_checkudata(L, 1, SESSION_MT);
+    s->one_busy = 0;
+    session_close(s);
     return 0;
 }
 
@@ -737,7 +758,7 @@ static void push_headers(lua_State *L, struct buf *head)
     }
 }
 
-/* Pushes res = {status=, headers=, body=}, releasing the transfer's buffers. */
+/* Pushes res = {status=, headers=, body=}. */
 static void push_response(lua_State *L, struct transfer *t)
 {
     lua_createtable(L, 0, 3);
@@ -747,8 +768,54 @@ static void push_response(lua_State *L, struct transfer *t)
     lua_setfield(L, -2, "headers");
     lua_pushlstring(L, t->resp.data != NULL ? t->resp.data : "", t->resp.len);
     lua_setfield(L, -2, "body");
-    free(t->resp.data);
-    t->resp.data = NULL;
+}
+
+/* Buffers larger than this are not kept between perform() calls. */
+#define KEEP_BUFFER ((size_t)64 * 1024)
+
+/*
+ * perform()'s transfer, kept in the session with its header and body buffers: a fresh
+ * userdata with a finalizer and two buffers grown from 1 KiB on every call cost more than
+ * libcurl's own request setup (issue 16). Whatever a previous call left (headers of a
+ * request that raised) is freed first; the buffers are emptied, not freed.
+ */
+static struct transfers *session_transfer(lua_State *L, struct session *s)
+{
+    struct buf head, resp;
+    struct transfer *t;
+    if (s->one == NULL) {
+        s->one = calloc(1, sizeof *s->one);
+        if (s->one == NULL)
+            luaL_error(L, "not enough memory");
+    }
+    t = &s->one->t[0];
+    curl_slist_free_all(t->headers);
+    head = t->head;
+    resp = t->resp;
+    memset(s->one, 0, sizeof *s->one);
+    s->one->n = 1;
+    t->head.data = head.data;
+    t->head.cap = head.cap;
+    t->resp.data = resp.data;
+    t->resp.cap = resp.cap;
+    return s->one;
+}
+
+/* Empties a kept transfer's buffers, freeing the ones a large response grew. */
+static void keep_buffers(struct transfer *t)
+{
+    struct buf *b[2];
+    int i;
+    b[0] = &t->head;
+    b[1] = &t->resp;
+    for (i = 0; i < 2; i++) {
+        b[i]->len = 0;
+        if (b[i]->cap > KEEP_BUFFER) {
+            free(b[i]->data);
+            b[i]->data = NULL;
+            b[i]->cap = 0;
+        }
+    }
 }
 
 static int failed(const struct transfer *t)
@@ -774,21 +841,41 @@ static int l_perform(lua_State *L)
 {
     struct session *s = check_session(L);
     struct transfers *ts;
+    struct transfer *t;
+    int pushed;
     lua_settop(L, 2);
-    ts = new_transfers(L, 1); /* 3 */
-    read_request(L, 2, &ts->t[0]);
-    run(s, ts, 1);
-    curl_slist_free_all(ts->t[0].headers);
-    ts->t[0].headers = NULL;
-    if (failed(&ts->t[0])) {
-        lua_pushnil(L);
-        push_error(L, &ts->t[0]);
-        transfers_free(ts);
-        return 2;
+    if (s->one_busy) {
+        ts = new_transfers(L, 1); /* 3: a call from inside a previous one's pushing */
+    } else {
+        ts = session_transfer(L, s);
     }
-    push_response(L, &ts->t[0]);
-    transfers_free(ts);
-    return 1;
+    t = &ts->t[0];
+    read_request(L, 2, t);
+    run(s, ts, 1);
+    curl_slist_free_all(t->headers);
+    t->headers = NULL;
+    s->one_busy = ts == s->one;
+    if (failed(t)) {
+        lua_pushnil(L);
+        push_error(L, t);
+        pushed = 2;
+    } else {
+        push_response(L, t);
+        pushed = 1;
+    }
+    if (ts == s->one) {
+        s->one_busy = 0;
+        if (s->multi == NULL) { /* closed meanwhile (see session_close) */
+            transfers_free(ts);
+            free(ts);
+            s->one = NULL;
+        } else {
+            keep_buffers(t);
+        }
+    } else {
+        transfers_free(ts);
+    }
+    return pushed;
 }
 
 /*
@@ -830,6 +917,8 @@ static int l_perform_many(lua_State *L)
         } else {
             push_response(L, t);
             lua_rawseti(L, 5, i + 1);
+            free(t->resp.data); /* its copy is in Lua: no need to hold every body at once */
+            t->resp.data = NULL;
         }
     }
     transfers_free(ts);
@@ -849,7 +938,7 @@ void aliyun_open_http(lua_State *L)
         {NULL, NULL},
     };
     static const luaL_Reg session_meta[] = {
-        {"__gc", l_session_close},
+        {"__gc", l_session_gc},
         {"__close", l_session_close},
         {"__tostring", l_session_tostring},
         {NULL, NULL},

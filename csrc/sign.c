@@ -8,9 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include "core.h"
@@ -46,6 +47,10 @@ struct scratch {
     size_t tcap;
     char *out;           /* the canonical query and the string to sign */
     size_t ocap;
+    struct aliyun_mac sha1, sha256; /* keyed HMAC contexts (mac.c) */
+    unsigned char rnd[512]; /* random bytes for nonces, used from rpos on */
+    size_t rpos;
+    long rpid;              /* the process that drew them (a forked child draws anew) */
 };
 
 #define SCRATCH_NAME "aliyun.iot.core.scratch"
@@ -57,6 +62,9 @@ static int scratch_gc(lua_State *L)
     free(s->keys);
     free(s->text);
     free(s->out);
+    aliyun_mac_free(&s->sha1);
+    aliyun_mac_free(&s->sha256);
+    OPENSSL_cleanse(s->rnd, sizeof s->rnd);
     memset(s, 0, sizeof *s);
     return 0;
 }
@@ -411,15 +419,6 @@ static void push_hex(lua_State *L, const unsigned char *data, size_t len)
     lua_pushlstring(L, out, 2 * len);
 }
 
-static size_t hmac(const EVP_MD *md, const char *key, size_t klen, const char *data,
-                   size_t dlen, unsigned char *out)
-{
-    unsigned int n = 0;
-    if (HMAC(md, key, (int)klen, (const unsigned char *)data, dlen, out, &n) == NULL)
-        return 0;
-    return n;
-}
-
 static size_t sha256(const char *data, size_t len, unsigned char *out)
 {
     unsigned int n = 0;
@@ -455,14 +454,7 @@ static int l_sign_rpc(lua_State *L)
     n = collect_params(L, 2, s, &raw);
     write_canonical(L, s, n, raw, method, mlen, &clen, &sts, &tlen);
 
-    lua_pushlstring(L, secret, slen);                         /* 4: key = secret .. "&" */
-    lua_pushliteral(L, "&");
-    lua_concat(L, 2);
-    {
-        size_t klen;
-        const char *key = lua_tolstring(L, 4, &klen);
-        maclen = hmac(EVP_sha1(), key, klen, sts, tlen, mac);
-    }
+    maclen = aliyun_hmac(&s->sha1, 0, secret, slen, "&", 1, sts, tlen, mac); /* secret .. "&" */
     if (maclen == 0)
         return luaL_error(L, "HMAC-SHA1 failed");
     push_base64(L, mac, maclen);
@@ -718,7 +710,7 @@ static void push_authorization(lua_State *L, const char *id, size_t idlen, const
     size_t tlen, mdlen;
     const char *sts = lua_tolstring(L, -1, &tlen);
     luaL_Buffer b;
-    mdlen = hmac(EVP_sha256(), secret, seclen, sts, tlen, md);
+    mdlen = aliyun_hmac(&get_scratch(L)->sha256, 1, secret, seclen, "", 0, sts, tlen, md);
     if (mdlen == 0)
         luaL_error(L, "HMAC-SHA256 failed");
     luaL_buffinit(L, &b);
@@ -816,7 +808,7 @@ static int l_hmac_sha1(lua_State *L)
     const char *key = luaL_checklstring(L, 1, &klen);
     const char *data = luaL_checklstring(L, 2, &dlen);
     unsigned char mac[EVP_MAX_MD_SIZE];
-    n = hmac(EVP_sha1(), key, klen, data, dlen, mac);
+    n = aliyun_hmac(&get_scratch(L)->sha1, 0, key, klen, "", 0, data, dlen, mac);
     if (n == 0)
         return luaL_error(L, "HMAC-SHA1 failed");
     push_base64(L, mac, n);
@@ -825,17 +817,28 @@ static int l_hmac_sha1(lua_State *L)
 
 /*
  * core.nonce() -> "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx"
- * A UUID-v4-shaped SignatureNonce from OpenSSL's RAND_bytes, whose DRBG reseeds after
- * fork() (nginx workers fork), so two processes never share a nonce sequence.
+ * A UUID-v4-shaped SignatureNonce from OpenSSL's RAND_bytes. The bytes are drawn 512 at a
+ * time into the state's scratch (one RAND_bytes call cost about 6 µs of a keep-alive call,
+ * issue 16) and each is used once, then wiped. A process that forked (nginx workers fork
+ * after init_by_lua) draws anew: the buffer is tied to the pid that filled it, and
+ * OpenSSL's own DRBG reseeds after fork(), so two processes never share a nonce sequence.
  * Raises if the random generator fails.
  */
 static int l_nonce(lua_State *L)
 {
-    unsigned char r[16];
+    struct scratch *s = get_scratch(L);
+    unsigned char *r;
     char out[37];
     int i, o = 0;
-    if (RAND_bytes(r, sizeof r) != 1)
-        return luaL_error(L, "RAND_bytes failed");
+    long pid = (long)getpid();
+    if (s->rpid != pid || s->rpos + 16 > sizeof s->rnd) {
+        if (RAND_bytes(s->rnd, sizeof s->rnd) != 1)
+            return luaL_error(L, "RAND_bytes failed");
+        s->rpos = 0;
+        s->rpid = pid;
+    }
+    r = s->rnd + s->rpos;
+    s->rpos += 16;
     r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
     r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
     for (i = 0; i < 16; i++) {
@@ -845,6 +848,7 @@ static int l_nonce(lua_State *L)
         out[o++] = digits[r[i] >> 4];
         out[o++] = digits[r[i] & 15];
     }
+    OPENSSL_cleanse(r, 16);
     lua_pushlstring(L, out, (size_t)o);
     return 1;
 }

@@ -18,11 +18,16 @@ local MAX_ACTION = 64
 
 local invalid = options.invalid
 
--- The first flattened value that is not an integer the API can take, or nil.
+local math_type = math.type -- nil before Lua 5.3
+
+-- The first flattened value that is not an integer the API can take, or nil. A Lua
+-- integer always is one (most calls carry only those and strings).
 local function integer_problem(flat)
   for k, v in pairs(flat) do
-    local why = type(v) == "number" and select(2, validate.integer_string(v))
-    if why then return k, k .. " " .. why end
+    if type(v) == "number" and not (math_type and math_type(v) == "integer") then
+      local why = select(2, validate.integer_string(v))
+      if why then return k, k .. " " .. why end
+    end
   end
 end
 

@@ -117,10 +117,10 @@ end
 -- @treturn ?string why it could not be decoded
 function M.decode(body, row)
   -- a UTF-8 byte order mark says nothing the decoders need
-  if body:sub(1, 3) == "\239\187\191" then body = body:sub(4) end
-  local first = body:match("^%s*(.)")
+  if body:byte(1) == 239 and body:sub(1, 3) == "\239\187\191" then body = body:sub(4) end
   local decoded, err
-  if first == "<" then
+  -- (find, not match: no string made for the first character of every answer)
+  if body:find("^%s*<") then
     local root, tree = core.xml_decode(body)
     if not root then return nil, tree end
     -- the API answers <Error> or <ActionResponse>; an HTML error page is no answer
@@ -136,9 +136,14 @@ function M.decode(body, row)
   return decoded
 end
 
+local FIELD_NAMES = {}
+for k in pairs(FIELD_TYPES) do FIELD_NAMES[#FIELD_NAMES + 1] = k end
+table.sort(FIELD_NAMES)
+
 local function field_problem(decoded)
-  for k, t in pairs(FIELD_TYPES) do
-    local v = decoded[k]
+  for i = 1, #FIELD_NAMES do
+    local k = FIELD_NAMES[i]
+    local v, t = decoded[k], FIELD_TYPES[k]
     if v ~= nil and type(v) ~= t then
       return ("%s is a %s, not a %s"):format(k, type(v), t)
     end
