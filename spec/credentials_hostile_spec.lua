@@ -10,7 +10,34 @@ local q = shell.quote
 
 local PK = "a1TestPK001"
 
+local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
+local SECRET = "procSecretXYZ123"
+
 local emu, home
+
+-- Runs the command with HOME = home, only `env` and `stdin` (a file) as its standard
+-- input; returns exit code, stdout, stderr.
+local function cli(args, stdin, env)
+  local vars = {"HOME=" .. q(home), "TMPDIR=" .. q(home), "PATH=" .. q(os.getenv("PATH")),
+                "ALIBABA_CLOUD_ECS_METADATA_ENDPOINT=" .. child.NO_METADATA}
+  for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. q(v) end
+  local out, err = home .. "/stdout", home .. "/stderr"
+  local code = shell.capture("env -i " .. table.concat(vars, " ") .. " " .. child.LUA .. " "
+    .. q(BIN) .. " --endpoint " .. emu.endpoint .. " " .. args .. " <" .. q(stdin or "/dev/null")
+    .. " >" .. q(out) .. " 2>" .. q(err) .. "; echo $?")
+  return tonumber(code), shell.read(out), shell.read(err)
+end
+
+-- A CLI config whose current profile runs `command` (mode External).
+local function external(command)
+  local path = home .. "/.aliyun/config.json"
+  assert(shell.ok("mkdir -p " .. q(home .. "/.aliyun")))
+  shell.write(path, require("cjson").encode{current = "ext", profiles = {
+    {name = "ext", mode = "External", process_command = command}}})
+  assert(shell.ok("chmod 600 " .. q(path)))
+end
+
+local AK = [[printf '{"mode":"AK","access_key_id":"testid","access_key_secret":"testsecret"}']]
 
 local function requests(action)
   local n = 0
@@ -71,5 +98,33 @@ describe("credentials under hostile input", function()
     assert(c:query_device{ProductKey = PK})
     assert.are.equal(2, calls)
     assert.are.equal(2, requests("QueryDevice"))
+  end)
+
+  it("External: the command gets an empty standard input, not ours #lua54only", function()
+    -- as the official CLI runs it; ours may be a names file or a terminal it would wait on
+    local stdin = home .. "/stdin"
+    shell.write(stdin, "lamp1\nlamp2\n")
+    external("cat > " .. q(home .. "/eaten") .. "; " .. AK)
+    local code, _, err = cli("export --product-key " .. PK, stdin)
+    assert.are.equal(0, code, err)
+    assert.are.equal("", shell.read(home .. "/eaten"))
+  end)
+
+  it("External: a failing command's standard error never reaches ours #lua54only", function()
+    external("echo " .. SECRET .. " >&2; echo " .. SECRET .. "; exit 5")
+    local code, _, err = cli("export --product-key " .. PK)
+    assert.are.equal(1, code)
+    assert.matches("CredentialsError", err, 1, true)
+    assert.matches("process_command exited with status 5 (its standard error is not shown",
+      err, 1, true)
+    assert.is_nil(err:find(SECRET, 1, true), err)
+  end)
+
+  it("External: a flood of output is said to be one, not a signal #lua54only", function()
+    external("yes " .. SECRET)
+    local code, _, err = cli("export --product-key " .. PK)
+    assert.are.equal(1, code)
+    assert.matches("process_command printed more than 64 KiB", err, 1, true)
+    assert.is_nil(err:find(SECRET, 1, true), err)
   end)
 end)
