@@ -15,15 +15,15 @@ local SECRET = "procSecretXYZ123"
 
 local emu, home
 
--- Runs the command with HOME = home, only `env` and `stdin` (a file) as its standard
--- input; returns exit code, stdout, stderr.
-local function cli(args, stdin, env)
+-- Runs the command with HOME = home, only `env`, `stdin` (a file) as its standard input
+-- and `endpoint` (else the emulator's); returns exit code, stdout, stderr.
+local function cli(args, stdin, env, endpoint)
   local vars = {"HOME=" .. q(home), "TMPDIR=" .. q(home), "PATH=" .. q(os.getenv("PATH")),
                 "ALIBABA_CLOUD_ECS_METADATA_ENDPOINT=" .. child.NO_METADATA}
   for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. q(v) end
   local out, err = home .. "/stdout", home .. "/stderr"
   local code = shell.capture("env -i " .. table.concat(vars, " ") .. " " .. child.LUA .. " "
-    .. q(BIN) .. " --endpoint " .. emu.endpoint .. " " .. args .. " <" .. q(stdin or "/dev/null")
+    .. q(BIN) .. " --endpoint " .. (endpoint or emu.endpoint) .. " " .. args .. " <" .. q(stdin or "/dev/null")
     .. " >" .. q(out) .. " 2>" .. q(err) .. "; echo $?")
   return tonumber(code), shell.read(out), shell.read(err)
 end
@@ -127,4 +127,36 @@ describe("credentials under hostile input", function()
     assert.matches("process_command printed more than 64 KiB", err, 1, true)
     assert.is_nil(err:find(SECRET, 1, true), err)
   end)
+
+  it("NO_PROXY *.domain bypasses the proxy for hosts in the domain #lua54only", function()
+    -- the emulator also answers as a proxy; the endpoint's host cannot be resolved, so
+    -- the call gets through only by way of the proxy
+    local env = {ALIBABA_CLOUD_ACCESS_KEY_ID = "testid", ALIBABA_CLOUD_ACCESS_KEY_SECRET = "testsecret",
+                 HTTP_PROXY = emu.endpoint}
+    local unreachable = "http://iot.cn-shanghai.unresolvable.invalid/"
+    local code, _, err = cli("export --product-key " .. PK, nil, env, unreachable)
+    assert.are.equal(0, code, err)
+    env.NO_PROXY = "example.com, *.unresolvable.invalid"
+    code, _, err = cli("export --product-key " .. PK, nil, env, unreachable)
+    assert.are.equal(1, code)
+    assert.matches("ConnectFailed", err, 1, true)
+  end)
+
+  it("NO_PROXY entries: domains, *.domain, host:port, [v6]:port, blocks; a URL's user is no host",
+    function()
+      local script = home .. "/np.lua"
+      shell.write(script, [[
+local curl = require "aliyun.iot.transport.curl"
+for i = 1, #arg do io.write(curl.proxy_for(arg[i]) == "" and "direct" or "proxy", " ") end]])
+      local urls = {"http://10.1.2.3/", "http://11.1.2.3/", "http://iot.example.com/",
+        "http://example.com/", "http://example.org:8080/", "http://example.org/",
+        "http://[::1]:8080/", "http://[::1]/", "http://u:p@svc.internal/", "http://svc.internal.x/"}
+      for i, u in ipairs(urls) do urls[i] = q(u) end
+      local out = shell.capture("env -i HTTP_PROXY=http://127.0.0.1:9 NO_PROXY="
+        .. q("10.0.0.0/8,*.example.com,example.org:8080,[::1]:8080,.internal")
+        .. " LUA_PATH=" .. q(os.getenv("LUA_PATH") or "lua/?.lua;;") .. " LUA_CPATH="
+        .. q(os.getenv("LUA_CPATH") or ";;") .. " " .. child.LUA .. " " .. q(script) .. " "
+        .. table.concat(urls, " "))
+      assert.are.equal("direct proxy direct direct direct proxy direct proxy direct proxy ", out)
+    end)
 end)

@@ -43,7 +43,8 @@ end
 --- Makes a caching provider.
 -- @tparam table o `source` (string, no secret), `fetch() -> creds, expires_at | nil, reason`
 --   (`expires_at` epoch seconds or nil for credentials that never expire; credentials
---   already expired count as a failed fetch; may raise: the message is kept), `code` (the error code of a failure), `new_error`, `logger`,
+--   already expired count as a failed fetch; may raise: the message is kept), `code`
+--   (the error code of a failure), `new_error`, `logger`,
 --   `margin(lifetime) -> seconds` (default: 180 s, at most a quarter of the lifetime, so
 --   that short-lived credentials are not fetched at every call)
 -- @treturn table provider `{source=, get=, refreshes=}`: `get() -> creds | nil, err`;
