@@ -58,7 +58,10 @@ describe("credentials under hostile input", function()
     emu:stop()
     os.execute("rm -rf " .. q(home))
   end)
-  before_each(function() emu:reset() end)
+  before_each(function()
+    emu:reset()
+    os.remove(home .. "/.aliyun/config.json")
+  end)
 
   it("refuses credentials that have already expired, sending nothing with them", function()
     local calls = 0
@@ -159,4 +162,12 @@ for i = 1, #arg do io.write(curl.proxy_for(arg[i]) == "" and "direct" or "proxy"
         .. table.concat(urls, " "))
       assert.are.equal("direct proxy direct direct direct proxy direct proxy direct proxy ", out)
     end)
+
+  it("a credentials URI's user, password and query never show in the chain's error", function()
+    local runner = child.new{"uriPassXYZ", "uriTokXYZ", "bob"}
+    local r = runner.run(home, {ALIBABA_CLOUD_CREDENTIALS_URI =
+      "http://bob:uriPassXYZ@127.0.0.1:9/creds?token=uriTokXYZ#frag"}) -- nothing listens
+    assert.are.equal("CredentialsError", r.err.code)
+    assert.matches("credentials URI http://127.0.0.1:9/creds: unreachable", r.err.text, 1, true)
+  end)
 end)

@@ -16,6 +16,7 @@ local profile = require "aliyun.iot.credentials.profile"
 local ini = require "aliyun.iot.credentials.ini"
 local types = require "aliyun.iot.credentials.types"
 local ecs_ = require "aliyun.iot.credentials.ecs"
+local uri_ = require "aliyun.iot.credentials.uri"
 
 local M = {}
 
@@ -35,7 +36,7 @@ local function uri(ctx)
   local url = files.env("ALIBABA_CLOUD_CREDENTIALS_URI")
   if not url then return nil, "credentials URI ALIBABA_CLOUD_CREDENTIALS_URI (not set)" end
   return types.build({type = "credentials_uri", credentials_uri = url},
-    "credentials URI " .. url:gsub("[?#].*$", ""), ctx)
+    "credentials URI " .. uri_.public(url), ctx)
 end
 
 --- The steps, in order: `{name, step(ctx) -> provider | nil, note, unusable}`.
