@@ -170,4 +170,24 @@ for i = 1, #arg do io.write(curl.proxy_for(arg[i]) == "" and "direct" or "proxy"
     assert.are.equal("CredentialsError", r.err.code)
     assert.matches("credentials URI http://127.0.0.1:9/creds: unreachable", r.err.text, 1, true)
   end)
+
+  it("--profile naming a profile no file serves stops the chain before the ECS role #lua54only",
+    function()
+      -- on an ECS instance with a role, a typo or a broken profile must not act as the role
+      local env = {ALIBABA_CLOUD_ECS_METADATA_ENDPOINT = (emu.endpoint:gsub("/$", ""))}
+      assert(shell.ok("mkdir -p " .. q(home .. "/.aliyun")))
+      shell.write(home .. "/.aliyun/config.json", require("cjson").encode{current = "work",
+        profiles = {{name = "work", mode = "AK", access_key_id = "testid", access_key_secret = ""}}})
+      assert(shell.ok("chmod 600 " .. q(home .. "/.aliyun/config.json")))
+      for _, name in ipairs{"work", "wrok"} do
+        local code, _, err = cli("--profile " .. name .. " export --product-key " .. PK, nil, env)
+        assert.are.equal(2, code, err)
+        assert.matches("InvalidCredentials: profile '" .. name .. "' (the profile option) is "
+          .. "served by neither", err, 1, true)
+      end
+      assert.are.same({}, emu:requests())
+      -- without the option the chain goes on as the official SDKs' does: the role answers
+      local code, _, err = cli("export --product-key " .. PK, nil, env)
+      assert.are.equal(0, code, err)
+    end)
 end)
