@@ -190,4 +190,26 @@ for i = 1, #arg do io.write(curl.proxy_for(arg[i]) == "" and "direct" or "proxy"
       local code, _, err = cli("export --product-key " .. PK, nil, env)
       assert.are.equal(0, code, err)
     end)
+
+  it("judges a symlinked credentials file by the file it points to", function()
+    local runner = child.new{"testsecret"}
+    local target = home .. "/dotfiles-credentials"
+    shell.write(target, "[default]\ntype = access_key\naccess_key_id = linkId\n"
+      .. "access_key_secret = testsecret\n")
+    assert(shell.ok("mkdir -p " .. q(home .. "/.alibabacloud") .. " && chmod 600 " .. q(target)
+      .. " && ln -sf " .. q(target) .. " " .. q(home .. "/.alibabacloud/credentials")))
+    local function warnings()
+      local r, out = runner.run(home, {}), {}
+      assert.are.equal("linkId", r.ok.id)
+      for _, l in ipairs(r.logs) do
+        if l.level == "warn" then out[#out + 1] = l.msg end
+      end
+      return out
+    end
+    assert.are.same({}, warnings())
+    assert(shell.ok("chmod 640 " .. q(target)))
+    local w = warnings()
+    assert.are.equal(1, #w)
+    assert.matches("has mode 640", w[1], 1, true)
+  end)
 end)
