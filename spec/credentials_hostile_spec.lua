@@ -212,4 +212,21 @@ for i = 1, #arg do io.write(curl.proxy_for(arg[i]) == "" and "direct" or "proxy"
     assert.are.equal(1, #w)
     assert.matches("has mode 640", w[1], 1, true)
   end)
+
+  it("an STS region that is no region id is refused before it becomes a host name", function()
+    for _, region in ipairs{"x.invalid/y?", "cn-hangzhou.x.invalid", ""} do
+      local c, err = iot.new{endpoint = emu.endpoint, qps = false, credentials = {
+        type = "ram_role_arn", access_key_id = "testid", access_key_secret = "testsecret",
+        role_arn = "acs:ram::1234567890:role/provisioner", sts_region = region}}
+      assert.is_nil(c)
+      assert.are.equal("InvalidCredentials", err.code)
+      assert.matches("sts_region (or ALIBABA_CLOUD_STS_REGION) must be a region id", err.message,
+        1, true)
+    end
+    assert.are.same({}, emu:requests())
+    -- with an endpoint given, the region names no host and is not checked
+    assert(iot.new{endpoint = emu.endpoint, qps = false, sts_endpoint = emu.endpoint,
+      credentials = {type = "ram_role_arn", access_key_id = "testid", access_key_secret = "testsecret",
+        role_arn = "acs:ram::1234567890:role/provisioner", sts_region = "cn-hangzhou"}})
+  end)
 end)

@@ -81,7 +81,7 @@ end
 
 function BUILD.ram_role_arn(c, where, ctx)
   c = with_role_env(c)
-  local why = sts.problem(c)
+  local why = sts.problem(sts_options(c, ctx))
   if why then return nil, where .. ": " .. why end
   local source = c.source
   if not source then
@@ -94,7 +94,7 @@ function BUILD.ram_role_arn(c, where, ctx)
 end
 
 function BUILD.oidc_role_arn(c, where, ctx)
-  local why = sts.problem(c)
+  local why = sts.problem(sts_options(c, ctx))
   if why then return nil, where .. ": " .. why end
   if not (nonempty(c.oidc_provider_arn) and nonempty(c.oidc_token_file_path)) then
     return nil, where .. " lacks oidc_provider_arn or oidc_token_file_path"
