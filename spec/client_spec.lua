@@ -552,11 +552,12 @@ describe("client", function()
         credentials = function()
           calls = calls + 1
           if calls > 1 then return nil, "sts endpoint down" end
-          -- already expired: every later use asks for a refresh
+          -- expired by the time call_many runs: every use asks for a refresh
           return {access_key_id = "testid", access_key_secret = SECRET,
-                  expiration = os.time() - 1}
+                  expiration = os.time() + 1}
         end})
       assert(c:query_device{ProductKey = PK})
+      require("aliyun.iot.core").sleep(2.1)
       local results, errs = c:call_many("QueryDevice", {{ProductKey = PK}, {ProductKey = PK},
                                                         {ProductKey = PK}})
       for i = 1, 3 do

@@ -44,6 +44,19 @@ local CREDS_LOCATION = [[
             ngx.say(res and "ok" or tostring(err))
         }
     }
+    location = /shared_policy {
+        content_by_lua_block {
+            -- the same role with the Policy of the query: a narrower session is its own
+            local iot = require "aliyun.iot"
+            local c = assert(iot.new{endpoint = "@EMU@", sts_endpoint = "@EMU@", qps = false,
+                credentials_shared_dict = "aliyun_iot_pacing",
+                credentials = {type = "ram_role_arn", access_key_id = "testid",
+                               access_key_secret = "testsecret", policy = ngx.unescape_uri(ngx.var.arg_p),
+                               role_arn = "acs:ram::1234567890:role/provisioner"}})
+            local res, err = c:query_device{ProductKey = "a1TestPK001"}
+            ngx.say(res and "ok" or tostring(err))
+        }
+    }
 ]]
 
 describe("OpenResty credentials #openresty", function()
@@ -92,5 +105,25 @@ describe("OpenResty credentials #openresty", function()
       if r.action == "AssumeRole" then assumed = assumed + 1 end
     end
     assert.are.equal(1, assumed)
+  end)
+
+  it("credentials_shared_dict: a different Policy is a different session, not a shared one", function()
+    emu:reset()
+    local policies = {'{"Version":"1","Statement":[]}', '{"Version":"1"}'}
+    for _, policy in ipairs(policies) do
+      for _ = 1, 2 do
+        local out = {}
+        local _, status = http.request{url = srv.url .. "/shared_policy?p="
+          .. policy:gsub("[^%w]", function(ch) return ("%%%02X"):format(ch:byte()) end),
+          sink = ltn12.sink.table(out)}
+        assert.are.equal(200, status, srv.log())
+        assert.are.equal("ok\n", table.concat(out))
+      end
+    end
+    local assumed = {}
+    for _, r in ipairs(emu:requests()) do
+      if r.action == "AssumeRole" then assumed[#assumed + 1] = r.params.Policy end
+    end
+    assert.are.same(policies, assumed)
   end)
 end)

@@ -84,6 +84,7 @@ end
 local function context(opts, logger, new_error)
   local home = files.env("HOME")
   return {home = home, profile = opts.profile or files.env("ALIBABA_CLOUD_PROFILE"),
+          profile_option = opts.profile ~= nil,
           logger = logger, new_error = new_error, sts_endpoint = opts.sts_endpoint,
           metadata_endpoint = opts.metadata_endpoint, proxy = opts.proxy,
           shared_dict = opts.credentials_shared_dict}

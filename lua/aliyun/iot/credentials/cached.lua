@@ -25,10 +25,26 @@ end
 -- @treturn number seconds before expiry
 function M.margin(lifetime) return math.min(M.MARGIN, lifetime / 4) end
 
+-- Why credentials expiring at `exp` cannot be used at `now`, or nil. Credentials already
+-- expired (a server's or user's clock far off, a stale cache behind a credentials URI)
+-- would be fetched again at every call and every request sent with them refused; NaN
+-- (cjson reads it) would do the same.
+local function unusable_expiry(exp, now)
+  if exp == nil then return nil end
+  if type(exp) ~= "number" or exp ~= exp then
+    return "the credentials came with an expiration that is not a time"
+  end
+  if exp < now then -- whole seconds: one that ends this second may still serve
+    return ("the credentials fetched had already expired, %.0f s ago by this machine's "
+      .. "clock (is it right?)"):format(now - exp)
+  end
+end
+
 --- Makes a caching provider.
 -- @tparam table o `source` (string, no secret), `fetch() -> creds, expires_at | nil, reason`
---   (`expires_at` epoch seconds or nil for credentials that never expire; may raise: the
---   message is kept), `code` (the error code of a failure), `new_error`, `logger`,
+--   (`expires_at` epoch seconds or nil for credentials that never expire; credentials
+--   already expired count as a failed fetch; may raise: the message is kept), `code`
+--   (the error code of a failure), `new_error`, `logger`,
 --   `margin(lifetime) -> seconds` (default: 180 s, at most a quarter of the lifetime, so
 --   that short-lived credentials are not fetched at every call)
 -- @treturn table provider `{source=, get=, refreshes=}`: `get() -> creds | nil, err`;
@@ -43,12 +59,13 @@ function M.new(o)
     p.refreshes = p.refreshes + 1
     local ok, c, exp = pcall(o.fetch)
     busy = false
-    if ok and c then
+    local why = ok and c and unusable_expiry(exp, now)
+    if ok and c and not why then
       cached, expires_at = c, exp
       refresh_at = exp and exp - margin(math.max(exp - now, 0))
       return cached
     end
-    local why = tostring(not ok and c or exp)
+    why = why or tostring(not ok and c or exp)
     if cached and (not expires_at or now < expires_at) then
       if o.logger then
         o.logger("warn", ("%s: %s; keeping the current credentials until they expire")

@@ -7,7 +7,9 @@
 -- failed (STS refused, a URI answered garbage; the chain stops there too, rather than
 -- carry on with other credentials), `NoCredentials` when nothing is configured anywhere.
 -- Instance metadata that does not answer, or lists no role, means "not on ECS", a skip,
--- unless a role is named (`ALIBABA_CLOUD_ECS_METADATA`).
+-- unless a role is named (`ALIBABA_CLOUD_ECS_METADATA`). A profile named by the `profile`
+-- option (`--profile`) that neither the CLI config nor the INI file serves stops the
+-- chain there (`InvalidCredentials`) rather than fall to the ECS role or a URI.
 -- @module aliyun.iot.credentials.chain
 
 local files = require "aliyun.iot.credentials.files"
@@ -16,6 +18,7 @@ local profile = require "aliyun.iot.credentials.profile"
 local ini = require "aliyun.iot.credentials.ini"
 local types = require "aliyun.iot.credentials.types"
 local ecs_ = require "aliyun.iot.credentials.ecs"
+local uri_ = require "aliyun.iot.credentials.uri"
 
 local M = {}
 
@@ -35,7 +38,7 @@ local function uri(ctx)
   local url = files.env("ALIBABA_CLOUD_CREDENTIALS_URI")
   if not url then return nil, "credentials URI ALIBABA_CLOUD_CREDENTIALS_URI (not set)" end
   return types.build({type = "credentials_uri", credentials_uri = url},
-    "credentials URI " .. url:gsub("[?#].*$", ""), ctx)
+    "credentials URI " .. uri_.public(url), ctx)
 end
 
 --- The steps, in order: `{name, step(ctx) -> provider | nil, note, unusable}`.
@@ -45,8 +48,8 @@ M.STEPS = {
 }
 
 --- Walks the chain.
--- @tparam table ctx `home`, `profile`, `logger`, `new_error`, `sts_endpoint`,
---   `metadata_endpoint`, `proxy`
+-- @tparam table ctx `home`, `profile`, `profile_option` (true when `profile` came from
+--   the option), `logger`, `new_error`, `sts_endpoint`, `metadata_endpoint`, `proxy`
 -- @tparam ?table tried notes already taken (the options, said first)
 -- @treturn ?table the provider that answered (with `name`, the step's)
 -- @treturn ?table err (`InvalidCredentials`, `CredentialsError`, `NoCredentials`)
@@ -77,6 +80,13 @@ function M.walk(ctx, tried)
       return p, nil, tried
     end
     tried[#tried + 1] = note
+    if s[1] == "ini" and ctx.profile_option then
+      -- a profile asked for by name that neither file serves (a typo, a broken entry):
+      -- instance metadata or a URI would act as another identity, maybe another account
+      return nil, ctx.new_error{code = "InvalidCredentials", message = ("profile '%s' (the "
+        .. "profile option) is served by neither the CLI config nor the credentials file; "
+        .. "looked at: %s"):format(ctx.profile, table.concat(tried, "; "))}, tried
+    end
   end
   return nil, ctx.new_error{code = "NoCredentials",
     message = "no credentials found; looked at: " .. table.concat(tried, "; ")}, tried

@@ -62,15 +62,18 @@ end
 
 local checked_modes = {}
 
---- Warns once per file and process when group or others may read it. GNU stat first, then
--- BSD stat; when neither answers, nothing is said.
+--- Warns once per file and process when group or others may read it (the file a symlink
+-- points to, as it is read). GNU stat first, then BSD stat; when neither answers, nothing
+-- is said.
 -- @tparam string path
 -- @tparam ?function logger `logger(level, message)`
 function M.check_mode(path, logger)
   if not logger or checked_modes[path] then return end
   checked_modes[path] = true
   local q = "'" .. path:gsub("'", "'\\''") .. "'"
-  local p = io.popen("stat -c %a " .. q .. " 2>/dev/null || stat -f %Lp " .. q .. " 2>/dev/null")
+  -- -L: the mode of the file read (a dotfiles manager links it), not 777 of the link
+  local p = io.popen("stat -L -c %a " .. q .. " 2>/dev/null || stat -L -f %Lp " .. q
+    .. " 2>/dev/null")
   if not p then return end
   local out = p:read("*a") or ""
   p:close()

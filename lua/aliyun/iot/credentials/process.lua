@@ -1,5 +1,6 @@
 --- The CLI profile mode External (docs/wire.md §8): `process_command` is run through the
--- shell, at most 60 s (with `timeout` where the system has it), and its standard output is
+-- shell, at most 60 s (with `timeout` where the system has it), with an empty standard
+-- input and its standard error discarded, and its standard output is
 -- JSON `{"mode": "AK" | "StsToken", "access_key_id", "access_key_secret", "sts_token",
 -- "expiration"}`. The command comes from the user's own config file; its output is never
 -- quoted in a message (it holds the secret).
@@ -16,17 +17,27 @@ local LIMIT, MAX_OUTPUT = 60, 65536
 
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
--- The command's output, or nil and why.
+-- Why a failed command's standard error is not in the message.
+local HIDDEN = " (its standard error is not shown: it may hold secrets)"
+
+-- The command's output, or nil and why. Its standard input is empty: ours may be the
+-- names file (`--names-file -`), which it must not eat, or a terminal it would wait on.
+-- Its standard error is discarded: a failing helper may print the keys it holds there.
 local function run(command)
-  local p = io.popen(("if command -v timeout >/dev/null 2>&1; then exec timeout %d sh -c %s; "
-    .. "else exec sh -c %s; fi"):format(LIMIT, quote(command), quote(command)))
+  local p = io.popen(("exec </dev/null 2>/dev/null; if command -v timeout >/dev/null; then "
+    .. "exec timeout %d sh -c %s; else exec sh -c %s; fi"):format(LIMIT, quote(command),
+    quote(command)))
   if not p then return nil, "could not be started" end
   local out = p:read(MAX_OUTPUT + 1) or ""
   local ok, how, code = p:close()
-  -- Lua 5.1 and LuaJIT report no status: the output decides
-  if ok == nil and how == "exit" then return nil, ("exited with status %d"):format(code) end
-  if ok == nil and how == "signal" then return nil, ("was killed by signal %d"):format(code) end
+  -- before the status: closing the pipe on a flood kills the command with SIGPIPE
   if #out > MAX_OUTPUT then return nil, "printed more than 64 KiB" end
+  -- Lua 5.1 and LuaJIT report no status: the output decides
+  if ok == nil and how == "exit" then
+    return nil, ("exited with status %d%s"):format(code, code == 124 and
+      (" (timed out after %d s?)"):format(LIMIT) or HIDDEN)
+  end
+  if ok == nil and how == "signal" then return nil, ("was killed by signal %d"):format(code) end
   return out
 end
 

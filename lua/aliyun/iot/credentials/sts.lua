@@ -43,8 +43,10 @@ end
 
 --- The problem with AssumeRole parameters, or nil: RoleArn a non-empty line,
 -- RoleSessionName 2-32 of `[A-Za-z0-9.@_-]`, DurationSeconds a whole number from 900 to
--- 43200, Policy at most 1,024 characters.
--- @tparam table o `role_arn`, `role_session_name`, `duration_seconds`, `policy`
+-- 43200, Policy at most 1,024 characters, the STS region (when no endpoint is given) a
+-- region id.
+-- @tparam table o `role_arn`, `role_session_name`, `duration_seconds`, `policy`,
+--   `sts_region`, `sts_endpoint`
 -- @treturn ?string
 function M.problem(o)
   if not files.nonempty(o.role_arn) or files.unsendable(o.role_arn) then
@@ -61,6 +63,12 @@ function M.problem(o)
   end
   if o.policy ~= nil and not (type(o.policy) == "string" and #o.policy <= 1024) then
     return "policy must be a string of at most 1024 characters"
+  end
+  -- the region becomes the STS host name: "evil.example/x?" would send the call elsewhere
+  local region = o.sts_region or files.env("ALIBABA_CLOUD_STS_REGION")
+  if region ~= nil and not (o.sts_endpoint or files.env("ALIBABA_CLOUD_STS_ENDPOINT"))
+      and not (type(region) == "string" and region:find("^%w[%w%-]*$")) then
+    return "sts_region (or ALIBABA_CLOUD_STS_REGION) must be a region id: letters, digits and -"
   end
 end
 

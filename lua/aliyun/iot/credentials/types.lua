@@ -81,7 +81,7 @@ end
 
 function BUILD.ram_role_arn(c, where, ctx)
   c = with_role_env(c)
-  local why = sts.problem(c)
+  local why = sts.problem(sts_options(c, ctx))
   if why then return nil, where .. ": " .. why end
   local source = c.source
   if not source then
@@ -94,7 +94,7 @@ function BUILD.ram_role_arn(c, where, ctx)
 end
 
 function BUILD.oidc_role_arn(c, where, ctx)
-  local why = sts.problem(c)
+  local why = sts.problem(sts_options(c, ctx))
   if why then return nil, where .. ": " .. why end
   if not (nonempty(c.oidc_provider_arn) and nonempty(c.oidc_token_file_path)) then
     return nil, where .. " lacks oidc_provider_arn or oidc_token_file_path"
@@ -114,6 +114,26 @@ function BUILD.credentials_uri(c, where, ctx)
   local why = uri.problem(c.credentials_uri)
   if why then return nil, where .. ": " .. why end
   return uri.fetcher(c.credentials_uri, ctx.proxy)
+end
+
+-- What identifies these credentials across workers: every field that changes what is
+-- fetched (a narrower Policy, another ExternalId or endpoint, the source profile of a
+-- chained role), never a secret; each length-prefixed so that no two differ only by
+-- where a separator falls.
+local function pack(...) return {n = select("#", ...), ...} end -- LuaJIT lacks table.pack
+
+local function shared_key(c, ctx)
+  local fields = pack(c.type, c.access_key_id,
+    type(c.source) == "table" and c.source.source, c.role_arn, c.role_session_name,
+    c.duration_seconds, c.policy, c.external_id, c.oidc_provider_arn, c.oidc_token_file_path,
+    c.role_name, c.metadata_endpoint or ctx.metadata_endpoint, c.credentials_uri,
+    c.sts_endpoint or ctx.sts_endpoint, c.sts_region, c.enable_vpc)
+  local parts = {}
+  for i = 1, fields.n do -- not ipairs: most fields are nil
+    local v = fields[i] and tostring(fields[i]) or ""
+    parts[i] = #v .. ":" .. v
+  end
+  return table.concat(parts, "|")
 end
 
 --- Raises when a credentials table is misused: not a table, an unknown type or field.
@@ -153,10 +173,7 @@ function M.build(c, where, ctx)
   local p, why, unusable = BUILD[c.type](c, where, ctx)
   if type(p) ~= "function" then return p, why, unusable end
   if ctx.shared_dict then
-    -- what identifies these credentials across workers: the type and its public fields
-    local key = table.concat({c.type, c.access_key_id or "", c.role_arn or "",
-      c.oidc_provider_arn or "", c.role_name or "", c.credentials_uri or ""}, "|")
-    p = shared.wrap(shared.dict(ctx.shared_dict), key, p, cached.margin)
+    p = shared.wrap(shared.dict(ctx.shared_dict), shared_key(c, ctx), p, cached.margin)
   end
   return cached.new{source = where, fetch = p, code = "CredentialsError",
                     new_error = ctx.new_error, logger = ctx.logger}

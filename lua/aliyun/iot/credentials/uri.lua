@@ -18,6 +18,18 @@ function M.problem(url)
   end
 end
 
+--- A credentials URI as it may be shown: without the user and password it may carry
+-- (`http://user:password@host/`), its query and its fragment (a token may ride there).
+-- @tparam string url
+-- @treturn string
+function M.public(url)
+  local scheme, rest = url:match("^(%a+://)(.*)$")
+  if not scheme then return "(a URI)" end
+  rest = rest:gsub("[?#].*$", "")
+  local authority, path = rest:match("^([^/]*)(.*)$")
+  return scheme .. authority:gsub("^.*@", "") .. path
+end
+
 --- A fetch from a credentials URI.
 -- @tparam string url
 -- @tparam ?string proxy
