@@ -17,6 +17,9 @@
 local manifest_m = require "aliyun.iot.fleet.manifest"
 local state_m = require "aliyun.iot.fleet.state"
 local diff = require "aliyun.iot.fleet.diff"
+local apply_m = require "aliyun.iot.fleet.apply"
+local journal = require "aliyun.iot.journal"
+local core = require "aliyun.iot.core"
 local port_m = require "aliyun.iot.batch.port"
 local validate = require "aliyun.iot.validate"
 local errors = require "aliyun.iot.errors"
@@ -25,27 +28,45 @@ local M = {}
 
 local PLAN_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean",
                    retire_unlisted = "boolean", deadline = "number"}
+local APPLY_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean",
+                    journal = "string", deadline = "number", on_report = "function"}
 
 local function bad(parameter, message)
   return errors.new{code = "InvalidParameter", parameter = parameter, message = message}
 end
 
 -- The argument rule: misuse raises at the caller's level, bad values return an error.
-local function check_args(args, level)
-  if type(args) ~= "table" then error("plan expects a table of arguments", level) end
+local function check_args(args, level, what, allowed)
+  what, allowed = what or "plan", allowed or PLAN_ARGS
+  if type(args) ~= "table" then error(what .. " expects a table of arguments", level) end
   for k, v in pairs(args) do
-    local want = PLAN_ARGS[k]
-    if not want then error(("plan: unknown argument %s"):format(tostring(k)), level) end
+    local want = allowed[k]
+    if not want then error(("%s: unknown argument %s"):format(what, tostring(k)), level) end
     if want ~= true and type(v) ~= want then
-      error(("plan: %s must be a %s, got %s"):format(k, want, type(v)), level)
+      error(("%s: %s must be a %s, got %s"):format(what, k, want, type(v)), level)
     end
   end
+  if args.journal == "" then return bad("journal", "journal must be a path") end
   local why = args.ProductKey == nil and "is required" or validate.product_key_problem(args.ProductKey)
   if why then return bad("ProductKey", "ProductKey " .. why) end
   if args.manifest == nil then return bad("manifest", "manifest is required") end
   if args.deadline ~= nil and not (args.deadline > 0 and args.deadline < math.huge) then
     return bad("deadline", "deadline must be a positive number of seconds")
   end
+end
+
+-- The plan of a loaded manifest (args as for plan).
+local function plan_of(self, manifest, args)
+  local port = port_m.new(self)
+  local t_end = args.deadline and port:clock() + args.deadline
+  local state, err = state_m.read(port, {ProductKey = args.ProductKey, manifest = manifest,
+    deadline = t_end,
+    devices = self:product_devices{ProductKey = args.ProductKey, deadline = args.deadline}})
+  if not state then return nil, err end
+  local p = diff.plan(manifest, state, {prune_tags = args.prune_tags,
+                                        retire_unlisted = args.retire_unlisted})
+  p.ProductKey, p.GroupIds = args.ProductKey, state.groups
+  return p
 end
 
 --- The plan of a product against a manifest: what `apply` would do, device by device,
@@ -68,23 +89,67 @@ local function plan(self, args)
   if bad_arg then return nil, bad_arg end
   local manifest, err = manifest_m.load(args.manifest, 2)
   if not manifest then return nil, err end
+  return plan_of(self, manifest, args)
+end
+
+--- Makes a product match a manifest: the plan (`client:plan`) read, then its changes sent
+-- (`aliyun.iot.fleet.apply`): creations through the named path with `existing = "adopt"`
+-- (BatchCheckDeviceNames, BatchRegisterDeviceWithApplyId; D-69482, D-69514), then
+-- CreateDeviceGroup, BatchUpdateDeviceNickname, SaveDeviceProp, DeleteDeviceProp (only
+-- with `prune_tags`), BatchAddDeviceGroupRelations and BatchDeleteDeviceGroupRelations
+-- (docs/wire.md §10), each paced to its QPS by the client. Applying twice sends no write
+-- the second time: its plan is empty.
+--
+-- Resuming: `journal` is the path of the creation step's journal (`aliyun.iot.journal`),
+-- the one step whose lost answer a re-read cannot settle. A killed apply is resumed by
+-- calling apply again with the same `journal`: the unfinished creation is finished from
+-- it first (`client:resume`), then the state is read again and only what is still missing
+-- is sent, so no write is repeated (every other write is visible in the state read back).
+-- The journal is removed when the apply that created it ends without error.
+-- @tparam table args `ProductKey`, `manifest` (as for `plan`), `prune_tags` (boolean),
+--   `journal` (path, optional), `deadline` [s from now], `on_report(record, position)`
+--   (each change's outcome as it is decided)
+-- @treturn ?table `{ProductKey=, Plan = plan, Report = {{DeviceName=, change=, target=,
+--   outcome=, code=, message=, RequestId=}, ...}, Groups = {{GroupName=, outcome=}},
+--   ApplyIds=, Devices=}` (`aliyun.iot.fleet.apply`; Devices with secrets, the created
+--   and adopted ones)
+-- @treturn ?table err `InvalidParameter` (nothing sent), `JournalError`, a read's error
+--   (nothing written), or the first write's failure with `Report` and `Plan`
+-- @raise on misuse, as `plan` (and `on_report` not a function, `journal` not a string)
+local function apply(self, args)
+  local bad_arg = check_args(args, 3, "apply", APPLY_ARGS)
+  if bad_arg then return nil, bad_arg end
+  local manifest, err = manifest_m.load(args.manifest, 2)
+  if not manifest then return nil, err end
   local port = port_m.new(self)
   local t_end = args.deadline and port:clock() + args.deadline
-  local state
-  state, err = state_m.read(port, {ProductKey = args.ProductKey, manifest = manifest,
-    deadline = t_end,
-    devices = self:product_devices{ProductKey = args.ProductKey, deadline = args.deadline}})
-  if not state then return nil, err end
-  local p = diff.plan(manifest, state, {prune_tags = args.prune_tags,
-                                        retire_unlisted = args.retire_unlisted})
-  p.ProductKey, p.GroupIds = args.ProductKey, state.groups
-  return p
+  local function left() return t_end and math.max(t_end - port:clock(), 1e-3) or nil end
+  local path, resumed = args.journal, false
+  if path and core.file_kind(path) ~= "none" then
+    local _, rerr = self:resume{journal = path, deadline = left()}
+    if rerr then return nil, rerr end
+    resumed = true
+  end
+  local p
+  p, err = plan_of(self, manifest, {ProductKey = args.ProductKey,
+                                    prune_tags = args.prune_tags, deadline = left()})
+  if not p then return nil, err end
+  local res, werr = apply_m.run(self, port, p, {ProductKey = args.ProductKey,
+    journal = not resumed and path or nil, t_end = t_end, on_report = args.on_report})
+  res.ProductKey, res.Plan = args.ProductKey, p
+  if werr then
+    werr.Report, werr.Plan = res.Report, p
+    return nil, werr
+  end
+  if path and not resumed then journal.discard(path) end
+  return res
 end
 
 --- Adds the fleet helpers to the client class (called once by `aliyun.iot`).
 -- @tparam table Client the client metatable
 function M.install(Client)
   Client.plan = plan
+  Client.apply = apply
 end
 
 return M
