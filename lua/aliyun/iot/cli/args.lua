@@ -38,6 +38,11 @@ Commands:
         print what apply would change to make the product match FILE (CSV
         DeviceName,Nickname,tags,groups with a header, or JSON lines); sends
         no write; exit 0, or 2 on changes with --detailed-exitcode
+  apply --product-key PK --manifest FILE [--state FILE] [--prune-tags]
+        [--report FILE]
+        make the product match FILE: create, rename, tag, join and leave
+        groups as plan prints; --state keeps a journal: after a stop, the
+        same command finishes the job without repeating a write
   call ACTION [Key=Value ...]
         call any IoT action and print the result as JSON; lists as
         Name.1=a Name.2=b, lists of records as Name.1.Field=x
@@ -120,17 +125,18 @@ local OPTIONS = {
                                      ["mqtt-credentials"] = true, export = true}},
   out = {value = true}, quiet = {}, help = {}, version = {},
   ["product-key"] = {value = true, commands = {register = true, status = true, devices = true,
-                                               check = true, export = true, plan = true}},
-  manifest = {value = true, commands = {plan = true}},
-  ["prune-tags"] = {commands = {plan = true}}, ["retire-unlisted"] = {commands = {plan = true}},
+                                               check = true, export = true, plan = true,
+                                               apply = true}},
+  manifest = {value = true, commands = {plan = true, apply = true}},
+  ["prune-tags"] = {commands = {plan = true, apply = true}}, ["retire-unlisted"] = {commands = {plan = true}},
   ["detailed-exitcode"] = {commands = {plan = true}},
   count = {value = true, commands = {register = true}},
   ["names-file"] = {value = true, commands = {register = true, check = true}},
   existing = {value = true, commands = {register = true}},
-  report = {value = true, commands = {register = true, resume = true}},
+  report = {value = true, commands = {register = true, resume = true, apply = true}},
   ["dry-run"] = {commands = {register = true}},
   ["skip-invalid"] = {commands = {register = true}},
-  state = {value = true, commands = {register = true, resume = true}},
+  state = {value = true, commands = {register = true, resume = true, apply = true}},
   ["apply-timeout"] = {value = true, commands = {register = true, resume = true}},
   ["apply-id"] = {value = true, commands = {status = true, devices = true}},
 }
@@ -147,7 +153,8 @@ OPTIONS["in"] = {value = true, commands = {["mqtt-credentials"] = true}}
 for k, v in pairs(tuning.OPTIONS) do OPTIONS[k] = v end
 
 local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true,
-                  ["mqtt-credentials"] = true, check = true, export = true, plan = true}
+                  ["mqtt-credentials"] = true, check = true, export = true, plan = true,
+                  apply = true}
 
 -- A usage error: raised inside `main` and turned into exit status 2.
 local Usage = {}
@@ -305,7 +312,7 @@ function M.check(opts)
   elseif cmd == "status" or cmd == "devices" then
     require_opts(opts, "product-key", "apply-id")
     opts.apply_id = positive_integer(opts, "apply-id")
-  elseif cmd == "plan" then
+  elseif cmd == "plan" or cmd == "apply" then
     require_opts(opts, "product-key", "manifest")
   elseif cmd == "call" then
     if #opts.args == 0 then usage_error("'call' needs an ACTION") end
