@@ -249,4 +249,38 @@ describe("fleet apply", function()
     assert.are.equal(0, assert(c:plan{ProductKey = PK, manifest = EXAMPLE}).changes)
     assert.are.equal(4, emu:state().products[PK].devices)
   end)
+
+  it("a killed apply's creation is finished from its --state: no name checked or registered twice", function()
+    emu:set{async_delay = 1}
+    local cmd = ("apply --endpoint %s --product-key %s --manifest %s --state create.state --quiet")
+      :format(emu.endpoint, PK, q(EXAMPLE))
+    local pid = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > kill.out 2> kill.err & echo $!")
+      :format(q(dir), q(dir), LUA, q(BIN), cmd)):match("%d+")
+    local function registered()
+      return (shell.read(dir .. "/create.state") or ""):find('"event":"apply"', 1, true) ~= nil
+        and #writes_since(emu, 1) >= 2
+    end
+    local t0 = os.time()
+    while not registered() and os.time() - t0 < 30 do os.execute("sleep 0.05") end
+    assert.is_true(registered())
+    assert(os.execute("kill -9 " .. pid))
+    emu:set{async_delay = 0}
+    local code, _, err = run_cli(cmd)
+    assert.are.equal(0, code, err)
+    local seen = {}
+    for _, w in ipairs(writes_since(emu, 1)) do
+      assert.is_nil(seen[w], "sent twice: " .. w)
+      seen[w] = true
+    end
+    assert.are.equal(4, emu:state().products[PK].devices)
+    assert.are.equal(0, assert(c:plan{ProductKey = PK, manifest = EXAMPLE}).changes)
+    -- a journal of another product is refused before any request
+    local from = #emu:requests() + 1
+    code, _, err = run_cli(("apply --endpoint %s --product-key a1OtherPK9 --manifest %s --state create.state")
+      :format(emu.endpoint, q(EXAMPLE)))
+    assert.are.equal(2, code)
+    assert.matches("not an apply's journal for product a1OtherPK9", err)
+    assert.are.equal(from - 1, #emu:requests())
+  end)
 end)

@@ -92,6 +92,22 @@ local function plan(self, args)
   return plan_of(self, manifest, args)
 end
 
+-- A killed apply's creation finished from its journal, which must be a named job of this
+-- product (a journal of another job is refused before any request).
+local function resume_creation(self, path, pk, seconds)
+  local records, err = journal.read(path)
+  if not records then return err end
+  local job = records[1]
+  if not job or job.kind ~= "named" or job.ProductKey ~= pk then
+    return errors.new{code = "InvalidParameter", parameter = "journal", message = ("journal " ..
+      "%s is not an apply's journal for product %s (it holds a %s job of product %s): give " ..
+      "the path of a new file, or the one of the killed apply"):format(path, pk,
+      tostring(job and job.kind), errors.printable(tostring(job and job.ProductKey)))}
+  end
+  local _, rerr = self:resume{journal = path, deadline = seconds}
+  return rerr
+end
+
 --- Makes a product match a manifest: the plan (`client:plan`) read, then its changes sent
 -- (`aliyun.iot.fleet.apply`): creations through the named path with `existing = "adopt"`
 -- (BatchCheckDeviceNames, BatchRegisterDeviceWithApplyId; D-69482, D-69514), then
@@ -126,7 +142,7 @@ local function apply(self, args)
   local function left() return t_end and math.max(t_end - port:clock(), 1e-3) or nil end
   local path, resumed = args.journal, false
   if path and core.file_kind(path) ~= "none" then
-    local _, rerr = self:resume{journal = path, deadline = left()}
+    local rerr = resume_creation(self, path, args.ProductKey, left())
     if rerr then return nil, rerr end
     resumed = true
   end
