@@ -18,6 +18,7 @@ local manifest_m = require "aliyun.iot.fleet.manifest"
 local state_m = require "aliyun.iot.fleet.state"
 local diff = require "aliyun.iot.fleet.diff"
 local apply_m = require "aliyun.iot.fleet.apply"
+local retire_m = require "aliyun.iot.fleet.retire"
 local journal = require "aliyun.iot.journal"
 local core = require "aliyun.iot.core"
 local port_m = require "aliyun.iot.batch.port"
@@ -28,6 +29,9 @@ local M = {}
 
 local PLAN_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean",
                    retire_unlisted = "boolean", deadline = "number"}
+local RETIRE_ARGS = {ProductKey = "string", Devices = "table", undo = "string", wait = "number",
+                     force = "boolean", dry_run = "boolean", deadline = "number",
+                     on_report = "function"}
 local APPLY_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean",
                     journal = "string", deadline = "number", on_report = "function"}
 
@@ -49,7 +53,7 @@ local function check_args(args, level, what, allowed)
   if args.journal == "" then return bad("journal", "journal must be a path") end
   local why = args.ProductKey == nil and "is required" or validate.product_key_problem(args.ProductKey)
   if why then return bad("ProductKey", "ProductKey " .. why) end
-  if args.manifest == nil then return bad("manifest", "manifest is required") end
+  if allowed.manifest and args.manifest == nil then return bad("manifest", "manifest is required") end
   if args.deadline ~= nil and not (args.deadline > 0 and args.deadline < math.huge) then
     return bad("deadline", "deadline must be a positive number of seconds")
   end
@@ -161,11 +165,69 @@ local function apply(self, args)
   return res
 end
 
+-- Retire's names: strings or {DeviceName=} records (misuse raises), checked by the
+-- DeviceName rule and for duplicates; nil and the error for a bad one.
+local function retire_names(list)
+  local out, seen = {}, {}
+  for i = 1, #list do
+    local v = list[i]
+    local name = type(v) == "table" and v.DeviceName or v
+    if type(name) ~= "string" then
+      error(("retire: Devices[%d] must be a DeviceName or {DeviceName=}"):format(i), 4)
+    end
+    local why = validate.device_name_problem(name) or (seen[name] and "is given twice")
+    if why then return nil, bad("Devices", ("device %s %s"):format(errors.printable(name), why)) end
+    seen[name], out[i] = true, name
+  end
+  if #out == 0 then return nil, bad("Devices", "Devices lists no device") end
+  return out
+end
+
+--- Retires devices: the undo export written first (the devices with their secrets, mode
+-- 0600, a new file), then DisableThing, a wait until BatchGetDeviceState shows none of
+-- them `ONLINE`, then DeleteDevice, each paced to its QPS (docs/wire.md §4, §10; see
+-- `aliyun.iot.fleet.retire`). Run again with the same `undo`, it goes on where it stopped.
+-- @tparam table args `ProductKey`, `Devices` (names, or `{DeviceName=}` records), `undo`
+--   (path of the undo export; required unless `dry_run`), `wait` [s, default 600: how
+--   long to wait for the devices to go offline], `force` (delete those still online when
+--   the wait ends), `dry_run` (read only: what would be retired), `deadline` [s],
+--   `on_report(record, position)`
+-- @treturn ?table `{Report = {{DeviceName=, change = "retire", outcome = "deleted" |
+--   "absent" | "planned", RequestId=}}, Retire = {names found}, Absent = {names},
+--   Online = {names online when the wait ended}, undo = path}`
+-- @treturn ?table err `InvalidParameter` (nothing sent, or the undo file exists without
+--   the devices), `UndoError`, `DevicesOnline` (with `Online`; nothing deleted), a call's
+--   error; each with `Report`
+-- @raise on misuse (not a table, an unknown argument, a wrong Lua type)
+local function retire(self, args)
+  local bad_arg = check_args(args, 3, "retire", RETIRE_ARGS)
+  if not bad_arg and args.undo == nil and not args.dry_run then
+    bad_arg = bad("undo", "undo (the path of the undo export) is required")
+  end
+  if not bad_arg and args.wait ~= nil and not (args.wait >= 0 and args.wait < math.huge) then
+    bad_arg = bad("wait", "wait must be a number of seconds, 0 or more")
+  end
+  if bad_arg then return nil, bad_arg end
+  local names, err = retire_names(args.Devices)
+  if not names then return nil, err end
+  local port = port_m.new(self)
+  local res
+  res, err = retire_m.run(port, {ProductKey = args.ProductKey, names = names, undo = args.undo,
+    wait = args.wait or 600, force = args.force, dry_run = args.dry_run,
+    t_end = args.deadline and port:clock() + args.deadline, on_report = args.on_report})
+  if err then
+    err.Report = res.Report
+    return nil, err
+  end
+  return res
+end
+
 --- Adds the fleet helpers to the client class (called once by `aliyun.iot`).
 -- @tparam table Client the client metatable
 function M.install(Client)
   Client.plan = plan
   Client.apply = apply
+  Client.retire = retire
 end
 
 return M
