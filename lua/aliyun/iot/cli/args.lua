@@ -43,6 +43,12 @@ Commands:
         make the product match FILE: create, rename, tag, join and leave
         groups as plan prints; --state keeps a journal: after a stop, the
         same command finishes the job without repeating a write
+  retire --product-key PK --names-file FILE [--undo FILE] [--wait S] [--force]
+         [--dry-run] [--report FILE]
+        delete the devices of FILE: an undo export with their secrets first
+        (default FILE.undo.csv, never overwritten), then DisableThing, a wait
+        until none is online (600 s; --force deletes the online ones), then
+        DeleteDevice; run again with the same --undo to finish
   call ACTION [Key=Value ...]
         call any IoT action and print the result as JSON; lists as
         Name.1=a Name.2=b, lists of records as Name.1.Field=x
@@ -126,15 +132,17 @@ local OPTIONS = {
   out = {value = true}, quiet = {}, help = {}, version = {},
   ["product-key"] = {value = true, commands = {register = true, status = true, devices = true,
                                                check = true, export = true, plan = true,
-                                               apply = true}},
+                                               apply = true, retire = true}},
   manifest = {value = true, commands = {plan = true, apply = true}},
   ["prune-tags"] = {commands = {plan = true, apply = true}}, ["retire-unlisted"] = {commands = {plan = true}},
   ["detailed-exitcode"] = {commands = {plan = true}},
   count = {value = true, commands = {register = true}},
-  ["names-file"] = {value = true, commands = {register = true, check = true}},
+  ["names-file"] = {value = true, commands = {register = true, check = true, retire = true}},
+  undo = {value = true, commands = {retire = true}}, wait = {value = true, commands = {retire = true}},
+  force = {commands = {retire = true}},
   existing = {value = true, commands = {register = true}},
-  report = {value = true, commands = {register = true, resume = true, apply = true}},
-  ["dry-run"] = {commands = {register = true}},
+  report = {value = true, commands = {register = true, resume = true, apply = true, retire = true}},
+  ["dry-run"] = {commands = {register = true, retire = true}},
   ["skip-invalid"] = {commands = {register = true}},
   state = {value = true, commands = {register = true, resume = true, apply = true}},
   ["apply-timeout"] = {value = true, commands = {register = true, resume = true}},
@@ -154,7 +162,7 @@ for k, v in pairs(tuning.OPTIONS) do OPTIONS[k] = v end
 
 local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true,
                   ["mqtt-credentials"] = true, check = true, export = true, plan = true,
-                  apply = true}
+                  apply = true, retire = true}
 
 -- A usage error: raised inside `main` and turned into exit status 2.
 local Usage = {}
@@ -312,6 +320,13 @@ function M.check(opts)
   elseif cmd == "status" or cmd == "devices" then
     require_opts(opts, "product-key", "apply-id")
     opts.apply_id = positive_integer(opts, "apply-id")
+  elseif cmd == "retire" then
+    require_opts(opts, "product-key", "names-file")
+    if opts.wait ~= nil then
+      local n = opts.wait:find("^%d*%.?%d+$") and tonumber(opts.wait)
+      if not n then usage_error("--wait must be a number of seconds, got '%s'", opts.wait) end
+      opts.wait = n
+    end
   elseif cmd == "plan" or cmd == "apply" then
     require_opts(opts, "product-key", "manifest")
   elseif cmd == "call" then
