@@ -33,7 +33,9 @@ local RETIRE_ARGS = {ProductKey = "string", Devices = "table", undo = "string", 
                      force = "boolean", dry_run = "boolean", deadline = "number",
                      on_report = "function"}
 local APPLY_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean",
-                    journal = "string", deadline = "number", on_report = "function"}
+                    journal = "string", deadline = "number", on_report = "function",
+                    retire_unlisted = "boolean", undo = "string", wait = "number",
+                    force = "boolean"}
 
 local function bad(parameter, message)
   return errors.new{code = "InvalidParameter", parameter = parameter, message = message}
@@ -96,6 +98,18 @@ local function plan(self, args)
   return plan_of(self, manifest, args)
 end
 
+-- apply's retire_unlisted: the plan's Retire list retired (`aliyun.iot.fleet.retire`),
+-- its records added to the apply's report.
+local function retire_unlisted(port, args, p, res, t_end)
+  local n = #res.Report
+  local r, err = retire_m.run(port, {ProductKey = args.ProductKey, names = p.Retire,
+    undo = args.undo, wait = args.wait or 600, force = args.force, t_end = t_end,
+    on_report = args.on_report and function(rec, pos) args.on_report(rec, n + pos) end})
+  for _, rec in ipairs(r.Report) do res.Report[#res.Report + 1] = rec end
+  res.Online = r.Online
+  return err
+end
+
 -- A killed apply's creation finished from its journal, which must be a named job of this
 -- product (a journal of another job is refused before any request).
 local function resume_creation(self, path, pk, seconds)
@@ -128,7 +142,9 @@ end
 -- The journal is removed when the apply that created it ends without error.
 -- @tparam table args `ProductKey`, `manifest` (as for `plan`), `prune_tags` (boolean),
 --   `journal` (path, optional), `deadline` [s from now], `on_report(record, position)`
---   (each change's outcome as it is decided)
+--   (each change's outcome as it is decided), `retire_unlisted` (boolean: retire the
+--   devices the manifest does not list, after the other changes, as `retire` does, with
+--   `undo` (required then), `wait` and `force`)
 -- @treturn ?table `{ProductKey=, Plan = plan, Report = {{DeviceName=, change=, target=,
 --   outcome=, code=, message=, RequestId=}, ...}, Groups = {{GroupName=, outcome=}},
 --   ApplyIds=, Devices=}` (`aliyun.iot.fleet.apply`; Devices with secrets, the created
@@ -138,6 +154,9 @@ end
 -- @raise on misuse, as `plan` (and `on_report` not a function, `journal` not a string)
 local function apply(self, args)
   local bad_arg = check_args(args, 3, "apply", APPLY_ARGS)
+  if not bad_arg and args.retire_unlisted and args.undo == nil then
+    bad_arg = bad("undo", "retire_unlisted needs undo (the path of the undo export)")
+  end
   if bad_arg then return nil, bad_arg end
   local manifest, err = manifest_m.load(args.manifest, 2)
   if not manifest then return nil, err end
@@ -151,12 +170,13 @@ local function apply(self, args)
     resumed = true
   end
   local p
-  p, err = plan_of(self, manifest, {ProductKey = args.ProductKey,
-                                    prune_tags = args.prune_tags, deadline = left()})
+  p, err = plan_of(self, manifest, {ProductKey = args.ProductKey, prune_tags = args.prune_tags,
+                                    retire_unlisted = args.retire_unlisted, deadline = left()})
   if not p then return nil, err end
   local res, werr = apply_m.run(self, port, p, {ProductKey = args.ProductKey,
     journal = not resumed and path or nil, t_end = t_end, on_report = args.on_report})
   res.ProductKey, res.Plan = args.ProductKey, p
+  if not werr and #p.Retire > 0 then werr = retire_unlisted(port, args, p, res, t_end) end
   if werr then
     werr.Report, werr.Plan = res.Report, p
     return nil, werr

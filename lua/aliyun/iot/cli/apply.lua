@@ -53,9 +53,11 @@ function M.run(opts, streams, ui, ctx)
   end
   ui.note("applying " .. printable(opts.manifest) .. " to product " .. printable(opts.product_key))
   local res
+  local undo = opts.retire_unlisted and (opts.undo or opts.manifest .. ".undo.csv") or nil
   res, err = client:apply{ProductKey = opts.product_key, manifest = opts.manifest,
     prune_tags = opts.prune_tags or nil, journal = opts.state, deadline = opts.deadline,
-    on_report = ctx.report and ctx.report.add}
+    on_report = ctx.report and ctx.report.add, retire_unlisted = opts.retire_unlisted or nil,
+    undo = undo, wait = opts.wait, force = opts.force or nil}
   ui.done()
   if not res and not err.Plan then
     if ctx.report then ctx.report.abort() ctx.report = nil end

@@ -39,10 +39,12 @@ Commands:
         DeviceName,Nickname,tags,groups with a header, or JSON lines); sends
         no write; exit 0, or 2 on changes with --detailed-exitcode
   apply --product-key PK --manifest FILE [--state FILE] [--prune-tags]
-        [--report FILE]
+        [--report FILE] [--retire-unlisted] [--undo FILE] [--wait S] [--force]
         make the product match FILE: create, rename, tag, join and leave
         groups as plan prints; --state keeps a journal: after a stop, the
-        same command finishes the job without repeating a write
+        same command finishes the job without repeating a write;
+        --retire-unlisted retires the devices FILE does not list, as retire
+        does (undo export default FILE.undo.csv)
   retire --product-key PK --names-file FILE [--undo FILE] [--wait S] [--force]
          [--dry-run] [--report FILE]
         delete the devices of FILE: an undo export with their secrets first
@@ -134,12 +136,13 @@ local OPTIONS = {
                                                check = true, export = true, plan = true,
                                                apply = true, retire = true}},
   manifest = {value = true, commands = {plan = true, apply = true}},
-  ["prune-tags"] = {commands = {plan = true, apply = true}}, ["retire-unlisted"] = {commands = {plan = true}},
+  ["prune-tags"] = {commands = {plan = true, apply = true}}, ["retire-unlisted"] = {commands = {plan = true, apply = true}},
   ["detailed-exitcode"] = {commands = {plan = true}},
   count = {value = true, commands = {register = true}},
   ["names-file"] = {value = true, commands = {register = true, check = true, retire = true}},
-  undo = {value = true, commands = {retire = true}}, wait = {value = true, commands = {retire = true}},
-  force = {commands = {retire = true}},
+  undo = {value = true, commands = {retire = true, apply = true}},
+  wait = {value = true, commands = {retire = true, apply = true}},
+  force = {commands = {retire = true, apply = true}},
   existing = {value = true, commands = {register = true}},
   report = {value = true, commands = {register = true, resume = true, apply = true, retire = true}},
   ["dry-run"] = {commands = {register = true, retire = true}},
@@ -320,14 +323,17 @@ function M.check(opts)
   elseif cmd == "status" or cmd == "devices" then
     require_opts(opts, "product-key", "apply-id")
     opts.apply_id = positive_integer(opts, "apply-id")
-  elseif cmd == "retire" then
-    require_opts(opts, "product-key", "names-file")
+  elseif cmd == "retire" or cmd == "apply" then
+    require_opts(opts, "product-key", cmd == "retire" and "names-file" or "manifest")
+    if cmd == "apply" and not opts.retire_unlisted and (opts.undo or opts.wait or opts.force) then
+      usage_error("--undo, --wait and --force go with --retire-unlisted")
+    end
     if opts.wait ~= nil then
       local n = opts.wait:find("^%d*%.?%d+$") and tonumber(opts.wait)
       if not n then usage_error("--wait must be a number of seconds, got '%s'", opts.wait) end
       opts.wait = n
     end
-  elseif cmd == "plan" or cmd == "apply" then
+  elseif cmd == "plan" then
     require_opts(opts, "product-key", "manifest")
   elseif cmd == "call" then
     if #opts.args == 0 then usage_error("'call' needs an ACTION") end
