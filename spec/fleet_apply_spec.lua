@@ -307,4 +307,28 @@ describe("fleet apply", function()
     assert.matches("go with %-%-retire%-unlisted", err)
     assert.are.equal("", out)
   end)
+
+  it("adopts a device that appears between the plan and its creation, and names it", function()
+    -- the check is held: the device is registered (with another nickname) meanwhile
+    emu:fault{kind = "slow", action = "BatchCheckDeviceNames", count = 1, delay = 2}
+    local pid = shell.capture(("(cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s apply --endpoint %s --product-key %s --manifest fleet.csv " ..
+      "--report adopt.jsonl < /dev/null > adopt.out 2> adopt.err; echo $? > adopt.code) > /dev/null 2>&1 & echo $!")
+      :format(q(dir), q(dir), LUA, q(BIN), emu.endpoint, PK)):match("%d+")
+    assert.is_truthy(pid)
+    local function seen(action)
+      for _, r in ipairs(emu:requests()) do if r.action == action then return true end end
+      return false
+    end
+    local t0 = os.time()
+    while not seen("QueryDevice") and os.time() - t0 < 30 do os.execute("sleep 0.05") end
+    assert(c:register_device{ProductKey = PK, DeviceName = "lamp_0003", Nickname = "someone_else"})
+    t0 = os.time()
+    while not shell.read(dir .. "/adopt.code") and os.time() - t0 < 60 do os.execute("sleep 0.1") end
+    assert.are.equal("0\n", shell.read(dir .. "/adopt.code"), shell.read(dir .. "/adopt.err"))
+    assert.matches('"DeviceName":"lamp_0003","change":"create","target":"lamp_three","outcome":"existing"',
+      shell.read(dir .. "/adopt.jsonl"))
+    assert.are.equal("lamp_three", details(emu, "lamp_0003").Nickname)
+    assert.are.equal(0, assert(c:plan{ProductKey = PK, manifest = path}).changes)
+  end)
 end)

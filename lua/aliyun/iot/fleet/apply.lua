@@ -89,6 +89,8 @@ local function create(ctx, plan)
     record(ctx, {DeviceName = dev.DeviceName, change = "create", target = dev.DeviceNickname,
       outcome = r.outcome, code = r.code, message = r.message, RequestId = r.RequestId})
     if r.outcome ~= "created" and r.outcome ~= "existing" then ctx.lost[dev.DeviceName] = true end
+    -- a device that appeared meanwhile was adopted with whatever nickname it has
+    if r.outcome == "existing" then ctx.adopted[dev.DeviceName] = true end
   end
   ctx.result.ApplyIds, ctx.result.Devices = (res or err).ApplyIds, (res or err).Devices
   if err then ctx.err = err end
@@ -122,7 +124,7 @@ local function live(ctx, d) return not ctx.lost[d.DeviceName] end
 local function renames(ctx, plan)
   local items, cur = {}, nil
   for _, d in ipairs(plan.Devices) do
-    if d.action == "update" and d.rename then
+    if d.rename and (d.action == "update" or ctx.adopted[d.DeviceName]) then
       if not cur or #cur.names == NICKNAMES_A_CALL then
         cur = {params = {DeviceNicknameInfo = {}}, names = {}, change = "rename"}
         items[#items + 1] = cur
@@ -228,7 +230,7 @@ end
 -- @treturn ?table err the first failure (the changes after it skipped)
 function M.run(client, port, plan, opts)
   local ctx = {client = client, port = port, pk = opts.ProductKey, journal = opts.journal,
-    opts = {deadline = opts.t_end}, report = {}, on_report = opts.on_report, lost = {},
+    opts = {deadline = opts.t_end}, report = {}, on_report = opts.on_report, lost = {}, adopted = {},
     group_ids = {}, result = {Groups = {}}}
   for k, v in pairs(plan.GroupIds or {}) do ctx.group_ids[k] = v end
   function ctx.seconds_left()
