@@ -122,4 +122,30 @@ describe("fleet retire", function()
     assert.are.equal(2, code)
     assert.are.equal(from - 1, #emu:requests())
   end)
+
+  it("a retire killed while it waits is finished by running it again with the same undo file", function()
+    emu:set_online{ProductKey = PK, DeviceName = "old_0003"}
+    local pid = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s retire --endpoint %s --product-key %s --names-file names.txt " ..
+      "--undo kept.csv < /dev/null > kill.out 2> kill.err & echo $!"):format(q(dir), q(dir), LUA, q(BIN), emu.endpoint, PK))
+      :match("%d+")
+    local function polled()
+      for _, r in ipairs(emu:requests()) do if r.action == "BatchGetDeviceState" then return true end end
+      return false
+    end
+    local t0 = os.time()
+    while not polled() and os.time() - t0 < 30 do os.execute("sleep 0.05") end
+    assert.is_true(polled())
+    assert(os.execute("kill -9 " .. pid))
+    local undo = shell.read(dir .. "/kept.csv")
+    assert.matches("old_0003", undo)
+    assert.are.same({"keep_0001", "old_0001", "old_0002", "old_0003"}, emu:state().products[PK].names)
+    emu:set_online{ProductKey = PK, DeviceName = "old_0003", online = false}
+    local code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --undo kept.csv")
+      :format(emu.endpoint, PK))
+    assert.are.equal(0, code, err)
+    assert.matches("Retire: 3 deleted, 1 absent", out)
+    assert.are.equal(undo, shell.read(dir .. "/kept.csv"))
+    assert.are.same({"keep_0001"}, emu:state().products[PK].names)
+  end)
 end)
