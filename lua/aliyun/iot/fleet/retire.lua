@@ -14,6 +14,7 @@
 local answer = require "aliyun.iot.batch.answer"
 local detail = require "aliyun.iot.batch.detail"
 local errors = require "aliyun.iot.errors"
+local validate = require "aliyun.iot.validate"
 local core = require "aliyun.iot.core"
 
 local M = {}
@@ -114,7 +115,13 @@ local function online(port, pk, names, opts)
     local asked = {}
     for _, n in ipairs(params.DeviceName) do asked[n] = true end
     local sl = type(res.DeviceStatusList) == "table" and res.DeviceStatusList.DeviceStatus or {}
-    for _, s in ipairs(type(sl) == "table" and sl or {}) do
+    local n = validate.list_length(sl)
+    if not n or n > #params.DeviceName then
+      return nil, answer.invalid_response("BatchGetDeviceState: DeviceStatus is not a list of " ..
+        "at most the devices asked for", {action = "BatchGetDeviceState",
+        request_id = answer.request_id(res.RequestId)})
+    end
+    for _, s in ipairs(sl) do
       if type(s) ~= "table" or not asked[s.DeviceName] or type(s.Status) ~= "string" then
         return nil, answer.invalid_response("BatchGetDeviceState: a status is not one of the " ..
           "devices asked for, or has no Status", {action = "BatchGetDeviceState",
