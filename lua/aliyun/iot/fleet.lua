@@ -4,6 +4,9 @@
 --     local plan, err = client:plan{ProductKey = pk, manifest = "fleet.csv"}
 --     -- plan.Totals.create, plan.Devices[i].action == "create" | "update" | "nothing", ...
 --
+--     local res, err = client:apply{ProductKey = pk, manifest = "fleet.csv", journal = "f.state"}
+--     local res, err = client:retire{ProductKey = pk, Devices = {"old_01"}, undo = "old.csv"}
+--
 -- `plan` only reads: the product's devices (`client:product_devices`, QueryDevice with
 -- NextToken), nicknames (BatchQueryDeviceDetail where the listing lacks them), tags
 -- (QueryDeviceProp), groups (QueryDeviceGroupList, QueryDeviceListByDeviceGroup), each paced
