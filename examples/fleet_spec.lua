@@ -1,6 +1,7 @@
 -- examples/fleet.csv planned as a user plans it (`aliyun-iot plan`, a separate process,
 -- credentials from the environment) against the local emulator: every device to create,
--- nothing written, exit 2 with --detailed-exitcode.
+-- nothing written, exit 2 with --detailed-exitcode; then applied (`aliyun-iot apply`): the
+-- emulator holds the fleet, and the plan is empty.
 -- Run: busted examples/fleet_spec.lua (from the repository root, after `make`).
 local emulator = require "aliyun.iot.emulator"
 
@@ -35,5 +36,23 @@ describe("examples/fleet.csv", function()
     for _, r in ipairs(emu:requests()) do
       assert.truthy(r.action:find("^Query") or r.action:find("^BatchQuery"), r.action)
     end
+  end)
+
+  it("applies the fleet: the emulator holds it, and the plan is then empty", function()
+    local cmd = ("env -u LUA_PATH -u LUA_CPATH ALIBABA_CLOUD_ACCESS_KEY_ID=%s " ..
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=%s %s bin/aliyun-iot %%s --endpoint %s --product-key a1FleetPK " ..
+      "--manifest examples/fleet.csv 2>/dev/null"):format(
+      emu.access_key_id, emu.access_key_secret, LUA, emu.endpoint)
+    local out, code = run(cmd:format("apply"))
+    assert.are.equal(0, code)
+    assert.matches("\nApply: 4 created, 10 done%.\n$", out)
+    local state = emu:state().products.a1FleetPK
+    assert.are.same({"lamp_north_01", "lamp_north_02", "lamp_south_01", "meter_0001"}, state.names)
+    assert.are.equal("meter_one", state.details.meter_0001.Nickname)
+    assert.are.same({kind = "meter", site = "north"}, state.details.meter_0001.props)
+    assert.are.same({"meters"}, state.details.meter_0001.groups)
+    out, code = run(cmd:format("plan --detailed-exitcode"))
+    assert.are.equal(0, code)
+    assert.matches("No changes", out)
   end)
 end)

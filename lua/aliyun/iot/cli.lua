@@ -4,7 +4,8 @@
 -- `cli.names` (names files), `cli.json`, `cli.output` (where output goes, CSV/JSON device
 -- writers), `cli.progress`, `cli.report` (exit statuses, failure reports), `cli.state`
 -- (the job's journal path), `cli.commands` (register, resume, devices, status, call),
--- `cli.export` (export), `cli.plan` (plan).
+-- `cli.export` (export), `cli.plan` (plan),
+-- `cli.apply` (apply), `cli.retire` (retire).
 --
 --     local code = require("aliyun.iot.cli").main(arg)   -- bin/aliyun-iot
 --     os.exit(code)
@@ -112,6 +113,10 @@ function M.main(argv, streams, prog)
       return require("aliyun.iot.cli.export").run(opts, streams, ui, now, ctx)
     elseif opts.command == "plan" then
       return require("aliyun.iot.cli.plan").run(opts, streams, ui, ctx)
+    elseif opts.command == "apply" then
+      return require("aliyun.iot.cli.apply").run(opts, streams, ui, ctx)
+    elseif opts.command == "retire" then
+      return require("aliyun.iot.cli.retire").run(opts, streams, ui, ctx)
     end
     return commands.run_call(opts, streams, ui, ctx)
   end, function(e)

@@ -4,6 +4,9 @@
 --     local plan, err = client:plan{ProductKey = pk, manifest = "fleet.csv"}
 --     -- plan.Totals.create, plan.Devices[i].action == "create" | "update" | "nothing", ...
 --
+--     local res, err = client:apply{ProductKey = pk, manifest = "fleet.csv", journal = "f.state"}
+--     local res, err = client:retire{ProductKey = pk, Devices = {"old_01"}, undo = "old.csv"}
+--
 -- `plan` only reads: the product's devices (`client:product_devices`, QueryDevice with
 -- NextToken), nicknames (BatchQueryDeviceDetail where the listing lacks them), tags
 -- (QueryDeviceProp), groups (QueryDeviceGroupList, QueryDeviceListByDeviceGroup), each paced
@@ -17,6 +20,10 @@
 local manifest_m = require "aliyun.iot.fleet.manifest"
 local state_m = require "aliyun.iot.fleet.state"
 local diff = require "aliyun.iot.fleet.diff"
+local apply_m = require "aliyun.iot.fleet.apply"
+local retire_m = require "aliyun.iot.fleet.retire"
+local journal = require "aliyun.iot.journal"
+local core = require "aliyun.iot.core"
 local port_m = require "aliyun.iot.batch.port"
 local validate = require "aliyun.iot.validate"
 local errors = require "aliyun.iot.errors"
@@ -25,27 +32,50 @@ local M = {}
 
 local PLAN_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean",
                    retire_unlisted = "boolean", deadline = "number"}
+local RETIRE_ARGS = {ProductKey = "string", Devices = "table", undo = "string", wait = "number",
+                     force = "boolean", dry_run = "boolean", deadline = "number",
+                     on_report = "function"}
+local APPLY_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean",
+                    journal = "string", deadline = "number", on_report = "function",
+                    retire_unlisted = "boolean", undo = "string", wait = "number",
+                    force = "boolean"}
 
 local function bad(parameter, message)
   return errors.new{code = "InvalidParameter", parameter = parameter, message = message}
 end
 
 -- The argument rule: misuse raises at the caller's level, bad values return an error.
-local function check_args(args, level)
-  if type(args) ~= "table" then error("plan expects a table of arguments", level) end
+local function check_args(args, level, what, allowed)
+  what, allowed = what or "plan", allowed or PLAN_ARGS
+  if type(args) ~= "table" then error(what .. " expects a table of arguments", level) end
   for k, v in pairs(args) do
-    local want = PLAN_ARGS[k]
-    if not want then error(("plan: unknown argument %s"):format(tostring(k)), level) end
+    local want = allowed[k]
+    if not want then error(("%s: unknown argument %s"):format(what, tostring(k)), level) end
     if want ~= true and type(v) ~= want then
-      error(("plan: %s must be a %s, got %s"):format(k, want, type(v)), level)
+      error(("%s: %s must be a %s, got %s"):format(what, k, want, type(v)), level)
     end
   end
+  if args.journal == "" then return bad("journal", "journal must be a path") end
   local why = args.ProductKey == nil and "is required" or validate.product_key_problem(args.ProductKey)
   if why then return bad("ProductKey", "ProductKey " .. why) end
-  if args.manifest == nil then return bad("manifest", "manifest is required") end
+  if allowed.manifest and args.manifest == nil then return bad("manifest", "manifest is required") end
   if args.deadline ~= nil and not (args.deadline > 0 and args.deadline < math.huge) then
     return bad("deadline", "deadline must be a positive number of seconds")
   end
+end
+
+-- The plan of a loaded manifest (args as for plan).
+local function plan_of(self, manifest, args)
+  local port = port_m.new(self)
+  local t_end = args.deadline and port:clock() + args.deadline
+  local state, err = state_m.read(port, {ProductKey = args.ProductKey, manifest = manifest,
+    deadline = t_end,
+    devices = self:product_devices{ProductKey = args.ProductKey, deadline = args.deadline}})
+  if not state then return nil, err end
+  local p = diff.plan(manifest, state, {prune_tags = args.prune_tags,
+                                        retire_unlisted = args.retire_unlisted})
+  p.ProductKey, p.GroupIds = args.ProductKey, state.groups
+  return p
 end
 
 --- The plan of a product against a manifest: what `apply` would do, device by device,
@@ -68,23 +98,159 @@ local function plan(self, args)
   if bad_arg then return nil, bad_arg end
   local manifest, err = manifest_m.load(args.manifest, 2)
   if not manifest then return nil, err end
+  return plan_of(self, manifest, args)
+end
+
+-- apply's retire_unlisted: the plan's Retire list retired (`aliyun.iot.fleet.retire`),
+-- its records added to the apply's report.
+local function retire_unlisted(port, args, p, res, t_end)
+  local n = #res.Report
+  local r, err = retire_m.run(port, {ProductKey = args.ProductKey, names = p.Retire,
+    undo = args.undo, wait = args.wait or 600, force = args.force, t_end = t_end,
+    on_report = args.on_report and function(rec, pos) args.on_report(rec, n + pos) end})
+  for _, rec in ipairs(r.Report) do res.Report[#res.Report + 1] = rec end
+  res.Online = r.Online
+  return err
+end
+
+-- A killed apply's creation finished from its journal, which must be a named job of this
+-- product (a journal of another job is refused before any request).
+local function resume_creation(self, path, pk, seconds)
+  local records, err = journal.read(path)
+  if not records then return err end
+  local job = records[1]
+  if not job or job.kind ~= "named" or job.ProductKey ~= pk then
+    return errors.new{code = "InvalidParameter", parameter = "journal", message = ("journal " ..
+      "%s is not an apply's journal for product %s (it holds a %s job of product %s): give " ..
+      "the path of a new file, or the one of the killed apply"):format(path, pk,
+      tostring(job and job.kind), errors.printable(tostring(job and job.ProductKey)))}
+  end
+  local _, rerr = self:resume{journal = path, deadline = seconds}
+  return rerr
+end
+
+--- Makes a product match a manifest: the plan (`client:plan`) read, then its changes sent
+-- (`aliyun.iot.fleet.apply`): creations through the named path with `existing = "adopt"`
+-- (BatchCheckDeviceNames, BatchRegisterDeviceWithApplyId; D-69482, D-69514), then
+-- CreateDeviceGroup, BatchUpdateDeviceNickname, SaveDeviceProp, DeleteDeviceProp (only
+-- with `prune_tags`), BatchAddDeviceGroupRelations and BatchDeleteDeviceGroupRelations
+-- (docs/wire.md §10), each paced to its QPS by the client. Applying twice sends no write
+-- the second time: its plan is empty.
+--
+-- Resuming: `journal` is the path of the creation step's journal (`aliyun.iot.journal`),
+-- the one step whose lost answer a re-read cannot settle. A killed apply is resumed by
+-- calling apply again with the same `journal`: the unfinished creation is finished from
+-- it first (`client:resume`), then the state is read again and only what is still missing
+-- is sent, so no write is repeated (every other write is visible in the state read back).
+-- The journal is removed when the apply that created it ends without error.
+-- @tparam table args `ProductKey`, `manifest` (as for `plan`), `prune_tags` (boolean),
+--   `journal` (path, optional), `deadline` [s from now], `on_report(record, position)`
+--   (each change's outcome as it is decided), `retire_unlisted` (boolean: retire the
+--   devices the manifest does not list, after the other changes, as `retire` does, with
+--   `undo` (required then), `wait` and `force`)
+-- @treturn ?table `{ProductKey=, Plan = plan, Report = {{DeviceName=, change=, target=,
+--   outcome=, code=, message=, RequestId=}, ...}, Groups = {{GroupName=, outcome=}},
+--   ApplyIds=, Devices=}` (`aliyun.iot.fleet.apply`; Devices with secrets, the created
+--   and adopted ones)
+-- @treturn ?table err `InvalidParameter` (nothing sent), `JournalError`, a read's error
+--   (nothing written), or the first write's failure with `Report` and `Plan`
+-- @raise on misuse, as `plan` (and `on_report` not a function, `journal` not a string)
+local function apply(self, args)
+  local bad_arg = check_args(args, 3, "apply", APPLY_ARGS)
+  if not bad_arg and args.retire_unlisted and args.undo == nil then
+    bad_arg = bad("undo", "retire_unlisted needs undo (the path of the undo export)")
+  end
+  if bad_arg then return nil, bad_arg end
+  local manifest, err = manifest_m.load(args.manifest, 2)
+  if not manifest then return nil, err end
   local port = port_m.new(self)
   local t_end = args.deadline and port:clock() + args.deadline
-  local state
-  state, err = state_m.read(port, {ProductKey = args.ProductKey, manifest = manifest,
-    deadline = t_end,
-    devices = self:product_devices{ProductKey = args.ProductKey, deadline = args.deadline}})
-  if not state then return nil, err end
-  local p = diff.plan(manifest, state, {prune_tags = args.prune_tags,
-                                        retire_unlisted = args.retire_unlisted})
-  p.ProductKey, p.GroupIds = args.ProductKey, state.groups
-  return p
+  local function left() return t_end and math.max(t_end - port:clock(), 1e-3) or nil end
+  local path, resumed = args.journal, false
+  if path and core.file_kind(path) ~= "none" then
+    local rerr = resume_creation(self, path, args.ProductKey, left())
+    if rerr then return nil, rerr end
+    resumed = true
+  end
+  local p
+  p, err = plan_of(self, manifest, {ProductKey = args.ProductKey, prune_tags = args.prune_tags,
+                                    retire_unlisted = args.retire_unlisted, deadline = left()})
+  if not p then return nil, err end
+  local res, werr = apply_m.run(self, port, p, {ProductKey = args.ProductKey,
+    journal = not resumed and path or nil, t_end = t_end, on_report = args.on_report})
+  res.ProductKey, res.Plan = args.ProductKey, p
+  if not werr and #p.Retire > 0 then werr = retire_unlisted(port, args, p, res, t_end) end
+  if werr then
+    werr.Report, werr.Plan = res.Report, p
+    return nil, werr
+  end
+  if path and not resumed then journal.discard(path) end
+  return res
+end
+
+-- Retire's names: strings or {DeviceName=} records (misuse raises), checked by the
+-- DeviceName rule and for duplicates; nil and the error for a bad one.
+local function retire_names(list)
+  local out, seen = {}, {}
+  for i = 1, #list do
+    local v = list[i]
+    local name = type(v) == "table" and v.DeviceName or v
+    if type(name) ~= "string" then
+      error(("retire: Devices[%d] must be a DeviceName or {DeviceName=}"):format(i), 4)
+    end
+    local why = validate.device_name_problem(name) or (seen[name] and "is given twice")
+    if why then return nil, bad("Devices", ("device %s %s"):format(errors.printable(name), why)) end
+    seen[name], out[i] = true, name
+  end
+  if #out == 0 then return nil, bad("Devices", "Devices lists no device") end
+  return out
+end
+
+--- Retires devices: the undo export written first (the devices with their secrets, mode
+-- 0600, a new file), then DisableThing, a wait until BatchGetDeviceState shows none of
+-- them `ONLINE`, then DeleteDevice, each paced to its QPS (docs/wire.md §4, §10; see
+-- `aliyun.iot.fleet.retire`). Run again with the same `undo`, it goes on where it stopped.
+-- @tparam table args `ProductKey`, `Devices` (names, or `{DeviceName=}` records), `undo`
+--   (path of the undo export; required unless `dry_run`), `wait` [s, default 600: how
+--   long to wait for the devices to go offline], `force` (delete those still online when
+--   the wait ends), `dry_run` (read only: what would be retired), `deadline` [s],
+--   `on_report(record, position)`
+-- @treturn ?table `{Report = {{DeviceName=, change = "retire", outcome = "deleted" |
+--   "absent" | "planned", RequestId=}}, Retire = {names found}, Absent = {names},
+--   Online = {names online when the wait ended}, undo = path}`
+-- @treturn ?table err `InvalidParameter` (nothing sent, or the undo file exists without
+--   the devices), `UndoError`, `DevicesOnline` (with `Online`; nothing deleted), a call's
+--   error; each with `Report`
+-- @raise on misuse (not a table, an unknown argument, a wrong Lua type)
+local function retire(self, args)
+  local bad_arg = check_args(args, 3, "retire", RETIRE_ARGS)
+  if not bad_arg and args.undo == nil and not args.dry_run then
+    bad_arg = bad("undo", "undo (the path of the undo export) is required")
+  end
+  if not bad_arg and args.wait ~= nil and not (args.wait >= 0 and args.wait < math.huge) then
+    bad_arg = bad("wait", "wait must be a number of seconds, 0 or more")
+  end
+  if bad_arg then return nil, bad_arg end
+  local names, err = retire_names(args.Devices)
+  if not names then return nil, err end
+  local port = port_m.new(self)
+  local res
+  res, err = retire_m.run(port, {ProductKey = args.ProductKey, names = names, undo = args.undo,
+    wait = args.wait or 600, force = args.force, dry_run = args.dry_run,
+    t_end = args.deadline and port:clock() + args.deadline, on_report = args.on_report})
+  if err then
+    err.Report = res.Report
+    return nil, err
+  end
+  return res
 end
 
 --- Adds the fleet helpers to the client class (called once by `aliyun.iot`).
 -- @tparam table Client the client metatable
 function M.install(Client)
   Client.plan = plan
+  Client.apply = apply
+  Client.retire = retire
 end
 
 return M

@@ -45,6 +45,19 @@ Commands:
         print what apply would change to make the product match FILE (CSV
         DeviceName,Nickname,tags,groups with a header, or JSON lines); sends
         no write; exit 0, or 2 on changes with --detailed-exitcode
+  apply --product-key PK --manifest FILE [--state FILE] [--prune-tags]
+        [--report FILE] [--retire-unlisted] [--undo FILE] [--wait S] [--force]
+        make the product match FILE: create, rename, tag, join and leave
+        groups as plan prints; --state keeps a journal: after a stop, the
+        same command finishes the job without repeating a write;
+        --retire-unlisted retires the devices FILE does not list, as retire
+        does (undo export default FILE.undo.csv)
+  retire --product-key PK --names-file FILE [--undo FILE] [--wait S] [--force]
+         [--dry-run] [--report FILE]
+        delete the devices of FILE: an undo export with their secrets first
+        (default FILE.undo.csv, never overwritten), then DisableThing, a wait
+        until none is online (600 s; --force deletes the online ones), then
+        DeleteDevice; run again with the same --undo to finish
   call ACTION [Key=Value ...]
         call any IoT action and print the result as JSON; lists as
         Name.1=a Name.2=b, lists of records as Name.1.Field=x
@@ -129,20 +142,24 @@ local OPTIONS = {
   out = {value = true}, quiet = {}, help = {}, version = {},
   ["product-key"] = {value = true, commands = {register = true, status = true, devices = true,
                                                check = true, export = true, plan = true,
-                                               resume = true}},
-  manifest = {value = true, commands = {plan = true}},
-  ["prune-tags"] = {commands = {plan = true}}, ["retire-unlisted"] = {commands = {plan = true}},
+                                               resume = true, apply = true, retire = true}},
+  manifest = {value = true, commands = {plan = true, apply = true}},
+  ["prune-tags"] = {commands = {plan = true, apply = true}},
+  ["retire-unlisted"] = {commands = {plan = true, apply = true}},
   ["detailed-exitcode"] = {commands = {plan = true}},
   count = {value = true, commands = {register = true}},
-  ["names-file"] = {value = true, commands = {register = true, check = true}},
+  ["names-file"] = {value = true, commands = {register = true, check = true, retire = true}},
+  undo = {value = true, commands = {retire = true, apply = true}},
+  wait = {value = true, commands = {retire = true, apply = true}},
+  force = {commands = {retire = true, apply = true}},
   existing = {value = true, commands = {register = true}},
-  report = {value = true, commands = {register = true, resume = true}},
-  ["dry-run"] = {commands = {register = true}},
+  report = {value = true, commands = {register = true, resume = true, apply = true, retire = true}},
+  ["dry-run"] = {commands = {register = true, retire = true}},
   ["skip-invalid"] = {commands = {register = true}},
   ["service-names"] = {commands = {register = true}},
   ["adopt-apply-id"] = {value = true, many = true, commands = {resume = true}},
   ["accept-ambiguous"] = {commands = {resume = true}},
-  state = {value = true, commands = {register = true, resume = true}},
+  state = {value = true, commands = {register = true, resume = true, apply = true}},
   ["apply-timeout"] = {value = true, commands = {register = true, resume = true}},
   ["apply-id"] = {value = true, commands = {status = true, devices = true}},
 }
@@ -159,7 +176,8 @@ OPTIONS["in"] = {value = true, commands = {["mqtt-credentials"] = true}}
 for k, v in pairs(tuning.OPTIONS) do OPTIONS[k] = v end
 
 local COMMANDS = {register = true, resume = true, status = true, devices = true, call = true,
-                  ["mqtt-credentials"] = true, check = true, export = true, plan = true}
+                  ["mqtt-credentials"] = true, check = true, export = true, plan = true,
+                  apply = true, retire = true}
 
 -- A usage error: raised inside `main` and turned into exit status 2.
 local Usage = {}
@@ -330,6 +348,16 @@ function M.check(opts)
   elseif cmd == "status" or cmd == "devices" then
     require_opts(opts, "product-key", "apply-id")
     opts.apply_id = positive_integer(opts, "apply-id")
+  elseif cmd == "retire" or cmd == "apply" then
+    require_opts(opts, "product-key", cmd == "retire" and "names-file" or "manifest")
+    if cmd == "apply" and not opts.retire_unlisted and (opts.undo or opts.wait or opts.force) then
+      usage_error("--undo, --wait and --force go with --retire-unlisted")
+    end
+    if opts.wait ~= nil then
+      local n = opts.wait:find("^%d*%.?%d+$") and tonumber(opts.wait)
+      if not n then usage_error("--wait must be a number of seconds, got '%s'", opts.wait) end
+      opts.wait = n
+    end
   elseif cmd == "plan" then
     require_opts(opts, "product-key", "manifest")
   elseif cmd == "call" then

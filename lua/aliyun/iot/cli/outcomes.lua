@@ -8,7 +8,8 @@ local json = require "aliyun.iot.cli.json"
 
 local M = {}
 
-local KEYS = {"DeviceName", "outcome", "ApplyId", "code", "message", "RequestId"}
+-- change and target: apply's records (cli/apply.lua), absent from register's
+local KEYS = {"DeviceName", "change", "target", "outcome", "ApplyId", "code", "message", "RequestId"}
 local BATCH = 200 -- lines gathered before a durable write
 
 --- One report line.

@@ -1,0 +1,78 @@
+--- `aliyun-iot retire`: deletes the devices of a names file (`client:retire`): the undo
+-- export first (`--undo FILE`, default `NAMES-FILE.undo.csv`: their secrets, mode 0600, a
+-- new file), then DisableThing, a wait until none is ONLINE (`--wait S`, default 600;
+-- `--force` deletes those still online when it ends), then DeleteDevice. `--dry-run` lists
+-- what it would do, sending reads only. Run again with the same undo file, it goes on
+-- where it stopped.
+-- @module aliyun.iot.cli.retire
+
+local commands = require "aliyun.iot.cli.commands"
+local names_m = require "aliyun.iot.cli.names"
+local output = require "aliyun.iot.cli.output"
+local outcomes = require "aliyun.iot.cli.outcomes"
+local report = require "aliyun.iot.cli.report"
+local printable = require("aliyun.iot.errors").printable
+
+local M = {}
+
+--- The undo export's path: `--undo`, or beside the names file.
+-- @tparam table opts the checked options
+-- @treturn ?string nil for a dry run of stdin's names
+function M.undo_path(opts)
+  if opts.undo then return opts.undo end
+  if opts.names_file == "-" then
+    if opts.dry_run then return nil end
+    require("aliyun.iot.cli.args").usage_error("--names-file - needs --undo FILE (the undo export)")
+  end
+  return opts.names_file .. ".undo.csv"
+end
+
+local function count(rep, outcome)
+  local n = 0
+  for _, r in ipairs(rep or {}) do if r.outcome == outcome then n = n + 1 end end
+  return n
+end
+
+--- retire: exit 0, 1 on a failure (devices still online without --force included: they
+-- are listed), 2 on bad input (nothing sent).
+-- @treturn integer exit status
+function M.run(opts, streams, ui, ctx)
+  local devices = names_m.read(opts, streams)
+  local undo = M.undo_path(opts)
+  output.check_out(opts)
+  local out = output.open(opts.out, streams.stdout)
+  ctx.out = out
+  local client, err = commands.new_client(opts, ui)
+  if not client then return commands.failed(out, streams, err) end
+  if opts.report then ctx.report = outcomes.open(opts.report) end
+  if undo and not opts.dry_run then ui.note("undo export (the devices' secrets): " .. printable(undo)) end
+  local res
+  res, err = client:retire{ProductKey = opts.product_key, Devices = devices, undo = undo,
+    wait = opts.wait, force = opts.force or nil, dry_run = opts.dry_run or nil,
+    deadline = opts.deadline, on_report = ctx.report and ctx.report.add}
+  ui.done()
+  local rep = (res or err).Report
+  local written = true
+  if ctx.report then
+    local ok, rerr = ctx.report.finish(rep)
+    ctx.report, written = nil, ok
+    if not ok then streams.stderr:write("aliyun-iot: ", printable(rerr), "\n") end
+  end
+  if not res then
+    out:abort()
+    report.print_error(streams, err)
+    return report.failure_code(err)
+  end
+  for _, r in ipairs(rep) do
+    out.fh:write(("%s %s  %s\n"):format(r.outcome == "absent" and "?" or "-",
+      printable(r.DeviceName), r.outcome))
+  end
+  out.fh:write(opts.dry_run and ("Retire: %d to delete, %d absent (dry run: nothing sent " ..
+    "but reads).\n"):format(count(rep, "planned"), count(rep, "absent"))
+    or ("Retire: %d deleted, %d absent.\n"):format(count(rep, "deleted"), count(rep, "absent")))
+  local code = commands.finished(out, streams)
+  if not written then return report.EXIT_FAILURE end
+  return code
+end
+
+return M

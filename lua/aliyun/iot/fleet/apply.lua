@@ -1,0 +1,249 @@
+--- Carrying out a fleet plan (`aliyun.iot.fleet.diff`): every change of the plan sent as
+-- the API's write actions (docs/wire.md §10), each through the port so the client paces it
+-- to its action's QPS, and one report record per change.
+--
+-- Order: devices created first (the named path, `register_named_devices` with
+-- `existing = "adopt"`, nicknames included), then the groups that do not exist
+-- (CreateDeviceGroup), nicknames of existing devices (BatchUpdateDeviceNickname, 50 a
+-- call), tags (SaveDeviceProp one device a call, DeleteDeviceProp one key a call), group
+-- joins (BatchAddDeviceGroupRelations, 200 devices a call) and leaves
+-- (BatchDeleteDeviceGroupRelations, 200 a call). The first failure stops the writes: the
+-- changes after it are reported `skipped`, and re-running apply plans them again from the
+-- state read back (every write but creation is idempotent, and CreateDeviceGroup is never
+-- re-sent blindly: a re-run finds the group or not).
+--
+-- Report records: `{DeviceName=, change=, target=, outcome=, code=, message=, RequestId=}`;
+-- `change` one of `create`, `rename`, `tag_set`, `tag_remove`, `join`, `leave`, `retire`;
+-- `target` the nickname, tag keys or group name it concerns; `outcome` `created`,
+-- `existing`, `invalid`, `unknown` (creation, as `register --report`), `done`, `failed`
+-- (the call that carried it failed: its `code` and `message`) or `skipped` (not sent: an
+-- earlier failure stopped the apply). No secret is in a record.
+-- @module aliyun.iot.fleet.apply
+
+local answer = require "aliyun.iot.batch.answer"
+local manifest_m = require "aliyun.iot.fleet.manifest"
+
+local M = {}
+
+local NICKNAMES_A_CALL = 50   -- BatchUpdateDeviceNickname (§10: the emulator's figure)
+local RELATIONS_A_CALL = 200  -- BatchAdd/DeleteDeviceGroupRelations (§10)
+local CONCURRENCY = 16        -- calls in flight at once; the pacer keeps them within QPS
+local CHUNK = 1000            -- calls prepared at once (flat memory for big fleets)
+
+local function record(ctx, rec)
+  ctx.report[#ctx.report + 1] = rec
+  if ctx.on_report then ctx.on_report(rec, #ctx.report) end
+end
+
+-- The outcome of one call for each change it carried.
+local function settle(ctx, item, res, err)
+  if err and not ctx.err then ctx.err = err end
+  for _, name in ipairs(item.names) do
+    record(ctx, {DeviceName = name, change = item.change, target = item.target,
+      outcome = res and "done" or err and "failed" or "skipped",
+      code = err and err.code, message = err and err.message,
+      RequestId = answer.request_id(res and res.RequestId or err and err.request_id)})
+  end
+end
+
+-- Sends items (`{params=, names=, change=, target=, check = function(res) -> ?err}`) of one
+-- action, CHUNK at a time; after a failure the rest are skipped.
+local function send_all(ctx, action, items)
+  for first = 1, #items, CHUNK do
+    local part, params = {}, {}
+    for i = first, math.min(first + CHUNK - 1, #items) do
+      part[#part + 1], params[#params + 1] = items[i], items[i].params
+    end
+    if ctx.err then
+      for _, item in ipairs(part) do settle(ctx, item) end
+    else
+      local results, errs = ctx.port:invoke_many(action, params, ctx.opts, CONCURRENCY)
+      for i, item in ipairs(part) do
+        local res, err = results[i], errs[i]
+        if res and item.check then err = item.check(res) end
+        if err then res = nil end
+        if not res and not err then
+          err = answer.invalid_response("the fan-out returned no answer", {action = action})
+        end
+        settle(ctx, item, res, err)
+      end
+    end
+  end
+end
+
+-- Creations through the named path; their nicknames go with them.
+local function create(ctx, plan)
+  local devices = {}
+  for _, d in ipairs(plan.Devices) do
+    if d.action == "create" then
+      local nick = d.rename and d.rename.to ~= "" and d.rename.to or nil
+      devices[#devices + 1] = {DeviceName = d.DeviceName, DeviceNickname = nick}
+    end
+  end
+  if #devices == 0 then return end
+  local res, err = ctx.client:register_named_devices{ProductKey = ctx.pk, Devices = devices,
+    existing = "adopt", journal = ctx.journal, deadline = ctx.seconds_left()}
+  local rep = (res or err).Report or {}
+  for i, dev in ipairs(devices) do
+    local r = rep[i] or {outcome = "unknown"}
+    record(ctx, {DeviceName = dev.DeviceName, change = "create", target = dev.DeviceNickname,
+      outcome = r.outcome, code = r.code, message = r.message, RequestId = r.RequestId})
+    if r.outcome ~= "created" and r.outcome ~= "existing" then ctx.lost[dev.DeviceName] = true end
+    -- a device that appeared meanwhile was adopted with whatever nickname it has
+    if r.outcome == "existing" then ctx.adopted[dev.DeviceName] = true end
+  end
+  ctx.result.ApplyIds, ctx.result.Devices = (res or err).ApplyIds, (res or err).Devices
+  if err then ctx.err = err end
+end
+
+local function group_id_check(res)
+  local id = type(res.Data) == "table" and res.Data.GroupId
+  if type(id) ~= "string" or id == "" or id:find("[%z\1-\32\127]") or #id > 128 then
+    return answer.invalid_response("CreateDeviceGroup answered no usable Data.GroupId",
+      {action = "CreateDeviceGroup", request_id = answer.request_id(res.RequestId)})
+  end
+end
+
+-- The groups that do not exist yet; one call at a time (a repeat would make a second one).
+local function create_groups(ctx, plan)
+  for _, name in ipairs(plan.CreateGroups) do
+    local item = {params = {GroupName = name}, names = {}, change = "create_group", target = name}
+    if not ctx.err then
+      local res, err = ctx.port:invoke("CreateDeviceGroup", item.params, ctx.opts)
+      err = err or group_id_check(res)
+      if err then ctx.err = err else ctx.group_ids[name] = res.Data.GroupId end
+      ctx.result.Groups[#ctx.result.Groups + 1] = {GroupName = name,
+        outcome = err and "failed" or "done", code = err and err.code,
+        RequestId = answer.request_id(res and res.RequestId or err and err.request_id)}
+    end
+  end
+end
+
+local function live(ctx, d) return not ctx.lost[d.DeviceName] end
+
+local function renames(ctx, plan)
+  local items, cur = {}, nil
+  for _, d in ipairs(plan.Devices) do
+    if d.rename and (d.action == "update" or ctx.adopted[d.DeviceName]) then
+      if not cur or #cur.names == NICKNAMES_A_CALL then
+        cur = {params = {DeviceNicknameInfo = {}}, names = {}, change = "rename"}
+        items[#items + 1] = cur
+      end
+      -- an absent Nickname removes it (§10): "" is the manifest's "no nickname"
+      local info = {ProductKey = ctx.pk, DeviceName = d.DeviceName}
+      if d.rename.to ~= "" then info.Nickname = d.rename.to end
+      table.insert(cur.params.DeviceNicknameInfo, info)
+      table.insert(cur.names, d.DeviceName)
+    end
+  end
+  send_all(ctx, "BatchUpdateDeviceNickname", items)
+end
+
+local function tags(ctx, plan)
+  local sets, removes = {}, {}
+  for _, d in ipairs(plan.Devices) do
+    local t = d.tags
+    if t and t.set and live(ctx, d) then
+      local keys = {}
+      for k in pairs(t.set) do keys[#keys + 1] = k end
+      table.sort(keys)
+      sets[#sets + 1] = {params = {ProductKey = ctx.pk, DeviceName = d.DeviceName,
+        Props = manifest_m.tag_json(t.set)}, names = {d.DeviceName}, change = "tag_set",
+        target = table.concat(keys, ";")}
+    end
+    for _, k in ipairs(t and t.remove or {}) do
+      removes[#removes + 1] = {params = {ProductKey = ctx.pk, DeviceName = d.DeviceName,
+        PropKey = k}, names = {d.DeviceName}, change = "tag_remove", target = k}
+    end
+  end
+  send_all(ctx, "SaveDeviceProp", sets)
+  send_all(ctx, "DeleteDeviceProp", removes)
+end
+
+-- BatchAddDeviceGroupRelations answers its counts at the top level (§10): every device of
+-- the call must be added or already in the group.
+local function add_check(n)
+  return function(res)
+    local c = {}
+    for _, k in ipairs{"ValidDeviceCount", "SuccessAddedDeviceCount",
+                       "AlreadyRelatedGroupDeviceCount", "ExceedTenGroupDeviceCount"} do
+      c[k] = answer.count(res[k] or 0)
+      if not c[k] then
+        return answer.invalid_response(k .. " is not a count",
+          {action = "BatchAddDeviceGroupRelations", request_id = answer.request_id(res.RequestId)})
+      end
+    end
+    if c.SuccessAddedDeviceCount + c.AlreadyRelatedGroupDeviceCount ~= n then
+      return answer.invalid_response(("%d devices sent, %d added, %d already in the group, " ..
+        "%d in 10 groups already, %d valid"):format(n, c.SuccessAddedDeviceCount,
+        c.AlreadyRelatedGroupDeviceCount, c.ExceedTenGroupDeviceCount, c.ValidDeviceCount),
+        {action = "BatchAddDeviceGroupRelations", request_id = answer.request_id(res.RequestId)})
+    end
+  end
+end
+
+-- Relations grouped by group, at most RELATIONS_A_CALL devices a call.
+local function relations(ctx, plan, field, change, action)
+  local by_group, order = {}, {}
+  for _, d in ipairs(plan.Devices) do
+    for _, g in ipairs(d[field] or {}) do
+      if live(ctx, d) then
+        if not by_group[g] then by_group[g], order[#order + 1] = {}, g end
+        table.insert(by_group[g], d.DeviceName)
+      end
+    end
+  end
+  table.sort(order)
+  local items = {}
+  for _, g in ipairs(order) do
+    local names = by_group[g]
+    for first = 1, #names, RELATIONS_A_CALL do
+      local item = {params = {GroupId = ctx.group_ids[g], Device = {}}, names = {},
+                    change = change, target = g}
+      for i = first, math.min(first + RELATIONS_A_CALL - 1, #names) do
+        table.insert(item.params.Device, {ProductKey = ctx.pk, DeviceName = names[i]})
+        table.insert(item.names, names[i])
+      end
+      if change == "join" then item.check = add_check(#item.names) end
+      items[#items + 1] = item
+    end
+  end
+  -- a group whose creation failed has no GroupId: its joins are skipped with the rest
+  if not ctx.err then
+    for _, item in ipairs(items) do
+      if not item.params.GroupId then ctx.err = ctx.err or answer.invalid_response(
+        "no GroupId for group " .. item.target, {action = action}) end
+    end
+  end
+  send_all(ctx, action, items)
+end
+
+--- Sends a plan's changes.
+-- @tparam table client the client (`register_named_devices`)
+-- @tparam table port `aliyun.iot.batch.port` of that client
+-- @tparam table plan from `client:plan` (with `GroupIds`)
+-- @tparam table opts `ProductKey`, `journal` (the creation's journal path, or nil),
+--   `t_end` (absolute `port:clock()` deadline, or nil), `on_report(rec, position)`
+-- @treturn table `{Report = {records}, Groups = {{GroupName=, outcome=, code=,
+--   RequestId=}}, ApplyIds=, Devices=}` (Devices: the created and adopted devices, with
+--   their secrets, as `register_named_devices` returns them)
+-- @treturn ?table err the first failure (the changes after it skipped)
+function M.run(client, port, plan, opts)
+  local ctx = {client = client, port = port, pk = opts.ProductKey, journal = opts.journal,
+    opts = {deadline = opts.t_end}, report = {}, on_report = opts.on_report, lost = {}, adopted = {},
+    group_ids = {}, result = {Groups = {}}}
+  for k, v in pairs(plan.GroupIds or {}) do ctx.group_ids[k] = v end
+  function ctx.seconds_left()
+    return opts.t_end and math.max(opts.t_end - port:clock(), 1e-3) or nil
+  end
+  create(ctx, plan)
+  create_groups(ctx, plan)
+  renames(ctx, plan)
+  tags(ctx, plan)
+  relations(ctx, plan, "join", "join", "BatchAddDeviceGroupRelations")
+  relations(ctx, plan, "leave", "leave", "BatchDeleteDeviceGroupRelations")
+  ctx.result.Report = ctx.report
+  return ctx.result, ctx.err
+end
+
+return M

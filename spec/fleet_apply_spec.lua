@@ -1,0 +1,334 @@
+-- client:apply and `aliyun-iot apply` (issue 15) against the emulator over real HTTP: a
+-- manifest applied creates, renames, tags and groups devices until the emulator's state
+-- equals it; applied again, its plan is empty and no write is sent; a killed apply run
+-- again repeats no write (the emulator's request log holds each once); limits are refused
+-- before any request.
+local iot = require "aliyun.iot"
+local emulator = require "aliyun.iot.emulator"
+local shell = require "spec.support.shell"
+local cjson = require "cjson"
+
+local PK = "a1TestPK001"
+local LUA = os.getenv("ALIYUN_IOT_LUA")
+  or (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
+local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
+local EXAMPLE = os.getenv("PWD") .. "/examples/fleet.csv"
+local q = shell.quote
+
+local WRITES = {BatchCheckDeviceNames = true, BatchRegisterDeviceWithApplyId = true,
+  BatchRegisterDevice = true, RegisterDevice = true, CreateDeviceGroup = true,
+  BatchUpdateDeviceNickname = true, SaveDeviceProp = true, DeleteDeviceProp = true,
+  BatchAddDeviceGroupRelations = true, BatchDeleteDeviceGroupRelations = true,
+  DisableThing = true, DeleteDevice = true}
+
+local MANIFEST = table.concat({
+  "DeviceName,Nickname,tags,groups",
+  "lamp_0001,lamp_one,site=north;rev=b,north_site;all_lamps",
+  "lamp_0002,,site=south,all_lamps",
+  "lamp_0003,lamp_three,,",
+}, "\n") .. "\n"
+
+-- The write requests the emulator received since `from`: {"Action params-as-JSON", ...}.
+local function writes_since(emu, from)
+  local out = {}
+  for i, r in ipairs(emu:requests()) do
+    if i >= from and WRITES[r.action] then
+      local p = {}
+      for k, v in pairs(r.params) do
+        if not k:find("^Signature") and k ~= "Timestamp" and k ~= "AccessKeyId" and k ~= "Action"
+           and k ~= "Format" and k ~= "Version" and k ~= "SignatureNonce" then p[k] = v end
+      end
+      local keys = {}
+      for k in pairs(p) do keys[#keys + 1] = k end
+      table.sort(keys)
+      local parts = {}
+      for j, k in ipairs(keys) do parts[j] = k .. "=" .. tostring(p[k]) end
+      out[#out + 1] = r.action .. " " .. table.concat(parts, "&")
+    end
+  end
+  return out
+end
+
+local function details(emu, name)
+  local d = emu:state().products[PK]
+  local out = {}
+  for k, v in pairs(d and d.details and d.details[name] or {}) do
+    if k ~= "Status" and k ~= "disabled" then out[k] = v end
+  end
+  return out
+end
+
+describe("fleet apply", function()
+  local emu, c, dir, path
+
+  local function run_cli(args)
+    local out, err = dir .. "/stdout", dir .. "/stderr"
+    local code = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > %s 2> %s; echo $?")
+      :format(q(dir), q(dir), LUA, q(BIN), args, q(out), q(err)))
+    return tonumber(code), shell.read(out), shell.read(err)
+  end
+
+  setup(function()
+    emu = emulator.start{async_delay = 0}
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(shell.ok("mkdir -m 700 " .. q(dir)))
+    path = dir .. "/fleet.csv"
+    shell.write(path, MANIFEST)
+  end)
+  teardown(function()
+    emu:stop()
+    shell.ok("rm -rf " .. q(dir))
+  end)
+  before_each(function()
+    emu:reset()
+    emu:set{async_delay = 0}
+    c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint})
+  end)
+
+  it("creates, names, tags and groups an empty product's devices; a second apply sends no write", function()
+    local res = assert(c:apply{ProductKey = PK, manifest = path})
+    assert.are.equal(3, #res.Devices)
+    local s = emu:state()
+    assert.are.same({"lamp_0001", "lamp_0002", "lamp_0003"}, s.products[PK].names)
+    assert.are.same({Nickname = "lamp_one", props = {site = "north", rev = "b"},
+      groups = {"all_lamps", "north_site"}}, details(emu, "lamp_0001"))
+    assert.are.same({Nickname = "", props = {site = "south"}, groups = {"all_lamps"}}, details(emu, "lamp_0002"))
+    assert.are.same({Nickname = "lamp_three", groups = {}, props = {}}, details(emu, "lamp_0003"))
+    -- one report record per change, in order
+    local seen = {}
+    for _, r in ipairs(res.Report) do seen[#seen + 1] = r.DeviceName .. " " .. r.change .. " " .. r.outcome end
+    assert.are.same({"lamp_0001 create created", "lamp_0002 create created", "lamp_0003 create created",
+      "lamp_0001 tag_set done", "lamp_0002 tag_set done", "lamp_0001 join done", "lamp_0002 join done",
+      "lamp_0001 join done"}, seen)
+    for _, r in ipairs(res.Report) do assert.is_string(r.RequestId) end
+    -- applied again: an empty plan, reads only
+    local from = #emu:requests() + 1
+    res = assert(c:apply{ProductKey = PK, manifest = path})
+    assert.are.equal(0, res.Plan.changes)
+    assert.are.same({}, res.Report)
+    assert.are.same({}, writes_since(emu, from))
+    assert.is_true(#emu:requests() >= from)
+  end)
+
+  it("updates a mixed product: renames, clears, sets and prunes tags, joins and leaves", function()
+    assert(c:apply{ProductKey = PK, manifest = path})
+    assert(c:register_device{ProductKey = PK, DeviceName = "stray_0001"})
+    assert(c:batch_update_device_nickname{DeviceNicknameInfo = {
+      {ProductKey = PK, DeviceName = "lamp_0002", Nickname = "lamp_two"}}})
+    assert(c:save_device_prop{ProductKey = PK, DeviceName = "lamp_0001", Props = '{"site":"west","extra":"x"}'})
+    local stale = assert(c:create_device_group{GroupName = "stale_group"}).Data.GroupId
+    assert(c:batch_add_device_group_relations{GroupId = stale, Device = {{ProductKey = PK, DeviceName = "lamp_0002"}}})
+    shell.write(dir .. "/mixed.csv", MANIFEST .. "lamp_0004,,batch=7,spare_group\n")
+    local seen = {}
+    local res = assert(c:apply{ProductKey = PK, manifest = dir .. "/mixed.csv", prune_tags = true,
+      on_report = function(r, pos) seen[pos] = r end})
+    assert.are.same(res.Report, seen)
+    local by = {}
+    for _, r in ipairs(res.Report) do by[r.DeviceName .. " " .. r.change .. " " .. (r.target or "")] = r.outcome end
+    assert.are.same({["lamp_0004 create "] = "created", ["lamp_0002 rename "] = "done",
+      ["lamp_0001 tag_set site"] = "done", ["lamp_0001 tag_remove extra"] = "done",
+      ["lamp_0004 tag_set batch"] = "done", ["lamp_0004 join spare_group"] = "done",
+      ["lamp_0002 leave stale_group"] = "done"}, by)
+    assert.are.same({{GroupName = "spare_group", outcome = "done", RequestId = res.Groups[1].RequestId}}, res.Groups)
+    assert.are.same({Nickname = "lamp_one", props = {site = "north", rev = "b"},
+      groups = {"all_lamps", "north_site"}}, details(emu, "lamp_0001"))
+    assert.are.same({Nickname = "", props = {site = "south"}, groups = {"all_lamps"}}, details(emu, "lamp_0002"))
+    assert.are.same({Nickname = "", props = {batch = "7"}, groups = {"spare_group"}}, details(emu, "lamp_0004"))
+    -- the unlisted device is left alone
+    assert.are.same({"lamp_0001", "lamp_0002", "lamp_0003", "lamp_0004", "stray_0001"}, emu:state().products[PK].names)
+    assert.are.equal(0, assert(c:plan{ProductKey = PK, manifest = dir .. "/mixed.csv", prune_tags = true}).changes)
+  end)
+
+  it("joins more than 200 devices to a group in calls of at most 200", function()
+    local lines = {"DeviceName,groups"}
+    for i = 1, 250 do lines[#lines + 1] = ("many_%04d,big_group"):format(i) end
+    shell.write(dir .. "/many.csv", table.concat(lines, "\n") .. "\n")
+    local from = #emu:requests() + 1
+    assert(c:apply{ProductKey = PK, manifest = dir .. "/many.csv"})
+    local sizes = {}
+    for i, r in ipairs(emu:requests()) do
+      if i >= from and r.action == "BatchAddDeviceGroupRelations" then
+        local n = 0
+        for k in pairs(r.params) do if k:find("^Device%.%d+%.DeviceName$") then n = n + 1 end end
+        sizes[#sizes + 1] = n
+      end
+    end
+    assert.are.same({200, 50}, sizes)
+    for _, g in ipairs(emu:state().groups) do
+      if g.GroupName == "big_group" then assert.are.equal(250, #g.devices) end
+    end
+  end)
+
+  it("the CLI applies the example manifest, writes --report, and a second run changes nothing", function()
+    local rep = dir .. "/report.jsonl"
+    os.remove(rep)
+    local code, out, err = run_cli(("apply --endpoint %s --product-key %s --manifest %s --report %s")
+      :format(emu.endpoint, PK, q(EXAMPLE), q(rep)))
+    assert.are.equal(0, code, err)
+    assert.matches("\n%+ lamp_north_01  create\n", out)
+    assert.matches("\nApply: 4 created, 10 done%.\n$", out)
+    local n = 0
+    for line in shell.read(rep):gmatch("[^\n]+") do
+      local r = cjson.decode(line)
+      assert.is_string(r.DeviceName)
+      assert.is_string(r.change)
+      assert.is_nil(r.DeviceSecret)
+      n = n + 1
+    end
+    assert.are.equal(14, n)
+    assert.is_nil(err:find("DeviceSecret", 1, true))
+    local from = #emu:requests() + 1
+    code, out = run_cli(("apply --endpoint %s --product-key %s --manifest %s")
+      :format(emu.endpoint, PK, q(EXAMPLE)))
+    assert.are.equal(0, code)
+    assert.matches("No changes", out)
+    assert.are.same({}, writes_since(emu, from))
+    -- --report never replaces a file
+    local _
+    code, _, err = run_cli(("apply --endpoint %s --product-key %s --manifest %s --report %s")
+      :format(emu.endpoint, PK, q(EXAMPLE), q(rep)))
+    assert.are.equal(2, code)
+    assert.matches("report", err)
+  end)
+
+  it("refuses a manifest breaking a limit locally, with nothing sent", function()
+    local tags = {}
+    for i = 1, 101 do tags[i] = ("k%d=v"):format(i) end
+    shell.write(dir .. "/bad.csv", "DeviceName,tags\nlamp_0001," .. table.concat(tags, ";") .. "\n")
+    local code, out, err = run_cli(("apply --endpoint %s --product-key %s --manifest %s")
+      :format(emu.endpoint, PK, q(dir .. "/bad.csv")))
+    assert.are.equal(2, code)
+    assert.are.equal("", out)
+    assert.matches("bad%.csv:2:", err)
+    local groups = "g_one;g_two;g_three;g_four;g_five;g_six;g_seven;g_eight;g_nine;g_ten1;g_eleven"
+    shell.write(dir .. "/bad2.csv", "DeviceName,groups\nlamp_0001," .. groups .. "\n")
+    local _, e2 = c:apply{ProductKey = PK, manifest = dir .. "/bad2.csv"}
+    assert.are.equal("InvalidParameter", e2.code)
+    local _, e3 = c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", Nickname = "x"}}}
+    assert.are.equal("InvalidParameter", e3.code)
+    assert.are.equal(0, #emu:requests())
+    assert.has_error(function() c:apply{ProductKey = PK, manifest = path, retire = true} end)
+  end)
+
+  it("a killed apply, run again with its --state, finishes without repeating a write", function()
+    -- the first join is held by the emulator: the CLI is killed while it waits for it
+    emu:fault{kind = "slow", action = "BatchAddDeviceGroupRelations", count = 1, delay = 2}
+    local cmd = ("apply --endpoint %s --product-key %s --manifest %s --state apply.state --quiet")
+      :format(emu.endpoint, PK, q(EXAMPLE))
+    local pid = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > kill.out 2> kill.err & echo $!")
+      :format(q(dir), q(dir), LUA, q(BIN), cmd)):match("%d+")
+    local function count(action)
+      local n = 0
+      for _, r in ipairs(emu:requests()) do if r.action == action then n = n + 1 end end
+      return n
+    end
+    local t0 = os.time()
+    while count("SaveDeviceProp") < 4 and os.time() - t0 < 30 do os.execute("sleep 0.05") end
+    assert.are.equal(4, count("SaveDeviceProp"))
+    os.execute("sleep 0.3") -- the held join is sent meanwhile
+    assert(os.execute("kill -9 " .. pid))
+    -- the held join acts after the kill; wait for it before running again
+    local function held()
+      for _, r in ipairs(emu:requests()) do if r.fault == "slow" then return true end end
+      return false
+    end
+    t0 = os.time()
+    while not held() and os.time() - t0 < 30 do os.execute("sleep 0.05") end
+    assert.is_true(held())
+    assert.is_true(shell.read(dir .. "/apply.state") ~= nil)
+    local code, _, err = run_cli(cmd)
+    assert.are.equal(0, code, err)
+    local writes, seen = writes_since(emu, 1), {}
+    for _, w in ipairs(writes) do
+      assert.is_nil(seen[w], "sent twice: " .. w)
+      seen[w] = true
+    end
+    assert.are.equal(0, assert(c:plan{ProductKey = PK, manifest = EXAMPLE}).changes)
+    assert.are.equal(4, emu:state().products[PK].devices)
+  end)
+
+  it("a killed apply's creation is finished from its --state: no name checked or registered twice", function()
+    emu:set{async_delay = 1}
+    local cmd = ("apply --endpoint %s --product-key %s --manifest %s --state create.state --quiet")
+      :format(emu.endpoint, PK, q(EXAMPLE))
+    local pid = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > kill.out 2> kill.err & echo $!")
+      :format(q(dir), q(dir), LUA, q(BIN), cmd)):match("%d+")
+    local function registered()
+      return (shell.read(dir .. "/create.state") or ""):find('"event":"apply"', 1, true) ~= nil
+        and #writes_since(emu, 1) >= 2
+    end
+    local t0 = os.time()
+    while not registered() and os.time() - t0 < 30 do os.execute("sleep 0.05") end
+    assert.is_true(registered())
+    assert(os.execute("kill -9 " .. pid))
+    emu:set{async_delay = 0}
+    local code, _, err = run_cli(cmd)
+    assert.are.equal(0, code, err)
+    local seen = {}
+    for _, w in ipairs(writes_since(emu, 1)) do
+      assert.is_nil(seen[w], "sent twice: " .. w)
+      seen[w] = true
+    end
+    assert.are.equal(4, emu:state().products[PK].devices)
+    assert.are.equal(0, assert(c:plan{ProductKey = PK, manifest = EXAMPLE}).changes)
+    -- a journal of another product is refused before any request
+    local from = #emu:requests() + 1
+    code, _, err = run_cli(("apply --endpoint %s --product-key a1OtherPK9 --manifest %s --state create.state")
+      :format(emu.endpoint, q(EXAMPLE)))
+    assert.are.equal(2, code)
+    assert.matches("not an apply's journal for product a1OtherPK9", err)
+    assert.are.equal(from - 1, #emu:requests())
+  end)
+
+  it("--retire-unlisted retires the devices the manifest does not list, undo export first", function()
+    assert(c:register_device{ProductKey = PK, DeviceName = "stray_0001"})
+    assert(c:register_device{ProductKey = PK, DeviceName = "stray_0002"})
+    emu:set_online{ProductKey = PK, DeviceName = "stray_0002"}
+    local cmd = ("apply --endpoint %s --product-key %s --manifest fleet.csv --retire-unlisted --wait 0")
+      :format(emu.endpoint, PK)
+    os.remove(dir .. "/fleet.csv.undo.csv")
+    local code, out, err = run_cli(cmd)
+    assert.are.equal(1, code)
+    assert.matches("\n%- stray_0001  retire\n", out)
+    assert.matches("DevicesOnline.*stray_0002", err)
+    assert.matches("stray_0001", shell.read(dir .. "/fleet.csv.undo.csv"))
+    assert.are.same({"lamp_0001", "lamp_0002", "lamp_0003", "stray_0001", "stray_0002"},
+      emu:state().products[PK].names)
+    code, out, err = run_cli(cmd .. " --force")
+    assert.are.equal(0, code, err)
+    assert.matches("Apply: 2 deleted%.\n$", out)
+    assert.are.same({"lamp_0001", "lamp_0002", "lamp_0003"}, emu:state().products[PK].names)
+    code, out, err = run_cli(("apply --endpoint %s --product-key %s --manifest fleet.csv --force"):format(emu.endpoint, PK))
+    assert.are.equal(2, code)
+    assert.matches("go with %-%-retire%-unlisted", err)
+    assert.are.equal("", out)
+  end)
+
+  it("adopts a device that appears between the plan and its creation, and names it", function()
+    -- the check is held: the device is registered (with another nickname) meanwhile
+    emu:fault{kind = "slow", action = "BatchCheckDeviceNames", count = 1, delay = 2}
+    local pid = shell.capture(("(cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s apply --endpoint %s --product-key %s --manifest fleet.csv " ..
+      "--report adopt.jsonl < /dev/null > adopt.out 2> adopt.err; echo $? > adopt.code) > /dev/null 2>&1 & echo $!")
+      :format(q(dir), q(dir), LUA, q(BIN), emu.endpoint, PK)):match("%d+")
+    assert.is_truthy(pid)
+    local function seen(action)
+      for _, r in ipairs(emu:requests()) do if r.action == action then return true end end
+      return false
+    end
+    local t0 = os.time()
+    while not seen("QueryDevice") and os.time() - t0 < 30 do os.execute("sleep 0.05") end
+    assert(c:register_device{ProductKey = PK, DeviceName = "lamp_0003", Nickname = "someone_else"})
+    t0 = os.time()
+    while not shell.read(dir .. "/adopt.code") and os.time() - t0 < 60 do os.execute("sleep 0.1") end
+    assert.are.equal("0\n", shell.read(dir .. "/adopt.code"), shell.read(dir .. "/adopt.err"))
+    assert.matches('"DeviceName":"lamp_0003","change":"create","target":"lamp_three","outcome":"existing"',
+      shell.read(dir .. "/adopt.jsonl"))
+    assert.are.equal("lamp_three", details(emu, "lamp_0003").Nickname)
+    assert.are.equal(0, assert(c:plan{ProductKey = PK, manifest = path}).changes)
+  end)
+end)

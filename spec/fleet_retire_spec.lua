@@ -1,0 +1,151 @@
+-- client:retire and `aliyun-iot retire` (issue 15) against the emulator over real HTTP:
+-- the undo export written before any write, online devices refused without --force (the
+-- devices disabled, none deleted), exactly the listed devices deleted, a run again with the
+-- same undo file finishing the job, --dry-run sending reads only, bad input refused unsent.
+local iot = require "aliyun.iot"
+local emulator = require "aliyun.iot.emulator"
+local shell = require "spec.support.shell"
+
+local PK = "a1TestPK001"
+local LUA = os.getenv("ALIYUN_IOT_LUA")
+  or (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
+local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
+local q = shell.quote
+
+local function actions(emu, from)
+  local out = {}
+  for i, r in ipairs(emu:requests()) do if i >= (from or 1) then out[#out + 1] = r.action end end
+  return out
+end
+
+describe("fleet retire", function()
+  local emu, c, dir
+
+  local function run_cli(args)
+    local out, err = dir .. "/stdout", dir .. "/stderr"
+    local code = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > %s 2> %s; echo $?")
+      :format(q(dir), q(dir), LUA, q(BIN), args, q(out), q(err)))
+    return tonumber(code), shell.read(out), shell.read(err)
+  end
+
+  setup(function()
+    emu = emulator.start{async_delay = 0}
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(shell.ok("mkdir -m 700 " .. q(dir)))
+  end)
+  teardown(function()
+    emu:stop()
+    shell.ok("rm -rf " .. q(dir))
+  end)
+  before_each(function()
+    emu:reset()
+    shell.ok("rm -f " .. q(dir) .. "/*")
+    c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint})
+    for _, n in ipairs{"old_0001", "old_0002", "old_0003", "keep_0001"} do
+      assert(c:register_device{ProductKey = PK, DeviceName = n})
+    end
+    shell.write(dir .. "/names.txt", "old_0001\nold_0002\nold_0003\ngone_0001\n")
+  end)
+
+  it("refuses online devices without --force: undo written first, all disabled, none deleted", function()
+    emu:set_online{ProductKey = PK, DeviceName = "old_0002"}
+    local from = #emu:requests() + 1
+    local code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --wait 0")
+      :format(emu.endpoint, PK))
+    assert.are.equal(1, code)
+    assert.are.equal("", out)
+    assert.matches("DevicesOnline", err)
+    assert.matches("old_0002", err)
+    assert.is_nil(err:find("DeviceSecret", 1, true))
+    local acts = actions(emu, from)
+    assert.are.same({"BatchQueryDeviceDetail", "DisableThing", "DisableThing", "DisableThing",
+      "BatchGetDeviceState"}, acts)
+    assert.are.same({"keep_0001", "old_0001", "old_0002", "old_0003"}, emu:state().products[PK].names)
+    -- the undo export: a new 0600 file with the three devices and their secrets
+    local undo = shell.read(dir .. "/names.txt.undo.csv")
+    assert.matches("^ProductKey,DeviceName,DeviceSecret,IotId\n", undo)
+    local n = 0
+    for name, secret in undo:gmatch(PK .. ",([%w_]+),(%w+),%w+\n") do
+      n = n + 1
+      assert.is_truthy(name:find("^old_000"))
+      assert.are.equal(32, #secret)
+    end
+    assert.are.equal(3, n)
+    assert.matches("^%-rw%-%-%-%-%-%-%-", shell.capture("ls -l " .. q(dir .. "/names.txt.undo.csv")))
+    -- run again with --force: the same undo file is kept, exactly the listed devices deleted
+    local before = undo
+    code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --wait 0 --force --report r.jsonl")
+      :format(emu.endpoint, PK))
+    assert.are.equal(0, code, err)
+    assert.matches("Retire: 3 deleted, 1 absent%.\n$", out)
+    assert.are.equal(before, shell.read(dir .. "/names.txt.undo.csv"))
+    assert.are.same({"keep_0001"}, emu:state().products[PK].names)
+    local rep = shell.read(dir .. "/r.jsonl")
+    assert.matches('"DeviceName":"gone_0001","change":"retire","outcome":"absent"', rep)
+    assert.matches('"DeviceName":"old_0002","change":"retire","outcome":"deleted"', rep)
+  end)
+
+  it("deletes offline devices after disabling them, and refuses an undo file without them (library)", function()
+    local seen = {}
+    local res = assert(c:retire{ProductKey = PK, Devices = {"old_0001", "old_0003"}, undo = dir .. "/u.csv",
+      wait = 5, on_report = function(r, pos) seen[pos] = r.outcome end})
+    assert.are.same({"deleted", "deleted"}, seen)
+    assert.are.same({"old_0001", "old_0003"}, res.Retire)
+    assert.are.same({"keep_0001", "old_0002"}, emu:state().products[PK].names)
+    -- an undo file that does not hold the devices is refused before any write
+    local from = #emu:requests() + 1
+    local _, err = c:retire{ProductKey = PK, Devices = {"old_0002"}, undo = dir .. "/u.csv"}
+    assert.are.equal("InvalidParameter", err.code)
+    assert.matches("does not hold device old_0002", err.message)
+    assert.are.same({"BatchQueryDeviceDetail"}, actions(emu, from))
+  end)
+
+  it("--dry-run lists what it would do, sending reads only; bad input is refused unsent", function()
+    local code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --dry-run")
+      :format(emu.endpoint, PK))
+    assert.are.equal(0, code, err)
+    assert.matches("%- old_0001  planned\n", out)
+    assert.matches("%? gone_0001  absent\n", out)
+    assert.matches("Retire: 3 to delete, 1 absent", out)
+    assert.are.same({"RegisterDevice", "RegisterDevice", "RegisterDevice", "RegisterDevice",
+      "BatchQueryDeviceDetail"}, actions(emu))
+    assert.is_nil(shell.read(dir .. "/names.txt.undo.csv"))
+    local from = #emu:requests() + 1
+    shell.write(dir .. "/bad.txt", "old_0001\nold_0001\n")
+    local _
+    code, _, err = run_cli(("retire --endpoint %s --product-key %s --names-file bad.txt"):format(emu.endpoint, PK))
+    assert.are.equal(2, code)
+    assert.matches("given twice", err)
+    code = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --wait soon"):format(emu.endpoint, PK))
+    assert.are.equal(2, code)
+    assert.are.equal(from - 1, #emu:requests())
+  end)
+
+  it("a retire killed while it waits is finished by running it again with the same undo file", function()
+    emu:set_online{ProductKey = PK, DeviceName = "old_0003"}
+    local pid = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s retire --endpoint %s --product-key %s --names-file names.txt " ..
+      "--undo kept.csv < /dev/null > kill.out 2> kill.err & echo $!"):format(q(dir), q(dir), LUA, q(BIN), emu.endpoint, PK))
+      :match("%d+")
+    local function polled()
+      for _, r in ipairs(emu:requests()) do if r.action == "BatchGetDeviceState" then return true end end
+      return false
+    end
+    local t0 = os.time()
+    while not polled() and os.time() - t0 < 30 do os.execute("sleep 0.05") end
+    assert.is_true(polled())
+    assert(os.execute("kill -9 " .. pid))
+    local undo = shell.read(dir .. "/kept.csv")
+    assert.matches("old_0003", undo)
+    assert.are.same({"keep_0001", "old_0001", "old_0002", "old_0003"}, emu:state().products[PK].names)
+    emu:set_online{ProductKey = PK, DeviceName = "old_0003", online = false}
+    local code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --undo kept.csv")
+      :format(emu.endpoint, PK))
+    assert.are.equal(0, code, err)
+    assert.matches("Retire: 3 deleted, 1 absent", out)
+    assert.are.equal(undo, shell.read(dir .. "/kept.csv"))
+    assert.are.same({"keep_0001"}, emu:state().products[PK].names)
+  end)
+end)
