@@ -1,6 +1,7 @@
--- x-acs-retry-after (issue 13): any 4xx/5xx carrying it is throttling (refused, so even an
--- action that is never re-sent on doubt is repeated), and the next attempt waits at least
--- that long. Against the emulator's `retry_after` fault: HTTP 429 with a code that is not
+-- x-acs-retry-after (issue 13): any 4xx/5xx carrying it is throttling, and the next attempt
+-- waits at least that long; it lets an action that is never re-sent on doubt be repeated
+-- only when the decoded answer proves the refusal (a 4xx with a code), never after a 5xx
+-- or an answer without a code. Against the emulator's `retry_after` fault: HTTP 429 with a code that is not
 -- a Throttling one.
 local iot = require "aliyun.iot"
 local emulator = require "aliyun.iot.emulator"
@@ -40,5 +41,25 @@ describe("x-acs-retry-after", function()
     end
     assert.is_nil(response.retry_after{})
     assert.is_nil(response.retry_after(nil))
+  end)
+
+  it("never turns a 5xx or a codeless answer into a refusal of a non-idempotent call", function()
+    local row = require("aliyun.iot.actions").get("BatchRegisterDevice")
+    local function classify(status, body)
+      local _, e = response.classify(row, {status = status, body = body,
+        headers = {["x-acs-retry-after"] = "300"}}, nil, nil, function(s) return s end)
+      return e
+    end
+    for _, case in ipairs{{500, '{"RequestId":"r1"}'}, {503, '{"Code":"InternalError","RequestId":"r2"}'},
+                          {400, '{"RequestId":"r3"}'}} do
+      local e = classify(case[1], case[2])
+      assert.is_true(e.ambiguous, case[2])
+      assert.is_falsy(e.retryable, case[2])
+      assert.are.equal(0.3, e.retry_after)
+      assert.is_true(e.throttled)
+    end
+    local e = classify(429, '{"Code":"TooManyRequests","RequestId":"r4"}')
+    assert.is_true(e.retryable)
+    assert.is_falsy(e.ambiguous)
   end)
 end)

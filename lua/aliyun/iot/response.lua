@@ -225,8 +225,13 @@ function M.classify(row, res, terr, sts, redact)
   end
   local after = M.retry_after(res.headers)
   if after then
-    -- the current SDKs' throttling signal, whatever the code: refused, repeat after it
-    e.retryable, e.ambiguous, e.throttled, e.retry_after = true, nil, true, after
+    -- The current SDKs' throttling signal: wait at least that long. It proves a refusal
+    -- (a call that is never re-sent on doubt may be repeated) only when the decoded
+    -- answer already does (a 4xx with a code that is not an ambiguous one); after a 5xx,
+    -- or an answer without a code, the service may have acted: only calls safe to repeat
+    -- are repeated, after the wait it asks for.
+    e.throttled, e.retry_after = true, after
+    if not e.ambiguous then e.retryable = true end
   end
   local date = res.headers and res.headers.date
   e.date = type(date) == "string" and date or nil
