@@ -166,6 +166,10 @@ describe("iot.device_credentials", function()
     bad(DEVICE, {client_id = ""}, "client_id")
     bad(DEVICE, {region_id = "cn shanghai"}, "region_id")
     bad(DEVICE, {iot_instance_id = "iot/x"}, "iot_instance_id")
+    -- the ProductKey names the old-style host: nothing that would lead elsewhere
+    for _, pk in ipairs{"x@evil.example:1883?", "a.b", "a1-b", "=1+1"} do
+      bad({ProductKey = pk, DeviceName = "light1983432", DeviceSecret = "x"}, nil, "ProductKey")
+    end
   end)
 
   it("raises on misuse of types and unknown options", function()

@@ -108,7 +108,8 @@ end
 --   client identifier `<client_id>|securemode=<n>,signmethod=<m>,timestamp=<ms>|`, username
 --   `<DeviceName>&<ProductKey>`, password the hex HMAC of `core.mqtt_sign`
 -- @treturn ?table err `InvalidParameter` (`err.parameter` names the field) for a missing
---   field, a DeviceName breaking the name rule, an unknown signmethod, a securemode other
+--   field, a DeviceName breaking the name rule, a ProductKey that is not letters and
+--   digits when it names the host, an unknown signmethod, a securemode other
 --   than 2 or 3, a timestamp that is not milliseconds
 -- @raise when device or opts is not a table, an option is unknown, or a field or option
 --   has the wrong type
@@ -127,6 +128,12 @@ function M.device_credentials(device, opts)
   local id = opts.client_id or (pk .. "." .. dn)
   if id == "" or #id > 64 or id:find("[|,%c]") then
     return invalid("client_id", "must be 1 to 64 characters without |, comma or control characters")
+  end
+  -- the old-style host is made of the ProductKey: anything but a host label (the service's
+  -- keys are letters and digits) would send the device elsewhere
+  if not opts.iot_instance_id and not pk:find("^%w+$") then
+    return invalid("ProductKey", "must be letters and digits to name the MQTT host " ..
+      "<ProductKey>.iot-as-mqtt.<region_id>.aliyuncs.com")
   end
   local host = opts.iot_instance_id and (opts.iot_instance_id .. ".mqtt.iothub.aliyuncs.com")
     or (pk .. ".iot-as-mqtt." .. o.region .. ".aliyuncs.com")
