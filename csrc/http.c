@@ -514,9 +514,16 @@ static CURLcode configure(struct session *s, struct transfer *t)
     SET(CURLOPT_SSL_VERIFYHOST, 2L);
     if (t->ca_file != NULL)
         SET(CURLOPT_CAINFO, t->ca_file);
-    /* Without a proxy option libcurl honours the usual *_proxy environment variables. */
-    if (t->proxy != NULL)
+    /*
+     * Without a proxy option libcurl honours the usual *_proxy environment variables. With
+     * one (the Lua transport always gives one, "" for none, having read HTTPS_PROXY and
+     * NO_PROXY itself), libcurl's own reading of NO_PROXY must not apply either: an empty
+     * CURLOPT_NOPROXY makes the given proxy hold for every host.
+     */
+    if (t->proxy != NULL) {
         SET(CURLOPT_PROXY, t->proxy);
+        SET(CURLOPT_NOPROXY, "");
+    }
     /*
      * libcurl silently re-sends a request when a reused keep-alive connection turns out
      * to be dead, with the same nonce and even after the server acted on the first copy

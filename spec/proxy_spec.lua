@@ -72,6 +72,9 @@ describe("proxies (child interpreters)", function()
 
   it("the proxy option wins over the environment", function()
     assert.are.equal("OK", run({HTTP_PROXY = "http://127.0.0.1:9"}, UNREACHABLE, emu.endpoint))
+    -- NO_PROXY included: libcurl's own reading of it must not undo the option
+    assert.are.equal("OK", run({NO_PROXY = "*"}, UNREACHABLE, emu.endpoint))
+    assert.are.equal("OK", run({no_proxy = "unresolvable.invalid"}, UNREACHABLE, emu.endpoint))
   end)
 
   it("HTTPS_PROXY is for https endpoints only", function()
