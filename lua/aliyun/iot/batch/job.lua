@@ -50,6 +50,20 @@ function Job:add_apply(a)
   return a
 end
 
+--- The ApplyId of an answer that makes an apply (BatchRegisterDevice,
+-- BatchCheckDeviceNames), as `answer.apply_id` checks it; one the job holds already is
+-- refused too: such an answer names no new apply, and the apply the service made (if
+-- any) is unknown. Taking it would register or read one apply twice.
+-- @treturn ?(number|string) id
+-- @treturn string its key, or why the answer holds no usable ApplyId
+function Job:new_apply_id(res)
+  local id, key_or_why = answer.apply_id(res)
+  if id and self.by_id[key_or_why] then
+    return nil, ("its ApplyId %s is that of an earlier apply of the job"):format(key_or_why)
+  end
+  return id, key_or_why
+end
+
 function Job:apply_ids()
   local ids = {}
   for i, a in ipairs(self.applies) do ids[i] = a.ApplyId end

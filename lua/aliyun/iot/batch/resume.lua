@@ -41,6 +41,9 @@ local function replay(job, r, i, st)
     st.in_flight[r.seq] = r
     job.seq = math.max(job.seq, tonumber(r.seq) or 0)
   elseif r.event == "apply" then
+    if job.by_id[r.ApplyId] then
+      return journal_error(job, i, "apply %s is recorded twice", r.ApplyId)
+    end
     st.in_flight[r.seq or -1] = nil
     st.unsettled[r.seq or -1] = nil -- an uncertain submission's apply, adopted
     if job.kind == "random" and r.Count then

@@ -1,0 +1,99 @@
+-- Issue 12's jobs against a lying service and a hand-edited journal (a hostile test of
+-- the job's safety): an answer that names an ApplyId the job holds already is not a new
+-- apply (a BatchRegisterDevice so answered is uncertain, a check so answered creates
+-- nothing and is refused, and no BatchRegisterDeviceWithApplyId goes out twice for one
+-- apply); a journal that records one apply twice is refused before anything is sent.
+local iot = require "aliyun.iot"
+local fake = require "spec.support.fake_iot"
+local shell = require "spec.support.shell"
+
+local PK = "a1TestPK001"
+
+local function tmpname()
+  local p = os.tmpname()
+  os.remove(p)
+  return p
+end
+
+local function client(svc)
+  return assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret",
+    qps = false, endpoint = "http://127.0.0.1:9/", transport = svc.transport,
+    max_batch_size = 5, max_retries = 0})
+end
+
+-- The second apply-making answer names the first apply again (the service made another).
+local lying = true
+local function repeat_first_id(action, _, out, svc)
+  if lying and (action == "BatchRegisterDevice" or action == "BatchCheckDeviceNames")
+     and #svc.applies == 2 then
+    out.Data.ApplyId = svc.applies[1].ApplyId
+  end
+  return out
+end
+
+describe("a job told an ApplyId it holds already", function()
+  local path
+  before_each(function() path, lying = tmpname(), true end)
+  after_each(function() os.remove(path) end)
+
+  it("BatchRegisterDevice: the submission is uncertain (Ambiguous), the apply kept once", function()
+    local svc = fake.new{tamper = repeat_first_id}
+    local res, err = client(svc):register_devices{ProductKey = PK, Count = 10, journal = path}
+    assert.is_nil(res)
+    assert.are.equal("Ambiguous", err.code, tostring(err))
+    assert.are.same({"4415"}, (function()
+      local t = {}
+      for i, id in ipairs(err.ApplyIds) do t[i] = tostring(id) end
+      return t
+    end)())
+    assert.are.equal(5, #err.Devices)
+    -- the journal resumes into the same two ways out, not into a dead end
+    local c = client(fake.new{})
+    local _, rerr = c:resume{journal = path}
+    assert.are.equal("Ambiguous", rerr.code, tostring(rerr))
+    local done = assert(c:resume{journal = path, accept_ambiguous = true})
+    assert.are.equal(5, #done.Devices)
+  end)
+
+  it("BatchCheckDeviceNames: refused, and no apply is registered twice", function()
+    local svc = fake.new{tamper = repeat_first_id}
+    local res, err = client(svc):register_devices{ProductKey = PK, Count = 10,
+                                                  names = "client", journal = path}
+    assert.is_nil(res)
+    assert.are.equal("InvalidResponse", err.code, tostring(err))
+    local sent = {}
+    for _, r in ipairs(svc.requests) do
+      if r.action == "BatchRegisterDeviceWithApplyId" then
+        assert.is_nil(sent[r.params.ApplyId], "registered twice: " .. r.params.ApplyId)
+        sent[r.params.ApplyId] = true
+      end
+    end
+    -- a resume against an honest service finishes the job: exactly Count devices
+    lying = false
+    local done = assert(client(svc):resume{journal = path})
+    assert.are.equal(10, #done.Devices)
+  end)
+
+  it("a journal recording one apply twice is refused, nothing sent", function()
+    local svc = fake.new{}
+    assert(client(svc):register_devices{ProductKey = PK, Count = 5, names = "client",
+                                        journal = path})
+    local text = shell.read(path)
+    local apply = text:match('[^\n]*"event":"apply"[^\n]*\n') or
+                  text:match('[^\n]*"apply"[^\n]*\n')
+    local lines = {}
+    for line in text:gmatch("[^\n]+\n") do
+      if not line:find('"done"') then lines[#lines + 1] = line end
+    end
+    lines[#lines + 1] = apply
+    local f = assert(io.open(path, "w"))
+    f:write(table.concat(lines))
+    f:close()
+    local other = fake.new{}
+    local res, err = client(other):resume{journal = path}
+    assert.is_nil(res)
+    assert.are.equal("JournalError", err.code, tostring(err))
+    assert.truthy(tostring(err):find("4415"), tostring(err))
+    assert.are.equal(0, #other.requests)
+  end)
+end)
