@@ -97,3 +97,49 @@ describe("a job told an ApplyId it holds already", function()
     assert.are.equal(0, #other.requests)
   end)
 end)
+
+describe("a hand-edited client-named journal", function()
+  local path
+  before_each(function() path, lying = tmpname(), false end)
+  after_each(function() os.remove(path) end)
+
+  -- A finished client-named job of 5 devices, its done line cut, `line` appended; the
+  -- resume must refuse it (it would register more than Count) and send nothing.
+  local function refused(line, pattern)
+    local svc = fake.new{}
+    local res = assert(client(svc):register_devices{ProductKey = PK, Count = 5,
+                                                    names = "client", journal = path})
+    local kept = {}
+    for l in shell.read(path):gmatch("[^\n]+\n") do
+      if not l:find('"done"') then kept[#kept + 1] = l end
+    end
+    kept[#kept + 1] = line(res.Devices) .. "\n"
+    local f = assert(io.open(path, "w"))
+    f:write(table.concat(kept))
+    f:close()
+    local before = #svc.requests
+    local again, err = client(svc):resume{journal = path}
+    assert.is_nil(again, "resumed to " .. (again and #again.Devices or 0) .. " devices")
+    assert.are.equal("JournalError", err.code, tostring(err))
+    assert.truthy(tostring(err):find(pattern), tostring(err))
+    assert.are.equal(before, #svc.requests)
+  end
+
+  it("refuses more live names than Count", function()
+    refused(function() return '{"event":"names","Names":["extraNameDrawnByHand"]}' end,
+            "more than the job's Count")
+  end)
+
+  it("refuses a replacement of a name the job registered", function()
+    refused(function(devices)
+      return ('{"event":"names","Names":["extraNameDrawnByHand"],"Replaces":["%s"]}')
+        :format(devices[1].DeviceName)
+    end, "registered")
+  end)
+
+  it("refuses a replacement of a name no line drew", function()
+    refused(function()
+      return '{"event":"names","Names":["extraNameDrawnByHand"],"Replaces":["neverDrawn"]}'
+    end, "no earlier")
+  end)
+end)

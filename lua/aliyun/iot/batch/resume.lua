@@ -109,6 +109,44 @@ local function replay(job, r, i, st)
   end
 end
 
+-- A client-named job's `names` lines as only the job writes them: a name replaced was
+-- drawn by an earlier line and is not the job's own (a device of it, or a name of an apply
+-- that may have registered it), no name is drawn twice, and the live names never number
+-- more than Count. A journal edited otherwise would have a resume register more than
+-- Count devices, or drop one it made.
+local function check_drawn(job, records)
+  local own, state, live = {}, {}, 0
+  for name in pairs(job.have) do own[name] = true end
+  for _, a in ipairs(job.applies) do
+    if a.registered or a.fetched then
+      for _, n in ipairs(a.Names or {}) do own[n] = true end
+    end
+  end
+  for i = 2, #records do
+    local r = records[i]
+    if r.event == "names" then
+      for _, n in ipairs(r.Replaces or {}) do
+        if state[n] ~= "live" then
+          return journal_error(job, i, "names event: it replaces %s, which no earlier line " ..
+            "drew (or one replaced already)", n)
+        elseif own[n] then
+          return journal_error(job, i, "names event: it replaces %s, a name the job " ..
+            "registered", n)
+        end
+        state[n], live = "replaced", live - 1
+      end
+      for _, n in ipairs(r.Names) do
+        if state[n] then return journal_error(job, i, "names event: %s is drawn twice", n) end
+        state[n], live = "live", live + 1
+      end
+      if live > job.Count then
+        return journal_error(job, i, "names event: the job holds %d names, more than the " ..
+          "job's Count %d", live, job.Count)
+      end
+    end
+  end
+end
+
 local function any_create_failed(job)
   for _, a in ipairs(job.applies) do
     if a.create_failed then return true end
@@ -172,6 +210,10 @@ function M.rebuild(job, records)
   job.accepted = {}
   for i = 2, #records do
     local err = replay(job, records[i], i, st)
+    if err then return nil, err end
+  end
+  if spec.kind == "client" then
+    local err = check_drawn(job, records)
     if err then return nil, err end
   end
   for seq, r in pairs(st.in_flight) do
