@@ -143,3 +143,63 @@ describe("a hand-edited client-named journal", function()
     end, "no earlier")
   end)
 end)
+
+describe("a hand-edited journal that would take in devices not the job's", function()
+  local path
+  before_each(function() path, lying = tmpname(), false end)
+  after_each(function() os.remove(path) end)
+
+  -- A finished job (`args` to register_devices), its done line cut and each line passed
+  -- through `edit` (nil drops it); the resume must refuse it and send nothing.
+  local function refused(args, edit, pattern)
+    local svc = fake.new{}
+    args.ProductKey, args.journal = PK, path
+    assert(client(svc):register_devices(args))
+    local kept = {}
+    for l in shell.read(path):gmatch("[^\n]+") do
+      if not l:find('"done"') then kept[#kept + 1] = edit(l) or nil end
+    end
+    local f = assert(io.open(path, "w"))
+    f:write(table.concat(kept, "\n") .. "\n")
+    f:close()
+    local before = #svc.requests
+    local again, err = client(svc):resume{journal = path}
+    assert.is_nil(again, "resumed to " .. (again and #again.Devices or 0) .. " devices")
+    assert.are.equal("JournalError", err.code, tostring(err))
+    assert.truthy(tostring(err):find(pattern), tostring(err))
+    assert.are.equal(before, #svc.requests)
+  end
+
+  it("refuses a name-check apply in a BatchRegisterDevice job", function()
+    -- the second apply swapped for another job's check apply: its devices would be taken
+    refused({Count = 10}, function(l)
+      if l:find('"apply"') and l:find('"seq":2') then
+        return '{"event":"apply","ApplyId":"9999","ProductKey":"' .. PK ..
+               '","phase":"check","Names":["otherJobsDevice1"]}'
+      end
+      if not l:find('"4416"') then return l end
+    end, "check apply")
+  end)
+
+  it("refuses a device line whose name its check apply did not ask for", function()
+    local n = 0
+    refused({Count = 3, names = "client"}, function(l)
+      if l:find('"event":"device"') then
+        n = n + 1
+        if n == 2 then return (l:gsub('"DeviceName":"%w+"', '"DeviceName":"otherJobsDevice1"')) end
+      end
+      return l
+    end, "did not ask for")
+  end)
+
+  it("refuses a device recorded twice with different secrets", function()
+    local copy
+    refused({Count = 3, names = "client"}, function(l)
+      if l:find('"event":"device"') and not copy then
+        copy = l:gsub('"DeviceSecret":"%w+"', '"DeviceSecret":"AnotherSecret0000000000000000000"')
+        return l .. "\n" .. copy
+      end
+      return l
+    end, "twice")
+  end)
+end)

@@ -29,6 +29,41 @@ local IN_FLIGHT = "BatchRegisterDevice (Count = %s) was in flight when the journ
   "is not sent again, so that no devices are created twice; look for devices beyond the " ..
   "listed ApplyIds with QueryDevice or in the console"
 
+-- The events only a BatchRegisterDevice job writes; the phase of the applies each kind
+-- of job makes. An apply of the other phase, or a submission in a named job, is
+-- another job's: taken in, its devices would end this job "complete".
+local RANDOM_ONLY = {submit = true, failed = true, uncertain = true, accepted = true}
+local PHASE_OF = {random = "create", named = "check", client = "check"}
+
+local function foreign(job, r)
+  if RANDOM_ONLY[r.event] and job.kind ~= "random" then
+    return ("%s event: a %s job sends no BatchRegisterDevice"):format(r.event, job.kind)
+  elseif r.event == "apply" and r.phase ~= PHASE_OF[job.kind] then
+    return ("apply event: a %s apply in a %s job, whose applies are %s applies"):format(
+      r.phase, job.kind, PHASE_OF[job.kind])
+  end
+end
+
+-- What is wrong with device line `r` of apply `a`: a name its check apply did not ask
+-- for, or a name recorded before with another DeviceSecret or IotId (which one is the
+-- device's would be a guess).
+local function device_problem(job, a, r)
+  if a.Names then
+    if not a.name_set then
+      a.name_set = {}
+      for _, n in ipairs(a.Names) do a.name_set[n] = true end
+    end
+    if not a.name_set[r.DeviceName] then
+      return ("device %s: its apply %s did not ask for it"):format(r.DeviceName, a.key)
+    end
+  end
+  local seen = job.have[r.DeviceName] and job.device_rec and job.device_rec[r.DeviceName]
+  if seen and (seen.DeviceSecret ~= r.DeviceSecret or seen.IotId ~= r.IotId) then
+    return ("device %s is recorded twice, with different secrets or IotIds"):format(
+      r.DeviceName)
+  end
+end
+
 -- Applies event `r` (on line `i`) to the job; `st` holds the submissions in flight, the
 -- last `done` and each apply's `fetched` line. Returns an error for a device line of an
 -- apply the journal never recorded.
@@ -37,6 +72,8 @@ local function replay(job, r, i, st)
     return journal_error(job, i, "%s event: ProductKey %s is not the job's %s", r.event,
       r.ProductKey, job.ProductKey)
   end
+  local why = foreign(job, r)
+  if why then return journal_error(job, i, "%s", why) end
   if r.event == "submit" then
     st.in_flight[r.seq] = r
     job.seq = math.max(job.seq, tonumber(r.seq) or 0)
@@ -77,10 +114,15 @@ local function replay(job, r, i, st)
       return journal_error(job, i, "device %s belongs to apply %s, which the journal never " ..
         "recorded", r.DeviceName, r.ApplyId)
     end
+    local why_not = device_problem(job, a, r)
+    if why_not then return journal_error(job, i, "%s", why_not) end
     if not job.have[r.DeviceName] then
       job.have[r.DeviceName] = true
-      job.devices[#job.devices + 1] = {ProductKey = r.ProductKey, DeviceName = r.DeviceName,
-                                       DeviceSecret = r.DeviceSecret, IotId = r.IotId}
+      local rec = {ProductKey = r.ProductKey, DeviceName = r.DeviceName,
+                   DeviceSecret = r.DeviceSecret, IotId = r.IotId}
+      job.devices[#job.devices + 1] = rec
+      job.device_rec = job.device_rec or {}
+      job.device_rec[r.DeviceName] = rec
       a.got = a.got + 1
       a.last_line = i
     end
