@@ -260,8 +260,10 @@ local function replacing_output(path, target)
       if held > 0 then self.replaced = ("replaced %s (it held %d bytes)"):format(path, held) end
       return true
     end,
+    -- Also after finish began: an interrupt raised inside it (before or after the rename)
+    -- must leave no temporary file. remove_tmp touches only the file this run made, and
+    -- file:close is idempotent.
     abort = function(self)
-      if self.closed then return end
       self.closed = true
       file:close()
       remove_tmp()
