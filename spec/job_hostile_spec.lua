@@ -203,3 +203,31 @@ describe("a hand-edited journal that would take in devices not the job's", funct
     end, "twice")
   end)
 end)
+
+describe("a client-named journal missing a names line", function()
+  it("is refused: its applies check names no line drew, nothing sent", function()
+    local path = tmpname()
+    lying = false
+    local svc = fake.new{}
+    assert(client(svc):register_devices{ProductKey = PK, Count = 7, names = "client",
+                                        journal = path})
+    local kept, cut = {}, false
+    for l in shell.read(path):gmatch("[^\n]+") do
+      if l:find('"event":"names"') and not cut and #kept > 1 then
+        cut = true
+      elseif not l:find('"done"') then
+        kept[#kept + 1] = l
+      end
+    end
+    local f = assert(io.open(path, "w"))
+    f:write(table.concat(kept, "\n") .. "\n")
+    f:close()
+    local before = #svc.requests
+    local again, err = client(svc):resume{journal = path}
+    os.remove(path)
+    assert.is_nil(again, "resumed to " .. (again and #again.Devices or 0) .. " devices")
+    assert.are.equal("JournalError", err.code, tostring(err))
+    assert.truthy(tostring(err):find("no earlier line drew"), tostring(err))
+    assert.are.equal(before, #svc.requests)
+  end)
+end)

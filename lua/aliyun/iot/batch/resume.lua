@@ -151,8 +151,8 @@ local function replay(job, r, i, st)
   end
 end
 
--- A client-named job's `names` lines as only the job writes them: a name replaced was
--- drawn by an earlier line and is not the job's own (a device of it, or a name of an apply
+-- A client-named job's `names` lines as only the job writes them: an apply checks only
+-- names drawn by an earlier line, a name replaced was drawn by an earlier line and is not the job's own (a device of it, or a name of an apply
 -- that may have registered it), no name is drawn twice, and the live names never number
 -- more than Count. A journal edited otherwise would have a resume register more than
 -- Count devices, or drop one it made.
@@ -166,7 +166,14 @@ local function check_drawn(job, records)
   end
   for i = 2, #records do
     local r = records[i]
-    if r.event == "names" then
+    if r.event == "apply" then
+      for _, n in ipairs(r.Names) do
+        if not state[n] then
+          return journal_error(job, i, "apply event: it checks %s, which no earlier line " ..
+            "drew", n)
+        end
+      end
+    elseif r.event == "names" then
       for _, n in ipairs(r.Replaces or {}) do
         if state[n] ~= "live" then
           return journal_error(job, i, "names event: it replaces %s, which no earlier line " ..
