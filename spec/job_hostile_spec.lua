@@ -231,3 +231,65 @@ describe("a client-named journal missing a names line", function()
     assert.are.equal(before, #svc.requests)
   end)
 end)
+
+describe("BatchQueryDeviceDetail naming one device twice", function()
+  local emulator = require "aliyun.iot.emulator"
+  local cjson = require("cjson").new()
+  local emu
+  setup(function() emu = emulator.start{async_delay = 0} end)
+  teardown(function() emu:stop() end)
+
+  it("with two secrets is an InvalidResponse, neither secret taken", function()
+    local names = {"twice-0001", "twice-0002"}
+    local o = {access_key_id = "testid", access_key_secret = "testsecret",
+               endpoint = emu.endpoint, qps = false}
+    assert(iot.new(o):register_named_devices{ProductKey = PK, Devices = names})
+    o.transport = function(req)
+      local res = iot.transports.curl(req)
+      if req.body and req.body:find("Action=BatchQueryDeviceDetail", 1, true) then
+        local body = cjson.decode(res.body)
+        local list = body.Data and body.Data.Data
+        if type(list) == "table" and list[1] then
+          local copy = {}
+          for k, v in pairs(list[1]) do copy[k] = v end
+          copy.DeviceSecret = "ForgedSecret0000000000000000000"
+          list[#list + 1] = copy
+          res.body = cjson.encode(body)
+        end
+      end
+      return res
+    end
+    local res, err = iot.new(o):register_named_devices{ProductKey = PK, Devices = names,
+                                                        existing = "adopt"}
+    assert.is_nil(res, "adopted " .. (res and #res.Devices or 0) .. " devices")
+    assert.are.equal("InvalidResponse", err.code, tostring(err))
+    assert.is_nil(tostring(err):find("ForgedSecret", 1, true))
+  end)
+end)
+
+describe("a page listing one device twice with two secrets", function()
+  it("ends the job before either is journaled; a resume takes the honest one", function()
+    local path = tmpname()
+    local forge = true
+    local svc = fake.new{tamper = function(action, _, out)
+      if forge and action == "QueryPageByApplyId" then
+        local list = out.ApplyDeviceList.ApplyDeviceInfo
+        local copy = {}
+        for k, v in pairs(list[1]) do copy[k] = v end
+        list[1].DeviceSecret = "ForgedSecret0000000000000000000"
+        list[2] = copy -- the page's count kept: one name, two secrets
+      end
+      return out
+    end}
+    local res, err = client(svc):register_devices{ProductKey = PK, Count = 3, journal = path}
+    assert.is_nil(res, "a result of " .. (res and #res.Devices or 0) .. " devices")
+    assert.are.equal("InvalidResponse", err.code, tostring(err))
+    forge = false
+    local again = assert(client(svc):resume{journal = path})
+    os.remove(path)
+    assert.are.equal(3, #again.Devices)
+    for _, d in ipairs(again.Devices) do
+      assert.are_not.equal("ForgedSecret0000000000000000000", d.DeviceSecret)
+    end
+  end)
+end)

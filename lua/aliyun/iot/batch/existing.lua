@@ -28,7 +28,8 @@ local function on(job)
 end
 
 -- Checks one BatchQueryDeviceDetail answer for the names `asked` (a set): the devices
--- found, each `{DeviceName=, DeviceSecret=, IotId=}` once, or nil and the reason.
+-- found, each `{DeviceName=, DeviceSecret=, IotId=}` once (a repeat must be the same
+-- record), or nil and the reason.
 local function found_in(res, asked, product_key)
   local data = type(res) == "table" and res.Data
   if type(data) ~= "table" then return nil, "the answer holds no Data object" end
@@ -46,9 +47,14 @@ local function found_in(res, asked, product_key)
     if not asked[dev.DeviceName] then
       return nil, ("Data.Data[%d]: device %s was not asked for"):format(i, dev.DeviceName)
     end
-    if not seen[dev.DeviceName] then
-      seen[dev.DeviceName] = true
+    local before = seen[dev.DeviceName]
+    if not before then
+      seen[dev.DeviceName] = dev
       out[#out + 1] = dev
+    elseif before.DeviceSecret ~= dev.DeviceSecret or before.IotId ~= dev.IotId then
+      -- which record is the device's would be a guess: a wrong secret is a lost one
+      return nil, ("Data.Data[%d]: device %s is listed twice, with different secrets or " ..
+        "IotIds"):format(i, dev.DeviceName)
     end
   end
   return out

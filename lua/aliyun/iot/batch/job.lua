@@ -127,7 +127,8 @@ local function bad_apply(a, fmt, ...)
 end
 
 --- Takes checked pages' devices of apply `a`: records not seen before are journaled (one
--- durable write) and kept; a device the apply did not ask for ends the job.
+-- durable write) and kept; a device the apply did not ask for, or one listed again with
+-- another DeviceSecret or IotId, ends the job.
 -- @treturn ?boolean true
 -- @treturn ?table err `InvalidResponse` or the journal's error
 function Job:take(a, list)
@@ -143,10 +144,18 @@ function Job:take(a, list)
         return nil, bad_apply(a, "the service listed device %s, which it was not asked for",
                               d.DeviceName)
       end
+      local known = self.device_rec and self.device_rec[d.DeviceName]
+      if known and (known.DeviceSecret ~= d.DeviceSecret or known.IotId ~= d.IotId) then
+        -- which record is the device's would be a guess: a wrong secret is a lost one
+        return nil, bad_apply(a, "the service listed device %s again, with another " ..
+                              "DeviceSecret or IotId", d.DeviceName)
+      end
       if not self.have[d.DeviceName] then
         self.have[d.DeviceName] = true
         local rec = {ProductKey = self.ProductKey, DeviceName = d.DeviceName,
                      DeviceSecret = d.DeviceSecret, IotId = d.IotId}
+        self.device_rec = self.device_rec or {}
+        self.device_rec[d.DeviceName] = rec
         new[#new + 1] = rec
         if self.kind == "named" then
           outcomes.decide(self, rec.DeviceName, {outcome = "created", ApplyId = a.key,
