@@ -293,3 +293,86 @@ describe("a page listing one device twice with two secrets", function()
     end
   end)
 end)
+
+describe("a name check that lied (CHECK_SUCCESS for a taken name), then told the truth", function()
+  local emulator = require "aliyun.iot.emulator"
+  local cjson = require("cjson").new()
+  local emu
+  setup(function() emu = emulator.start{async_delay = 0} end)
+  teardown(function() emu:stop() end)
+
+  it("a resume replaces the taken name: exactly Count devices, none another's", function()
+    local path = tmpname()
+    local base = {access_key_id = "testid", access_key_secret = "testsecret",
+                  endpoint = emu.endpoint, qps = false, max_batch_size = 3, timeout = 2}
+    local taken, lie = nil, true
+    local o = {}
+    for k, v in pairs(base) do o[k] = v end
+    o.transport = function(req)
+      local body = req.body or ""
+      if not taken and body:find("Action=BatchCheckDeviceNames", 1, true) then
+        -- another job takes the first name this job checks
+        taken = body:match("DeviceName%.1=(%w+)")
+        assert(iot.new(base):register_named_devices{ProductKey = PK, Devices = {taken}})
+      end
+      local res = iot.transports.curl(req)
+      if lie and body:find("Action=QueryBatchRegisterDeviceStatus", 1, true) then
+        local b = cjson.decode(res.body)
+        if b.Data and b.Data.Status == "CHECK_FAILED" then
+          b.Data.Status, b.Data.InvalidList, b.Data.InvalidDetailList = "CHECK_SUCCESS", nil, nil
+          res.body = cjson.encode(b)
+        end
+      end
+      return res
+    end
+    local res, err = iot.new(o):register_devices{ProductKey = PK, Count = 7, names = "client",
+                                                 journal = path}
+    assert.is_nil(res)
+    assert.is_not_nil(err)
+    lie = false
+    res, err = iot.new(o):resume{journal = path}
+    assert.is_nil(err, tostring(err))
+    assert.are.equal(7, #res.Devices)
+    -- the finished journal reads again to the same devices
+    local again, aerr = iot.new(o):resume{journal = path}
+    os.remove(path)
+    assert.is_nil(aerr, tostring(aerr))
+    assert.are.equal(7, #again.Devices)
+    local mine = {}
+    for _, d in ipairs(res.Devices) do
+      assert.are_not.equal(taken, d.DeviceName)
+      mine[d.DeviceName] = true
+    end
+    local st = emu:state()
+    assert.are.equal(8, st.products[PK].devices)
+    for _, n in ipairs(st.products[PK].names) do assert.truthy(mine[n] or n == taken, n) end
+  end)
+end)
+
+describe("a client-named journal replacing a name of a registered apply", function()
+  it("is refused once the apply proves it passed its check: nothing more registered", function()
+    local path = tmpname()
+    lying = false
+    local svc = fake.new{}
+    local res = assert(client(svc):register_devices{ProductKey = PK, Count = 3,
+                                                    names = "client", journal = path})
+    local kept = {}
+    for l in shell.read(path):gmatch("[^\n]+") do
+      if not (l:find('"event":"device"') or l:find('"fetched"') or l:find('"done"')) then
+        kept[#kept + 1] = l
+      end
+    end
+    kept[#kept + 1] = ('{"event":"names","Names":["extraNameDrawnByHand"],"Replaces":["%s"]}')
+      :format(res.Devices[1].DeviceName)
+    local f = assert(io.open(path, "w"))
+    f:write(table.concat(kept, "\n") .. "\n")
+    f:close()
+    local checks = svc.count("BatchCheckDeviceNames")
+    local again, err = client(svc):resume{journal = path}
+    os.remove(path)
+    assert.is_nil(again, "resumed to " .. (again and #again.Devices or 0) .. " devices")
+    assert.are.equal("JournalError", err.code, tostring(err))
+    assert.are.equal(checks, svc.count("BatchCheckDeviceNames"))
+    assert.are.equal(1, svc.count("BatchRegisterDeviceWithApplyId"))
+  end)
+end)

@@ -152,15 +152,17 @@ local function replay(job, r, i, st)
 end
 
 -- A client-named job's `names` lines as only the job writes them: an apply checks only
--- names drawn by an earlier line, a name replaced was drawn by an earlier line and is not the job's own (a device of it, or a name of an apply
--- that may have registered it), no name is drawn twice, and the live names never number
--- more than Count. A journal edited otherwise would have a resume register more than
--- Count devices, or drop one it made.
+-- names drawn by an earlier line, a name replaced was drawn by an earlier line and is
+-- not the job's own (a device of it, or a name of an apply whose devices were fetched),
+-- no name is drawn twice, and the live names never number more than Count. A journal
+-- edited otherwise would have a resume register more than Count devices, or drop one it
+-- made. (A name of an apply registered but not fetched may have been replaced: that
+-- apply ended CHECK_FAILED, which no line records; batch/drawn.lua holds the run to it.)
 local function check_drawn(job, records)
   local own, state, live = {}, {}, 0
   for name in pairs(job.have) do own[name] = true end
   for _, a in ipairs(job.applies) do
-    if a.registered or a.fetched then
+    if a.fetched then
       for _, n in ipairs(a.Names or {}) do own[n] = true end
     end
   end
