@@ -15,8 +15,11 @@ local M = {}
 -- ProductKey is the job's, device lines belong to an apply the journal recorded and stay
 -- within what it asked, each apply's devices add up to its `fetched` Total (and all of
 -- them to `done`'s Devices), and a random job's applies ask for at most its Count (for
--- exactly it once `done`, unless an apply ended CREATE_FAILED). A journal that
--- contradicts itself is refused rather than resumed.
+-- exactly it once `done`, unless an apply ended CREATE_FAILED). Each apply is recorded
+-- once and is of the job's kind (create applies in a BatchRegisterDevice job, check
+-- applies in the others), a check apply's devices are names it asked for, a device has
+-- one DeviceSecret and IotId, and a client-named job's names are drawn as the job draws
+-- them (check_drawn). A journal that contradicts itself is refused rather than resumed.
 
 local function journal_error(job, line, fmt, ...)
   local path = job.journal and job.journal.path or "journal"
