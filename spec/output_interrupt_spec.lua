@@ -22,11 +22,16 @@ describe("--out interrupted while it is finished", function()
   end)
   after_each(function() os.execute("rm -rf " .. dir) end)
 
-  it("leaves the target whole or absent and no temporary file, at any line", function()
+  local function each_line(old)
     local src = debug.getinfo(output.open, "S").source
-    for skip = 1, 40 do
+    for skip = 1, 200 do
       local target = dir .. "/devices.csv"
       os.remove(target)
+      if old then
+        local f = assert(io.open(target, "w"))
+        f:write(old)
+        f:close()
+      end
       local out = output.open(target)
       out.fh:write("DeviceName,DeviceSecret\nd1,SECRETsecretSECRET\n")
       local seen = 0
@@ -51,10 +56,21 @@ describe("--out interrupted while it is finished", function()
       assert.is_nil(left:find("%.tmp"), ("line %d: %s"):format(skip, left))
       if core.file_kind(target) == "file" then
         local f = assert(io.open(target))
-        assert.are.equal("DeviceName,DeviceSecret\nd1,SECRETsecretSECRET\n", f:read("a"))
+        local now = f:read("a")
         f:close()
+        if now ~= old then
+          assert.are.equal("DeviceName,DeviceSecret\nd1,SECRETsecretSECRET\n", now)
+        end
       end
       if not raised then break end
     end
+  end
+
+  it("leaves the target whole or absent and no temporary file, at any line", function()
+    each_line(nil)
+  end)
+
+  it("replacing a file: the interrupt goes on up, whole file or old one, no temporary", function()
+    each_line("old,file\n")
   end)
 end)

@@ -245,6 +245,9 @@ local function replacing_output(path, target)
         -- a journal made since the output was opened (--state FILE is this very path) is
         -- never replaced
         local okj, jerr = pcall(refuse_journal, path, target, core().file_kind(target) == "file")
+        -- an interrupt (SIGINT, SIGTERM) raised meanwhile is no verdict on the file: it goes
+        -- on up, and abort removes the temporary file
+        if not okj and not args.is_usage(jerr) then error(jerr, 0) end
         if not okj then
           local m = type(jerr) == "table" and tostring(jerr.message) or tostring(jerr)
           err = m:gsub("^cannot write %-%-out [^:]*: ", "")
