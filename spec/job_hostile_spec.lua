@@ -376,3 +376,33 @@ describe("a client-named journal replacing a name of a registered apply", functi
     assert.are.equal(1, svc.count("BatchRegisterDeviceWithApplyId"))
   end)
 end)
+
+describe("resume{adopt_apply_ids} given numbers", function()
+  it("takes an integer ApplyId and refuses a fraction as InvalidParameter", function()
+    local path = tmpname()
+    local lost = true
+    local svc = fake.new{tamper = function(action, _, out, s)
+      if action == "BatchRegisterDevice" and lost and #s.applies == 2 then
+        lost = false
+        return "{" -- the answer is lost: apply 4416 exists unseen
+      end
+      if action == "QueryPageByApplyId" then
+        for _, d in ipairs(out.ApplyDeviceList.ApplyDeviceInfo) do
+          d.DeviceName = d.DeviceName:gsub("_", "x") -- the service's random names
+        end
+      end
+      return out
+    end}
+    local c = client(svc)
+    local _, err = c:register_devices{ProductKey = PK, Count = 10, journal = path}
+    assert.are.equal("Ambiguous", err.code, tostring(err))
+    local res
+    res, err = c:resume{journal = path, adopt_apply_ids = {4416.5}}
+    assert.is_nil(res)
+    assert.are.equal("InvalidParameter", err.code, tostring(err))
+    res, err = c:resume{journal = path, adopt_apply_ids = {4416}}
+    os.remove(path)
+    assert.is_nil(err, tostring(err))
+    assert.are.equal(10, #res.Devices)
+  end)
+end)
