@@ -28,8 +28,8 @@ local function on(job)
 end
 
 -- Checks one BatchQueryDeviceDetail answer for the names `asked` (a set): the devices
--- found, each `{DeviceName=, DeviceSecret=, IotId=}` once (a repeat must be the same
--- record), or nil and the reason.
+-- found, each `{DeviceName=, DeviceSecret=, IotId=}` once (a repeat of the same record is
+-- dropped, a repeat that differs refused), or nil and the reason.
 local function found_in(res, asked, product_key)
   local data = type(res) == "table" and res.Data
   if type(data) ~= "table" then return nil, "the answer holds no Data object" end
@@ -52,9 +52,9 @@ local function found_in(res, asked, product_key)
       seen[dev.DeviceName] = dev
       out[#out + 1] = dev
     elseif before.DeviceSecret ~= dev.DeviceSecret or before.IotId ~= dev.IotId then
-      -- which record is the device's would be a guess: a wrong secret is a lost one
-      return nil, ("Data.Data[%d]: device %s is listed twice, with different secrets or " ..
-        "IotIds"):format(i, dev.DeviceName)
+      -- one name, two identities: which one the device has cannot be told
+      return nil, ("Data.Data[%d]: device %s is listed twice, with another DeviceSecret " ..
+        "or IotId"):format(i, dev.DeviceName)
     end
   end
   return out
