@@ -63,8 +63,9 @@ end
 
 -- Takes in one apply: checked, matched with an unsettled submission, journaled.
 local function adopt_one(job, v)
-  local id = answer.id_value(v)
-  if validate.apply_id_problem(v) or not id then return refused(v, "not an ApplyId") end
+  -- an integer or a digit string (the documented forms), checked before it is read
+  if validate.apply_id_problem(v) then return refused(v, "not an ApplyId") end
+  local id = answer.id_value(validate.integer_string(v))
   local key = answer.id_key(id)
   if job.by_id[key] then return refused(key, "the journal records it already") end
   local status, total = inspect(job, id)

@@ -65,23 +65,46 @@ local function add_names(job, list, replaces)
 end
 
 -- The names the job has made its own: those of applies that may have registered (a
--- registration journaled, or an apply past its check) and of devices fetched.
+-- registration journaled, or an apply past its check) and of devices fetched. An apply
+-- that ended CHECK_FAILED creates nothing, even if a registration was sent for it (a
+-- check that first said CHECK_SUCCESS): its names are not the job's through it.
 local function own_names(job)
   local own = {}
   for name in pairs(job.have) do own[name] = true end
   for _, a in ipairs(job.applies) do
     local st = a.check_status
-    if a.Names and (a.registered or (st and st:find("^CREATE"))) then
+    if a.Names and not a.check_failed and (a.registered or (st and st:find("^CREATE"))) then
       for _, n in ipairs(a.Names) do own[n] = true end
     end
   end
   return own
 end
 
+--- A resumed job's replaced names (the journal's `Replaces`) are in no apply that passed
+-- its check: the job replaces only names of applies that ended CHECK_FAILED, which the
+-- journal does not record, so it is held to it once the checks are settled. A journal
+-- changed otherwise would have the job create a replaced name and its replacement.
+-- @treturn ?table err `JournalError`
+function M.check_replaced(job)
+  for _, a in ipairs(job.applies) do
+    if a.check_status and not a.check_failed then
+      for _, n in ipairs(a.Names or {}) do
+        if job.dropped and job.dropped[n] then
+          return errors.new{code = "JournalError", message = ("the journal replaced the " ..
+            "name %s, but apply %s, which holds it, passed its check: the journal was " ..
+            "changed or damaged"):format(n, a.key)}
+        end
+      end
+    end
+  end
+end
+
 --- The named path's hook after each round of checks: the names the check rejected leave
 -- `job.invalid`; ours stay the job's, the others are replaced by fresh names, journaled.
 -- @treturn ?table err (the journal's, or `InvalidResponse` past the replacements' bound)
 function M.replace_taken(job)
+  local err = M.check_replaced(job)
+  if err then return err end
   if #job.invalid == 0 then return nil end
   local own, replaces = own_names(job), {}
   for _, b in ipairs(job.invalid) do
@@ -132,7 +155,7 @@ function M.rebuild(job, records)
   for _, r in ipairs(job.names) do
     if not dropped[r.DeviceName] then live[#live + 1] = r end
   end
-  job.names = live
+  job.names, job.dropped = live, dropped
   M.prepare(job)
   for n in pairs(dropped) do job.invalid_seen[n] = true end
 end

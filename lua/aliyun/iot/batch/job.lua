@@ -50,6 +50,20 @@ function Job:add_apply(a)
   return a
 end
 
+--- The ApplyId of an answer that makes an apply (BatchRegisterDevice,
+-- BatchCheckDeviceNames), as `answer.apply_id` checks it; one the job holds already is
+-- refused too: such an answer names no new apply, and the apply the service made (if
+-- any) is unknown. Taking it would register or read one apply twice.
+-- @treturn ?(number|string) id
+-- @treturn string its key, or why the answer holds no usable ApplyId
+function Job:new_apply_id(res)
+  local id, key_or_why = answer.apply_id(res)
+  if id and self.by_id[key_or_why] then
+    return nil, ("its ApplyId %s is that of an earlier apply of the job"):format(key_or_why)
+  end
+  return id, key_or_why
+end
+
 function Job:apply_ids()
   local ids = {}
   for i, a in ipairs(self.applies) do ids[i] = a.ApplyId end
@@ -113,7 +127,8 @@ local function bad_apply(a, fmt, ...)
 end
 
 --- Takes checked pages' devices of apply `a`: records not seen before are journaled (one
--- durable write) and kept; a device the apply did not ask for ends the job.
+-- durable write) and kept; a device the apply did not ask for, or one listed again with
+-- another DeviceSecret or IotId, ends the job.
 -- @treturn ?boolean true
 -- @treturn ?table err `InvalidResponse` or the journal's error
 function Job:take(a, list)
@@ -129,10 +144,18 @@ function Job:take(a, list)
         return nil, bad_apply(a, "the service listed device %s, which it was not asked for",
                               d.DeviceName)
       end
+      local known = self.device_rec and self.device_rec[d.DeviceName]
+      if known and (known.DeviceSecret ~= d.DeviceSecret or known.IotId ~= d.IotId) then
+        -- which record is the device's would be a guess: a wrong secret is a lost one
+        return nil, bad_apply(a, "the service listed device %s again, with another " ..
+                              "DeviceSecret or IotId", d.DeviceName)
+      end
       if not self.have[d.DeviceName] then
         self.have[d.DeviceName] = true
         local rec = {ProductKey = self.ProductKey, DeviceName = d.DeviceName,
                      DeviceSecret = d.DeviceSecret, IotId = d.IotId}
+        self.device_rec = self.device_rec or {}
+        self.device_rec[d.DeviceName] = rec
         new[#new + 1] = rec
         if self.kind == "named" then
           outcomes.decide(self, rec.DeviceName, {outcome = "created", ApplyId = a.key,

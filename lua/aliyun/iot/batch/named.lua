@@ -212,7 +212,7 @@ local function check_chunk(job, chunk)
   if nicks then params.DeviceNameList = chunk else params.DeviceName = names end
   local res, err = job.port:invoke("BatchCheckDeviceNames", params, job:call_opts())
   if res then
-    local id, key_or_why = answer.apply_id(res)
+    local id, key_or_why = job:new_apply_id(res)
     if not id then
       return answer.invalid_response("BatchCheckDeviceNames answered, but " .. key_or_why,
                                      {action = "BatchCheckDeviceNames"})

@@ -44,7 +44,7 @@ end
 local function step(job, n)
   local res, err, pending = submit(job, n)
   local id, key_or_why
-  if res then id, key_or_why = answer.apply_id(res) end
+  if res then id, key_or_why = job:new_apply_id(res) end
   if id then
     local a = job:add_apply{ApplyId = id, phase = "create", Count = n}
     local ok, jerr = job:record{event = "apply", seq = job.seq, ApplyId = a.key,

@@ -15,8 +15,11 @@ local M = {}
 -- ProductKey is the job's, device lines belong to an apply the journal recorded and stay
 -- within what it asked, each apply's devices add up to its `fetched` Total (and all of
 -- them to `done`'s Devices), and a random job's applies ask for at most its Count (for
--- exactly it once `done`, unless an apply ended CREATE_FAILED). A journal that
--- contradicts itself is refused rather than resumed.
+-- exactly it once `done`, unless an apply ended CREATE_FAILED). Each apply is recorded
+-- once and is of the job's kind (create applies in a BatchRegisterDevice job, check
+-- applies in the others), a check apply's devices are names it asked for, a device has
+-- one DeviceSecret and IotId, and a client-named job's names are drawn as the job draws
+-- them (check_drawn). A journal that contradicts itself is refused rather than resumed.
 
 local function journal_error(job, line, fmt, ...)
   local path = job.journal and job.journal.path or "journal"
@@ -29,6 +32,41 @@ local IN_FLIGHT = "BatchRegisterDevice (Count = %s) was in flight when the journ
   "is not sent again, so that no devices are created twice; look for devices beyond the " ..
   "listed ApplyIds with QueryDevice or in the console"
 
+-- The events only a BatchRegisterDevice job writes; the phase of the applies each kind
+-- of job makes. An apply of the other phase, or a submission in a named job, is
+-- another job's: taken in, its devices would end this job "complete".
+local RANDOM_ONLY = {submit = true, failed = true, uncertain = true, accepted = true}
+local PHASE_OF = {random = "create", named = "check", client = "check"}
+
+local function foreign(job, r)
+  if RANDOM_ONLY[r.event] and job.kind ~= "random" then
+    return ("%s event: a %s job sends no BatchRegisterDevice"):format(r.event, job.kind)
+  elseif r.event == "apply" and r.phase ~= PHASE_OF[job.kind] then
+    return ("apply event: a %s apply in a %s job, whose applies are %s applies"):format(
+      r.phase, job.kind, PHASE_OF[job.kind])
+  end
+end
+
+-- What is wrong with device line `r` of apply `a`: a name its check apply did not ask
+-- for, or a name recorded before with another DeviceSecret or IotId (which one is the
+-- device's would be a guess).
+local function device_problem(job, a, r)
+  if a.Names then
+    if not a.name_set then
+      a.name_set = {}
+      for _, n in ipairs(a.Names) do a.name_set[n] = true end
+    end
+    if not a.name_set[r.DeviceName] then
+      return ("device %s: its apply %s did not ask for it"):format(r.DeviceName, a.key)
+    end
+  end
+  local seen = job.have[r.DeviceName] and job.device_rec and job.device_rec[r.DeviceName]
+  if seen and (seen.DeviceSecret ~= r.DeviceSecret or seen.IotId ~= r.IotId) then
+    return ("device %s is recorded twice, with different secrets or IotIds"):format(
+      r.DeviceName)
+  end
+end
+
 -- Applies event `r` (on line `i`) to the job; `st` holds the submissions in flight, the
 -- last `done` and each apply's `fetched` line. Returns an error for a device line of an
 -- apply the journal never recorded.
@@ -37,10 +75,15 @@ local function replay(job, r, i, st)
     return journal_error(job, i, "%s event: ProductKey %s is not the job's %s", r.event,
       r.ProductKey, job.ProductKey)
   end
+  local why = foreign(job, r)
+  if why then return journal_error(job, i, "%s", why) end
   if r.event == "submit" then
     st.in_flight[r.seq] = r
     job.seq = math.max(job.seq, tonumber(r.seq) or 0)
   elseif r.event == "apply" then
+    if job.by_id[r.ApplyId] then
+      return journal_error(job, i, "apply %s is recorded twice", r.ApplyId)
+    end
     st.in_flight[r.seq or -1] = nil
     st.unsettled[r.seq or -1] = nil -- an uncertain submission's apply, adopted
     if job.kind == "random" and r.Count then
@@ -74,10 +117,15 @@ local function replay(job, r, i, st)
       return journal_error(job, i, "device %s belongs to apply %s, which the journal never " ..
         "recorded", r.DeviceName, r.ApplyId)
     end
+    local why_not = device_problem(job, a, r)
+    if why_not then return journal_error(job, i, "%s", why_not) end
     if not job.have[r.DeviceName] then
       job.have[r.DeviceName] = true
-      job.devices[#job.devices + 1] = {ProductKey = r.ProductKey, DeviceName = r.DeviceName,
-                                       DeviceSecret = r.DeviceSecret, IotId = r.IotId}
+      local rec = {ProductKey = r.ProductKey, DeviceName = r.DeviceName,
+                   DeviceSecret = r.DeviceSecret, IotId = r.IotId}
+      job.devices[#job.devices + 1] = rec
+      job.device_rec = job.device_rec or {}
+      job.device_rec[r.DeviceName] = rec
       a.got = a.got + 1
       a.last_line = i
     end
@@ -103,6 +151,53 @@ local function replay(job, r, i, st)
   elseif r.event == "done" then
     st.done, st.done_line = r, i
     if type(r.Invalid) == "table" then job.invalid = r.Invalid end
+  end
+end
+
+-- A client-named job's `names` lines as only the job writes them: an apply checks only
+-- names drawn by an earlier line, a name replaced was drawn by an earlier line and is
+-- not the job's own (a device of it, or a name of an apply whose devices were fetched),
+-- no name is drawn twice, and the live names never number more than Count. A journal
+-- edited otherwise would have a resume register more than Count devices, or drop one it
+-- made. (A name of an apply registered but not fetched may have been replaced: that
+-- apply ended CHECK_FAILED, which no line records; batch/drawn.lua holds the run to it.)
+local function check_drawn(job, records)
+  local own, state, live = {}, {}, 0
+  for name in pairs(job.have) do own[name] = true end
+  for _, a in ipairs(job.applies) do
+    if a.fetched then
+      for _, n in ipairs(a.Names or {}) do own[n] = true end
+    end
+  end
+  for i = 2, #records do
+    local r = records[i]
+    if r.event == "apply" then
+      for _, n in ipairs(r.Names) do
+        if not state[n] then
+          return journal_error(job, i, "apply event: it checks %s, which no earlier line " ..
+            "drew", n)
+        end
+      end
+    elseif r.event == "names" then
+      for _, n in ipairs(r.Replaces or {}) do
+        if state[n] ~= "live" then
+          return journal_error(job, i, "names event: it replaces %s, which no earlier line " ..
+            "drew (or one replaced already)", n)
+        elseif own[n] then
+          return journal_error(job, i, "names event: it replaces %s, a name the job " ..
+            "registered", n)
+        end
+        state[n], live = "replaced", live - 1
+      end
+      for _, n in ipairs(r.Names) do
+        if state[n] then return journal_error(job, i, "names event: %s is drawn twice", n) end
+        state[n], live = "live", live + 1
+      end
+      if live > job.Count then
+        return journal_error(job, i, "names event: the job holds %d names, more than the " ..
+          "job's Count %d", live, job.Count)
+      end
+    end
   end
 end
 
@@ -169,6 +264,10 @@ function M.rebuild(job, records)
   job.accepted = {}
   for i = 2, #records do
     local err = replay(job, records[i], i, st)
+    if err then return nil, err end
+  end
+  if spec.kind == "client" then
+    local err = check_drawn(job, records)
     if err then return nil, err end
   end
   for seq, r in pairs(st.in_flight) do

@@ -265,6 +265,9 @@ local function replacing_output(path, target)
         -- a journal made since the output was opened (--state FILE is this very path) is
         -- never replaced
         local okj, jerr = pcall(refuse_journal, path, target, core().file_kind(target) == "file")
+        -- an interrupt (SIGINT, SIGTERM) raised meanwhile is no verdict on the file: it goes
+        -- on up, and abort removes the temporary file
+        if not okj and not args.is_usage(jerr) then error(jerr, 0) end
         if not okj then
           local m = type(jerr) == "table" and tostring(jerr.message) or tostring(jerr)
           err = m:gsub("^cannot write %-%-out [^:]*: ", "")
@@ -280,8 +283,10 @@ local function replacing_output(path, target)
       if held > 0 then self.replaced = ("replaced %s (it held %d bytes)"):format(path, held) end
       return true
     end,
+    -- Also after finish began: an interrupt raised inside it (before or after the rename)
+    -- must leave no temporary file. remove_tmp touches only the file this run made, and
+    -- file:close is idempotent.
     abort = function(self)
-      if self.closed then return end
       self.closed = true
       file:close()
       remove_tmp()
