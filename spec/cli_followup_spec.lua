@@ -3,7 +3,8 @@
 -- Ambiguous again, and the read of an apply found after --accept-ambiguous; names that
 -- exist already point at --existing; a job refused for invalid names keeps each report
 -- record short (one line per requested name must not repeat the whole list of invalid
--- names). Child processes and the library against the emulator over loopback.
+-- names); export runs with --quiet. Child processes and the library against the
+-- emulator over loopback.
 local iot = require "aliyun.iot"
 local shell = require "spec.support.shell"
 local q, read, sh = shell.quote, shell.read, shell.capture
@@ -75,6 +76,14 @@ describe("aliyun-iot: the next step after a failure #followup", function()
     local code, _, err = run("--quiet register --product-key " .. PK .. " --names-file names")
     assert.are.equal(2, code, err)
     assert.truthy(err:find("--existing adopt", 1, true), err)
+  end)
+
+  it("export --quiet exports (it called the progress a quiet run does not have)", function()
+    assert.are.equal(0, (run("--quiet register --product-key " .. PK .. " --count 120")))
+    local code, _, err = run("--quiet export --product-key " .. PK .. " --format ndjson --out e.ndjson")
+    assert.are.equal(0, code, err)
+    assert.are.equal("", err)
+    assert.are.equal(120, select(2, read(tmp .. "/e.ndjson"):gsub("\n", "")))
   end)
 
   it("a job refused for invalid names keeps every report record short", function()
