@@ -89,8 +89,9 @@ local function ways_out(streams, state, opts)
   local resume = M.resume_command(opts, state)
   streams.stderr:write("aliyun-iot: the journal ", state, " keeps the ApplyIds and the ",
     "devices known; two ways out:\n",
-    "  if you find the apply (the console's batch list shows its ApplyId; `status --apply-id ID` ",
-    "checks one), take it in (it is checked first):\n    ", resume, " --adopt-apply-id ID\n",
+    "  if you find the apply's ApplyId (QueryDevice gives none: look in the console's ",
+    "batch registrations, or try those next to the job's with ", M.PROG,
+    " status --apply-id ID), take it in (it is checked first):\n    ", resume, " --adopt-apply-id ID\n",
     "  or finish the rest of the job without it (exit 3; its devices, if any, stay ",
     "unseen):\n    ", resume, " --accept-ambiguous\n")
 end
