@@ -1,10 +1,10 @@
 -- What a failed job tells its user to do next, as a new user meets it (issue 12): a
 -- refused --adopt-apply-id names the ways out instead of a plain resume that ends
 -- Ambiguous again, and the read of an apply found after --accept-ambiguous; names that
--- exist already point at --existing; a job refused for invalid names keeps each report
--- record short (one line per requested name must not repeat the whole list of invalid
--- names); export runs with --quiet. Child processes and the library against the
--- emulator over loopback.
+-- exist already point at --existing (and, adopted, are not counted as created); a job
+-- refused for invalid names keeps each report record short (one line per requested name
+-- must not repeat the whole list of invalid names); export runs with --quiet. Child
+-- processes and the library against the emulator over loopback.
 local iot = require "aliyun.iot"
 local shell = require "spec.support.shell"
 local q, read, sh = shell.quote, shell.read, shell.capture
@@ -76,6 +76,10 @@ describe("aliyun-iot: the next step after a failure #followup", function()
     local code, _, err = run("--quiet register --product-key " .. PK .. " --names-file names")
     assert.are.equal(2, code, err)
     assert.truthy(err:find("--existing adopt", 1, true), err)
+    -- adopted, they are written, not created: the summary says so
+    code, _, err = run("register --product-key " .. PK .. " --names-file names --existing adopt")
+    assert.are.equal(0, code, err)
+    assert.truthy(err:find("2 devices (0 created) in", 1, true), err)
   end)
 
   it("export --quiet exports (it called the progress a quiet run does not have)", function()
