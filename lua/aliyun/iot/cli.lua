@@ -140,6 +140,8 @@ function M.main(argv, streams, prog)
     if ctx.ui then ctx.ui.done() end
     return report.report_interrupt(ctx, streams, signal)
   end
+  -- a bug must not leave the output's temporary (it may hold DeviceSecrets) behind
+  if ctx.out then pcall(ctx.out.abort, ctx.out) end
   streams.stderr:write("aliyun-iot: internal error: ", tostring(code), "\n")
   return M.EXIT_FAILURE
 end

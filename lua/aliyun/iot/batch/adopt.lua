@@ -90,16 +90,22 @@ end
 -- @tparam table job a rebuilt job (`unsettled`, `accepted`)
 -- @tparam table args resume's arguments
 -- @treturn ?table err `InvalidParameter` (`parameter = "adopt_apply_ids"`) for an apply
---   that cannot be taken in, a call's error, or the journal's
+--   that cannot be taken in, a call's error, or the journal's; with an ApplyId refused,
+--   `uncertain_left` is the number of submissions still uncertain
 function M.settle(job, args)
   local ids = args.adopt_apply_ids or {}
   if #ids > 0 and #(job.unsettled or {}) == 0 then
     return errors.new{code = "InvalidParameter", parameter = "adopt_apply_ids",
-      message = "the journal records no uncertain BatchRegisterDevice: there is nothing to adopt"}
+      message = "the journal records no uncertain BatchRegisterDevice: there is nothing to adopt",
+      uncertain_left = 0}
   end
   for _, v in ipairs(ids) do
     local err = adopt_one(job, v)
-    if err then return err end
+    if err then
+      -- what is left to settle decides the way out the caller offers next
+      err.uncertain_left = #job.unsettled
+      return err
+    end
   end
   if args.accept_ambiguous then
     for _, u in ipairs(job.unsettled or {}) do

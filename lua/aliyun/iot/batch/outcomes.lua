@@ -104,6 +104,24 @@ local function derive(job, ix, name, cause)
   return {outcome = "failed", code = why, message = "not registered: " .. msg}
 end
 
+-- The error that stopped the job as each record repeats it: its message cut to its first
+-- MAX_CAUSE bytes (at a character's start), since a record per name repeating a message
+-- that lists every invalid name would grow as names x invalid names.
+local MAX_CAUSE = 200
+
+local function brief(cause)
+  if not cause then return nil end
+  local msg = tostring(cause.message or "")
+  if #msg > MAX_CAUSE then
+    local cut = MAX_CAUSE
+    while cut > 1 and msg:byte(cut + 1) and msg:byte(cut + 1) >= 0x80 and msg:byte(cut + 1) < 0xC0 do
+      cut = cut - 1
+    end
+    msg = msg:sub(1, cut) .. "..."
+  end
+  return {code = cause.code, message = msg}
+end
+
 --- The job's report, every position in `Devices` order; the positions not reported yet go
 -- to `on_report` now.
 -- @tparam table job a named job
@@ -111,6 +129,7 @@ end
 -- @treturn table `{{DeviceName=, outcome=, ...}, ...}`
 function M.report(job, cause)
   local out, ix = {}, index(job)
+  cause = brief(cause)
   for pos, r in ipairs(job.names or {}) do
     local why = job.local_bad and job.local_bad[pos]
     local rec

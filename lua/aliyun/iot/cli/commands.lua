@@ -182,14 +182,17 @@ end
 -- The closing note of a job, and the names --skip-invalid left out (exit 3).
 local function summary(res, n, client, ui, seconds, streams, opts)
   local stats = client:stats()
+  local written = count_of(n, "device", "devices")
   if res.Existing and #res.Existing > 0 then
     local adopted = false
     for _, d in ipairs(res.Devices or {}) do adopted = adopted or d.DeviceName == res.Existing[1] end
     ui.note(("%s existed already (%s)"):format(count_of(#res.Existing, "device", "devices"),
       adopted and "adopted: written with the others" or "left out"))
+    -- adopted devices are written, not created: a re-run must not read as a new batch
+    if adopted then written = ("%s (%d created)"):format(written, n - #res.Existing) end
   end
   ui.note(("%s in %s, %.1f s, %s, %s, %d throttled%s")
-    :format(count_of(n, "device", "devices"), count_of(#(res.ApplyIds or {}), "apply", "applies"),
+    :format(written, count_of(#(res.ApplyIds or {}), "apply", "applies"),
       seconds, count_of(stats.requests or 0, "request", "requests"),
       count_of(stats.retries or 0, "retry", "retries"), stats.throttled or 0, names_note(opts)))
   local partial = report_unsettled(res, streams)

@@ -34,7 +34,10 @@ function M.run(opts, streams, ui, now, ctx)
       return commands.failed(out, streams, err)
     end
     w.add(dev)
-    if w.count % PROGRESS_EVERY == 0 then ui.on_progress{phase = "export", done = w.count} end
+    -- a --quiet ui has no on_progress (the job helpers take it as optional too)
+    if ui.on_progress and w.count % PROGRESS_EVERY == 0 then
+      ui.on_progress{phase = "export", done = w.count}
+    end
   end
   w.close()
   ui.done()

@@ -84,6 +84,18 @@ local function settled_by_service(err)
   return err.code == "Ambiguous" or err.ambiguous == true
 end
 
+-- The two ways out of a journal that records an uncertain BatchRegisterDevice.
+local function ways_out(streams, state, opts)
+  local resume = M.resume_command(opts, state)
+  streams.stderr:write("aliyun-iot: the journal ", state, " keeps the ApplyIds and the ",
+    "devices known; two ways out:\n",
+    "  if you find the apply's ApplyId (QueryDevice gives none: look in the console's ",
+    "batch registrations, or try those next to the job's with ", M.PROG,
+    " status --apply-id ID), take it in (it is checked first):\n    ", resume, " --adopt-apply-id ID\n",
+    "  or finish the rest of the job without it (exit 3; its devices, if any, stay ",
+    "unseen):\n    ", resume, " --accept-ambiguous\n")
+end
+
 -- What exists after a failure a plain resume cannot finish, and the two ways out.
 local function report_settled(streams, state, opts)
   local w = streams.stderr
@@ -93,13 +105,7 @@ local function report_settled(streams, state, opts)
     w:write("aliyun-iot: look up the devices of the unknown apply with QueryDevice or in the console\n")
     return
   end
-  local resume = M.resume_command(opts, state)
-  w:write("aliyun-iot: the journal ", state, " keeps the ApplyIds and the devices known; ",
-    "two ways out:\n",
-    "  if you find the apply (QueryDevice or the console list its devices), take it in ",
-    "(it is checked first):\n    ", resume, " --adopt-apply-id ID\n",
-    "  or finish the rest of the job without it (exit 3; its devices, if any, stay ",
-    "unseen):\n    ", resume, " --accept-ambiguous\n")
+  ways_out(streams, state, opts)
 end
 
 -- The command that reads one apply's devices, with the flags that reach the same service.
@@ -113,15 +119,40 @@ end
 -- An apply's answer that contradicts what was asked may be a garbled answer that a resume
 -- gets past, or the service's settled word that it gives again: both are said. (On resume
 -- the ProductKey is the journal's.)
-local function report_contradiction(err, opts, streams, state)
+local function journal_product_key(opts, state)
   local pk = opts.product_key
   if not pk then
     local records = require("aliyun.iot.journal").read(state)
     pk = records and records[1].ProductKey or "PK"
   end
+  return pk
+end
+
+local function report_contradiction(err, opts, streams, state)
   streams.stderr:write("aliyun-iot: if resume ends the same way, the service's answer for apply ",
     printable(tostring(err.apply_id)), " contradicts the journal: read the apply's devices with:\n  ",
-    devices_command(opts, pk, err.apply_id), "\n")
+    devices_command(opts, journal_product_key(opts, state), err.apply_id), "\n")
+end
+
+-- An --adopt-apply-id refused (exit 2, nothing journaled): while a submission is still
+-- uncertain the two ways out, since a plain resume would only end Ambiguous again; once
+-- none is (settled, or given up with --accept-ambiguous), a plain resume, and the
+-- command that reads the devices of the apply the user found.
+local function report_adopt_refused(err, opts, streams, state)
+  local w = streams.stderr
+  if (err.uncertain_left or 0) > 0 then
+    w:write("aliyun-iot: nothing was taken in\n")
+    ways_out(streams, state, opts)
+    return M.failure_code(err)
+  end
+  w:write("aliyun-iot: the journal ", state, " records no uncertain submission (none, or ",
+    "given up with --accept-ambiguous); resume it without --adopt-apply-id:\n  ",
+    M.resume_command(opts, state), "\n",
+    "aliyun-iot: to read the devices of an apply you found, run:\n")
+  for _, id in ipairs(opts.adopt_apply_id or {}) do
+    w:write("  ", devices_command(opts, journal_product_key(opts, state), id), "\n")
+  end
+  return M.failure_code(err)
 end
 
 -- A resume refused for another target than its journal's (exit 2, nothing sent): the
@@ -147,13 +178,19 @@ function M.report_failure(err, opts, streams, state)
     for _, inv in ipairs(err.invalid) do
       streams.stderr:write(("  %s: %s\n"):format(printable(inv.DeviceName), printable(inv.ErrorMsg)))
     end
-    streams.stderr:write("aliyun-iot: nothing was registered; ",
-      "fix the names or pass --skip-invalid\n")
+    -- names that exist already are refused too: --existing takes them (never judged
+    -- here by the wording of their ErrorMsg)
+    streams.stderr:write("aliyun-iot: nothing was registered; fix the names or pass ",
+      "--skip-invalid; for names that exist already, --existing adopt writes them with ",
+      "the new devices (--existing skip leaves them out)\n")
     return M.EXIT_USAGE
   end
   M.print_error(streams, err)
   if err.code == "TargetMismatch" and state then
     return report_mismatch(err, opts, streams, state)
+  end
+  if err.parameter == "adopt_apply_ids" and state then
+    return report_adopt_refused(err, opts, streams, state)
   end
   local ids = {}
   for i, id in ipairs(err.apply_ids or {}) do ids[i] = tostring(id) end
