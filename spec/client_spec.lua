@@ -652,6 +652,22 @@ describe("client", function()
       assert.is_nil(c.pacer.slots["default\0QueryDevice"])
     end)
 
+    it("lets a signal raised in a credentials function stop the call (not a failed fetch)", function()
+      for _, e in ipairs{"stdin:1: interrupted!", "terminated!"} do
+        local c = assert(iot.new{endpoint = emu.endpoint, qps = false,
+          credentials = function() error(e, 0) end})
+        local ok, r = pcall(c.query_device, c, {ProductKey = PK})
+        assert.is_false(ok)
+        assert.are.equal(e, r)
+      end
+      -- any other error is the provider's failure: nil, err
+      local c = assert(iot.new{endpoint = emu.endpoint, qps = false,
+        credentials = function() error("no vault today", 0) end})
+      local res, err = c:query_device{ProductKey = PK}
+      assert.is_nil(res)
+      assert.truthy(tostring(err):find("no vault today", 1, true))
+    end)
+
     it("draws backoff jitter from OpenSSL, not from math.random", function()
       local retry = require "aliyun.iot.retry"
       math.randomseed(7)

@@ -43,14 +43,8 @@ local function version()
   return ("aliyun-iot %s (IoT API %s)"):format(tostring(iot._VERSION), tostring(iot.API_VERSION))
 end
 
--- Lua's stand-alone interpreters turn SIGINT into an error (lua.c and luajit.c: a hook
--- raises "interrupted!" when the Lua code runs next); `core.catch_term` does the same for
--- SIGTERM ("terminated!"). Returns the signal's name, or nil for any other error.
-local function is_interrupt(e)
-  if type(e) ~= "string" then return nil end
-  if e:find("interrupted!$") then return "SIGINT" end
-  if e:find("terminated!$") then return "SIGTERM" end
-end
+-- SIGINT and SIGTERM arrive as errors (`errors.signal`): the signal's name, or nil.
+local is_interrupt = require("aliyun.iot.errors").signal
 
 --- Runs the command.
 -- @tparam {string,...} argv the arguments (as `arg` holds them, without the program name)

@@ -17,6 +17,7 @@
 -- @module aliyun.iot.credentials
 
 local dates = require "aliyun.iot.dates"
+local errors = require "aliyun.iot.errors"
 local files = require "aliyun.iot.credentials.files"
 local cached = require "aliyun.iot.credentials.cached"
 local types = require "aliyun.iot.credentials.types"
@@ -56,6 +57,7 @@ M.parse_ini = files.parse_ini
 local function function_fetch(fn)
   return function()
     local ok, c, msg = pcall(fn)
+    if not ok and errors.signal(c) then error(c, 0) end -- a signal stops the job
     if not ok or c == nil then
       return nil, "the credentials function failed: " .. tostring(not ok and c or msg)
     end

@@ -93,6 +93,19 @@ function M.is(v)
   return getmetatable(v) == Error
 end
 
+--- The signal a raised error stands for: Lua's stand-alone interpreters turn SIGINT into
+-- an error (lua.c and luajit.c: a hook raises "interrupted!" when the Lua code runs next),
+-- and `core.catch_term` does the same for SIGTERM ("terminated!"). Code that catches
+-- errors from other code (a user's credentials function, a provider) raises these again,
+-- so that a signal always stops the job.
+-- @param e what pcall caught
+-- @treturn ?string "SIGINT", "SIGTERM", or nil for any other error
+function M.signal(e)
+  if type(e) ~= "string" then return nil end
+  if e:find("interrupted!$") then return "SIGINT" end
+  if e:find("terminated!$") then return "SIGTERM" end
+end
+
 local function replace_plain(text, needle, repl)
   if needle == "" then return text end
   local out, pos = {}, 1

@@ -7,6 +7,7 @@
 -- @module aliyun.iot.credentials.cached
 
 local cosocket = require "aliyun.iot.transport.cosocket"
+local errors = require "aliyun.iot.errors"
 
 local M = {}
 
@@ -59,6 +60,8 @@ function M.new(o)
     p.refreshes = p.refreshes + 1
     local ok, c, exp = pcall(o.fetch)
     busy = false
+    -- a failed fetch is a verdict on the provider; a signal is not, and stops the job
+    if not ok and errors.signal(c) then error(c, 0) end
     local why = ok and c and unusable_expiry(exp, now)
     if ok and c and not why then
       cached, expires_at = c, exp
