@@ -485,6 +485,8 @@ describe("aliyun-iot: --existing, --report, --dry-run, check #existing", functio
     local cases = {
       -- random names have no requested names to report (was a Lua error, exit 1)
       {"register --count 2 --report rn.jsonl --out rn.csv", "--report applies to --names-file only"},
+      -- '-' is no file (it used to create one named "-")
+      {"register --names-file rn --report - --out rn.csv", "--report needs a file name"},
       -- the report and the journal the job is about to create
       {"register --names-file rn --report s.state --state s.state --out rn.csv",
        "--report s.state is the same file as --state s.state"},

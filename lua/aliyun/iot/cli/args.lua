@@ -316,6 +316,11 @@ function M.check(opts)
       usage_error("--%s needs a file name, got '%s'", flag, v)
     end
   end
+  if opts.report == "-" then
+    -- not stdout, which carries the devices, and not a file named "-" made by surprise
+    usage_error("--report needs a file name ('-' is not stdout here: stdout carries the " ..
+      "devices; /dev/stderr is a choice)")
+  end
   if cmd == "register" then
     require_opts(opts, "product-key")
     if opts.count and opts.names_file then
