@@ -542,6 +542,14 @@ describe("aliyun-iot: --existing, --report, --dry-run, check #existing", functio
     end
     assert.is_nil(read(tmp .. "/dr.jsonl"))
     assert.is_nil(read(tmp .. "/dr.csv"))
+    -- its plan never replaces a file (a devices file of an earlier run keeps its secrets)
+    write(tmp .. "/devices.csv", "ProductKey,DeviceName,DeviceSecret,IotId\n")
+    local code, _, err = run("register --names-file dr --dry-run --out devices.csv")
+    assert.are.equal(2, code, err)
+    assert.truthy(err:find("devices.csv exists", 1, true), err)
+    assert.are.equal("ProductKey,DeviceName,DeviceSecret,IotId\n", read(tmp .. "/devices.csv"))
+    assert.are.equal(0, run("register --names-file dr --dry-run --out plan.json"))
+    assert.truthy(read(tmp .. "/plan.json"):find("BatchCheckDeviceNames", 1, true))
     assert.are.equal(0, #emu:requests())
   end)
 

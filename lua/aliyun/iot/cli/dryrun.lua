@@ -55,7 +55,9 @@ function M.run(opts, streams, ctx)
     requests[i] = {Action = "BatchCheckDeviceNames", Names = #chunk,
                    Parameters = check_params(opts.product_key, chunk)}
   end
-  local out = output.open(opts.out, streams.stdout)
+  -- a plan is no replacement for a file: --out must name a new one (a dry run aimed at
+  -- the devices file of an earlier run must not replace its secrets with JSON)
+  local out = opts.out and output.open_new("--out", opts.out) or output.open(nil, streams.stdout)
   ctx.out = out
   out.fh:write(json.json({ProductKey = opts.product_key, Requests = requests,
     Valid = #plan.Valid, Invalid = plan.Invalid,
