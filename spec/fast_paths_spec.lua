@@ -134,3 +134,68 @@ describe("batch.outcomes.in_order", function()
     end
   end)
 end)
+
+describe("core.sign_rpc's sort memo", function()
+  local core = require "aliyun.iot.core"
+
+  -- The canonical query by definition: names in byte order, each name and value encoded.
+  local function reference_query(flat)
+    local names = {}
+    for k in pairs(flat) do names[#names + 1] = k end
+    table.sort(names)
+    for i, k in ipairs(names) do
+      names[i] = core.percent_encode(k) .. "=" .. core.percent_encode(tostring(flat[k]))
+    end
+    return table.concat(names, "&")
+  end
+
+  local function check(flat)
+    local sig, sts, query = core.sign_rpc("POST", flat, "secret")
+    assert.are.equal(reference_query(flat), query)
+    assert.are.equal("POST&%2F&" .. core.percent_encode(query), sts)
+    assert.are.equal(core.hmac_sha1("secret&", sts), sig)
+  end
+
+  local function names_list(n, prefix)
+    local t = {Action = "BatchCheckDeviceNames", ProductKey = "pk"}
+    for i = 1, n do t[prefix .. "." .. i] = "dev" .. i end
+    return t
+  end
+
+  it("signs requests with the same names and other values", function()
+    for round = 1, 3 do
+      local flat = names_list(1000, "DeviceName")
+      flat.SignatureNonce = "nonce" .. round
+      check(flat)
+    end
+  end)
+
+  it("signs requests with as many names, other ones", function()
+    check(names_list(50, "DeviceName"))
+    check(names_list(50, "DeviceNamf")) -- same count, same lengths, one byte apart
+    check(names_list(50, "DeviceName"))
+    local flat = names_list(50, "DeviceName")
+    flat["DeviceName.50"], flat["DeviceName.5"] = nil, nil
+    flat["DeviceName.0"], flat["A"] = "x", "y" -- same count, names shorter and longer
+    check(flat)
+  end)
+
+  it("signs requests whose names differ but not in length", function()
+    check({ab = "1", cd = "2", ef = "3", gh = "4"})
+    check({zb = "1", cd = "2", ef = "3", gh = "4"})
+    check({ab = "1", cd = "2", ef = "3", gh = "4"})
+  end)
+
+  it("signs the same names collected in another order", function()
+    local a = names_list(200, "DeviceName")
+    check(a)
+    local b = {}
+    local keys = {}
+    for k in pairs(a) do keys[#keys + 1] = k end
+    for i = #keys, 1, -1 do b[keys[i]] = a[keys[i]] .. "b" end
+    b.Extra = "1"
+    b.Extra = nil -- a table grown otherwise, traversed in its own order
+    check(b)
+    check(a)
+  end)
+end)
