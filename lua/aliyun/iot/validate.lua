@@ -119,15 +119,8 @@ function M.group_name_problem(v)
   return counted_problem(v, false, 30)
 end
 
---- The length of a list: a table whose keys are exactly 1..n (no hole, nothing else).
--- Counts the keys rather than trust `#`, which may stop at either side of a hole
--- (LuaJIT and PUC Lua differ).
--- @tparam any t
--- @treturn ?integer n (0 for an empty table)
--- @treturn ?integer the first missing index of a list with a hole (nil when a key is
---   not a positive integer, or t is no table)
-function M.list_length(t)
-  if type(t) ~= "table" then return nil end
+-- list_length's general case: any keys, in any order.
+local function list_length_walk(t)
   local n, count = 0, 0
   for k in pairs(t) do
     if type(k) ~= "number" or k < 1 or k ~= math.floor(k) then return nil end
@@ -138,6 +131,26 @@ function M.list_length(t)
   for i = 1, n do
     if t[i] == nil then return nil, i end
   end
+end
+
+--- The length of a list: a table whose keys are exactly 1..n (no hole, nothing else).
+-- Counts the keys rather than trust `#`, which may stop at either side of a hole
+-- (LuaJIT and PUC Lua differ).
+-- @tparam any t
+-- @treturn ?integer n (0 for an empty table)
+-- @treturn ?integer the first missing index of a list with a hole (nil when a key is
+--   not a positive integer, or t is no table)
+function M.list_length(t)
+  if type(t) ~= "table" then return nil end
+  -- One cheap pass for the usual case: a table whose traversal yields the keys 1, 2, ...
+  -- in that order holds exactly 1..n (a list in its array part). Any other key or order
+  -- takes the general walk (a 10,000-name list is checked several times per job).
+  local seen = 0
+  for k in pairs(t) do
+    seen = seen + 1
+    if k ~= seen then return list_length_walk(t) end
+  end
+  return seen
 end
 
 --- True when v is a whole Lua number from lo to hi (a field read from a journal or an

@@ -126,18 +126,26 @@ local function bad_apply(a, fmt, ...)
   return answer.invalid_response(("apply %s: " .. fmt):format(a.key, ...), {apply_id = a.ApplyId})
 end
 
+-- The set of names apply `a` asked for (nil for a random-named apply), made once per
+-- apply: its pages come in rounds, each taken on its own.
+local function asked_set(a)
+  if not a.Names then return nil end
+  if a.asked_set_of ~= a.Names then
+    local set = {}
+    for _, n in ipairs(a.Names) do set[n] = true end
+    a.asked_set, a.asked_set_of = set, a.Names
+  end
+  return a.asked_set
+end
+
 --- Takes checked pages' devices of apply `a`: records not seen before are journaled (one
 -- durable write) and kept; a device the apply did not ask for, or one listed again with
 -- another DeviceSecret or IotId, ends the job.
 -- @treturn ?boolean true
 -- @treturn ?table err `InvalidResponse` or the journal's error
 function Job:take(a, list)
-  local asked
-  if a.Names then
-    asked = {}
-    for _, n in ipairs(a.Names) do asked[n] = true end
-  end
-  local new, events = {}, {}
+  local asked = asked_set(a)
+  local new, events = {}, self.journal and {}
   for _, page in ipairs(list) do
     for _, d in ipairs(page.devices) do
       if asked and not asked[d.DeviceName] then
@@ -161,12 +169,14 @@ function Job:take(a, list)
           outcomes.decide(self, rec.DeviceName, {outcome = "created", ApplyId = a.key,
                                                  RequestId = page.RequestId})
         end
-        events[#events + 1] = {event = "device", ApplyId = a.key, ProductKey = rec.ProductKey,
-          DeviceName = rec.DeviceName, DeviceSecret = rec.DeviceSecret, IotId = rec.IotId}
+        if events then -- only a journaled job writes them
+          events[#events + 1] = {event = "device", ApplyId = a.key, ProductKey = rec.ProductKey,
+            DeviceName = rec.DeviceName, DeviceSecret = rec.DeviceSecret, IotId = rec.IotId}
+        end
       end
     end
   end
-  if self.journal then
+  if events then
     local ok, err = self.journal:append_list(events)
     if not ok then return nil, err end
   end

@@ -147,19 +147,42 @@ function M.report(job, cause)
   return out
 end
 
---- A named job's devices in the order their names were asked for (a stable sort: what
--- the service listed is one run's order, the names are the caller's).
--- @tparam table job
--- @tparam table devices records with `DeviceName`
--- @treturn table a new list
-function M.in_order(job, devices)
-  local pos, out = job.first_pos or {}, {}
+-- in_order's general case: a stable sort by position (those without one last).
+local function sorted_by_position(pos, devices)
+  local out = {}
   for i, d in ipairs(devices) do out[i] = {d, pos[d.DeviceName] or math.huge, i} end
   table.sort(out, function(x, y)
     if x[2] ~= y[2] then return x[2] < y[2] end
     return x[3] < y[3]
   end)
   for i, t in ipairs(out) do out[i] = t[1] end
+  return out
+end
+
+--- A named job's devices in the order their names were asked for (a stable sort: what
+-- the service listed is one run's order, the names are the caller's).
+-- @tparam table job
+-- @tparam table devices records with `DeviceName`
+-- @treturn table a new list
+function M.in_order(job, devices)
+  -- Positions are places in `Devices` (1..n, one per name): each device goes to its slot
+  -- in one pass, where a comparison sort of 10,000 records made a fifth of a job's Lua
+  -- work. Devices without a position, or sharing one, keep their order.
+  local pos, at, later, rest, hi = job.first_pos or {}, {}, {}, {}, 0
+  for _, d in ipairs(devices) do
+    local p = pos[d.DeviceName]
+    if p == nil then rest[#rest + 1] = d
+    elseif at[p] == nil then at[p], hi = d, math.max(hi, p)
+    else later[#later + 1] = d end
+  end
+  if #later > 0 then return sorted_by_position(pos, devices) end
+  local out = {}
+  for p = 1, hi do
+    if at[p] ~= nil then out[#out + 1] = at[p] end
+  end
+  -- a position that is not a whole number from 1 on was not placed: the sort places it
+  if #out + #rest ~= #devices then return sorted_by_position(pos, devices) end
+  for _, d in ipairs(rest) do out[#out + 1] = d end
   return out
 end
 
