@@ -391,9 +391,7 @@ describe("bad input", function()
     local tmp
 
     setup(function()
-      tmp = os.tmpname()
-      os.remove(tmp)
-      assert(os.execute("mkdir -p " .. q(tmp)))
+      tmp = require("spec.support.shell").temp_dir()
     end)
     teardown(function() os.execute("rm -rf " .. q(tmp)) end)
 

@@ -59,9 +59,7 @@ describe("aliyun-iot export", function()
 
   setup(function()
     emu = require("aliyun.iot.emulator").start{async_delay = 0}
-    tmp = os.tmpname()
-    os.remove(tmp)
-    assert(os.execute("mkdir -p " .. q(tmp .. "/out")))
+    tmp = require("spec.support.shell").temp_dir("/out")
     local c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret",
                              endpoint = emu.endpoint, qps = false})
     local res = assert(c:register_devices{ProductKey = PK, Count = 130})

@@ -33,9 +33,7 @@ end
 describe("aliyun-iot: the next step after a failure #followup", function()
   setup(function()
     emu = require("aliyun.iot.emulator").start{async_delay = 0}
-    tmp = os.tmpname()
-    os.remove(tmp)
-    assert(os.execute("mkdir -p " .. q(tmp)))
+    tmp = require("spec.support.shell").temp_dir()
   end)
   teardown(function()
     if emu then emu:stop() end

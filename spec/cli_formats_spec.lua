@@ -118,9 +118,7 @@ local FILE_CSV = 'ProductKey,DeviceName,DeviceSecret,IotId\r\n' ..
 describe("aliyun-iot output formats", function()
   setup(function()
     emu = require("aliyun.iot.emulator").start{async_delay = 0.05}
-    tmp = os.tmpname()
-    os.remove(tmp)
-    assert(os.execute("mkdir -p " .. q(tmp)))
+    tmp = require("spec.support.shell").temp_dir()
   end)
 
   teardown(function()

@@ -56,9 +56,7 @@ end
 describe("aliyun-iot register --count: the two random-name paths", function()
   setup(function()
     emu = require("aliyun.iot.emulator").start{async_delay = 0.05}
-    tmp = os.tmpname()
-    os.remove(tmp)
-    assert(os.execute("mkdir -p " .. q(tmp)))
+    tmp = require("spec.support.shell").temp_dir()
   end)
   teardown(function()
     if emu then emu:stop() end

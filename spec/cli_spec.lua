@@ -150,9 +150,7 @@ end)
 describe("aliyun-iot command", function()
   setup(function()
     emu = require("aliyun.iot.emulator").start{async_delay = 0.05}
-    tmp = os.tmpname()
-    os.remove(tmp)
-    assert(os.execute("mkdir -p " .. q(tmp)))
+    tmp = require("spec.support.shell").temp_dir()
   end)
 
   teardown(function()

@@ -52,9 +52,7 @@ end
 describe("register_devices{names = \"client\"}", function()
   setup(function()
     emu = emulator.start{async_delay = 0.02}
-    tmp = os.tmpname()
-    os.remove(tmp)
-    assert(os.execute("mkdir -p " .. tmp))
+    tmp = require("spec.support.shell").temp_dir()
   end)
   teardown(function()
     emu:stop()

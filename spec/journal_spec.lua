@@ -20,9 +20,7 @@ local DEVICE = '{"event":"device","ApplyId":"4415","ProductKey":"a1TestPK001",' 
 
 describe("journal", function()
   setup(function()
-    tmp = os.tmpname()
-    os.remove(tmp)
-    assert(os.execute("mkdir -p " .. q(tmp)))
+    tmp = require("spec.support.shell").temp_dir()
   end)
   teardown(function() os.execute("rm -rf " .. q(tmp)) end)
 

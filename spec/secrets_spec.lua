@@ -307,9 +307,7 @@ describe("secrets", function()
     local tmp
 
     setup(function()
-      tmp = os.tmpname()
-      os.remove(tmp)
-      assert(os.execute("mkdir -p " .. q(tmp .. "/.alibabacloud")))
+      tmp = require("spec.support.shell").temp_dir("/.alibabacloud")
     end)
     teardown(function() os.execute("rm -rf " .. q(tmp)) end)
 

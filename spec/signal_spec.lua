@@ -46,9 +46,7 @@ describe("aliyun-iot and SIGTERM", function()
 
   setup(function()
     emu = require("aliyun.iot.emulator").start{async_delay = 0.05}
-    tmp = os.tmpname()
-    os.remove(tmp)
-    assert(os.execute("mkdir -p " .. q(tmp)))
+    tmp = require("spec.support.shell").temp_dir()
   end)
 
   teardown(function()

@@ -43,9 +43,7 @@ describe("a journal bound to its target", function()
   setup(function()
     emu = require("aliyun.iot.emulator").start{async_delay = 0}
     other = require("aliyun.iot.emulator").start{async_delay = 0}
-    tmp = os.tmpname()
-    os.remove(tmp)
-    assert(os.execute("mkdir -p " .. q(tmp)))
+    tmp = require("spec.support.shell").temp_dir()
   end)
 
   teardown(function()

@@ -36,4 +36,13 @@ function M.capture(cmd)
   return s
 end
 
+--- A new empty folder for a spec's files (and `sub` below it, when given): a name from
+-- os.tmpname, whose file is replaced by the folder. Raises when it cannot be made.
+function M.temp_dir(sub)
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(M.ok("mkdir -p " .. M.quote(dir .. (sub or ""))), "cannot make " .. dir)
+  return dir
+end
+
 return M
