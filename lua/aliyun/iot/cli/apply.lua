@@ -26,15 +26,6 @@ local function totals(rep)
   return #parts > 0 and table.concat(parts, ", ") or "nothing to do"
 end
 
--- Closes the --report with the result's records; false (said on stderr) when it failed.
-local function close_report(ctx, records, streams)
-  if not ctx.report then return true end
-  local ok, err = ctx.report.finish(records)
-  ctx.report = nil
-  if not ok then streams.stderr:write("aliyun-iot: ", printable(err), "\n") end
-  return ok
-end
-
 --- apply: the plan read and carried out; exit 0, 1 on a failure (the changes after it
 -- are reported skipped; the same command line continues), 2 on bad input (nothing sent).
 -- @treturn integer exit status
@@ -65,7 +56,7 @@ function M.run(opts, streams, ui, ctx)
   end
   local result = res or err
   plan_cli.print_plan(result.Plan, function(s) out.fh:write(s) end)
-  local written = close_report(ctx, result.Report, streams)
+  local written = outcomes.close(ctx, result.Report, streams)
   if not res then
     out:finish()
     report.print_error(streams, err)

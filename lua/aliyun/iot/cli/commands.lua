@@ -146,16 +146,6 @@ end
 
 local count_of = progress.count_of
 
--- Writes the rest of the --report (`records`: the Report of the result or error); false
--- when it could not be written (said on stderr: the job then never exits 0).
-local function close_report(ctx, records, streams)
-  if not ctx.report then return true end
-  local ok, err = ctx.report.finish(records)
-  ctx.report = nil
-  if not ok then streams.stderr:write("aliyun-iot: ", printable(err), "\n") end
-  return ok
-end
-
 -- Who drew a random-named job's names (register --count, or the journal resumed), for
 -- the closing note.
 local function names_note(opts)
@@ -239,11 +229,11 @@ function M.run_job(opts, streams, ui, now, ctx)
   local res, err = run_helper(client, opts, job)
   ui.done()
   if not res then
-    close_report(ctx, err.Report, streams)
+    outcomes.close(ctx, err.Report, streams)
     return job_failed(err, opts, streams, out, state, own_state, dir)
   end
   local n = output.write_devices(opts, out, res.Devices or {}, opts.product_key)
-  if not close_report(ctx, res.Report, streams) then
+  if not outcomes.close(ctx, res.Report, streams) then
     out:abort()
     streams.stderr:write("aliyun-iot: the job is done and recorded in the journal ", state,
       "; to write its devices again, run:\n  ", report.resume_command(opts, state), "\n")

@@ -66,4 +66,21 @@ function M.open(path)
   return w
 end
 
+--- Writes the rest of the command's --report (`ctx.report`, from `open`) with `records`
+-- (the Report of the result or error) and closes it; false when it could not be written
+-- (the reason on stderr: the job then never exits 0). True when there is no report.
+-- @tparam table ctx the command's context
+-- @tparam ?table records
+-- @tparam table streams
+-- @treturn boolean
+function M.close(ctx, records, streams)
+  if not ctx.report then return true end
+  local ok, err = ctx.report.finish(records)
+  ctx.report = nil
+  if not ok then
+    streams.stderr:write("aliyun-iot: ", require("aliyun.iot.errors").printable(err), "\n")
+  end
+  return ok and true or false
+end
+
 return M
