@@ -116,8 +116,8 @@ describe("fleet apply killed at random moments", function()
       emu:fault{kind = "slow", action = kind, count = 1, delay = 1.5}
       os.remove(dir .. "/code")
       local start = #emu:requests() + 1
-      local pid = shell.capture(("(sh -c %s > run.out 2> run.err; echo $? > %s/code) > /dev/null 2>&1 & " ..
-        "sleep 0.05; pgrep -P $! -n || echo none"):format(q(env), q(dir))):match("%d+")
+      local pid = shell.capture(("(sh -c %s > %s/run.out 2> %s/run.err; echo $? > %s/code) > /dev/null 2>&1 & " ..
+        "sleep 0.05; pgrep -P $! -n || echo none"):format(q(env), q(dir), q(dir), q(dir))):match("%d+")
       local function done() return shell.read(dir .. "/code") ~= nil end
       if not pid or not still_for(0.2, done, k, start) then break end
       os.execute(("sleep %.3f"):format(math.random() * 0.3))
@@ -128,7 +128,7 @@ describe("fleet apply killed at random moments", function()
       still_for(1.7)
     end
     emu:clear_faults()
-    local code = shell.capture(("sh -c %s > last.out 2> last.err; echo $?"):format(q(env)))
+    local code = shell.capture(("sh -c %s > %s/last.out 2> %s/last.err; echo $?"):format(q(env), q(dir), q(dir)))
     assert.are.equal("0", code:match("%d+"), "seed " .. seed .. ": " .. tostring(shell.read(dir .. "/last.err")))
     local seen, kinds = {}, {}
     for i, r in ipairs(emu:requests()) do
