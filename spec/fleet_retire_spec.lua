@@ -102,6 +102,23 @@ describe("fleet retire", function()
     assert.are.same({"BatchQueryDeviceDetail"}, actions(emu, from))
   end)
 
+  it("refuses to delete a device made again under a name its undo file holds (another IotId)", function()
+    emu:set_online{ProductKey = PK, DeviceName = "old_0002"}
+    local undo = dir .. "/again.csv"
+    local _, err = c:retire{ProductKey = PK, Devices = {"old_0002"}, undo = undo, wait = 0}
+    assert.are.equal("DevicesOnline", err.code)
+    -- meanwhile the device is deleted and a new one made under its name
+    assert(c:call("DeleteDevice", {ProductKey = PK, DeviceName = "old_0002"}))
+    local again = assert(c:register_device{ProductKey = PK, DeviceName = "old_0002"})
+    local from = #emu:requests() + 1
+    _, err = c:retire{ProductKey = PK, Devices = {"old_0002"}, undo = undo, wait = 0, force = true}
+    assert.are.equal("InvalidParameter", err.code)
+    assert.matches("holds another device named old_0002", err.message)
+    assert.are.same({"BatchQueryDeviceDetail"}, actions(emu, from))
+    assert.is_nil(shell.read(undo):find(again.Data.DeviceSecret, 1, true))
+    assert.are.same({"keep_0001", "old_0001", "old_0002", "old_0003"}, emu:state().products[PK].names)
+  end)
+
   it("--dry-run lists what it would do, sending reads only; bad input is refused unsent", function()
     local code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --dry-run")
       :format(emu.endpoint, PK))

@@ -44,7 +44,8 @@ local function read_devices(port, pk, names, opts)
   return present, found
 end
 
--- The names an undo file holds (its header checked), or nil and the error.
+-- The devices an undo file holds, {[DeviceName] = IotId} (its header checked), or nil and
+-- the error.
 local function undo_names(path)
   local text, why = core.read_file(path, MAX_UNDO_BYTES)
   if not text then return nil, bad("undo", ("cannot read undo file %s: %s"):format(path, tostring(why))) end
@@ -54,8 +55,8 @@ local function undo_names(path)
       if line ~= M.HEADER then break end
       first = false
     else
-      local name = line:match("^[^,]*,([^,]*),")
-      if name then held[name] = true end
+      local name, iot_id = line:match("^[^,]*,([^,]*),[^,]*,([^,]*)$")
+      if name then held[name] = iot_id end
     end
   end
   if first then
@@ -67,7 +68,8 @@ end
 
 --- Writes the undo export (a new file, 0600, written and fsync'ed before any write is
 -- sent), or, when the file exists (a retire run again), checks that it holds every device
--- still to delete.
+-- still to delete, by IotId: a device made again under a deleted one's name since is not
+-- the one the export holds, and deleting it would lose its secret.
 -- @treturn ?table err `InvalidParameter` (the file exists without those devices) or
 --   `JournalError`-like `UndoError` (it cannot be written)
 function M.write_undo(path, pk, present, found)
@@ -83,6 +85,10 @@ function M.write_undo(path, pk, present, found)
       if not held[n] then
         return bad("undo", ("undo file %s exists and does not hold device %s: give the path " ..
           "of a new file (an undo export is never overwritten)"):format(path, n))
+      elseif held[n] ~= found[n].IotId then
+        return bad("undo", ("undo file %s holds another device named %s (IotId %s; the " ..
+          "device now has IotId %s: made again since): give the path of a new file")
+          :format(path, n, errors.printable(held[n]), errors.printable(tostring(found[n].IotId))))
       end
     end
     return nil
