@@ -34,7 +34,7 @@ local PLAN_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean
                    retire_unlisted = "boolean", deadline = "number"}
 local RETIRE_ARGS = {ProductKey = "string", Devices = "table", undo = "string", wait = "number",
                      force = "boolean", dry_run = "boolean", deadline = "number",
-                     on_report = "function"}
+                     on_report = "function", journal = "string"}
 local APPLY_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean",
                     journal = "string", deadline = "number", on_report = "function",
                     retire_unlisted = "boolean", undo = "string", wait = "number",
@@ -209,23 +209,30 @@ end
 --- Retires devices: the undo export written first (the devices with their secrets, mode
 -- 0600, a new file), then DisableThing, a wait until BatchGetDeviceState shows none of
 -- them `ONLINE`, then DeleteDevice, each paced to its QPS (docs/wire.md §4, §10; see
--- `aliyun.iot.fleet.retire`). Run again with the same `undo`, it goes on where it stopped.
+-- `aliyun.iot.fleet.retire`). Run again with the same `undo` (and `journal`), it goes on
+-- where it stopped; with `journal` (`aliyun.iot.fleet.retire_journal`) it repeats no
+-- DisableThing or DeleteDevice that was answered and settles one in flight by a read first.
 -- @tparam table args `ProductKey`, `Devices` (names, or `{DeviceName=}` records), `undo`
 --   (path of the undo export; required unless `dry_run`), `wait` [s, default 600: how
 --   long to wait for the devices to go offline], `force` (delete those still online when
 --   the wait ends), `dry_run` (read only: what would be retired), `deadline` [s],
---   `on_report(record, position)`
+--   `on_report(record, position)`, `journal` (path: a new file, or the journal of the
+--   same retire stopped before; not with `dry_run`)
 -- @treturn ?table `{Report = {{DeviceName=, change = "retire", outcome = "deleted" |
 --   "absent" | "planned", RequestId=}}, Retire = {names found}, Absent = {names},
 --   Online = {names online when the wait ended}, undo = path}`
 -- @treturn ?table err `InvalidParameter` (nothing sent, or the undo file exists without
---   the devices), `UndoError`, `DevicesOnline` (with `Online`; nothing deleted), a call's
+--   the devices, or the journal is another retire's or a finished one), `JournalError`,
+--   `TargetMismatch`, `UndoError`, `DevicesOnline` (with `Online`; nothing deleted), a call's
 --   error; each with `Report`
 -- @raise on misuse (not a table, an unknown argument, a wrong Lua type)
 local function retire(self, args)
   local bad_arg = check_args(args, 3, "retire", RETIRE_ARGS)
   if not bad_arg and args.undo == nil and not args.dry_run then
     bad_arg = bad("undo", "undo (the path of the undo export) is required")
+  end
+  if not bad_arg and args.journal and args.dry_run then
+    bad_arg = bad("journal", "a dry run keeps no journal")
   end
   if not bad_arg and args.wait ~= nil and not (args.wait >= 0 and args.wait < math.huge) then
     bad_arg = bad("wait", "wait must be a number of seconds, 0 or more")
@@ -236,7 +243,7 @@ local function retire(self, args)
   local port = port_m.new(self)
   local res
   res, err = retire_m.run(port, {ProductKey = args.ProductKey, names = names, undo = args.undo,
-    wait = args.wait or 600, force = args.force, dry_run = args.dry_run,
+    journal = args.journal, wait = args.wait or 600, force = args.force, dry_run = args.dry_run,
     t_end = args.deadline and port:clock() + args.deadline, on_report = args.on_report})
   if err then
     err.Report = res.Report
