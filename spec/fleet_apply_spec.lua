@@ -141,6 +141,17 @@ describe("fleet apply", function()
     assert.are.equal(0, assert(c:plan{ProductKey = PK, manifest = dir .. "/mixed.csv", prune_tags = true}).changes)
   end)
 
+  it("moves a device from 10 groups to 10 others (leaves before joins)", function()
+    local old, new = {}, {}
+    for i = 1, 10 do old[i], new[i] = "old_g" .. i, "new_g" .. i end
+    assert(c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", groups = old}}})
+    local res = assert(c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", groups = new}}})
+    assert.are.equal(20, #res.Report)
+    table.sort(new)
+    assert.are.same(new, details(emu, "lamp_0001").groups)
+    assert.are.equal(0, assert(c:plan{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", groups = new}}}).changes)
+  end)
+
   it("joins more than 200 devices to a group in calls of at most 200", function()
     local lines = {"DeviceName,groups"}
     for i = 1, 250 do lines[#lines + 1] = ("many_%04d,big_group"):format(i) end

@@ -25,7 +25,8 @@ function M.undo_path(opts)
   if opts.state then return opts.state .. ".undo.csv" end
   if opts.names_file == "-" then
     if opts.dry_run then return nil end
-    require("aliyun.iot.cli.args").usage_error("--names-file - needs --undo FILE (the undo export) or --state FILE")
+    require("aliyun.iot.cli.args").usage_error("--names-file - needs --undo FILE (the undo " ..
+      "export) or --state FILE")
   end
   return opts.names_file .. ".undo.csv"
 end

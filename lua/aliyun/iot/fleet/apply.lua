@@ -6,8 +6,9 @@
 -- `existing = "adopt"`, nicknames included), then the groups that do not exist
 -- (CreateDeviceGroup), nicknames of existing devices (BatchUpdateDeviceNickname, 50 a
 -- call), tags (SaveDeviceProp one device a call, DeleteDeviceProp one key a call), group
--- joins (BatchAddDeviceGroupRelations, 200 devices a call) and leaves
--- (BatchDeleteDeviceGroupRelations, 200 a call). The first failure stops the writes: the
+-- leaves (BatchDeleteDeviceGroupRelations, 200 devices a call) and joins
+-- (BatchAddDeviceGroupRelations, 200 a call): leaves first, so that a device moved from
+-- 10 groups to others never holds 11. The first failure stops the writes: the
 -- changes after it are reported `skipped`, and re-running apply plans them again from the
 -- state read back (every write but creation is idempotent, and CreateDeviceGroup is never
 -- re-sent blindly: a re-run finds the group or not).
@@ -240,8 +241,10 @@ function M.run(client, port, plan, opts)
   create_groups(ctx, plan)
   renames(ctx, plan)
   tags(ctx, plan)
-  relations(ctx, plan, "join", "join", "BatchAddDeviceGroupRelations")
+  -- leaves before joins: a device in 10 groups moved to others has room only then (a
+  -- join first is refused with ExceedTenGroupDeviceCount, and so would every re-run be)
   relations(ctx, plan, "leave", "leave", "BatchDeleteDeviceGroupRelations")
+  relations(ctx, plan, "join", "join", "BatchAddDeviceGroupRelations")
   ctx.result.Report = ctx.report
   return ctx.result, ctx.err
 end
