@@ -317,6 +317,14 @@ describe("fleet apply", function()
     assert.are.equal(2, code)
     assert.matches("go with %-%-retire%-unlisted", err)
     assert.are.equal("", out)
+    local from = #emu:requests() + 1
+    code, out, err = run_cli(("apply --endpoint %s --product-key %s --manifest fleet.csv --retire-unlisted " ..
+      "--state same.state --undo same.state"):format(emu.endpoint, PK))
+    assert.are.equal(2, code)
+    assert.matches("must be two files", err)
+    assert.are.equal("", out)
+    assert.is_nil(shell.read(dir .. "/same.state"))
+    assert.are.equal(from - 1, #emu:requests())
   end)
 
   it("adopts a device that appears between the plan and its creation, and names it", function()

@@ -92,7 +92,7 @@ describe("fleet apply killed at random moments", function()
     -- stands still), then run again for the next kind
     local order = {"BatchCheckDeviceNames", "BatchRegisterDeviceWithApplyId", "CreateDeviceGroup",
       "BatchUpdateDeviceNickname", "SaveDeviceProp", "DeleteDeviceProp",
-      "BatchAddDeviceGroupRelations", "BatchDeleteDeviceGroupRelations"}
+      "BatchDeleteDeviceGroupRelations", "BatchAddDeviceGroupRelations"}
     local rank = {}
     for i, a in ipairs(order) do rank[a] = i end
     -- true once the log stands still for `seconds` (or, with `k`, once it holds a request

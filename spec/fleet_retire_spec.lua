@@ -226,6 +226,13 @@ describe("fleet retire", function()
     assert.are.equal(2, code)
     assert.matches("is the retire of 4 other device", err)
     assert.are.equal("", out)
+    -- one path for the journal and the undo export is refused, nothing made
+    code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --state x.state " ..
+      "--undo x.state"):format(emu.endpoint, PK))
+    assert.are.equal(2, code)
+    assert.matches("must be two files", err)
+    assert.are.equal("", out)
+    assert.is_nil(shell.read(dir .. "/x.state"))
     assert.are.equal(from - 1, #emu:requests())
   end)
 end)

@@ -159,6 +159,8 @@ local function apply(self, args)
   local bad_arg = check_args(args, 3, "apply", APPLY_ARGS)
   if not bad_arg and args.retire_unlisted and args.undo == nil then
     bad_arg = bad("undo", "retire_unlisted needs undo (the path of the undo export)")
+  elseif not bad_arg and args.journal and args.journal == args.undo then
+    bad_arg = bad("undo", "the undo export and the journal must be two files")
   end
   if bad_arg then return nil, bad_arg end
   local manifest, err = manifest_m.load(args.manifest, 2)
@@ -233,6 +235,8 @@ local function retire(self, args)
   end
   if not bad_arg and args.journal and args.dry_run then
     bad_arg = bad("journal", "a dry run keeps no journal")
+  elseif not bad_arg and args.journal and args.journal == args.undo then
+    bad_arg = bad("undo", "the undo export and the journal must be two files")
   end
   if not bad_arg and args.wait ~= nil and not (args.wait >= 0 and args.wait < math.huge) then
     bad_arg = bad("wait", "wait must be a number of seconds, 0 or more")
