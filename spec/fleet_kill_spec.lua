@@ -18,7 +18,7 @@ local LUA = os.getenv("ALIYUN_IOT_LUA")
 local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
 local q = shell.quote
 
-local N_OLD, N_NEW = 60, 20
+local N_OLD, N_NEW = 40, 10
 
 -- The state before: devices with nicknames, tags and groups the manifest changes.
 local function before()
