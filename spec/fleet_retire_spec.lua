@@ -119,6 +119,24 @@ describe("fleet retire", function()
     assert.are.same({"keep_0001", "old_0001", "old_0002", "old_0003"}, emu:state().products[PK].names)
   end)
 
+  it("a BatchGetDeviceState answer leaving out a device asked for deletes nothing (InvalidResponse)", function()
+    emu:set_online{ProductKey = PK, DeviceName = "old_0001"}
+    local curl = iot.transports.curl
+    local lying = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint,
+      transport = function(req)
+        local res, err = curl(req)
+        if res and ((req.body or "") .. req.url):find("Action=BatchGetDeviceState", 1, true) then
+          -- the online device's status left out of the list
+          res.body = res.body:gsub('{[^{}]-"Status":"ONLINE"[^{}]-},?', "")
+        end
+        return res, err
+      end})
+    local _, err = lying:retire{ProductKey = PK, Devices = {"old_0001", "old_0002"}, undo = dir .. "/l.csv", wait = 0}
+    assert.are.equal("InvalidResponse", err.code)
+    assert.are.same({"keep_0001", "old_0001", "old_0002", "old_0003"}, emu:state().products[PK].names)
+    for _, a in ipairs(actions(emu)) do assert.are_not.equal("DeleteDevice", a) end
+  end)
+
   it("--dry-run lists what it would do, sending reads only; bad input is refused unsent", function()
     local code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --dry-run")
       :format(emu.endpoint, PK))

@@ -112,6 +112,32 @@ function M.write_undo(path, pk, present, found)
   end
 end
 
+-- One BatchGetDeviceState answer's ONLINE names appended to `out`; nil and the error when
+-- it is not one status for each device asked for: a device left out could be online, and
+-- deleting it would start the reconnect storm the wait is there to avoid.
+local function online_of(res, names, out)
+  local asked = {}
+  for _, n in ipairs(names) do asked[n] = true end
+  local sl = type(res.DeviceStatusList) == "table" and res.DeviceStatusList.DeviceStatus or {}
+  local n = validate.list_length(sl)
+  local ok = n == #names
+  for i = 1, ok and n or 0 do
+    local s = sl[i]
+    if type(s) ~= "table" or asked[s.DeviceName] ~= true or type(s.Status) ~= "string" then
+      ok = false
+      break
+    end
+    asked[s.DeviceName] = false
+    if s.Status == "ONLINE" then out[#out + 1] = s.DeviceName end
+  end
+  if not ok then
+    return nil, answer.invalid_response("BatchGetDeviceState: DeviceStatus is not one " ..
+      "status for each device asked for", {action = "BatchGetDeviceState",
+      request_id = answer.request_id(res.RequestId)})
+  end
+  return out
+end
+
 -- The names BatchGetDeviceState shows ONLINE, or nil and the error.
 local function online(port, pk, names, opts)
   local list, out = {}, {}
@@ -122,25 +148,9 @@ local function online(port, pk, names, opts)
   end
   local results, errs = port:invoke_many("BatchGetDeviceState", list, opts, CONCURRENCY)
   for i, params in ipairs(list) do
-    local res = results[i]
-    if not res then return nil, errs[i] end
-    local asked = {}
-    for _, n in ipairs(params.DeviceName) do asked[n] = true end
-    local sl = type(res.DeviceStatusList) == "table" and res.DeviceStatusList.DeviceStatus or {}
-    local n = validate.list_length(sl)
-    if not n or n > #params.DeviceName then
-      return nil, answer.invalid_response("BatchGetDeviceState: DeviceStatus is not a list of " ..
-        "at most the devices asked for", {action = "BatchGetDeviceState",
-        request_id = answer.request_id(res.RequestId)})
-    end
-    for _, s in ipairs(sl) do
-      if type(s) ~= "table" or not asked[s.DeviceName] or type(s.Status) ~= "string" then
-        return nil, answer.invalid_response("BatchGetDeviceState: a status is not one of the " ..
-          "devices asked for, or has no Status", {action = "BatchGetDeviceState",
-          request_id = answer.request_id(res.RequestId)})
-      end
-      if s.Status == "ONLINE" then out[#out + 1] = s.DeviceName end
-    end
+    if not results[i] then return nil, errs[i] end
+    local ok, err = online_of(results[i], params.DeviceName, out)
+    if not ok then return nil, err end
   end
   return out
 end
