@@ -309,9 +309,11 @@ describe("fleet apply", function()
     assert.matches("stray_0001", shell.read(dir .. "/fleet.csv.undo.csv"))
     assert.are.same({"lamp_0001", "lamp_0002", "lamp_0003", "stray_0001", "stray_0002"},
       emu:state().products[PK].names)
-    code, out, err = run_cli(cmd .. " --force")
+    -- with --state the undo export defaults to STATE.undo.csv
+    code, out, err = run_cli(cmd .. " --force --state ru.state")
     assert.are.equal(0, code, err)
     assert.matches("Apply: 2 deleted%.\n$", out)
+    assert.matches("stray_0002", shell.read(dir .. "/ru.state.undo.csv"))
     assert.are.same({"lamp_0001", "lamp_0002", "lamp_0003"}, emu:state().products[PK].names)
     code, out, err = run_cli(("apply --endpoint %s --product-key %s --manifest fleet.csv --force"):format(emu.endpoint, PK))
     assert.are.equal(2, code)

@@ -51,7 +51,7 @@ Commands:
         groups as plan prints; --state keeps a journal: after a stop, the
         same command finishes the job without repeating a write;
         --retire-unlisted retires the devices FILE does not list, as retire
-        does (undo export default FILE.undo.csv)
+        does (undo export default STATE.undo.csv, or FILE.undo.csv)
   retire --product-key PK --names-file FILE [--state FILE] [--undo FILE]
          [--wait S] [--force] [--dry-run] [--report FILE]
         delete the devices of FILE: an undo export with their secrets first
