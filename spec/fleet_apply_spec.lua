@@ -152,6 +152,20 @@ describe("fleet apply", function()
     assert.are.equal(0, assert(c:plan{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", groups = new}}}).changes)
   end)
 
+  it("replaces a device's 100 tags with --prune-tags (removes first); kept tags over the limit refused unwritten", function()
+    local a, b = {}, {}
+    for i = 1, 100 do a["k" .. i], b["j" .. i] = "v", "w" end
+    assert(c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", tags = a}}})
+    assert(c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", tags = b}}, prune_tags = true})
+    assert.are.same(b, details(emu, "lamp_0001").props)
+    -- without prune_tags the 100 kept and one more would break the limit: refused, no write
+    local from = #emu:requests() + 1
+    local _, err = c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", tags = {x = "1"}}}}
+    assert.are.equal("InvalidParameter", err.code)
+    assert.matches("would hold 101 tags", err.message)
+    assert.are.same({}, writes_since(emu, from))
+  end)
+
   it("joins more than 200 devices to a group in calls of at most 200", function()
     local lines = {"DeviceName,groups"}
     for i = 1, 250 do lines[#lines + 1] = ("many_%04d,big_group"):format(i) end

@@ -91,7 +91,7 @@ describe("fleet apply killed at random moments", function()
     -- after a call of that kind is answered or while it waits for the held one (the log
     -- stands still), then run again for the next kind
     local order = {"BatchCheckDeviceNames", "BatchRegisterDeviceWithApplyId", "CreateDeviceGroup",
-      "BatchUpdateDeviceNickname", "SaveDeviceProp", "DeleteDeviceProp",
+      "BatchUpdateDeviceNickname", "DeleteDeviceProp", "SaveDeviceProp",
       "BatchDeleteDeviceGroupRelations", "BatchAddDeviceGroupRelations"}
     local rank = {}
     for i, a in ipairs(order) do rank[a] = i end

@@ -64,6 +64,29 @@ local function check_args(args, level, what, allowed)
   end
 end
 
+-- A device's tags once the plan's are set next to those it keeps (the manifest does not
+-- list them, no prune_tags) must be within SaveDeviceProp's limits for the device, or
+-- every apply would be refused there: the InvalidParameter, or nil.
+local function kept_tags_problem(p, state)
+  for _, d in ipairs(p.Devices) do
+    if d.tags and d.tags.set and d.tags.kept then
+      local all, n = {}, 0
+      for k, v in pairs(state.devices[d.DeviceName].tags or {}) do all[k], n = v, n + 1 end
+      for k, v in pairs(d.tags.set) do
+        if all[k] == nil then n = n + 1 end
+        all[k] = v
+      end
+      local size = #manifest_m.tag_json(all)
+      if n > manifest_m.MAX_TAGS or size > manifest_m.MAX_TAG_BYTES then
+        return bad("manifest", ("device %s would hold %d tags, %d bytes of JSON (at most %d " ..
+          "and %d a device), %d of them kept though the manifest does not list them: " ..
+          "prune them (prune_tags, --prune-tags)"):format(d.DeviceName, n, size,
+          manifest_m.MAX_TAGS, manifest_m.MAX_TAG_BYTES, #d.tags.kept))
+      end
+    end
+  end
+end
+
 -- The plan of a loaded manifest (args as for plan).
 local function plan_of(self, manifest, args)
   local port = port_m.new(self)
@@ -74,6 +97,8 @@ local function plan_of(self, manifest, args)
   if not state then return nil, err end
   local p = diff.plan(manifest, state, {prune_tags = args.prune_tags,
                                         retire_unlisted = args.retire_unlisted})
+  err = kept_tags_problem(p, state)
+  if err then return nil, err end
   p.ProductKey, p.GroupIds = args.ProductKey, state.groups
   return p
 end

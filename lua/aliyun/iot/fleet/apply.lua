@@ -5,7 +5,7 @@
 -- Order: devices created first (the named path, `register_named_devices` with
 -- `existing = "adopt"`, nicknames included), then the groups that do not exist
 -- (CreateDeviceGroup), nicknames of existing devices (BatchUpdateDeviceNickname, 50 a
--- call), tags (SaveDeviceProp one device a call, DeleteDeviceProp one key a call), group
+-- call), tags (DeleteDeviceProp one key a call, then SaveDeviceProp one device a call), group
 -- leaves (BatchDeleteDeviceGroupRelations, 200 devices a call) and joins
 -- (BatchAddDeviceGroupRelations, 200 a call): leaves first, so that a device moved from
 -- 10 groups to others never holds 11. The first failure stops the writes: the
@@ -157,8 +157,9 @@ local function tags(ctx, plan)
         PropKey = k}, names = {d.DeviceName}, change = "tag_remove", target = k}
     end
   end
-  send_all(ctx, "SaveDeviceProp", sets)
+  -- removes before sets: a device whose 100 keys the manifest replaces has room only then
   send_all(ctx, "DeleteDeviceProp", removes)
+  send_all(ctx, "SaveDeviceProp", sets)
 end
 
 -- BatchAddDeviceGroupRelations answers its counts at the top level (§10): every device of
