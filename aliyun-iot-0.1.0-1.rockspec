@@ -130,6 +130,7 @@ build = {
     ["aliyun.iot.fleet"] = "lua/aliyun/iot/fleet.lua",
     ["aliyun.iot.fleet.apply"] = "lua/aliyun/iot/fleet/apply.lua",
     ["aliyun.iot.fleet.retire"] = "lua/aliyun/iot/fleet/retire.lua",
+    ["aliyun.iot.fleet.retire_journal"] = "lua/aliyun/iot/fleet/retire_journal.lua",
     ["aliyun.iot.fleet.diff"] = "lua/aliyun/iot/fleet/diff.lua",
     ["aliyun.iot.fleet.manifest"] = "lua/aliyun/iot/fleet/manifest.lua",
     ["aliyun.iot.fleet.state"] = "lua/aliyun/iot/fleet/state.lua",

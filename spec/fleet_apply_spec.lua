@@ -141,6 +141,31 @@ describe("fleet apply", function()
     assert.are.equal(0, assert(c:plan{ProductKey = PK, manifest = dir .. "/mixed.csv", prune_tags = true}).changes)
   end)
 
+  it("moves a device from 10 groups to 10 others (leaves before joins)", function()
+    local old, new = {}, {}
+    for i = 1, 10 do old[i], new[i] = "old_g" .. i, "new_g" .. i end
+    assert(c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", groups = old}}})
+    local res = assert(c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", groups = new}}})
+    assert.are.equal(20, #res.Report)
+    table.sort(new)
+    assert.are.same(new, details(emu, "lamp_0001").groups)
+    assert.are.equal(0, assert(c:plan{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", groups = new}}}).changes)
+  end)
+
+  it("replaces a device's 100 tags with --prune-tags (removes first); kept tags over the limit refused unwritten", function()
+    local a, b = {}, {}
+    for i = 1, 100 do a["k" .. i], b["j" .. i] = "v", "w" end
+    assert(c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", tags = a}}})
+    assert(c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", tags = b}}, prune_tags = true})
+    assert.are.same(b, details(emu, "lamp_0001").props)
+    -- without prune_tags the 100 kept and one more would break the limit: refused, no write
+    local from = #emu:requests() + 1
+    local _, err = c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", tags = {x = "1"}}}}
+    assert.are.equal("InvalidParameter", err.code)
+    assert.matches("would hold 101 tags", err.message)
+    assert.are.same({}, writes_since(emu, from))
+  end)
+
   it("joins more than 200 devices to a group in calls of at most 200", function()
     local lines = {"DeviceName,groups"}
     for i = 1, 250 do lines[#lines + 1] = ("many_%04d,big_group"):format(i) end
@@ -298,14 +323,24 @@ describe("fleet apply", function()
     assert.matches("stray_0001", shell.read(dir .. "/fleet.csv.undo.csv"))
     assert.are.same({"lamp_0001", "lamp_0002", "lamp_0003", "stray_0001", "stray_0002"},
       emu:state().products[PK].names)
-    code, out, err = run_cli(cmd .. " --force")
+    -- with --state the undo export defaults to STATE.undo.csv
+    code, out, err = run_cli(cmd .. " --force --state ru.state")
     assert.are.equal(0, code, err)
     assert.matches("Apply: 2 deleted%.\n$", out)
+    assert.matches("stray_0002", shell.read(dir .. "/ru.state.undo.csv"))
     assert.are.same({"lamp_0001", "lamp_0002", "lamp_0003"}, emu:state().products[PK].names)
     code, out, err = run_cli(("apply --endpoint %s --product-key %s --manifest fleet.csv --force"):format(emu.endpoint, PK))
     assert.are.equal(2, code)
     assert.matches("go with %-%-retire%-unlisted", err)
     assert.are.equal("", out)
+    local from = #emu:requests() + 1
+    code, out, err = run_cli(("apply --endpoint %s --product-key %s --manifest fleet.csv --retire-unlisted " ..
+      "--state same.state --undo same.state"):format(emu.endpoint, PK))
+    assert.are.equal(2, code)
+    assert.matches("must be two files", err)
+    assert.are.equal("", out)
+    assert.is_nil(shell.read(dir .. "/same.state"))
+    assert.are.equal(from - 1, #emu:requests())
   end)
 
   it("adopts a device that appears between the plan and its creation, and names it", function()

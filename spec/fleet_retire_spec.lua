@@ -102,6 +102,41 @@ describe("fleet retire", function()
     assert.are.same({"BatchQueryDeviceDetail"}, actions(emu, from))
   end)
 
+  it("refuses to delete a device made again under a name its undo file holds (another IotId)", function()
+    emu:set_online{ProductKey = PK, DeviceName = "old_0002"}
+    local undo = dir .. "/again.csv"
+    local _, err = c:retire{ProductKey = PK, Devices = {"old_0002"}, undo = undo, wait = 0}
+    assert.are.equal("DevicesOnline", err.code)
+    -- meanwhile the device is deleted and a new one made under its name
+    assert(c:call("DeleteDevice", {ProductKey = PK, DeviceName = "old_0002"}))
+    local again = assert(c:register_device{ProductKey = PK, DeviceName = "old_0002"})
+    local from = #emu:requests() + 1
+    _, err = c:retire{ProductKey = PK, Devices = {"old_0002"}, undo = undo, wait = 0, force = true}
+    assert.are.equal("InvalidParameter", err.code)
+    assert.matches("holds another device named old_0002", err.message)
+    assert.are.same({"BatchQueryDeviceDetail"}, actions(emu, from))
+    assert.is_nil(shell.read(undo):find(again.Data.DeviceSecret, 1, true))
+    assert.are.same({"keep_0001", "old_0001", "old_0002", "old_0003"}, emu:state().products[PK].names)
+  end)
+
+  it("a BatchGetDeviceState answer leaving out a device asked for deletes nothing (InvalidResponse)", function()
+    emu:set_online{ProductKey = PK, DeviceName = "old_0001"}
+    local curl = iot.transports.curl
+    local lying = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint,
+      transport = function(req)
+        local res, err = curl(req)
+        if res and ((req.body or "") .. req.url):find("Action=BatchGetDeviceState", 1, true) then
+          -- the online device's status left out of the list
+          res.body = res.body:gsub('{[^{}]-"Status":"ONLINE"[^{}]-},?', "")
+        end
+        return res, err
+      end})
+    local _, err = lying:retire{ProductKey = PK, Devices = {"old_0001", "old_0002"}, undo = dir .. "/l.csv", wait = 0}
+    assert.are.equal("InvalidResponse", err.code)
+    assert.are.same({"keep_0001", "old_0001", "old_0002", "old_0003"}, emu:state().products[PK].names)
+    for _, a in ipairs(actions(emu)) do assert.are_not.equal("DeleteDevice", a) end
+  end)
+
   it("--dry-run lists what it would do, sending reads only; bad input is refused unsent", function()
     local code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --dry-run")
       :format(emu.endpoint, PK))
@@ -147,5 +182,75 @@ describe("fleet retire", function()
     assert.matches("Retire: 3 deleted, 1 absent", out)
     assert.are.equal(undo, shell.read(dir .. "/kept.csv"))
     assert.are.same({"keep_0001"}, emu:state().products[PK].names)
+  end)
+
+  it("--state: a retire killed while it waits, then while DeleteDevice is in flight, repeats no answered write", function()
+    emu:set_online{ProductKey = PK, DeviceName = "old_0003"}
+    local cmd = ("retire --endpoint %s --product-key %s --names-file names.txt --state r.state")
+      :format(emu.endpoint, PK)
+    local function start()
+      return shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > kill.out 2> kill.err & echo $!")
+        :format(q(dir), q(dir), LUA, q(BIN), cmd)):match("%d+")
+    end
+    local function count(action, fault)
+      local n = 0
+      for _, r in ipairs(emu:requests()) do
+        if r.action == action and (not fault or r.fault == fault) then n = n + 1 end
+      end
+      return n
+    end
+    local function until_(cond)
+      local t0 = os.time()
+      while not cond() and os.time() - t0 < 30 do os.execute("sleep 0.05") end
+      assert.is_true(cond(), shell.read(dir .. "/kill.err"))
+    end
+    -- killed while it waits for old_0003 (the DisableThings answered)
+    local pid = start()
+    until_(function() return count("BatchGetDeviceState") > 0 end)
+    assert(os.execute("kill -9 " .. pid))
+    assert.are.equal(3, count("DisableThing"))
+    assert.matches("^%-rw%-%-%-%-%-%-%-", shell.capture("ls -l " .. q(dir .. "/r.state")))
+    local undo = shell.read(dir .. "/r.state.undo.csv")
+    assert.matches("old_0003", undo)
+    -- run again, killed while a DeleteDevice is held by the emulator (its answer lost)
+    emu:set_online{ProductKey = PK, DeviceName = "old_0003", online = false}
+    emu:fault{kind = "slow", action = "DeleteDevice", count = 1, delay = 1.5}
+    local from = #emu:requests() + 1
+    pid = start()
+    until_(function() return count("DeleteDevice") >= 2 end)
+    assert(os.execute("kill -9 " .. pid))
+    until_(function() return count("DeleteDevice", "slow") == 1 end)
+    assert.are.equal(3, count("DisableThing")) -- answered before: not sent again
+    assert.are.equal("BatchQueryDeviceDetail", actions(emu, from)[1])
+    -- the third run settles the lost answers by a read and sends no write
+    from = #emu:requests() + 1
+    local code, out, err = run_cli(cmd .. " --report r.jsonl")
+    assert.are.equal(0, code, err)
+    assert.are.same({"BatchQueryDeviceDetail"}, actions(emu, from))
+    assert.matches("Retire: 3 deleted, 1 absent%.\n$", out)
+    assert.matches('"DeviceName":"old_0002","change":"retire","outcome":"deleted"', shell.read(dir .. "/r.jsonl"))
+    assert.are.equal(3, count("DeleteDevice"))
+    assert.are.equal(undo, shell.read(dir .. "/r.state.undo.csv"))
+    assert.are.same({"keep_0001"}, emu:state().products[PK].names)
+    -- a finished retire's journal, or one of other devices, is refused with nothing sent
+    from = #emu:requests() + 1
+    code, out, err = run_cli(cmd)
+    assert.are.equal(2, code)
+    assert.are.equal("", out)
+    assert.matches("holds a finished retire", err)
+    shell.write(dir .. "/other.txt", "old_0001\n")
+    code, out, err = run_cli((cmd:gsub("names%.txt", "other.txt")))
+    assert.are.equal(2, code)
+    assert.matches("is the retire of 4 other device", err)
+    assert.are.equal("", out)
+    -- one path for the journal and the undo export is refused, nothing made
+    code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --state x.state " ..
+      "--undo x.state"):format(emu.endpoint, PK))
+    assert.are.equal(2, code)
+    assert.matches("must be two files", err)
+    assert.are.equal("", out)
+    assert.is_nil(shell.read(dir .. "/x.state"))
+    assert.are.equal(from - 1, #emu:requests())
   end)
 end)

@@ -34,7 +34,7 @@ local PLAN_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean
                    retire_unlisted = "boolean", deadline = "number"}
 local RETIRE_ARGS = {ProductKey = "string", Devices = "table", undo = "string", wait = "number",
                      force = "boolean", dry_run = "boolean", deadline = "number",
-                     on_report = "function"}
+                     on_report = "function", journal = "string"}
 local APPLY_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean",
                     journal = "string", deadline = "number", on_report = "function",
                     retire_unlisted = "boolean", undo = "string", wait = "number",
@@ -64,6 +64,29 @@ local function check_args(args, level, what, allowed)
   end
 end
 
+-- A device's tags once the plan's are set next to those it keeps (the manifest does not
+-- list them, no prune_tags) must be within SaveDeviceProp's limits for the device, or
+-- every apply would be refused there: the InvalidParameter, or nil.
+local function kept_tags_problem(p, state)
+  for _, d in ipairs(p.Devices) do
+    if d.tags and d.tags.set and d.tags.kept then
+      local all, n = {}, 0
+      for k, v in pairs(state.devices[d.DeviceName].tags or {}) do all[k], n = v, n + 1 end
+      for k, v in pairs(d.tags.set) do
+        if all[k] == nil then n = n + 1 end
+        all[k] = v
+      end
+      local size = #manifest_m.tag_json(all)
+      if n > manifest_m.MAX_TAGS or size > manifest_m.MAX_TAG_BYTES then
+        return bad("manifest", ("device %s would hold %d tags, %d bytes of JSON (at most %d " ..
+          "and %d a device), %d of them kept though the manifest does not list them: " ..
+          "prune them (prune_tags, --prune-tags)"):format(d.DeviceName, n, size,
+          manifest_m.MAX_TAGS, manifest_m.MAX_TAG_BYTES, #d.tags.kept))
+      end
+    end
+  end
+end
+
 -- The plan of a loaded manifest (args as for plan).
 local function plan_of(self, manifest, args)
   local port = port_m.new(self)
@@ -74,6 +97,8 @@ local function plan_of(self, manifest, args)
   if not state then return nil, err end
   local p = diff.plan(manifest, state, {prune_tags = args.prune_tags,
                                         retire_unlisted = args.retire_unlisted})
+  err = kept_tags_problem(p, state)
+  if err then return nil, err end
   p.ProductKey, p.GroupIds = args.ProductKey, state.groups
   return p
 end
@@ -159,6 +184,8 @@ local function apply(self, args)
   local bad_arg = check_args(args, 3, "apply", APPLY_ARGS)
   if not bad_arg and args.retire_unlisted and args.undo == nil then
     bad_arg = bad("undo", "retire_unlisted needs undo (the path of the undo export)")
+  elseif not bad_arg and args.journal and args.journal == args.undo then
+    bad_arg = bad("undo", "the undo export and the journal must be two files")
   end
   if bad_arg then return nil, bad_arg end
   local manifest, err = manifest_m.load(args.manifest, 2)
@@ -209,23 +236,32 @@ end
 --- Retires devices: the undo export written first (the devices with their secrets, mode
 -- 0600, a new file), then DisableThing, a wait until BatchGetDeviceState shows none of
 -- them `ONLINE`, then DeleteDevice, each paced to its QPS (docs/wire.md §4, §10; see
--- `aliyun.iot.fleet.retire`). Run again with the same `undo`, it goes on where it stopped.
+-- `aliyun.iot.fleet.retire`). Run again with the same `undo` (and `journal`), it goes on
+-- where it stopped; with `journal` (`aliyun.iot.fleet.retire_journal`) it repeats no
+-- DisableThing or DeleteDevice that was answered and settles one in flight by a read first.
 -- @tparam table args `ProductKey`, `Devices` (names, or `{DeviceName=}` records), `undo`
 --   (path of the undo export; required unless `dry_run`), `wait` [s, default 600: how
 --   long to wait for the devices to go offline], `force` (delete those still online when
 --   the wait ends), `dry_run` (read only: what would be retired), `deadline` [s],
---   `on_report(record, position)`
+--   `on_report(record, position)`, `journal` (path: a new file, or the journal of the
+--   same retire stopped before; not with `dry_run`)
 -- @treturn ?table `{Report = {{DeviceName=, change = "retire", outcome = "deleted" |
 --   "absent" | "planned", RequestId=}}, Retire = {names found}, Absent = {names},
 --   Online = {names online when the wait ended}, undo = path}`
 -- @treturn ?table err `InvalidParameter` (nothing sent, or the undo file exists without
---   the devices), `UndoError`, `DevicesOnline` (with `Online`; nothing deleted), a call's
+--   the devices, or the journal is another retire's or a finished one), `JournalError`,
+--   `TargetMismatch`, `UndoError`, `DevicesOnline` (with `Online`; nothing deleted), a call's
 --   error; each with `Report`
 -- @raise on misuse (not a table, an unknown argument, a wrong Lua type)
 local function retire(self, args)
   local bad_arg = check_args(args, 3, "retire", RETIRE_ARGS)
   if not bad_arg and args.undo == nil and not args.dry_run then
     bad_arg = bad("undo", "undo (the path of the undo export) is required")
+  end
+  if not bad_arg and args.journal and args.dry_run then
+    bad_arg = bad("journal", "a dry run keeps no journal")
+  elseif not bad_arg and args.journal and args.journal == args.undo then
+    bad_arg = bad("undo", "the undo export and the journal must be two files")
   end
   if not bad_arg and args.wait ~= nil and not (args.wait >= 0 and args.wait < math.huge) then
     bad_arg = bad("wait", "wait must be a number of seconds, 0 or more")
@@ -236,7 +272,7 @@ local function retire(self, args)
   local port = port_m.new(self)
   local res
   res, err = retire_m.run(port, {ProductKey = args.ProductKey, names = names, undo = args.undo,
-    wait = args.wait or 600, force = args.force, dry_run = args.dry_run,
+    journal = args.journal, wait = args.wait or 600, force = args.force, dry_run = args.dry_run,
     t_end = args.deadline and port:clock() + args.deadline, on_report = args.on_report})
   if err then
     err.Report = res.Report

@@ -44,7 +44,9 @@ function M.run(opts, streams, ui, ctx)
   end
   ui.note("applying " .. printable(opts.manifest) .. " to product " .. printable(opts.product_key))
   local res
-  local undo = opts.retire_unlisted and (opts.undo or opts.manifest .. ".undo.csv") or nil
+  -- the undo export's default: beside the journal (issue 15), else beside the manifest
+  local undo = opts.retire_unlisted and (opts.undo or (opts.state or opts.manifest) .. ".undo.csv")
+    or nil
   res, err = client:apply{ProductKey = opts.product_key, manifest = opts.manifest,
     prune_tags = opts.prune_tags or nil, journal = opts.state, deadline = opts.deadline,
     on_report = ctx.report and ctx.report.add, retire_unlisted = opts.retire_unlisted or nil,

@@ -51,13 +51,14 @@ Commands:
         groups as plan prints; --state keeps a journal: after a stop, the
         same command finishes the job without repeating a write;
         --retire-unlisted retires the devices FILE does not list, as retire
-        does (undo export default FILE.undo.csv)
-  retire --product-key PK --names-file FILE [--undo FILE] [--wait S] [--force]
-         [--dry-run] [--report FILE]
+        does (undo export default STATE.undo.csv, or FILE.undo.csv)
+  retire --product-key PK --names-file FILE [--state FILE] [--undo FILE]
+         [--wait S] [--force] [--dry-run] [--report FILE]
         delete the devices of FILE: an undo export with their secrets first
-        (default FILE.undo.csv, never overwritten), then DisableThing, a wait
-        until none is online (600 s; --force deletes the online ones), then
-        DeleteDevice; run again with the same --undo to finish
+        (default STATE.undo.csv, or FILE.undo.csv without --state; never
+        overwritten), then DisableThing, a wait until none is online (600 s;
+        --force deletes the online ones), then DeleteDevice; run the same
+        command again (same --state, --undo) to finish
   call ACTION [Key=Value ...]
         call any IoT action and print the result as JSON; lists as
         Name.1=a Name.2=b, lists of records as Name.1.Field=x
@@ -159,7 +160,7 @@ local OPTIONS = {
   ["service-names"] = {commands = {register = true}},
   ["adopt-apply-id"] = {value = true, many = true, commands = {resume = true}},
   ["accept-ambiguous"] = {commands = {resume = true}},
-  state = {value = true, commands = {register = true, resume = true, apply = true}},
+  state = {value = true, commands = {register = true, resume = true, apply = true, retire = true}},
   ["apply-timeout"] = {value = true, commands = {register = true, resume = true}},
   ["apply-id"] = {value = true, commands = {status = true, devices = true}},
 }
@@ -355,6 +356,9 @@ function M.check(opts)
     opts.apply_id = positive_integer(opts, "apply-id")
   elseif cmd == "retire" or cmd == "apply" then
     require_opts(opts, "product-key", cmd == "retire" and "names-file" or "manifest")
+    if cmd == "retire" and opts.state and opts.dry_run then
+      usage_error("--dry-run keeps no journal: leave --state out")
+    end
     if cmd == "apply" and not opts.retire_unlisted and (opts.undo or opts.wait or opts.force) then
       usage_error("--undo, --wait and --force go with --retire-unlisted")
     end

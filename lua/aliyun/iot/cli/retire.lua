@@ -1,9 +1,10 @@
 --- `aliyun-iot retire`: deletes the devices of a names file (`client:retire`): the undo
--- export first (`--undo FILE`, default `NAMES-FILE.undo.csv`: their secrets, mode 0600, a
--- new file), then DisableThing, a wait until none is ONLINE (`--wait S`, default 600;
--- `--force` deletes those still online when it ends), then DeleteDevice. `--dry-run` lists
--- what it would do, sending reads only. Run again with the same undo file, it goes on
--- where it stopped.
+-- export first (`--undo FILE`, default `STATE.undo.csv`, or `NAMES-FILE.undo.csv` without
+-- `--state`: their secrets, mode 0600, a new file), then DisableThing, a wait until none is
+-- ONLINE (`--wait S`, default 600; `--force` deletes those still online when it ends), then
+-- DeleteDevice. `--dry-run` lists what it would do, sending reads only. `--state FILE` keeps
+-- the retire's journal (`aliyun.iot.fleet.retire_journal`). Run again with the same
+-- `--state` and undo file, it goes on where it stopped, repeating no answered write.
 -- @module aliyun.iot.cli.retire
 
 local commands = require "aliyun.iot.cli.commands"
@@ -15,14 +16,17 @@ local printable = require("aliyun.iot.errors").printable
 
 local M = {}
 
---- The undo export's path: `--undo`, or beside the names file.
+--- The undo export's path: `--undo`, or beside the journal (`--state`), or beside the
+-- names file.
 -- @tparam table opts the checked options
 -- @treturn ?string nil for a dry run of stdin's names
 function M.undo_path(opts)
   if opts.undo then return opts.undo end
+  if opts.state then return opts.state .. ".undo.csv" end
   if opts.names_file == "-" then
     if opts.dry_run then return nil end
-    require("aliyun.iot.cli.args").usage_error("--names-file - needs --undo FILE (the undo export)")
+    require("aliyun.iot.cli.args").usage_error("--names-file - needs --undo FILE (the undo " ..
+      "export) or --state FILE")
   end
   return opts.names_file .. ".undo.csv"
 end
@@ -48,6 +52,7 @@ function M.run(opts, streams, ui, ctx)
   if undo and not opts.dry_run then ui.note("undo export (the devices' secrets): " .. printable(undo)) end
   local res
   res, err = client:retire{ProductKey = opts.product_key, Devices = devices, undo = undo,
+    journal = opts.state,
     wait = opts.wait, force = opts.force or nil, dry_run = opts.dry_run or nil,
     deadline = opts.deadline, on_report = ctx.report and ctx.report.add}
   ui.done()

@@ -5,9 +5,10 @@
 -- Order: devices created first (the named path, `register_named_devices` with
 -- `existing = "adopt"`, nicknames included), then the groups that do not exist
 -- (CreateDeviceGroup), nicknames of existing devices (BatchUpdateDeviceNickname, 50 a
--- call), tags (SaveDeviceProp one device a call, DeleteDeviceProp one key a call), group
--- joins (BatchAddDeviceGroupRelations, 200 devices a call) and leaves
--- (BatchDeleteDeviceGroupRelations, 200 a call). The first failure stops the writes: the
+-- call), tags (DeleteDeviceProp one key a call, then SaveDeviceProp one device a call), group
+-- leaves (BatchDeleteDeviceGroupRelations, 200 devices a call) and joins
+-- (BatchAddDeviceGroupRelations, 200 a call): leaves first, so that a device moved from
+-- 10 groups to others never holds 11. The first failure stops the writes: the
 -- changes after it are reported `skipped`, and re-running apply plans them again from the
 -- state read back (every write but creation is idempotent, and CreateDeviceGroup is never
 -- re-sent blindly: a re-run finds the group or not).
@@ -156,8 +157,9 @@ local function tags(ctx, plan)
         PropKey = k}, names = {d.DeviceName}, change = "tag_remove", target = k}
     end
   end
-  send_all(ctx, "SaveDeviceProp", sets)
+  -- removes before sets: a device whose 100 keys the manifest replaces has room only then
   send_all(ctx, "DeleteDeviceProp", removes)
+  send_all(ctx, "SaveDeviceProp", sets)
 end
 
 -- BatchAddDeviceGroupRelations answers its counts at the top level (§10): every device of
@@ -240,8 +242,10 @@ function M.run(client, port, plan, opts)
   create_groups(ctx, plan)
   renames(ctx, plan)
   tags(ctx, plan)
-  relations(ctx, plan, "join", "join", "BatchAddDeviceGroupRelations")
+  -- leaves before joins: a device in 10 groups moved to others has room only then (a
+  -- join first is refused with ExceedTenGroupDeviceCount, and so would every re-run be)
   relations(ctx, plan, "leave", "leave", "BatchDeleteDeviceGroupRelations")
+  relations(ctx, plan, "join", "join", "BatchAddDeviceGroupRelations")
   ctx.result.Report = ctx.report
   return ctx.result, ctx.err
 end

@@ -9,6 +9,10 @@
 -- names again with the same undo file finds the devices already deleted absent (they are
 -- reported `absent`), checks that the undo file holds every device still to delete, and
 -- goes on from there; DisableThing and DeleteDevice leave the same state when repeated.
+-- With a journal (`aliyun.iot.fleet.retire_journal`), the run again is held to the same
+-- devices, undo file and target; it sends no DisableThing or DeleteDevice that was
+-- answered, and a DeleteDevice whose answer was lost is settled by the first read (the
+-- device gone: deleted, reported so; still there: sent again).
 -- @module aliyun.iot.fleet.retire
 
 local answer = require "aliyun.iot.batch.answer"
@@ -16,6 +20,8 @@ local detail = require "aliyun.iot.batch.detail"
 local errors = require "aliyun.iot.errors"
 local validate = require "aliyun.iot.validate"
 local core = require "aliyun.iot.core"
+local rjournal = require "aliyun.iot.fleet.retire_journal"
+local target = require "aliyun.iot.batch.target"
 
 local M = {}
 
@@ -44,7 +50,8 @@ local function read_devices(port, pk, names, opts)
   return present, found
 end
 
--- The names an undo file holds (its header checked), or nil and the error.
+-- The devices an undo file holds, {[DeviceName] = IotId} (its header checked), or nil and
+-- the error.
 local function undo_names(path)
   local text, why = core.read_file(path, MAX_UNDO_BYTES)
   if not text then return nil, bad("undo", ("cannot read undo file %s: %s"):format(path, tostring(why))) end
@@ -54,8 +61,8 @@ local function undo_names(path)
       if line ~= M.HEADER then break end
       first = false
     else
-      local name = line:match("^[^,]*,([^,]*),")
-      if name then held[name] = true end
+      local name, iot_id = line:match("^[^,]*,([^,]*),[^,]*,([^,]*)$")
+      if name then held[name] = iot_id end
     end
   end
   if first then
@@ -67,7 +74,8 @@ end
 
 --- Writes the undo export (a new file, 0600, written and fsync'ed before any write is
 -- sent), or, when the file exists (a retire run again), checks that it holds every device
--- still to delete.
+-- still to delete, by IotId: a device made again under a deleted one's name since is not
+-- the one the export holds, and deleting it would lose its secret.
 -- @treturn ?table err `InvalidParameter` (the file exists without those devices) or
 --   `JournalError`-like `UndoError` (it cannot be written)
 function M.write_undo(path, pk, present, found)
@@ -83,6 +91,10 @@ function M.write_undo(path, pk, present, found)
       if not held[n] then
         return bad("undo", ("undo file %s exists and does not hold device %s: give the path " ..
           "of a new file (an undo export is never overwritten)"):format(path, n))
+      elseif held[n] ~= found[n].IotId then
+        return bad("undo", ("undo file %s holds another device named %s (IotId %s; the " ..
+          "device now has IotId %s: made again since): give the path of a new file")
+          :format(path, n, errors.printable(held[n]), errors.printable(tostring(found[n].IotId))))
       end
     end
     return nil
@@ -100,6 +112,32 @@ function M.write_undo(path, pk, present, found)
   end
 end
 
+-- One BatchGetDeviceState answer's ONLINE names appended to `out`; nil and the error when
+-- it is not one status for each device asked for: a device left out could be online, and
+-- deleting it would start the reconnect storm the wait is there to avoid.
+local function online_of(res, names, out)
+  local asked = {}
+  for _, n in ipairs(names) do asked[n] = true end
+  local sl = type(res.DeviceStatusList) == "table" and res.DeviceStatusList.DeviceStatus or {}
+  local n = validate.list_length(sl)
+  local ok = n == #names
+  for i = 1, ok and n or 0 do
+    local s = sl[i]
+    if type(s) ~= "table" or asked[s.DeviceName] ~= true or type(s.Status) ~= "string" then
+      ok = false
+      break
+    end
+    asked[s.DeviceName] = false
+    if s.Status == "ONLINE" then out[#out + 1] = s.DeviceName end
+  end
+  if not ok then
+    return nil, answer.invalid_response("BatchGetDeviceState: DeviceStatus is not one " ..
+      "status for each device asked for", {action = "BatchGetDeviceState",
+      request_id = answer.request_id(res.RequestId)})
+  end
+  return out
+end
+
 -- The names BatchGetDeviceState shows ONLINE, or nil and the error.
 local function online(port, pk, names, opts)
   local list, out = {}, {}
@@ -110,25 +148,9 @@ local function online(port, pk, names, opts)
   end
   local results, errs = port:invoke_many("BatchGetDeviceState", list, opts, CONCURRENCY)
   for i, params in ipairs(list) do
-    local res = results[i]
-    if not res then return nil, errs[i] end
-    local asked = {}
-    for _, n in ipairs(params.DeviceName) do asked[n] = true end
-    local sl = type(res.DeviceStatusList) == "table" and res.DeviceStatusList.DeviceStatus or {}
-    local n = validate.list_length(sl)
-    if not n or n > #params.DeviceName then
-      return nil, answer.invalid_response("BatchGetDeviceState: DeviceStatus is not a list of " ..
-        "at most the devices asked for", {action = "BatchGetDeviceState",
-        request_id = answer.request_id(res.RequestId)})
-    end
-    for _, s in ipairs(sl) do
-      if type(s) ~= "table" or not asked[s.DeviceName] or type(s.Status) ~= "string" then
-        return nil, answer.invalid_response("BatchGetDeviceState: a status is not one of the " ..
-          "devices asked for, or has no Status", {action = "BatchGetDeviceState",
-          request_id = answer.request_id(res.RequestId)})
-      end
-      if s.Status == "ONLINE" then out[#out + 1] = s.DeviceName end
-    end
+    if not results[i] then return nil, errs[i] end
+    local ok, err = online_of(results[i], params.DeviceName, out)
+    if not ok then return nil, err end
   end
   return out
 end
@@ -150,35 +172,126 @@ function M.wait_offline(port, pk, names, wait, opts)
   end
 end
 
--- Sends one action for each name (ProductKey + DeviceName), paced; calls on_each(name,
--- res, err) in order.
-local function each_device(port, pk, action, names, opts, on_each)
-  for first = 1, #names, 1000 do
-    local list, part = {}, {}
-    for i = first, math.min(first + 999, #names) do
-      part[#part + 1], list[#list + 1] = names[i], {ProductKey = pk, DeviceName = names[i]}
-    end
-    local results, errs = port:invoke_many(action, list, opts, CONCURRENCY)
-    for i, n in ipairs(part) do on_each(n, results[i], errs[i]) end
-  end
-end
-
 -- A device already gone counts as deleted (a repeat of a delete whose answer was lost).
 local function gone(err)
   return err and err.code == "iot.device.NotExistedDevice"
 end
 
---- Retires devices (see the module).
--- @tparam table port `aliyun.iot.batch.port`
--- @tparam table a `ProductKey`, `names` (checked DeviceNames), `undo` (path), `wait` [s],
---   `force`, `dry_run`, `t_end` (absolute deadline or nil), `on_report(rec, position)`
--- @treturn table result `{Report = {{DeviceName=, change = "retire", outcome = "deleted" |
---   "absent" | "failed" | "skipped" | "planned", code=, message=, RequestId=}}, Retire =
---   {names found}, Absent = {names not found}, Online = {names online at the end of the
---   wait}, undo = path}`
--- @treturn ?table err the first failure (`DevicesOnline` with `Online` when devices stayed
---   online past `wait` without `force`; nothing deleted then)
-function M.run(port, a)
+-- Sends one action for each name (ProductKey + DeviceName), paced; calls on_each(name,
+-- res, err) in order. With a journal, each chunk is recorded `send` before it goes and
+-- its answered devices `answered` after; returns the journal's error, if any.
+local function each_device(port, pk, action, names, opts, on_each, j)
+  for first = 1, #names, 1000 do
+    local list, part = {}, {}
+    for i = first, math.min(first + 999, #names) do
+      part[#part + 1], list[#list + 1] = names[i], {ProductKey = pk, DeviceName = names[i]}
+    end
+    if j then
+      local ok, jerr = j:append{event = "send", action = action, Names = part}
+      if not ok then return jerr end
+    end
+    local results, errs = port:invoke_many(action, list, opts, CONCURRENCY)
+    local answered = {}
+    for i, n in ipairs(part) do
+      if results[i] or gone(errs[i]) then answered[#answered + 1] = n end
+      on_each(n, results[i], errs[i])
+    end
+    if j and #answered > 0 then
+      local ok, jerr = j:append{event = "answered", action = action, Names = answered}
+      if not ok then return jerr end
+    end
+  end
+end
+
+-- The retire's journal (`a.journal`): created (nothing sent yet), or opened and held to
+-- this retire's devices, undo file and target. Returns the journal (nil without one) and
+-- what it holds (`retire_journal.summary`), or nil, nil and the error.
+local function open_journal(port, a)
+  if not a.journal then return nil, rjournal.summary({}) end
+  if core.file_kind(a.journal) == "none" then
+    local job = target.record(port)
+    job.ProductKey, job.Names, job.undo = a.ProductKey, a.names, a.undo
+    local j, err = rjournal.create(a.journal, job)
+    if not j then return nil, nil, err end
+    return j, rjournal.summary({})
+  end
+  local j, records, err = rjournal.open(a.journal)
+  if not j then return nil, nil, err end
+  local job, sum = records[1], rjournal.summary(records)
+  err = target.check(job, port, a.ProductKey, a.journal)
+  local same = #job.Names == #a.names
+  local want = {}
+  for _, n in ipairs(a.names) do want[n] = true end
+  for _, n in ipairs(job.Names) do same = same and want[n] end
+  if not err and (not same or job.undo ~= a.undo) then
+    err = bad("journal", ("retire journal %s is the retire of %d other device(s) or of the " ..
+      "undo file %s: run it again with the same names and undo file, or give a new path")
+      :format(a.journal, #job.Names, errors.printable(job.undo)))
+  elseif not err and sum.done then
+    err = bad("journal", ("retire journal %s holds a finished retire; give a new path for a " ..
+      "new one"):format(a.journal))
+  end
+  if err then
+    j:close()
+    return nil, nil, err
+  end
+  return j, sum
+end
+
+-- DeleteDevice sent by an earlier run and not answered, the device now gone: settled as
+-- deleted (recorded `answered`). Returns the names deleted by earlier runs as a set.
+local function settle(j, sum, found)
+  local deleted, settled = {}, {}
+  for n in pairs(sum.answered.DeleteDevice) do deleted[n] = true end
+  for n in pairs(sum.sent.DeleteDevice) do
+    if not deleted[n] and not found[n] then deleted[n], settled[#settled + 1] = true, n end
+  end
+  if j and #settled > 0 then
+    table.sort(settled)
+    local ok, err = j:append{event = "answered", action = "DeleteDevice", Names = settled}
+    if not ok then return nil, err end
+  end
+  return deleted
+end
+
+-- The names of `list` whose `action` the journal holds answered left out.
+local function not_answered(list, sum, action)
+  local out = {}
+  for _, n in ipairs(list) do
+    if not sum.answered[action][n] then out[#out + 1] = n end
+  end
+  return out
+end
+
+-- DisableThing, the wait, DeleteDevice (see M.run); `done` gets the deletions' records.
+local function disable_wait_delete(port, a, j, sum, present, done)
+  local opts, err = {deadline = a.t_end}, nil
+  local jerr = each_device(port, a.ProductKey, "DisableThing", not_answered(present, sum,
+    "DisableThing"), opts, function(_, r, e)
+      if not r and not gone(e) then err = err or e end
+    end, j)
+  if jerr or err then return nil, jerr or err end
+  local on
+  on, err = M.wait_offline(port, a.ProductKey, present, a.wait, opts)
+  if not on then return nil, err end
+  if #on > 0 and not a.force then
+    local shown = table.concat(on, ", ", 1, math.min(#on, 20))
+    return on, errors.new{code = "DevicesOnline", Online = on, message = ("%d " ..
+      "device(s) still online after %g s (disabled, not deleted): %s%s; wait longer, or " ..
+      "force"):format(#on, a.wait, shown, #on > 20 and ", ..." or "")}
+  end
+  jerr = each_device(port, a.ProductKey, "DeleteDevice", present, opts, function(n, r, e)
+    local ok = r or gone(e)
+    done[n] = {DeviceName = n, outcome = ok and "deleted" or "failed",
+      code = not ok and e and e.code or nil, message = not ok and e and e.message or nil,
+      RequestId = answer.request_id(r and r.RequestId or e and e.request_id)}
+    if not ok then err = err or e end
+  end, j)
+  return on, jerr or err, true
+end
+
+-- The retire's steps after its journal is open (see M.run).
+local function run_steps(port, a, j, sum)
   local opts = {deadline = a.t_end}
   local res = {Report = {}, Absent = {}, Online = {}, undo = a.undo}
   local function record(rec)
@@ -188,13 +301,19 @@ function M.run(port, a)
   end
   local present, found = read_devices(port, a.ProductKey, a.names, opts)
   if not present then return res, found end
+  local deleted, serr = settle(j, sum, found)
+  if not deleted then return res, serr end
   res.Retire = present
   for _, n in ipairs(a.names) do
     if not found[n] then res.Absent[#res.Absent + 1] = n end
   end
+  -- a device deleted by an earlier run of this journal is reported deleted, not absent
+  local function gone_record(n)
+    return {DeviceName = n, outcome = deleted[n] and "deleted" or "absent"}
+  end
   local function finish(outcome, err)
     for _, n in ipairs(a.names) do
-      if not found[n] then record{DeviceName = n, outcome = "absent"}
+      if not found[n] then record(gone_record(n))
       elseif outcome then record{DeviceName = n, outcome = outcome, code = err and err.code} end
     end
     return res, err
@@ -202,29 +321,38 @@ function M.run(port, a)
   if a.dry_run or #present == 0 then return finish(a.dry_run and "planned" or nil) end
   local err = M.write_undo(a.undo, a.ProductKey, present, found)
   if err then return finish("skipped", err) end
-  each_device(port, a.ProductKey, "DisableThing", present, opts, function(_, r, e)
-    if not r and not gone(e) then err = err or e end
-  end)
-  if err then return finish("skipped", err) end
-  local on
-  on, err = M.wait_offline(port, a.ProductKey, present, a.wait, opts)
-  if not on then return finish("skipped", err) end
-  res.Online = on
-  if #on > 0 and not a.force then
-    local shown = table.concat(on, ", ", 1, math.min(#on, 20))
-    return finish("skipped", errors.new{code = "DevicesOnline", Online = on, message = ("%d " ..
-      "device(s) still online after %g s (disabled, not deleted): %s%s; wait longer, or " ..
-      "force"):format(#on, a.wait, shown, #on > 20 and ", ..." or "")})
-  end
   local done = {}
-  each_device(port, a.ProductKey, "DeleteDevice", present, opts, function(n, r, e)
-    local ok = r or gone(e)
-    done[n] = {DeviceName = n, outcome = ok and "deleted" or "failed",
-      code = not ok and e and e.code or nil, message = not ok and e and e.message or nil,
-      RequestId = answer.request_id(r and r.RequestId or e and e.request_id)}
-    if not ok then err = err or e end
-  end)
-  for _, n in ipairs(a.names) do record(done[n] or {DeviceName = n, outcome = "absent"}) end
+  local on, derr, sent = disable_wait_delete(port, a, j, sum, present, done)
+  err = derr
+  res.Online = on or {}
+  if not sent then return finish("skipped", err) end
+  for _, n in ipairs(a.names) do record(done[n] or gone_record(n)) end
+  return res, err
+end
+
+--- Retires devices (see the module).
+-- @tparam table port `aliyun.iot.batch.port`
+-- @tparam table a `ProductKey`, `names` (checked DeviceNames), `undo` (path), `wait` [s],
+--   `force`, `dry_run`, `t_end` (absolute deadline or nil), `on_report(rec, position)`,
+--   `journal` (path of the retire's journal, or nil; not with `dry_run`)
+-- @treturn table result `{Report = {{DeviceName=, change = "retire", outcome = "deleted" |
+--   "absent" | "failed" | "skipped" | "planned", code=, message=, RequestId=}}, Retire =
+--   {names found}, Absent = {names not found}, Online = {names online at the end of the
+--   wait}, undo = path}`
+-- @treturn ?table err the first failure (`DevicesOnline` with `Online` when devices stayed
+--   online past `wait` without `force`; nothing deleted then; `JournalError`, or
+--   `InvalidParameter` for a journal of another retire, before any request)
+function M.run(port, a)
+  local j, sum, jerr = open_journal(port, a)
+  if not sum then return {Report = {}, Absent = {}, Online = {}, undo = a.undo}, jerr end
+  local res, err = run_steps(port, a, j, sum)
+  if j then
+    if not err then
+      local ok, derr = j:append{event = "done"}
+      if not ok then err = derr end
+    end
+    j:close()
+  end
   return res, err
 end
 
