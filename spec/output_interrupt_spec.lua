@@ -7,10 +7,7 @@ local output = require "aliyun.iot.cli.output"
 local core = require "aliyun.iot.core"
 
 local function listing(dir)
-  local p = io.popen("ls -A " .. dir)
-  local out = p:read("a")
-  p:close()
-  return out
+  return require("spec.support.shell").capture("ls -A " .. dir)
 end
 
 describe("--out interrupted while it is finished", function()
@@ -56,7 +53,7 @@ describe("--out interrupted while it is finished", function()
       assert.is_nil(left:find("%.tmp"), ("line %d: %s"):format(skip, left))
       if core.file_kind(target) == "file" then
         local f = assert(io.open(target))
-        local now = f:read("a")
+        local now = f:read("*a")
         f:close()
         if now ~= old then
           assert.are.equal("DeviceName,DeviceSecret\nd1,SECRETsecretSECRET\n", now)
