@@ -155,7 +155,8 @@ for i = 1, #arg do io.write(curl.proxy_for(arg[i]) == "" and "direct" or "proxy"
         "http://example.com/", "http://example.org:8080/", "http://example.org/",
         "http://[::1]:8080/", "http://[::1]/", "http://u:p@svc.internal/", "http://svc.internal.x/"}
       for i, u in ipairs(urls) do urls[i] = q(u) end
-      local out = shell.capture("env -i HTTP_PROXY=http://127.0.0.1:9 NO_PROXY="
+      -- PATH kept: the interpreter may be a wrapper (tools/asan/lua) that needs it
+      local out = shell.capture("env -i PATH=" .. q(os.getenv("PATH")) .. " HTTP_PROXY=http://127.0.0.1:9 NO_PROXY="
         .. q("10.0.0.0/8,*.example.com,example.org:8080,[::1]:8080,.internal")
         .. " LUA_PATH=" .. q(os.getenv("LUA_PATH") or "lua/?.lua;;") .. " LUA_CPATH="
         .. q(os.getenv("LUA_CPATH") or ";;") .. " " .. child.LUA .. " " .. q(script) .. " "
