@@ -105,7 +105,9 @@ function M.write_undo(path, pk, present, found)
     lines[#lines + 1] = table.concat({pk, d.DeviceName, d.DeviceSecret, d.IotId}, ",")
   end
   local ok, werr = file:append(table.concat(lines, "\n") .. "\n")
-  file:close()
+  local closed, cerr = file:close()
+  -- the undo record is what makes the deletes recoverable: a failed close fails it too
+  if ok and not closed then ok, werr = false, cerr end
   if not ok then
     return errors.new{code = "UndoError", message = ("cannot write undo file %s: %s")
       :format(path, tostring(werr))}
