@@ -60,6 +60,12 @@ function M.wrap(dict, key, fetch, margin)
       if c then return c, exp end
       return nil, "another worker's fetch of these credentials did not succeed"
     end
+    -- a worker that fetched may have stored and unlocked between our look and our lock
+    c, exp = stored(dict, key, os.time(), margin)
+    if c then
+      dict:delete(key .. ":lock")
+      return c, exp
+    end
     local ok, creds, e = pcall(fetch)
     if ok and creds and e then
       local ttl = math.max(1, e - os.time())
