@@ -93,10 +93,14 @@ describe("aliyun-iot credentials and region #lua54only", function()
     assert.are.same({"ACS3", "XML"}, {qd.signature, qd.params.Format})
     for _, bad in ipairs{"--qps QueryDevice", "--qps =5", "--response-format yaml",
                          "--max-batch-size 0", "--max-batch-size x", "--qps QueryDevice=0",
+                         "--qps QueryDevices=5", "--qps BatchRegisterDevic=2",
                          "--signature-algorithm MD5"} do
       code, _, err = run(bad .. " call QueryDevice ProductKey=" .. PK)
       assert.are.equal(2, code, bad .. ": " .. err)
     end
+    -- call's own action may be one the table does not know
+    code, _, err = run("--qps QueryThingModel=5 call QueryThingModel ProductKey=" .. PK)
+    assert.are_not.equal(2, code, err)
   end)
 
   it("exits 1 when a configured provider fails, 2 when credentials are missing or unusable", function()

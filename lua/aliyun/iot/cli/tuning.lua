@@ -4,6 +4,8 @@
 -- their values by the library (`InvalidParameter`, exit 2 too).
 -- @module aliyun.iot.cli.tuning
 
+local actions = require "aliyun.iot.actions"
+
 local M = {}
 
 --- The flags, as `cli/args.lua`'s OPTIONS entries.
@@ -12,13 +14,19 @@ M.OPTIONS = {
   ["max-batch-size"] = {value = true}, qps = {value = true},
 }
 
--- `A=1,B=2.5` -> {A = 1, B = 2.5}; raises a usage error through `fail`.
-local function qps_table(text, fail)
+-- `A=1,B=2.5` -> {A = 1, B = 2.5}; raises a usage error through `fail`. The command only
+-- sends actions of the action table, so a name outside it is a typo that would leave the
+-- action it meant at its default rate (`call`'s own action excepted: it may be any).
+local function qps_table(text, fail, called)
   local t = {}
   for item in (text .. ","):gmatch("([^,]*),") do
     local action, n = item:match("^%s*([A-Za-z][A-Za-z0-9]*)=([%d.]+)%s*$")
     if not action or not tonumber(n) then
       fail("--qps takes Action=N[,Action=N...], got '%s'", text)
+    end
+    if not actions.rows[action] and action ~= called then
+      fail("--qps: %s is not an action this command sends (the names are the API's, "
+        .. "e.g. BatchRegisterDeviceWithApplyId=2)", action)
     end
     t[action] = tonumber(n)
   end
@@ -45,7 +53,9 @@ function M.client_options(opts, fail)
     end
     o.max_batch_size = tonumber(opts.max_batch_size)
   end
-  if opts.qps then o.qps = qps_table(opts.qps, fail) end
+  if opts.qps then
+    o.qps = qps_table(opts.qps, fail, opts.command == "call" and opts.args and opts.args[1])
+  end
   return o
 end
 
