@@ -83,6 +83,20 @@ describe("aliyun-iot credentials and region #lua54only", function()
       ALIBABA_CLOUD_ACCESS_KEY_SECRET = "testsecret"}))
   end)
 
+  it("a bad region names where it came from (the profile, the variable), nothing sent", function()
+    local odd = {}
+    for k, v in pairs(LAPTOP) do odd[k] = v end
+    odd.region_id = "cn shanghai"
+    profiles{odd}
+    local code, _, err = run("call QueryDevice ProductKey=" .. PK)
+    assert.are.equal(2, code, err)
+    assert.matches("profile 'laptop' of " .. home .. "/.aliyun/config.json", err, 1, true)
+    code, _, err = run("call QueryDevice ProductKey=" .. PK, {ALIBABA_CLOUD_REGION_ID = "x y"})
+    assert.are.equal(2, code, err)
+    assert.matches("ALIBABA_CLOUD_REGION_ID", err, 1, true)
+    assert.are.equal(0, #emu:requests())
+  end)
+
   it("--signature-algorithm, --response-format, --max-batch-size and --qps reach the client", function()
     profiles{LAPTOP}
     local code, out, err = run("--signature-algorithm ACS3-HMAC-SHA256 --response-format xml "

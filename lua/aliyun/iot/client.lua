@@ -90,9 +90,10 @@ function M.new(opts)
   for k, v in pairs(given) do self[k] = v end
   self.format = self.format:upper()
   self.user_agent = curl.user_agent(self.user_agent)
-  self.region_id = credentials.region(given)
+  local region_from
+  self.region_id, region_from = credentials.region(given)
   local why = options.problem("region_id", self.region_id, options.CLIENT.region_id)
-  if why then return nil, invalid("region_id", why) end
+  if why then return nil, invalid("region_id", why .. " (from " .. region_from .. ")") end
   self.endpoint = self.endpoint or endpoints.for_region(self.region_id)
   local scheme, host = parse_endpoint(self.endpoint)
   if not scheme then return nil, invalid("endpoint", "endpoint " .. host) end

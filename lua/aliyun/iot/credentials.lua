@@ -212,9 +212,15 @@ end
 -- `region_id`, else `DEFAULT_REGION`.
 -- @tparam table opts `region_id`, `profile`
 -- @treturn string
+-- @treturn string where it came from (the option, the variable, the profile, the default),
+--   so that an error about it names what to change
 function M.region(opts)
-  return opts.region_id or files.env("ALIBABA_CLOUD_REGION_ID")
-    or profile.region(context(opts)) or M.DEFAULT_REGION
+  if opts.region_id then return opts.region_id, "the region_id option" end
+  local env = files.env("ALIBABA_CLOUD_REGION_ID")
+  if env then return env, "ALIBABA_CLOUD_REGION_ID" end
+  local region, where = profile.region(context(opts))
+  if region then return region, where end
+  return M.DEFAULT_REGION, "the default"
 end
 
 return M

@@ -138,12 +138,16 @@ end
 --- The region of the profile in use (its `region_id`), for the region rule.
 -- @tparam table ctx as for `step`
 -- @treturn ?string
+-- @treturn ?string where it was found ("profile 'NAME' of PATH"), for errors about it
 function M.region(ctx)
   if os.getenv("ALIBABA_CLOUD_CLI_PROFILE_DISABLED") == "true" then return nil end
-  local conf = M.load{home = ctx.home}
+  local conf, path = M.load{home = ctx.home}
   if not conf then return nil end
-  local p = find(conf, M.name(conf, ctx))
-  return p and s(p.region_id)
+  local name = M.name(conf, ctx)
+  local p = find(conf, name)
+  local region = p and s(p.region_id)
+  if not region then return nil end
+  return region, ("profile '%s' of %s"):format(name, path)
 end
 
 return M
