@@ -50,7 +50,7 @@ describe("fleet retire", function()
   end)
 
   it("refuses online devices without --force: undo written first, all disabled, none deleted", function()
-    emu:set_online{ProductKey = PK, DeviceName = "old_0002"}
+    emu:set_online{ProductKey = PK, DeviceName = "old_0002", stay_online = true}
     local from = #emu:requests() + 1
     local code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --wait 0")
       :format(emu.endpoint, PK))
@@ -103,7 +103,7 @@ describe("fleet retire", function()
   end)
 
   it("refuses to delete a device made again under a name its undo file holds (another IotId)", function()
-    emu:set_online{ProductKey = PK, DeviceName = "old_0002"}
+    emu:set_online{ProductKey = PK, DeviceName = "old_0002", stay_online = true}
     local undo = dir .. "/again.csv"
     local _, err = c:retire{ProductKey = PK, Devices = {"old_0002"}, undo = undo, wait = 0}
     assert.are.equal("DevicesOnline", err.code)
@@ -120,7 +120,7 @@ describe("fleet retire", function()
   end)
 
   it("a BatchGetDeviceState answer leaving out a device asked for deletes nothing (InvalidResponse)", function()
-    emu:set_online{ProductKey = PK, DeviceName = "old_0001"}
+    emu:set_online{ProductKey = PK, DeviceName = "old_0001", stay_online = true}
     local curl = iot.transports.curl
     local lying = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint,
       transport = function(req)
@@ -159,7 +159,7 @@ describe("fleet retire", function()
   end)
 
   it("a retire killed while it waits is finished by running it again with the same undo file", function()
-    emu:set_online{ProductKey = PK, DeviceName = "old_0003"}
+    emu:set_online{ProductKey = PK, DeviceName = "old_0003", stay_online = true}
     local pid = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
       "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s retire --endpoint %s --product-key %s --names-file names.txt " ..
       "--undo kept.csv < /dev/null > kill.out 2> kill.err & echo $!"):format(q(dir), q(dir), LUA, q(BIN), emu.endpoint, PK))
@@ -185,7 +185,7 @@ describe("fleet retire", function()
   end)
 
   it("--state: a retire killed while it waits, then while DeleteDevice is in flight, repeats no answered write", function()
-    emu:set_online{ProductKey = PK, DeviceName = "old_0003"}
+    emu:set_online{ProductKey = PK, DeviceName = "old_0003", stay_online = true}
     local cmd = ("retire --endpoint %s --product-key %s --names-file names.txt --state r.state")
       :format(emu.endpoint, PK)
     local function start()
