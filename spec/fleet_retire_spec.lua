@@ -57,7 +57,11 @@ describe("fleet retire", function()
     assert.are.equal(1, code)
     assert.are.equal("", out)
     assert.matches("DevicesOnline", err)
-    assert.matches("old_0002", err)
+    assert.matches("1 device%(s%) still ONLINE: old_0002", err)
+    -- the way on: a longer wait, or --force
+    assert.matches("%-%-wait S", err)
+    assert.matches("%-%-force", err)
+    assert.matches("retire stopped: 0 deleted, 1 absent, 0 failed, 3 not deleted yet; undo export names.txt.undo.csv", err)
     assert.is_nil(err:find("DeviceSecret", 1, true))
     local acts = actions(emu, from)
     assert.are.same({"BatchQueryDeviceDetail", "DisableThing", "DisableThing", "DisableThing",
@@ -74,17 +78,56 @@ describe("fleet retire", function()
     end
     assert.are.equal(3, n)
     assert.matches("^%-rw%-%-%-%-%-%-%-", shell.capture("ls -l " .. q(dir .. "/names.txt.undo.csv")))
-    -- run again with --force: the same undo file is kept, exactly the listed devices deleted
+    -- run again with --force: the same undo file is kept, exactly the listed devices deleted;
+    -- DisableThing goes only to the device the read does not show DISABLE already
     local before = undo
+    from = #emu:requests() + 1
     code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --wait 0 --force --report r.jsonl")
       :format(emu.endpoint, PK))
     assert.are.equal(0, code, err)
-    assert.matches("Retire: 3 deleted, 1 absent%.\n$", out)
+    assert.are.same({"BatchQueryDeviceDetail", "DisableThing", "BatchGetDeviceState", "DeleteDevice",
+      "DeleteDevice", "DeleteDevice"}, actions(emu, from))
+    assert.are.equal("old_0002", emu:requests()[from + 1].params.DeviceName)
+    assert.matches("2 device%(s%) disabled already %(DisableThing not sent again%): old_0001, old_0003", err)
+    -- the one deleted while online: a warning on stderr, marked on stdout and in the report
+    assert.matches("warning: %-%-force deleted 1 device%(s%) still ONLINE after %-%-wait 0 s: old_0002\n", err)
+    assert.matches("\n%- old_0002  deleted %(while ONLINE, %-%-force%)\n", out)
+    assert.matches("\n%- old_0003  deleted\n", out)
+    assert.matches("Retire: 3 deleted %(1 while ONLINE%), 1 absent%.\n$", out)
     assert.are.equal(before, shell.read(dir .. "/names.txt.undo.csv"))
     assert.are.same({"keep_0001"}, emu:state().products[PK].names)
     local rep = shell.read(dir .. "/r.jsonl")
     assert.matches('"DeviceName":"gone_0001","change":"retire","outcome":"absent"', rep)
-    assert.matches('"DeviceName":"old_0002","change":"retire","outcome":"deleted"', rep)
+    assert.matches('"DeviceName":"old_0002","change":"retire","outcome":"deleted","online":"true"', rep)
+    assert.matches('"DeviceName":"old_0001","change":"retire","outcome":"deleted","RequestId"', rep)
+  end)
+
+  it("waits with its progress on stderr, and a device DisableThing takes offline needs no --force", function()
+    -- old_0001 online as the platform has it: DisableThing disconnects it, the wait ends at once
+    emu:set_online{ProductKey = PK, DeviceName = "old_0001"}
+    emu:set_online{ProductKey = PK, DeviceName = "old_0002", stay_online = true}
+    shell.write(dir .. "/two.txt", "old_0001\nold_0003\n")
+    local code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file two.txt --wait 30")
+      :format(emu.endpoint, PK))
+    assert.are.equal(0, code, err)
+    assert.matches("Retire: 2 deleted, 0 absent%.\n$", out)
+    assert.is_nil(err:find("waiting for", 1, true))
+    assert.is_nil(err:find("warning", 1, true))
+    -- a device that stays online: a note each time the wait pauses, naming it and --wait
+    local quiet_from = #emu:requests() + 1
+    shell.write(dir .. "/one.txt", "old_0002\n")
+    code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file one.txt --wait 1.5")
+      :format(emu.endpoint, PK))
+    assert.are.equal(1, code)
+    assert.are.equal("", out)
+    local notes = 0
+    for _ in err:gmatch("aliyun%-iot: waiting for 1 of 1 devices to go offline %(ONLINE: old_0002%), %d+ s of up to %-%-wait 1%.5 s\n") do
+      notes = notes + 1
+    end
+    assert.is_true(notes >= 1, err)
+    assert.matches("DevicesOnline", err)
+    for _, a in ipairs(actions(emu, quiet_from)) do assert.are_not.equal("DeleteDevice", a) end
+    assert.are.same({"keep_0001", "old_0002"}, emu:state().products[PK].names)
   end)
 
   it("deletes offline devices after disabling them, and refuses an undo file without them (library)", function()

@@ -37,6 +37,32 @@ local function count(rep, outcome)
   return n
 end
 
+-- The first names of a list, for a line on stderr.
+local function first_names(names, max)
+  local shown = {}
+  for i = 1, math.min(#names, max) do shown[i] = printable(names[i]) end
+  return table.concat(shown, ", ") .. (#names > max and ", ..." or "")
+end
+
+-- The wait's progress (client:retire's on_wait): a note before each pause.
+local function wait_note(ui)
+  return function(w)
+    ui.note(("waiting for %d of %d devices to go offline (ONLINE: %s), %.0f s of up to " ..
+      "--wait %g s"):format(#w.Online, w.total, first_names(w.Online, 5), w.waited, w.wait))
+  end
+end
+
+-- What a retire that stopped leaves, and the way on: a line on stderr. Nothing is said for
+-- bad input (nothing was sent).
+local function stopped(streams, rep, err, undo)
+  if err.code == "InvalidParameter" or err.code == "JournalError" then return end
+  streams.stderr:write(("aliyun-iot: retire stopped: %d deleted, %d absent, %d failed, " ..
+    "%d not deleted yet; undo export %s; run the same command again to finish%s\n")
+    :format(count(rep, "deleted"), count(rep, "absent"), count(rep, "failed"),
+      count(rep, "skipped"), printable(undo or "none"), err.code == "DevicesOnline" and
+      " (with a longer --wait S, or --force to delete them while online)" or ""))
+end
+
 --- retire: exit 0, 1 on a failure (devices still online without --force included: they
 -- are listed), 2 on bad input (nothing sent).
 -- @treturn integer exit status
@@ -54,7 +80,7 @@ function M.run(opts, streams, ui, ctx)
   res, err = client:retire{ProductKey = opts.product_key, Devices = devices, undo = undo,
     journal = opts.state,
     wait = opts.wait, force = opts.force or nil, dry_run = opts.dry_run or nil,
-    deadline = opts.deadline, on_report = ctx.report and ctx.report.add}
+    deadline = opts.deadline, on_report = ctx.report and ctx.report.add, on_wait = wait_note(ui)}
   ui.done()
   local rep = (res or err).Report
   local written = true
@@ -66,15 +92,27 @@ function M.run(opts, streams, ui, ctx)
   if not res then
     out:abort()
     report.print_error(streams, err)
+    stopped(streams, rep, err, undo)
     return report.failure_code(err)
   end
-  for _, r in ipairs(rep) do
-    out.fh:write(("%s %s  %s\n"):format(r.outcome == "absent" and "?" or "-",
-      printable(r.DeviceName), r.outcome))
+  if #res.AlreadyDisabled > 0 then
+    ui.note(("%d device(s) disabled already (DisableThing not sent again): %s")
+      :format(#res.AlreadyDisabled, first_names(res.AlreadyDisabled, 5)))
   end
+  -- deleting online devices is what retire is there to avoid: said even with --quiet
+  if #res.Online > 0 then
+    streams.stderr:write(("aliyun-iot: warning: --force deleted %d device(s) still ONLINE " ..
+      "after --wait %g s: %s\n"):format(#res.Online, opts.wait or 600, first_names(res.Online, 20)))
+  end
+  for _, r in ipairs(rep) do
+    out.fh:write(("%s %s  %s%s\n"):format(r.outcome == "absent" and "?" or "-",
+      printable(r.DeviceName), r.outcome, r.online and " (while ONLINE, --force)" or ""))
+  end
+  local forced = #res.Online > 0 and (" (%d while ONLINE)"):format(#res.Online) or ""
   out.fh:write(opts.dry_run and ("Retire: %d to delete, %d absent (dry run: nothing sent " ..
     "but reads).\n"):format(count(rep, "planned"), count(rep, "absent"))
-    or ("Retire: %d deleted, %d absent.\n"):format(count(rep, "deleted"), count(rep, "absent")))
+    or ("Retire: %d deleted%s, %d absent.\n"):format(count(rep, "deleted"), forced,
+      count(rep, "absent")))
   local code = commands.finished(out, streams)
   if not written then return report.EXIT_FAILURE end
   return code
