@@ -57,7 +57,7 @@ describe("fleet retire", function()
     assert.are.equal(1, code)
     assert.are.equal("", out)
     assert.matches("DevicesOnline", err)
-    assert.matches("1 device%(s%) still ONLINE: old_0002", err)
+    assert.matches("1 device%(s%) still ONLINE after a wait of 0 s %(disabled, none deleted%): old_0002;", err)
     -- the way on: a longer wait, or --force
     assert.matches("%-%-wait S", err)
     assert.matches("%-%-force", err)
@@ -225,6 +225,63 @@ describe("fleet retire", function()
     assert.matches("Retire: 3 deleted, 1 absent", out)
     assert.are.equal(undo, shell.read(dir .. "/kept.csv"))
     assert.are.same({"keep_0001"}, emu:state().products[PK].names)
+  end)
+
+  it("apply --retire-unlisted --state keeps a retire journal: killed or failed midway, run again repeats no answered write", function()
+    shell.write(dir .. "/fleet.csv", "DeviceName,Nickname,tags,groups\nkeep_0001,,,\n")
+    emu:set_online{ProductKey = PK, DeviceName = "old_0003", stay_online = true}
+    -- the journal's path absolute (the undo export's beside it): the library run below shares them
+    local cmd = ("apply --endpoint %s --product-key %s --manifest fleet.csv --retire-unlisted --state %s")
+      :format(emu.endpoint, PK, q(dir .. "/a.state"))
+    local function count(action, name)
+      local n = 0
+      for _, r in ipairs(emu:requests()) do
+        if r.action == action and (not name or r.params.DeviceName == name) then n = n + 1 end
+      end
+      return n
+    end
+    -- killed while it waits for old_0003 (the DisableThings answered)
+    local pid = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > kill.out 2> kill.err & echo $!")
+      :format(q(dir), q(dir), LUA, q(BIN), cmd)):match("%d+")
+    local t0 = os.time()
+    while count("BatchGetDeviceState") == 0 and os.time() - t0 < 30 do os.execute("sleep 0.05") end
+    assert.is_true(count("BatchGetDeviceState") > 0, shell.read(dir .. "/kill.err"))
+    assert(os.execute("kill -9 " .. pid))
+    assert.are.equal(3, count("DisableThing"))
+    assert.matches('"event":"retire"', shell.read(dir .. "/a.state.retire"))
+    -- run again (the library, the same journal, forced: old_0003 still shows ONLINE, so only
+    -- the journal knows its DisableThing was answered), old_0002's DeleteDevice refused on
+    -- the way (it never reaches the service): the apply fails, the two others deleted
+    local curl = iot.transports.curl
+    local refusing = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint,
+      transport = function(req)
+        local body = (req.body or "") .. req.url
+        if body:find("Action=DeleteDevice", 1, true) and body:find("DeviceName=old_0002", 1, true) then
+          return {status = 200, headers = {["content-type"] = "application/json"}, body = '{"RequestId":"R-1",' ..
+            '"Success":false,"Code":"iot.common.QueryDeviceActionError","ErrorMessage":"refused"}'}
+        end
+        return curl(req)
+      end})
+    local _, aerr = refusing:apply{ProductKey = PK, manifest = dir .. "/fleet.csv", retire_unlisted = true,
+      journal = dir .. "/a.state", undo = dir .. "/a.state.undo.csv", wait = 0, force = true}
+    assert.are.equal("iot.common.QueryDeviceActionError", aerr and aerr.code, aerr and aerr.message)
+    assert.are.same({"keep_0001", "old_0002"}, emu:state().products[PK].names)
+    -- run again: its plan holds only the device left, the journal all three; none of the
+    -- answered writes is sent again, the DeleteDevice the service never had is
+    local code, out, err = run_cli(cmd)
+    assert.are.equal(0, code, err)
+    assert.matches("Apply: 1 deleted%.\n$", out)
+    assert.are.same({"keep_0001"}, emu:state().products[PK].names)
+    for _, n in ipairs{"old_0001", "old_0002", "old_0003"} do
+      assert.are.equal(1, count("DisableThing", n), n)
+      assert.are.equal(1, count("DeleteDevice", n), n)
+    end
+    -- the same command once more: nothing to do, nothing sent but reads
+    code, out, err = run_cli(cmd)
+    assert.are.equal(0, code, err)
+    assert.are.equal(3, count("DisableThing"))
+    assert.are.equal(3, count("DeleteDevice"))
   end)
 
   it("--state: a retire killed while it waits, then while DeleteDevice is in flight, repeats no answered write", function()

@@ -57,10 +57,9 @@ end
 local function stopped(streams, rep, err, undo)
   if err.code == "InvalidParameter" or err.code == "JournalError" then return end
   streams.stderr:write(("aliyun-iot: retire stopped: %d deleted, %d absent, %d failed, " ..
-    "%d not deleted yet; undo export %s; run the same command again to finish%s\n")
+    "%d not deleted yet; undo export %s; run the same command again to finish\n")
     :format(count(rep, "deleted"), count(rep, "absent"), count(rep, "failed"),
-      count(rep, "skipped"), printable(undo or "none"), err.code == "DevicesOnline" and
-      " (with a longer --wait S, or --force to delete them while online)" or ""))
+      count(rep, "skipped"), printable(undo or "none")))
 end
 
 --- retire: exit 0, 1 on a failure (devices still online without --force included: they

@@ -285,12 +285,14 @@ local function to_disable(present, found, sum)
   return out, already
 end
 
---- The devices still online when the wait ended, in a message: how many and the first 20.
--- @tparam table on names
--- @treturn string "3 device(s) ...: a, b, c"
-function M.online_list(on)
-  return ("%d device(s) still ONLINE: %s%s"):format(#on, table.concat(on, ", ", 1,
-    math.min(#on, 20)), #on > 20 and ", ..." or "")
+-- The refusal of devices still online when the wait ended (how many, the first 20, the
+-- way on); nothing deleted.
+local function online_error(on, wait)
+  return errors.new{code = "DevicesOnline", Online = on, message = ("%d device(s) still " ..
+    "ONLINE after a wait of %g s (disabled, none deleted): %s%s; run again with a longer " ..
+    "wait (--wait S, wait) for them to go offline, or force (--force, force) to delete them " ..
+    "while online"):format(#on, wait, table.concat(on, ", ", 1, math.min(#on, 20)),
+    #on > 20 and ", ..." or "")}
 end
 
 -- DisableThing, the wait, DeleteDevice (see M.run); `done` gets the deletions' records.
@@ -305,10 +307,7 @@ local function disable_wait_delete(port, a, j, sum, present, found, done)
   on, err = M.wait_offline(port, a.ProductKey, present, a.wait, opts, a.on_wait)
   if not on then return nil, already, err end
   if #on > 0 and not a.force then
-    return on, already, errors.new{code = "DevicesOnline", Online = on, message = ("%s " ..
-      "after a wait of %g s (disabled, none deleted); run again with a longer wait (wait, " ..
-      "--wait S) for them to go offline, or force (force, --force) to delete them " ..
-      "while online"):format(M.online_list(on), a.wait)}
+    return on, already, online_error(on, a.wait)
   end
   local online_at_end = {}
   for _, n in ipairs(on) do online_at_end[n] = true end
