@@ -1,7 +1,8 @@
 --- `aliyun-iot retire`: deletes the devices of a names file (`client:retire`): the undo
 -- export first (`--undo FILE`, default `STATE.undo.csv`, or `NAMES-FILE.undo.csv` without
 -- `--state`: their secrets, mode 0600, a new file), then DisableThing, a wait until none is
--- ONLINE (`--wait S`, default 600; `--force` deletes those still online when it ends), then
+-- ONLINE (`--wait S`, default 600, a note on stderr at each pause; `--force` deletes those
+-- still online when it ends, with a warning on stderr that --quiet does not silence), then
 -- DeleteDevice. `--dry-run` lists what it would do, sending reads only. `--state FILE` keeps
 -- the retire's journal (`aliyun.iot.fleet.retire_journal`). Run again with the same
 -- `--state` and undo file, it goes on where it stopped, repeating no answered write.
@@ -52,10 +53,14 @@ local function wait_note(ui)
   end
 end
 
--- What a retire that stopped leaves, and the way on: a line on stderr. Nothing is said for
--- bad input (nothing was sent).
+-- Failures that come before any write: nothing to say about what exists.
+local BEFORE_WRITES = {InvalidParameter = true, JournalError = true, TargetMismatch = true,
+                       UndoError = true}
+
+-- What a retire that stopped leaves, and the way on: a line on stderr. Nothing is said
+-- when no write was sent (bad input, the undo export not written, the read failed).
 local function stopped(streams, rep, err, undo)
-  if err.code == "InvalidParameter" or err.code == "JournalError" then return end
+  if BEFORE_WRITES[err.code] or #rep == 0 then return end
   streams.stderr:write(("aliyun-iot: retire stopped: %d deleted, %d absent, %d failed, " ..
     "%d not deleted yet; undo export %s; run the same command again to finish\n")
     :format(count(rep, "deleted"), count(rep, "absent"), count(rep, "failed"),
