@@ -110,11 +110,14 @@ function M.run(opts, streams, ui, ctx)
   end
   for _, r in ipairs(rep) do
     out.fh:write(("%s %s  %s%s\n"):format(r.outcome == "absent" and "?" or "-",
-      printable(r.DeviceName), r.outcome, r.online and " (while ONLINE, --force)" or ""))
+      printable(r.DeviceName), r.outcome, not r.online and "" or opts.dry_run and
+      " (ONLINE now)" or " (while ONLINE, --force)"))
   end
+  local n_online = 0
+  for _, r in ipairs(rep) do if r.online then n_online = n_online + 1 end end
   local forced = #res.Online > 0 and (" (%d while ONLINE)"):format(#res.Online) or ""
-  out.fh:write(opts.dry_run and ("Retire: %d to delete, %d absent (dry run: nothing sent " ..
-    "but reads).\n"):format(count(rep, "planned"), count(rep, "absent"))
+  out.fh:write(opts.dry_run and ("Retire: %d to delete (%d ONLINE now), %d absent (dry run: " ..
+    "nothing sent but reads).\n"):format(count(rep, "planned"), n_online, count(rep, "absent"))
     or ("Retire: %d deleted%s, %d absent.\n"):format(count(rep, "deleted"), forced,
       count(rep, "absent")))
   local code = commands.finished(out, streams)

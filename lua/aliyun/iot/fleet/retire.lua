@@ -85,8 +85,8 @@ function M.write_undo(path, pk, present, found)
   local file, why = core.journal_open(path, "create")
   if not file then
     if core.file_kind(path) ~= "file" then
-      return errors.new{code = "UndoError", message = ("cannot create undo file %s: %s")
-        :format(path, tostring(why))}
+      return errors.new{code = "UndoError", message = ("cannot create undo file %s: %s; " ..
+        "give a path (--undo FILE) in a folder you can write"):format(path, tostring(why))}
     end
     local held, err = undo_names(path)
     if not held then return err end
@@ -245,8 +245,8 @@ local function open_journal(port, a)
       "undo file %s: run it again with the same names and undo file, or give a new path")
       :format(a.journal, #job.Names, errors.printable(job.undo)))
   elseif not err and sum.done then
-    err = bad("journal", ("retire journal %s holds a finished retire; give a new path for a " ..
-      "new one"):format(a.journal))
+    err = bad("journal", ("retire journal %s holds a finished retire; give a new path " ..
+      "(--state FILE) for a new one"):format(a.journal))
   end
   if err then
     j:close()
@@ -346,7 +346,11 @@ local function run_steps(port, a, j, sum)
   local function finish(outcome, err)
     for _, n in ipairs(a.names) do
       if not found[n] then record(gone_record(n))
-      elseif outcome then record{DeviceName = n, outcome = outcome, code = err and err.code} end
+      elseif outcome then
+        -- a dry run tells which devices are online now: those the wait would be for
+        record{DeviceName = n, outcome = outcome, code = err and err.code,
+               online = outcome == "planned" and found[n].Status == "ONLINE" or nil}
+      end
     end
     return res, err
   end
@@ -371,7 +375,8 @@ end
 --   apply's retire_unlisted, whose plan no longer lists those an earlier run deleted)
 -- @treturn table result `{Report = {{DeviceName=, change = "retire", outcome = "deleted" |
 --   "absent" | "failed" | "skipped" | "planned", code=, message=, RequestId=, online = true
---   (deleted with `force` though still ONLINE when the wait ended)}}, Retire = {names
+--   (deleted with `force` though still ONLINE when the wait ended; planned: ONLINE when
+--   read)}}, Retire = {names
 --   found}, Absent = {names not found}, Online = {names online at the end of the wait},
 --   AlreadyDisabled = {names the read showed DISABLE: no DisableThing sent}, undo = path}`
 -- @treturn ?table err the first failure (`DevicesOnline` with `Online` when devices stayed
