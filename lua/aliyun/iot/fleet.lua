@@ -141,7 +141,7 @@ local function retire_unlisted(port, args, p, res, t_end)
   for _, rec in ipairs(r.Report) do res.Report[#res.Report + 1] = rec end
   res.Online = r.Online
   if err and err.parameter == "journal" then
-    err.message = err.message .. " (apply keeps it beside its journal, --state FILE: give a new one)"
+    err.message = err.message .. " (apply's retire journal is FILE.retire of --state FILE)"
   end
   return err
 end
