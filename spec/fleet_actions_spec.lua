@@ -225,25 +225,35 @@ describe("fleet actions", function()
     assert.is_nil(emu:state().products[PK].details.nick_001)
   end)
 
-  it("device status: set_online, DisableThing keeps a connected device ONLINE until it goes offline", function()
-    register{"state_01", "state_02", "state_03"}
+  it("device status: DisableThing disconnects an online device, unless a test marked it stay_online", function()
+    register{"state_01", "state_02", "state_03", "state_04", "state_05"}
     emu:set_online{ProductKey = PK, DeviceName = {"state_01", "state_02"}}
     emu:set_online{ProductKey = PK, DeviceName = "state_02", online = false}
+    emu:set_online{ProductKey = PK, DeviceName = "state_04", stay_online = true}
+    emu:set_active{ProductKey = PK, DeviceName = "state_05"}
     assert.has_error(function() emu:set_online{ProductKey = PK, DeviceName = {"state_01", "nobody_here"}} end)
+    assert.has_error(function() emu:set_online{ProductKey = PK, DeviceName = "state_01", online = false, stay_online = true} end)
     local function statuses()
-      local r = assert(c:batch_get_device_state{ProductKey = PK, DeviceName = {"state_01", "state_02", "state_03"}})
+      local r = assert(c:batch_get_device_state{ProductKey = PK,
+        DeviceName = {"state_01", "state_02", "state_03", "state_04", "state_05"}})
       local out = {}
       for i, d in ipairs(r.DeviceStatusList.DeviceStatus) do out[i] = d.Status end
       return out
     end
-    assert.are.same({"ONLINE", "OFFLINE", "UNACTIVE"}, statuses())
-    assert(c:disable_thing{ProductKey = PK, DeviceName = "state_01"})
-    assert(c:disable_thing{ProductKey = PK, DeviceName = "state_01"})
-    assert.are.same({"ONLINE", "OFFLINE", "UNACTIVE"}, statuses())
-    emu:set_online{ProductKey = PK, DeviceName = "state_01", online = false}
-    assert.are.same({"DISABLE", "OFFLINE", "UNACTIVE"}, statuses())
+    assert.are.same({"ONLINE", "OFFLINE", "UNACTIVE", "ONLINE", "ONLINE"}, statuses())
+    -- set_online and set_active devices alike: disabled, they are disconnected at once
+    for _, n in ipairs{"state_01", "state_04", "state_05"} do
+      assert(c:disable_thing{ProductKey = PK, DeviceName = n})
+      assert(c:disable_thing{ProductKey = PK, DeviceName = n})
+    end
+    assert.are.same({"DISABLE", "OFFLINE", "UNACTIVE", "ONLINE", "DISABLE"}, statuses())
+    -- the stay_online device keeps its connection until the test takes it offline
+    emu:set_online{ProductKey = PK, DeviceName = "state_04", online = false}
+    assert.are.same({"DISABLE", "OFFLINE", "UNACTIVE", "DISABLE", "DISABLE"}, statuses())
+    -- enabled again, a device stays offline until it connects again
     assert(c:enable_thing{ProductKey = PK, DeviceName = "state_01"})
-    assert.are.same({"OFFLINE", "OFFLINE", "UNACTIVE"}, statuses())
+    assert(c:enable_thing{ProductKey = PK, DeviceName = "state_05"})
+    assert.are.same({"OFFLINE", "OFFLINE", "UNACTIVE", "DISABLE", "OFFLINE"}, statuses())
     local _, err = c:disable_thing{ProductKey = PK, DeviceName = "nobody_here"}
     assert.are.equal("iot.device.NotExistedDevice", err.code)
   end)

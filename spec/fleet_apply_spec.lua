@@ -312,7 +312,7 @@ describe("fleet apply", function()
   it("--retire-unlisted retires the devices the manifest does not list, undo export first", function()
     assert(c:register_device{ProductKey = PK, DeviceName = "stray_0001"})
     assert(c:register_device{ProductKey = PK, DeviceName = "stray_0002"})
-    emu:set_online{ProductKey = PK, DeviceName = "stray_0002"}
+    emu:set_online{ProductKey = PK, DeviceName = "stray_0002", stay_online = true}
     local cmd = ("apply --endpoint %s --product-key %s --manifest fleet.csv --retire-unlisted --wait 0")
       :format(emu.endpoint, PK)
     os.remove(dir .. "/fleet.csv.undo.csv")

@@ -531,10 +531,13 @@ function Emulator:set_active(t)
 end
 
 --- Marks devices online (as if connected) or offline (`online = false`); either makes them
--- active. A disabled device stays as connected as it was (the emulator drops no connection
--- itself), so BatchGetDeviceState shows ONLINE until a test takes it offline, then DISABLE.
--- Raises, changing nothing, when a device does not exist.
--- @param t {ProductKey =, DeviceName = name or {names}, online = true (default) | false}
+-- active. DisableThing takes an online device offline, as the platform disconnects a
+-- disabled device: BatchGetDeviceState shows DISABLE at once. A test that needs a device
+-- that stays connected though disabled (retire's wait, `--force`) says so with
+-- `stay_online = true`: that device shows ONLINE until a test takes it offline, then
+-- DISABLE. Raises, changing nothing, when a device does not exist.
+-- @param t {ProductKey =, DeviceName = name or {names}, online = true (default) | false,
+--   stay_online = true | false (default; only with online)}
 function Emulator:set_online(t)
     check(type(t) == "table" and type(t.ProductKey) == "string"
         and (type(t.DeviceName) == "string" or type(t.DeviceName) == "table"),

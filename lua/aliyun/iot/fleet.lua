@@ -34,7 +34,7 @@ local PLAN_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean
                    retire_unlisted = "boolean", deadline = "number"}
 local RETIRE_ARGS = {ProductKey = "string", Devices = "table", undo = "string", wait = "number",
                      force = "boolean", dry_run = "boolean", deadline = "number",
-                     on_report = "function", journal = "string"}
+                     on_report = "function", on_wait = "function", journal = "string"}
 local APPLY_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean",
                     journal = "string", deadline = "number", on_report = "function",
                     retire_unlisted = "boolean", undo = "string", wait = "number",
@@ -127,14 +127,22 @@ local function plan(self, args)
 end
 
 -- apply's retire_unlisted: the plan's Retire list retired (`aliyun.iot.fleet.retire`),
--- its records added to the apply's report.
+-- its records added to the apply's report. With the apply's journal, the retire keeps its
+-- own beside it (`JOURNAL.retire`, `aliyun.iot.fleet.retire_journal`), so that a killed
+-- apply run again repeats no answered DisableThing or DeleteDevice; the plan of that run
+-- no longer lists the devices deleted before, hence `journal_subset`. It is kept, as the
+-- undo export is: a later apply retiring other devices needs a new journal path.
 local function retire_unlisted(port, args, p, res, t_end)
   local n = #res.Report
   local r, err = retire_m.run(port, {ProductKey = args.ProductKey, names = p.Retire,
     undo = args.undo, wait = args.wait or 600, force = args.force, t_end = t_end,
+    journal = args.journal and args.journal .. ".retire", journal_subset = true,
     on_report = args.on_report and function(rec, pos) args.on_report(rec, n + pos) end})
   for _, rec in ipairs(r.Report) do res.Report[#res.Report + 1] = rec end
   res.Online = r.Online
+  if err and err.parameter == "journal" then
+    err.message = err.message .. " (apply's retire journal is FILE.retire of --state FILE)"
+  end
   return err
 end
 
@@ -243,11 +251,13 @@ end
 --   (path of the undo export; required unless `dry_run`), `wait` [s, default 600: how
 --   long to wait for the devices to go offline], `force` (delete those still online when
 --   the wait ends), `dry_run` (read only: what would be retired), `deadline` [s],
---   `on_report(record, position)`, `journal` (path: a new file, or the journal of the
---   same retire stopped before; not with `dry_run`)
+--   `on_report(record, position)`, `on_wait{Online = {names}, total =, waited = s, wait = s}`
+--   (called before each pause of the wait, while some are still ONLINE), `journal` (path:
+--   a new file, or the journal of the same retire stopped before; not with `dry_run`)
 -- @treturn ?table `{Report = {{DeviceName=, change = "retire", outcome = "deleted" |
---   "absent" | "planned", RequestId=}}, Retire = {names found}, Absent = {names},
---   Online = {names online when the wait ended}, undo = path}`
+--   "absent" | "planned", RequestId=, online = true (deleted by `force` while ONLINE)}},
+--   Retire = {names found}, Absent = {names}, Online = {names online when the wait ended},
+--   AlreadyDisabled = {names shown DISABLE when read: no DisableThing sent}, undo = path}`
 -- @treturn ?table err `InvalidParameter` (nothing sent, or the undo file exists without
 --   the devices, or the journal is another retire's or a finished one), `JournalError`,
 --   `TargetMismatch`, `UndoError`, `DevicesOnline` (with `Online`; nothing deleted), a call's
@@ -273,7 +283,8 @@ local function retire(self, args)
   local res
   res, err = retire_m.run(port, {ProductKey = args.ProductKey, names = names, undo = args.undo,
     journal = args.journal, wait = args.wait or 600, force = args.force, dry_run = args.dry_run,
-    t_end = args.deadline and port:clock() + args.deadline, on_report = args.on_report})
+    t_end = args.deadline and port:clock() + args.deadline, on_report = args.on_report,
+    on_wait = args.on_wait})
   if err then
     err.Report = res.Report
     return nil, err

@@ -14,7 +14,7 @@ local M = {}
 M.MAX = 100
 
 -- The reason a checked answer is unusable, or nil and the records by DeviceName.
-local function records(res, product_key, asked)
+local function records(res, product_key, asked, with_status)
   local data = type(res) == "table" and res.Data
   if data == nil then return {} end -- nothing found: the service may leave Data out
   if type(data) ~= "table" then return nil, "Data is not an object" end
@@ -39,6 +39,7 @@ local function records(res, product_key, asked)
     if r.ProductKey ~= nil and r.ProductKey ~= product_key then
       return nil, ("Data.Data[%d] (device %s) is of another product"):format(i, dev.DeviceName)
     end
+    if with_status and type(r.Status) == "string" then dev.Status = r.Status end
     out[dev.DeviceName] = dev
   end
   return out
@@ -49,15 +50,17 @@ end
 -- @tparam string product_key
 -- @tparam {string,...} names 1 to `MAX` DeviceNames
 -- @tparam[opt] table opts port options (`deadline`)
+-- @tparam[opt] boolean with_status keep each record's `Status` (`ONLINE`, `DISABLE`, ...,
+--   as the answer gives it when it is a string; absent otherwise)
 -- @treturn ?table `{[DeviceName] = {DeviceName=, DeviceSecret=, IotId=}}` for the names
 --   the service found (the others do not exist)
 -- @treturn ?table err the call's error, or `InvalidResponse` (`action` set)
-function M.fetch(port, product_key, names, opts)
+function M.fetch(port, product_key, names, opts, with_status)
   assert(#names >= 1 and #names <= M.MAX, "detail.fetch takes 1 to 100 names")
   local res, err = port:invoke("BatchQueryDeviceDetail",
     {ProductKey = product_key, DeviceName = names}, opts)
   if not res then return nil, err end
-  local found, why = records(res, product_key, names)
+  local found, why = records(res, product_key, names, with_status)
   if not found then
     return nil, answer.invalid_response("BatchQueryDeviceDetail: " .. why,
       {action = "BatchQueryDeviceDetail",

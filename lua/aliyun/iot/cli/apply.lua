@@ -39,8 +39,8 @@ function M.run(opts, streams, ui, ctx)
     ctx.report = outcomes.open(opts.report)
   end
   if opts.state then
-    ui.note(("journal %s; if apply stops, run the same command again to finish it")
-      :format(opts.state))
+    ui.note(("journal %s%s; if apply stops, run the same command again to finish it")
+      :format(opts.state, opts.retire_unlisted and (" (the retire's: %s.retire)"):format(opts.state) or ""))
   end
   ui.note("applying " .. printable(opts.manifest) .. " to product " .. printable(opts.product_key))
   local res

@@ -8,8 +8,10 @@ local json = require "aliyun.iot.cli.json"
 
 local M = {}
 
--- change and target: apply's records (cli/apply.lua), absent from register's
-local KEYS = {"DeviceName", "change", "target", "outcome", "ApplyId", "code", "message", "RequestId"}
+-- change and target: apply's records (cli/apply.lua), absent from register's; online:
+-- retire's, a device deleted by --force while still ONLINE
+local KEYS = {"DeviceName", "change", "target", "outcome", "online", "ApplyId", "code", "message",
+              "RequestId"}
 local BATCH = 200 -- lines gathered before a durable write
 
 --- One report line.

@@ -1,7 +1,8 @@
 --- `aliyun-iot retire`: deletes the devices of a names file (`client:retire`): the undo
 -- export first (`--undo FILE`, default `STATE.undo.csv`, or `NAMES-FILE.undo.csv` without
 -- `--state`: their secrets, mode 0600, a new file), then DisableThing, a wait until none is
--- ONLINE (`--wait S`, default 600; `--force` deletes those still online when it ends), then
+-- ONLINE (`--wait S`, default 600, a note on stderr at each pause; `--force` deletes those
+-- still online when it ends, with a warning on stderr that --quiet does not silence), then
 -- DeleteDevice. `--dry-run` lists what it would do, sending reads only. `--state FILE` keeps
 -- the retire's journal (`aliyun.iot.fleet.retire_journal`). Run again with the same
 -- `--state` and undo file, it goes on where it stopped, repeating no answered write.
@@ -37,6 +38,35 @@ local function count(rep, outcome)
   return n
 end
 
+-- The first names of a list, for a line on stderr.
+local function first_names(names, max)
+  local shown = {}
+  for i = 1, math.min(#names, max) do shown[i] = printable(names[i]) end
+  return table.concat(shown, ", ") .. (#names > max and ", ..." or "")
+end
+
+-- The wait's progress (client:retire's on_wait): a note before each pause.
+local function wait_note(ui)
+  return function(w)
+    ui.note(("waiting for %d of %d devices to go offline (ONLINE: %s), %.0f s of up to " ..
+      "--wait %g s"):format(#w.Online, w.total, first_names(w.Online, 5), w.waited, w.wait))
+  end
+end
+
+-- Failures that come before any write: nothing to say about what exists.
+local BEFORE_WRITES = {InvalidParameter = true, JournalError = true, TargetMismatch = true,
+                       UndoError = true}
+
+-- What a retire that stopped leaves, and the way on: a line on stderr. Nothing is said
+-- when no write was sent (bad input, the undo export not written, the read failed).
+local function stopped(streams, rep, err, undo)
+  if BEFORE_WRITES[err.code] or #rep == 0 then return end
+  streams.stderr:write(("aliyun-iot: retire stopped: %d deleted, %d absent, %d failed, " ..
+    "%d not deleted yet; undo export %s; run the same command again to finish\n")
+    :format(count(rep, "deleted"), count(rep, "absent"), count(rep, "failed"),
+      count(rep, "skipped"), printable(undo or "none")))
+end
+
 --- retire: exit 0, 1 on a failure (devices still online without --force included: they
 -- are listed), 2 on bad input (nothing sent).
 -- @treturn integer exit status
@@ -54,7 +84,7 @@ function M.run(opts, streams, ui, ctx)
   res, err = client:retire{ProductKey = opts.product_key, Devices = devices, undo = undo,
     journal = opts.state,
     wait = opts.wait, force = opts.force or nil, dry_run = opts.dry_run or nil,
-    deadline = opts.deadline, on_report = ctx.report and ctx.report.add}
+    deadline = opts.deadline, on_report = ctx.report and ctx.report.add, on_wait = wait_note(ui)}
   ui.done()
   local rep = (res or err).Report
   local written = true
@@ -66,15 +96,30 @@ function M.run(opts, streams, ui, ctx)
   if not res then
     out:abort()
     report.print_error(streams, err)
+    stopped(streams, rep, err, undo)
     return report.failure_code(err)
   end
-  for _, r in ipairs(rep) do
-    out.fh:write(("%s %s  %s\n"):format(r.outcome == "absent" and "?" or "-",
-      printable(r.DeviceName), r.outcome))
+  if #res.AlreadyDisabled > 0 then
+    ui.note(("%d device(s) disabled already (DisableThing not sent again): %s")
+      :format(#res.AlreadyDisabled, first_names(res.AlreadyDisabled, 5)))
   end
-  out.fh:write(opts.dry_run and ("Retire: %d to delete, %d absent (dry run: nothing sent " ..
-    "but reads).\n"):format(count(rep, "planned"), count(rep, "absent"))
-    or ("Retire: %d deleted, %d absent.\n"):format(count(rep, "deleted"), count(rep, "absent")))
+  -- deleting online devices is what retire is there to avoid: said even with --quiet
+  if #res.Online > 0 then
+    streams.stderr:write(("aliyun-iot: warning: --force deleted %d device(s) still ONLINE " ..
+      "after --wait %g s: %s\n"):format(#res.Online, opts.wait or 600, first_names(res.Online, 20)))
+  end
+  for _, r in ipairs(rep) do
+    out.fh:write(("%s %s  %s%s\n"):format(r.outcome == "absent" and "?" or "-",
+      printable(r.DeviceName), r.outcome, not r.online and "" or opts.dry_run and
+      " (ONLINE now)" or " (while ONLINE, --force)"))
+  end
+  local n_online = 0
+  for _, r in ipairs(rep) do if r.online then n_online = n_online + 1 end end
+  local forced = #res.Online > 0 and (" (%d while ONLINE)"):format(#res.Online) or ""
+  out.fh:write(opts.dry_run and ("Retire: %d to delete (%d ONLINE now), %d absent (dry run: " ..
+    "nothing sent but reads).\n"):format(count(rep, "planned"), n_online, count(rep, "absent"))
+    or ("Retire: %d deleted%s, %d absent.\n"):format(count(rep, "deleted"), forced,
+      count(rep, "absent")))
   local code = commands.finished(out, streams)
   if not written then return report.EXIT_FAILURE end
   return code

@@ -304,9 +304,11 @@ local function page_params(params)
 end
 
 -- A device is UNACTIVE until `set_active` or `set_online` marks it (as its first connection
--- would); an active device shows ONLINE unless `set_online` took it OFFLINE. A disabled
--- device shows DISABLE once it is offline: the emulator never drops a connection itself
--- (a test says when a device goes offline), so a disabled device can stay ONLINE.
+-- would); an active device shows ONLINE unless `set_online` took it OFFLINE. DisableThing
+-- takes an ONLINE device offline, as the platform disconnects a disabled device, so it
+-- shows DISABLE at once; only a device `set_online` marked `stay_online` (a test of a
+-- device that does not go away: retire's wait and --force) stays ONLINE until a test
+-- takes it offline, then shows DISABLE.
 local function status(dev)
     if dev.online then return "ONLINE" end
     if dev.disabled then return "DISABLE" end
@@ -339,11 +341,13 @@ function M.set_active(pk, name, active)
 end
 
 --- Marks a device online (it connected) or offline (it went away); either makes it active.
--- False when there is no such device.
-function M.set_online(pk, name, online)
+-- `stay_online` (with online): DisableThing leaves it ONLINE (see `status`); any other
+-- call clears it. False when there is no such device.
+function M.set_online(pk, name, online, stay_online)
     local dev = M.device(pk, name)
     if not dev then return false end
     dev.active, dev.online = true, online and true or false
+    dev.stay_online = online and stay_online or nil
     return true
 end
 
@@ -864,10 +868,12 @@ function H.BatchUpdateDeviceNickname(params, _, account)
     return {}
 end
 
--- DisableThing / EnableThing (§10): the device stays as connected as it was (see `status`).
+-- DisableThing / EnableThing (§10): disabling disconnects an online device (unless a test
+-- marked it `stay_online`, see `status`); enabling does not connect it again.
 function H.DisableThing(params, _, account)
     local dev, err = device_of(params, account)
     if not dev then return err end
+    if status(dev) == "ONLINE" and not dev.stay_online then dev.online = false end
     dev.disabled = true
     return {}
 end

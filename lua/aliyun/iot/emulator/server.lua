@@ -454,20 +454,27 @@ function CONTROL.POST.set_active(t)
 end
 
 -- Marks devices online (connected) or offline: {ProductKey =, DeviceName = name or {names},
--- online = true (default) | false}. Nothing changes unless every device exists.
+-- online = true (default) | false, stay_online = true (still ONLINE after DisableThing)}.
+-- Nothing changes unless every device exists.
 function CONTROL.POST.set_online(t)
     for k in pairs(t) do
-        if k ~= "ProductKey" and k ~= "DeviceName" and k ~= "online" then return nil, "unknown field " .. tostring(k) end
+        if k ~= "ProductKey" and k ~= "DeviceName" and k ~= "online" and k ~= "stay_online" then
+            return nil, "unknown field " .. tostring(k)
+        end
     end
     local names = type(t.DeviceName) == "table" and t.DeviceName or { t.DeviceName }
     if type(t.ProductKey) ~= "string" or #names == 0 then return nil, "set_online needs ProductKey and DeviceName" end
     if t.online ~= nil and type(t.online) ~= "boolean" then return nil, "online must be a boolean" end
+    if t.stay_online ~= nil and type(t.stay_online) ~= "boolean" then return nil, "stay_online must be a boolean" end
+    if t.stay_online and t.online == false then return nil, "stay_online goes with online = true" end
     for _, name in ipairs(names) do
         if type(name) ~= "string" or not actions.device(t.ProductKey, name) then
             return nil, "no such device " .. tostring(name)
         end
     end
-    for _, name in ipairs(names) do actions.set_online(t.ProductKey, name, t.online ~= false) end
+    for _, name in ipairs(names) do
+        actions.set_online(t.ProductKey, name, t.online ~= false, t.stay_online or nil)
+    end
     return true
 end
 

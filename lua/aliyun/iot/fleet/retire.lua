@@ -2,8 +2,11 @@
 -- devices that are online makes them reconnect in a storm that throttles the account
 -- (docs/wire.md §10). So, in order: the devices read (BatchQueryDeviceDetail, 100 a call),
 -- the undo export written (their secrets, mode 0600, a new file, never an existing one),
--- DisableThing for each, a wait until BatchGetDeviceState shows none `ONLINE` (any other
--- status counts as offline), then DeleteDevice for each, every action paced by the client.
+-- DisableThing for each (but those the read shows `DISABLE` already: a retire run again),
+-- a wait until BatchGetDeviceState shows none `ONLINE` (any other status counts as
+-- offline; `on_wait` hears of each poll that finds some), then DeleteDevice for each
+-- (with `force`, those still online when the wait ended too, their records marked
+-- `online`), every action paced by the client.
 --
 -- Resuming: the undo file is written before the first write and kept. Retiring the same
 -- names again with the same undo file finds the devices already deleted absent (they are
@@ -41,7 +44,7 @@ local function read_devices(port, pk, names, opts)
   for first = 1, #names, detail.MAX do
     local chunk = {}
     for i = first, math.min(first + detail.MAX - 1, #names) do chunk[#chunk + 1] = names[i] end
-    local got, err = detail.fetch(port, pk, chunk, opts)
+    local got, err = detail.fetch(port, pk, chunk, opts, true)
     if not got then return nil, nil, err end
     for _, n in ipairs(chunk) do
       if got[n] then found[n], present[#present + 1] = got[n], n end
@@ -82,8 +85,8 @@ function M.write_undo(path, pk, present, found)
   local file, why = core.journal_open(path, "create")
   if not file then
     if core.file_kind(path) ~= "file" then
-      return errors.new{code = "UndoError", message = ("cannot create undo file %s: %s")
-        :format(path, tostring(why))}
+      return errors.new{code = "UndoError", message = ("cannot create undo file %s: %s; " ..
+        "give a path (--undo FILE) in a folder you can write"):format(path, tostring(why))}
     end
     local held, err = undo_names(path)
     if not held then return err end
@@ -158,10 +161,13 @@ local function online(port, pk, names, opts)
 end
 
 --- Waits until none of `names` is ONLINE, polling with pauses growing from 1 s to 5 s.
+-- @tparam[opt] function on_wait called before each pause with `{Online = {names ONLINE},
+--   total = #names, waited = s so far, wait = wait}`, so that a long wait is not silent
 -- @treturn ?table the names still online when `wait` ran out ({} when none)
 -- @treturn ?table err a call's error
-function M.wait_offline(port, pk, names, wait, opts)
-  local t_end, pause = port:clock() + wait, 1
+function M.wait_offline(port, pk, names, wait, opts, on_wait)
+  local t0, pause = port:clock(), 1
+  local t_end = t0 + wait
   while true do
     local on, err = online(port, pk, names, opts)
     if not on then return nil, err end
@@ -169,6 +175,7 @@ function M.wait_offline(port, pk, names, wait, opts)
     local left = t_end - port:clock()
     if opts.deadline then left = math.min(left, opts.deadline - port:clock()) end
     if left <= 0 then return on end
+    if on_wait then on_wait{Online = on, total = #names, waited = port:clock() - t0, wait = wait} end
     port:pause(math.min(pause, left))
     pause = math.min(pause * 2, 5)
   end
@@ -205,6 +212,18 @@ local function each_device(port, pk, action, names, opts, on_each, j)
   end
 end
 
+-- Whether the names of a journal's retire line fit `a.names`: the same set, or, with
+-- `a.journal_subset` (apply's retire_unlisted: the devices an earlier run deleted have
+-- left its plan), any part of it.
+local function same_names(job, a)
+  local held = {}
+  for _, n in ipairs(job.Names) do held[n] = true end
+  for _, n in ipairs(a.names) do
+    if not held[n] then return false end
+  end
+  return a.journal_subset or #job.Names == #a.names
+end
+
 -- The retire's journal (`a.journal`): created (nothing sent yet), or opened and held to
 -- this retire's devices, undo file and target. Returns the journal (nil without one) and
 -- what it holds (`retire_journal.summary`), or nil, nil and the error.
@@ -221,17 +240,13 @@ local function open_journal(port, a)
   if not j then return nil, nil, err end
   local job, sum = records[1], rjournal.summary(records)
   err = target.check(job, port, a.ProductKey, a.journal)
-  local same = #job.Names == #a.names
-  local want = {}
-  for _, n in ipairs(a.names) do want[n] = true end
-  for _, n in ipairs(job.Names) do same = same and want[n] end
-  if not err and (not same or job.undo ~= a.undo) then
+  if not err and (not same_names(job, a) or job.undo ~= a.undo) then
     err = bad("journal", ("retire journal %s is the retire of %d other device(s) or of the " ..
       "undo file %s: run it again with the same names and undo file, or give a new path")
       :format(a.journal, #job.Names, errors.printable(job.undo)))
   elseif not err and sum.done then
-    err = bad("journal", ("retire journal %s holds a finished retire; give a new path for a " ..
-      "new one"):format(a.journal))
+    err = bad("journal", ("retire journal %s holds a finished retire; give a new path " ..
+      "(--state FILE) for a new one"):format(a.journal))
   end
   if err then
     j:close()
@@ -241,12 +256,14 @@ local function open_journal(port, a)
 end
 
 -- DeleteDevice sent by an earlier run and not answered, the device now gone: settled as
--- deleted (recorded `answered`). Returns the names deleted by earlier runs as a set.
-local function settle(j, sum, found)
-  local deleted, settled = {}, {}
+-- deleted (recorded `answered`). Returns the names deleted by earlier runs as a set. Only
+-- this run's names are settled (`names`): the others were not read.
+local function settle(j, sum, found, names)
+  local deleted, settled, ours = {}, {}, {}
+  for _, n in ipairs(names) do ours[n] = true end
   for n in pairs(sum.answered.DeleteDevice) do deleted[n] = true end
   for n in pairs(sum.sent.DeleteDevice) do
-    if not deleted[n] and not found[n] then deleted[n], settled[#settled + 1] = true, n end
+    if ours[n] and not deleted[n] and not found[n] then deleted[n], settled[#settled + 1] = true, n end
   end
   if j and #settled > 0 then
     table.sort(settled)
@@ -256,46 +273,59 @@ local function settle(j, sum, found)
   return deleted
 end
 
--- The names of `list` whose `action` the journal holds answered left out.
-local function not_answered(list, sum, action)
-  local out = {}
-  for _, n in ipairs(list) do
-    if not sum.answered[action][n] then out[#out + 1] = n end
+-- The names of `present` DisableThing is still to go to: not those the journal holds
+-- answered, nor those the detail read shows DISABLE already (a retire run again without
+-- a journal); the second list.
+local function to_disable(present, found, sum)
+  local out, already = {}, {}
+  for _, n in ipairs(present) do
+    if found[n].Status == "DISABLE" then already[#already + 1] = n
+    elseif not sum.answered.DisableThing[n] then out[#out + 1] = n end
   end
-  return out
+  return out, already
+end
+
+-- The refusal of devices still online when the wait ended (how many, the first 20, the
+-- way on); nothing deleted.
+local function online_error(on, wait)
+  return errors.new{code = "DevicesOnline", Online = on, message = ("%d device(s) still " ..
+    "ONLINE after a wait of %g s (disabled, none deleted): %s%s; run again with a longer " ..
+    "wait (--wait S, wait) for them to go offline, or force (--force, force) to delete them " ..
+    "while online"):format(#on, wait, table.concat(on, ", ", 1, math.min(#on, 20)),
+    #on > 20 and ", ..." or "")}
 end
 
 -- DisableThing, the wait, DeleteDevice (see M.run); `done` gets the deletions' records.
-local function disable_wait_delete(port, a, j, sum, present, done)
+local function disable_wait_delete(port, a, j, sum, present, found, done)
   local opts, err = {deadline = a.t_end}, nil
-  local jerr = each_device(port, a.ProductKey, "DisableThing", not_answered(present, sum,
-    "DisableThing"), opts, function(_, r, e)
+  local list, already = to_disable(present, found, sum)
+  local jerr = each_device(port, a.ProductKey, "DisableThing", list, opts, function(_, r, e)
       if not r and not gone(e) then err = err or e end
     end, j)
-  if jerr or err then return nil, jerr or err end
+  if jerr or err then return nil, already, jerr or err end
   local on
-  on, err = M.wait_offline(port, a.ProductKey, present, a.wait, opts)
-  if not on then return nil, err end
+  on, err = M.wait_offline(port, a.ProductKey, present, a.wait, opts, a.on_wait)
+  if not on then return nil, already, err end
   if #on > 0 and not a.force then
-    local shown = table.concat(on, ", ", 1, math.min(#on, 20))
-    return on, errors.new{code = "DevicesOnline", Online = on, message = ("%d " ..
-      "device(s) still online after %g s (disabled, not deleted): %s%s; wait longer, or " ..
-      "force"):format(#on, a.wait, shown, #on > 20 and ", ..." or "")}
+    return on, already, online_error(on, a.wait)
   end
+  local online_at_end = {}
+  for _, n in ipairs(on) do online_at_end[n] = true end
   jerr = each_device(port, a.ProductKey, "DeleteDevice", present, opts, function(n, r, e)
     local ok = r or gone(e)
     done[n] = {DeviceName = n, outcome = ok and "deleted" or "failed",
       code = not ok and e and e.code or nil, message = not ok and e and e.message or nil,
-      RequestId = answer.request_id(r and r.RequestId or e and e.request_id)}
+      RequestId = answer.request_id(r and r.RequestId or e and e.request_id),
+      online = online_at_end[n] or nil}
     if not ok then err = err or e end
   end, j)
-  return on, jerr or err, true
+  return on, already, jerr or err, true
 end
 
 -- The retire's steps after its journal is open (see M.run).
 local function run_steps(port, a, j, sum)
   local opts = {deadline = a.t_end}
-  local res = {Report = {}, Absent = {}, Online = {}, undo = a.undo}
+  local res = {Report = {}, Absent = {}, Online = {}, AlreadyDisabled = {}, undo = a.undo}
   local function record(rec)
     rec.change = "retire"
     res.Report[#res.Report + 1] = rec
@@ -303,7 +333,7 @@ local function run_steps(port, a, j, sum)
   end
   local present, found = read_devices(port, a.ProductKey, a.names, opts)
   if not present then return res, found end
-  local deleted, serr = settle(j, sum, found)
+  local deleted, serr = settle(j, sum, found, a.names)
   if not deleted then return res, serr end
   res.Retire = present
   for _, n in ipairs(a.names) do
@@ -316,7 +346,11 @@ local function run_steps(port, a, j, sum)
   local function finish(outcome, err)
     for _, n in ipairs(a.names) do
       if not found[n] then record(gone_record(n))
-      elseif outcome then record{DeviceName = n, outcome = outcome, code = err and err.code} end
+      elseif outcome then
+        -- a dry run tells which devices are online now: those the wait would be for
+        record{DeviceName = n, outcome = outcome, code = err and err.code,
+               online = outcome == "planned" and found[n].Status == "ONLINE" or nil}
+      end
     end
     return res, err
   end
@@ -324,9 +358,9 @@ local function run_steps(port, a, j, sum)
   local err = M.write_undo(a.undo, a.ProductKey, present, found)
   if err then return finish("skipped", err) end
   local done = {}
-  local on, derr, sent = disable_wait_delete(port, a, j, sum, present, done)
+  local on, already, derr, sent = disable_wait_delete(port, a, j, sum, present, found, done)
   err = derr
-  res.Online = on or {}
+  res.Online, res.AlreadyDisabled = on or {}, already
   if not sent then return finish("skipped", err) end
   for _, n in ipairs(a.names) do record(done[n] or gone_record(n)) end
   return res, err
@@ -336,17 +370,25 @@ end
 -- @tparam table port `aliyun.iot.batch.port`
 -- @tparam table a `ProductKey`, `names` (checked DeviceNames), `undo` (path), `wait` [s],
 --   `force`, `dry_run`, `t_end` (absolute deadline or nil), `on_report(rec, position)`,
---   `journal` (path of the retire's journal, or nil; not with `dry_run`)
+--   `on_wait(info)` (see `wait_offline`), `journal` (path of the retire's journal, or nil;
+--   not with `dry_run`), `journal_subset` (the journal may hold more devices than `names`:
+--   apply's retire_unlisted, whose plan no longer lists those an earlier run deleted)
 -- @treturn table result `{Report = {{DeviceName=, change = "retire", outcome = "deleted" |
---   "absent" | "failed" | "skipped" | "planned", code=, message=, RequestId=}}, Retire =
---   {names found}, Absent = {names not found}, Online = {names online at the end of the
---   wait}, undo = path}`
+--   "absent" | "failed" | "skipped" | "planned", code=, message=, RequestId=, online = true
+--   (deleted with `force` though still ONLINE when the wait ended; planned: ONLINE when
+--   read)}}, Retire = {names
+--   found}, Absent = {names not found}, Online = {names online at the end of the wait},
+--   AlreadyDisabled = {names the read showed DISABLE: no DisableThing sent}, undo = path}`
 -- @treturn ?table err the first failure (`DevicesOnline` with `Online` when devices stayed
 --   online past `wait` without `force`; nothing deleted then; `JournalError`, or
 --   `InvalidParameter` for a journal of another retire, before any request)
 function M.run(port, a)
+  local empty = {Report = {}, Absent = {}, Online = {}, AlreadyDisabled = {}, undo = a.undo}
+  if a.journal and a.journal == a.undo then
+    return empty, bad("undo", "the undo export and the journal must be two files")
+  end
   local j, sum, jerr = open_journal(port, a)
-  if not sum then return {Report = {}, Absent = {}, Online = {}, undo = a.undo}, jerr end
+  if not sum then return empty, jerr end
   local res, err = run_steps(port, a, j, sum)
   if j then
     if not err then
