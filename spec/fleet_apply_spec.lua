@@ -160,7 +160,7 @@ describe("fleet apply", function()
     assert.are.same(b, details(emu, "lamp_0001").props)
     -- without prune_tags the 100 kept and one more would break the limit: refused, no write
     local from = #emu:requests() + 1
-    local _, err = c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", tags = {x = "1"}}}}
+    local _, err = c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", tags = {xx = "1"}}}}
     assert.are.equal("InvalidParameter", err.code)
     assert.matches("would hold 101 tags", err.message)
     assert.are.same({}, writes_since(emu, from))
@@ -193,6 +193,8 @@ describe("fleet apply", function()
       :format(emu.endpoint, PK, q(EXAMPLE), q(rep)))
     assert.are.equal(0, code, err)
     assert.matches("\n%+ lamp_north_01  create\n", out)
+    -- the created devices' nicknames are counted in the plan's totals
+    assert.matches("Plan: 4 to create, 0 to update, 0 unchanged; 3 nicknames,", out)
     assert.matches("\nApply: 4 created, 10 done%.\n$", out)
     local n = 0
     for line in shell.read(rep):gmatch("[^\n]+") do
