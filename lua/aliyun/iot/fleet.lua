@@ -38,7 +38,7 @@ local RETIRE_ARGS = {ProductKey = "string", Devices = "table", undo = "string", 
 local APPLY_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean",
                     journal = "string", deadline = "number", on_report = "function",
                     retire_unlisted = "boolean", undo = "string", wait = "number",
-                    force = "boolean", report = "table", on_batch = "function"}
+                    force = "boolean", report = true, on_batch = "function"}
 
 local function bad(parameter, message)
   return errors.new{code = "InvalidParameter", parameter = parameter, message = message}
@@ -138,13 +138,24 @@ local function retire_unlisted(port, args, p, res, t_end)
   return err
 end
 
+-- The caller's report (`args.report`: a table, or a function giving it, called once, at
+-- the last moment before the journal records it: a file it creates then is in the
+-- journal right after, whatever moment a kill comes at before).
+local function report_of(args)
+  if type(args.report) ~= "function" then return args.report end
+  local r = args.report()
+  if r ~= nil and type(r) ~= "table" then error("apply: report() must return a table or nil", 0) end
+  return r
+end
+
 -- A killed apply's creation finished from its journal (`records`, checked by
 -- `apply_journal.inspect`), after this run's report is recorded in it: nil, or
 -- `{Devices=, result=}` when this run finished it (its outcomes are this run's to
 -- report), or nil and the error.
 local function resume_creation(self, path, records, args, seconds)
-  local err = apply_journal.check_report(path, records, args.report)
-    or apply_journal.note_report(path, records, args.report)
+  local report = report_of(args)
+  local err = apply_journal.check_report(path, records, report)
+    or apply_journal.note_report(path, records, report)
   if err then return nil, err end
   local devices = records[1].Devices or {}
   if #devices == 0 then return nil end -- it planned no creation
@@ -160,8 +171,10 @@ local function open_journal(self, args, seconds)
   local found, records, err = apply_journal.inspect(args.journal, args.ProductKey)
   if not found then return nil, nil, err end
   if found ~= "journal" then
-    err = apply_journal.check_report(args.journal, nil, args.report)
-    if err then return nil, nil, err end
+    if type(args.report) == "table" then
+      err = apply_journal.check_report(args.journal, nil, args.report)
+      if err then return nil, nil, err end
+    end
     return found
   end
   local resumed
@@ -172,8 +185,11 @@ end
 
 -- The apply's journal created before its first write (`aliyun.iot.fleet.apply_journal`).
 local function start_journal(port, p, args, reuse_empty)
+  local report = report_of(args)
+  local err = apply_journal.check_report(args.journal, nil, report)
+  if err then return err end
   return apply_journal.start(port, args.journal, {ProductKey = args.ProductKey,
-    Devices = apply_m.creations(p), report = args.report, reuse_empty = reuse_empty,
+    Devices = apply_m.creations(p), report = report, reuse_empty = reuse_empty,
     manifest = type(args.manifest) == "string" and args.manifest or nil})
 end
 
@@ -203,9 +219,10 @@ end
 --   the caller writes the records into, its "device:inode" identity and size now, `new`
 --   when this run created it; recorded in the journal so that a run after a kill may
 --   continue it: one not `new` is refused unless the journal's last record of a report
---   is that file), `retire_unlisted` (boolean: retire the devices the manifest does not
---   list, after the other changes, as `retire` does, with `undo` (required then), `wait`
---   and `force`)
+--   is that file; or a function returning it, called once right before the journal
+--   records it, so that a file it creates then is recorded at once), `retire_unlisted`
+--   (boolean: retire the devices the manifest does not list, after the other changes, as
+--   `retire` does, with `undo` (required then), `wait` and `force`)
 -- @treturn ?table `{ProductKey=, Plan = plan, Report = {{DeviceName=, change=, target=,
 --   outcome=, code=, message=, RequestId=}, ...}, Groups = {{GroupName=, outcome=}},
 --   ApplyIds=, Devices=}` (`aliyun.iot.fleet.apply`; Devices with secrets, the created
@@ -214,9 +231,12 @@ end
 --   job or product, a report that cannot be continued), `JournalError`, a read's error
 --   (nothing written), or the first write's failure with `Report` and `Plan`
 -- @raise on misuse, as `plan` (and `on_report` or `on_batch` not a function, `journal`
---   not a string, `report` not a table)
+--   not a string, `report` neither a table nor a function)
 local function apply(self, args)
   local bad_arg = check_args(args, 3, "apply", APPLY_ARGS)
+  if args.report ~= nil and type(args.report) ~= "table" and type(args.report) ~= "function" then
+    error("apply: report must be a table or a function, got " .. type(args.report), 2)
+  end
   if not bad_arg and args.retire_unlisted and args.undo == nil then
     bad_arg = bad("undo", "retire_unlisted needs undo (the path of the undo export)")
   elseif not bad_arg and args.journal and args.journal == args.undo then

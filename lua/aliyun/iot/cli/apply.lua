@@ -60,8 +60,16 @@ function M.run(opts, streams, ui, ctx)
     if found then err = nil end
   end
   if err then return commands.failed(out, streams, err) end
-  if opts.report then
-    ctx.report, rep = outcomes.open_apply(opts, records)
+  local report_arg
+  if opts.report and opts.state then
+    -- checked now, opened (created or continued) when the journal is about to record it
+    outcomes.check_apply(opts, records)
+    report_arg = function()
+      ctx.report, rep = outcomes.open_apply(opts, records)
+      return rep
+    end
+  elseif opts.report then
+    ctx.report = outcomes.open(opts.report)
   end
   if opts.state then
     ui.note(("journal %s; if apply stops, run the same command again to finish it")
@@ -74,10 +82,12 @@ function M.run(opts, streams, ui, ctx)
     or nil
   res, err = client:apply{ProductKey = opts.product_key, manifest = opts.manifest,
     prune_tags = opts.prune_tags or nil, journal = opts.state, deadline = opts.deadline,
-    on_report = ctx.report and ctx.report.add, retire_unlisted = opts.retire_unlisted or nil,
+    on_report = opts.report and function(rec, pos) ctx.report.add(rec, pos) end,
+    retire_unlisted = opts.retire_unlisted or nil,
     undo = undo, wait = opts.wait, force = opts.force or nil,
     -- each batch of writes' outcomes made durable before the next batch is sent
-    on_batch = ctx.report and ctx.report.sync, report = opts.state and rep or nil}
+    on_batch = opts.report and function() if ctx.report then ctx.report.sync() end end,
+    report = report_arg}
   ui.done()
   if not res and not err.Plan then
     if ctx.report then drop_report(ctx, rep) end

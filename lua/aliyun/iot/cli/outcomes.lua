@@ -87,6 +87,26 @@ end
 
 local MAX_REPORT = 4294967296 -- the largest report continued [bytes]
 
+--- Refuses (exit 2) apply's `--report` when it names an existing regular file that the
+-- apply journal `records` did not record last (see `open_apply`): called before any
+-- request, the file is only created or opened later.
+-- @tparam table opts the checked options (`report`)
+-- @tparam ?table records the journal's events
+-- @treturn string the kind of what is at the path (`core.file_kind`), and its identity
+function M.check_apply(opts, records)
+  local path = opts.report
+  local kind, id = core().file_kind(path)
+  if kind ~= "file" then return kind, id end
+  local why = require("aliyun.iot.fleet.apply_journal").report_problem(records,
+    {path = path, id = id, size = math.huge})
+  if why then
+    require("aliyun.iot.cli.args").local_error("--report %s exists and %s: give the path of " ..
+      "a new file (a file this run did not create is never written to; with the --state of " ..
+      "a killed apply, the report it recorded is continued)", path, why)
+  end
+  return kind, id
+end
+
 --- Opens apply's `--report` (exit 2 before any request when refused): a path naming
 -- nothing yet becomes a new file; an existing regular file is continued only when the
 -- apply journal `records` (`--state`, read by `aliyun.iot.fleet.apply_journal.inspect`)
@@ -100,7 +120,7 @@ local MAX_REPORT = 4294967296 -- the largest report continued [bytes]
 --   device, FIFO or descriptor name, which is written as it is)
 function M.open_apply(opts, records)
   local path = opts.report
-  local kind, id = core().file_kind(path)
+  local kind, id = M.check_apply(opts, records)
   if kind ~= "file" then
     -- nothing there (a new file), or a device, FIFO or descriptor name (written as it is);
     -- anything else is refused by `open`
@@ -108,12 +128,6 @@ function M.open_apply(opts, records)
     return w, w.id and {path = path, id = w.id, size = 0, new = true}
   end
   local problem = require("aliyun.iot.fleet.apply_journal").report_problem
-  local why = problem(records, {path = path, id = id, size = math.huge})
-  if why then
-    require("aliyun.iot.cli.args").local_error("--report %s exists and %s: give the path of " ..
-      "a new file (a file this run did not create is never written to; with the --state of " ..
-      "a killed apply, the report it recorded is continued)", path, why)
-  end
   local out, kept = output.continue_file("--report", path, id, MAX_REPORT, function(body)
     return problem(records, {path = path, id = id, size = #body}) or report_text_problem(body)
   end)

@@ -26,14 +26,22 @@ end
 -- @treturn ?string "none" (no file), "empty" (an empty regular file: a journal whose
 --   first line was never written, no creation started) or "journal"
 -- @treturn ?table the journal's events for "journal"
--- @treturn ?table err `InvalidParameter` (another product's or another job's journal,
---   not a regular file) or `JournalError` (unreadable, a bad line)
+-- @treturn ?table err `InvalidParameter` (`parameter = "journal"`: another product's or
+--   another job's journal, not a regular file, unreadable, a bad line)
 function M.inspect(path, pk)
   local kind = core.file_kind(path)
   if kind == "none" then return "none" end
-  if kind == "file" and core.read_file(path, 1) == "" then return "empty" end
+  if kind ~= "file" then
+    return nil, nil, bad(("journal %s is not a regular file (%s): give the path of a new " ..
+      "file, or the one of the killed apply"):format(path, kind == "link" and "a symlink" or kind))
+  end
+  if core.read_file(path, 1) == "" then return "empty" end
   local records, err = journal.read(path)
-  if not records then return nil, nil, err end
+  if not records then
+    -- a file that is no journal: refused before anything is sent, like a bad value
+    err.code, err.parameter = "InvalidParameter", "journal"
+    return nil, nil, err
+  end
   local job = records[1]
   if job.kind ~= "named" or job.ProductKey ~= pk then
     return nil, nil, bad(("journal %s is not an apply's journal for product %s (it holds a " ..
