@@ -103,6 +103,8 @@ describe("fleet plan", function()
     assert.are.equal(5, p.changes)
     assert.are.same({}, p.Unlisted)
     assert_reads_only(emu, 1)
+    -- tags are read only for devices that exist: none here
+    for _, r in ipairs(emu:requests()) do assert.are_not.equal("QueryDeviceProp", r.action) end
   end)
 
   it("plans nothing for a product that already matches (an empty plan)", function()
@@ -114,6 +116,12 @@ describe("fleet plan", function()
     assert.are.same({}, p.CreateGroups)
     assert.are.equal(3, p.Totals.nothing)
     assert_reads_only(emu, from)
+    -- one QueryDeviceProp a manifest device that exists and manages tags (all 3), no more
+    local props = 0
+    for i, r in ipairs(emu:requests()) do
+      if i >= from and r.action == "QueryDeviceProp" then props = props + 1 end
+    end
+    assert.are.equal(3, props)
     -- the CLI agrees: exit 0 even with --detailed-exitcode, and says so
     local code, out = run_cli(("plan --endpoint %s --product-key %s --manifest %s --detailed-exitcode")
       :format(emu.endpoint, PK, q(path)))
