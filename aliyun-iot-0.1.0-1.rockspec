@@ -129,6 +129,7 @@ build = {
     ["aliyun.iot.errors"] = "lua/aliyun/iot/errors.lua",
     ["aliyun.iot.fleet"] = "lua/aliyun/iot/fleet.lua",
     ["aliyun.iot.fleet.apply"] = "lua/aliyun/iot/fleet/apply.lua",
+    ["aliyun.iot.fleet.apply_journal"] = "lua/aliyun/iot/fleet/apply_journal.lua",
     ["aliyun.iot.fleet.retire"] = "lua/aliyun/iot/fleet/retire.lua",
     ["aliyun.iot.fleet.retire_journal"] = "lua/aliyun/iot/fleet/retire_journal.lua",
     ["aliyun.iot.fleet.diff"] = "lua/aliyun/iot/fleet/diff.lua",

@@ -160,7 +160,7 @@ describe("fleet apply", function()
     assert.are.same(b, details(emu, "lamp_0001").props)
     -- without prune_tags the 100 kept and one more would break the limit: refused, no write
     local from = #emu:requests() + 1
-    local _, err = c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", tags = {x = "1"}}}}
+    local _, err = c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", tags = {xx = "1"}}}}
     assert.are.equal("InvalidParameter", err.code)
     assert.matches("would hold 101 tags", err.message)
     assert.are.same({}, writes_since(emu, from))
@@ -193,6 +193,8 @@ describe("fleet apply", function()
       :format(emu.endpoint, PK, q(EXAMPLE), q(rep)))
     assert.are.equal(0, code, err)
     assert.matches("\n%+ lamp_north_01  create\n", out)
+    -- the created devices' nicknames are counted in the plan's totals
+    assert.matches("Plan: 4 to create, 0 to update, 0 unchanged; 3 nicknames,", out)
     assert.matches("\nApply: 4 created, 10 done%.\n$", out)
     local n = 0
     for line in shell.read(rep):gmatch("[^\n]+") do
@@ -240,8 +242,9 @@ describe("fleet apply", function()
   it("a killed apply, run again with its --state, finishes without repeating a write", function()
     -- the first join is held by the emulator: the CLI is killed while it waits for it
     emu:fault{kind = "slow", action = "BatchAddDeviceGroupRelations", count = 1, delay = 2}
-    local cmd = ("apply --endpoint %s --product-key %s --manifest %s --state apply.state --quiet")
-      :format(emu.endpoint, PK, q(EXAMPLE))
+    os.remove(dir .. "/apply.report")
+    local cmd = ("apply --endpoint %s --product-key %s --manifest %s --state apply.state --quiet " ..
+      "--report apply.report"):format(emu.endpoint, PK, q(EXAMPLE))
     local pid = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
       "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > kill.out 2> kill.err & echo $!")
       :format(q(dir), q(dir), LUA, q(BIN), cmd)):match("%d+")
@@ -264,7 +267,35 @@ describe("fleet apply", function()
     while not held() and os.time() - t0 < 30 do os.execute("sleep 0.05") end
     assert.is_true(held())
     assert.is_true(shell.read(dir .. "/apply.state") ~= nil)
-    local code, _, err = run_cli(cmd)
+    -- the outcomes decided before the kill reached the report (each batch's before the
+    -- next batch of writes was sent): the 4 creations and the 4 tags set
+    local function report_lines()
+      local out = {}
+      for line in (shell.read(dir .. "/apply.report") or ""):gmatch("[^\n]+") do
+        local r = cjson.decode(line)
+        out[#out + 1] = r.DeviceName .. " " .. r.change .. " " .. tostring(r.target) .. " " .. r.outcome
+      end
+      table.sort(out)
+      return out
+    end
+    local before = report_lines()
+    assert.are.equal(8, #before, table.concat(before, "\n"))
+    -- resume cannot finish an apply: refused, naming the command that can, nothing sent
+    local from = #emu:requests() + 1
+    local code, _, err = run_cli("resume --endpoint " .. emu.endpoint .. " --state apply.state")
+    assert.are.equal(2, code, err)
+    assert.matches("journal of an apply", err)
+    assert.matches("aliyun%-iot apply %-%-product%-key " .. PK .. " %-%-manifest '?[^ ]*fleet%.csv'? %-%-state apply%.state", err)
+    assert.are.equal(from - 1, #emu:requests())
+    -- a report the journal did not record is refused and left as it is
+    shell.write(dir .. "/other.report", "mine\n")
+    code, _, err = run_cli((cmd:gsub("apply%.report", "other.report")))
+    assert.are.equal(2, code, err)
+    assert.matches("%-%-report other%.report exists and it is not the report the apply journal recorded", err)
+    assert.are.equal("mine\n", shell.read(dir .. "/other.report"))
+    assert.are.equal(from - 1, #emu:requests())
+    -- the same command line finishes the apply and continues its report
+    code, _, err = run_cli(cmd)
     assert.are.equal(0, code, err)
     local writes, seen = writes_since(emu, 1), {}
     for _, w in ipairs(writes) do
@@ -273,6 +304,40 @@ describe("fleet apply", function()
     end
     assert.are.equal(0, assert(c:plan{ProductKey = PK, manifest = EXAMPLE}).changes)
     assert.are.equal(4, emu:state().products[PK].devices)
+    local after, once = report_lines(), {}
+    for _, l in ipairs(after) do
+      assert.is_nil(once[l], "reported twice: " .. l)
+      once[l] = true
+    end
+    for _, l in ipairs(before) do assert.is_true(once[l], l) end
+  end)
+
+  it("an empty --state file (a run killed before the journal's first line) is no creation started", function()
+    shell.write(dir .. "/empty.state", "")
+    local cmd = ("apply --endpoint %s --product-key %s --manifest %s --state empty.state --quiet")
+      :format(emu.endpoint, PK, q(EXAMPLE))
+    local code, _, err = run_cli(cmd)
+    assert.are.equal(0, code, err)
+    assert.are.equal(0, assert(c:plan{ProductKey = PK, manifest = EXAMPLE}).changes)
+    assert.is_nil(shell.read(dir .. "/empty.state"))
+    -- anything else at the path is still refused, left as it is, nothing sent
+    local from = #emu:requests() + 1
+    shell.write(dir .. "/target.state", "")
+    assert(shell.ok(("cd %s && ln -sf target.state link.state"):format(q(dir))))
+    code, _, err = run_cli((cmd:gsub("empty%.state", "link.state")))
+    assert.are.equal(2, code, err)
+    assert.is_true(shell.read(dir .. "/link.state") == "")
+    shell.write(dir .. "/junk.state", "not a journal\n")
+    code, _, err = run_cli((cmd:gsub("empty%.state", "junk.state")))
+    assert.are.equal(2, code, err)
+    assert.are.equal("not a journal\n", shell.read(dir .. "/junk.state"))
+    assert.are.equal(from - 1, #emu:requests())
+    -- the library alike
+    shell.write(dir .. "/lib.state", "")
+    emu:reset()
+    assert(c:apply{ProductKey = PK, manifest = path, journal = dir .. "/lib.state"})
+    assert.is_nil(shell.read(dir .. "/lib.state"))
+    assert.are.equal(3, emu:state().products[PK].devices)
   end)
 
   it("a killed apply's creation is finished from its --state: no name checked or registered twice", function()

@@ -11,6 +11,7 @@
 local iot = require "aliyun.iot"
 local emulator = require "aliyun.iot.emulator"
 local shell = require "spec.support.shell"
+local cjson = require "cjson"
 
 local PK = "a1TestPK001"
 local LUA = os.getenv("ALIYUN_IOT_LUA")
@@ -82,8 +83,9 @@ describe("fleet apply killed at random moments", function()
     local from = #emu:requests() + 1
     local seed = tonumber(os.getenv("KILL_SEED") or "") or os.time()
     math.randomseed(seed)
-    local cmd = ("apply --endpoint %s --product-key %s --manifest fleet.csv --prune-tags --state apply.state --quiet")
-      :format(emu.endpoint, PK)
+    os.remove(dir .. "/apply.report")
+    local cmd = ("apply --endpoint %s --product-key %s --manifest fleet.csv --prune-tags --state apply.state " ..
+      "--report apply.report --quiet"):format(emu.endpoint, PK)
     local env = ("cd %s && exec env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
       "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null"):format(q(dir), q(dir), LUA, q(BIN), cmd)
     -- each kind of write in the order apply sends them: its first call is held by the
@@ -148,5 +150,17 @@ describe("fleet apply killed at random moments", function()
     end
     assert.are.equal(0, assert(c:plan{ProductKey = PK, manifest = dir .. "/fleet.csv", prune_tags = true}).changes)
     assert.are.equal(N_OLD + N_NEW, emu:state().products[PK].devices)
+    -- one report across the runs, continued by each: whole lines, no change reported
+    -- twice, every creation reported (a kill loses at most the batch in flight)
+    local lines, creates = {}, 0
+    for line in assert(shell.read(dir .. "/apply.report")):gmatch("([^\n]*)\n") do
+      local r = cjson.decode(line)
+      local key = ("%s %s %s"):format(r.DeviceName, r.change, tostring(r.target))
+      assert.is_nil(lines[key], ("seed %d: reported twice: %s"):format(seed, key))
+      assert.is_true(r.outcome == "done" or r.outcome == "created", line)
+      lines[key] = true
+      if r.change == "create" then creates = creates + 1 end
+    end
+    assert.is_true(creates <= N_NEW, "seed " .. seed)
   end)
 end)

@@ -55,15 +55,15 @@ describe("fleet manifests", function()
 
   it("reads JSON lines with the same fields, tags as an object or a string", function()
     local m = ok_parse('{"DeviceName":"dev_0001","Nickname":"lamp_one","tags":{"site":"north"},' ..
-      '"groups":["north_site"]}\n\n{"DeviceName":"dev_0002","tags":"a=1;b=2","groups":"grp_aaaa;grp_bbbb"}\n')
+      '"groups":["north_site"]}\n\n{"DeviceName":"dev_0002","tags":"ka=1;kb=2","groups":"grp_aaaa;grp_bbbb"}\n')
     assert.are.same({DeviceName = "dev_0001", Nickname = "lamp_one", tags = {site = "north"},
       groups = {"north_site"}}, m.devices[1])
-    assert.are.same({a = "1", b = "2"}, m.devices[2].tags)
+    assert.are.same({ka = "1", kb = "2"}, m.devices[2].tags)
     assert.are.same({"grp_aaaa", "grp_bbbb"}, m.devices[2].groups)
   end)
 
   it("takes a Lua array; a field of the wrong Lua type raises", function()
-    local m = assert(manifest.load{{DeviceName = "dev_0001", tags = {a = "b"}, groups = "grp_aaaa"},
+    local m = assert(manifest.load{{DeviceName = "dev_0001", tags = {ka = "b"}, groups = "grp_aaaa"},
                                    {DeviceName = "dev_0002", Nickname = ""}})
     assert.are.same({"grp_aaaa"}, m.devices[1].groups)
     assert.has_error(function() manifest.load{{DeviceName = 7}} end)
@@ -79,22 +79,34 @@ describe("fleet manifests", function()
     refused(H .. "abc,,,\n", "^f%.csv:2: DeviceName \"abc\" must be 4 to 32")
     refused(H .. "dev_0001,a-b-c-d,,\n", "^f%.csv:2: Nickname \"a%-b%-c%-d\" may only contain")
     refused(H .. "dev_0001,abc,,\n", "^f%.csv:2: Nickname \"abc\" must be 4 to 64")
-    refused(H .. "dev_0001,," .. tags_cell(101) .. ",\n", "^f%.csv:2: has 101 tags, at most 100")
+    refused(H .. "dev_0001,," .. tags_cell(101) .. ",\n", "^f%.csv:2: device dev_0001: has 101 tags, at most 100")
     ok_parse(H .. "dev_0001,," .. tags_cell(100) .. ",\n")
     -- 100 tags of 45-byte values: past 5 KB of JSON
     refused(H .. "dev_0001,," .. tags_cell(100, ("x"):rep(45)) .. ",\n",
-      "^f%.csv:2: its tags are %d+ bytes of JSON, at most 5120")
+      "^f%.csv:2: device dev_0001: its tags are %d+ bytes of JSON, at most 5120")
     refused(H .. "dev_0001,,,," .. "\n", "^f%.csv:2: has 5 fields, the header 4")
     refused(H .. "dev_0001,,,," .. groups_cell(11) .. "\n", "has 5 fields")
-    refused(H .. "dev_0001,,," .. groups_cell(11) .. "\n", "^f%.csv:2: is in 11 groups, at most 10")
+    refused(H .. "dev_0001,,," .. groups_cell(11) .. "\n", "^f%.csv:2: device dev_0001: is in 11 groups, at most 10")
     ok_parse(H .. "dev_0001,,," .. groups_cell(10) .. "\n")
-    refused(H .. "dev_0001,,,ab\n", "^f%.csv:2: group \"ab\" must be 4 to 30")
-    refused(H .. "dev_0001,,,bad-group\n", "^f%.csv:2: group \"bad%-group\" may only contain")
+    refused(H .. "dev_0001,,,ab\n", "^f%.csv:2: device dev_0001: group \"ab\" must be 4 to 30")
+    refused(H .. "dev_0001,,,bad-group\n", "^f%.csv:2: device dev_0001: group \"bad%-group\" may only contain")
     refused(H .. "dev_0001,,,grp_aaaa;grp_aaaa\n", "group \"grp_aaaa\" given twice")
     refused(H .. "dev_0001,,a=1;a=2,\n", "tag key \"a\" given twice")
     refused(H .. "dev_0001,,abc=1,\n", "tag key \"abc\" is reserved")
     refused(H .. "dev_0001,,novalue,\n", "tag \"novalue\" is not key=value")
     refused(H .. "dev_0001,,=v,\n", "a tag key is empty")
+    -- SaveDeviceProp's key and value rules: 2 to 32 letters, digits and dots; a value not
+    -- empty, at most 128 characters (a Chinese one counting 2); the line and device named
+    refused(H .. "dev_0001,,,\ndev_0002,,hw_rev=b,\n",
+      "^f%.csv:3: device dev_0002: tag key \"hw_rev\" may only contain letters, digits and dots")
+    refused(H .. "dev_0001,,x=1,\n", "^f%.csv:2: device dev_0001: tag key \"x\" must be 2 to 32 characters")
+    refused(H .. "dev_0001,," .. ("k"):rep(33) .. "=1,\n", "tag key \"k+\" must be 2 to 32 characters")
+    refused(H .. "dev_0001,,site.name=,\n", "device dev_0001: tag \"site.name\": its value must not be empty")
+    refused(H .. "dev_0001,,site=" .. ("x"):rep(129) .. ",\n", "its value must be at most 128 characters")
+    refused(H .. "dev_0001,,site=" .. ("\228\184\173"):rep(65) .. ",\n", "its value must be at most 128")
+    ok_parse(H .. "dev_0001,,site.v2=" .. ("\228\184\173"):rep(64) .. ";" .. ("k"):rep(32) .. "=" ..
+      ("x"):rep(128) .. ",\n")
+    refused('{"DeviceName":"dev_0001","tags":{"hw rev":"b"}}\n', "^f%.csv:1: device dev_0001: tag key \"hw rev\"")
     refused(H .. "dev_0001,,,\n# x\ndev_0001,,,\n", "^f%.csv:4: DeviceName \"dev_0001\" is listed twice %(first at f%.csv:2%)")
     refused("Device,Nickname\n", "^f%.csv:1: unknown column \"Device\"")
     refused("Nickname\nlamp_one\n", "^f%.csv:1: the header row has no DeviceName column")
@@ -145,7 +157,7 @@ describe("fleet manifests", function()
       end
       local p, err = c:plan{ProductKey = PK, manifest = {{DeviceName = "dev_0001", tags = {abc = "x"}}}}
       assert.is_nil(p)
-      assert.matches("^manifest%[1%]: tag key \"abc\" is reserved", err.message)
+      assert.matches("^manifest%[1%]: device dev_0001: tag key \"abc\" is reserved", err.message)
       p, err = c:plan{ProductKey = "", manifest = {}}
       assert.is_nil(p)
       assert.are.equal("ProductKey", err.parameter)

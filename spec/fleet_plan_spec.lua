@@ -98,10 +98,13 @@ describe("fleet plan", function()
     assert.are.same({DeviceName = "lamp_0003", action = "create", rename = {from = "", to = "lamp_three"}}, d.lamp_0003)
     assert.are.same({"all_lamps", "north_site"}, p.CreateGroups)
     local t = p.Totals
-    assert.are.same({3, 0, 0, 0, 3, 3, 2}, {t.create, t.update, t.nothing, t.rename, t.tag_set, t.join, t.create_group})
+    -- the two created devices with a Nickname count as nicknames set
+    assert.are.same({3, 0, 0, 2, 3, 3, 2}, {t.create, t.update, t.nothing, t.rename, t.tag_set, t.join, t.create_group})
     assert.are.equal(5, p.changes)
     assert.are.same({}, p.Unlisted)
     assert_reads_only(emu, 1)
+    -- tags are read only for devices that exist: none here
+    for _, r in ipairs(emu:requests()) do assert.are_not.equal("QueryDeviceProp", r.action) end
   end)
 
   it("plans nothing for a product that already matches (an empty plan)", function()
@@ -113,6 +116,12 @@ describe("fleet plan", function()
     assert.are.same({}, p.CreateGroups)
     assert.are.equal(3, p.Totals.nothing)
     assert_reads_only(emu, from)
+    -- one QueryDeviceProp a manifest device that exists and manages tags (all 3), no more
+    local props = 0
+    for i, r in ipairs(emu:requests()) do
+      if i >= from and r.action == "QueryDeviceProp" then props = props + 1 end
+    end
+    assert.are.equal(3, props)
     -- the CLI agrees: exit 0 even with --detailed-exitcode, and says so
     local code, out = run_cli(("plan --endpoint %s --product-key %s --manifest %s --detailed-exitcode")
       :format(emu.endpoint, PK, q(path)))
@@ -196,7 +205,17 @@ describe("fleet plan", function()
       :format(emu.endpoint, PK, q(dir .. "/bad.csv")))
     assert.are.equal(2, code)
     assert.are.equal("", out)
-    assert.matches("bad%.csv:2: group \"a\" must be 4 to 30 characters", err)
+    assert.matches("bad%.csv:2: device lamp_0001: group \"a\" must be 4 to 30 characters", err)
+    -- the manifest is checked before anything is announced or read
+    assert.is_nil(err:find("reading the state", 1, true), err)
+    local groups = "g_one;g_two;g_three;g_four;g_five;g_six;g_seven;g_eight;g_nine;g_ten1;g_eleven"
+    shell.write(dir .. "/bad11.csv", "DeviceName,groups\nlamp_0001,lamp_0002\nlamp_0002," .. groups .. "\n")
+    code, out, err = run_cli(("plan --endpoint %s --product-key %s --manifest %s")
+      :format(emu.endpoint, PK, q(dir .. "/bad11.csv")))
+    assert.are.equal(2, code)
+    assert.are.equal("", out)
+    assert.matches("bad11%.csv:3: device lamp_0002: is in 11 groups, at most 10", err)
+    assert.is_nil(err:find("reading the state", 1, true), err)
     code = run_cli(("plan --endpoint %s --product-key %s --manifest %s --detailed-exitcode")
       :format(emu.endpoint, PK, q(dir .. "/bad.csv")))
     assert.are.equal(1, code)

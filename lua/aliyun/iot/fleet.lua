@@ -22,8 +22,8 @@ local state_m = require "aliyun.iot.fleet.state"
 local diff = require "aliyun.iot.fleet.diff"
 local apply_m = require "aliyun.iot.fleet.apply"
 local retire_m = require "aliyun.iot.fleet.retire"
+local apply_journal = require "aliyun.iot.fleet.apply_journal"
 local journal = require "aliyun.iot.journal"
-local core = require "aliyun.iot.core"
 local port_m = require "aliyun.iot.batch.port"
 local validate = require "aliyun.iot.validate"
 local errors = require "aliyun.iot.errors"
@@ -38,7 +38,7 @@ local RETIRE_ARGS = {ProductKey = "string", Devices = "table", undo = "string", 
 local APPLY_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean",
                     journal = "string", deadline = "number", on_report = "function",
                     retire_unlisted = "boolean", undo = "string", wait = "number",
-                    force = "boolean"}
+                    force = "boolean", report = true, on_batch = "function"}
 
 local function bad(parameter, message)
   return errors.new{code = "InvalidParameter", parameter = parameter, message = message}
@@ -146,20 +146,59 @@ local function retire_unlisted(port, args, p, res, t_end)
   return err
 end
 
--- A killed apply's creation finished from its journal, which must be a named job of this
--- product (a journal of another job is refused before any request).
-local function resume_creation(self, path, pk, seconds)
-  local records, err = journal.read(path)
-  if not records then return err end
-  local job = records[1]
-  if not job or job.kind ~= "named" or job.ProductKey ~= pk then
-    return errors.new{code = "InvalidParameter", parameter = "journal", message = ("journal " ..
-      "%s is not an apply's journal for product %s (it holds a %s job of product %s): give " ..
-      "the path of a new file, or the one of the killed apply"):format(path, pk,
-      tostring(job and job.kind), errors.printable(tostring(job and job.ProductKey)))}
+-- The caller's report (`args.report`: a table, or a function giving it, called once, at
+-- the last moment before the journal records it: a file it creates then is in the
+-- journal right after, whatever moment a kill comes at before).
+local function report_of(args)
+  if type(args.report) ~= "function" then return args.report end
+  local r = args.report()
+  if r ~= nil and type(r) ~= "table" then error("apply: report() must return a table or nil", 0) end
+  return r
+end
+
+-- A killed apply's creation finished from its journal (`records`, checked by
+-- `apply_journal.inspect`), after this run's report is recorded in it: nil, or
+-- `{Devices=, result=}` when this run finished it (its outcomes are this run's to
+-- report), or nil and the error.
+local function resume_creation(self, path, records, args, seconds)
+  local report = report_of(args)
+  local err = apply_journal.check_report(path, records, report)
+    or apply_journal.note_report(path, records, report)
+  if err then return nil, err end
+  local devices = records[1].Devices or {}
+  if #devices == 0 then return nil end -- it planned no creation
+  local res, rerr = self:resume{journal = path, deadline = seconds}
+  if rerr then return nil, rerr end
+  if not journal.finished(records) then return {Devices = devices, result = res} end
+end
+
+-- What is at the apply's journal path (`apply_journal.inspect`: "none", "empty" or
+-- "journal", the last one's creation finished first, see resume_creation), the report
+-- checked against it; nil and the error when it cannot be this apply's.
+local function open_journal(self, args, seconds)
+  local found, records, err = apply_journal.inspect(args.journal, args.ProductKey)
+  if not found then return nil, nil, err end
+  if found ~= "journal" then
+    if type(args.report) == "table" then
+      err = apply_journal.check_report(args.journal, nil, args.report)
+      if err then return nil, nil, err end
+    end
+    return found
   end
-  local _, rerr = self:resume{journal = path, deadline = seconds}
-  return rerr
+  local resumed
+  resumed, err = resume_creation(self, args.journal, records, args, seconds)
+  if err then return nil, nil, err end
+  return found, resumed
+end
+
+-- The apply's journal created before its first write (`aliyun.iot.fleet.apply_journal`).
+local function start_journal(port, p, args, reuse_empty)
+  local report = report_of(args)
+  local err = apply_journal.check_report(args.journal, nil, report)
+  if err then return err end
+  return apply_journal.start(port, args.journal, {ProductKey = args.ProductKey,
+    Devices = apply_m.creations(p), report = report, reuse_empty = reuse_empty,
+    manifest = type(args.manifest) == "string" and args.manifest or nil})
 end
 
 --- Makes a product match a manifest: the plan (`client:plan`) read, then its changes sent
@@ -170,26 +209,42 @@ end
 -- (docs/wire.md §10), each paced to its QPS by the client. Applying twice sends no write
 -- the second time: its plan is empty.
 --
--- Resuming: `journal` is the path of the creation step's journal (`aliyun.iot.journal`),
--- the one step whose lost answer a re-read cannot settle. A killed apply is resumed by
--- calling apply again with the same `journal`: the unfinished creation is finished from
--- it first (`client:resume`), then the state is read again and only what is still missing
--- is sent, so no write is repeated (every other write is visible in the state read back).
--- The journal is removed when the apply that created it ends without error.
+-- Resuming: `journal` is the path of the apply's journal (`aliyun.iot.fleet.apply_journal`:
+-- the creation step's batch journal, the one step whose lost answer a re-read cannot
+-- settle, marked as an apply's), created after the plan is read and before the first
+-- write, whether or not the plan creates a device. A killed apply is resumed by calling
+-- apply again with the same `journal`: the unfinished creation is finished from it first
+-- (`client:resume`, its outcomes reported), then the state is read again and only what is
+-- still missing is sent, so no write is repeated (every other write is visible in the
+-- state read back). An empty regular file at `journal` (a run killed before the journal's
+-- first line) is taken as "no creation started". The journal is removed when the apply
+-- that created it ends without error.
 -- @tparam table args `ProductKey`, `manifest` (as for `plan`), `prune_tags` (boolean),
 --   `journal` (path, optional), `deadline` [s from now], `on_report(record, position)`
---   (each change's outcome as it is decided), `retire_unlisted` (boolean: retire the
---   devices the manifest does not list, after the other changes, as `retire` does, with
---   `undo` (required then), `wait` and `force`)
+--   (each change's outcome as it is decided), `on_batch()` (called after each batch of
+--   writes is settled and its records given to on_report, before the next batch is sent:
+--   where a caller makes them durable), `report` (`{path=, id=, size=, new=}`: the file
+--   the caller writes the records into, its "device:inode" identity and size now, `new`
+--   when this run created it; recorded in the journal so that a run after a kill may
+--   continue it: one not `new` is refused unless the journal's last record of a report
+--   is that file; or a function returning it, called once right before the journal
+--   records it, so that a file it creates then is recorded at once), `retire_unlisted`
+--   (boolean: retire the devices the manifest does not list, after the other changes, as
+--   `retire` does, with `undo` (required then), `wait` and `force`)
 -- @treturn ?table `{ProductKey=, Plan = plan, Report = {{DeviceName=, change=, target=,
 --   outcome=, code=, message=, RequestId=}, ...}, Groups = {{GroupName=, outcome=}},
 --   ApplyIds=, Devices=}` (`aliyun.iot.fleet.apply`; Devices with secrets, the created
 --   and adopted ones)
--- @treturn ?table err `InvalidParameter` (nothing sent), `JournalError`, a read's error
+-- @treturn ?table err `InvalidParameter` (nothing sent: a bad value, a journal of another
+--   job or product, a report that cannot be continued), `JournalError`, a read's error
 --   (nothing written), or the first write's failure with `Report` and `Plan`
--- @raise on misuse, as `plan` (and `on_report` not a function, `journal` not a string)
+-- @raise on misuse, as `plan` (and `on_report` or `on_batch` not a function, `journal`
+--   not a string, `report` neither a table nor a function)
 local function apply(self, args)
   local bad_arg = check_args(args, 3, "apply", APPLY_ARGS)
+  if args.report ~= nil and type(args.report) ~= "table" and type(args.report) ~= "function" then
+    error("apply: report must be a table or a function, got " .. type(args.report), 2)
+  end
   if not bad_arg and args.retire_unlisted and args.undo == nil then
     bad_arg = bad("undo", "retire_unlisted needs undo (the path of the undo export)")
   elseif not bad_arg and args.journal and args.journal == args.undo then
@@ -201,25 +256,31 @@ local function apply(self, args)
   local port = port_m.new(self)
   local t_end = args.deadline and port:clock() + args.deadline
   local function left() return t_end and math.max(t_end - port:clock(), 1e-3) or nil end
-  local path, resumed = args.journal, false
-  if path and core.file_kind(path) ~= "none" then
-    local rerr = resume_creation(self, path, args.ProductKey, left())
-    if rerr then return nil, rerr end
-    resumed = true
+  local path = args.journal
+  local found, resumed = "none", nil
+  if path then
+    found, resumed, err = open_journal(self, args, left())
+    if not found then return nil, err end
   end
   local p
   p, err = plan_of(self, manifest, {ProductKey = args.ProductKey, prune_tags = args.prune_tags,
                                     retire_unlisted = args.retire_unlisted, deadline = left()})
   if not p then return nil, err end
+  local new_journal = path and found ~= "journal"
+  if new_journal then
+    err = start_journal(port, p, args, found == "empty")
+    if err then return nil, err end
+  end
   local res, werr = apply_m.run(self, port, p, {ProductKey = args.ProductKey,
-    journal = not resumed and path or nil, t_end = t_end, on_report = args.on_report})
+    journal = new_journal and path or nil, t_end = t_end, on_report = args.on_report,
+    on_batch = args.on_batch, resumed = resumed})
   res.ProductKey, res.Plan = args.ProductKey, p
   if not werr and #p.Retire > 0 then werr = retire_unlisted(port, args, p, res, t_end) end
   if werr then
     werr.Report, werr.Plan = res.Report, p
     return nil, werr
   end
-  if path and not resumed then journal.discard(path) end
+  if new_journal then journal.discard(path) end
   return res
 end
 

@@ -222,15 +222,28 @@ local EVENTS = {
            Replaces = list_of(F.device_name, true, M.MAX_APPLY)},
   -- BatchRegisterDeviceWithApplyId about to be sent: a resume settles it first
   register = {ApplyId = F.apply_id},
+  -- an apply's report file (`aliyun.iot.fleet.apply_journal`): its path, identity
+  -- ("device:inode") and size when the run that writes it started; resume ignores it
+  report = {path = F.text, id = F.text, size = range(0, 2^53)},
 }
 
 -- What each phase of an apply needs: a create apply its Count, a check apply its Names.
 local PHASE_NEEDS = {create = "Count", check = "Names"}
 
+-- A named job that is an apply's creation step (`aliyun.iot.fleet.apply_journal`):
+-- `{"manifest": PATH}`, the manifest's path when it was a file.
+local function apply_note(v)
+  if v == nil then return nil end
+  if type(v) ~= "table" then return "must be an object" end
+  if v.manifest ~= nil and not text(v.manifest) then
+    return "manifest must be a non-empty string without NUL, CR or LF"
+  end
+end
+
 local JOB = {
   random = {ProductKey = F.product_key, Count = F.count},
   named = {ProductKey = F.product_key, skip_invalid = F.bool_opt, existing = F.existing_opt,
-           Devices = list_of(named_device)},
+           Devices = list_of(named_device), apply = apply_note},
   client = {ProductKey = F.product_key, Count = F.count},
 }
 
@@ -348,17 +361,30 @@ local function exists_error(path)
     "creates; choose a new path"):format(path))
 end
 
+-- An empty regular file at path, opened and locked (`create`'s reuse_empty), or nil.
+local function open_empty(path)
+  local file = core.journal_open(path, "existing")
+  if not file then return nil end
+  local body = file:read(1)
+  if body == "" then return file end
+  file:close()
+end
+
 --- Starts a journal for a new job: creates the file (it must not exist: not even empty,
 -- nor as a symlink, device or FIFO), locks it, and writes the `job` line.
 -- @tparam string path
 -- @tparam table job the `job` event's fields (without `event`)
+-- @tparam[opt] boolean reuse_empty take an empty regular file at path as a new journal
+--   (the one a job killed before its first line left behind: it records nothing, so no
+--   job started); anything else there is still refused
 -- @treturn ?table journal (`j.path`; locked until `j:close()`)
 -- @treturn ?table err `JournalError` (something is at path already -- a finished job's
 --   journal says so --, or the file cannot be created or written)
-function M.create(path, job)
+function M.create(path, job, reuse_empty)
   local p, perr = check_path(path)
   if not p then return nil, perr end
   local file, why = core.journal_open(path, "create")
+  if not file and reuse_empty and core.file_kind(path) == "file" then file = open_empty(path) end
   if not file then
     if core.file_kind(path) ~= "none" then return nil, exists_error(path) end
     return nil, journal_error(why)

@@ -119,6 +119,40 @@ function M.group_name_problem(v)
   return counted_problem(v, false, 30)
 end
 
+-- Device tags (SaveDeviceProp's API page, help.aliyun.com doc 69618, "Props" table): a
+-- key is 2 to 32 characters of English letters, digits and dots; a value may not be empty
+-- and holds at most 128 characters, a Chinese character counting as two. The same page
+-- lists the characters a value may hold (Chinese, letters, digits, - _ .), but its sibling
+-- QueryDeviceProp's page answers a value with a colon in its own example, so only the
+-- length is held to here: a value the service refuses is its answer to give.
+local TAG_KEY, TAG_KEY_MIN, TAG_KEY_MAX, TAG_VALUE_MAX = "^[A-Za-z0-9.]+$", 2, 32, 128
+
+--- Why a tag key breaks SaveDeviceProp's rule (2 to 32 letters, digits and dots), or nil.
+-- @tparam any k
+-- @treturn ?string reason
+function M.tag_key_problem(k)
+  if type(k) ~= "string" then return "must be a string" end
+  if not k:find(TAG_KEY) then return "may only contain letters, digits and dots" end
+  if #k < TAG_KEY_MIN or #k > TAG_KEY_MAX then
+    return ("must be %d to %d characters long"):format(TAG_KEY_MIN, TAG_KEY_MAX)
+  end
+end
+
+--- Why a tag value breaks SaveDeviceProp's rule (not empty, at most 128 characters, any
+-- character past ASCII counted as two), or nil.
+-- @tparam any v
+-- @treturn ?string reason
+function M.tag_value_problem(v)
+  if type(v) ~= "string" then return "must be a string" end
+  if v == "" then return "must not be empty" end
+  -- characters: bytes that do not continue a UTF-8 sequence; past ASCII they count 2
+  local ascii = #v:gsub("[\128-\255]", "")
+  local wide = #v:gsub("[^\192-\255]", "")
+  if ascii + 2 * wide > TAG_VALUE_MAX then
+    return ("must be at most %d characters long (a Chinese character counts 2)"):format(TAG_VALUE_MAX)
+  end
+end
+
 -- list_length's general case: any keys, in any order.
 local function list_length_walk(t)
   local n, count = 0, 0

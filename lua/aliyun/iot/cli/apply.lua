@@ -1,8 +1,10 @@
 --- `aliyun-iot apply`: makes a product match a manifest (`client:apply`), printing the
 -- plan it carried out and a line of totals; `--report FILE` gets one JSON line per change.
--- `--state FILE` is the creation step's journal: after a killed apply, the same command
--- line finishes it (the creation from the journal, the rest from the state read again),
--- repeating no write.
+-- `--state FILE` is the apply's journal (`aliyun.iot.fleet.apply_journal`): after a killed
+-- apply, the same command line finishes it (the creation from the journal, the rest from
+-- the state read again), repeating no write, and continues the `--report` the journal
+-- recorded. Each batch of writes' outcomes reaches the report, durably, before the next
+-- batch is sent.
 -- @module aliyun.iot.cli.apply
 
 local commands = require "aliyun.iot.cli.commands"
@@ -10,6 +12,7 @@ local output = require "aliyun.iot.cli.output"
 local outcomes = require "aliyun.iot.cli.outcomes"
 local plan_cli = require "aliyun.iot.cli.plan"
 local report = require "aliyun.iot.cli.report"
+local apply_journal = require "aliyun.iot.fleet.apply_journal"
 local printable = require("aliyun.iot.errors").printable
 
 local M = {}
@@ -26,6 +29,19 @@ local function totals(rep)
   return #parts > 0 and table.concat(parts, ", ") or "nothing to do"
 end
 
+-- The report of a run that failed before its plan: closed, and removed when this run
+-- created it and it is still that empty file (no journal records it: nothing was sent).
+local function drop_report(ctx, rep)
+  ctx.report.abort()
+  ctx.report = nil
+  if not (rep and rep.new) then return end
+  local core = require "aliyun.iot.core"
+  local kind, id = core.file_kind(rep.path)
+  if kind == "file" and id == rep.id and core.read_file(rep.path, 1) == "" then
+    os.remove(rep.path)
+  end
+end
+
 --- apply: the plan read and carried out; exit 0, 1 on a failure (the changes after it
 -- are reported skipped; the same command line continues), 2 on bad input (nothing sent).
 -- @treturn integer exit status
@@ -33,9 +49,26 @@ function M.run(opts, streams, ui, ctx)
   output.check_out(opts)
   local out = output.open(opts.out, streams.stdout)
   ctx.out = out
-  local client, err = commands.new_client(opts, ui)
-  if not client then return commands.failed(out, streams, err) end
-  if opts.report then
+  local client, records, rep
+  -- the manifest first, then the journal: what refuses the run is heard before anything
+  -- is announced, read or created
+  local err = plan_cli.check_manifest(opts)
+  if not err then client, err = commands.new_client(opts, ui) end
+  if client and opts.state then
+    local found
+    found, records, err = apply_journal.inspect(opts.state, opts.product_key)
+    if found then err = nil end
+  end
+  if err then return commands.failed(out, streams, err) end
+  local report_arg
+  if opts.report and opts.state then
+    -- checked now, opened (created or continued) when the journal is about to record it
+    outcomes.check_apply(opts, records)
+    report_arg = function()
+      ctx.report, rep = outcomes.open_apply(opts, records)
+      return rep
+    end
+  elseif opts.report then
     ctx.report = outcomes.open(opts.report)
   end
   if opts.state then
@@ -49,11 +82,15 @@ function M.run(opts, streams, ui, ctx)
     or nil
   res, err = client:apply{ProductKey = opts.product_key, manifest = opts.manifest,
     prune_tags = opts.prune_tags or nil, journal = opts.state, deadline = opts.deadline,
-    on_report = ctx.report and ctx.report.add, retire_unlisted = opts.retire_unlisted or nil,
-    undo = undo, wait = opts.wait, force = opts.force or nil}
+    on_report = opts.report and function(rec, pos) ctx.report.add(rec, pos) end,
+    retire_unlisted = opts.retire_unlisted or nil,
+    undo = undo, wait = opts.wait, force = opts.force or nil,
+    -- each batch of writes' outcomes made durable before the next batch is sent
+    on_batch = opts.report and function() if ctx.report then ctx.report.sync() end end,
+    report = report_arg}
   ui.done()
   if not res and not err.Plan then
-    if ctx.report then ctx.report.abort() ctx.report = nil end
+    if ctx.report then drop_report(ctx, rep) end
     return commands.failed(out, streams, err)
   end
   local result = res or err

@@ -6,6 +6,8 @@
 local output = require "aliyun.iot.cli.output"
 local json = require "aliyun.iot.cli.json"
 
+local function core() return require "aliyun.iot.core" end
+
 local M = {}
 
 -- change and target: apply's records (cli/apply.lua), absent from register's; online:
@@ -40,16 +42,19 @@ function M.check_resume(opts, job)
 end
 
 --- Opens the report (refused, exit 2, before any request, when the path names a file
--- already) and returns a writer: `add(rec, pos)` (each position once), `finish(report)`
--- (the positions not written yet, then the close; true or nil and the reason), `abort()`.
+-- already) and returns a writer: `add(rec, pos)` (each position once), `sync()` (the
+-- lines added so far written, durably), `finish(report)` (the positions not written yet,
+-- then the close; true or nil and the reason), `abort()`; `id` the new file's identity.
 -- @tparam string path
-function M.open(path)
-  local out = output.open_new("--report", path)
-  local w, written, pending = {}, {}, {}
+-- @tparam[opt] table out an output to write into instead (`output.continue_file`)
+function M.open(path, out)
+  out = out or output.open_new("--report", path)
+  local w, written, pending = {id = out.id}, {}, {}
   local function drain()
     if #pending > 0 then out.fh:write(table.concat(pending)) end
     pending = {}
   end
+  w.sync = drain
   function w.add(rec, pos)
     if written[pos] then return end
     written[pos] = true
@@ -66,6 +71,69 @@ function M.open(path)
     out:finish()
   end
   return w
+end
+
+-- Why a report's text is not one this tool wrote (its whole lines: JSON objects with a
+-- DeviceName and an outcome), or nil.
+local function report_text_problem(body)
+  local n = 0
+  for line in body:gmatch("([^\n]*)\n") do
+    n = n + 1
+    local ok, rec = pcall(core().json_decode, line)
+    if not ok then error(rec, 0) end -- no verdict on the line: an interrupt, memory
+    if type(rec) ~= "table" or type(rec.DeviceName) ~= "string" or type(rec.outcome) ~= "string" then
+      return ("line %d is not a report line"):format(n)
+    end
+  end
+end
+
+local MAX_REPORT = 4294967296 -- the largest report continued [bytes]
+
+--- Refuses (exit 2) apply's `--report` when it names an existing regular file that the
+-- apply journal `records` did not record last (see `open_apply`): called before any
+-- request, the file is only created or opened later.
+-- @tparam table opts the checked options (`report`)
+-- @tparam ?table records the journal's events
+-- @treturn string the kind of what is at the path (`core.file_kind`), and its identity
+function M.check_apply(opts, records)
+  local path = opts.report
+  local kind, id = core().file_kind(path)
+  if kind ~= "file" then return kind, id end
+  local why = require("aliyun.iot.fleet.apply_journal").report_problem(records,
+    {path = path, id = id, size = math.huge})
+  if why then
+    require("aliyun.iot.cli.args").local_error("--report %s exists and %s: give the path of " ..
+      "a new file (a file this run did not create is never written to; with the --state of " ..
+      "a killed apply, the report it recorded is continued)", path, why)
+  end
+  return kind, id
+end
+
+--- Opens apply's `--report` (exit 2 before any request when refused): a path naming
+-- nothing yet becomes a new file; an existing regular file is continued only when the
+-- apply journal `records` (`--state`, read by `aliyun.iot.fleet.apply_journal.inspect`)
+-- recorded it last, with its identity and no more than its size now, and it holds only
+-- report lines (a last line cut by a kill is cut off); any other file is refused, never
+-- written to.
+-- @tparam table opts the checked options (`report`, `state`)
+-- @tparam ?table records the journal's events (nil: no journal, or none yet)
+-- @treturn table the writer (as `open`)
+-- @treturn ?table `{path=, id=, size=, new=}` for `client:apply{report=}` (nil for a
+--   device, FIFO or descriptor name, which is written as it is)
+function M.open_apply(opts, records)
+  local path = opts.report
+  local kind, id = M.check_apply(opts, records)
+  if kind ~= "file" then
+    -- nothing there (a new file), or a device, FIFO or descriptor name (written as it is);
+    -- anything else is refused by `open`
+    local w = M.open(path)
+    return w, w.id and {path = path, id = w.id, size = 0, new = true}
+  end
+  local problem = require("aliyun.iot.fleet.apply_journal").report_problem
+  local out, kept = output.continue_file("--report", path, id, MAX_REPORT, function(body)
+    return problem(records, {path = path, id = id, size = #body}) or report_text_problem(body)
+  end)
+  return M.open(path, out), {path = path, id = id, size = kept, new = false}
 end
 
 --- Writes the rest of the command's --report (`ctx.report`, from `open`) with `records`

@@ -315,11 +315,9 @@ function M.open(path, stdout)
   return replacing_output(path, target)
 end
 
--- A new file created exclusively (mode 0600, never through a symlink) and appended to in
--- checked, durable writes; kept when the run fails (it tells what happened).
-local function new_file_output(flag, path)
-  local file, why = core().journal_open(path, "create")
-  if not file then local_error("cannot write %s %s: %s", flag, path, tostring(why)) end
+-- A file open through `core.journal_open` (locked), appended to in checked, durable
+-- writes; kept when the run fails (it tells what happened). `id`: its identity.
+local function file_output(path, file)
   local fh = {}
   function fh:write(...)
     if self.err then return self end
@@ -336,6 +334,7 @@ local function new_file_output(flag, path)
   end
   return {
     fh = fh,
+    id = file:id(),
     finish = function(self)
       close(self)
       if fh.err then return nil, ("cannot write %s: %s"):format(path, tostring(fh.err)) end
@@ -343,6 +342,43 @@ local function new_file_output(flag, path)
     end,
     abort = close,
   }
+end
+
+-- A new file created exclusively (mode 0600, never through a symlink), as file_output.
+local function new_file_output(flag, path)
+  local file, why = core().journal_open(path, "create")
+  if not file then local_error("cannot write %s %s: %s", flag, path, tostring(why)) end
+  return file_output(path, file)
+end
+
+--- An existing regular file this job created (the caller has proved it: `id` is the
+-- identity it recorded), opened locked (never through a symlink) and appended to as
+-- `open_new`'s files are; a last line cut short by a kill is cut off first, so that the
+-- appends start on a line of their own. Refused (exit 2) when the path no longer holds
+-- that file, or `check(body)` returns a reason (the whole text, before any change).
+-- @tparam string flag the option, for messages ("--report")
+-- @tparam string path
+-- @tparam string id the file's identity ("device:inode")
+-- @tparam number max the largest file read [bytes]
+-- @tparam function check `check(body) -> ?reason`
+-- @treturn table output (`fh`, `id`, `finish`, `abort`)
+-- @treturn integer the size it holds [bytes], a torn last line cut off
+function M.continue_file(flag, path, id, max, check)
+  local file, why = core().journal_open(path, "existing")
+  if not file then local_error("cannot continue %s %s: %s", flag, path, tostring(why)) end
+  local body
+  if file:id() == id then body, why = file:read(max) else why = "it is another file now" end
+  why = why or (body and check(body))
+  local size = body and #body - #body:match("[^\n]*$")
+  if not why and size ~= #body then
+    local ok, terr = file:truncate(size)
+    if not ok then why = terr end
+  end
+  if why then
+    file:close()
+    local_error("cannot continue %s %s: %s", flag, path, tostring(why))
+  end
+  return file_output(path, file), size
 end
 
 --- An output that never replaces a file this run did not create (`--report`): a device,

@@ -78,6 +78,15 @@ function M.print_plan(p, w)
   if p.changes == 0 then w("No changes: the product matches the manifest.\n") end
 end
 
+--- Checks `--manifest` whole before anything is announced, read or created (plan and
+-- apply): a manifest breaking a rule is the first thing the user hears of.
+-- @tparam table opts the checked options
+-- @treturn ?table the error (`InvalidParameter` naming the line), or nil when it is good
+function M.check_manifest(opts)
+  local m, err = require("aliyun.iot.fleet.manifest").load(opts.manifest)
+  if not m then return err end
+end
+
 --- plan: the product's state read, the plan printed; exit 0, or 2 on changes with
 -- `--detailed-exitcode`.
 -- @treturn integer exit status
@@ -85,8 +94,9 @@ function M.run(opts, streams, ui, ctx)
   output.check_out(opts)
   local out = output.open(opts.out, streams.stdout)
   ctx.out = out
-  local client, err = commands.new_client(opts, ui)
-  local p
+  local err = M.check_manifest(opts)
+  local client, p
+  if not err then client, err = commands.new_client(opts, ui) end
   if client then
     ui.note("reading the state of product " .. printable(opts.product_key))
     p, err = client:plan{ProductKey = opts.product_key, manifest = opts.manifest,

@@ -100,7 +100,17 @@ function M.check_resume(state)
     local_error("state file %s is not a journal to resume: %s", state,
       tostring(jerr and jerr.message or jerr))
   end
-  return records[1]
+  local job = records[1]
+  if type(job.apply) == "table" then
+    -- resume would finish its creation step only and say done: the apply's nicknames,
+    -- tags and groups are apply's to finish (it resumes the creation itself)
+    local q, p = args.shell_quote, require("aliyun.iot.errors").printable
+    local_error("state file %s is the journal of an apply, which resume cannot finish: run " ..
+      "the apply again, '%s'", state, ("aliyun-iot apply --product-key %s --manifest %s --state %s")
+      :format(q(p(job.ProductKey)), job.apply.manifest and q(p(job.apply.manifest)) or "MANIFEST",
+              q(state)))
+  end
+  return job
 end
 
 -- The options 'resume' takes from the journal's job record where the user gave none:

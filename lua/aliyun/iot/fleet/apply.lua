@@ -29,11 +29,20 @@ local M = {}
 local NICKNAMES_A_CALL = 50   -- BatchUpdateDeviceNickname (§10: the emulator's figure)
 local RELATIONS_A_CALL = 200  -- BatchAdd/DeleteDeviceGroupRelations (§10)
 local CONCURRENCY = 16        -- calls in flight at once; the pacer keeps them within QPS
-local CHUNK = 1000            -- calls prepared at once (flat memory for big fleets)
+-- Calls sent as one batch: their outcomes are reported (on_report, on_batch) before the
+-- next batch goes out, so a killed apply loses at most one batch's records (64 calls,
+-- about 1.3 s at 50 QPS); each batch's end waits for its slowest call.
+local CHUNK = 4 * CONCURRENCY
 
 local function record(ctx, rec)
   ctx.report[#ctx.report + 1] = rec
   if ctx.on_report then ctx.on_report(rec, #ctx.report) end
+end
+
+-- A batch of writes settled and its records given to on_report: the caller makes them
+-- durable (on_batch) before the next batch is sent.
+local function batch_done(ctx)
+  if ctx.on_batch then ctx.on_batch() end
 end
 
 -- The outcome of one call for each change it carried.
@@ -68,12 +77,16 @@ local function send_all(ctx, action, items)
         end
         settle(ctx, item, res, err)
       end
+      batch_done(ctx)
     end
   end
 end
 
--- Creations through the named path; their nicknames go with them.
-local function create(ctx, plan)
+--- The devices a plan creates, with their nicknames, in the plan's order: the `Devices`
+-- of the creation step (`register_named_devices`, or the apply's journal).
+-- @tparam table plan
+-- @treturn table `{{DeviceName=, DeviceNickname=}, ...}`
+function M.creations(plan)
   local devices = {}
   for _, d in ipairs(plan.Devices) do
     if d.action == "create" then
@@ -81,20 +94,52 @@ local function create(ctx, plan)
       devices[#devices + 1] = {DeviceName = d.DeviceName, DeviceNickname = nick}
     end
   end
+  return devices
+end
+
+-- Creations through the named path; their nicknames go with them. With a journal (made
+-- by the apply before its first write, holding these devices) the creation is that
+-- journal's job, run through `client:resume`.
+local function create(ctx, plan)
+  local devices = M.creations(plan)
   if #devices == 0 then return end
-  local res, err = ctx.client:register_named_devices{ProductKey = ctx.pk, Devices = devices,
-    existing = "adopt", journal = ctx.journal, deadline = ctx.seconds_left()}
-  local rep = (res or err).Report or {}
+  local res, err
+  if ctx.journal then
+    res, err = ctx.client:resume{journal = ctx.journal, ProductKey = ctx.pk,
+      deadline = ctx.seconds_left()}
+  else
+    res, err = ctx.client:register_named_devices{ProductKey = ctx.pk, Devices = devices,
+      existing = "adopt", deadline = ctx.seconds_left()}
+  end
+  M.record_creations(ctx, devices, res or err, true)
+  if err then ctx.err = err end
+  batch_done(ctx)
+end
+
+-- The creation step's outcomes (`out`: its result or error, with Report aligned with
+-- `devices`) reported; `planned`: the creations of this run's plan, whose later changes
+-- depend on them (a creation a killed run started and this one finished is reported
+-- only: the plan was read after it).
+function M.record_creations(ctx, devices, out, planned)
+  local rep = out.Report or {}
   for i, dev in ipairs(devices) do
     local r = rep[i] or {outcome = "unknown"}
     record(ctx, {DeviceName = dev.DeviceName, change = "create", target = dev.DeviceNickname,
       outcome = r.outcome, code = r.code, message = r.message, RequestId = r.RequestId})
-    if r.outcome ~= "created" and r.outcome ~= "existing" then ctx.lost[dev.DeviceName] = true end
+    if planned and r.outcome ~= "created" and r.outcome ~= "existing" then
+      ctx.lost[dev.DeviceName] = true
+    end
     -- a device that appeared meanwhile was adopted with whatever nickname it has
-    if r.outcome == "existing" then ctx.adopted[dev.DeviceName] = true end
+    if planned and r.outcome == "existing" then ctx.adopted[dev.DeviceName] = true end
   end
-  ctx.result.ApplyIds, ctx.result.Devices = (res or err).ApplyIds, (res or err).Devices
-  if err then ctx.err = err end
+  if out.Devices then
+    ctx.result.Devices = ctx.result.Devices or {}
+    for _, d in ipairs(out.Devices) do ctx.result.Devices[#ctx.result.Devices + 1] = d end
+  end
+  if out.ApplyIds then
+    ctx.result.ApplyIds = ctx.result.ApplyIds or {}
+    for _, a in ipairs(out.ApplyIds) do ctx.result.ApplyIds[#ctx.result.ApplyIds + 1] = a end
+  end
 end
 
 local function group_id_check(res)
@@ -224,19 +269,29 @@ end
 -- @tparam table client the client (`register_named_devices`)
 -- @tparam table port `aliyun.iot.batch.port` of that client
 -- @tparam table plan from `client:plan` (with `GroupIds`)
--- @tparam table opts `ProductKey`, `journal` (the creation's journal path, or nil),
---   `t_end` (absolute `port:clock()` deadline, or nil), `on_report(rec, position)`
+-- @tparam table opts `ProductKey`, `journal` (the path of the apply's journal, made
+--   with `aliyun.iot.fleet.apply_journal.start` for these creations, or nil), `t_end`
+--   (absolute `port:clock()` deadline, or nil), `on_report(rec, position)`, `on_batch()`
+--   (after each batch of writes is settled and reported, before the next one is sent),
+--   `resumed` (`{Devices=, result=}`: a killed apply's creation finished from its journal
+--   this run, reported first)
 -- @treturn table `{Report = {records}, Groups = {{GroupName=, outcome=, code=,
 --   RequestId=}}, ApplyIds=, Devices=}` (Devices: the created and adopted devices, with
 --   their secrets, as `register_named_devices` returns them)
 -- @treturn ?table err the first failure (the changes after it skipped)
 function M.run(client, port, plan, opts)
   local ctx = {client = client, port = port, pk = opts.ProductKey, journal = opts.journal,
-    opts = {deadline = opts.t_end}, report = {}, on_report = opts.on_report, lost = {}, adopted = {},
+    opts = {deadline = opts.t_end}, report = {}, on_report = opts.on_report,
+    on_batch = opts.on_batch, lost = {}, adopted = {},
     group_ids = {}, result = {Groups = {}}}
   for k, v in pairs(plan.GroupIds or {}) do ctx.group_ids[k] = v end
   function ctx.seconds_left()
     return opts.t_end and math.max(opts.t_end - port:clock(), 1e-3) or nil
+  end
+  if opts.resumed then
+    -- the creation a killed apply started, finished from its journal before the plan
+    M.record_creations(ctx, opts.resumed.Devices, opts.resumed.result, false)
+    batch_done(ctx)
   end
   create(ctx, plan)
   create_groups(ctx, plan)

@@ -50,8 +50,9 @@ local function device_plan(rec, dev, opts, totals)
   local d = {DeviceName = rec.DeviceName}
   local now = dev or {Nickname = "", tags = {}, groups = {}}
   if rec.Nickname ~= nil and rec.Nickname ~= (now.Nickname or "") then
+    -- a created device's nickname is set too (with its creation): counted like the others
     d.rename = {from = now.Nickname or "", to = rec.Nickname}
-    if dev then totals.rename = totals.rename + 1 end
+    totals.rename = totals.rename + 1
   end
   if rec.tags then
     local n_set
@@ -82,9 +83,10 @@ end
 --   tags = {set = {k = v}, remove = {keys}, kept = {keys}}, join = {groups}, leave =
 --   {groups}}`, fields present only where they apply (a created device's nickname is its
 --   `rename` from ""). `Totals`: `devices`, `create`, `update`, `nothing`, `rename`
---   (existing devices), `tag_set` and `tag_remove` (keys), `join` and `leave` (device-group
---   pairs), `create_group`, `unlisted`, `retire`. `changes`: create + update +
---   create_group + retire, 0 when applying would change nothing.
+--   (nicknames set or cleared, a created device's included), `tag_set` and `tag_remove`
+--   (keys), `join` and `leave` (device-group pairs), `create_group`, `unlisted`, `retire`.
+--   `changes`: create + update + create_group + retire, 0 when applying would change
+--   nothing.
 function M.plan(manifest, state, opts)
   opts = opts or {}
   local totals = {devices = #manifest.devices, create = 0, update = 0, nothing = 0, rename = 0,

@@ -83,15 +83,24 @@ local function parse_groups(s)
   return out
 end
 
+-- The tags checked by SaveDeviceProp's rules (`validate.tag_key_problem`, the keys in
+-- order so that the same manifest always names the same one); nil or a reason.
 local function check_tags(tags)
-  local n = 0
-  for k, v in pairs(tags) do
+  local n, keys = 0, {}
+  for k in pairs(tags) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local v = tags[k]
     n = n + 1
     if k == "" then return "a tag key is empty" end
     if has_control(k) or has_control(v) then return ("tag %q holds a control character"):format(k) end
     if k == M.RESERVED_TAG then
       return ("tag key %q is reserved by the service (it never shows in its answers)"):format(k)
     end
+    local why = validate.tag_key_problem(k)
+    if why then return ("tag key %q %s (SaveDeviceProp's rule)"):format(k, why) end
+    why = validate.tag_value_problem(v)
+    if why then return ("tag %q: its value %s (SaveDeviceProp's rule)"):format(k, why) end
   end
   if n > M.MAX_TAGS then return ("has %d tags, at most %d a device"):format(n, M.MAX_TAGS) end
   local size = #M.tag_json(tags)
@@ -124,13 +133,14 @@ local function check_record(rec)
     why = validate.nickname_problem(rec.Nickname, false)
     if why then return ("Nickname %q %s"):format(rec.Nickname, why) end
   end
+  -- a problem of the tags or groups names its device as well as its line
   if rec.tags then
     why = check_tags(rec.tags)
-    if why then return why end
+    if why then return ("device %s: %s"):format(rec.DeviceName, why) end
   end
   if rec.groups then
     rec.groups, why = check_groups(rec.groups)
-    if why then return why end
+    if why then return ("device %s: %s"):format(rec.DeviceName, why) end
   end
 end
 

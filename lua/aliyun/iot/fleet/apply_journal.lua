@@ -1,0 +1,147 @@
+--- An apply's journal (`client:apply{journal=}`, `aliyun-iot apply --state FILE`): the
+-- batch journal (`aliyun.iot.journal`) of its creation step, a named job with
+-- `existing = "adopt"`, whose job line is marked `"apply": {"manifest": PATH}` so that no
+-- other command takes it for a register's (`aliyun-iot resume` refuses it). It is created
+-- before the apply's first write, whether or not the plan creates a device, so that it
+-- also records the apply's report file: a `report` event `{path, id, size}` (the file's
+-- "device:inode" identity and its size when the run writing it started), appended once
+-- per run that writes a report. A run started again after a kill may append to a report
+-- only when the journal's last `report` event names that very file (`report_problem`).
+-- @module aliyun.iot.fleet.apply_journal
+
+local journal = require "aliyun.iot.journal"
+local core = require "aliyun.iot.core"
+local errors = require "aliyun.iot.errors"
+local target_m = require "aliyun.iot.batch.target"
+
+local M = {}
+
+local function bad(message)
+  return errors.new{code = "InvalidParameter", parameter = "journal", message = message}
+end
+
+--- What is at an apply's journal path, read and checked without locking it.
+-- @tparam string path
+-- @tparam string pk the ProductKey the apply is for
+-- @treturn ?string "none" (no file), "empty" (an empty regular file: a journal whose
+--   first line was never written, no creation started) or "journal"
+-- @treturn ?table the journal's events for "journal"
+-- @treturn ?table err `InvalidParameter` (`parameter = "journal"`: another product's or
+--   another job's journal, not a regular file, unreadable, a bad line)
+function M.inspect(path, pk)
+  local kind = core.file_kind(path)
+  if kind == "none" then return "none" end
+  if kind ~= "file" then
+    return nil, nil, bad(("journal %s is not a regular file (%s): give the path of a new " ..
+      "file, or the one of the killed apply"):format(path, kind == "link" and "a symlink" or kind))
+  end
+  if core.read_file(path, 1) == "" then return "empty" end
+  local records, err = journal.read(path)
+  if not records then
+    -- a file that is no journal: refused before anything is sent, like a bad value
+    err.code, err.parameter = "InvalidParameter", "journal"
+    return nil, nil, err
+  end
+  local job = records[1]
+  if job.kind ~= "named" or job.ProductKey ~= pk then
+    return nil, nil, bad(("journal %s is not an apply's journal for product %s (it holds a " ..
+      "%s job of product %s): give the path of a new file, or the one of the killed apply")
+      :format(path, pk, tostring(job.kind), errors.printable(tostring(job.ProductKey))))
+  end
+  return "journal", records
+end
+
+--- The report a journal last recorded (`{path=, id=, size=}`), or nil.
+-- @tparam table records from `inspect`
+function M.last_report(records)
+  for i = #records, 2, -1 do
+    if records[i].event == "report" then return records[i] end
+  end
+end
+
+--- Why a run may not append to the existing file `report` (`{path=, id=, size=}`, its
+-- identity and size now), given the journal's events (nil: no journal), or nil when the
+-- file is provably the one this job created: the journal's last `report` event has its
+-- identity, and it has not shrunk since.
+-- @treturn ?string reason
+function M.report_problem(records, report)
+  local last = records and M.last_report(records)
+  if not last then return "no apply journal records it" end
+  if last.id ~= report.id then
+    return ("it is not the report the apply journal recorded (%s)"):format(errors.printable(last.path))
+  end
+  if report.size < last.size then
+    return ("it holds %d bytes, fewer than the %d the journal recorded"):format(report.size, last.size)
+  end
+end
+
+--- Checks the report a caller writes the apply's records into (`client:apply{report=}`):
+-- a new file (`new = true`) is taken as it is; an existing one continued must be the one
+-- the journal's last `report` event names (`report_problem`).
+-- @tparam ?string path the journal's path (nil: no journal)
+-- @tparam ?table records the journal's events (nil: none yet)
+-- @tparam ?table report `{path=, id=, size=, new=}`
+-- @treturn ?table err `InvalidParameter` (`parameter = "report"`)
+function M.check_report(path, records, report)
+  if not report then return nil end
+  if type(report.path) ~= "string" or type(report.id) ~= "string" or
+     type(report.size) ~= "number" or report.size < 0 then
+    return errors.new{code = "InvalidParameter", parameter = "report",
+      message = "report must be {path = string, id = string, size = bytes, new = boolean}"}
+  end
+  if not path or report.new then return nil end
+  local why = M.report_problem(records, report)
+  if why then
+    return errors.new{code = "InvalidParameter", parameter = "report", message = ("report %s " ..
+      "cannot be continued: %s (journal %s)"):format(errors.printable(report.path), why, path)}
+  end
+end
+
+-- Appends the report event unless it is the journal's last already; closes the journal.
+local function note_report(j, records, report)
+  local last = records and M.last_report(records)
+  local ok, err = true, nil
+  if report and not (last and last.id == report.id and last.size == report.size) then
+    -- the path only informs (the identity decides): escaped, it is one line of text
+    ok, err = j:append{event = "report", path = errors.printable(report.path), id = report.id,
+                       size = report.size}
+  end
+  j:close()
+  if not ok then return err end
+end
+
+--- Starts an apply's journal before its first write: the creations the plan makes, the
+-- apply mark, the target, and the report.
+-- @tparam table port `aliyun.iot.batch.port`
+-- @tparam string path
+-- @tparam table args `ProductKey`, `Devices` (`{{DeviceName=, DeviceNickname=}}`, the
+--   plan's creations, perhaps none), `manifest` (its path, or nil), `report`
+--   (`{path=, id=, size=}` or nil), `reuse_empty` (an empty regular file at path is taken)
+-- @treturn ?table err `InvalidParameter` (`parameter = "journal"`) or `JournalError`
+function M.start(port, path, args)
+  local record = {kind = "named", ProductKey = args.ProductKey, skip_invalid = false,
+    existing = "adopt", Devices = args.Devices, apply = {manifest = args.manifest}}
+  for k, v in pairs(target_m.record(port)) do record[k] = v end
+  local j, err = journal.create(path, record, args.reuse_empty)
+  if not j then
+    err.code, err.parameter = "InvalidParameter", "journal"
+    return err
+  end
+  err = note_report(j, nil, args.report)
+  if err then journal.discard(path) end
+  return err
+end
+
+--- Records a run's report in an existing apply journal (locked for the append).
+-- @tparam string path
+-- @tparam table records from `inspect`
+-- @tparam ?table report `{path=, id=, size=}`
+-- @treturn ?table err `JournalError`
+function M.note_report(path, records, report)
+  if not report then return nil end
+  local j, _, err = journal.open(path)
+  if not j then return err end
+  return note_report(j, records, report)
+end
+
+return M
