@@ -155,16 +155,25 @@ describe("fleet actions", function()
     local many = {}
     for i = 1, 100 do many["k" .. i] = "v" end
     assert.is_true(save(cjson.encode(many)).Success)
-    assert.are.equal("iot.common.InvalidFormattedParameter", save('{"one_more":"v"}').Code)
+    assert.are.equal("iot.common.InvalidFormattedParameter", save('{"one.more":"v"}').Code)
     assert(c:delete_device_prop{ProductKey = PK, DeviceName = "props_001", PropKey = "k1"})
     assert(c:delete_device_prop{ProductKey = PK, DeviceName = "props_001", PropKey = "k1"})
-    assert.is_true(save('{"one_more":"v"}').Success)
+    assert.is_true(save('{"one.more":"v"}').Success)
     for i = 1, 100 do assert(c:delete_device_prop{ProductKey = PK, DeviceName = "props_001", PropKey = "k" .. i}) end
-    assert.are.equal("iot.common.InvalidFormattedParameter", save(cjson.encode{big = ("x"):rep(5 * 1024)}).Code)
-    for _, bad in ipairs{"[1]", "not json", '{"a":{"b":"c"}}', '{"bad key":"v"}'} do
+    -- 5 KB of JSON made of values within their own 128-character limit
+    local big = {}
+    for i = 1, 40 do big["big" .. i] = ("x"):rep(128) end
+    assert.are.equal("iot.common.InvalidFormattedParameter", save(cjson.encode(big)).Code)
+    -- the key and value rules of the page: 2 to 32 letters, digits and dots; 1 to 128 wide
+    for _, bad in ipairs{"[1]", "not json", '{"a":{"b":"c"}}', '{"bad key":"v"}', '{"a":"v"}',
+                         '{"under_score":"v"}', '{"' .. ("k"):rep(33) .. '":"v"}', '{"ok.key":""}',
+                         cjson.encode{wide = ("\228\184\173"):rep(65)}, cjson.encode{long = ("x"):rep(129)}} do
       assert.are.equal("iot.common.InvalidFormattedParameter", save(bad).Code, bad)
     end
-    assert.are.same({one_more = "v"}, emu:state().products[PK].details.props_001.props)
+    assert.is_true(save(cjson.encode{["v1.2"] = ("\228\184\173"):rep(64), ab = ("x"):rep(128)}).Success)
+    assert(c:delete_device_prop{ProductKey = PK, DeviceName = "props_001", PropKey = "v1.2"})
+    assert(c:delete_device_prop{ProductKey = PK, DeviceName = "props_001", PropKey = "ab"})
+    assert.are.same({["one.more"] = "v"}, emu:state().products[PK].details.props_001.props)
     assert.are.equal("MissingProps", raw("SaveDeviceProp", {ProductKey = PK, DeviceName = "props_001"}).Code)
   end)
 
@@ -264,7 +273,7 @@ describe("fleet actions", function()
     local cases = {
       BatchQueryDeviceDetail = {ProductKey = PK, DeviceName = {"fault_01"}},
       QueryDeviceProp = {IotId = reg.Data.IotId},
-      SaveDeviceProp = {IotId = reg.Data.IotId, Props = '{"a":"b"}'},
+      SaveDeviceProp = {IotId = reg.Data.IotId, Props = '{"ab":"c"}'},
       DeleteDeviceProp = {IotId = reg.Data.IotId, PropKey = "a"},
       QueryDeviceGroupList = {},
       BatchAddDeviceGroupRelations = {GroupId = gid, Device = devices{"fault_01"}},
@@ -305,7 +314,7 @@ describe("fleet actions", function()
       local _, err = bob:query_device_list_by_device_group{GroupId = gid}
       assert.are.equal("iot.group.NotExistedGroup", err.code)
       assert.are.equal(1, assert(bob:query_device_group_list{}).Total)
-      _, err = bob:save_device_prop{IotId = reg.Data.IotId, Props = '{"a":"b"}'}
+      _, err = bob:save_device_prop{IotId = reg.Data.IotId, Props = '{"ab":"c"}'}
       assert.are.equal("iot.device.NotExistedDevice", err.code)
       _, err = bob:batch_query_device_detail{ProductKey = "a1Alice", DeviceName = {"alice_01"}}
       assert.are.equal("iot.prod.NotExistedProduct", err.code)

@@ -38,7 +38,8 @@ local RETIRE_ARGS = {ProductKey = "string", Devices = "table", undo = "string", 
 local APPLY_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean",
                     journal = "string", deadline = "number", on_report = "function",
                     retire_unlisted = "boolean", undo = "string", wait = "number",
-                    force = "boolean", report = true, on_batch = "function"}
+                    force = "boolean", report = true, on_batch = "function",
+                    on_wait = "function"}
 
 local function bad(parameter, message)
   return errors.new{code = "InvalidParameter", parameter = parameter, message = message}
@@ -137,7 +138,7 @@ local function retire_unlisted(port, args, p, res, t_end)
   local r, err = retire_m.run(port, {ProductKey = args.ProductKey, names = p.Retire,
     undo = args.undo, wait = args.wait or 600, force = args.force, t_end = t_end,
     journal = args.journal and args.journal .. ".retire", journal_subset = true,
-    on_report = args.on_report and function(rec, pos) args.on_report(rec, n + pos) end})
+    on_wait = args.on_wait, on_report = args.on_report and function(rec, pos) args.on_report(rec, n + pos) end})
   for _, rec in ipairs(r.Report) do res.Report[#res.Report + 1] = rec end
   res.Online = r.Online
   if err and err.parameter == "journal" then
@@ -230,7 +231,7 @@ end
 --   is that file; or a function returning it, called once right before the journal
 --   records it, so that a file it creates then is recorded at once), `retire_unlisted`
 --   (boolean: retire the devices the manifest does not list, after the other changes, as
---   `retire` does, with `undo` (required then), `wait` and `force`)
+--   `retire` does, with `undo` (required then), `wait`, `force` and `on_wait`)
 -- @treturn ?table `{ProductKey=, Plan = plan, Report = {{DeviceName=, change=, target=,
 --   outcome=, code=, message=, RequestId=}, ...}, Groups = {{GroupName=, outcome=}},
 --   ApplyIds=, Devices=}` (`aliyun.iot.fleet.apply`; Devices with secrets, the created
@@ -247,8 +248,11 @@ local function apply(self, args)
   end
   if not bad_arg and args.retire_unlisted and args.undo == nil then
     bad_arg = bad("undo", "retire_unlisted needs undo (the path of the undo export)")
-  elseif not bad_arg and args.journal and args.journal == args.undo then
-    bad_arg = bad("undo", "the undo export and the journal must be two files")
+  elseif not bad_arg and args.journal and (args.journal == args.undo
+      or args.retire_unlisted and args.journal .. ".retire" == args.undo) then
+    -- refused now, not when the retire starts after the other writes
+    bad_arg = bad("undo", "the undo export must be another file than the journal and the " ..
+      "retire's journal beside it (JOURNAL.retire)")
   end
   if bad_arg then return nil, bad_arg end
   local manifest, err = manifest_m.load(args.manifest, 2)

@@ -12,6 +12,7 @@ local output = require "aliyun.iot.cli.output"
 local outcomes = require "aliyun.iot.cli.outcomes"
 local plan_cli = require "aliyun.iot.cli.plan"
 local report = require "aliyun.iot.cli.report"
+local retire_cli = require "aliyun.iot.cli.retire"
 local apply_journal = require "aliyun.iot.fleet.apply_journal"
 local printable = require("aliyun.iot.errors").printable
 
@@ -85,6 +86,7 @@ function M.run(opts, streams, ui, ctx)
     on_report = opts.report and function(rec, pos) ctx.report.add(rec, pos) end,
     retire_unlisted = opts.retire_unlisted or nil,
     undo = undo, wait = opts.wait, force = opts.force or nil,
+    on_wait = opts.retire_unlisted and retire_cli.wait_note(ui) or nil,
     -- each batch of writes' outcomes made durable before the next batch is sent
     on_batch = opts.report and function() if ctx.report then ctx.report.sync() end end,
     report = report_arg}
@@ -103,6 +105,7 @@ function M.run(opts, streams, ui, ctx)
       "again to finish\n"):format(totals(err.Report)))
     return report.EXIT_FAILURE
   end
+  retire_cli.warn_forced(streams, res.Online, opts.wait)
   out.fh:write(("Apply: %s.\n"):format(totals(res.Report)))
   local code = commands.finished(out, streams)
   if not written then return report.EXIT_FAILURE end

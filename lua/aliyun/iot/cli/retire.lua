@@ -45,12 +45,27 @@ local function first_names(names, max)
   return table.concat(shown, ", ") .. (#names > max and ", ..." or "")
 end
 
--- The wait's progress (client:retire's on_wait): a note before each pause.
-local function wait_note(ui)
+--- The wait's progress (client:retire's and client:apply's on_wait): a note before each
+-- pause.
+-- @tparam table ui the command's ui (`note`)
+-- @treturn function
+function M.wait_note(ui)
   return function(w)
     ui.note(("waiting for %d of %d devices to go offline (ONLINE: %s), %.0f s of up to " ..
       "--wait %g s"):format(#w.Online, w.total, first_names(w.Online, 5), w.waited, w.wait))
   end
+end
+
+--- The warning after `--force` deleted devices still ONLINE (retire, apply
+-- --retire-unlisted): deleting online devices is what retire is there to avoid, so it is
+-- said even with --quiet.
+-- @tparam table streams
+-- @tparam ?{string,...} online the result's `Online`
+-- @tparam ?number wait the --wait given [s]
+function M.warn_forced(streams, online, wait)
+  if not online or #online == 0 then return end
+  streams.stderr:write(("aliyun-iot: warning: --force deleted %d device(s) still ONLINE " ..
+    "after --wait %g s: %s\n"):format(#online, wait or 600, first_names(online, 20)))
 end
 
 -- Failures that come before any write: nothing to say about what exists.
@@ -84,7 +99,7 @@ function M.run(opts, streams, ui, ctx)
   res, err = client:retire{ProductKey = opts.product_key, Devices = devices, undo = undo,
     journal = opts.state,
     wait = opts.wait, force = opts.force or nil, dry_run = opts.dry_run or nil,
-    deadline = opts.deadline, on_report = ctx.report and ctx.report.add, on_wait = wait_note(ui)}
+    deadline = opts.deadline, on_report = ctx.report and ctx.report.add, on_wait = M.wait_note(ui)}
   ui.done()
   local rep = (res or err).Report
   local written = true
@@ -103,11 +118,7 @@ function M.run(opts, streams, ui, ctx)
     ui.note(("%d device(s) disabled already (DisableThing not sent again): %s")
       :format(#res.AlreadyDisabled, first_names(res.AlreadyDisabled, 5)))
   end
-  -- deleting online devices is what retire is there to avoid: said even with --quiet
-  if #res.Online > 0 then
-    streams.stderr:write(("aliyun-iot: warning: --force deleted %d device(s) still ONLINE " ..
-      "after --wait %g s: %s\n"):format(#res.Online, opts.wait or 600, first_names(res.Online, 20)))
-  end
+  M.warn_forced(streams, res.Online, opts.wait)
   for _, r in ipairs(rep) do
     out.fh:write(("%s %s  %s%s\n"):format(r.outcome == "absent" and "?" or "-",
       printable(r.DeviceName), r.outcome, not r.online and "" or opts.dry_run and

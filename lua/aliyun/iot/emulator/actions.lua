@@ -678,9 +678,19 @@ function H.QueryDeviceProp(params, _, account)
     return { Data = props_json(dev.props) }
 end
 
--- SaveDeviceProp (§10): `Props` a JSON object of string values (keys of letters, digits and
--- `_`, at most 100 bytes), merged into the device's; at most 100 keys and 5 KB of JSON after
--- the merge, else nothing changes.
+-- A tag's key and value, as SaveDeviceProp's page (doc 69618, "Props") has them: a key of 2
+-- to 32 English letters, digits and dots; a value not empty, at most 128 characters with a
+-- character past ASCII counted as two. (The emulator's own reading, not the client's code.)
+local function valid_prop(k, v)
+    if type(k) ~= "string" or not k:find("^[A-Za-z0-9.]+$") or #k < 2 or #k > 32 then return false end
+    if type(v) ~= "string" or v == "" then return false end
+    local width = 0
+    for c in v:gmatch("[%z\1-\127\192-\255][\128-\191]*") do width = width + (#c > 1 and 2 or 1) end
+    return width <= 128
+end
+
+-- SaveDeviceProp (§10): `Props` a JSON object of string values (`valid_prop`), merged into
+-- the device's; at most 100 keys and 5 KB of JSON after the merge, else nothing changes.
 function H.SaveDeviceProp(params, _, account)
     local dev, err = device_of(params, account)
     if not dev then return err end
@@ -692,8 +702,9 @@ function H.SaveDeviceProp(params, _, account)
     for k, v in pairs(dev.props) do merged[k] = v end
     local n = 0
     for k, v in pairs(new) do
-        if type(k) ~= "string" or not k:find("^[A-Za-z0-9_]+$") or #k > 100 or type(v) ~= "string" then
-            return bad_param("A prop must be a key of letters, digits and _ with a string value.")
+        if not valid_prop(k, v) then
+            return bad_param("A prop must be a key of 2 to 32 letters, digits and dots with a " ..
+                "value of 1 to 128 characters.")
         end
         merged[k] = v
     end
