@@ -96,7 +96,7 @@ function M.main(argv, streams, prog)
     if opts.command == "register" and opts.dry_run then
       return require("aliyun.iot.cli.dryrun").run(opts, streams, ctx)
     elseif opts.command == "check" then
-      return require("aliyun.iot.cli.check").run(opts, streams, ui, ctx, commands.new_client)
+      return require("aliyun.iot.cli.check").run(opts, streams, ui, ctx)
     elseif opts.command == "register" or opts.command == "resume" then
       return commands.run_job(opts, streams, ui, now, ctx)
     elseif opts.command == "devices" then

@@ -138,7 +138,8 @@ local function retire_unlisted(port, args, p, res, t_end)
   local r, err = retire_m.run(port, {ProductKey = args.ProductKey, names = p.Retire,
     undo = args.undo, wait = args.wait or 600, force = args.force, t_end = t_end,
     journal = args.journal and args.journal .. ".retire", journal_subset = true,
-    on_wait = args.on_wait, on_report = args.on_report and function(rec, pos) args.on_report(rec, n + pos) end})
+    on_wait = args.on_wait,
+    on_report = args.on_report and function(rec, pos) args.on_report(rec, n + pos) end})
   for _, rec in ipairs(r.Report) do res.Report[#res.Report + 1] = rec end
   res.Online = r.Online
   if err and err.parameter == "journal" then

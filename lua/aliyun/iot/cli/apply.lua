@@ -8,7 +8,6 @@
 -- @module aliyun.iot.cli.apply
 
 local commands = require "aliyun.iot.cli.commands"
-local output = require "aliyun.iot.cli.output"
 local outcomes = require "aliyun.iot.cli.outcomes"
 local plan_cli = require "aliyun.iot.cli.plan"
 local report = require "aliyun.iot.cli.report"
@@ -47,14 +46,10 @@ end
 -- are reported skipped; the same command line continues), 2 on bad input (nothing sent).
 -- @treturn integer exit status
 function M.run(opts, streams, ui, ctx)
-  output.check_out(opts)
-  local out = output.open(opts.out, streams.stdout)
-  ctx.out = out
-  local client, records, rep
+  local records, rep
   -- the manifest first, then the journal: what refuses the run is heard before anything
   -- is announced, read or created
-  local err = plan_cli.check_manifest(opts)
-  if not err then client, err = commands.new_client(opts, ui) end
+  local out, client, err = commands.start(opts, streams, ui, ctx, {gate = plan_cli.check_manifest})
   if client and opts.state then
     local found
     found, records, err = apply_journal.inspect(opts.state, opts.product_key)

@@ -7,7 +7,6 @@
 -- @module aliyun.iot.cli.check
 
 local names = require "aliyun.iot.cli.names"
-local output = require "aliyun.iot.cli.output"
 local report = require "aliyun.iot.cli.report"
 local json = require "aliyun.iot.cli.json"
 
@@ -18,14 +17,10 @@ local M = {}
 -- @tparam table streams
 -- @tparam table ui the progress UI (`on_progress`, `done`)
 -- @tparam table ctx the interrupt context (`out`)
--- @tparam function new_client (opts, ui) -> client | nil, err
 -- @treturn integer exit status
-function M.run(opts, streams, ui, ctx, new_client)
+function M.run(opts, streams, ui, ctx)
   local devices = names.read(opts, streams)
-  output.check_out(opts)
-  local out = output.open(opts.out, streams.stdout)
-  ctx.out = out
-  local client, err = new_client(opts, ui)
+  local out, client, err = require("aliyun.iot.cli.commands").start(opts, streams, ui, ctx)
   local res
   if client then
     res, err = client:check_device_names{ProductKey = opts.product_key, Devices = devices,

@@ -33,6 +33,32 @@ local function new_client(opts, ui)
   return iot.new(o)
 end
 
+--- A command's output and client, in the order every command needs them: the files it
+-- writes checked against each other (`output.check_out`), its output opened and handed to
+-- `ctx` (so that an interrupt removes what it made), `how.gate(opts)` (a local check whose
+-- error stops the command before a client is made: nothing is announced or sent), then the
+-- client.
+-- @tparam table opts the checked options
+-- @tparam table streams
+-- @tparam table ui
+-- @tparam table ctx the interrupt context (receives `out`)
+-- @tparam[opt] table how `devices` (true: the output is a devices file, `--format`, mode
+--   0600), `gate` (function(opts) -> ?err)
+-- @treturn table out
+-- @treturn ?table the client, or nil and
+-- @treturn ?table err
+local function start(opts, streams, ui, ctx, how)
+  how = how or {}
+  output.check_out(opts)
+  local out = how.devices and output.open_devices(opts, streams.stdout)
+    or output.open(opts.out, streams.stdout)
+  ctx.out = out
+  local err = how.gate and how.gate(opts)
+  if err then return out, nil, err end
+  local client, cerr = new_client(opts, ui)
+  return out, client, cerr
+end
+
 -- The job's arguments and the journal path for register/resume; `own` is true for a
 -- journal in TMPDIR (removed once the job is done).
 local function job_args(opts, streams, ui)
@@ -253,10 +279,7 @@ end
 --- devices: an apply's devices, written as they are fetched.
 -- @treturn integer exit status
 function M.run_devices(opts, streams, ui, ctx)
-  output.check_out(opts)
-  local out = output.open_devices(opts, streams.stdout)
-  ctx.out = out
-  local client, cerr = new_client(opts, ui)
+  local out, client, cerr = start(opts, streams, ui, ctx, {devices = true})
   if not client then return failed(out, streams, cerr) end
   local w = output.device_writer(out, opts, opts.product_key)
   for dev, err in client:apply_devices{ProductKey = opts.product_key, ApplyId = opts.apply_id,
@@ -282,10 +305,7 @@ function M.run_call(opts, streams, ui, ctx)
     for i = 2, #opts.args do words[#words + 1] = opts.args[i] end
     params = args.build_params(words)
   end
-  output.check_out(opts)
-  local out = output.open(opts.out, streams.stdout)
-  ctx.out = out
-  local client, err = new_client(opts, ui)
+  local out, client, err = start(opts, streams, ui, ctx)
   local res
   if client then
     -- --deadline bounds the whole command, each attempt's wait included
@@ -301,6 +321,6 @@ end
 -- Shared with the commands in modules of their own (cli/check.lua, export.lua, mqtt.lua,
 -- plan.lua): a client from the options, a failure before output, the output's end (exit 0,
 -- or 1 with the reason on stderr when a write, the flush or the close failed).
-M.new_client, M.failed, M.finished = new_client, failed, finished
+M.start, M.failed, M.finished = start, failed, finished
 
 return M

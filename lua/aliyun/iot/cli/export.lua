@@ -21,10 +21,7 @@ local PROGRESS_EVERY = 50 -- devices between progress events (a QueryDevice page
 -- @treturn integer exit status: 0 done, 1 a service or network failure or an output that
 --   could not be written, 2 a local mistake (bad value, no credentials)
 function M.run(opts, streams, ui, now, ctx)
-  output.check_out(opts)
-  local out = output.open_devices(opts, streams.stdout)
-  ctx.out = out
-  local client, cerr = commands.new_client(opts, ui)
+  local out, client, cerr = commands.start(opts, streams, ui, ctx, {devices = true})
   if not client then return commands.failed(out, streams, cerr) end
   local w = output.device_writer(out, opts, opts.product_key)
   local t0 = now()

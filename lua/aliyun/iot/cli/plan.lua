@@ -3,7 +3,6 @@
 -- @module aliyun.iot.cli.plan
 
 local commands = require "aliyun.iot.cli.commands"
-local output = require "aliyun.iot.cli.output"
 local report = require "aliyun.iot.cli.report"
 local printable = require("aliyun.iot.errors").printable
 
@@ -91,12 +90,8 @@ end
 -- `--detailed-exitcode`.
 -- @treturn integer exit status
 function M.run(opts, streams, ui, ctx)
-  output.check_out(opts)
-  local out = output.open(opts.out, streams.stdout)
-  ctx.out = out
-  local err = M.check_manifest(opts)
-  local client, p
-  if not err then client, err = commands.new_client(opts, ui) end
+  local out, client, err = commands.start(opts, streams, ui, ctx, {gate = M.check_manifest})
+  local p
   if client then
     ui.note("reading the state of product " .. printable(opts.product_key))
     p, err = client:plan{ProductKey = opts.product_key, manifest = opts.manifest,

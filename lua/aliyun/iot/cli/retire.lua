@@ -10,7 +10,6 @@
 
 local commands = require "aliyun.iot.cli.commands"
 local names_m = require "aliyun.iot.cli.names"
-local output = require "aliyun.iot.cli.output"
 local outcomes = require "aliyun.iot.cli.outcomes"
 local report = require "aliyun.iot.cli.report"
 local printable = require("aliyun.iot.errors").printable
@@ -88,10 +87,7 @@ end
 function M.run(opts, streams, ui, ctx)
   local devices = names_m.read(opts, streams)
   local undo = M.undo_path(opts)
-  output.check_out(opts)
-  local out = output.open(opts.out, streams.stdout)
-  ctx.out = out
-  local client, err = commands.new_client(opts, ui)
+  local out, client, err = commands.start(opts, streams, ui, ctx)
   if not client then return commands.failed(out, streams, err) end
   if opts.report then ctx.report = outcomes.open(opts.report) end
   if undo and not opts.dry_run then ui.note("undo export (the devices' secrets): " .. printable(undo)) end
