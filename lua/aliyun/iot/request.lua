@@ -48,11 +48,13 @@ function M.prepare(client, action, params, level)
   if type(params) ~= "table" then
     error("params must be a table, got " .. type(params), level)
   end
-  if #action > MAX_ACTION or not action:find("^[A-Za-z][A-Za-z0-9]*$") then
+  -- a known action's name is well formed: only other names need the look
+  local row = actions.rows[action]
+  if not row and (#action > MAX_ACTION or not action:find("^[A-Za-z][A-Za-z0-9]*$")) then
     return nil, invalid("Action", ("Action must be a name of letters and digits "
       .. "(at most %d), as the API's are"):format(MAX_ACTION))
   end
-  local row = actions.get(action)
+  row = row or actions.get(action)
   local name, why = validate.check(row, params, client)
   if name then return nil, invalid(name, why) end
   local flat, msg, pname = core.flatten(params)
