@@ -175,7 +175,13 @@ function Client:_transport()
     return M.transports.cosocket, nil
   end
   self.curl = self.curl or curl.new{user_agent = self.user_agent}
-  return function(req) return self.curl:request(req) end, self.curl
+  -- one closure per client, not one per call (it finds the session current at each send)
+  local send = self._curl_send
+  if not send then
+    send = function(req) return self.curl:request(req) end
+    self._curl_send = send
+  end
+  return send, self.curl
 end
 
 --- Where this client sends its calls: what a job's journal records so that a resume goes

@@ -154,6 +154,12 @@ end
 -- rest and the earliest time one of the rest is ready.
 local function next_round(c, st, pending, concurrency)
   local now, deadline = c:clock(), st.opts.deadline
+  if pending[2] == nil then
+    -- one request (every `call`): it fits any round, and waits only for its own backoff
+    local at = st.items[pending[1]].ready_at
+    if at == nil or at <= now or (deadline ~= nil and now >= deadline) then return pending, {} end
+    return {}, pending, at
+  end
   local cap = deadline and concurrency or math.huge
   if deadline and now >= deadline then cap = math.huge end
   local round, rest, soonest = {}, {}, nil
@@ -175,8 +181,9 @@ end
 local function run_round(c, st, round, rest, send, session, concurrency)
   local built, reqs = build_round(c, st, round)
   if #reqs == 0 then return end
-  local responses, terrs = fanout.send(c, send, session, c:_in_cosocket_phase(), reqs,
-                                       concurrency)
+  -- (the phase matters only to a fan-out: one request is sent alike in every phase)
+  local responses, terrs = fanout.send(c, send, session, #reqs > 1 and c:_in_cosocket_phase(),
+                                       reqs, concurrency)
   for n, b in ipairs(built) do
     local item = st.items[b.i]
     local result, e = response.classify(item.row, responses[n], terrs[n], b.sts, c.redact)
@@ -201,13 +208,15 @@ function M.run(c, action, items, opts, concurrency)
   local st = {action = action, items = items, opts = opts, results = {}, errs = {}}
   local send, session = c:_transport()
   local pending = {}
+  -- every item's retry deadline counts from the same start
+  local retry_deadline = send and items[1] and c:clock() + c.retry_deadline
   for i, item in ipairs(items) do
     if not send then
       st.errs[i] = session
     else
       item.action, item.attempt, item.ready_at = action, 0, nil
       item.max_retries = opts.max_retries or c.max_retries
-      item.retry_deadline = c:clock() + c.retry_deadline
+      item.retry_deadline = retry_deadline
       item.deadline = opts.deadline
       pending[#pending + 1] = i
     end
