@@ -140,7 +140,9 @@ end
 --- A monotonic clock, the one `deadline` options are measured on.
 -- @treturn number seconds (only differences mean something)
 function Client:clock()
-  if in_cosocket_phase() then
+  -- (outside OpenResty, without the phase function's call: the engine reads the clock
+  -- several times a call)
+  if rawget(_G, "ngx") ~= nil and in_cosocket_phase() then
     local ngx = rawget(_G, "ngx")
     ngx.update_time()
     return ngx.now()
@@ -153,7 +155,7 @@ end
 -- @tparam number seconds (nothing happens for 0 or less)
 function Client:pause(seconds)
   if not (seconds > 0) then return end
-  if in_cosocket_phase() then return rawget(_G, "ngx").sleep(seconds) end
+  if rawget(_G, "ngx") ~= nil and in_cosocket_phase() then return rawget(_G, "ngx").sleep(seconds) end
   return core.sleep(seconds)
 end
 

@@ -47,45 +47,48 @@ end
 -- AccessKeyId in use. Items that cannot be sent get their final error in errs.
 local function build_round(c, st, pending)
   local creds, cerr = c:_credentials()
+  local items, errs, opts = st.items, st.errs, st.opts
+  local deadline = opts.deadline
   local live = {}
   for _, i in ipairs(pending) do
-    local item = st.items[i]
     if not creds then
-      st.errs[i] = cerr
-    elseif st.opts.deadline and c:clock() >= st.opts.deadline then
-      st.errs[i] = deadline_error(item)
+      errs[i] = cerr
+    elseif deadline and c:clock() >= deadline then
+      errs[i] = deadline_error(items[i])
     else
       live[#live + 1] = i
     end
   end
-  if #live == 0 then return live, {} end
+  local nlive = #live
+  if nlive == 0 then return live, {} end
   -- pacing slots past the deadline are not taken (the pacer's clock may be another one)
   local base, now = c.pacer.now(), c:clock()
-  local before = st.opts.deadline and base + (st.opts.deadline - now)
-  local slots = c.pacer:schedule(st.action, #live, creds.access_key_id, before)
+  local before = deadline and base + (deadline - now)
+  local slots = c.pacer:schedule(st.action, nlive, creds.access_key_id, before)
   local built, reqs = {}, {}
-  for n, i in ipairs(live) do
-    local item = st.items[i]
+  for n = 1, nlive do
+    local i = live[n]
+    local item = items[i]
     local not_before = slots[n] and now + (slots[n] - base)
     local ok, oerr = true, nil
     -- the attempt starts at its pacing slot: no start past the deadline
-    if not not_before or (st.opts.deadline and not_before >= st.opts.deadline) then
+    if not not_before or (deadline and not_before >= deadline) then
       ok, oerr = nil, deadline_error(item)
-    elseif #live == 1 then
+    elseif nlive == 1 then
       c:pause(not_before - c:clock())
       not_before = nil
     end
-    if ok and st.opts.on_send then ok, oerr = st.opts.on_send(st.opts) end
+    if ok and opts.on_send then ok, oerr = opts.on_send(opts) end
     local start = not_before or c:clock()
-    if ok and st.opts.deadline and start >= st.opts.deadline then
+    if ok and deadline and start >= deadline then
       ok, oerr = nil, deadline_error(item)
     end
     if not ok then
-      st.errs[i] = oerr or errors.new{code = "Aborted", action = item.action,
-                                      message = "on_send refused the attempt", retryable = true}
+      errs[i] = oerr or errors.new{code = "Aborted", action = item.action,
+                                   message = "on_send refused the attempt", retryable = true}
     else
-      local req, sts = request.build(c, attempt_of(c, item, st.opts, creds, start))
-      req.not_before, req.deadline = not_before, st.opts.deadline
+      local req, sts = request.build(c, attempt_of(c, item, opts, creds, start))
+      req.not_before, req.deadline = not_before, deadline
       built[#built + 1], reqs[#reqs + 1] = {i = i, sts = sts}, req
     end
   end

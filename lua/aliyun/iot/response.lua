@@ -144,6 +144,14 @@ for i, k in ipairs(FIELD_NAMES) do FIELD_TYPE_OF[i] = FIELD_TYPES[k] end
 local N_FIELDS = #FIELD_NAMES
 
 local function field_problem(decoded)
+  -- an answer has a few top-level fields: look at those, and name the first wrong one in
+  -- the fixed order only when there is one
+  local wrong = false
+  for k, v in pairs(decoded) do
+    local t = FIELD_TYPES[k]
+    if t and type(v) ~= t then wrong = true; break end
+  end
+  if not wrong then return nil end
   for i = 1, N_FIELDS do
     local k = FIELD_NAMES[i]
     local v, t = decoded[k], FIELD_TYPE_OF[i]
