@@ -133,8 +133,9 @@ end
 -- @treturn table the transport request
 -- @treturn string our string to sign (to explain a SignatureDoesNotMatch)
 function M.build(c, a)
-  local p = {}
-  for k, v in pairs(a.flat) do p[k] = v end
+  -- The request's own flat table (made for it by `prepare`), signed in place: every
+  -- attempt sets all the common parameters again, so no copy per attempt is needed.
+  local p = a.flat
   if c.iot_instance_id and p.IotInstanceId == nil then p.IotInstanceId = c.iot_instance_id end
   a.nonce = core.nonce()
   a.timestamp = core.timestamp(core.time() + c.clock_offset)
