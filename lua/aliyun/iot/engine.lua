@@ -70,16 +70,22 @@ local function build_round(c, st, pending)
     local i = live[n]
     local item = items[i]
     local not_before = slots[n] and now + (slots[n] - base)
-    local ok, oerr = true, nil
+    local ok, oerr, start = true, nil, nil
     -- the attempt starts at its pacing slot: no start past the deadline
     if not not_before or (deadline and not_before >= deadline) then
       ok, oerr = nil, deadline_error(item)
     elseif nlive == 1 then
-      c:pause(not_before - c:clock())
+      -- one read of the clock serves as the start when nothing waits or runs before it
+      -- (each read is a time update and a phase check inside OpenResty)
+      start = c:clock()
+      if not_before > start then
+        c:pause(not_before - start)
+        start = nil
+      end
       not_before = nil
     end
-    if ok and opts.on_send then ok, oerr = opts.on_send(opts) end
-    local start = not_before or c:clock()
+    if ok and opts.on_send then ok, oerr = opts.on_send(opts); start = nil end
+    start = not_before or start or c:clock()
     if ok and deadline and start >= deadline then
       ok, oerr = nil, deadline_error(item)
     end
