@@ -186,6 +186,44 @@ static void mark_numbers(luaL_Buffer *b, const char *s, size_t len)
         luaL_addlstring(b, s + flushed, len - flushed);
 }
 
+/* What decoding s needs beyond cjson (see json_needs). */
+enum { JSON_MARKS, JSON_NULLS, JSON_PLAIN };
+
+/*
+ * Reads s as mark_numbers would, without copying: JSON_MARKS when the pre-pass would
+ * rewrite something (an integer literal, an oversized number, a string starting with
+ * MARK), else JSON_NULLS when a null may occur outside strings (the walk must remove it),
+ * else JSON_PLAIN: cjson's result of the text as it is needs neither the pre-pass nor the
+ * walk (its numbers are ordinary finite floats). Many answers (statuses, lists of names,
+ * errors) have no number at all; most of their cost was the copy and the walk.
+ */
+static int json_needs(const char *s, size_t len)
+{
+    size_t i = 0;
+    int nulls = 0;
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"') {
+            i++;
+            if (i < len && s[i] == MARK)
+                return JSON_MARKS;
+            while (i < len && s[i] != '"')
+                i += (s[i] == '\\') ? 2 : 1;
+            i++;
+        } else if (c == '-' || is_digit((char)c)) {
+            char mark;
+            i = scan_number(s, i, len, &mark);
+            if (mark != 0)
+                return JSON_MARKS;
+        } else {
+            if (c == 'n')
+                nulls = 1;
+            i++;
+        }
+    }
+    return nulls ? JSON_NULLS : JSON_PLAIN;
+}
+
 /* Pushes the integer literal s[0..len) (already validated) as the Lua value it stands for. */
 static void push_integer_literal(lua_State *L, const char *s, size_t len)
 {
@@ -400,6 +438,7 @@ static int l_json_decode(lua_State *L)
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
     const char *err;
+    int needs;
     luaL_Buffer b;
 
     lua_settop(L, 1);
@@ -410,9 +449,14 @@ static int l_json_decode(lua_State *L)
         text = lua_tolstring(L, 1, &len);
     }
     push_cjson_decode(L); /* 2 */
-    luaL_buffinit(L, &b);
-    mark_numbers(&b, text, len);
-    luaL_pushresult(&b); /* 3 */
+    needs = json_needs(text, len);
+    if (needs == JSON_MARKS) {
+        luaL_buffinit(L, &b);
+        mark_numbers(&b, text, len);
+        luaL_pushresult(&b); /* 3 */
+    } else {
+        lua_pushvalue(L, 1); /* 3: nothing to rewrite */
+    }
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 3);
     lua_call(L, 1, 2); /* 4, 5 */
@@ -433,7 +477,7 @@ static int l_json_decode(lua_State *L)
         lua_pushliteral(L, "JSON document is null");
         return 2;
     }
-    if ((err = fix_value(L, 0)) != NULL) {
+    if (needs != JSON_PLAIN && (err = fix_value(L, 0)) != NULL) {
         lua_pushnil(L);
         lua_pushstring(L, err);
         return 2;

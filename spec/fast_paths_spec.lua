@@ -199,3 +199,54 @@ describe("core.sign_rpc's sort memo", function()
     check(a)
   end)
 end)
+
+-- The per-call fast paths (issue 16, sequential calls): integers compared as numbers,
+-- JSON text handed to cjson unrewritten when nothing in it needs marking. Each agrees
+-- with the general path it skips.
+describe("per-call fast paths", function()
+  local core = require "aliyun.iot.core"
+  local actions = require "aliyun.iot.actions"
+
+  it("checks integer parameters as the decimal comparison does", function()
+    if not math.type then return end -- no integer subtype: only the general path exists
+    local ctx = {max_batch_size = 1000}
+    local page, count = actions.rows.QueryDevice, actions.rows.BatchRegisterDevice
+    for _, v in ipairs{math.mininteger, -1, 0, 1, 2, 49, 50, 51, 999, 1000, 1001,
+                       math.maxinteger} do
+      local s = tostring(v)
+      for _, case in ipairs{{page, {ProductKey = "pk", PageSize = v}, {ProductKey = "pk", PageSize = s}},
+                            {count, {ProductKey = "pk", Count = v}, {ProductKey = "pk", Count = s}}} do
+        assert.are.same({validate.check(case[1], case[3], ctx)},
+                        {validate.check(case[1], case[2], ctx)}, s)
+      end
+      assert.are.equal(validate.apply_id_problem(s), validate.apply_id_problem(v), s)
+    end
+  end)
+
+  it("decodes JSON without integers as the marked path does", function()
+    local docs = {
+      '{"RequestId":"r","Success":true,"Data":{"Status":"CREATE_SUCCESS","List":{"Name":[]}}}',
+      '{"a":"x","b":[true,false,"y"],"c":{}}',
+      '{"a":1.5,"b":[-2.25e3,0.5],"c":"1"}',
+      '{"a":null,"b":[null,"x"],"c":{"d":null,"e":"n"}}',
+      '{"n":"null","m":["nnn"]}',
+      '{"a":"\\"12\\"","b":"\\\\"}',
+      '["x",null,{"y":false}]',
+      '"just a string"',
+      '{"a":}',
+      '{"a":"x"',
+    }
+    for _, doc in ipairs(docs) do
+      local plain, perr = core.json_decode(doc)
+      -- the same document with an integer in it takes the rewriting path
+      local marked, merr = core.json_decode('{"__int":7,"__doc":' .. doc .. '}')
+      if plain == nil then
+        assert.is_nil(marked, doc)
+        assert.is_string(perr)
+        assert.is_string(merr)
+      else
+        assert.are.same(marked.__doc, plain, doc)
+      end
+    end
+  end)
+end)

@@ -141,7 +141,9 @@ end
 --- A monotonic clock, the one `deadline` options are measured on.
 -- @treturn number seconds (only differences mean something)
 function Client:clock()
-  if in_cosocket_phase() then
+  -- (outside OpenResty, without the phase function's call: the engine reads the clock
+  -- several times a call)
+  if rawget(_G, "ngx") ~= nil and in_cosocket_phase() then
     local ngx = rawget(_G, "ngx")
     ngx.update_time()
     return ngx.now()
@@ -154,7 +156,7 @@ end
 -- @tparam number seconds (nothing happens for 0 or less)
 function Client:pause(seconds)
   if not (seconds > 0) then return end
-  if in_cosocket_phase() then return rawget(_G, "ngx").sleep(seconds) end
+  if rawget(_G, "ngx") ~= nil and in_cosocket_phase() then return rawget(_G, "ngx").sleep(seconds) end
   return core.sleep(seconds)
 end
 
@@ -176,7 +178,13 @@ function Client:_transport()
     return M.transports.cosocket, nil
   end
   self.curl = self.curl or curl.new{user_agent = self.user_agent}
-  return function(req) return self.curl:request(req) end, self.curl
+  -- one closure per client, not one per call (it finds the session current at each send)
+  local send = self._curl_send
+  if not send then
+    send = function(req) return self.curl:request(req) end
+    self._curl_send = send
+  end
+  return send, self.curl
 end
 
 --- Where this client sends its calls: what a job's journal records so that a resume goes

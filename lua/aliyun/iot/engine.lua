@@ -47,45 +47,54 @@ end
 -- AccessKeyId in use. Items that cannot be sent get their final error in errs.
 local function build_round(c, st, pending)
   local creds, cerr = c:_credentials()
+  local items, errs, opts = st.items, st.errs, st.opts
+  local deadline = opts.deadline
   local live = {}
   for _, i in ipairs(pending) do
-    local item = st.items[i]
     if not creds then
-      st.errs[i] = cerr
-    elseif st.opts.deadline and c:clock() >= st.opts.deadline then
-      st.errs[i] = deadline_error(item)
+      errs[i] = cerr
+    elseif deadline and c:clock() >= deadline then
+      errs[i] = deadline_error(items[i])
     else
       live[#live + 1] = i
     end
   end
-  if #live == 0 then return live, {} end
+  local nlive = #live
+  if nlive == 0 then return live, {} end
   -- pacing slots past the deadline are not taken (the pacer's clock may be another one)
   local base, now = c.pacer.now(), c:clock()
-  local before = st.opts.deadline and base + (st.opts.deadline - now)
-  local slots = c.pacer:schedule(st.action, #live, creds.access_key_id, before)
+  local before = deadline and base + (deadline - now)
+  local slots = c.pacer:schedule(st.action, nlive, creds.access_key_id, before)
   local built, reqs = {}, {}
-  for n, i in ipairs(live) do
-    local item = st.items[i]
+  for n = 1, nlive do
+    local i = live[n]
+    local item = items[i]
     local not_before = slots[n] and now + (slots[n] - base)
-    local ok, oerr = true, nil
+    local ok, oerr, start = true, nil, nil
     -- the attempt starts at its pacing slot: no start past the deadline
-    if not not_before or (st.opts.deadline and not_before >= st.opts.deadline) then
+    if not not_before or (deadline and not_before >= deadline) then
       ok, oerr = nil, deadline_error(item)
-    elseif #live == 1 then
-      c:pause(not_before - c:clock())
+    elseif nlive == 1 then
+      -- one read of the clock serves as the start when nothing waits or runs before it
+      -- (each read is a time update and a phase check inside OpenResty)
+      start = c:clock()
+      if not_before > start then
+        c:pause(not_before - start)
+        start = nil
+      end
       not_before = nil
     end
-    if ok and st.opts.on_send then ok, oerr = st.opts.on_send(st.opts) end
-    local start = not_before or c:clock()
-    if ok and st.opts.deadline and start >= st.opts.deadline then
+    if ok and opts.on_send then ok, oerr = opts.on_send(opts); start = nil end
+    start = not_before or start or c:clock()
+    if ok and deadline and start >= deadline then
       ok, oerr = nil, deadline_error(item)
     end
     if not ok then
-      st.errs[i] = oerr or errors.new{code = "Aborted", action = item.action,
-                                      message = "on_send refused the attempt", retryable = true}
+      errs[i] = oerr or errors.new{code = "Aborted", action = item.action,
+                                   message = "on_send refused the attempt", retryable = true}
     else
-      local req, sts = request.build(c, attempt_of(c, item, st.opts, creds, start))
-      req.not_before, req.deadline = not_before, st.opts.deadline
+      local req, sts = request.build(c, attempt_of(c, item, opts, creds, start))
+      req.not_before, req.deadline = not_before, deadline
       built[#built + 1], reqs[#reqs + 1] = {i = i, sts = sts}, req
     end
   end
@@ -154,6 +163,12 @@ end
 -- rest and the earliest time one of the rest is ready.
 local function next_round(c, st, pending, concurrency)
   local now, deadline = c:clock(), st.opts.deadline
+  if pending[2] == nil then
+    -- one request (every `call`): it fits any round, and waits only for its own backoff
+    local at = st.items[pending[1]].ready_at
+    if at == nil or at <= now or (deadline ~= nil and now >= deadline) then return pending, {} end
+    return {}, pending, at
+  end
   local cap = deadline and concurrency or math.huge
   if deadline and now >= deadline then cap = math.huge end
   local round, rest, soonest = {}, {}, nil
@@ -175,8 +190,9 @@ end
 local function run_round(c, st, round, rest, send, session, concurrency)
   local built, reqs = build_round(c, st, round)
   if #reqs == 0 then return end
-  local responses, terrs = fanout.send(c, send, session, c:_in_cosocket_phase(), reqs,
-                                       concurrency)
+  -- (the phase matters only to a fan-out: one request is sent alike in every phase)
+  local responses, terrs = fanout.send(c, send, session, #reqs > 1 and c:_in_cosocket_phase(),
+                                       reqs, concurrency)
   for n, b in ipairs(built) do
     local item = st.items[b.i]
     local result, e = response.classify(item.row, responses[n], terrs[n], b.sts, c.redact)
@@ -201,13 +217,15 @@ function M.run(c, action, items, opts, concurrency)
   local st = {action = action, items = items, opts = opts, results = {}, errs = {}}
   local send, session = c:_transport()
   local pending = {}
+  -- every item's retry deadline counts from the same start
+  local retry_deadline = send and items[1] and c:clock() + c.retry_deadline
   for i, item in ipairs(items) do
     if not send then
       st.errs[i] = session
     else
       item.action, item.attempt, item.ready_at = action, 0, nil
       item.max_retries = opts.max_retries or c.max_retries
-      item.retry_deadline = c:clock() + c.retry_deadline
+      item.retry_deadline = retry_deadline
       item.deadline = opts.deadline
       pending[#pending + 1] = i
     end

@@ -189,6 +189,24 @@ local function check_types(schema, given, what, level, hints)
   end
 end
 
+-- schema -> its names in sorted order (the order problems are reported in), with
+-- `required` the first required name: made once per schema, not on every call. Schemas
+-- are not changed after they are made (the batch helpers' are module constants).
+local plans = setmetatable({}, {__mode = "k"})
+
+local function plan_of(schema)
+  local plan = plans[schema]
+  if plan then return plan end
+  plan = {}
+  for k in pairs(schema) do plan[#plan + 1] = k end
+  table.sort(plan)
+  for _, k in ipairs(plan) do
+    if schema[k].required then plan.required = k; break end
+  end
+  plans[schema] = plan
+  return plan
+end
+
 --- Checks options against a schema.
 -- @tparam table schema name -> entry
 -- @param given the options (nil is an empty table)
@@ -207,11 +225,15 @@ function M.check(schema, given, what, level, hints)
   if type(given) ~= "table" then
     error(("%s must be a table, got %s"):format(what, type(given)), level)
   end
+  local plan = plan_of(schema)
+  if next(given) == nil then
+    -- every call without options: only a required option can be wrong
+    local k = plan.required
+    if k then return nil, M.invalid(k, M.problem(k, nil, schema[k])) end
+    return given
+  end
   check_types(schema, given, what, level + 1, hints)
-  local names = {}
-  for k in pairs(schema) do names[#names + 1] = k end
-  table.sort(names)
-  for _, k in ipairs(names) do
+  for _, k in ipairs(plan) do
     local why = M.problem(k, given[k], schema[k])
     if why then return nil, M.invalid(k, why) end
   end

@@ -48,11 +48,13 @@ function M.prepare(client, action, params, level)
   if type(params) ~= "table" then
     error("params must be a table, got " .. type(params), level)
   end
-  if #action > MAX_ACTION or not action:find("^[A-Za-z][A-Za-z0-9]*$") then
+  -- a known action's name is well formed: only other names need the look
+  local row = actions.rows[action]
+  if not row and (#action > MAX_ACTION or not action:find("^[A-Za-z][A-Za-z0-9]*$")) then
     return nil, invalid("Action", ("Action must be a name of letters and digits "
       .. "(at most %d), as the API's are"):format(MAX_ACTION))
   end
-  local row = actions.get(action)
+  row = row or actions.get(action)
   local name, why = validate.check(row, params, client)
   if name then return nil, invalid(name, why) end
   local flat, msg, pname = core.flatten(params)
@@ -131,8 +133,9 @@ end
 -- @treturn table the transport request
 -- @treturn string our string to sign (to explain a SignatureDoesNotMatch)
 function M.build(c, a)
-  local p = {}
-  for k, v in pairs(a.flat) do p[k] = v end
+  -- The request's own flat table (made for it by `prepare`), signed in place: every
+  -- attempt sets all the common parameters again, so no copy per attempt is needed.
+  local p = a.flat
   if c.iot_instance_id and p.IotInstanceId == nil then p.IotInstanceId = c.iot_instance_id end
   a.nonce = core.nonce()
   a.timestamp = core.timestamp(core.time() + c.clock_offset)

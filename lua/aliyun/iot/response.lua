@@ -136,14 +136,25 @@ function M.decode(body, row)
   return decoded
 end
 
-local FIELD_NAMES = {}
+-- in a fixed order (the first wrong one is named), with their types beside them
+local FIELD_NAMES, FIELD_TYPE_OF = {}, {}
 for k in pairs(FIELD_TYPES) do FIELD_NAMES[#FIELD_NAMES + 1] = k end
 table.sort(FIELD_NAMES)
+for i, k in ipairs(FIELD_NAMES) do FIELD_TYPE_OF[i] = FIELD_TYPES[k] end
+local N_FIELDS = #FIELD_NAMES
 
 local function field_problem(decoded)
-  for i = 1, #FIELD_NAMES do
+  -- an answer has a few top-level fields: look at those, and name the first wrong one in
+  -- the fixed order only when there is one
+  local wrong = false
+  for k, v in pairs(decoded) do
+    local t = FIELD_TYPES[k]
+    if t and type(v) ~= t then wrong = true; break end
+  end
+  if not wrong then return nil end
+  for i = 1, N_FIELDS do
     local k = FIELD_NAMES[i]
-    local v, t = decoded[k], FIELD_TYPES[k]
+    local v, t = decoded[k], FIELD_TYPE_OF[i]
     if v ~= nil and type(v) ~= t then
       return ("%s is a %s, not a %s"):format(k, type(v), t)
     end

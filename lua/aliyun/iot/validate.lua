@@ -17,6 +17,8 @@
 
 local M = {}
 
+local math_type = math.type -- nil before Lua 5.3
+
 local DEVICE_NAME = "^[A-Za-z0-9_.:@%-]+$"
 
 --- Why a DeviceName breaks the documented rule (D-69470: 4-32 characters, letters,
@@ -272,9 +274,15 @@ function checks.device_name(v)
 end
 
 function checks.integer(v, rule, ctx)
+  local min, max = limit(rule.min, ctx), limit(rule.max, ctx)
+  if math_type and math_type(v) == "integer" then
+    -- the usual case: compared as numbers, no decimal strings made
+    if min and v < min then return ("must be at least %d"):format(min) end
+    if max and v > max then return ("must be at most %d"):format(max) end
+    return nil
+  end
   local s, why = M.integer_string(v)
   if not s then return why end
-  local min, max = limit(rule.min, ctx), limit(rule.max, ctx)
   if min and cmp_decimal(s, tostring(min)) < 0 then
     return ("must be at least %d"):format(min)
   end
@@ -288,6 +296,10 @@ end
 -- @tparam any v
 -- @treturn ?string reason
 function M.apply_id_problem(v)
+  -- a Lua integer (the usual ApplyId) needs no decimal comparison
+  if math_type and math_type(v) == "integer" then
+    return v < 1 and "must be a positive 64-bit integer" or nil
+  end
   local s, why = M.integer_string(v)
   if not s then return why end
   if cmp_decimal(s, "1") < 0 or cmp_decimal(s, "9223372036854775807") > 0 then
@@ -371,34 +383,58 @@ BY_NAME = {
   Nickname = function(v) if v ~= "" then return M.nickname_problem(v, false) end end,
 }
 
+-- row -> its validation plan, made once: `{name, rule, check, by_name}` per parameter
+-- (the traversal of `row.params`, the rule's kind looked up, the name's own rule found),
+-- so that a call walks an array instead of doing those lookups again.
+local plans = setmetatable({}, {__mode = "k"})
+
+local function plan_of(row)
+  local plan = plans[row]
+  if plan then return plan end
+  plan = {}
+  for name, rule in pairs(row.params) do
+    plan[#plan + 1] = {name = name, rule = rule, check = checks[rule.kind],
+                       by_name = BY_NAME[name], required = rule.required}
+  end
+  plans[row] = plan
+  return plan
+end
+
+local function unknown_parameter(row, name)
+  local known = {}
+  for k in pairs(row.params) do known[#known + 1] = k end
+  table.sort(known)
+  return tostring(name), ("unknown parameter %s for %s (it takes %s)")
+    :format(tostring(name), row.name, table.concat(known, ", "))
+end
+
 --- Checks params against an action row.
--- @tparam table row the action's row (`aliyun.iot.actions`)
+-- @tparam table row the action's row (`aliyun.iot.actions`; its parameter rules are read
+--   once, on its first check)
 -- @tparam table params the call's parameters (API names)
 -- @tparam table ctx `{max_batch_size = n}`
 -- @treturn ?string parameter name at fault (nil when all is well)
 -- @treturn ?string message
 function M.check(row, params, ctx)
+  local known = row.params
   if not row.open then
     -- A misspelt name (DeviceNmae) would go out ignored and the call do something else.
     for name in pairs(params) do
-      if row.params[name] == nil and COMMON[name] == nil then
-        local known = {}
-        for k in pairs(row.params) do known[#known + 1] = k end
-        table.sort(known)
-        return tostring(name), ("unknown parameter %s for %s (it takes %s)")
-          :format(tostring(name), row.name, table.concat(known, ", "))
-      end
+      if known[name] == nil and COMMON[name] == nil then return unknown_parameter(row, name) end
     end
     local v = params.IotInstanceId
     if v ~= nil and checks.key(v) then return "IotInstanceId", "IotInstanceId " .. checks.key(v) end
   end
-  for name, rule in pairs(row.params) do
+  local plan = plan_of(row)
+  for i = 1, #plan do
+    local p = plan[i]
+    local name = p.name
     local v = params[name]
     if v == nil then
-      if rule.required then return name, name .. " is required" end
+      if p.required then return name, name .. " is required" end
     else
-      local why, index = checks[rule.kind](v, rule, ctx)
-      if not why and BY_NAME[name] then why = BY_NAME[name](v) end
+      local why, index = p.check(v, p.rule, ctx)
+      if not why and p.by_name then why = p.by_name(v) end
       if why then
         local at = index and ("%s.%d"):format(name, index) or name
         return at, ("%s %s"):format(at, why)

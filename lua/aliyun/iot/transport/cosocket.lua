@@ -62,6 +62,22 @@ local function failure(code, message, sent)
   return nil, {code = code, message = message, sent = sent == true}
 end
 
+-- The last URL's parts: a client sends its POSTs to one URL, read once (never changed by
+-- the exchange, so shared between requests).
+local last_url, last_parts
+
+local function url_parts(url)
+  if url == last_url then return last_parts end
+  local scheme, host, port, target, authority = parse_url(url)
+  if not scheme then return nil end
+  last_url, last_parts = url, {scheme = scheme, host = host, port = port, target = target,
+    authority = authority, ip = host:find("^[%d.]+$") ~= nil or host:find(":", 1, true) ~= nil}
+  local pool = scheme .. "://" .. host .. ":" .. port
+  last_parts.pool, last_parts.keep_pool = pool, {pool = pool}
+  last_parts.fresh_pool = {pool = pool .. "#fresh"}
+  return last_parts
+end
+
 -- One exchange's state: the socket, the request's deadline and limits. Every read and
 -- write first cuts the socket's timeouts to the time left, so the whole request stays
 -- within its deadline however slowly the bytes drip in.
@@ -75,6 +91,10 @@ end
 
 function Conn:arm()
   local left = self:remaining_ms()
+  -- the same millisecond left as at the last arming (lines read back to back): the
+  -- socket's timeouts already are these
+  if left == self.armed then return end
+  self.armed = left
   self.sock:settimeouts(math.min(self.connect_ms, left), left, left)
 end
 
@@ -101,9 +121,9 @@ local function connect(req, u, deadline, fresh)
   local c = setmetatable({sock = ngx.socket.tcp(), deadline = deadline, sent = false,
                           connect_ms = math.floor(req.connect_timeout * 1000),
                           max = req.max_response_size, fresh = fresh}, Conn)
-  local pool = u.scheme .. "://" .. u.host .. ":" .. u.port
+  local pool = u.pool
   c:arm()
-  local ok, err = c.sock:connect(u.host, u.port, {pool = fresh and pool .. "#fresh" or pool})
+  local ok, err = c.sock:connect(u.host, u.port, fresh and u.fresh_pool or u.keep_pool)
   if not ok then
     if err == "timeout" then
       return failure("Timeout", "connect to " .. u.authority .. " timed out", false)
@@ -322,15 +342,13 @@ function M.request(req)
       .. "to OpenResty cosockets: set lua_ssl_trusted_certificate in nginx.conf instead, or "
       .. "use the libcurl transport (blocking)", false)
   end
-  local scheme, host, port, target, authority = parse_url(req.url or "")
-  if not scheme then return failure("TransportError", "unsupported URL", false) end
+  local u = url_parts(req.url or "")
+  if not u then return failure("TransportError", "unsupported URL", false) end
   for name, value in pairs(req.headers or {}) do
-    if (name .. value):find("[\r\n]") then
+    if name:find("[\r\n]") or tostring(value):find("[\r\n]") then
       return failure("TransportError", "header " .. name .. " holds CR or LF", false)
     end
   end
-  local u = {scheme = scheme, host = host, port = port, target = target, authority = authority,
-             ip = host:find("^[%d.]+$") ~= nil or host:find(":", 1, true) ~= nil}
   ngx.update_time()
   local deadline = ngx.now() + (req.timeout or 30)
   req = setmetatable({
