@@ -722,7 +722,10 @@ describe("batch helpers", function()
     end)
 
     it("finishes the job of a process killed in the backoff after a throttled submission", function()
-      emu:fault{kind = "throttle", count = 3, action = "BatchRegisterDevice"}
+      -- throttled with a wait the gateway names (x-acs-retry-after): the backoff is then
+      -- surely long enough for the kill to land in it (a plain Throttling's full-jitter
+      -- backoff may be a few ms, and a loaded machine kills the job in its next submission)
+      emu:fault{kind = "retry_after", count = 3, action = "BatchRegisterDevice", delay = 2}
       kill_job_after("qps = false", 120, 1, "failed")
       -- killed in a backoff: every submission so far answered "not done" (a slow machine
       -- may have gone through more than one before the kill)
