@@ -19,14 +19,16 @@ local M = {}
 
 -- The record for position `pos` to the job's on_report, once.
 local function emit(job, pos, rec)
+  if not job.on_report then return end
   job.reported = job.reported or {}
-  if job.reported[pos] or not job.on_report then return end
+  if job.reported[pos] then return end
   job.reported[pos] = true
   job.on_report(rec, pos)
 end
 
 --- Records the outcome of a name the job decided (`created` or `existing`) and reports it
--- at its first position in `Devices`.
+-- at its first position in `Devices`. The record is the one the report holds for that
+-- position: one table per name, shared by on_report and `Report`.
 -- @tparam table job a named job (`first_pos` from the local checks)
 -- @tparam string name
 -- @tparam table rec `{outcome=, ApplyId=, RequestId=, code=, message=}`
@@ -38,9 +40,10 @@ function M.decide(job, name, rec)
   if pos then emit(job, pos, rec) end
 end
 
--- Where each name stands in the job's state, indexed once: the apply that passed its check
--- holding it (its registration may have been sent), the apply and entry of a creation that
--- failed for it, its invalid entry.
+-- Where each name stands in the job's state, indexed once, when a name without a decided
+-- outcome first needs it: the apply that passed its check holding it (its registration
+-- may have been sent), the apply and entry of a creation that failed for it, its invalid
+-- entry.
 local function index(job)
   local ix = {checked = {}, failed = {}, invalid = {}}
   for _, a in ipairs(job.applies) do
@@ -69,11 +72,9 @@ local function not_looked_up(what, msg)
     "resuming the job settles it"):format(what, msg)
 end
 
--- The outcome of a name that passed the local checks, from the job's state; `cause` is the
--- error that stopped the job, if one did.
+-- The outcome of a name that passed the local checks and has no decided outcome, from the
+-- job's state; `cause` is the error that stopped the job, if one did.
 local function derive(job, ix, name, cause)
-  local rec = job.outcome and job.outcome[name]
-  if rec then return rec end
   if job.have[name] then
     return {outcome = "created", ApplyId = job.device_apply and job.device_apply[name]}
   end
@@ -123,23 +124,25 @@ local function brief(cause)
 end
 
 --- The job's report, every position in `Devices` order; the positions not reported yet go
--- to `on_report` now.
+-- to `on_report` now. A decided outcome's record is the one `on_report` was given.
 -- @tparam table job a named job
 -- @tparam[opt] table cause the error that stopped the job (its `code` and `message`)
 -- @treturn table `{{DeviceName=, outcome=, ...}, ...}`
 function M.report(job, cause)
-  local out, ix = {}, index(job)
+  local out, decided, local_bad, ix = {}, job.outcome or {}, job.local_bad or {}, nil
   cause = brief(cause)
   for pos, r in ipairs(job.names or {}) do
-    local why = job.local_bad and job.local_bad[pos]
+    local name, why = r.DeviceName, local_bad[pos]
     local rec
     if why then
-      rec = {DeviceName = r.DeviceName, outcome = "invalid", message = why}
+      rec = {DeviceName = name, outcome = "invalid", message = why}
     else
-      local d = derive(job, ix, r.DeviceName, cause)
-      rec = {}
-      for k, v in pairs(d) do rec[k] = v end
-      rec.DeviceName = r.DeviceName
+      rec = decided[name]
+      if not rec then
+        ix = ix or index(job)
+        rec = derive(job, ix, name, cause)
+        rec.DeviceName = name
+      end
     end
     out[pos] = rec
     emit(job, pos, rec)
