@@ -146,6 +146,30 @@ malformed:
 }
 
 /*
+ * The index just past the closing quote of a string whose content starts at i (len when
+ * the text ends first): the next '"' that a backslash does not escape, i.e. that follows
+ * an even run of backslashes. memchr does the scanning: strings (names, secrets) are most
+ * of an answer's bytes.
+ */
+static size_t string_end(const char *s, size_t i, size_t len)
+{
+    while (i < len) {
+        const char *q = memchr(s + i, '"', len - i);
+        size_t at, run;
+        if (q == NULL)
+            return len;
+        at = (size_t)(q - s);
+        run = at;
+        while (run > i && s[run - 1] == '\\')
+            run--;
+        i = at + 1;
+        if (((at - run) & 1) == 0)
+            return i;
+    }
+    return len;
+}
+
+/*
  * Copies text into b with integer literals and oversized numbers marked (see MARK).
  * Malformed numbers are copied unchanged for cjson to reject.
  */
@@ -162,9 +186,7 @@ static void mark_numbers(luaL_Buffer *b, const char *s, size_t len)
                 luaL_addchar(b, MARK_STR);
                 flushed = i;
             }
-            while (i < len && s[i] != '"')
-                i += (s[i] == '\\') ? 2 : 1;
-            i++;
+            i = string_end(s, i, len);
         } else if (c == '-' || is_digit((char)c)) {
             size_t start = i;
             char mark;
@@ -225,10 +247,10 @@ static void push_big_float(lua_State *L, const char *s, size_t len)
 }
 
 /*
- * Replaces a decoded scalar at the stack top by its final form (marked strings unmarked).
- * Returns an error message or NULL.
+ * Replaces a decoded scalar at the stack top by its final form (marked strings unmarked),
+ * setting *changed when it did. Returns an error message or NULL.
  */
-static const char *fix_scalar(lua_State *L)
+static const char *fix_scalar(lua_State *L, int *changed)
 {
     if (lua_type(L, -1) == LUA_TSTRING) {
         size_t len;
@@ -241,6 +263,7 @@ static const char *fix_scalar(lua_State *L)
             else
                 lua_pushlstring(L, s + 2, len - 2);
             lua_replace(L, -2);
+            *changed = 1;
         }
     } else if (lua_type(L, -1) == LUA_TNUMBER) {
         if (!isfinite((double)lua_tonumber(L, -1)))
@@ -249,30 +272,38 @@ static const char *fix_scalar(lua_State *L)
     return NULL;
 }
 
-static const char *fix_value(lua_State *L, int depth);
+static const char *fix_value(lua_State *L, int depth, int *changed);
 
 /*
  * Array (cjson gives 1..n without holes, nulls as lightuserdata): a null keeps its place
- * as false, so the elements after it keep their indexes and the list has no hole.
+ * as false, so the elements after it keep their indexes and the list has no hole. Only a
+ * value that changed is stored again (tables are fixed in place).
  */
 static const char *fix_array(lua_State *L, int t, size_t n, int depth)
 {
     size_t i;
     for (i = 1; i <= n; i++) {
         const char *err;
+        int changed = 1;
         lua_rawgeti(L, t, (int)i);
         if (is_json_null(L, -1)) {
             lua_pop(L, 1);
             lua_pushboolean(L, 0);
-        } else if ((err = fix_value(L, depth + 1)) != NULL) {
+        } else if ((err = fix_value(L, depth + 1, &changed)) != NULL) {
             return err;
         }
-        lua_rawseti(L, t, (int)i);
+        if (changed)
+            lua_rawseti(L, t, (int)i);
+        else
+            lua_pop(L, 1);
     }
     return NULL;
 }
 
-/* Object: drop null members, fix values in place (allowed during lua_next), unmark keys. */
+/*
+ * Object: drop null members, fix values in place (allowed during lua_next; only a value
+ * that changed is stored again), unmark keys.
+ */
 static const char *fix_object(lua_State *L, int t, int depth)
 {
     int marked_keys = 0;
@@ -293,9 +324,14 @@ static const char *fix_object(lua_State *L, int t, int depth)
             continue;
         }
         {
-            const char *err = fix_value(L, depth + 1);
+            int changed = 0;
+            const char *err = fix_value(L, depth + 1, &changed);
             if (err != NULL)
                 return err;
+            if (!changed) {
+                lua_pop(L, 1);
+                continue;
+            }
         }
         lua_pushvalue(L, -2);
         lua_insert(L, -2);
@@ -333,13 +369,17 @@ static const char *fix_object(lua_State *L, int t, int depth)
     return NULL;
 }
 
-/* Replaces the decoded value at the stack top by its final form; error message or NULL. */
-static const char *fix_value(lua_State *L, int depth)
+/*
+ * Replaces the decoded value at the stack top by its final form, setting *changed when it
+ * is another value (a table is fixed in place); error message or NULL.
+ */
+static const char *fix_value(lua_State *L, int depth, int *changed)
 {
     int t;
     size_t n;
+    *changed = 0;
     if (lua_type(L, -1) != LUA_TTABLE)
-        return fix_scalar(L);
+        return fix_scalar(L, changed);
     if (depth > JSON_MAX_DEPTH)
         return "JSON nested too deeply";
     luaL_checkstack(L, 6, "JSON nested too deeply");
@@ -410,7 +450,12 @@ static int l_json_decode(lua_State *L)
         text = lua_tolstring(L, 1, &len);
     }
     push_cjson_decode(L); /* 2 */
+#if LUA_VERSION_NUM >= 502
+    /* sized once for the usual answer (a few marks), not grown by doubling */
+    luaL_buffinitsize(L, &b, len + len / 8 + 64);
+#else
     luaL_buffinit(L, &b);
+#endif
     mark_numbers(&b, text, len);
     luaL_pushresult(&b); /* 3 */
     lua_pushvalue(L, 2);
@@ -433,7 +478,11 @@ static int l_json_decode(lua_State *L)
         lua_pushliteral(L, "JSON document is null");
         return 2;
     }
-    if ((err = fix_value(L, 0)) != NULL) {
+    {
+        int changed;
+        err = fix_value(L, 0, &changed);
+    }
+    if (err != NULL) {
         lua_pushnil(L);
         lua_pushstring(L, err);
         return 2;

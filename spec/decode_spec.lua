@@ -141,6 +141,12 @@ describe("core.json_decode", function()
     assert.are.same({ "\255s" }, v.x)
     v = assert(core.json_decode('"\192\255\254"'))
     assert.are.equal("\192\255\254", v)
+    -- A string's end is the first quote after an even run of backslashes: the numbers
+    -- after it are numbers, those before it (escaped quotes) text.
+    v = assert(core.json_decode('{"a":"x\\\\","b":5,"c":"\\\\\\"7\\\\","d":[6]}'))
+    assert.are.same({ a = "x\\", b = 5, c = '\\"7\\', d = { 6 } }, v)
+    assert.are.equal("integer", math.type and math.type(v.b) or "integer")
+    assert.are.equal("integer", math.type and math.type(v.d[1]) or "integer")
   end)
 
   it("does not let a number stand as an object key", function()
