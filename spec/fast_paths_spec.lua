@@ -199,3 +199,40 @@ describe("core.sign_rpc's sort memo", function()
     check(a)
   end)
 end)
+
+describe("validate.vouch (issue 16: a job's checked names are not checked again)", function()
+  local actions = require "aliyun.iot.actions"
+  local row = actions.get("BatchCheckDeviceNames")
+  local ctx = {max_batch_size = 1000}
+  local function check(params) return validate.check(row, params, ctx) end
+
+  it("skips the entries of a list the library vouched for, not its shape or size", function()
+    local bad = {"good_0001", "x", "good_0001"} -- too short, and a duplicate
+    assert.is_not_nil(check{ProductKey = "pk", DeviceName = bad})
+    assert.is_nil(check{ProductKey = "pk", DeviceName = validate.vouch({"good_0001", "good_0002"})})
+    -- the entries of a vouched list are the voucher's word (no rule is run on them) ...
+    assert.is_nil(check{ProductKey = "pk", DeviceName = validate.vouch({"good_0001", "x"})})
+    -- ... its size and shape are checked all the same
+    local big = {}
+    for i = 1, 1001 do big[i] = ("name_%04d"):format(i) end
+    assert.are.equal("DeviceName", (check{ProductKey = "pk", DeviceName = validate.vouch(big)}))
+    local holed = validate.vouch({"good_0001", "good_0002", "good_0003"})
+    holed[2] = nil
+    assert.are.equal("DeviceName.2", (check{ProductKey = "pk", DeviceName = holed}))
+    assert.are.equal("DeviceName", (check{ProductKey = "pk", DeviceName = validate.vouch({})}))
+  end)
+
+  it("checks every entry again once the list's length changed", function()
+    local list = validate.vouch({"good_0001", "good_0002"})
+    list[3] = "x"
+    assert.are.equal("DeviceName.3", (check{ProductKey = "pk", DeviceName = list}))
+    local recs = validate.vouch({{DeviceName = "good_0001", DeviceNickname = "nick1"}})
+    recs[2] = {DeviceName = "good_0002", DeviceNickname = "!"}
+    assert.are.equal("DeviceNameList.2", (check{ProductKey = "pk", DeviceNameList = recs}))
+  end)
+
+  it("is not taken by a list with the same entries that nobody vouched for", function()
+    validate.vouch({"good_0001", "x"})
+    assert.are.equal("DeviceName.2", (check{ProductKey = "pk", DeviceName = {"good_0001", "x"}}))
+  end)
+end)
