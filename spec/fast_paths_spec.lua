@@ -118,6 +118,15 @@ describe("batch.outcomes.in_order", function()
     assert.are.equal(devices[3], got[3])
   end)
 
+  it("keeps a list that is in the asked order already (the usual case) as it is", function()
+    local pos, names = {}, {}
+    for i = 1, 1000 do pos["dev" .. i] = i; names[i] = "dev" .. i end
+    check(pos, names)
+    check({a = 1, b = 1}, {"a", "b"})          -- a shared position: not rising
+    check({a = 1, b = 2}, {"a", "b", "c"})     -- one without a position, last
+    check({a = 1.5, b = 2}, {"a", "b"})
+  end)
+
   it("places positions that are not whole numbers from 1 on as the sort would", function()
     check({a = 2.5, b = 1, c = 0, d = 3}, {"d", "a", "c", "b", "e"})
   end)

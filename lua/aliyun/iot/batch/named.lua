@@ -151,8 +151,10 @@ local function sync_invalid(err, chunk)
   return out
 end
 
--- Names of the job not yet covered by an apply that may still register them, in order.
+-- Names of the job not yet covered by an apply that may still register them, in order
+-- (job.valid itself, not a copy, before the first apply and the first invalid name).
 local function pending_names(job)
+  if #job.applies == 0 and next(job.invalid_seen) == nil then return job.valid end
   local covered = {}
   for _, a in ipairs(job.applies) do
     if not a.check_failed then
@@ -242,7 +244,7 @@ local function check_chunks(job, pending)
   local size = job.port:option("max_batch_size")
   for first = 1, #pending, size do
     if job:past_deadline() then return job_m.timeout_error() end
-    local chunk = pending -- a fresh list: the one chunk of a job within the batch size
+    local chunk = pending -- the whole of it when it is one chunk
     if #pending > size then
       chunk = {}
       for i = first, math.min(first + size - 1, #pending) do chunk[#chunk + 1] = pending[i] end
