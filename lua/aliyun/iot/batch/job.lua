@@ -15,7 +15,8 @@ local M = {}
 local Job = {}
 Job.__index = Job
 
---- Makes a job.
+--- Makes a job. `have[DeviceName]` is the job's record of each device it fetched (one a
+-- journal recorded included), or true for one it adopted without reading its pages.
 -- @tparam table port `aliyun.iot.batch.port`
 -- @tparam table fields `kind` ("random"|"named"), `ProductKey`, `on_progress`, `t_end`
 --   (absolute clock value or nil), `apply_timeout` [s], and the kind's own fields
@@ -144,37 +145,32 @@ end
 -- @treturn ?boolean true
 -- @treturn ?table err `InvalidResponse` or the journal's error
 function Job:take(a, list)
-  local asked, have, pk = asked_set(a), self.have, self.ProductKey
-  local by_name = self.device_rec or {}
-  self.device_rec = by_name
+  local asked, have, pk, key = asked_set(a), self.have, self.ProductKey, a.key
   local named, new, events = self.kind == "named", {}, self.journal and {}
   for _, page in ipairs(list) do
+    local rid = page.RequestId
     for _, d in ipairs(page.devices) do
       local name = d.DeviceName
       if asked and not asked[name] then
         return nil, bad_apply(a, "the service listed device %s, which it was not asked for", name)
       end
-      local known = by_name[name]
-      if known then
-        if known.DeviceSecret ~= d.DeviceSecret or known.IotId ~= d.IotId then
-          -- which record is the device's would be a guess: a wrong secret is a lost one
-          return nil, bad_apply(a, "the service listed device %s again, with another " ..
-                                "DeviceSecret or IotId", name)
-        end
-      elseif not have[name] then
-        have[name] = true
+      local known = have[name]
+      if not known then
         local rec = {ProductKey = pk, DeviceName = name, DeviceSecret = d.DeviceSecret,
                      IotId = d.IotId}
-        by_name[name] = rec
+        have[name] = rec
         new[#new + 1] = rec
         if named then
-          outcomes.decide(self, name, {outcome = "created", ApplyId = a.key,
-                                       RequestId = page.RequestId})
+          outcomes.decide(self, name, {outcome = "created", ApplyId = key, RequestId = rid})
         end
         if events then -- only a journaled job writes them
-          events[#events + 1] = {event = "device", ApplyId = a.key, ProductKey = pk,
+          events[#events + 1] = {event = "device", ApplyId = key, ProductKey = pk,
             DeviceName = name, DeviceSecret = rec.DeviceSecret, IotId = rec.IotId}
         end
+      elseif known ~= true and (known.DeviceSecret ~= d.DeviceSecret or known.IotId ~= d.IotId) then
+        -- which record is the device's would be a guess: a wrong secret is a lost one
+        return nil, bad_apply(a, "the service listed device %s again, with another " ..
+                              "DeviceSecret or IotId", name)
       end
     end
   end
