@@ -176,6 +176,38 @@ describe("core.json_decode", function()
     is_integer(v, 1)
   end)
 
+  it("gives the same values whichever way a document is read (fast path or cjson)", function()
+    -- Objects, arrays, plain strings, integers and literals are read in one pass; an
+    -- escape, a float or deep nesting sends the whole document through cjson.
+    for _, n in ipairs{1, 31, 32, 33, 64, 65, 200} do
+      local items, keys = {}, {}
+      for i = 1, n do
+        items[i] = tostring(i)
+        keys[i] = ('"k%d":%s'):format(i, i % 7 == 0 and "null" or tostring(-i))
+      end
+      local list = assert(core.json_decode("[" .. table.concat(items, ",") .. ",null]"))
+      assert.are.equal(n + 1, #list)
+      for i = 1, n do is_integer(list[i], i) end
+      assert.are.equal(false, list[n + 1])
+      local obj = assert(core.json_decode("{" .. table.concat(keys, ",") .. "}"))
+      for i = 1, n do
+        if i % 7 == 0 then assert.is_nil(obj["k" .. i]) else is_integer(obj["k" .. i], -i) end
+      end
+      -- the same document with one escaped string goes through cjson: same values
+      local slow = assert(core.json_decode("{" .. table.concat(keys, ",") .. ',"e":"\\u0041"}'))
+      slow.e = nil
+      assert.are.same(obj, slow)
+    end
+    assert.are.same({a = 1}, core.json_decode(' {"a":null,"a":1} '))
+    assert.are.same({}, core.json_decode('{"a":1,"a":null}'))
+    assert.are.same({a = {}, b = {}, c = true, d = false}, core.json_decode('{"a":[],"b":{},"c":true,"d":false}'))
+    for _, bad in ipairs{"[1,]", '{"a":1,}', "[1 2]", '{"a" 1}', "[1]x", "tru", "[", '{"a":nul}', ""} do
+      local v, err = core.json_decode(bad)
+      assert.is_nil(v)
+      assert.is_string(err)
+    end
+  end)
+
   it("decodes a realistic page of devices", function()
     local body = [[{"Page":1,"PageSize":50,"PageCount":1,"Total":2,"ApplyDeviceList":
       {"ApplyDeviceInfo":[{"DeviceId":null,"DeviceName":"light1","DeviceSecret":"s1",
