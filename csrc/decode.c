@@ -146,6 +146,30 @@ malformed:
 }
 
 /*
+ * The index just past the closing quote of a string whose content starts at i (len when
+ * the text ends first): the next '"' that a backslash does not escape, i.e. that follows
+ * an even run of backslashes. memchr does the scanning: strings (names, secrets) are most
+ * of an answer's bytes.
+ */
+static size_t string_end(const char *s, size_t i, size_t len)
+{
+    while (i < len) {
+        const char *q = memchr(s + i, '"', len - i);
+        size_t at, run;
+        if (q == NULL)
+            return len;
+        at = (size_t)(q - s);
+        run = at;
+        while (run > i && s[run - 1] == '\\')
+            run--;
+        i = at + 1;
+        if (((at - run) & 1) == 0)
+            return i;
+    }
+    return len;
+}
+
+/*
  * Copies text into b with integer literals and oversized numbers marked (see MARK).
  * Malformed numbers are copied unchanged for cjson to reject.
  */
@@ -162,9 +186,7 @@ static void mark_numbers(luaL_Buffer *b, const char *s, size_t len)
                 luaL_addchar(b, MARK_STR);
                 flushed = i;
             }
-            while (i < len && s[i] != '"')
-                i += (s[i] == '\\') ? 2 : 1;
-            i++;
+            i = string_end(s, i, len);
         } else if (c == '-' || is_digit((char)c)) {
             size_t start = i;
             char mark;
@@ -263,10 +285,10 @@ static void push_big_float(lua_State *L, const char *s, size_t len)
 }
 
 /*
- * Replaces a decoded scalar at the stack top by its final form (marked strings unmarked).
- * Returns an error message or NULL.
+ * Replaces a decoded scalar at the stack top by its final form (marked strings unmarked),
+ * setting *changed when it did. Returns an error message or NULL.
  */
-static const char *fix_scalar(lua_State *L)
+static const char *fix_scalar(lua_State *L, int *changed)
 {
     if (lua_type(L, -1) == LUA_TSTRING) {
         size_t len;
@@ -279,6 +301,7 @@ static const char *fix_scalar(lua_State *L)
             else
                 lua_pushlstring(L, s + 2, len - 2);
             lua_replace(L, -2);
+            *changed = 1;
         }
     } else if (lua_type(L, -1) == LUA_TNUMBER) {
         if (!isfinite((double)lua_tonumber(L, -1)))
@@ -287,30 +310,38 @@ static const char *fix_scalar(lua_State *L)
     return NULL;
 }
 
-static const char *fix_value(lua_State *L, int depth);
+static const char *fix_value(lua_State *L, int depth, int *changed);
 
 /*
  * Array (cjson gives 1..n without holes, nulls as lightuserdata): a null keeps its place
- * as false, so the elements after it keep their indexes and the list has no hole.
+ * as false, so the elements after it keep their indexes and the list has no hole. Only a
+ * value that changed is stored again (tables are fixed in place).
  */
 static const char *fix_array(lua_State *L, int t, size_t n, int depth)
 {
     size_t i;
     for (i = 1; i <= n; i++) {
         const char *err;
+        int changed = 1;
         lua_rawgeti(L, t, (int)i);
         if (is_json_null(L, -1)) {
             lua_pop(L, 1);
             lua_pushboolean(L, 0);
-        } else if ((err = fix_value(L, depth + 1)) != NULL) {
+        } else if ((err = fix_value(L, depth + 1, &changed)) != NULL) {
             return err;
         }
-        lua_rawseti(L, t, (int)i);
+        if (changed)
+            lua_rawseti(L, t, (int)i);
+        else
+            lua_pop(L, 1);
     }
     return NULL;
 }
 
-/* Object: drop null members, fix values in place (allowed during lua_next), unmark keys. */
+/*
+ * Object: drop null members, fix values in place (allowed during lua_next; only a value
+ * that changed is stored again), unmark keys.
+ */
 static const char *fix_object(lua_State *L, int t, int depth)
 {
     int marked_keys = 0;
@@ -331,9 +362,14 @@ static const char *fix_object(lua_State *L, int t, int depth)
             continue;
         }
         {
-            const char *err = fix_value(L, depth + 1);
+            int changed = 0;
+            const char *err = fix_value(L, depth + 1, &changed);
             if (err != NULL)
                 return err;
+            if (!changed) {
+                lua_pop(L, 1);
+                continue;
+            }
         }
         lua_pushvalue(L, -2);
         lua_insert(L, -2);
@@ -371,13 +407,17 @@ static const char *fix_object(lua_State *L, int t, int depth)
     return NULL;
 }
 
-/* Replaces the decoded value at the stack top by its final form; error message or NULL. */
-static const char *fix_value(lua_State *L, int depth)
+/*
+ * Replaces the decoded value at the stack top by its final form, setting *changed when it
+ * is another value (a table is fixed in place); error message or NULL.
+ */
+static const char *fix_value(lua_State *L, int depth, int *changed)
 {
     int t;
     size_t n;
+    *changed = 0;
     if (lua_type(L, -1) != LUA_TTABLE)
-        return fix_scalar(L);
+        return fix_scalar(L, changed);
     if (depth > JSON_MAX_DEPTH)
         return "JSON nested too deeply";
     luaL_checkstack(L, 6, "JSON nested too deeply");
@@ -421,6 +461,201 @@ static void push_cjson_decode(lua_State *L)
 }
 
 /*
+ * The fast path: most answers (every page of devices) are objects, arrays, strings
+ * without escapes, integers and true/false/null. Those are decoded here in one pass,
+ * straight into tables made at their final size; anything else (an escape, a control
+ * character in a string, a float, a number beyond int64, nesting deeper than
+ * FAST_MAX_DEPTH, a syntax error, a document that is null) makes the fast path give up,
+ * and the document goes the general way (cjson, above), which alone decides what such a
+ * text is and says what is wrong with it. For the texts it takes, the fast path gives
+ * what the general way gives: integers through push_integer_literal, null members
+ * removed (a later duplicate key still wins), null elements false, bytes kept as they
+ * are.
+ */
+#define FAST_MAX_DEPTH 32
+#define FAST_BATCH 32 /* items held on the stack before they go into their table */
+
+struct fast {
+    lua_State *L;
+    const char *s;
+    size_t i, len;
+};
+
+enum { FAST_FAIL = 0, FAST_VALUE, FAST_NULL };
+
+static void fast_ws(struct fast *f)
+{
+    while (f->i < f->len) {
+        char c = f->s[f->i];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+            break;
+        f->i++;
+    }
+}
+
+/* Pushes the string at f->i (its opening quote); 0 when it needs the general way. */
+static int fast_string(struct fast *f)
+{
+    size_t start = f->i + 1, j;
+    for (j = start; j < f->len; j++) {
+        unsigned char c = (unsigned char)f->s[j];
+        if (c == '"')
+            break;
+        if (c == '\\' || c < 0x20)
+            return 0;
+    }
+    if (j >= f->len)
+        return 0;
+    lua_pushlstring(f->L, f->s + start, j - start);
+    f->i = j + 1;
+    return 1;
+}
+
+static int fast_value(struct fast *f, int depth);
+
+/*
+ * Moves the n items (values, or key/value pairs when pairs is set) above index base into
+ * the container's table, made at first with room for them (*t is 0 until then).
+ */
+static void fast_flush(lua_State *L, int base, int *t, int n, int pairs, int *next_index)
+{
+    int k;
+    if (*t == 0) {
+        lua_createtable(L, pairs ? 0 : n, pairs ? n : 0);
+        lua_insert(L, base);
+        *t = base;
+    }
+    for (k = 0; k < n; k++) {
+        if (pairs) {
+            lua_pushvalue(L, *t + 1 + 2 * k);
+            lua_pushvalue(L, *t + 2 + 2 * k);
+            lua_rawset(L, *t);
+        } else {
+            lua_pushvalue(L, *t + 1 + k);
+            lua_rawseti(L, *t, (*next_index)++);
+        }
+    }
+    lua_settop(L, *t);
+}
+
+/* An object or array at f->i (its opening bracket). */
+static int fast_container(struct fast *f, int depth)
+{
+    lua_State *L = f->L;
+    int is_object = f->s[f->i] == '{';
+    char close = is_object ? '}' : ']';
+    int base = lua_gettop(L) + 1, t = 0, n = 0, next_index = 1;
+    if (depth > FAST_MAX_DEPTH || !lua_checkstack(L, 2 * FAST_BATCH + 8))
+        return 0;
+    f->i++;
+    fast_ws(f);
+    if (f->i < f->len && f->s[f->i] == close) {
+        f->i++;
+        lua_createtable(L, 0, 0);
+        return 1;
+    }
+    for (;;) {
+        int got;
+        if (is_object) {
+            if (f->i >= f->len || f->s[f->i] != '"' || !fast_string(f))
+                return 0;
+            fast_ws(f);
+            if (f->i >= f->len || f->s[f->i] != ':')
+                return 0;
+            f->i++;
+            fast_ws(f);
+        }
+        got = fast_value(f, depth + 1);
+        if (got == FAST_FAIL)
+            return 0;
+        if (got == FAST_NULL) {
+            if (is_object)
+                lua_pushnil(L); /* removes the member (a later duplicate still wins) */
+            else
+                lua_pushboolean(L, 0);
+        }
+        if (++n == FAST_BATCH) {
+            fast_flush(L, base, &t, n, is_object, &next_index);
+            base = t + 1;
+            n = 0;
+        }
+        fast_ws(f);
+        if (f->i >= f->len)
+            return 0;
+        if (f->s[f->i] == ',') {
+            f->i++;
+            fast_ws(f);
+            continue;
+        }
+        if (f->s[f->i] != close)
+            return 0;
+        f->i++;
+        break;
+    }
+    if (n > 0 || t == 0)
+        fast_flush(L, base, &t, n, is_object, &next_index);
+    return 1;
+}
+
+/* Pushes the value at f->i: FAST_VALUE, FAST_NULL (nothing pushed) or FAST_FAIL. */
+static int fast_value(struct fast *f, int depth)
+{
+    const char *s = f->s;
+    size_t left = f->len - f->i;
+    char c;
+    if (left == 0)
+        return FAST_FAIL;
+    c = s[f->i];
+    if (c == '"')
+        return fast_string(f) ? FAST_VALUE : FAST_FAIL;
+    if (c == '{' || c == '[')
+        return fast_container(f, depth) ? FAST_VALUE : FAST_FAIL;
+    if (c == '-' || is_digit(c)) {
+        char mark;
+        size_t end = scan_number(s, f->i, f->len, &mark);
+        if (mark != MARK_INT)
+            return FAST_FAIL;
+        push_integer_literal(f->L, s + f->i, end - f->i);
+        f->i = end;
+        return FAST_VALUE;
+    }
+    if (left >= 4 && memcmp(s + f->i, "true", 4) == 0) {
+        lua_pushboolean(f->L, 1);
+        f->i += 4;
+        return FAST_VALUE;
+    }
+    if (left >= 5 && memcmp(s + f->i, "false", 5) == 0) {
+        lua_pushboolean(f->L, 0);
+        f->i += 5;
+        return FAST_VALUE;
+    }
+    if (left >= 4 && memcmp(s + f->i, "null", 4) == 0) {
+        f->i += 4;
+        return FAST_NULL;
+    }
+    return FAST_FAIL;
+}
+
+/* Pushes the document's value and returns 1, or leaves the stack as it was and returns 0. */
+static int fast_decode(lua_State *L, const char *text, size_t len)
+{
+    struct fast f;
+    int top = lua_gettop(L);
+    f.L = L;
+    f.s = text;
+    f.i = 0;
+    f.len = len;
+    fast_ws(&f);
+    if (fast_value(&f, 0) == FAST_VALUE) {
+        fast_ws(&f);
+        if (f.i == f.len)
+            return 1;
+    }
+    lua_settop(L, top);
+    return 0;
+}
+
+/*
  * core.json_decode(text) -> value | nil, message
  * Decodes a JSON document through lua-cjson. Integer literals (no fraction, no exponent)
  * come back exact: Lua integers over the whole int64 range on 5.3/5.4; on 5.1/5.2/LuaJIT
@@ -448,10 +683,17 @@ static int l_json_decode(lua_State *L)
         lua_replace(L, 1);
         text = lua_tolstring(L, 1, &len);
     }
+    if (fast_decode(L, text, len))
+        return 1;
     push_cjson_decode(L); /* 2 */
     needs = json_needs(text, len);
     if (needs == JSON_MARKS) {
+#if LUA_VERSION_NUM >= 502
+        /* sized once for the usual answer (a few marks), not grown by doubling */
+        luaL_buffinitsize(L, &b, len + len / 8 + 64);
+#else
         luaL_buffinit(L, &b);
+#endif
         mark_numbers(&b, text, len);
         luaL_pushresult(&b); /* 3 */
     } else {
@@ -477,7 +719,12 @@ static int l_json_decode(lua_State *L)
         lua_pushliteral(L, "JSON document is null");
         return 2;
     }
-    if (needs != JSON_PLAIN && (err = fix_value(L, 0)) != NULL) {
+    err = NULL;
+    if (needs != JSON_PLAIN) {
+        int changed;
+        err = fix_value(L, 0, &changed);
+    }
+    if (err != NULL) {
         lua_pushnil(L);
         lua_pushstring(L, err);
         return 2;

@@ -119,6 +119,15 @@ local CASES = {
   end, IR},
   {"a named apply listing a device it was not asked for", "named",
    on(PAGE, INFO .. "2.DeviceName", "other_0002"), IR},
+  -- a named job's pages skip the DeviceName rule only for names the apply asked for
+  {"named: DeviceName a table", "named", on(PAGE, INFO .. "1.DeviceName", {}), IR},
+  {"named: DeviceName a number", "named", on(PAGE, INFO .. "1.DeviceName", 12345), IR},
+  {"named: DeviceName a spreadsheet formula", "named",
+   on(PAGE, INFO .. "1.DeviceName", '=HYPERLINK("http://x","y")'), IR},
+  {"named: DeviceName with a NUL", "named", on(PAGE, INFO .. "2.DeviceName", "lamp\0one"), IR},
+  {"named: DeviceSecret a formula", "named", on(PAGE, INFO .. "1.DeviceSecret", "=1+2"), IR},
+  {"named: IotId with CR LF", "named", on(PAGE, INFO .. "2.IotId", "abc\r\ndef"), IR},
+  {"named: a device record that is a string", "named", on(PAGE, INFO .. "2", "x"), IR},
   {"a device repeated across pages", "random60", function(a, p, out)
     if a == "QueryPageByApplyId" and p.CurrentPage == "2" then
       out.ApplyDeviceList.ApplyDeviceInfo[1] = fake.device(4415, 1)

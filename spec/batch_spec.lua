@@ -194,6 +194,28 @@ describe("batch helpers", function()
       assert.are.same({1000, 1000, 100}, sizes)
     end)
 
+    it("checks each name once on the job's path (locally), not again in requests or pages", function()
+      -- issue 16: the DeviceName rule ran three times per name (the local check, the
+      -- request's validation, the page's answer check). The job vouches for the lists it
+      -- builds from checked names; a page's names the apply asked for are the job's own.
+      local validate = require "aliyun.iot.validate"
+      local rule, nick_rule, names, nicks = validate.device_name_problem, validate.nickname_problem, 0, 0
+      validate.device_name_problem = function(v) names = names + 1 return rule(v) end
+      validate.nickname_problem = function(...) nicks = nicks + 1 return nick_rule(...) end
+      local list = {}
+      for i, n in ipairs(names_list("once", 1500)) do
+        list[i] = i % 3 == 0 and {DeviceName = n, DeviceNickname = "nick" .. i} or n
+      end
+      local ok, res = pcall(function()
+        return assert(client():register_named_devices{ProductKey = PK, Devices = list})
+      end)
+      validate.device_name_problem, validate.nickname_problem = rule, nick_rule
+      assert(ok, res)
+      assert.are.equal(1500, #res.Devices)
+      assert.are.equal(1500, names)
+      assert.are.equal(500, nicks)
+    end)
+
     it("splits at a configured max_batch_size of 10,000", function()
       local c = client{max_batch_size = 10000}
       local res = assert(c:register_named_devices{ProductKey = PK, Devices = names_list("big", 10050)})

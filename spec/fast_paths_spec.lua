@@ -118,6 +118,15 @@ describe("batch.outcomes.in_order", function()
     assert.are.equal(devices[3], got[3])
   end)
 
+  it("keeps a list that is in the asked order already (the usual case) as it is", function()
+    local pos, names = {}, {}
+    for i = 1, 1000 do pos["dev" .. i] = i; names[i] = "dev" .. i end
+    check(pos, names)
+    check({a = 1, b = 1}, {"a", "b"})          -- a shared position: not rising
+    check({a = 1, b = 2}, {"a", "b", "c"})     -- one without a position, last
+    check({a = 1.5, b = 2}, {"a", "b"})
+  end)
+
   it("places positions that are not whole numbers from 1 on as the sort would", function()
     check({a = 2.5, b = 1, c = 0, d = 3}, {"d", "a", "c", "b", "e"})
   end)
@@ -248,5 +257,42 @@ describe("per-call fast paths", function()
         assert.are.same(marked.__doc, plain, doc)
       end
     end
+  end)
+end)
+
+describe("validate.vouch (issue 16: a job's checked names are not checked again)", function()
+  local actions = require "aliyun.iot.actions"
+  local row = actions.get("BatchCheckDeviceNames")
+  local ctx = {max_batch_size = 1000}
+  local function check(params) return validate.check(row, params, ctx) end
+
+  it("skips the entries of a list the library vouched for, not its shape or size", function()
+    local bad = {"good_0001", "x", "good_0001"} -- too short, and a duplicate
+    assert.is_not_nil(check{ProductKey = "pk", DeviceName = bad})
+    assert.is_nil(check{ProductKey = "pk", DeviceName = validate.vouch({"good_0001", "good_0002"})})
+    -- the entries of a vouched list are the voucher's word (no rule is run on them) ...
+    assert.is_nil(check{ProductKey = "pk", DeviceName = validate.vouch({"good_0001", "x"})})
+    -- ... its size and shape are checked all the same
+    local big = {}
+    for i = 1, 1001 do big[i] = ("name_%04d"):format(i) end
+    assert.are.equal("DeviceName", (check{ProductKey = "pk", DeviceName = validate.vouch(big)}))
+    local holed = validate.vouch({"good_0001", "good_0002", "good_0003"})
+    holed[2] = nil
+    assert.are.equal("DeviceName.2", (check{ProductKey = "pk", DeviceName = holed}))
+    assert.are.equal("DeviceName", (check{ProductKey = "pk", DeviceName = validate.vouch({})}))
+  end)
+
+  it("checks every entry again once the list's length changed", function()
+    local list = validate.vouch({"good_0001", "good_0002"})
+    list[3] = "x"
+    assert.are.equal("DeviceName.3", (check{ProductKey = "pk", DeviceName = list}))
+    local recs = validate.vouch({{DeviceName = "good_0001", DeviceNickname = "nick1"}})
+    recs[2] = {DeviceName = "good_0002", DeviceNickname = "!"}
+    assert.are.equal("DeviceNameList.2", (check{ProductKey = "pk", DeviceNameList = recs}))
+  end)
+
+  it("is not taken by a list with the same entries that nobody vouched for", function()
+    validate.vouch({"good_0001", "x"})
+    assert.are.equal("DeviceName.2", (check{ProductKey = "pk", DeviceName = {"good_0001", "x"}}))
   end)
 end)

@@ -73,13 +73,14 @@ function M.apply_id(res)
 end
 
 -- A wrapped list `container[key]` (`{"Name": [...]}`): nil or a list whose items pass
--- `each`; returns the list ({} when absent) or nil and a reason.
+-- `each` (when given); returns the list ({} when absent) or nil and a reason.
 local function wrapped(container, key, label, each)
   if container == nil then return {} end
   if type(container) ~= "table" then return nil, label .. " is not an object" end
   local list = container[key]
   if list == nil then return {} end
   if not validate.list_length(list) then return nil, label .. " is not a list" end
+  if not each then return list end
   for i, v in ipairs(list) do
     local why = each(v)
     if why then return nil, ("%s[%d] %s"):format(label, i, why) end
@@ -142,23 +143,28 @@ function M.failures(data, default_msg)
   return out
 end
 
-local function token_problem(v, field)
-  local why = validate.token_problem(v)
-  return why and (field .. " " .. why)
+-- Why record d cannot be a device (see M.device), or nil. A DeviceName found in `known`
+-- (a set of names the job checked against the DeviceName rule itself: those it asked
+-- for) is such a string already, so the rule is not run on it again; any other value is.
+local function device_problem(d, known)
+  if type(d) ~= "table" then return "a device record is " .. type(d) .. ", not an object" end
+  local name = d.DeviceName
+  local why = not (known and known[name]) and validate.device_name_problem(name)
+  if why then
+    return ("a DeviceName breaks the DeviceName rule: %s (got %s)"):format(why, what(name))
+  end
+  why = validate.token_problem(d.DeviceSecret)
+  if why then return ("device %s: DeviceSecret %s"):format(name, why) end
+  why = validate.token_problem(d.IotId)
+  if why then return ("device %s: IotId %s"):format(name, why) end
 end
 
 --- Checks one device record of a QueryPageByApplyId page (D-69518).
 -- @treturn ?table `{DeviceName=, DeviceSecret=, IotId=}`
 -- @treturn ?string reason (never holds the secret)
 function M.device(d)
-  if type(d) ~= "table" then return nil, "a device record is " .. type(d) .. ", not an object" end
-  local why = validate.device_name_problem(d.DeviceName)
-  if why then
-    return nil, ("a DeviceName breaks the DeviceName rule: %s (got %s)"):format(why,
-      what(d.DeviceName))
-  end
-  why = token_problem(d.DeviceSecret, "DeviceSecret") or token_problem(d.IotId, "IotId")
-  if why then return nil, ("device %s: %s"):format(d.DeviceName, why) end
+  local why = device_problem(d)
+  if why then return nil, why end
   return {DeviceName = d.DeviceName, DeviceSecret = d.DeviceSecret, IotId = d.IotId}
 end
 
@@ -186,31 +192,35 @@ local function page_counts(res, p, size, total)
   return c
 end
 
---- Checks a QueryPageByApplyId answer for page `p` of `size`.
+--- Checks a QueryPageByApplyId answer for page `p` of `size`. The device records are
+-- checked where they are (no copy): `devices` is the answer's own list, each record a
+-- table whose DeviceName, DeviceSecret and IotId passed `M.device`'s checks (other fields
+-- it may hold are not checked and not to be read).
 -- @tparam any res the decoded answer
 -- @tparam integer p the page asked for
 -- @tparam integer size the page size asked for
 -- @tparam[opt] integer total the first page's Total (later pages must agree)
+-- @tparam[opt] table known a set of names the caller checked against the DeviceName rule
+--   (those it asked for): their rule is not run again
 -- @treturn ?table `{Total=, devices = {{DeviceName=, DeviceSecret=, IotId=}, ...}}`
 -- @treturn ?string reason
-function M.page(res, p, size, total)
+function M.page(res, p, size, total, known)
   if type(res) ~= "table" then return nil, "the page is not an object" end
   local c, why = page_counts(res, p, size, total)
   if not c then return nil, why end
+  local label = "ApplyDeviceList.ApplyDeviceInfo"
   local list
-  list, why = wrapped(res.ApplyDeviceList, "ApplyDeviceInfo", "ApplyDeviceList.ApplyDeviceInfo",
-                      function(v) return type(v) ~= "table" and "is not an object" or nil end)
+  list, why = wrapped(res.ApplyDeviceList, "ApplyDeviceInfo", label)
   if not list then return nil, why end
   local want = math.max(0, math.min(size, c.Total - (p - 1) * size))
   if #list ~= want then
     return nil, ("page %d holds %d devices, Total %d says %d"):format(p, #list, c.Total, want)
   end
-  local devices = {}
-  for i, d in ipairs(list) do
-    devices[i], why = M.device(d)
-    if not devices[i] then return nil, why end
+  for i = 1, want do
+    why = device_problem(list[i], known)
+    if why then return nil, ("%s[%d]: %s"):format(label, i, why) end
   end
-  return {Total = c.Total, devices = devices, RequestId = M.request_id(res.RequestId)}
+  return {Total = c.Total, devices = list, RequestId = M.request_id(res.RequestId)}
 end
 
 return M

@@ -15,7 +15,8 @@ local M = {}
 local Job = {}
 Job.__index = Job
 
---- Makes a job.
+--- Makes a job. `have[DeviceName]` is the job's record of each device it fetched (one a
+-- journal recorded included), or true for one it adopted without reading its pages.
 -- @tparam table port `aliyun.iot.batch.port`
 -- @tparam table fields `kind` ("random"|"named"), `ProductKey`, `on_progress`, `t_end`
 --   (absolute clock value or nil), `apply_timeout` [s], and the kind's own fields
@@ -144,35 +145,32 @@ end
 -- @treturn ?boolean true
 -- @treturn ?table err `InvalidResponse` or the journal's error
 function Job:take(a, list)
-  local asked = asked_set(a)
-  local new, events = {}, self.journal and {}
+  local asked, have, pk, key = asked_set(a), self.have, self.ProductKey, a.key
+  local named, new, events = self.kind == "named", {}, self.journal and {}
   for _, page in ipairs(list) do
+    local rid = page.RequestId
     for _, d in ipairs(page.devices) do
-      if asked and not asked[d.DeviceName] then
-        return nil, bad_apply(a, "the service listed device %s, which it was not asked for",
-                              d.DeviceName)
+      local name = d.DeviceName
+      if asked and not asked[name] then
+        return nil, bad_apply(a, "the service listed device %s, which it was not asked for", name)
       end
-      local known = self.device_rec and self.device_rec[d.DeviceName]
-      if known and (known.DeviceSecret ~= d.DeviceSecret or known.IotId ~= d.IotId) then
-        -- which record is the device's would be a guess: a wrong secret is a lost one
-        return nil, bad_apply(a, "the service listed device %s again, with another " ..
-                              "DeviceSecret or IotId", d.DeviceName)
-      end
-      if not self.have[d.DeviceName] then
-        self.have[d.DeviceName] = true
-        local rec = {ProductKey = self.ProductKey, DeviceName = d.DeviceName,
-                     DeviceSecret = d.DeviceSecret, IotId = d.IotId}
-        self.device_rec = self.device_rec or {}
-        self.device_rec[d.DeviceName] = rec
+      local known = have[name]
+      if not known then
+        local rec = {ProductKey = pk, DeviceName = name, DeviceSecret = d.DeviceSecret,
+                     IotId = d.IotId}
+        have[name] = rec
         new[#new + 1] = rec
-        if self.kind == "named" then
-          outcomes.decide(self, rec.DeviceName, {outcome = "created", ApplyId = a.key,
-                                                 RequestId = page.RequestId})
+        if named then
+          outcomes.decide(self, name, {outcome = "created", ApplyId = key, RequestId = rid})
         end
         if events then -- only a journaled job writes them
-          events[#events + 1] = {event = "device", ApplyId = a.key, ProductKey = rec.ProductKey,
-            DeviceName = rec.DeviceName, DeviceSecret = rec.DeviceSecret, IotId = rec.IotId}
+          events[#events + 1] = {event = "device", ApplyId = key, ProductKey = pk,
+            DeviceName = name, DeviceSecret = rec.DeviceSecret, IotId = rec.IotId}
         end
+      elseif known ~= true and (known.DeviceSecret ~= d.DeviceSecret or known.IotId ~= d.IotId) then
+        -- which record is the device's would be a guess: a wrong secret is a lost one
+        return nil, bad_apply(a, "the service listed device %s again, with another " ..
+                              "DeviceSecret or IotId", name)
       end
     end
   end
@@ -180,9 +178,10 @@ function Job:take(a, list)
     local ok, err = self.journal:append_list(events)
     if not ok then return nil, err end
   end
-  for _, rec in ipairs(new) do self.devices[#self.devices + 1] = rec end
+  local devices = self.devices
+  for i = 1, #new do devices[#devices + 1] = new[i] end
   a.got = a.got + #new
-  self:emit{phase = "fetch", apply_id = a.ApplyId, done = #self.devices, total = self.total}
+  self:emit{phase = "fetch", apply_id = a.ApplyId, done = #devices, total = self.total}
   return true
 end
 
@@ -198,7 +197,9 @@ end
 -- @treturn ?table err (nil on success)
 function Job:fetch_apply(a, status)
   local port, size = self.port, pages.SIZE
-  local first, err = pages.fetch(port, a.ApplyId, 1, size, nil, self:call_opts())
+  -- the names the apply asked for were checked by the job: a page's are not checked again
+  local known = asked_set(a)
+  local first, err = pages.fetch(port, a.ApplyId, 1, size, nil, self:call_opts(), known)
   if not first then return self:call_error(err, a) end
   local total, asked = first.Total, asked_of(a)
   if total > asked or (status == "CREATE_SUCCESS" and total ~= asked) then
@@ -211,7 +212,8 @@ function Job:fetch_apply(a, status)
   if not ok then return jerr end
   local n = pages.count(total, size)
   if n > 1 then
-    local got, perr = pages.fetch_many(port, a.ApplyId, 2, n, size, total, self:call_opts())
+    local got, perr = pages.fetch_many(port, a.ApplyId, 2, n, size, total, self:call_opts(),
+                                       known)
     ok, jerr = self:take(a, got)
     if not ok then return jerr end
     if perr then return self:call_error(perr, a) end

@@ -23,25 +23,27 @@ local M = {}
 function M.normalise(list, what, level)
   local out = {}
   for i, v in ipairs(list) do
-    local rec = type(v) == "string" and {DeviceName = v} or v
-    if type(rec) ~= "table" then
+    if type(v) == "string" then
+      out[i] = {DeviceName = v} -- the usual entry: one new record, nothing else to check
+    elseif type(v) ~= "table" then
       error(("%s: Devices[%d] must be a name or {DeviceName=, DeviceNickname=}, got %s")
         :format(what, i, type(v)), level)
-    end
-    for k in pairs(rec) do
-      if k ~= "DeviceName" and k ~= "DeviceNickname" then
-        error(("%s: Devices[%d] has an unknown field '%s'"):format(what, i, tostring(k)), level)
+    else
+      for k in pairs(v) do
+        if k ~= "DeviceName" and k ~= "DeviceNickname" then
+          error(("%s: Devices[%d] has an unknown field '%s'"):format(what, i, tostring(k)), level)
+        end
       end
+      if type(v.DeviceName) ~= "string" then
+        error(("%s: Devices[%d].DeviceName must be a string, got %s")
+          :format(what, i, type(v.DeviceName)), level)
+      end
+      if v.DeviceNickname ~= nil and type(v.DeviceNickname) ~= "string" then
+        error(("%s: Devices[%d].DeviceNickname must be a string, got %s")
+          :format(what, i, type(v.DeviceNickname)), level)
+      end
+      out[i] = {DeviceName = v.DeviceName, DeviceNickname = v.DeviceNickname}
     end
-    if type(rec.DeviceName) ~= "string" then
-      error(("%s: Devices[%d].DeviceName must be a string, got %s")
-        :format(what, i, type(rec.DeviceName)), level)
-    end
-    if rec.DeviceNickname ~= nil and type(rec.DeviceNickname) ~= "string" then
-      error(("%s: Devices[%d].DeviceNickname must be a string, got %s")
-        :format(what, i, type(rec.DeviceNickname)), level)
-    end
-    out[i] = {DeviceName = rec.DeviceName, DeviceNickname = rec.DeviceNickname}
   end
   return out
 end
@@ -149,8 +151,10 @@ local function sync_invalid(err, chunk)
   return out
 end
 
--- Names of the job not yet covered by an apply that may still register them, in order.
+-- Names of the job not yet covered by an apply that may still register them, in order
+-- (job.valid itself, not a copy, before the first apply and the first invalid name).
 local function pending_names(job)
+  if #job.applies == 0 and next(job.invalid_seen) == nil then return job.valid end
   local covered = {}
   for _, a in ipairs(job.applies) do
     if not a.check_failed then
@@ -201,7 +205,9 @@ local function settle_checks(job)
   end
 end
 
--- Sends BatchCheckDeviceNames for one chunk; records its ApplyId.
+-- Sends BatchCheckDeviceNames for one chunk; records its ApplyId. The chunk's names are
+-- of job.valid (each passed the local rules once, or was drawn by `batch.drawn`; none
+-- twice), so the lists sent are vouched for: the request does not check each name again.
 local function check_chunk(job, chunk)
   local names, nicks = {}, false
   for i, r in ipairs(chunk) do
@@ -209,7 +215,11 @@ local function check_chunk(job, chunk)
     nicks = nicks or r.DeviceNickname ~= nil
   end
   local params = {ProductKey = job.ProductKey}
-  if nicks then params.DeviceNameList = chunk else params.DeviceName = names end
+  if nicks then
+    params.DeviceNameList = validate.vouch(chunk)
+  else
+    params.DeviceName = validate.vouch(names)
+  end
   local res, err = job.port:invoke("BatchCheckDeviceNames", params, job:call_opts())
   if res then
     local id, key_or_why = job:new_apply_id(res)
@@ -234,8 +244,11 @@ local function check_chunks(job, pending)
   local size = job.port:option("max_batch_size")
   for first = 1, #pending, size do
     if job:past_deadline() then return job_m.timeout_error() end
-    local chunk = {}
-    for i = first, math.min(first + size - 1, #pending) do chunk[#chunk + 1] = pending[i] end
+    local chunk = pending -- the whole of it when it is one chunk
+    if #pending > size then
+      chunk = {}
+      for i = first, math.min(first + size - 1, #pending) do chunk[#chunk + 1] = pending[i] end
+    end
     local err = check_chunk(job, chunk)
     if err then return err end
   end

@@ -19,14 +19,16 @@ local M = {}
 
 -- The record for position `pos` to the job's on_report, once.
 local function emit(job, pos, rec)
+  if not job.on_report then return end
   job.reported = job.reported or {}
-  if job.reported[pos] or not job.on_report then return end
+  if job.reported[pos] then return end
   job.reported[pos] = true
   job.on_report(rec, pos)
 end
 
 --- Records the outcome of a name the job decided (`created` or `existing`) and reports it
--- at its first position in `Devices`.
+-- at its first position in `Devices`. The record is the one the report holds for that
+-- position: one table per name, shared by on_report and `Report`.
 -- @tparam table job a named job (`first_pos` from the local checks)
 -- @tparam string name
 -- @tparam table rec `{outcome=, ApplyId=, RequestId=, code=, message=}`
@@ -38,9 +40,10 @@ function M.decide(job, name, rec)
   if pos then emit(job, pos, rec) end
 end
 
--- Where each name stands in the job's state, indexed once: the apply that passed its check
--- holding it (its registration may have been sent), the apply and entry of a creation that
--- failed for it, its invalid entry.
+-- Where each name stands in the job's state, indexed once, when a name without a decided
+-- outcome first needs it: the apply that passed its check holding it (its registration
+-- may have been sent), the apply and entry of a creation that failed for it, its invalid
+-- entry.
 local function index(job)
   local ix = {checked = {}, failed = {}, invalid = {}}
   for _, a in ipairs(job.applies) do
@@ -69,11 +72,9 @@ local function not_looked_up(what, msg)
     "resuming the job settles it"):format(what, msg)
 end
 
--- The outcome of a name that passed the local checks, from the job's state; `cause` is the
--- error that stopped the job, if one did.
+-- The outcome of a name that passed the local checks and has no decided outcome, from the
+-- job's state; `cause` is the error that stopped the job, if one did.
 local function derive(job, ix, name, cause)
-  local rec = job.outcome and job.outcome[name]
-  if rec then return rec end
   if job.have[name] then
     return {outcome = "created", ApplyId = job.device_apply and job.device_apply[name]}
   end
@@ -123,26 +124,28 @@ local function brief(cause)
 end
 
 --- The job's report, every position in `Devices` order; the positions not reported yet go
--- to `on_report` now.
+-- to `on_report` now. A decided outcome's record is the one `on_report` was given.
 -- @tparam table job a named job
 -- @tparam[opt] table cause the error that stopped the job (its `code` and `message`)
 -- @treturn table `{{DeviceName=, outcome=, ...}, ...}`
 function M.report(job, cause)
-  local out, ix = {}, index(job)
+  local out, decided, local_bad, ix = {}, job.outcome or {}, job.local_bad or {}, nil
   cause = brief(cause)
   for pos, r in ipairs(job.names or {}) do
-    local why = job.local_bad and job.local_bad[pos]
+    local name, why = r.DeviceName, local_bad[pos]
     local rec
     if why then
-      rec = {DeviceName = r.DeviceName, outcome = "invalid", message = why}
+      rec = {DeviceName = name, outcome = "invalid", message = why}
     else
-      local d = derive(job, ix, r.DeviceName, cause)
-      rec = {}
-      for k, v in pairs(d) do rec[k] = v end
-      rec.DeviceName = r.DeviceName
+      rec = decided[name]
+      if not rec then
+        ix = ix or index(job)
+        rec = derive(job, ix, name, cause)
+        rec.DeviceName = name
+      end
     end
     out[pos] = rec
-    emit(job, pos, rec)
+    if job.on_report then emit(job, pos, rec) end
   end
   return out
 end
@@ -159,20 +162,36 @@ local function sorted_by_position(pos, devices)
   return out
 end
 
+-- True when every device has a position and they rise strictly: the list is in order
+-- already (the service lists an apply's devices in the order they were asked).
+local function rising(pos, devices)
+  local last = -math.huge
+  for i = 1, #devices do
+    local p = pos[devices[i].DeviceName]
+    if p == nil or not (p > last) then return false end
+    last = p
+  end
+  return true
+end
+
 --- A named job's devices in the order their names were asked for (a stable sort: what
 -- the service listed is one run's order, the names are the caller's).
 -- @tparam table job
 -- @tparam table devices records with `DeviceName`
--- @treturn table a new list
+-- @treturn table a new list, or `devices` itself when it is in that order already
 function M.in_order(job, devices)
+  local pos = job.first_pos or {}
+  if rising(pos, devices) then return devices end
   -- Positions are places in `Devices` (1..n, one per name): each device goes to its slot
   -- in one pass, where a comparison sort of 10,000 records made a fifth of a job's Lua
   -- work. Devices without a position, or sharing one, keep their order.
-  local pos, at, later, rest, hi = job.first_pos or {}, {}, {}, {}, 0
+  local at, later, rest, hi = {}, {}, {}, 0
   for _, d in ipairs(devices) do
     local p = pos[d.DeviceName]
     if p == nil then rest[#rest + 1] = d
-    elseif at[p] == nil then at[p], hi = d, math.max(hi, p)
+    elseif at[p] == nil then
+      at[p] = d
+      if p > hi then hi = p end
     else later[#later + 1] = d end
   end
   if #later > 0 then return sorted_by_position(pos, devices) end

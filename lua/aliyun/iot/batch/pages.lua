@@ -22,8 +22,8 @@ local function params(id, p, size)
   return {ApplyId = id, PageSize = size, CurrentPage = p}
 end
 
-local function checked(id, res, p, size, total)
-  local page, why = answer.page(res, p, size, total)
+local function checked(id, res, p, size, total, known)
+  local page, why = answer.page(res, p, size, total, known)
   if page then return page end
   return nil, answer.invalid_response(("apply %s, page %d: %s"):format(answer.id_key(id), p,
     why), {apply_id = id, action = "QueryPageByApplyId"})
@@ -36,21 +36,22 @@ end
 -- @tparam integer size page size
 -- @tparam[opt] integer total the first page's Total (nil for the first page)
 -- @tparam[opt] table opts port options (`deadline`)
+-- @tparam[opt] table known names the caller asked for, checked by it (`answer.page`)
 -- @treturn ?table `{Total=, devices = {...}}`
 -- @treturn ?table err the call's error or `InvalidResponse`, with `apply_id`
-function M.fetch(port, id, p, size, total, opts)
+function M.fetch(port, id, p, size, total, opts, known)
   local res, err = port:invoke("QueryPageByApplyId", params(id, p, size), opts)
   if not res then
     err.apply_id = id
     return nil, err
   end
-  return checked(id, res, p, size, total)
+  return checked(id, res, p, size, total, known)
 end
 
---- Reads and checks pages `first..last` at once.
+--- Reads and checks pages `first..last` at once (`known` as for `M.fetch`).
 -- @treturn table the pages that came and passed, in page order
 -- @treturn ?table err the first failure (call error or `InvalidResponse`), with `apply_id`
-function M.fetch_many(port, id, first, last, size, total, opts)
+function M.fetch_many(port, id, first, last, size, total, opts, known)
   local list = {}
   for p = first, last do list[#list + 1] = params(id, p, size) end
   local results, errs = port:invoke_many("QueryPageByApplyId", list, opts, FETCH_CONCURRENCY)
@@ -59,7 +60,7 @@ function M.fetch_many(port, id, first, last, size, total, opts)
     local p = first + i - 1
     local page, err
     if results[i] then
-      page, err = checked(id, results[i], p, size, total)
+      page, err = checked(id, results[i], p, size, total, known)
     else
       err = errs[i] or answer.invalid_response("the fan-out returned no answer")
       err.apply_id = id

@@ -60,8 +60,8 @@ local function device_problem(job, a, r)
       return ("device %s: its apply %s did not ask for it"):format(r.DeviceName, a.key)
     end
   end
-  local seen = job.have[r.DeviceName] and job.device_rec and job.device_rec[r.DeviceName]
-  if seen and (seen.DeviceSecret ~= r.DeviceSecret or seen.IotId ~= r.IotId) then
+  local seen = job.have[r.DeviceName]
+  if seen and seen ~= true and (seen.DeviceSecret ~= r.DeviceSecret or seen.IotId ~= r.IotId) then
     return ("device %s is recorded twice, with different secrets or IotIds"):format(
       r.DeviceName)
   end
@@ -120,12 +120,10 @@ local function replay(job, r, i, st)
     local why_not = device_problem(job, a, r)
     if why_not then return journal_error(job, i, "%s", why_not) end
     if not job.have[r.DeviceName] then
-      job.have[r.DeviceName] = true
       local rec = {ProductKey = r.ProductKey, DeviceName = r.DeviceName,
                    DeviceSecret = r.DeviceSecret, IotId = r.IotId}
+      job.have[r.DeviceName] = rec
       job.devices[#job.devices + 1] = rec
-      job.device_rec = job.device_rec or {}
-      job.device_rec[r.DeviceName] = rec
       a.got = a.got + 1
       a.last_line = i
     end
