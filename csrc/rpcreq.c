@@ -33,10 +33,18 @@
 #define MAX_NAME 256
 #define MAX_COMMON 64
 
-/* One parameter: its raw name in names, its "k=v&" in q and "k%3Dv%26" in t. */
+/* One parameter: its "k=v&" in q and "k%3Dv%26" in t, its raw name at noff in names, or
+   in q (at qoff) when the name needs no encoding (in_q). */
 struct entry {
     size_t noff, nlen, qoff, qlen, toff, tlen;
+    int in_q;
 };
+
+/* An entry's raw name (nlen bytes). */
+static const char *entry_name(const char *names, const char *q, const struct entry *e)
+{
+    return e->in_q ? q + e->qoff : names + e->noff;
+}
 
 /* A growable byte buffer. */
 struct bytes {
@@ -90,14 +98,20 @@ static void *grow_array(lua_State *L, void *p, size_t *cap, size_t need, size_t 
     return p;
 }
 
-/* Room for `more` bytes at the end of b; returns where they go. */
-static char *room(lua_State *L, struct bytes *b, size_t more)
+static char *grow_bytes(lua_State *L, struct bytes *b, size_t more)
 {
     if (more > ((size_t)-1) / 8 - b->len)
         luaL_error(L, "request too large");
-    if (b->len + more > b->cap)
-        b->p = (char *)grow_array(L, b->p, &b->cap, b->len + more < 4096 ? 4096 : b->len + more, 1);
+    b->p = (char *)grow_array(L, b->p, &b->cap, b->len + more < 4096 ? 4096 : b->len + more, 1);
     return b->p + b->len;
+}
+
+/* Room for `more` bytes at the end of b; returns where they go. */
+static char *room(lua_State *L, struct bytes *b, size_t more)
+{
+    if (more <= b->cap - b->len)
+        return b->p + b->len;
+    return grow_bytes(L, b, more);
 }
 
 static void bytes_free(struct bytes *b, int wipe)
@@ -113,7 +127,7 @@ static void bytes_free(struct bytes *b, int wipe)
    advancing both; clean: s is known to need no encoding. */
 static void write_both(char **q, char **t, const char *s, size_t len, int clean)
 {
-    if (clean || aliyun_unreserved_prefix(s, len) == len) {
+    if (clean) {
         memcpy(*q, s, len);
         memcpy(*t, s, len);
         *q += len;
@@ -204,9 +218,12 @@ static int add_entry(struct builder *b, size_t len)
     room(L, &r->q, 3 * (len + vlen) + 2);
     room(L, &r->t, 5 * (len + vlen) + 6);
     e = &r->es[r->n++];
-    e->noff = r->names.len;
     e->nlen = len;
-    put_raw(L, &r->names, b->name, len);
+    e->in_q = clean;
+    if (!clean) {
+        e->noff = r->names.len;
+        put_raw(L, &r->names, b->name, len);
+    }
     e->qoff = r->q.len;
     e->toff = r->t.len;
     q = r->q.p + r->q.len;
@@ -244,24 +261,35 @@ static int add_child(struct builder *b, size_t len, const char *suffix, size_t s
 static int add_list(struct builder *b, int tab, size_t len, lua_Integer n, int depth)
 {
     lua_Integer i = 1, k;
-    size_t clean_before = b->clean_len;
+    size_t clean_before = b->clean_len, dlen = 1;
     struct rpcreq *r = b->r;
+    char *digits = b->name + len + 1; /* i's decimal digits, kept as i moves */
     /* every entry's name is "Name." and digits: "Name." is checked once, here */
     if (aliyun_unreserved_prefix(b->name, len) == len)
         b->clean_len = len + 1;
     r->es = (struct entry *)grow_array(b->L, r->es, &r->ecap, r->n + (size_t)n, sizeof *r->es);
+    b->name[len] = '.';
+    digits[0] = '1';
     for (k = 0; k < n; k++) {
-        char digits[24];
-        size_t dlen = aliyun_format_index(digits, i);
+        if (len + 1 + dlen >= MAX_NAME)
+            return fail(b, "parameter name too long", NULL, len);
         lua_rawgeti(b->L, tab, (int)i);
-        if (!add_child(b, len, digits, dlen, depth))
+        if (lua_isnil(b->L, -1)) /* see list_length */
+            return fail(b, "a list must have keys 1..n with no hole", NULL, len);
+        if (!add_value(b, len + 1 + dlen, depth + 1))
             return 0;
-        if (i * 10 <= n) {
+        if (k + 1 == n)
+            break;
+        if (i * 10 <= n) { /* 1 -> 10: the next string in byte order */
             i *= 10;
-        } else {
-            while (i % 10 == 9 || i + 1 > n)
+            digits[dlen++] = '0';
+        } else {           /* 19 -> 2, 10 -> 11 (n = 19) */
+            while (i % 10 == 9 || i + 1 > n) {
                 i /= 10;
+                dlen--;
+            }
             i++;
+            digits[dlen - 1]++;
         }
     }
     b->clean_len = clean_before;
@@ -343,6 +371,25 @@ static int add_record(struct builder *b, int tab, size_t len, int depth, int top
     return ok;
 }
 
+/*
+ * aliyun_table_kind's answer, sooner for a list: with n = #t and n keys in all, the keys
+ * are 1..n exactly unless one of t[1..n] is nil, which add_list sees as it reads them
+ * (that table has other keys: the same "no hole" error). Counting keys costs less than
+ * checking each one.
+ */
+static lua_Integer list_length(lua_State *L, int tab)
+{
+    size_t n = lua_rawlen(L, tab), count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, tab) != 0) {
+        lua_pop(L, 1);
+        count++;
+    }
+    if (count == n && n <= 1000000000)
+        return (lua_Integer)n;
+    return aliyun_table_kind(L, tab);
+}
+
 /* Adds the value at the stack top (popping it) under b->name[0..len). */
 static int add_value(struct builder *b, size_t len, int depth)
 {
@@ -364,7 +411,7 @@ static int add_value(struct builder *b, size_t len, int depth)
     }
     luaL_checkstack(L, 6, "rpc_request");
     tab = lua_gettop(L);
-    n = aliyun_table_kind(L, tab);
+    n = list_length(L, tab);
     if (n == -2)
         ok = fail(b, "a list must have keys 1..n with no hole", NULL, len);
     else if (n >= 0)
@@ -377,13 +424,13 @@ static int add_value(struct builder *b, size_t len, int depth)
 
 /* ---- the whole sort, for requests whose keys interleave ------------------------------ */
 
-static const char *sort_names; /* the names buffer during qsort (no Lua runs meanwhile) */
+static const char *sort_names, *sort_q; /* the buffers during qsort (no Lua runs meanwhile) */
 
 static int entry_cmp(const void *x, const void *y)
 {
     const struct entry *a = (const struct entry *)x, *b = (const struct entry *)y;
     size_t n = a->nlen < b->nlen ? a->nlen : b->nlen;
-    int c = memcmp(sort_names + a->noff, sort_names + b->noff, n);
+    int c = memcmp(entry_name(sort_names, sort_q, a), entry_name(sort_names, sort_q, b), n);
     return c != 0 ? c : (a->nlen > b->nlen) - (a->nlen < b->nlen);
 }
 
@@ -396,11 +443,12 @@ static int sort_whole(struct builder *b)
     struct bytes q = {NULL, 0, 0}, t = {NULL, 0, 0};
     size_t i;
     sort_names = r->names.p;
+    sort_q = r->q.p;
     qsort(r->es, r->n, sizeof *r->es, entry_cmp);
     for (i = 0; i + 1 < r->n; i++) {
         if (entry_cmp(&r->es[i], &r->es[i + 1]) == 0) {
             size_t len = r->es[i].nlen;
-            memcpy(b->name, r->names.p + r->es[i].noff, len);
+            memcpy(b->name, entry_name(r->names.p, r->q.p, &r->es[i]), len);
             return fail(b, "parameter given twice (as a list entry and by its flat name)",
                         NULL, len);
         }
@@ -562,7 +610,7 @@ static size_t lower_bound(const struct rpcreq *r, size_t lo, const char *k, size
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         const struct entry *e = &r->es[mid];
-        if (raw_cmp(r->names.p + e->noff, e->nlen, k, klen) < 0)
+        if (raw_cmp(entry_name(r->names.p, r->q.p, e), e->nlen, k, klen) < 0)
             lo = mid + 1;
         else
             hi = mid;
@@ -607,7 +655,7 @@ static void merge_pieces(lua_State *L, struct rpcreq *r, const struct common_par
         add_run(L, r, j, at);
         add_piece(L, r, r->common.p + cs[i].qoff, cs[i].qlen, r->common.p + cs[i].toff,
                   cs[i].tlen);
-        if (at < r->n && raw_cmp(r->names.p + r->es[at].noff, r->es[at].nlen, cs[i].k,
+        if (at < r->n && raw_cmp(entry_name(r->names.p, r->q.p, &r->es[at]), r->es[at].nlen, cs[i].k,
                                  cs[i].klen) == 0)
             at++;
         j = at;
