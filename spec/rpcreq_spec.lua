@@ -6,6 +6,8 @@
 -- list's entries, common parameters replacing the request's own.
 
 local core = require "aliyun.iot.core"
+local iot = require "aliyun.iot"
+local emulator = require "aliyun.iot.emulator"
 
 local SECRET = "testsecret"
 
@@ -182,4 +184,42 @@ describe("core.rpc_request", function()
     assert.has_error(function() r:sign("POST", {}, SECRET) end)
     assert.has_error(function() r:sign("POST", {X = {}}, SECRET) end)
   end)
+
+  it("is the body libcurl sends for a call, and what the counters count", function()
+    local emu = emulator.start{async_delay = 0}
+    local c = assert(iot.new{access_key_id = "testid", access_key_secret = SECRET,
+                             endpoint = emu.endpoint, qps = false, max_batch_size = 10000})
+    local names = {}
+    for i = 1, 1000 do names[i] = ("rpcreq_%04d"):format(i) end
+    local seen = {}
+    local real = core.session
+    local ok, r, err = pcall(function()
+      -- the session's perform sees the object itself, not a string made of it
+      core.session = function(...)
+        local s = real(...)
+        return setmetatable({}, {__index = function(_, k)
+          if k == "perform" then
+            return function(_, req)
+              seen[#seen + 1] = type(req.body)
+              return s:perform(req)
+            end
+          end
+          local v = s[k]
+          if type(v) == "function" then return function(_, ...) return v(s, ...) end end
+          return v
+        end})
+      end
+      return c:call("BatchCheckDeviceNames", {ProductKey = "a1TestPK001", DeviceName = names})
+    end)
+    core.session = real
+    local st = c:stats()
+    emu:stop()
+    assert.is_true(ok, tostring(r))
+    assert.is_nil(err)
+    assert.is_table(r, tostring(err))
+    assert.are.same({"userdata"}, seen)
+    assert.are.equal(1, st.requests)
+    assert.is_true(st.bytes_sent > 1000 * #"DeviceName.1=rpcreq_0001&", st.bytes_sent)
+  end)
 end)
+

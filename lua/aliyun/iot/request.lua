@@ -31,14 +31,29 @@ local function integer_problem(flat)
   end
 end
 
+-- The request object of an RPC v1 (HMAC-SHA1) call: the parameters flattened, sorted and
+-- encoded once in C for every attempt (`core.rpc_request`), or nil and the error.
+local function rpc_request(params)
+  local rpc, msg, pname, kind = core.rpc_request(params)
+  if rpc then return rpc end
+  if kind == "number" then return nil, invalid(pname, pname .. " " .. msg) end
+  return nil, invalid(pname, pname .. ": " .. msg)
+end
+
 --- Checks an action and its parameters, validates them against the action's row and
--- flattens them (`Name.N`, `Name.N.Field`).
--- @tparam table client for the limits validation reads (`max_batch_size`)
+-- flattens them (`Name.N`, `Name.N.Field`): for an HMAC-SHA1 client into a
+-- `core.rpc_request` object (no flat Lua table: the call signs each attempt from it), for
+-- ACS3 into a flat table.
+-- @tparam table client for the limits validation reads (`max_batch_size`) and its
+--   `signature_algorithm`
 -- @tparam string action
 -- @tparam table params
 -- @tparam integer level error level for misuse
 -- @treturn ?table the action's row
--- @treturn ?table the flat parameters (or the `InvalidParameter` error)
+-- @treturn ?table the flat parameters (ACS3; nil with an RPC object), or the
+--   `InvalidParameter` error
+-- @treturn ?userdata the RPC request object (HMAC-SHA1); the caller closes it once the
+--   call is over
 -- @raise when action is not a string or params not a table
 function M.prepare(client, action, params, level)
   level = level + 1
@@ -55,6 +70,11 @@ function M.prepare(client, action, params, level)
   local row = actions.get(action)
   local name, why = validate.check(row, params, client)
   if name then return nil, invalid(name, why) end
+  if client.signature_algorithm == "HMAC-SHA1" then
+    local rpc, err = rpc_request(params)
+    if not rpc then return nil, err end
+    return row, nil, rpc
+  end
   local flat, msg, pname = core.flatten(params)
   if not flat then return nil, invalid(pname, pname .. ": " .. msg) end
   name, why = integer_problem(flat)
@@ -81,17 +101,30 @@ function M.sign_v1_params(method, p, creds, nonce, timestamp)
   return canonical .. "&Signature=" .. core.percent_encode(sig), sts
 end
 
-local function sign_v1(c, req, p, a)
-  p.Action, p.Version, p.Format, p.RegionId = a.action, M.API_VERSION, a.format, c.region_id
-  local qs, sts = M.sign_v1_params(a.method, p, a.creds, a.nonce, a.timestamp)
+-- RPC v1 from the call's request object: the common parameters go in beside the
+-- request's own (which they replace, as sign_v1_params's assignments do; IotInstanceId
+-- only when the call has none). libcurl sends the body from the object (`body_object`),
+-- other transports get a string. The string to sign is made only if asked for.
+local function sign_v1(c, req, a)
+  local creds, rpc = a.creds, a.rpc
+  local common = {
+    Action = a.action, Version = M.API_VERSION, Format = a.format, RegionId = c.region_id,
+    AccessKeyId = creds.access_key_id, SecurityToken = creds.security_token,
+    SignatureMethod = "HMAC-SHA1", SignatureVersion = "1.0",
+    SignatureNonce = a.nonce, Timestamp = a.timestamp,
+  }
+  if c.iot_instance_id and a.params.IotInstanceId == nil then
+    common.IotInstanceId = c.iot_instance_id
+  end
+  rpc:sign(a.method, common, creds.access_key_secret)
   if a.method == "GET" then
-    req.url = c.url .. "?" .. qs
+    req.url = c.url .. "?" .. rpc:body()
   else
     req.url = c.url
-    req.body = qs
+    req.body = a.body_object and rpc or rpc:body()
     req.headers["content-type"] = "application/x-www-form-urlencoded"
   end
-  return sts
+  return function() return rpc:string_to_sign() end
 end
 
 -- ACS3 (docs: "V3 request body and signature"): action and version travel in headers;
@@ -126,14 +159,14 @@ end
 --- Builds one signed attempt.
 -- @tparam table c the client (`region_id`, `url`, `host`, `iot_instance_id`,
 --   `signature_algorithm`, `clock_offset`, transport options)
--- @tparam table a the attempt: `row`, `action`, `flat`, `method`, `format`, `creds`,
---   `timeout`, `connect_timeout` [s]
+-- @tparam table a the attempt: `row`, `action`, `params`, `flat` (ACS3) or `rpc` (RPC v1,
+--   from `prepare`), `method`, `format`, `creds`, `timeout`, `connect_timeout` [s],
+--   `body_object` (true when the transport is the C core's libcurl session, which sends
+--   an RPC body from its object)
 -- @treturn table the transport request
--- @treturn string our string to sign (to explain a SignatureDoesNotMatch)
+-- @treturn string|function our string to sign, or a function that makes it (to explain a
+--   SignatureDoesNotMatch; valid until the next attempt of the call is built)
 function M.build(c, a)
-  local p = {}
-  for k, v in pairs(a.flat) do p[k] = v end
-  if c.iot_instance_id and p.IotInstanceId == nil then p.IotInstanceId = c.iot_instance_id end
   a.nonce = core.nonce()
   a.timestamp = core.timestamp(core.time() + c.clock_offset)
   local req = {
@@ -143,8 +176,15 @@ function M.build(c, a)
     -- after the server acted; calls that must never be repeated get a fresh connection.
     fresh_connect = a.row.retry ~= "idempotent",
   }
-  local sign = c.signature_algorithm == "HMAC-SHA1" and sign_v1 or sign_acs3
-  local string_to_sign = sign(c, req, p, a)
+  local string_to_sign
+  if a.rpc then
+    string_to_sign = sign_v1(c, req, a)
+  else
+    local p = {}
+    for k, v in pairs(a.flat) do p[k] = v end
+    if c.iot_instance_id and p.IotInstanceId == nil then p.IotInstanceId = c.iot_instance_id end
+    string_to_sign = sign_acs3(c, req, p, a)
+  end
   req.headers["user-agent"] = c.user_agent
   return req, string_to_sign
 end
