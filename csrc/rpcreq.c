@@ -209,12 +209,14 @@ static int add_entry(struct builder *b, size_t len)
     char num[32], *q, *t;
     const char *why = NULL, *v;
     size_t vlen = 0, known = b->clean_len < len ? b->clean_len : len;
-    int clean = aliyun_unreserved_prefix(b->name + known, len - known) == len - known;
+    int clean = known == len ||
+                aliyun_unreserved_prefix(b->name + known, len - known) == len - known;
     v = value_text(L, -1, num, &vlen, &why);
     if (v == NULL)
         return fail(b, why, "number", len);
     /* one reservation per entry: the worst case of both forms */
-    r->es = (struct entry *)grow_array(L, r->es, &r->ecap, r->n + 1, sizeof *r->es);
+    if (r->n == r->ecap)
+        r->es = (struct entry *)grow_array(L, r->es, &r->ecap, r->n + 1, sizeof *r->es);
     room(L, &r->q, 3 * (len + vlen) + 2);
     room(L, &r->t, 5 * (len + vlen) + 6);
     e = &r->es[r->n++];
@@ -276,8 +278,12 @@ static int add_list(struct builder *b, int tab, size_t len, lua_Integer n, int d
         lua_rawgeti(b->L, tab, (int)i);
         if (lua_isnil(b->L, -1)) /* see list_length */
             return fail(b, "a list must have keys 1..n with no hole", NULL, len);
+        if (b->clean_len == len + 1) /* digits need no encoding either */
+            b->clean_len = len + 1 + dlen;
         if (!add_value(b, len + 1 + dlen, depth + 1))
             return 0;
+        if (b->clean_len > len + 1)
+            b->clean_len = len + 1;
         if (k + 1 == n)
             break;
         if (i * 10 <= n) { /* 1 -> 10: the next string in byte order */
