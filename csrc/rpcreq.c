@@ -28,7 +28,7 @@
 #include "core.h"
 
 #define RPCREQ_MT "aliyun.iot.core.RpcRequest"
-#define MACS_MT "aliyun.iot.core.RpcMac"
+#define MACS_MT "aliyun.iot.core.RpcShared"
 #define MAX_DEPTH 8
 #define MAX_NAME 256
 #define MAX_COMMON 64
@@ -114,10 +114,8 @@ static char *room(lua_State *L, struct bytes *b, size_t more)
     return grow_bytes(L, b, more);
 }
 
-static void bytes_free(struct bytes *b, int wipe)
+static void bytes_free(struct bytes *b)
 {
-    if (b->p != NULL && wipe)
-        OPENSSL_cleanse(b->p, b->len);
     free(b->p);
     b->p = NULL;
     b->len = b->cap = 0;
@@ -470,8 +468,8 @@ static int sort_whole(struct builder *b)
         q.len += e->qlen;
         t.len += e->tlen;
     }
-    bytes_free(&r->q, 0);
-    bytes_free(&r->t, 0);
+    bytes_free(&r->q);
+    bytes_free(&r->t);
     r->q = q;
     r->t = t;
     return 1;
@@ -485,21 +483,83 @@ static struct rpcreq *check_req(lua_State *L)
     return r;
 }
 
-static int req_free(lua_State *L)
+/*
+ * What the objects of one Lua state share (the upvalue of their functions): the keyed
+ * HMAC context (mac.c), and the buffers of the last closed object, which the next one
+ * takes over: a call's object needs some 200 KiB, and fresh memory every call cost
+ * reallocations as it grew and page faults (issue 16).
+ */
+struct shared {
+    struct aliyun_mac mac;
+    struct rpcreq spare;
+    int has_spare, dead; /* dead: collected (lua_close finalises in any order) */
+};
+
+#define KEEP_SPARE ((size_t)1 << 20) /* larger buffers are freed, not kept */
+
+static struct shared *get_shared(lua_State *L)
 {
-    struct rpcreq *r = (struct rpcreq *)luaL_checkudata(L, 1, RPCREQ_MT);
-    /* the common parameters (a SecurityToken) are wiped, where they are; the request's
-       own parameters hold no secret */
-    bytes_free(&r->names, 0);
-    bytes_free(&r->q, 0);
-    bytes_free(&r->t, 0);
-    bytes_free(&r->body, 1);
-    bytes_free(&r->common, 1);
+    return (struct shared *)lua_touserdata(L, lua_upvalueindex(1));
+}
+
+static void free_buffers(struct rpcreq *r)
+{
+    free(r->names.p);
+    free(r->q.p);
+    free(r->t.p);
+    free(r->body.p);
+    free(r->common.p);
     free(r->es);
     free(r->pieces);
     free(r->keys);
+}
+
+/* close(), __close, __gc: frees the object's memory, or leaves it for the next object. */
+static int req_free(lua_State *L)
+{
+    struct rpcreq *r = (struct rpcreq *)luaL_checkudata(L, 1, RPCREQ_MT);
+    struct shared *sh = get_shared(L);
+    if (r->closed)
+        return 0;
+    /* the common parameters (a SecurityToken) are wiped, where they are; the request's
+       own parameters hold no secret */
+    if (r->body.p != NULL)
+        OPENSSL_cleanse(r->body.p, r->body.len);
+    if (r->common.p != NULL)
+        OPENSSL_cleanse(r->common.p, r->common.len);
+    if (!sh->dead && !sh->has_spare && r->q.cap <= KEEP_SPARE && r->t.cap <= KEEP_SPARE &&
+        r->body.cap <= KEEP_SPARE && r->ecap * sizeof *r->es <= KEEP_SPARE) {
+        sh->spare = *r;
+        sh->has_spare = 1;
+    } else {
+        free_buffers(r);
+    }
     memset(r, 0, sizeof *r);
     r->closed = 1;
+    return 0;
+}
+
+/* Gives r the spare buffers, emptied. */
+static void take_spare(struct shared *sh, struct rpcreq *r)
+{
+    if (!sh->has_spare)
+        return;
+    *r = sh->spare;
+    sh->has_spare = 0;
+    memset(&sh->spare, 0, sizeof sh->spare);
+    r->names.len = r->q.len = r->t.len = r->body.len = r->common.len = 0;
+    r->n = r->npieces = 0;
+    r->closed = r->is_signed = 0;
+}
+
+static int shared_gc(lua_State *L)
+{
+    struct shared *sh = (struct shared *)luaL_checkudata(L, 1, MACS_MT);
+    aliyun_mac_free(&sh->mac);
+    if (sh->has_spare)
+        free_buffers(&sh->spare);
+    sh->has_spare = 0;
+    sh->dead = 1;
     return 0;
 }
 
@@ -523,6 +583,7 @@ static int l_rpc_request(lua_State *L)
     memset(r, 0, sizeof *r);
     luaL_getmetatable(L, RPCREQ_MT);
     lua_setmetatable(L, -2);
+    take_spare(get_shared(L), r);
     memset(&b, 0, sizeof b);
     b.L = L;
     b.r = r;
@@ -669,11 +730,6 @@ static void merge_pieces(lua_State *L, struct rpcreq *r, const struct common_par
     add_run(L, r, j, r->n);
 }
 
-static struct aliyun_mac *get_mac(lua_State *L)
-{
-    return (struct aliyun_mac *)lua_touserdata(L, lua_upvalueindex(1));
-}
-
 /*
  * RpcRequest:sign(method, common, access_key_secret) -> signature
  * Signs the request (RPC v1, HMAC-SHA1, as core.sign_rpc) with the flat table `common`
@@ -690,7 +746,7 @@ static int l_sign(lua_State *L)
     const char *method = luaL_checklstring(L, 2, &mlen);
     const char *secret;
     struct common_param cs[MAX_COMMON];
-    struct aliyun_mac *mac = get_mac(L);
+    struct aliyun_mac *mac = &get_shared(L)->mac;
     unsigned char md[EVP_MAX_MD_SIZE];
     char sig[4 * ((EVP_MAX_MD_SIZE + 2) / 3) + 1], *out;
     size_t mdlen;
@@ -786,12 +842,6 @@ const char *aliyun_rpcreq_body(lua_State *L, int idx, size_t *len)
     return r->body.p;
 }
 
-static int mac_gc(lua_State *L)
-{
-    aliyun_mac_free((struct aliyun_mac *)luaL_checkudata(L, 1, MACS_MT));
-    return 0;
-}
-
 void aliyun_open_rpcreq(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -802,27 +852,32 @@ void aliyun_open_rpcreq(lua_State *L)
         {NULL, NULL},
     };
     static const luaL_Reg meta[] = {
-        {"__gc", req_free},
-        {"__close", req_free},
         {"__len", l_len},
         {"__tostring", l_tostring},
         {NULL, NULL},
     };
-    static const luaL_Reg mac_meta[] = {{"__gc", mac_gc}, {NULL, NULL}};
-    struct aliyun_mac *m;
+    static const luaL_Reg shared_meta[] = {
+        {"__gc", req_free},
+        {"__close", req_free},
+        {NULL, NULL},
+    };
+    static const luaL_Reg shared_gc_meta[] = {{"__gc", shared_gc}, {NULL, NULL}};
+    struct shared *sh;
     aliyun_newclass(L, RPCREQ_MT, NULL, meta);
-    aliyun_newclass(L, MACS_MT, NULL, mac_meta);
-    /* the methods share one keyed HMAC context per Lua state (mac.c) */
-    m = (struct aliyun_mac *)lua_newuserdatauv(L, sizeof *m, 0);
-    memset(m, 0, sizeof *m);
+    aliyun_newclass(L, MACS_MT, NULL, shared_gc_meta);
+    sh = (struct shared *)lua_newuserdatauv(L, sizeof *sh, 0);
+    memset(sh, 0, sizeof *sh);
     luaL_getmetatable(L, MACS_MT);
     lua_setmetatable(L, -2);
+    /* every function of the class has the shared state as its upvalue */
     luaL_getmetatable(L, RPCREQ_MT);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, shared_meta, 1);
     lua_newtable(L);
     lua_pushvalue(L, -3);
     luaL_setfuncs(L, methods, 1);
     lua_setfield(L, -2, "__index");
-    lua_pop(L, 2);
-    lua_pushcfunction(L, l_rpc_request);
+    lua_pop(L, 1);
+    lua_pushcclosure(L, l_rpc_request, 1);
     lua_setfield(L, -2, "rpc_request");
 }
