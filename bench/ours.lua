@@ -56,25 +56,28 @@ if scenario == "sign" then
   -- (the call's own; prepare does this once per call), signed with an attempt's common
   -- parameters merged in, then closed; and the signing of one attempt alone.
   local own, com = common.split_common(params)
-  local r = assert(core.rpc_request(own))
-  if r:sign("POST", com, secret) ~= sig then error("rpc_request signed other bytes") end
-  local n3, t3 = 0, os.clock()
-  repeat
-    for _ = 1, 8 do
-      local x = core.rpc_request(own)
-      x:sign("POST", com, secret)
-      x:close()
-    end
-    n3 = n3 + 8
-  until os.clock() - t3 >= seconds
-  out.rate_rpc = n3 / (os.clock() - t3)
-  local n4, t4 = 0, os.clock()
-  repeat
-    for _ = 1, 16 do r:sign("POST", com, secret) end
-    n4 = n4 + 16
-  until os.clock() - t4 >= seconds
-  out.rate_rpc_sign = n4 / (os.clock() - t4)
-  r:close()
+  -- nil on a core before it (comparing trees A/B)
+  local r = core.rpc_request and assert(core.rpc_request(own))
+  if r then
+    if r:sign("POST", com, secret) ~= sig then error("rpc_request signed other bytes") end
+    local n3, t3 = 0, os.clock()
+    repeat
+      for _ = 1, 8 do
+        local x = core.rpc_request(own)
+        x:sign("POST", com, secret)
+        x:close()
+      end
+      n3 = n3 + 8
+    until os.clock() - t3 >= seconds
+    out.rate_rpc = n3 / (os.clock() - t3)
+    local n4, t4 = 0, os.clock()
+    repeat
+      for _ = 1, 16 do r:sign("POST", com, secret) end
+      n4 = n4 + 16
+    until os.clock() - t4 >= seconds
+    out.rate_rpc_sign = n4 / (os.clock() - t4)
+    r:close()
+  end
 
 elseif scenario == "sequential" then
   local iot = require "aliyun.iot"
