@@ -38,6 +38,7 @@
 struct entry {
     size_t noff, nlen, qoff, qlen, toff, tlen;
     int in_q;
+    const char *sort_name; /* the raw name, while sort_whole sorts */
 };
 
 /* An entry's raw name (nlen bytes). */
@@ -428,13 +429,11 @@ static int add_value(struct builder *b, size_t len, int depth)
 
 /* ---- the whole sort, for requests whose keys interleave ------------------------------ */
 
-static const char *sort_names, *sort_q; /* the buffers during qsort (no Lua runs meanwhile) */
-
 static int entry_cmp(const void *x, const void *y)
 {
     const struct entry *a = (const struct entry *)x, *b = (const struct entry *)y;
     size_t n = a->nlen < b->nlen ? a->nlen : b->nlen;
-    int c = memcmp(entry_name(sort_names, sort_q, a), entry_name(sort_names, sort_q, b), n);
+    int c = memcmp(a->sort_name, b->sort_name, n);
     return c != 0 ? c : (a->nlen > b->nlen) - (a->nlen < b->nlen);
 }
 
@@ -446,8 +445,8 @@ static int sort_whole(struct builder *b)
     struct rpcreq *r = b->r;
     struct bytes q = {NULL, 0, 0}, t = {NULL, 0, 0};
     size_t i;
-    sort_names = r->names.p;
-    sort_q = r->q.p;
+    for (i = 0; i < r->n; i++)
+        r->es[i].sort_name = entry_name(r->names.p, r->q.p, &r->es[i]);
     qsort(r->es, r->n, sizeof *r->es, entry_cmp);
     for (i = 0; i + 1 < r->n; i++) {
         if (entry_cmp(&r->es[i], &r->es[i + 1]) == 0) {
@@ -457,8 +456,15 @@ static int sort_whole(struct builder *b)
                         NULL, len);
         }
     }
-    room(L, &q, r->q.len);
-    room(L, &t, r->t.len);
+    q.p = malloc(r->q.len + 1);
+    t.p = malloc(r->t.len + 1);
+    if (q.p == NULL || t.p == NULL) { /* both or neither: a raise must not leak one */
+        free(q.p);
+        free(t.p);
+        return luaL_error(L, "not enough memory");
+    }
+    q.cap = r->q.len + 1;
+    t.cap = r->t.len + 1;
     for (i = 0; i < r->n; i++) {
         struct entry *e = &r->es[i];
         memcpy(q.p + q.len, r->q.p + e->qoff, e->qlen);
@@ -703,9 +709,11 @@ static void add_piece(lua_State *L, struct rpcreq *r, const char *q, size_t qlen
 /* The entries [a, b) as one piece (they are laid out in order). */
 static void add_run(lua_State *L, struct rpcreq *r, size_t a, size_t b)
 {
-    const struct entry *x = &r->es[a], *y = &r->es[b - 1];
+    const struct entry *x, *y;
     if (a >= b)
         return;
+    x = &r->es[a];
+    y = &r->es[b - 1];
     add_piece(L, r, r->q.p + x->qoff, y->qoff + y->qlen - x->qoff, r->t.p + x->toff,
               y->toff + y->tlen - x->toff);
 }
