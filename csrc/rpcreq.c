@@ -634,7 +634,7 @@ static size_t read_common(lua_State *L, int idx, struct rpcreq *r, struct common
     r->common.len = 0;
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
-        struct common_param *c, x;
+        struct common_param *c;
         char num[32], *out;
         const char *why = NULL, *v;
         size_t vlen = 0;
@@ -668,7 +668,7 @@ static size_t read_common(lua_State *L, int idx, struct rpcreq *r, struct common
         lua_pop(L, 1);
         for (j = m - 1; j > 0 && raw_cmp(cs[j - 1].k, cs[j - 1].klen, cs[j].k, cs[j].klen) > 0;
              j--) {
-            x = cs[j];
+            struct common_param x = cs[j];
             cs[j] = cs[j - 1];
             cs[j - 1] = x;
         }
