@@ -113,8 +113,17 @@ describe("core.rpc_request", function()
 
   it("equals flatten + sign_rpc on 400 random requests", function()
     math.randomseed(16)
+    -- a drawn name may be a list entry's flat name too ("A.1" beside a list A): flatten
+    -- keeps one of the two by traversal order, rpc_request refuses it; drawn again
+    local function signable(own)
+      local r, msg = core.rpc_request(own)
+      if r then r:close(); return true end
+      assert.matches("given twice", msg)
+      return false
+    end
     for n = 1, 400 do
       local own, common = request()
+      while not signable(own) do own, common = request() end
       local method = math.random() < 0.5 and "POST" or "GET"
       check(method, own, common, text(10) .. "s", "request " .. n)
     end
