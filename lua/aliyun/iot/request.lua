@@ -82,10 +82,19 @@ function M.prepare(client, action, params, level)
   return row, flat
 end
 
+-- The key's and the signature's common parameters of signature V1, set into p.
+local function v1_common(p, creds, nonce, timestamp)
+  p.AccessKeyId, p.SecurityToken = creds.access_key_id, creds.security_token
+  p.SignatureMethod, p.SignatureVersion = "HMAC-SHA1", "1.0"
+  p.SignatureNonce, p.Timestamp = nonce, timestamp
+  return p
+end
+
 --- Signs RPC parameters with signature V1 (docs/wire.md §2): adds the key's common
 -- parameters (AccessKeyId, SecurityToken, SignatureMethod, SignatureVersion,
--- SignatureNonce, Timestamp) to `p` and signs everything in it. Every V1 call goes through
--- here: IoT actions and STS AssumeRole (`aliyun.iot.credentials.sts`) alike.
+-- SignatureNonce, Timestamp) to `p` and signs everything in it (`core.sign_rpc`): STS
+-- AssumeRole's signer (`aliyun.iot.credentials.sts`). IoT calls sign from their
+-- `core.rpc_request` object with the same common parameters (`build`).
 -- @tparam string method "GET" or "POST"
 -- @tparam table p the parameters (Action, Version, Format... already set); changed in place
 -- @tparam table creds `{access_key_id=, access_key_secret=, security_token=}`
@@ -94,9 +103,7 @@ end
 -- @treturn string the signed query (or form body), Signature last
 -- @treturn string the string to sign
 function M.sign_v1_params(method, p, creds, nonce, timestamp)
-  p.AccessKeyId, p.SecurityToken = creds.access_key_id, creds.security_token
-  p.SignatureMethod, p.SignatureVersion = "HMAC-SHA1", "1.0"
-  p.SignatureNonce, p.Timestamp = nonce, timestamp
+  v1_common(p, creds, nonce, timestamp)
   local sig, sts, canonical = core.sign_rpc(method, p, creds.access_key_secret)
   return canonical .. "&Signature=" .. core.percent_encode(sig), sts
 end
@@ -107,12 +114,8 @@ end
 -- other transports get a string. The string to sign is made only if asked for.
 local function sign_v1(c, req, a)
   local creds, rpc = a.creds, a.rpc
-  local common = {
-    Action = a.action, Version = M.API_VERSION, Format = a.format, RegionId = c.region_id,
-    AccessKeyId = creds.access_key_id, SecurityToken = creds.security_token,
-    SignatureMethod = "HMAC-SHA1", SignatureVersion = "1.0",
-    SignatureNonce = a.nonce, Timestamp = a.timestamp,
-  }
+  local common = v1_common({Action = a.action, Version = M.API_VERSION, Format = a.format,
+                            RegionId = c.region_id}, creds, a.nonce, a.timestamp)
   if c.iot_instance_id and a.params.IotInstanceId == nil then
     common.IotInstanceId = c.iot_instance_id
   end
