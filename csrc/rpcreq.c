@@ -110,7 +110,7 @@ static char *grow_bytes(lua_State *L, struct bytes *b, size_t more)
 /* Room for `more` bytes at the end of b; returns where they go. */
 static char *room(lua_State *L, struct bytes *b, size_t more)
 {
-    if (more <= b->cap - b->len)
+    if (more <= b->cap - b->len && b->p != NULL) /* never NULL: memcpy's target */
         return b->p + b->len;
     return grow_bytes(L, b, more);
 }
@@ -346,7 +346,8 @@ static size_t sorted_keys(struct builder *b, int tab, int top)
     }
     m = b->nkeys - base;
     ks = b->r->keys + base;
-    qsort(ks, m, sizeof *ks, key_cmp);
+    if (m > 1)
+        qsort(ks, m, sizeof *ks, key_cmp);
     for (i = 0; i + 1 < m; i++)
         if (interleaves(&ks[i], &ks[i + 1]))
             b->unsorted = 1;
