@@ -129,6 +129,11 @@ describe("core.rpc_request", function()
     end
   end)
 
+  it("signs a call with no parameter of its own (only the common ones)", function()
+    check("POST", {}, {Action = "DescribeRegions", Version = "2018-01-20", Format = "JSON"})
+    check("GET", {A = {}}, {Action = "X"})
+  end)
+
   it("signs every attempt anew (new nonce, new key) with the same bytes as a fresh one", function()
     math.randomseed(7)
     local own = {ProductKey = "pk", DeviceName = list(0, 300), Tags = {{Key = "k", Value = "v"}}}
