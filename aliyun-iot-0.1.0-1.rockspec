@@ -44,6 +44,7 @@ build = {
         "csrc/mqtt.c",
         "csrc/signal.c",
         "csrc/mac.c",
+        "csrc/rpcreq.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L", 'ALIYUN_IOT_VERSION="0.1.0"' },
       libraries = { "curl", "crypto", "expat", "pthread", "m" },

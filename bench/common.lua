@@ -39,6 +39,23 @@ function M.sign_params(kind)
   return p
 end
 
+-- The parameters a call adds to every attempt (request.lua's sign_v1): the rest are the
+-- call's own, which core.rpc_request holds.
+local COMMON = {Version = true, Format = true, AccessKeyId = true, SignatureMethod = true,
+                SignatureVersion = true, SignatureNonce = true, Timestamp = true,
+                RegionId = true, Action = true}
+
+--- Scenario 1's parameters split as the call path splits them.
+-- @treturn table the call's own parameters (nested lists kept)
+-- @treturn table the common parameters of an attempt
+function M.split_common(params)
+  local own, common = {}, {}
+  for k, v in pairs(params) do
+    if COMMON[k] then common[k] = v else own[k] = v end
+  end
+  return own, common
+end
+
 --- Peak resident set size of this process so far, in kB (VmHWM), or nil off Linux.
 function M.peak_rss_kb()
   local f = io.open("/proc/self/status")

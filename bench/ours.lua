@@ -1,6 +1,8 @@
 --- One benchmark run of our client, as its own process (so that its peak RSS is its own).
 -- Run by bench/run.lua: `lua5.4 bench/ours.lua SCENARIO ARGS...`; prints one JSON line.
---   sign KIND SECONDS          KIND: register | check1000; signatures per second
+--   sign KIND SECONDS          KIND: register | check1000; signatures per second: sign_rpc
+--                              (rate), flatten + sign_rpc (rate_with_flatten),
+--                              rpc_request + sign (rate_rpc), one attempt's sign (rate_rpc_sign)
 --   sequential URL WARMUP N    N QueryBatchRegisterDeviceStatus calls, one after another
 --   provision URL N RUN MODE   register N named devices (names bench<RUN>_<i>) and fetch
 --                              every secret; MODE paced (documented QPS) or unpaced;
@@ -50,6 +52,32 @@ if scenario == "sign" then
     n2 = n2 + 1
   until os.clock() - t0 >= seconds
   out.rate_with_flatten = n2 / (os.clock() - t0)
+  -- The call path's request object (issue 16): core.rpc_request from the nested params
+  -- (the call's own; prepare does this once per call), signed with an attempt's common
+  -- parameters merged in, then closed; and the signing of one attempt alone.
+  local own, com = common.split_common(params)
+  -- nil on a core before it (comparing trees A/B)
+  local r = core.rpc_request and assert(core.rpc_request(own))
+  if r then
+    if r:sign("POST", com, secret) ~= sig then error("rpc_request signed other bytes") end
+    local n3, t3 = 0, os.clock()
+    repeat
+      for _ = 1, 8 do
+        local x = core.rpc_request(own)
+        x:sign("POST", com, secret)
+        x:close()
+      end
+      n3 = n3 + 8
+    until os.clock() - t3 >= seconds
+    out.rate_rpc = n3 / (os.clock() - t3)
+    local n4, t4 = 0, os.clock()
+    repeat
+      for _ = 1, 16 do r:sign("POST", com, secret) end
+      n4 = n4 + 16
+    until os.clock() - t4 >= seconds
+    out.rate_rpc_sign = n4 / (os.clock() - t4)
+    r:close()
+  end
 
 elseif scenario == "sequential" then
   local iot = require "aliyun.iot"

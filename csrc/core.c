@@ -47,5 +47,6 @@ ALIYUN_EXPORT int luaopen_aliyun_iot_core(lua_State *L)
     aliyun_open_fs(L);
     aliyun_open_mqtt(L);
     aliyun_open_signal(L);
+    aliyun_open_rpcreq(L);
     return 1;
 }

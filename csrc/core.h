@@ -37,6 +37,7 @@ ALIYUN_INTERNAL void aliyun_open_decode(lua_State *L);
 ALIYUN_INTERNAL void aliyun_open_fs(lua_State *L);
 ALIYUN_INTERNAL void aliyun_open_mqtt(lua_State *L);
 ALIYUN_INTERNAL void aliyun_open_signal(lua_State *L);
+ALIYUN_INTERNAL void aliyun_open_rpcreq(lua_State *L);
 
 /* Appends percent_encode(s[0..len)) to b (RFC 3986 unreserved kept, %XY upper-case). */
 ALIYUN_INTERNAL void aliyun_add_encoded(luaL_Buffer *b, const char *s, size_t len);
@@ -87,6 +88,28 @@ ALIYUN_INTERNAL size_t aliyun_hmac(struct aliyun_mac *m, int sha256, const char 
                                    size_t len1, const char *part2, size_t len2,
                                    const char *data, size_t dlen, unsigned char *out);
 ALIYUN_INTERNAL void aliyun_mac_free(struct aliyun_mac *m);
+
+/* The same MAC fed in pieces: begin (keys or re-initialises m as aliyun_hmac does), any
+   number of updates, end (the MAC into out, EVP_MAX_MD_SIZE bytes). begin and update
+   return 1 on success, end the MAC length; 0 on failure (m then needs a new begin). */
+ALIYUN_INTERNAL int aliyun_hmac_begin(struct aliyun_mac *m, int sha256, const char *part1,
+                                      size_t len1, const char *part2, size_t len2);
+ALIYUN_INTERNAL int aliyun_hmac_update(struct aliyun_mac *m, const char *data, size_t len);
+ALIYUN_INTERNAL size_t aliyun_hmac_end(struct aliyun_mac *m, unsigned char *out);
+
+/* The request object of the RPC v1 POST path (rpcreq.c): when the value at idx is one
+   that has been signed, its body (the signed form) and length; NULL otherwise. */
+ALIYUN_INTERNAL const char *aliyun_rpcreq_body(lua_State *L, int idx, size_t *len);
+
+/* How many leading bytes of s[0..len) percent-encoding keeps as they are. */
+ALIYUN_INTERNAL size_t aliyun_unreserved_prefix(const char *s, size_t len);
+
+/* params.c's check of a table's keys (index idx): n for a list 1..n with no hole, -1 for
+   a record (string keys only), -2 for anything else. */
+ALIYUN_INTERNAL lua_Integer aliyun_table_kind(lua_State *L, int idx);
+
+/* Writes the decimal digits of i (a list index, 1 or more) at out; returns their count. */
+ALIYUN_INTERNAL size_t aliyun_format_index(char *out, lua_Integer i);
 
 /* Seconds of the monotonic clock: core.now(), and the clock of not_before values. */
 ALIYUN_INTERNAL double aliyun_now(void);

@@ -30,6 +30,15 @@ static const unsigned char UNRESERVED[256] = {
     ['8'] = 1, ['9'] = 1, ['-'] = 1, ['_'] = 1, ['.'] = 1, ['~'] = 1,
 };
 
+size_t aliyun_unreserved_prefix(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len && UNRESERVED[p[i]])
+        i++;
+    return i;
+}
+
 char *aliyun_encode_to(char *out, const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;

@@ -416,7 +416,13 @@ static void read_request(lua_State *L, int req, struct transfer *t)
         luaL_error(L, "request field 'url' is required");
     if (strlen(t->url) != len || strpbrk(t->url, "\r\n ") != NULL)
         luaL_error(L, "request url contains a space, CR, LF or NUL");
-    t->body = opt_string(L, req, "body", &t->body_len);
+    lua_getfield(L, req, "body");
+    /* A signed core.rpc_request object is sent from its own buffer (no Lua string): the
+       request table holds it until perform returns, and no Lua code runs meanwhile. */
+    t->body = aliyun_rpcreq_body(L, -1, &t->body_len);
+    lua_pop(L, 1);
+    if (t->body == NULL)
+        t->body = opt_string(L, req, "body", &t->body_len);
     t->has_body = t->body != NULL;
     if (t->has_body && (strcmp(t->method, "GET") == 0 || strcmp(t->method, "HEAD") == 0))
         luaL_error(L, "a %s request cannot carry a body", t->method);
@@ -833,7 +839,8 @@ static int failed(const struct transfer *t)
 /*
  * Session:perform(req) -> res | nil, err
  * req = {method= ("GET" default; "POST", ...), url=, headers= {name = string|number},
- *        body= (string), timeout= [s, default 30, whole request], connect_timeout= [s,
+ *        body= (string, or a signed core.rpc_request object, sent from its buffer),
+ *        timeout= [s, default 30, whole request], connect_timeout= [s,
  *        default 5], max_response_size= [bytes, default 16 MiB, headers and body],
  *        ca_file= (path), proxy= (URL), fresh_connect= (bool), not_before= (core.now()
  *        value; the request starts no earlier)}

@@ -68,21 +68,35 @@ static int rekey(struct aliyun_mac *m, const char *digest, const char *part1, si
     return 1;
 }
 
+int aliyun_hmac_begin(struct aliyun_mac *m, int sha256, const char *part1, size_t len1,
+                      const char *part2, size_t len2)
+{
+    if (same_key(m, part1, len1, part2, len2))
+        return EVP_MAC_init(m->ctx, NULL, 0, NULL);
+    return rekey(m, sha256 ? "SHA256" : "SHA1", part1, len1, part2, len2);
+}
+
+int aliyun_hmac_update(struct aliyun_mac *m, const char *data, size_t len)
+{
+    return EVP_MAC_update(m->ctx, (const unsigned char *)data, len);
+}
+
+size_t aliyun_hmac_end(struct aliyun_mac *m, unsigned char *out)
+{
+    size_t n = 0;
+    if (!EVP_MAC_final(m->ctx, out, &n, EVP_MAX_MD_SIZE))
+        return 0;
+    return n;
+}
+
 size_t aliyun_hmac(struct aliyun_mac *m, int sha256, const char *part1, size_t len1,
                    const char *part2, size_t len2, const char *data, size_t dlen,
                    unsigned char *out)
 {
-    size_t n = 0;
-    if (same_key(m, part1, len1, part2, len2)) {
-        if (!EVP_MAC_init(m->ctx, NULL, 0, NULL))
-            return 0;
-    } else if (!rekey(m, sha256 ? "SHA256" : "SHA1", part1, len1, part2, len2)) {
+    if (!aliyun_hmac_begin(m, sha256, part1, len1, part2, len2) ||
+        !aliyun_hmac_update(m, data, dlen))
         return 0;
-    }
-    if (!EVP_MAC_update(m->ctx, (const unsigned char *)data, dlen) ||
-        !EVP_MAC_final(m->ctx, out, &n, EVP_MAX_MD_SIZE))
-        return 0;
-    return n;
+    return aliyun_hmac_end(m, out);
 }
 
 void aliyun_mac_free(struct aliyun_mac *m)
@@ -113,7 +127,41 @@ size_t aliyun_hmac(struct aliyun_mac *m, int sha256, const char *part1, size_t l
 
 void aliyun_mac_free(struct aliyun_mac *m)
 {
-    (void)m;
+    HMAC_CTX_free(m->ctx);
+    m->ctx = NULL;
+}
+
+/* Streaming before OpenSSL 3: an HMAC_CTX keyed anew for every MAC (nothing is fetched). */
+int aliyun_hmac_begin(struct aliyun_mac *m, int sha256, const char *part1, size_t len1,
+                      const char *part2, size_t len2)
+{
+    unsigned char *key = malloc(len1 + len2 + 1);
+    int ok;
+    if (key == NULL)
+        return 0;
+    if (m->ctx == NULL && (m->ctx = HMAC_CTX_new()) == NULL) {
+        free(key);
+        return 0;
+    }
+    memcpy(key, part1, len1);
+    memcpy(key + len1, part2, len2);
+    ok = HMAC_Init_ex(m->ctx, key, (int)(len1 + len2), sha256 ? EVP_sha256() : EVP_sha1(), NULL);
+    OPENSSL_cleanse(key, len1 + len2);
+    free(key);
+    return ok;
+}
+
+int aliyun_hmac_update(struct aliyun_mac *m, const char *data, size_t len)
+{
+    return HMAC_Update(m->ctx, (const unsigned char *)data, len);
+}
+
+size_t aliyun_hmac_end(struct aliyun_mac *m, unsigned char *out)
+{
+    unsigned int n = 0;
+    if (!HMAC_Final(m->ctx, out, &n))
+        return 0;
+    return n;
 }
 
 #endif

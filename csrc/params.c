@@ -26,7 +26,7 @@ static int is_scalar(int t)
  * Counts the keys of the table at idx and checks that they are exactly 1..n (an array with
  * no hole) or all strings (a record). Returns n for an array, -1 for a record, -2 for a mix.
  */
-static lua_Integer table_kind(lua_State *L, int idx)
+lua_Integer aliyun_table_kind(lua_State *L, int idx)
 {
     lua_Integer count = 0, max = 0;
     int strings = 0;
@@ -58,7 +58,7 @@ static int flatten_value(lua_State *L, int out, char *name, size_t len, int dept
                          struct flat_error *err);
 
 /* Writes the decimal digits of i (1-based list index) at out; returns their count. */
-static size_t format_index(char *out, lua_Integer i)
+size_t aliyun_format_index(char *out, lua_Integer i)
 {
     char rev[24];
     size_t n = 0, k;
@@ -146,7 +146,7 @@ static int flatten_value(lua_State *L, int out, char *name, size_t len, int dept
     luaL_checkstack(L, 4, "flatten");
     {
         int tab = lua_gettop(L);
-        lua_Integer n = table_kind(L, tab);
+        lua_Integer n = aliyun_table_kind(L, tab);
         if (n == -2) {
             lua_pop(L, 1);
             return set_error(err, "a list must have keys 1..n with no hole", name, len);
@@ -155,7 +155,7 @@ static int flatten_value(lua_State *L, int out, char *name, size_t len, int dept
             lua_Integer i;
             for (i = 1; ok && i <= n; i++) {
                 char idx[24];
-                size_t ilen = format_index(idx, i);
+                size_t ilen = aliyun_format_index(idx, i);
                 lua_rawgeti(L, tab, (int)i);
                 ok = flatten_child(L, out, name, len, idx, ilen, depth, err);
             }

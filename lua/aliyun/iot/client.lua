@@ -239,10 +239,14 @@ end
 
 function Client:_invoke(action, params, opts, schema, what, level)
   local o, err = options.check(schema, opts, what, level)
-  local row, flat = request.prepare(self, action, params, level)
-  if not o then return nil, err end
+  local row, flat, rpc = request.prepare(self, action, params, level)
+  if not o then
+    if rpc then rpc:close() end
+    return nil, err
+  end
   if not row then return nil, flat end
-  local results, errs = engine.run(self, action, {{row = row, flat = flat}}, o, 1)
+  local results, errs = engine.run(self, action,
+    {{row = row, flat = flat, rpc = rpc, params = params}}, o, 1)
   return results[1], errs[1]
 end
 
@@ -278,13 +282,14 @@ function Client:_many(action, params_list, opts, concurrency, schema, what)
   end
   local items, index, errs = {}, {}, {}
   for i, params in ipairs(params_list) do
-    local row, flat = request.prepare(self, action, params, 3)
+    local row, flat, rpc = request.prepare(self, action, params, 3)
     if not o then
       errs[i] = err
+      if rpc then rpc:close() end
     elseif not row then
       errs[i] = flat
     else
-      items[#items + 1], index[#items + 1] = {row = row, flat = flat}, i
+      items[#items + 1], index[#items + 1] = {row = row, flat = flat, rpc = rpc, params = params}, i
     end
   end
   local results = {}

@@ -29,8 +29,9 @@ local function deadline_error(item)
 end
 
 -- Fills an attempt's per-request fields: timeouts cut to what the deadline leaves.
-local function attempt_of(c, item, opts, creds, now)
-  local a = {row = item.row, action = item.action, flat = item.flat, creds = creds,
+local function attempt_of(c, item, opts, creds, now, body_object)
+  local a = {row = item.row, action = item.action, flat = item.flat, rpc = item.rpc,
+             params = item.params, creds = creds, body_object = body_object,
              method = (opts.method or item.row.method):upper(),
              format = (opts.format or c.format):upper(),
              timeout = opts.timeout or c.timeout,
@@ -45,7 +46,7 @@ end
 
 -- Builds the round's requests: the pending items still inside the deadline, paced by the
 -- AccessKeyId in use. Items that cannot be sent get their final error in errs.
-local function build_round(c, st, pending)
+local function build_round(c, st, pending, body_object)
   local creds, cerr = c:_credentials()
   local items, errs, opts = st.items, st.errs, st.opts
   local deadline = opts.deadline
@@ -93,7 +94,7 @@ local function build_round(c, st, pending)
       errs[i] = oerr or errors.new{code = "Aborted", action = item.action,
                                    message = "on_send refused the attempt", retryable = true}
     else
-      local req, sts = request.build(c, attempt_of(c, item, opts, creds, start))
+      local req, sts = request.build(c, attempt_of(c, item, opts, creds, start, body_object))
       req.not_before, req.deadline = not_before, deadline
       built[#built + 1], reqs[#reqs + 1] = {i = i, sts = sts}, req
     end
@@ -117,7 +118,7 @@ local function resolved(c, item, e, opts)
     return nil, e
   end
   local detail, e2 = c:invoke("QueryDeviceDetail",
-    {ProductKey = item.flat.ProductKey, DeviceName = item.flat.DeviceName},
+    {ProductKey = item.params.ProductKey, DeviceName = item.params.DeviceName},
     {format = opts.format, deadline = opts.deadline})
   if not detail then return nil, e2 end
   return {RequestId = detail.RequestId, Success = true, Data = detail.Data}
@@ -188,7 +189,8 @@ end
 -- Sends one round and settles its answers; items to try again are appended to `rest`
 -- with the time their backoff ends.
 local function run_round(c, st, round, rest, send, session, concurrency)
-  local built, reqs = build_round(c, st, round)
+  -- the C core's libcurl session sends an RPC body from its object, not a Lua string
+  local built, reqs = build_round(c, st, round, session ~= nil)
   if #reqs == 0 then return end
   -- (the phase matters only to a fan-out: one request is sent alike in every phase)
   local responses, terrs = fanout.send(c, send, session, #reqs > 1 and c:_in_cosocket_phase(),
@@ -208,7 +210,8 @@ end
 --- Runs requests of one action to their end.
 -- @tparam table c the client
 -- @tparam string action
--- @tparam {table,...} items `{row=, flat=}` per request (prepared by `request.prepare`)
+-- @tparam {table,...} items `{row=, flat=, rpc=, params=}` per request (`request.prepare`'s
+--   results and the call's params); the `rpc` objects are closed once all are done
 -- @tparam table opts checked `options.INVOKE` options
 -- @tparam integer concurrency most requests in flight at once (with `opts.deadline`, also
 --   the most sent in one round)
@@ -241,6 +244,10 @@ function M.run(c, action, items, opts, concurrency)
       run_round(c, st, round, rest, send, session, concurrency)
     end
     pending = rest
+  end
+  -- the request objects hold their parameters in C memory the collector does not see
+  for _, item in ipairs(items) do
+    if item.rpc then item.rpc:close() end
   end
   return st.results, st.errs
 end

@@ -31,14 +31,29 @@ local function integer_problem(flat)
   end
 end
 
+-- The request object of an RPC v1 (HMAC-SHA1) call: the parameters flattened, sorted and
+-- encoded once in C for every attempt (`core.rpc_request`), or nil and the error.
+local function rpc_request(params)
+  local rpc, msg, pname, kind = core.rpc_request(params)
+  if rpc then return rpc end
+  if kind == "number" then return nil, invalid(pname, pname .. " " .. msg) end
+  return nil, invalid(pname, pname .. ": " .. msg)
+end
+
 --- Checks an action and its parameters, validates them against the action's row and
--- flattens them (`Name.N`, `Name.N.Field`).
--- @tparam table client for the limits validation reads (`max_batch_size`)
+-- flattens them (`Name.N`, `Name.N.Field`): for an HMAC-SHA1 client into a
+-- `core.rpc_request` object (no flat Lua table: the call signs each attempt from it), for
+-- ACS3 into a flat table.
+-- @tparam table client for the limits validation reads (`max_batch_size`) and its
+--   `signature_algorithm`
 -- @tparam string action
 -- @tparam table params
 -- @tparam integer level error level for misuse
 -- @treturn ?table the action's row
--- @treturn ?table the flat parameters (or the `InvalidParameter` error)
+-- @treturn ?table the flat parameters (ACS3; nil with an RPC object), or the
+--   `InvalidParameter` error
+-- @treturn ?userdata the RPC request object (HMAC-SHA1); the caller closes it once the
+--   call is over
 -- @raise when action is not a string or params not a table
 function M.prepare(client, action, params, level)
   level = level + 1
@@ -57,6 +72,11 @@ function M.prepare(client, action, params, level)
   row = row or actions.get(action)
   local name, why = validate.check(row, params, client)
   if name then return nil, invalid(name, why) end
+  if client.signature_algorithm == "HMAC-SHA1" then
+    local rpc, err = rpc_request(params)
+    if not rpc then return nil, err end
+    return row, nil, rpc
+  end
   local flat, msg, pname = core.flatten(params)
   if not flat then return nil, invalid(pname, pname .. ": " .. msg) end
   name, why = integer_problem(flat)
@@ -64,10 +84,19 @@ function M.prepare(client, action, params, level)
   return row, flat
 end
 
+-- The key's and the signature's common parameters of signature V1, set into p.
+local function v1_common(p, creds, nonce, timestamp)
+  p.AccessKeyId, p.SecurityToken = creds.access_key_id, creds.security_token
+  p.SignatureMethod, p.SignatureVersion = "HMAC-SHA1", "1.0"
+  p.SignatureNonce, p.Timestamp = nonce, timestamp
+  return p
+end
+
 --- Signs RPC parameters with signature V1 (docs/wire.md §2): adds the key's common
 -- parameters (AccessKeyId, SecurityToken, SignatureMethod, SignatureVersion,
--- SignatureNonce, Timestamp) to `p` and signs everything in it. Every V1 call goes through
--- here: IoT actions and STS AssumeRole (`aliyun.iot.credentials.sts`) alike.
+-- SignatureNonce, Timestamp) to `p` and signs everything in it (`core.sign_rpc`): STS
+-- AssumeRole's signer (`aliyun.iot.credentials.sts`). IoT calls sign from their
+-- `core.rpc_request` object with the same common parameters (`build`).
 -- @tparam string method "GET" or "POST"
 -- @tparam table p the parameters (Action, Version, Format... already set); changed in place
 -- @tparam table creds `{access_key_id=, access_key_secret=, security_token=}`
@@ -76,24 +105,31 @@ end
 -- @treturn string the signed query (or form body), Signature last
 -- @treturn string the string to sign
 function M.sign_v1_params(method, p, creds, nonce, timestamp)
-  p.AccessKeyId, p.SecurityToken = creds.access_key_id, creds.security_token
-  p.SignatureMethod, p.SignatureVersion = "HMAC-SHA1", "1.0"
-  p.SignatureNonce, p.Timestamp = nonce, timestamp
+  v1_common(p, creds, nonce, timestamp)
   local sig, sts, canonical = core.sign_rpc(method, p, creds.access_key_secret)
   return canonical .. "&Signature=" .. core.percent_encode(sig), sts
 end
 
-local function sign_v1(c, req, p, a)
-  p.Action, p.Version, p.Format, p.RegionId = a.action, M.API_VERSION, a.format, c.region_id
-  local qs, sts = M.sign_v1_params(a.method, p, a.creds, a.nonce, a.timestamp)
+-- RPC v1 from the call's request object: the common parameters go in beside the
+-- request's own (which they replace, as sign_v1_params's assignments do; IotInstanceId
+-- only when the call has none). libcurl sends the body from the object (`body_object`),
+-- other transports get a string. The string to sign is made only if asked for.
+local function sign_v1(c, req, a)
+  local creds, rpc = a.creds, a.rpc
+  local common = v1_common({Action = a.action, Version = M.API_VERSION, Format = a.format,
+                            RegionId = c.region_id}, creds, a.nonce, a.timestamp)
+  if c.iot_instance_id and a.params.IotInstanceId == nil then
+    common.IotInstanceId = c.iot_instance_id
+  end
+  rpc:sign(a.method, common, creds.access_key_secret)
   if a.method == "GET" then
-    req.url = c.url .. "?" .. qs
+    req.url = c.url .. "?" .. rpc:body()
   else
     req.url = c.url
-    req.body = qs
+    req.body = a.body_object and rpc or rpc:body()
     req.headers["content-type"] = "application/x-www-form-urlencoded"
   end
-  return sts
+  return function() return rpc:string_to_sign() end
 end
 
 -- ACS3 (docs: "V3 request body and signature"): action and version travel in headers;
@@ -128,15 +164,14 @@ end
 --- Builds one signed attempt.
 -- @tparam table c the client (`region_id`, `url`, `host`, `iot_instance_id`,
 --   `signature_algorithm`, `clock_offset`, transport options)
--- @tparam table a the attempt: `row`, `action`, `flat`, `method`, `format`, `creds`,
---   `timeout`, `connect_timeout` [s]
+-- @tparam table a the attempt: `row`, `action`, `params`, `flat` (ACS3) or `rpc` (RPC v1,
+--   from `prepare`), `method`, `format`, `creds`, `timeout`, `connect_timeout` [s],
+--   `body_object` (true when the transport is the C core's libcurl session, which sends
+--   an RPC body from its object)
 -- @treturn table the transport request
--- @treturn string our string to sign (to explain a SignatureDoesNotMatch)
+-- @treturn string|function our string to sign, or a function that makes it (to explain a
+--   SignatureDoesNotMatch; valid until the next attempt of the call is built)
 function M.build(c, a)
-  -- The request's own flat table (made for it by `prepare`), signed in place: every
-  -- attempt sets all the common parameters again, so no copy per attempt is needed.
-  local p = a.flat
-  if c.iot_instance_id and p.IotInstanceId == nil then p.IotInstanceId = c.iot_instance_id end
   a.nonce = core.nonce()
   a.timestamp = core.timestamp(core.time() + c.clock_offset)
   local req = {
@@ -146,8 +181,16 @@ function M.build(c, a)
     -- after the server acted; calls that must never be repeated get a fresh connection.
     fresh_connect = a.row.retry ~= "idempotent",
   }
-  local sign = c.signature_algorithm == "HMAC-SHA1" and sign_v1 or sign_acs3
-  local string_to_sign = sign(c, req, p, a)
+  local string_to_sign
+  if a.rpc then
+    string_to_sign = sign_v1(c, req, a)
+  else
+    -- the request's own flat table (made for it by `prepare`), signed in place: every
+    -- attempt sets all the common parameters again, so no copy per attempt is needed
+    local p = a.flat
+    if c.iot_instance_id and p.IotInstanceId == nil then p.IotInstanceId = c.iot_instance_id end
+    string_to_sign = sign_acs3(c, req, p, a)
+  end
   req.headers["user-agent"] = c.user_agent
   return req, string_to_sign
 end

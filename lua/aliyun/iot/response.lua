@@ -187,7 +187,8 @@ local function answer_error(decoded, status, sts, redact)
   local message = decoded.Message or decoded.ErrorMessage or ("HTTP status " .. status)
   if decoded.Code == "SignatureDoesNotMatch" then
     -- compared before redaction, which would make a sent SecurityToken look different
-    local diff = M.signature_diff(sts, message)
+    -- the v1 path makes its string to sign only now
+    local diff = M.signature_diff(type(sts) == "function" and sts() or sts, message)
     if diff then message = message .. " (" .. diff .. ")" end
   end
   return errors.new{
@@ -202,7 +203,7 @@ end
 -- @tparam table row the action's row
 -- @tparam ?table res the transport's response
 -- @tparam ?table terr the transport's error
--- @tparam ?string sts our string to sign
+-- @tparam ?string|function sts our string to sign, or a function that makes it
 -- @tparam function redact the client's redactor
 -- @treturn ?table the answer
 -- @treturn ?table err with `retryable`/`ambiguous`, and `date` (the server's Date header)

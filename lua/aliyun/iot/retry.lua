@@ -56,7 +56,7 @@ function M.decide(c, item, e)
   if e.code == "InvalidTimeStamp.Expired" and not item.skew_fixed and M.learn_offset(c, e) then
     item.skew_fixed, retry = true, true
   end
-  local named = e.ambiguous and row.retry == "named" and item.flat.DeviceName ~= nil
+  local named = e.ambiguous and row.retry == "named" and item.params.DeviceName ~= nil
   if not (retry or named) or item.attempt >= item.max_retries then return nil end
   -- never sooner than the server's x-acs-retry-after
   local delay = math.max(M.backoff(item.attempt, throttled), e.retry_after or 0)

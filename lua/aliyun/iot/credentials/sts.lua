@@ -1,6 +1,7 @@
 --- STS, Version 2015-04-01 (docs/wire.md §8 "RAM role ARN", "OIDC", "STS endpoint"):
 -- `AssumeRole`, an ordinary V1-signed RPC call made with the source credentials through
--- the same signer as every IoT call (`request.sign_v1_params`, `core.sign_rpc`), and
+-- the V1 signer (`request.sign_v1_params`, `core.sign_rpc`; same bytes as IoT calls'
+-- `core.rpc_request`), and
 -- `AssumeRoleWithOIDC`, unsigned, with the OIDC token file read again at every fetch.
 -- Each returns a fetch function for `aliyun.iot.credentials.cached`.
 -- @module aliyun.iot.credentials.sts
