@@ -1,0 +1,89 @@
+-- A fresh user's findings on plan/apply/retire (issue 15) at the CLI, against the emulator
+-- over real HTTP: a retire's --report continued through its journal, `resume` on a retire's
+-- journal, rename report lines with their target, usage errors exiting 2, retire's notes.
+local iot = require "aliyun.iot"
+local emulator = require "aliyun.iot.emulator"
+local shell = require "spec.support.shell"
+local cjson = require "cjson"
+
+local PK = "a1TestPK001"
+local LUA = os.getenv("ALIYUN_IOT_LUA")
+  or (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
+local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
+local q = shell.quote
+
+local WRITES = {DisableThing = true, DeleteDevice = true, EnableThing = true}
+
+describe("fleet CLI follow-ups", function()
+  local emu, c, dir
+
+  local function run_cli(args)
+    local out, err = dir .. "/stdout", dir .. "/stderr"
+    local code = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > %s 2> %s; echo $?")
+      :format(q(dir), q(dir), LUA, q(BIN), args, q(out), q(err)))
+    return tonumber(code), shell.read(out), shell.read(err)
+  end
+
+  local function writes(from)
+    local n = 0
+    for i, r in ipairs(emu:requests()) do
+      if i >= (from or 1) and WRITES[r.action] then n = n + 1 end
+    end
+    return n
+  end
+
+  local function lines(path)
+    local out = {}
+    for line in (shell.read(path) or ""):gmatch("[^\n]+") do out[#out + 1] = cjson.decode(line) end
+    return out
+  end
+
+  setup(function()
+    emu = emulator.start{async_delay = 0}
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(shell.ok("mkdir -m 700 " .. q(dir)))
+  end)
+  teardown(function()
+    emu:stop()
+    shell.ok("rm -rf " .. q(dir))
+  end)
+  before_each(function()
+    emu:reset()
+    shell.ok("rm -f " .. q(dir) .. "/*")
+    c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint})
+    for _, n in ipairs{"old_0001", "old_0002", "keep_0001"} do
+      assert(c:register_device{ProductKey = PK, DeviceName = n})
+    end
+    shell.write(dir .. "/names.txt", "old_0001\nold_0002\ngone_0001\n")
+  end)
+
+  it("apply --report: a rename line names its target, the nickname set or removed", function()
+    assert(c:apply{ProductKey = PK, manifest = {{DeviceName = "old_0001", Nickname = "first"},
+      {DeviceName = "old_0002", Nickname = "second"}}})
+    shell.write(dir .. "/fleet.csv", "DeviceName,Nickname\nold_0001,renamed_one\nold_0002,\n")
+    local code, _, err = run_cli(("apply --endpoint %s --product-key %s --manifest fleet.csv --report r.jsonl")
+      :format(emu.endpoint, PK))
+    assert.are.equal(0, code, err)
+    local got = {}
+    for _, r in ipairs(lines(dir .. "/r.jsonl")) do
+      assert.are.equal("rename", r.change)
+      got[r.DeviceName] = r.target
+    end
+    assert.are.same({old_0001 = "renamed_one", old_0002 = ""}, got)
+  end)
+
+  it("a usage error exits 2 whatever the flags; plan --detailed-exitcode keeps 1 (its 2 means changes)", function()
+    local from = #emu:requests()
+    local code, out, err = run_cli("apply --product-key " .. PK .. " --manifest m.csv --detailed-exitcode")
+    assert.are.equal(2, code)
+    assert.are.equal("", out)
+    assert.matches("option %-%-detailed%-exitcode does not apply to 'apply'", err)
+    code = run_cli("retire --product-key " .. PK .. " --names-file names.txt --detailed-exitcode")
+    assert.are.equal(2, code)
+    code = run_cli("plan --product-key " .. PK .. " --detailed-exitcode")
+    assert.are.equal(1, code)
+    assert.are.equal(from, #emu:requests())
+  end)
+end)
