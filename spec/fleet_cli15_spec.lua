@@ -59,6 +59,64 @@ describe("fleet CLI follow-ups", function()
     shell.write(dir .. "/names.txt", "old_0001\nold_0002\ngone_0001\n")
   end)
 
+  it("retire --state --report: the same command run again continues the report its journal recorded", function()
+    emu:set_online{ProductKey = PK, DeviceName = "old_0002", stay_online = true}
+    local cmd = ("retire --endpoint %s --product-key %s --names-file names.txt --state r.state " ..
+      "--report r.jsonl --wait 0"):format(emu.endpoint, PK)
+    local code, out, err = run_cli(cmd)
+    assert.are.equal(1, code)
+    assert.are.equal("", out)
+    assert.matches("DevicesOnline", err)
+    assert.matches("run the same command again to finish\n", err)
+    local first = shell.read(dir .. "/r.jsonl")
+    assert.matches('"DeviceName":"old_0001","change":"retire","outcome":"skipped"', first)
+    local recorded
+    for _, e in ipairs(lines(dir .. "/r.state")) do if e.event == "report" then recorded = e end end
+    assert.are.equal("r.jsonl", recorded and recorded.path)
+    assert.are.equal(0, recorded.size)
+    -- resume is not the way: it names the command that is, sending nothing
+    local from = #emu:requests()
+    code, out, err = run_cli("resume --state r.state")
+    assert.are.equal(2, code)
+    assert.are.equal("", out)
+    assert.matches("r%.state is a retire's journal: run the same 'aliyun%-iot retire %-%-product%-key " ..
+      PK .. " %-%-names%-file NAMES%-FILE %-%-report r%.jsonl %-%-state r%.state' again to finish it", err)
+    assert.are.equal(from, #emu:requests())
+    -- another existing file as --report is refused, left as it is, nothing sent
+    shell.write(dir .. "/mine.jsonl", "mine\n")
+    code, out, err = run_cli((cmd:gsub("r%.jsonl", "mine.jsonl")))
+    assert.are.equal(2, code)
+    assert.are.equal("", out)
+    assert.matches("%-%-report mine%.jsonl exists and it is not the report the retire journal recorded", err)
+    assert.are.equal("mine\n", shell.read(dir .. "/mine.jsonl"))
+    assert.are.equal(from, #emu:requests())
+    -- the device gone offline, the same command finishes the retire and appends to its report
+    emu:set_online{ProductKey = PK, DeviceName = "old_0002", online = false}
+    code, out, err = run_cli(cmd)
+    assert.are.equal(0, code, err)
+    assert.matches("Retire: 2 deleted, 1 absent%.\n$", out)
+    local all = shell.read(dir .. "/r.jsonl")
+    assert.are.equal(first, all:sub(1, #first))
+    assert.matches('"DeviceName":"old_0002","change":"retire","outcome":"deleted"', all:sub(#first + 1))
+    assert.are.equal(6, #lines(dir .. "/r.jsonl"))
+    assert.are.same({"keep_0001"}, emu:state().products[PK].names)
+    assert.are.equal(4, writes()) -- two DisableThing, two DeleteDevice
+  end)
+
+  it("retire --report without --state: an existing file is refused, saying how to make it resumable", function()
+    shell.write(dir .. "/r.jsonl", "mine\n")
+    local from = #emu:requests()
+    local code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --report r.jsonl")
+      :format(emu.endpoint, PK))
+    assert.are.equal(2, code)
+    assert.are.equal("", out)
+    assert.matches("%-%-report r%.jsonl exists: give the path of a new file, or give %-%-state FILE to " ..
+      "make a retire resumable with its report", err)
+    assert.are.equal("mine\n", shell.read(dir .. "/r.jsonl"))
+    assert.are.equal(from, #emu:requests())
+    assert.is_nil(shell.read(dir .. "/names.txt.undo.csv"))
+  end)
+
   it("apply --report: a rename line names its target, the nickname set or removed", function()
     assert(c:apply{ProductKey = PK, manifest = {{DeviceName = "old_0001", Nickname = "first"},
       {DeviceName = "old_0002", Nickname = "second"}}})

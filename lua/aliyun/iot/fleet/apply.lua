@@ -57,8 +57,9 @@ local function settle(ctx, item, res, err)
   end
 end
 
--- Sends items (`{params=, names=, change=, target=, targets = {[name] = target} (one a
--- device, rename's), check = function(res) -> ?err}`) of one action, CHUNK at a time; after a failure the rest are skipped.
+-- Sends items (`{params=, names=, change=, target=, targets = {[name] = target} (one
+-- a device, rename's), check = function(res) -> ?err}`) of one action, CHUNK at a time;
+-- after a failure the rest are skipped.
 local function send_all(ctx, action, items)
   for first = 1, #items, CHUNK do
     local part, params = {}, {}
