@@ -117,6 +117,45 @@ describe("fleet CLI follow-ups", function()
     assert.is_nil(shell.read(dir .. "/names.txt.undo.csv"))
   end)
 
+  it("retire's notes: the undo export named once written, the devices disabled already before the wait, flags", function()
+    -- refused before anything is written: no undo export is announced
+    local code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --state x.state " ..
+      "--undo x.state"):format(emu.endpoint, PK))
+    assert.are.equal(2, code)
+    assert.are.equal("", out)
+    assert.is_nil(err:find("undo export (the", 1, true), err)
+    emu:set_online{ProductKey = PK, DeviceName = "old_0002", stay_online = true}
+    code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --wait 0")
+      :format(emu.endpoint, PK))
+    assert.are.equal(1, code)
+    assert.are.equal("", out)
+    assert.matches("undo export %(the devices' secrets%): names%.txt%.undo%.csv\n", err)
+    -- the CLI's way on names its flags only; the library's its arguments
+    assert.matches("run again with a longer %-%-wait S for them to go offline, or with %-%-force to delete them", err)
+    assert.is_nil(err:find("--wait S, wait", 1, true), err)
+    assert.is_nil(err:find("`", 1, true), err)
+    local _, lerr = c:retire{ProductKey = PK, Devices = {"old_0002"}, undo = dir .. "/lib.csv", wait = 0}
+    assert.are.equal("DevicesOnline", lerr.code)
+    assert.matches("a longer `wait` for them to go offline, or with `force = true`", lerr.message)
+    assert.is_nil(lerr.message:find("--", 1, true))
+    -- run again: the devices disabled already are said before the wait, not after it
+    code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --wait 1.5")
+      :format(emu.endpoint, PK))
+    assert.are.equal(1, code)
+    assert.are.equal("", out)
+    local disabled = err:find("1 device(s) disabled already (DisableThing not sent again): old_0001\n", 1, true)
+    local waiting = err:find("waiting for 1 of 2 devices to go offline", 1, true)
+    assert.is_truthy(disabled, err)
+    assert.is_truthy(waiting, err)
+    assert.is_true(disabled < waiting, err)
+    -- the help says what the code does: the undo export beside the names file or manifest
+    code, out = run_cli("--help")
+    assert.are.equal(0, code)
+    assert.truthy(out:find("NAMES-FILE.undo.csv", 1, true))
+    assert.truthy(out:find("MANIFEST.undo.csv", 1, true))
+    assert.is_nil(out:find(" FILE.undo.csv", 1, true))
+  end)
+
   it("apply --report: a rename line names its target, the nickname set or removed", function()
     assert(c:apply{ProductKey = PK, manifest = {{DeviceName = "old_0001", Nickname = "first"},
       {DeviceName = "old_0002", Nickname = "second"}}})

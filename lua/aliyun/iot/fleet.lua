@@ -35,7 +35,7 @@ local PLAN_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean
 local RETIRE_ARGS = {ProductKey = "string", Devices = "table", undo = "string", wait = "number",
                      force = "boolean", dry_run = "boolean", deadline = "number",
                      on_report = "function", on_wait = "function", journal = "string",
-                     report = true}
+                     report = true, on_step = "function"}
 local APPLY_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean",
                     journal = "string", deadline = "number", on_report = "function",
                     retire_unlisted = "boolean", undo = "string", wait = "number",
@@ -312,7 +312,10 @@ end
 --   long to wait for the devices to go offline], `force` (delete those still online when
 --   the wait ends), `dry_run` (read only: what would be retired), `deadline` [s],
 --   `on_report(record, position)`, `on_wait{Online = {names}, total =, waited = s, wait = s}`
---   (called before each pause of the wait, while some are still ONLINE), `journal` (path:
+--   (called before each pause of the wait, while some are still ONLINE), `on_step(info)`
+--   (`{step = "undo", undo = path}` once the undo export is written or found holding the
+--   devices, `{step = "disable", Disable = {names}, AlreadyDisabled = {names}}` before
+--   DisableThing is sent: what a caller tells before a wait), `journal` (path:
 --   a new file, or the journal of the same retire stopped before; not with `dry_run`),
 --   `report` (with `journal`: `{path=, id=, size=, new=}`, the file the caller writes the
 --   records into, or a function returning it, called once right before the journal
@@ -352,7 +355,7 @@ local function retire(self, args)
   res, err = retire_m.run(port, {ProductKey = args.ProductKey, names = names, undo = args.undo,
     journal = args.journal, wait = args.wait or 600, force = args.force, dry_run = args.dry_run,
     t_end = args.deadline and port:clock() + args.deadline, on_report = args.on_report,
-    on_wait = args.on_wait, report = args.report})
+    on_wait = args.on_wait, report = args.report, on_step = args.on_step})
   if err then
     err.Report = res.Report
     return nil, err

@@ -57,6 +57,19 @@ function M.wait_note(ui)
   end
 end
 
+-- client:retire's on_step: the undo export named once it is written, the devices
+-- disabled already before the wait (what is said after it comes too late to explain it).
+local function step_note(ui)
+  return function(s)
+    if s.step == "undo" then
+      ui.note("undo export (the devices' secrets): " .. printable(s.undo))
+    elseif s.step == "disable" and #s.AlreadyDisabled > 0 then
+      ui.note(("%d device(s) disabled already (DisableThing not sent again): %s")
+        :format(#s.AlreadyDisabled, first_names(s.AlreadyDisabled, 5)))
+    end
+  end
+end
+
 --- The warning after `--force` deleted devices still ONLINE (retire, apply
 -- --retire-unlisted): deleting online devices is what retire is there to avoid, so it is
 -- said even with --quiet.
@@ -120,12 +133,11 @@ function M.run(opts, streams, ui, ctx)
   local out, client, err = commands.start(opts, streams, ui, ctx)
   if not client then return commands.failed(out, streams, err) end
   local report_of = opts.report and report_arg(opts, ctx)
-  if undo and not opts.dry_run then ui.note("undo export (the devices' secrets): " .. printable(undo)) end
   local res
   res, err = client:retire{ProductKey = opts.product_key, Devices = devices, undo = undo,
     journal = opts.state, report = report_of or nil,
     wait = opts.wait, force = opts.force or nil, dry_run = opts.dry_run or nil,
-    deadline = opts.deadline, on_wait = M.wait_note(ui),
+    deadline = opts.deadline, on_wait = M.wait_note(ui), on_step = step_note(ui),
     on_report = opts.report and function(rec, pos) ctx.report.add(rec, pos) end}
   ui.done()
   local rep = (res or err).Report
@@ -140,10 +152,6 @@ function M.run(opts, streams, ui, ctx)
     report.print_error(streams, err)
     stopped(streams, rep, err, undo, opts)
     return report.failure_code(err)
-  end
-  if #res.AlreadyDisabled > 0 then
-    ui.note(("%d device(s) disabled already (DisableThing not sent again): %s")
-      :format(#res.AlreadyDisabled, first_names(res.AlreadyDisabled, 5)))
   end
   M.warn_forced(streams, res.Online, opts.wait)
   for _, r in ipairs(rep) do

@@ -306,19 +306,19 @@ local function to_disable(present, found, sum)
 end
 
 -- The refusal of devices still online when the wait ended (how many, the first 20, the
--- way on); nothing deleted.
+-- way on, in the library's words: the CLI puts its flags in their place); nothing deleted.
 local function online_error(on, wait)
   return errors.new{code = "DevicesOnline", Online = on, message = ("%d device(s) still " ..
     "ONLINE after a wait of %g s (disabled, none deleted): %s%s; run again with a longer " ..
-    "wait (--wait S, wait) for them to go offline, or force (--force, force) to delete them " ..
-    "while online"):format(#on, wait, table.concat(on, ", ", 1, math.min(#on, 20)),
-    #on > 20 and ", ..." or "")}
+    "`wait` for them to go offline, or with `force = true` to delete them while online")
+    :format(#on, wait, table.concat(on, ", ", 1, math.min(#on, 20)), #on > 20 and ", ..." or "")}
 end
 
 -- DisableThing, the wait, DeleteDevice (see M.run); `done` gets the deletions' records.
 local function disable_wait_delete(port, a, j, sum, present, found, done)
   local opts, err = {deadline = a.t_end}, nil
   local list, already = to_disable(present, found, sum)
+  if a.on_step then a.on_step{step = "disable", Disable = list, AlreadyDisabled = already} end
   local jerr = each_device(port, a.ProductKey, "DisableThing", list, opts, function(_, r, e)
       if not r and not gone(e) then err = err or e end
     end, j)
@@ -377,6 +377,7 @@ local function run_steps(port, a, j, sum)
   if a.dry_run or #present == 0 then return finish(a.dry_run and "planned" or nil) end
   local err = M.write_undo(a.undo, a.ProductKey, present, found)
   if err then return finish("skipped", err) end
+  if a.on_step then a.on_step{step = "undo", undo = a.undo} end
   local done = {}
   local on, already, derr, sent = disable_wait_delete(port, a, j, sum, present, found, done)
   err = derr
@@ -390,7 +391,10 @@ end
 -- @tparam table port `aliyun.iot.batch.port`
 -- @tparam table a `ProductKey`, `names` (checked DeviceNames), `undo` (path), `wait` [s],
 --   `force`, `dry_run`, `t_end` (absolute deadline or nil), `on_report(rec, position)`,
---   `on_wait(info)` (see `wait_offline`), `journal` (path of the retire's journal, or nil;
+--   `on_wait(info)` (see `wait_offline`), `on_step(info)` (`{step = "undo", undo =
+--   path}` once the undo export is written, or found holding the devices; `{step =
+--   "disable", Disable = {names}, AlreadyDisabled = {names}}` before DisableThing is
+--   sent), `journal` (path of the retire's journal, or nil;
 --   not with `dry_run`), `journal_subset` (the journal may hold more devices than `names`:
 --   apply's retire_unlisted, whose plan no longer lists those an earlier run deleted),
 --   `report` (with `journal`: the file the caller writes the records into,
