@@ -156,6 +156,25 @@ describe("fleet CLI follow-ups", function()
     assert.is_nil(out:find(" FILE.undo.csv", 1, true))
   end)
 
+  it("client:retire{report=}: recorded in the journal; one it did not record refused, nothing sent or left", function()
+    local from = #emu:requests()
+    local state = dir .. "/lib.state"
+    local _, err = c:retire{ProductKey = PK, Devices = {"old_0001"}, undo = dir .. "/lib.csv", journal = state,
+      report = {path = dir .. "/r.jsonl", id = "1:2", size = 0, new = false}}
+    assert.are.equal("InvalidParameter", err and err.code)
+    assert.matches("cannot be continued: no retire journal records it", err.message)
+    assert.is_nil(shell.read(state))
+    assert.are.equal(from, #emu:requests())
+    -- a report event that is not one is refused as the journal's other lines are
+    shell.write(state, cjson.encode{event = "retire", version = 1, ProductKey = PK, Names = {"old_0001"},
+      undo = dir .. "/lib.csv", endpoint = emu.endpoint, RegionId = "cn-shanghai"} ..
+      '\n{"event":"report","path":"r.jsonl","id":7,"size":0}\n')
+    _, err = c:retire{ProductKey = PK, Devices = {"old_0001"}, undo = dir .. "/lib.csv", journal = state}
+    assert.are.equal("JournalError", err and err.code)
+    assert.matches("lib%.state:2: is not a report event", err.message)
+    assert.are.equal(from, #emu:requests())
+  end)
+
   it("apply --report: a rename line names its target, the nickname set or removed", function()
     assert(c:apply{ProductKey = PK, manifest = {{DeviceName = "old_0001", Nickname = "first"},
       {DeviceName = "old_0002", Nickname = "second"}}})
