@@ -115,6 +115,13 @@ describe("fleet CLI follow-ups", function()
     assert.are.equal("mine\n", shell.read(dir .. "/r.jsonl"))
     assert.are.equal(from, #emu:requests())
     assert.is_nil(shell.read(dir .. "/names.txt.undo.csv"))
+    -- a retire stopped midway without --state says the run again needs a new --report
+    emu:set_online{ProductKey = PK, DeviceName = "old_0002", stay_online = true}
+    code, out, err = run_cli(("retire --endpoint %s --product-key %s --names-file names.txt --report r2.jsonl --wait 0")
+      :format(emu.endpoint, PK))
+    assert.are.equal(1, code)
+    assert.are.equal("", out)
+    assert.matches("run the same command again with a new %-%-report path to finish\n", err)
   end)
 
   it("retire's notes: the undo export named once written, the devices disabled already before the wait, flags", function()
