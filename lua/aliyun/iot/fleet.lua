@@ -34,7 +34,8 @@ local PLAN_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean
                    retire_unlisted = "boolean", deadline = "number"}
 local RETIRE_ARGS = {ProductKey = "string", Devices = "table", undo = "string", wait = "number",
                      force = "boolean", dry_run = "boolean", deadline = "number",
-                     on_report = "function", on_wait = "function", journal = "string"}
+                     on_report = "function", on_wait = "function", journal = "string",
+                     report = true, on_step = "function"}
 local APPLY_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolean",
                     journal = "string", deadline = "number", on_report = "function",
                     retire_unlisted = "boolean", undo = "string", wait = "number",
@@ -148,15 +149,8 @@ local function retire_unlisted(port, args, p, res, t_end)
   return err
 end
 
--- The caller's report (`args.report`: a table, or a function giving it, called once, at
--- the last moment before the journal records it: a file it creates then is in the
--- journal right after, whatever moment a kill comes at before).
-local function report_of(args)
-  if type(args.report) ~= "function" then return args.report end
-  local r = args.report()
-  if r ~= nil and type(r) ~= "table" then error("apply: report() must return a table or nil", 0) end
-  return r
-end
+-- The caller's report (`apply_journal.report_of`).
+local function report_of(args) return apply_journal.report_of(args.report, "apply") end
 
 -- A killed apply's creation finished from its journal (`records`, checked by
 -- `apply_journal.inspect`), after this run's report is recorded in it: nil, or
@@ -318,8 +312,15 @@ end
 --   long to wait for the devices to go offline], `force` (delete those still online when
 --   the wait ends), `dry_run` (read only: what would be retired), `deadline` [s],
 --   `on_report(record, position)`, `on_wait{Online = {names}, total =, waited = s, wait = s}`
---   (called before each pause of the wait, while some are still ONLINE), `journal` (path:
---   a new file, or the journal of the same retire stopped before; not with `dry_run`)
+--   (called before each pause of the wait, while some are still ONLINE), `on_step(info)`
+--   (`{step = "undo", undo = path}` once the undo export is written or found holding the
+--   devices, `{step = "disable", Disable = {names}, AlreadyDisabled = {names}}` before
+--   DisableThing is sent: what a caller tells before a wait), `journal` (path:
+--   a new file, or the journal of the same retire stopped before; not with `dry_run`),
+--   `report` (with `journal`: `{path=, id=, size=, new=}`, the file the caller writes the
+--   records into, or a function returning it, called once right before the journal
+--   records it; as `apply`'s: one not `new` is refused unless the journal's last record
+--   of a report is that file)
 -- @treturn ?table `{Report = {{DeviceName=, change = "retire", outcome = "deleted" |
 --   "absent" | "planned", RequestId=, online = true (deleted by `force` while ONLINE)}},
 --   Retire = {names found}, Absent = {names}, Online = {names online when the wait ended},
@@ -328,9 +329,13 @@ end
 --   the devices, or the journal is another retire's or a finished one), `JournalError`,
 --   `TargetMismatch`, `UndoError`, `DevicesOnline` (with `Online`; nothing deleted), a call's
 --   error; each with `Report`
--- @raise on misuse (not a table, an unknown argument, a wrong Lua type)
+-- @raise on misuse (not a table, an unknown argument, a wrong Lua type, `report` neither
+--   a table nor a function)
 local function retire(self, args)
   local bad_arg = check_args(args, 3, "retire", RETIRE_ARGS)
+  if args.report ~= nil and type(args.report) ~= "table" and type(args.report) ~= "function" then
+    error("retire: report must be a table or a function, got " .. type(args.report), 2)
+  end
   if not bad_arg and args.undo == nil and not args.dry_run then
     bad_arg = bad("undo", "undo (the path of the undo export) is required")
   end
@@ -350,7 +355,7 @@ local function retire(self, args)
   res, err = retire_m.run(port, {ProductKey = args.ProductKey, names = names, undo = args.undo,
     journal = args.journal, wait = args.wait or 600, force = args.force, dry_run = args.dry_run,
     t_end = args.deadline and port:clock() + args.deadline, on_report = args.on_report,
-    on_wait = args.on_wait})
+    on_wait = args.on_wait, report = args.report, on_step = args.on_step})
   if err then
     err.Report = res.Report
     return nil, err

@@ -51,14 +51,16 @@ Commands:
         groups as plan prints; --state keeps a journal: after a stop, the
         same command finishes the job without repeating a write;
         --retire-unlisted retires the devices FILE does not list, as retire
-        does (undo export default STATE.undo.csv, or FILE.undo.csv)
+        does (undo export default STATE.undo.csv with --state STATE, else
+        MANIFEST.undo.csv beside the manifest)
   retire --product-key PK --names-file FILE [--state FILE] [--undo FILE]
          [--wait S] [--force] [--dry-run] [--report FILE]
         delete the devices of FILE: an undo export with their secrets first
-        (default STATE.undo.csv, or FILE.undo.csv without --state; never
-        overwritten), then DisableThing, a wait until none is online (600 s;
-        --force deletes the online ones), then DeleteDevice; run the same
-        command again (same --state, --undo) to finish
+        (default STATE.undo.csv with --state STATE, else NAMES-FILE.undo.csv
+        beside the names file; never overwritten), then DisableThing, a wait
+        until none is online (600 s; --force deletes the online ones), then
+        DeleteDevice; run the same command again (same --state, --undo,
+        --report) to finish
   call ACTION [Key=Value ...]
         call any IoT action and print the result as JSON; lists as
         Name.1=a Name.2=b, lists of records as Name.1.Field=x

@@ -91,20 +91,23 @@ local MAX_REPORT = 4294967296 -- the largest report continued [bytes]
 
 --- Refuses (exit 2) apply's `--report` when it names an existing regular file that the
 -- apply journal `records` did not record last (see `open_apply`): called before any
--- request, the file is only created or opened later.
+-- request, the file is only created or opened later. Retire's `--report` with `--state`
+-- is checked against the retire's journal the same way (`job = "retire"`).
 -- @tparam table opts the checked options (`report`)
 -- @tparam ?table records the journal's events
+-- @tparam[opt="apply"] string job the command whose journal it is
 -- @treturn string the kind of what is at the path (`core.file_kind`), and its identity
-function M.check_apply(opts, records)
+function M.check_apply(opts, records, job)
+  job = job or "apply"
   local path = opts.report
   local kind, id = core().file_kind(path)
   if kind ~= "file" then return kind, id end
   local why = require("aliyun.iot.fleet.apply_journal").report_problem(records,
-    {path = path, id = id, size = math.huge})
+    {path = path, id = id, size = math.huge}, job)
   if why then
     require("aliyun.iot.cli.args").local_error("--report %s exists and %s: give the path of " ..
       "a new file (a file this run did not create is never written to; with the --state of " ..
-      "a killed apply, the report it recorded is continued)", path, why)
+      "a killed %s, the report it recorded is continued)", path, why, job)
   end
   return kind, id
 end
@@ -114,15 +117,17 @@ end
 -- apply journal `records` (`--state`, read by `aliyun.iot.fleet.apply_journal.inspect`)
 -- recorded it last, with its identity and no more than its size now, and it holds only
 -- report lines (a last line cut by a kill is cut off); any other file is refused, never
--- written to.
+-- written to. Retire's, with its journal's events, likewise (`job = "retire"`).
 -- @tparam table opts the checked options (`report`, `state`)
 -- @tparam ?table records the journal's events (nil: no journal, or none yet)
+-- @tparam[opt="apply"] string job the command whose journal it is
 -- @treturn table the writer (as `open`)
--- @treturn ?table `{path=, id=, size=, new=}` for `client:apply{report=}` (nil for a
---   device, FIFO or descriptor name, which is written as it is)
-function M.open_apply(opts, records)
+-- @treturn ?table `{path=, id=, size=, new=}` for `client:apply{report=}` or
+--   `client:retire{report=}` (nil for a device, FIFO or descriptor name, which is written
+--   as it is)
+function M.open_apply(opts, records, job)
   local path = opts.report
-  local kind, id = M.check_apply(opts, records)
+  local kind, id = M.check_apply(opts, records, job)
   if kind ~= "file" then
     -- nothing there (a new file), or a device, FIFO or descriptor name (written as it is);
     -- anything else is refused by `open`
@@ -131,7 +136,7 @@ function M.open_apply(opts, records)
   end
   local problem = require("aliyun.iot.fleet.apply_journal").report_problem
   local out, kept = output.continue_file("--report", path, id, MAX_REPORT, function(body)
-    return problem(records, {path = path, id = id, size = #body}) or report_text_problem(body)
+    return problem(records, {path = path, id = id, size = #body}, job) or report_text_problem(body)
   end)
   return M.open(path, out), {path = path, id = id, size = kept, new = false}
 end

@@ -11,14 +11,19 @@ local M = {}
 --- Exit status of a plan with changes under `--detailed-exitcode` (0 without changes).
 M.EXIT_CHANGES = 2
 
---- The exit status of a usage error: 2, or 1 under `--detailed-exitcode`, whose 2 means
--- "changes" (a script must not read a mistyped command line as a plan to apply).
+--- The exit status of a usage error: 2, or 1 for a `plan --detailed-exitcode`, whose 2
+-- means "changes" (a script must not read a mistyped command line as a plan to apply).
+-- Any other command is not plan's: `apply --detailed-exitcode` is a usage error like any
+-- other (2). The command line failed to parse, so "plan" anywhere in it counts: a plan
+-- must never give 2 (the word as an option's value only makes a usage error 1).
 -- @tparam {string,...} words the command line
 function M.usage_status(words)
+  local detailed, plan = false, false
   for _, w in ipairs(words) do
-    if w == "--detailed-exitcode" then return report.EXIT_FAILURE end
+    if w == "--detailed-exitcode" then detailed = true end
+    if w == "plan" then plan = true end
   end
-  return report.EXIT_USAGE
+  return detailed and plan and report.EXIT_FAILURE or report.EXIT_USAGE
 end
 
 local function list(t)

@@ -45,6 +45,9 @@ local function cli_error(err)
   msg = msg:gsub("client:resume{journal = %.%.%., accept_ambiguous = true}",
     "aliyun-iot resume --state FILE --accept-ambiguous")
   msg = msg:gsub("client:resume{journal = %.%.%.}", "aliyun-iot resume --state FILE")
+  if err.code == "DevicesOnline" then -- retire's, apply --retire-unlisted's way on
+    msg = msg:gsub("a longer `wait`", "a longer --wait S"):gsub("with `force = true`", "with --force")
+  end
   if err.code == "NoCredentials" then
     local looked = msg:match("looked at: (.*)$") or ""
     looked = looked:gsub("options [^;]*%(not given%);?%s*", "")

@@ -5,7 +5,9 @@
 -- still online when it ends, with a warning on stderr that --quiet does not silence), then
 -- DeleteDevice. `--dry-run` lists what it would do, sending reads only. `--state FILE` keeps
 -- the retire's journal (`aliyun.iot.fleet.retire_journal`). Run again with the same
--- `--state` and undo file, it goes on where it stopped, repeating no answered write.
+-- `--state` and undo file, it goes on where it stopped, repeating no answered write, and
+-- continues the `--report` the journal recorded (as apply does: `outcomes.open_apply`);
+-- without `--state`, `--report` takes only the path of a new file.
 -- @module aliyun.iot.cli.retire
 
 local commands = require "aliyun.iot.cli.commands"
@@ -55,6 +57,19 @@ function M.wait_note(ui)
   end
 end
 
+-- client:retire's on_step: the undo export named once it is written, the devices
+-- disabled already before the wait (what is said after it comes too late to explain it).
+local function step_note(ui)
+  return function(s)
+    if s.step == "undo" then
+      ui.note("undo export (the devices' secrets): " .. printable(s.undo))
+    elseif s.step == "disable" and #s.AlreadyDisabled > 0 then
+      ui.note(("%d device(s) disabled already (DisableThing not sent again): %s")
+        :format(#s.AlreadyDisabled, first_names(s.AlreadyDisabled, 5)))
+    end
+  end
+end
+
 --- The warning after `--force` deleted devices still ONLINE (retire, apply
 -- --retire-unlisted): deleting online devices is what retire is there to avoid, so it is
 -- said even with --quiet.
@@ -73,12 +88,40 @@ local BEFORE_WRITES = {InvalidParameter = true, JournalError = true, TargetMisma
 
 -- What a retire that stopped leaves, and the way on: a line on stderr. Nothing is said
 -- when no write was sent (bad input, the undo export not written, the read failed).
-local function stopped(streams, rep, err, undo)
+local function stopped(streams, rep, err, undo, opts)
   if BEFORE_WRITES[err.code] or #rep == 0 then return end
   streams.stderr:write(("aliyun-iot: retire stopped: %d deleted, %d absent, %d failed, " ..
-    "%d not deleted yet; undo export %s; run the same command again to finish\n")
+    "%d not deleted yet; undo export %s; run the same command again%s to finish\n")
     :format(count(rep, "deleted"), count(rep, "absent"), count(rep, "failed"),
-      count(rep, "skipped"), printable(undo or "none")))
+      count(rep, "skipped"), printable(undo or "none"),
+      -- without a journal, nothing records the report: a run again needs a new one
+      opts.report and not opts.state and " with a new --report path" or ""))
+end
+
+-- The --report: without --state a new file (or a device); with it, checked now against
+-- the retire's journal and opened (created or continued) when the journal is about to
+-- record it: the `report` argument of `client:retire`.
+local function report_arg(opts, ctx)
+  if not opts.state then
+    if require("aliyun.iot.core").file_kind(opts.report) == "file" then
+      require("aliyun.iot.cli.args").local_error("--report %s exists: give the path of a new " ..
+        "file, or give --state FILE to make a retire resumable with its report (the same " ..
+        "command run again then continues the report its journal recorded)", opts.report)
+    end
+    ctx.report = outcomes.open(opts.report)
+    return nil
+  end
+  local records
+  if require("aliyun.iot.core").file_kind(opts.state) == "file" then
+    -- a journal that cannot be read records no report: the library refuses it anyway
+    records = require("aliyun.iot.fleet.retire_journal").read(opts.state)
+  end
+  outcomes.check_apply(opts, records, "retire")
+  return function()
+    local w, rep = outcomes.open_apply(opts, records, "retire")
+    ctx.report = w
+    return rep
+  end
 end
 
 --- retire: exit 0, 1 on a failure (devices still online without --force included: they
@@ -89,13 +132,13 @@ function M.run(opts, streams, ui, ctx)
   local undo = M.undo_path(opts)
   local out, client, err = commands.start(opts, streams, ui, ctx)
   if not client then return commands.failed(out, streams, err) end
-  if opts.report then ctx.report = outcomes.open(opts.report) end
-  if undo and not opts.dry_run then ui.note("undo export (the devices' secrets): " .. printable(undo)) end
+  local report_of = opts.report and report_arg(opts, ctx)
   local res
   res, err = client:retire{ProductKey = opts.product_key, Devices = devices, undo = undo,
-    journal = opts.state,
+    journal = opts.state, report = report_of or nil,
     wait = opts.wait, force = opts.force or nil, dry_run = opts.dry_run or nil,
-    deadline = opts.deadline, on_report = ctx.report and ctx.report.add, on_wait = M.wait_note(ui)}
+    deadline = opts.deadline, on_wait = M.wait_note(ui), on_step = step_note(ui),
+    on_report = opts.report and function(rec, pos) ctx.report.add(rec, pos) end}
   ui.done()
   local rep = (res or err).Report
   local written = true
@@ -107,12 +150,8 @@ function M.run(opts, streams, ui, ctx)
   if not res then
     out:abort()
     report.print_error(streams, err)
-    stopped(streams, rep, err, undo)
+    stopped(streams, rep, err, undo, opts)
     return report.failure_code(err)
-  end
-  if #res.AlreadyDisabled > 0 then
-    ui.note(("%d device(s) disabled already (DisableThing not sent again): %s")
-      :format(#res.AlreadyDisabled, first_names(res.AlreadyDisabled, 5)))
   end
   M.warn_forced(streams, res.Online, opts.wait)
   for _, r in ipairs(rep) do

@@ -85,6 +85,24 @@ function M.temp()
   return ("%s/aliyun-iot-%s.state"):format(dir:gsub("/+$", ""), tag), dir
 end
 
+-- A retire's journal given to 'resume' (which finishes register and resume jobs only):
+-- refused (exit 2) with the command that finishes it. Nothing when it is not one.
+local function retire_journal(state)
+  local records = require("aliyun.iot.fleet.retire_journal").read(state)
+  if not records then return end
+  local q, p = args.shell_quote, require("aliyun.iot.errors").printable
+  local report
+  for i = #records, 2, -1 do
+    if records[i].event == "report" then report = records[i].path break end
+  end
+  local_error("%s is a retire's journal: run the same '%s' again to finish it%s", state,
+    ("aliyun-iot retire --product-key %s --names-file NAMES-FILE%s --state %s")
+    :format(q(p(records[1].ProductKey)), report and " --report " .. q(p(report)) or "", q(state)),
+    -- apply --retire-unlisted keeps its retire's journal at FILE.retire
+    state:find("%.retire$") and " (or, if it is the FILE.retire of an 'apply " ..
+      "--retire-unlisted --state FILE', that apply again)" or "")
+end
+
 -- Checks the --state of 'resume' before any request (exit 2 with the reason); returns
 -- the journal's `job` record.
 function M.check_resume(state)
@@ -97,6 +115,7 @@ function M.check_resume(state)
   -- read, not opened: opening locks the journal, and the job opens it again
   local records, jerr = require("aliyun.iot.journal").read(state)
   if not records then
+    retire_journal(state)
     local_error("state file %s is not a journal to resume: %s", state,
       tostring(jerr and jerr.message or jerr))
   end

@@ -49,15 +49,17 @@ end
 local function settle(ctx, item, res, err)
   if err and not ctx.err then ctx.err = err end
   for _, name in ipairs(item.names) do
-    record(ctx, {DeviceName = name, change = item.change, target = item.target,
+    record(ctx, {DeviceName = name, change = item.change,
+      target = item.targets and item.targets[name] or item.target,
       outcome = res and "done" or err and "failed" or "skipped",
       code = err and err.code, message = err and err.message,
       RequestId = answer.request_id(res and res.RequestId or err and err.request_id)})
   end
 end
 
--- Sends items (`{params=, names=, change=, target=, check = function(res) -> ?err}`) of one
--- action, CHUNK at a time; after a failure the rest are skipped.
+-- Sends items (`{params=, names=, change=, target=, targets = {[name] = target} (one
+-- a device, rename's), check = function(res) -> ?err}`) of one action, CHUNK at a time;
+-- after a failure the rest are skipped.
 local function send_all(ctx, action, items)
   for first = 1, #items, CHUNK do
     local part, params = {}, {}
@@ -172,7 +174,7 @@ local function renames(ctx, plan)
   for _, d in ipairs(plan.Devices) do
     if d.rename and (d.action == "update" or ctx.adopted[d.DeviceName]) then
       if not cur or #cur.names == NICKNAMES_A_CALL then
-        cur = {params = {DeviceNicknameInfo = {}}, names = {}, change = "rename"}
+        cur = {params = {DeviceNicknameInfo = {}}, names = {}, change = "rename", targets = {}}
         items[#items + 1] = cur
       end
       -- an absent Nickname removes it (§10): "" is the manifest's "no nickname"
@@ -180,6 +182,7 @@ local function renames(ctx, plan)
       if d.rename.to ~= "" then info.Nickname = d.rename.to end
       table.insert(cur.params.DeviceNicknameInfo, info)
       table.insert(cur.names, d.DeviceName)
+      cur.targets[d.DeviceName] = d.rename.to -- "" when the nickname is removed
     end
   end
   send_all(ctx, "BatchUpdateDeviceNickname", items)

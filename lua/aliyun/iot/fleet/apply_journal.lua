@@ -62,13 +62,19 @@ end
 --- Why a run may not append to the existing file `report` (`{path=, id=, size=}`, its
 -- identity and size now), given the journal's events (nil: no journal), or nil when the
 -- file is provably the one this job created: the journal's last `report` event has its
--- identity, and it has not shrunk since.
+-- identity, and it has not shrunk since. A retire's journal records its report with the
+-- same events (`aliyun.iot.fleet.retire_journal`), checked by the same functions.
+-- @tparam ?table records
+-- @tparam table report
+-- @tparam[opt="apply"] string job whose journal it is, for the reason ("retire")
 -- @treturn ?string reason
-function M.report_problem(records, report)
+function M.report_problem(records, report, job)
+  job = job or "apply"
   local last = records and M.last_report(records)
-  if not last then return "no apply journal records it" end
+  if not last then return ("no %s journal records it"):format(job) end
   if last.id ~= report.id then
-    return ("it is not the report the apply journal recorded (%s)"):format(errors.printable(last.path))
+    return ("it is not the report the %s journal recorded (%s)"):format(job,
+      errors.printable(last.path))
   end
   if report.size < last.size then
     return ("it holds %d bytes, fewer than the %d the journal recorded"):format(report.size, last.size)
@@ -81,8 +87,9 @@ end
 -- @tparam ?string path the journal's path (nil: no journal)
 -- @tparam ?table records the journal's events (nil: none yet)
 -- @tparam ?table report `{path=, id=, size=, new=}`
+-- @tparam[opt="apply"] string job whose journal it is ("retire": `client:retire{report=}`)
 -- @treturn ?table err `InvalidParameter` (`parameter = "report"`)
-function M.check_report(path, records, report)
+function M.check_report(path, records, report, job)
   if not report then return nil end
   if type(report.path) ~= "string" or type(report.id) ~= "string" or
      type(report.size) ~= "number" or report.size < 0 then
@@ -90,24 +97,48 @@ function M.check_report(path, records, report)
       message = "report must be {path = string, id = string, size = bytes, new = boolean}"}
   end
   if not path or report.new then return nil end
-  local why = M.report_problem(records, report)
+  local why = M.report_problem(records, report, job)
   if why then
     return errors.new{code = "InvalidParameter", parameter = "report", message = ("report %s " ..
       "cannot be continued: %s (journal %s)"):format(errors.printable(report.path), why, path)}
   end
 end
 
--- Appends the report event unless it is the journal's last already; closes the journal.
-local function note_report(j, records, report)
+--- Appends the `report` event to an open journal (an apply's, or a retire's: any with
+-- `j:append(event) -> ok, err`) unless it is the journal's last already.
+-- @tparam table j the open journal
+-- @tparam ?table records its events (nil: none but the first yet)
+-- @tparam ?table report `{path=, id=, size=}` (nil: nothing to record)
+-- @treturn ?table err the append's
+function M.append_report(j, records, report)
   local last = records and M.last_report(records)
-  local ok, err = true, nil
   if report and not (last and last.id == report.id and last.size == report.size) then
     -- the path only informs (the identity decides): escaped, it is one line of text
-    ok, err = j:append{event = "report", path = errors.printable(report.path), id = report.id,
-                       size = report.size}
+    local ok, err = j:append{event = "report", path = errors.printable(report.path),
+                             id = report.id, size = report.size}
+    if not ok then return err end
   end
+end
+
+--- The caller's report argument (`report`: a table, or a function giving it, called
+-- once, at the last moment before the journal records it: a file it creates then is in
+-- the journal right after, whatever moment a kill comes at before).
+-- @tparam ?table|function report
+-- @tparam string what the function's name, for the error ("apply", "retire")
+-- @treturn ?table
+-- @raise when the function returns neither a table nor nil
+function M.report_of(report, what)
+  if type(report) ~= "function" then return report end
+  local r = report()
+  if r ~= nil and type(r) ~= "table" then error(what .. ": report() must return a table or nil", 0) end
+  return r
+end
+
+-- Appends the report event unless it is the journal's last already; closes the journal.
+local function note_report(j, records, report)
+  local err = M.append_report(j, records, report)
   j:close()
-  if not ok then return err end
+  return err
 end
 
 --- Starts an apply's journal before its first write: the creations the plan makes, the

@@ -24,6 +24,7 @@ local errors = require "aliyun.iot.errors"
 local validate = require "aliyun.iot.validate"
 local core = require "aliyun.iot.core"
 local rjournal = require "aliyun.iot.fleet.retire_journal"
+local apply_journal = require "aliyun.iot.fleet.apply_journal"
 local target = require "aliyun.iot.batch.target"
 
 local M = {}
@@ -224,9 +225,20 @@ local function same_names(job, a)
   return a.journal_subset or #job.Names == #a.names
 end
 
+-- The caller's report (`a.report`) checked against the journal `j` (its events
+-- `records`, nil when this run created it) and recorded in it, as an apply's journal
+-- records its own (`aliyun.iot.fleet.apply_journal`): a run after a kill continues only
+-- the report the journal's last `report` event names. The error, or nil.
+local function note_report(j, records, a)
+  local report = apply_journal.report_of(a.report, "retire")
+  return apply_journal.check_report(a.journal, records, report, "retire")
+    or apply_journal.append_report(j, records, report)
+end
+
 -- The retire's journal (`a.journal`): created (nothing sent yet), or opened and held to
--- this retire's devices, undo file and target. Returns the journal (nil without one) and
--- what it holds (`retire_journal.summary`), or nil, nil and the error.
+-- this retire's devices, undo file and target; the report recorded in it. Returns the
+-- journal (nil without one) and what it holds (`retire_journal.summary`), or nil, nil and
+-- the error.
 local function open_journal(port, a)
   if not a.journal then return nil, rjournal.summary({}) end
   if core.file_kind(a.journal) == "none" then
@@ -234,6 +246,13 @@ local function open_journal(port, a)
     job.ProductKey, job.Names, job.undo = a.ProductKey, a.names, a.undo
     local j, err = rjournal.create(a.journal, job)
     if not j then return nil, nil, err end
+    err = note_report(j, nil, a)
+    if err then
+      -- this run made it, and sent nothing: no journal is left for a retire not started
+      j:close()
+      os.remove(a.journal)
+      return nil, nil, err
+    end
     return j, rjournal.summary({})
   end
   local j, records, err = rjournal.open(a.journal)
@@ -248,6 +267,7 @@ local function open_journal(port, a)
     err = bad("journal", ("retire journal %s holds a finished retire; give a new path " ..
       "(--state FILE) for a new one"):format(a.journal))
   end
+  err = err or note_report(j, records, a)
   if err then
     j:close()
     return nil, nil, err
@@ -286,19 +306,19 @@ local function to_disable(present, found, sum)
 end
 
 -- The refusal of devices still online when the wait ended (how many, the first 20, the
--- way on); nothing deleted.
+-- way on, in the library's words: the CLI puts its flags in their place); nothing deleted.
 local function online_error(on, wait)
   return errors.new{code = "DevicesOnline", Online = on, message = ("%d device(s) still " ..
     "ONLINE after a wait of %g s (disabled, none deleted): %s%s; run again with a longer " ..
-    "wait (--wait S, wait) for them to go offline, or force (--force, force) to delete them " ..
-    "while online"):format(#on, wait, table.concat(on, ", ", 1, math.min(#on, 20)),
-    #on > 20 and ", ..." or "")}
+    "`wait` for them to go offline, or with `force = true` to delete them while online")
+    :format(#on, wait, table.concat(on, ", ", 1, math.min(#on, 20)), #on > 20 and ", ..." or "")}
 end
 
 -- DisableThing, the wait, DeleteDevice (see M.run); `done` gets the deletions' records.
 local function disable_wait_delete(port, a, j, sum, present, found, done)
   local opts, err = {deadline = a.t_end}, nil
   local list, already = to_disable(present, found, sum)
+  if a.on_step then a.on_step{step = "disable", Disable = list, AlreadyDisabled = already} end
   local jerr = each_device(port, a.ProductKey, "DisableThing", list, opts, function(_, r, e)
       if not r and not gone(e) then err = err or e end
     end, j)
@@ -357,6 +377,7 @@ local function run_steps(port, a, j, sum)
   if a.dry_run or #present == 0 then return finish(a.dry_run and "planned" or nil) end
   local err = M.write_undo(a.undo, a.ProductKey, present, found)
   if err then return finish("skipped", err) end
+  if a.on_step then a.on_step{step = "undo", undo = a.undo} end
   local done = {}
   local on, already, derr, sent = disable_wait_delete(port, a, j, sum, present, found, done)
   err = derr
@@ -370,9 +391,15 @@ end
 -- @tparam table port `aliyun.iot.batch.port`
 -- @tparam table a `ProductKey`, `names` (checked DeviceNames), `undo` (path), `wait` [s],
 --   `force`, `dry_run`, `t_end` (absolute deadline or nil), `on_report(rec, position)`,
---   `on_wait(info)` (see `wait_offline`), `journal` (path of the retire's journal, or nil;
+--   `on_wait(info)` (see `wait_offline`), `on_step(info)` (`{step = "undo", undo =
+--   path}` once the undo export is written, or found holding the devices; `{step =
+--   "disable", Disable = {names}, AlreadyDisabled = {names}}` before DisableThing is
+--   sent), `journal` (path of the retire's journal, or nil;
 --   not with `dry_run`), `journal_subset` (the journal may hold more devices than `names`:
---   apply's retire_unlisted, whose plan no longer lists those an earlier run deleted)
+--   apply's retire_unlisted, whose plan no longer lists those an earlier run deleted),
+--   `report` (with `journal`: the file the caller writes the records into,
+--   `{path=, id=, size=, new=}` or a function returning it, recorded in the journal as
+--   `client:apply{report=}` is in an apply's)
 -- @treturn table result `{Report = {{DeviceName=, change = "retire", outcome = "deleted" |
 --   "absent" | "failed" | "skipped" | "planned", code=, message=, RequestId=, online = true
 --   (deleted with `force` though still ONLINE when the wait ended; planned: ONLINE when

@@ -18,6 +18,10 @@
 --     the calls for these devices are sent)
 --   {"event":"answered","action":..,"Names":[..]}  (the devices whose call was answered
 --     with success, or `iot.device.NotExistedDevice`, or whose deletion a read settled)
+--   {"event":"report","path":..,"id":"DEV:INODE","size":BYTES}  (the `--report` file a run
+--     writes, right after the first line or the run's open: a run after a kill appends
+--     only to the file the last such event names, as apply's journal has it,
+--     `aliyun.iot.fleet.apply_journal.report_problem`)
 --   {"event":"done"}  (the retire ended without error)
 -- @module aliyun.iot.fleet.retire_journal
 
@@ -64,6 +68,13 @@ local function event_problem(rec, job)
     return names_problem(rec.Names)
   end
   if rec.event == "done" then return nil end
+  if rec.event == "report" then
+    if not text(rec.path) or type(rec.id) ~= "string" or not rec.id:find("^%d+:%d+$") or
+       type(rec.size) ~= "number" or not (rec.size >= 0 and rec.size <= 2^53) or rec.size % 1 ~= 0 then
+      return "is not a report event ({\"event\":\"report\",\"path\":..,\"id\":..,\"size\":..})"
+    end
+    return nil
+  end
   if rec.event ~= "send" and rec.event ~= "answered" then
     return ("has an unknown event %s"):format(errors.printable(tostring(rec.event)))
   end
@@ -172,6 +183,21 @@ function M.open(path)
   return self, records
 end
 
+--- Reads a retire journal's events without opening it (no lock, no change: a torn last
+-- line is left out), for a look before the run that opens it.
+-- @tparam string path
+-- @treturn ?table records the events in order
+-- @treturn ?table err `JournalError` (unreadable, not a retire journal, a bad line)
+function M.read(path)
+  local body, why = core.read_file(path, M.MAX_BYTES)
+  if not body then
+    return nil, journal_error(("cannot read the retire journal %s: %s"):format(path, tostring(why)))
+  end
+  local records, err = parse(path, body)
+  if not records then return nil, err end
+  return records
+end
+
 --- What a journal's events say: `{done = bool, answered = {action = {[name] = true}},
 -- sent = {action = {[name] = true}}}`.
 -- @tparam table records from `open`
@@ -182,7 +208,7 @@ function M.summary(records)
   for i = 2, #records do
     local r = records[i]
     if r.event == "done" then s.done = true
-    else
+    elseif r.event ~= "report" then
       local into = r.event == "send" and s.sent or s.answered
       for _, n in ipairs(r.Names) do into[r.action][n] = true end
     end
