@@ -87,7 +87,9 @@ end
 function M.run(opts, streams, ui, ctx)
   local devices = names_m.read(opts, streams)
   local undo = M.undo_path(opts)
-  local out, client, err = commands.start(opts, streams, ui, ctx)
+  -- the undo export is the one copy of the deleted devices' secrets: no output may take it
+  local out, client, err = commands.start(opts, streams, ui, ctx,
+    {keeps = undo and not opts.dry_run and {{"the undo export", undo}} or nil})
   if not client then return commands.failed(out, streams, err) end
   if opts.report then ctx.report = outcomes.open(opts.report) end
   if undo and not opts.dry_run then ui.note("undo export (the devices' secrets): " .. printable(undo)) end
