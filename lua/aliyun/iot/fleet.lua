@@ -278,7 +278,7 @@ local function apply(self, args)
   if not p then return nil, err end
   if #p.Retire > 0 then
     -- an undo file left by another retire would refuse this one after all other writes
-    err = retire_m.files_problem{undo = args.undo, names = p.Retire}
+    err = retire_m.files_problem{undo = args.undo, holds = p.Retire}
     if err then return nil, err end
   end
   local new_journal = path and found ~= "journal"

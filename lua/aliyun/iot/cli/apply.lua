@@ -77,6 +77,8 @@ function M.run(opts, streams, ui, ctx)
       :format(opts.state, opts.retire_unlisted and (" (the retire's: %s.retire)"):format(opts.state) or ""))
   end
   ui.note("applying " .. printable(opts.manifest) .. " to product " .. printable(opts.product_key))
+  -- retire says where the deleted devices' secrets go; so does apply when it may delete
+  if undo then ui.note("undo export (the devices' secrets, if any is retired): " .. printable(undo)) end
   local res
   res, err = client:apply{ProductKey = opts.product_key, manifest = opts.manifest,
     prune_tags = opts.prune_tags or nil, journal = opts.state, deadline = opts.deadline,

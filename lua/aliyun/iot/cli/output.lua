@@ -387,8 +387,9 @@ function M.continue_file(flag, path, id, max, check)
   return file_output(path, file), size
 end
 
---- An output that never replaces a file this run did not create (`--report`): a device,
--- FIFO or descriptor name is written directly; any other path must name nothing yet, and
+--- An output that never replaces a file this run did not create (`--report`): a device or
+-- descriptor name is written directly; a FIFO is refused (its open would wait for a
+-- reader); any other path must name nothing yet, and
 -- becomes a new file (mode 0600) written as the job goes. Refused (exit 2) before any
 -- request otherwise.
 -- @tparam string flag the option, for messages ("--report")
@@ -396,6 +397,12 @@ end
 function M.open_new(flag, path)
   local kind, link = path_kind(path)
   if kind == "folder" then local_error("cannot write %s %s: it is a folder", flag, path) end
+  if kind == "special" and not per_process(path) and select(3, core().file_kind(path, true)) == "fifo" then
+    -- open(2) of a FIFO for writing waits for a reader, with no end, and no signal is
+    -- handled while it waits: asked by its kind, never opened
+    local_error("cannot write %s %s: it is a FIFO (opening it would wait for a reader " ..
+      "without end): give the path of a new file, or a descriptor such as /dev/stdout", flag, path)
+  end
   if kind == "special" or per_process(path) then return direct_output(path) end
   if kind ~= "none" or link or core().file_kind(path) ~= "none" then
     local_error("%s %s exists: give the path of a new file (an existing file is never " ..

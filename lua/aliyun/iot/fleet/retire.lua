@@ -89,8 +89,8 @@ end
 --- Why the files of a retire cannot be used, asked before any request: the undo export
 -- (unless `dry_run`) and the journal must each be a regular file or a new one in an
 -- existing folder (`journal.path_problem`); an existing undo file must be an undo export,
--- holding each of `names` when they are given (the devices an apply's plan retires).
--- @tparam table a `undo`, `journal`, `dry_run`, `names` (optional)
+-- holding each of `holds` when given (the devices an apply's plan retires).
+-- @tparam table a `undo`, `journal`, `dry_run`, `holds` (optional: names)
 -- @treturn ?table err `InvalidParameter` (`parameter` "undo" or "journal")
 function M.files_problem(a)
   local path_problem = require("aliyun.iot.journal").path_problem
@@ -108,7 +108,7 @@ function M.files_problem(a)
   if core.file_kind(a.undo) ~= "file" then return nil end
   local held, err = undo_names(a.undo)
   if not held then return err end
-  return a.names and not_held(a.undo, held, a.names)
+  if a.holds then return not_held(a.undo, held, a.holds) end
 end
 
 -- Removes the undo file this run created (`id`, its identity) when its writing failed:
@@ -158,7 +158,8 @@ function M.write_undo(path, pk, present, found)
   if not ok then
     remove_partial(path, id)
     return errors.new{code = "UndoError", message = ("cannot write undo file %s: %s (the " ..
-      "partial file removed; no write sent)"):format(path, tostring(werr))}
+      "partial file removed; no write sent)"):format(path,
+      (tostring(werr):gsub("^cannot write the journal: ", "")))}
   end
 end
 
