@@ -355,11 +355,12 @@ static int l_journal_open(lua_State *L)
 /* Paths ------------------------------------------------------------------------------ */
 
 /*
- * core.file_kind(path [, follow]) -> kind, id | nil, message, errno
+ * core.file_kind(path [, follow]) -> kind, id, special | nil, message, errno
  * What is at path, by lstat(2) (stat(2) when follow is true, so "link" never comes back
  * and a dangling link is "none"): "none", "file" (regular), "folder", "link" or "special"
- * (device, FIFO, socket); id is "device:inode" (nil for "none"). Runs in this process,
- * so descriptor names such as /dev/stdout name this process's own.
+ * (device, FIFO, socket); id is "device:inode" (nil for "none"); for "special", which
+ * one: "fifo" (an open for writing waits for a reader), "socket" or "device". Runs in
+ * this process, so descriptor names such as /dev/stdout name this process's own.
  * Errors: any stat failure other than ENOENT and ENOTDIR.
  */
 static int l_file_kind(lua_State *L)
@@ -386,7 +387,10 @@ static int l_file_kind(lua_State *L)
         kind = "special";
     lua_pushstring(L, kind);
     push_id(L, &st);
-    return 2;
+    if (strcmp(kind, "special") != 0)
+        return 2;
+    lua_pushstring(L, S_ISFIFO(st.st_mode) ? "fifo" : S_ISSOCK(st.st_mode) ? "socket" : "device");
+    return 3;
 }
 
 /*

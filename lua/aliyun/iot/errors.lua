@@ -41,6 +41,28 @@ function M.printable(s)
   end))
 end
 
+--- The most bytes of a value `quoted` keeps: a message names a value, it does not echo it.
+M.QUOTED_MAX = 64
+
+--- A value as a message quotes it: in double quotes, `\` and `"` escaped (so that the
+-- `\xHH` escapes of `printable` cannot be confused with the value's own text), made
+-- printable, and cut after its first `max` bytes (on a UTF-8 character boundary) with
+-- `... (N bytes)` after it: a manifest's 5 MB nickname is not echoed whole to stderr.
+-- @param v any value (tostring'ed)
+-- @tparam[opt=QUOTED_MAX] ?integer|boolean max bytes kept; false keeps it whole
+-- @treturn string
+function M.quoted(v, max)
+  local s = tostring(v)
+  max = max == nil and M.QUOTED_MAX or max
+  local tail = ""
+  if max and #s > max then
+    local cut = max
+    while cut > 0 and s:byte(cut + 1) >= 0x80 and s:byte(cut + 1) < 0xC0 do cut = cut - 1 end
+    s, tail = s:sub(1, cut), ("... (%d bytes)"):format(#s)
+  end
+  return '"' .. M.printable((s:gsub('[\\"]', "\\%0"))) .. '"' .. tail
+end
+
 -- How much of a body past the cut `errors.snippet` redacts with it: more than any secret
 -- in any of its forms, so that one starting before the cut is recognised whole, while a
 -- 16 MiB body is not redacted in full for 512 bytes of it.

@@ -249,6 +249,11 @@ local function apply(self, args)
     bad_arg = bad("undo", "the undo export must be another file than the journal and the " ..
       "retire's journal beside it (JOURNAL.retire)")
   end
+  if not bad_arg and args.retire_unlisted then
+    -- the retire comes after every other write: its files are checked before the first
+    bad_arg = retire_m.files_problem{undo = args.undo,
+                                     journal = args.journal and args.journal .. ".retire"}
+  end
   if bad_arg then return nil, bad_arg end
   local manifest, err = manifest_m.load(args.manifest, 2)
   if not manifest then return nil, err end
@@ -265,6 +270,11 @@ local function apply(self, args)
   p, err = plan_of(self, manifest, {ProductKey = args.ProductKey, prune_tags = args.prune_tags,
                                     retire_unlisted = args.retire_unlisted, deadline = left()})
   if not p then return nil, err end
+  if #p.Retire > 0 then
+    -- an undo file left by another retire would refuse this one after all other writes
+    err = retire_m.files_problem{undo = args.undo, holds = p.Retire}
+    if err then return nil, err end
+  end
   local new_journal = path and found ~= "journal"
   if new_journal then
     err = start_journal(port, p, args, found == "empty")

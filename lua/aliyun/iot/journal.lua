@@ -403,6 +403,30 @@ function M.create(path, job, reuse_empty)
   return self
 end
 
+--- Why `path` cannot take a file a job creates or continues (a journal, an undo export),
+-- asked before anything is sent so that a bad path never fails a job midway: nil when it
+-- is a regular file (not a symlink), or names nothing yet in an existing folder; else a
+-- sentence ("is a folder", "is a symlink", ...). Nothing is opened: a FIFO is never
+-- waited on, a device never touched.
+-- @tparam string path
+-- @treturn ?string reason
+function M.path_problem(path)
+  if type(path) ~= "string" or path == "" or path:find("%z") then
+    return "is not a path (a non-empty string without NUL bytes)"
+  end
+  local kind, why = core.file_kind(path)
+  if not kind then return "cannot be looked at: " .. tostring(why) end
+  if kind == "file" then return nil end
+  if kind == "folder" then return "is a folder" end
+  if kind == "link" then return "is a symlink (a job's file is never reached through one)" end
+  if kind ~= "none" then return "is not a regular file (a device, FIFO or socket)" end
+  local dir = path:match("^(.*)/[^/]*$")
+  if dir == "" then dir = "/" end
+  if dir and core.file_kind(dir, true) ~= "folder" then
+    return ("cannot be created: there is no folder %s"):format(dir)
+  end
+end
+
 --- Removes the journal at `path` if this process created it and the path still names
 -- that same file (never a file another process put there since). Idempotent.
 -- @tparam string path

@@ -184,7 +184,11 @@ local function transport_error(terr, redact)
 end
 
 local function answer_error(decoded, status, sts, redact)
-  local message = decoded.Message or decoded.ErrorMessage or ("HTTP status " .. status)
+  -- a 2xx is an error only by its Success false: the message says so when the answer
+  -- says nothing more ("HTTP status 200" alone reads like a success)
+  local message = decoded.Message or decoded.ErrorMessage or
+    (status >= 200 and status < 300 and ("the answer says Success false, with no Code " ..
+      "nor Message (HTTP status %d)"):format(status) or ("HTTP status " .. status))
   if decoded.Code == "SignatureDoesNotMatch" then
     -- compared before redaction, which would make a sent SecurityToken look different
     -- the v1 path makes its string to sign only now

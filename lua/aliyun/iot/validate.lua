@@ -124,6 +124,40 @@ function M.group_name_problem(v)
   return counted_problem(v, false, 30)
 end
 
+--- The code point of the UTF-8 sequence at byte i of s and its length, or nil when the
+-- bytes there are no well-formed UTF-8 (RFC 3629: no overlong form, no surrogate).
+-- @tparam string s
+-- @tparam integer i a byte position of s (its byte is 0x80 or more)
+-- @treturn ?integer code point
+-- @treturn ?integer length in bytes
+function M.utf8_at(s, i)
+  local c = s:byte(i)
+  local n, min
+  if c >= 0xC2 and c <= 0xDF then n, min = 1, 0x80
+  elseif c >= 0xE0 and c <= 0xEF then n, min = 2, 0x800
+  elseif c >= 0xF0 and c <= 0xF4 then n, min = 3, 0x10000
+  else return nil end
+  local cp = c - ({0xC0, 0xE0, 0xF0})[n]
+  for k = 1, n do
+    local b = s:byte(i + k)
+    if not b or b < 0x80 or b > 0xBF then return nil end
+    cp = cp * 64 + (b - 0x80)
+  end
+  if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then return nil end
+  return cp, n + 1
+end
+
+-- True when s is well-formed UTF-8 throughout.
+local function is_utf8(s)
+  local i = s:find("[\128-\255]")
+  while i do
+    local _, n = M.utf8_at(s, i)
+    if not n then return false end
+    i = s:find("[\128-\255]", i + n)
+  end
+  return true
+end
+
 -- Device tags (SaveDeviceProp's API page, help.aliyun.com doc 69618, "Props" table): a
 -- key is 2 to 32 characters of English letters, digits and dots; a value may not be empty
 -- and holds at most 128 characters, a Chinese character counting as two. The same page
@@ -143,13 +177,15 @@ function M.tag_key_problem(k)
   end
 end
 
---- Why a tag value breaks SaveDeviceProp's rule (not empty, at most 128 characters, any
--- character past ASCII counted as two), or nil.
+--- Why a tag value breaks SaveDeviceProp's rule (not empty, UTF-8, at most 128
+-- characters, any character past ASCII counted as two), or nil.
 -- @tparam any v
 -- @treturn ?string reason
 function M.tag_value_problem(v)
   if type(v) ~= "string" then return "must be a string" end
   if v == "" then return "must not be empty" end
+  -- the value goes to the service as JSON text, and back to a terminal in plans
+  if not is_utf8(v) then return "is not UTF-8 text" end
   -- characters: bytes that do not continue a UTF-8 sequence; past ASCII they count 2
   local ascii = #v:gsub("[\128-\255]", "")
   local wide = #v:gsub("[^\192-\255]", "")

@@ -49,7 +49,12 @@ function M.run(opts, streams, ui, ctx)
   local records, rep
   -- the manifest first, then the journal: what refuses the run is heard before anything
   -- is announced, read or created
-  local out, client, err = commands.start(opts, streams, ui, ctx, {gate = plan_cli.check_manifest})
+  -- the undo export's default: beside the journal (issue 15), else beside the manifest
+  local undo = opts.retire_unlisted and (opts.undo or (opts.state or opts.manifest) .. ".undo.csv")
+    or nil
+  local out, client, err = commands.start(opts, streams, ui, ctx, {gate = plan_cli.check_manifest,
+    keeps = undo and {{"the undo export", undo},
+                      opts.state and {"the retire's journal", opts.state .. ".retire"} or nil}})
   if client and opts.state then
     local found
     found, records, err = apply_journal.inspect(opts.state, opts.product_key)
@@ -72,10 +77,9 @@ function M.run(opts, streams, ui, ctx)
       :format(opts.state, opts.retire_unlisted and (" (the retire's: %s.retire)"):format(opts.state) or ""))
   end
   ui.note("applying " .. printable(opts.manifest) .. " to product " .. printable(opts.product_key))
+  -- retire says where the deleted devices' secrets go; so does apply when it may delete
+  if undo then ui.note("undo export (the devices' secrets, if any is retired): " .. printable(undo)) end
   local res
-  -- the undo export's default: beside the journal (issue 15), else beside the manifest
-  local undo = opts.retire_unlisted and (opts.undo or (opts.state or opts.manifest) .. ".undo.csv")
-    or nil
   res, err = client:apply{ProductKey = opts.product_key, manifest = opts.manifest,
     prune_tags = opts.prune_tags or nil, journal = opts.state, deadline = opts.deadline,
     on_report = opts.report and function(rec, pos) ctx.report.add(rec, pos) end,

@@ -43,13 +43,14 @@ end
 -- @tparam table ui
 -- @tparam table ctx the interrupt context (receives `out`)
 -- @tparam[opt] table how `devices` (true: the output is a devices file, `--format`, mode
---   0600), `gate` (function(opts) -> ?err)
+--   0600), `gate` (function(opts) -> ?err), `keeps` (the job's other files, for
+--   `output.check_out`)
 -- @treturn table out
 -- @treturn ?table the client, or nil and
 -- @treturn ?table err
 local function start(opts, streams, ui, ctx, how)
   how = how or {}
-  output.check_out(opts)
+  output.check_out(opts, how.keeps)
   local out = how.devices and output.open_devices(opts, streams.stdout)
     or output.open(opts.out, streams.stdout)
   ctx.out = out

@@ -6,24 +6,7 @@ local M = {}
 
 local cjson_encode -- loaded on first use (cjson.encode of a string: JSON escaping)
 
--- The code point of the UTF-8 sequence at byte i of s and its length, or nil when the
--- bytes there are no well-formed UTF-8 (RFC 3629: no overlong form, no surrogate).
-local function utf8_at(s, i)
-  local c = s:byte(i)
-  local n, min
-  if c >= 0xC2 and c <= 0xDF then n, min = 1, 0x80
-  elseif c >= 0xE0 and c <= 0xEF then n, min = 2, 0x800
-  elseif c >= 0xF0 and c <= 0xF4 then n, min = 3, 0x10000
-  else return nil end
-  local cp = c - ({0xC0, 0xE0, 0xF0})[n]
-  for k = 1, n do
-    local b = s:byte(i + k)
-    if not b or b < 0x80 or b > 0xBF then return nil end
-    cp = cp * 64 + (b - 0x80)
-  end
-  if cp < min or cp > 0x10FFFF or (cp >= 0xD800 and cp <= 0xDFFF) then return nil end
-  return cp, n + 1
-end
+local utf8_at = require("aliyun.iot.validate").utf8_at
 
 -- What cjson leaves raw in an encoded string but must not reach a terminal or a JSON
 -- reader as it is: a character errors.printable would escape (the C1 controls, the

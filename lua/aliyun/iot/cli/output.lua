@@ -120,8 +120,9 @@ local function place_of(path)
 end
 
 -- The files a run names, those it writes first (--out, the esp-idf config file beside it,
--- --report), then those it reads or keeps (--state, --names-file, --in).
-local function named_files(opts)
+-- --report), then those it reads or keeps (--state, --names-file, --in, --manifest, and
+-- `keeps`: the command's own files, such as retire's undo export).
+local function named_files(opts, keeps)
   local list = {}
   local function add(flag, p) if p and p ~= "-" then list[#list + 1] = {flag, p} end end
   add("--out", opts.out)
@@ -133,17 +134,22 @@ local function named_files(opts)
   add("--state", opts.state)
   add("--names-file", opts.names_file)
   add("--in", opts["in"])
+  add("--manifest", opts.manifest)
+  for _, k in ipairs(keeps or {}) do add(k[1], k[2]) end
   return list, writes
 end
 
 --- Refuses, before any request (exit 2), a file the run writes (`--out`, the esp-idf config
 -- file, `--report`) that would destroy another of the job's own files: the same file as
--- another of them, `--state`, `--names-file` or `--in` (device and inode, or folder and
--- name for a file not yet made); an `--out` that is a journal, or a file locked by
--- another process.
--- @tparam table opts the checked options (`out`, `format`, `report`, `state`, `names_file`, `in`)
-function M.check_out(opts)
-  local list, writes = named_files(opts)
+-- another of them, `--state`, `--names-file`, `--in`, `--manifest` or one of `keeps`
+-- (device and inode, or folder and name for a file not yet made); an `--out` that is a
+-- journal, or a file locked by another process.
+-- @tparam table opts the checked options (`out`, `format`, `report`, `state`, `names_file`,
+--   `in`, `manifest`)
+-- @tparam[opt] table keeps more files of the job, `{{what, path}, ...}` (retire's undo
+--   export, apply's retire journal: `what` names them in the message)
+function M.check_out(opts, keeps)
+  local list, writes = named_files(opts, keeps)
   for i = 1, writes do
     local here = place_of(list[i][2])
     for j = i + 1, #list do
@@ -381,8 +387,9 @@ function M.continue_file(flag, path, id, max, check)
   return file_output(path, file), size
 end
 
---- An output that never replaces a file this run did not create (`--report`): a device,
--- FIFO or descriptor name is written directly; any other path must name nothing yet, and
+--- An output that never replaces a file this run did not create (`--report`): a device or
+-- descriptor name is written directly; a FIFO is refused (its open would wait for a
+-- reader); any other path must name nothing yet, and
 -- becomes a new file (mode 0600) written as the job goes. Refused (exit 2) before any
 -- request otherwise.
 -- @tparam string flag the option, for messages ("--report")
@@ -390,6 +397,12 @@ end
 function M.open_new(flag, path)
   local kind, link = path_kind(path)
   if kind == "folder" then local_error("cannot write %s %s: it is a folder", flag, path) end
+  if kind == "special" and not per_process(path) and select(3, core().file_kind(path, true)) == "fifo" then
+    -- open(2) of a FIFO for writing waits for a reader, with no end, and no signal is
+    -- handled while it waits: asked by its kind, never opened
+    local_error("cannot write %s %s: it is a FIFO (opening it would wait for a reader " ..
+      "without end): give the path of a new file, or a descriptor such as /dev/stdout", flag, path)
+  end
   if kind == "special" or per_process(path) then return direct_output(path) end
   if kind ~= "none" or link or core().file_kind(path) ~= "none" then
     local_error("%s %s exists: give the path of a new file (an existing file is never " ..

@@ -5,6 +5,7 @@
 local commands = require "aliyun.iot.cli.commands"
 local report = require "aliyun.iot.cli.report"
 local printable = require("aliyun.iot.errors").printable
+local quoted = require("aliyun.iot.errors").quoted
 
 local M = {}
 
@@ -46,7 +47,8 @@ local MARK = {create = "+", update = "~", nothing = "="}
 local function device_lines(d, w)
   w(("%s %s  %s\n"):format(MARK[d.action], d.DeviceName, d.action))
   if d.rename then
-    w(("    nickname: %q -> %q\n"):format(printable(d.rename.from), printable(d.rename.to)))
+    -- quoted once (escaped, made printable), never cut: the plan shows the whole value
+    w(("    nickname: %s -> %s\n"):format(quoted(d.rename.from, false), quoted(d.rename.to, false)))
   end
   local t = d.tags
   if t and t.set then w("    tags set: " .. tag_list(t.set) .. "\n") end

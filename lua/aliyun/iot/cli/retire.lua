@@ -130,7 +130,9 @@ end
 function M.run(opts, streams, ui, ctx)
   local devices = names_m.read(opts, streams)
   local undo = M.undo_path(opts)
-  local out, client, err = commands.start(opts, streams, ui, ctx)
+  -- the undo export is the one copy of the deleted devices' secrets: no output may take it
+  local out, client, err = commands.start(opts, streams, ui, ctx,
+    {keeps = undo and not opts.dry_run and {{"the undo export", undo}} or nil})
   if not client then return commands.failed(out, streams, err) end
   local report_of = opts.report and report_arg(opts, ctx)
   local res

@@ -30,6 +30,12 @@ end
 --   another job's journal, not a regular file, unreadable, a bad line)
 function M.inspect(path, pk)
   local kind = core.file_kind(path)
+  local why = kind == "none" and journal.path_problem(path)
+  if why then
+    -- a journal that cannot be made would fail the apply after its reads
+    return nil, nil, bad(("journal %s %s: give the path of a new file in an existing " ..
+      "folder, or the one of the killed apply"):format(path, why))
+  end
   if kind == "none" then return "none" end
   if kind ~= "file" then
     return nil, nil, bad(("journal %s is not a regular file (%s): give the path of a new " ..

@@ -76,10 +76,54 @@ local function undo_names(path)
   return held
 end
 
+-- The first of `names` the undo file's devices (`held`, from undo_names) lack, as the
+-- InvalidParameter, or nil.
+local function not_held(path, held, names)
+  for _, n in ipairs(names) do
+    if not held[n] then
+      return bad("undo", ("undo file %s exists and does not hold device %s: give the path " ..
+        "of a new file (an undo export is never overwritten)"):format(path, n))
+    end
+  end
+end
+
+--- Why the files of a retire cannot be used, asked before any request: the undo export
+-- (unless `dry_run`) and the journal must each be a regular file or a new one in an
+-- existing folder (`journal.path_problem`); an existing undo file must be an undo export,
+-- holding each of `holds` when given (the devices an apply's plan retires).
+-- @tparam table a `undo`, `journal`, `dry_run`, `holds` (optional: names)
+-- @treturn ?table err `InvalidParameter` (`parameter` "undo" or "journal")
+function M.files_problem(a)
+  local path_problem = require("aliyun.iot.journal").path_problem
+  local why = a.journal and path_problem(a.journal)
+  if why then
+    return bad("journal", ("retire journal %s %s: give the path of a new file, or the one " ..
+      "of the retire stopped before"):format(errors.printable(a.journal), why))
+  end
+  if a.dry_run or a.undo == nil then return nil end
+  why = path_problem(a.undo)
+  if why then
+    return bad("undo", ("undo file %s %s: give the path of a new file (--undo FILE) in a " ..
+      "folder you can write"):format(errors.printable(a.undo), why))
+  end
+  if core.file_kind(a.undo) ~= "file" then return nil end
+  local held, err = undo_names(a.undo)
+  if not held then return err end
+  if a.holds then return not_held(a.undo, held, a.holds) end
+end
+
+-- Removes the undo file this run created (`id`, its identity) when its writing failed:
+-- a partial export would refuse every run again ("does not hold device ...").
+local function remove_partial(path, id)
+  local kind, now = core.file_kind(path)
+  if kind == "file" and now == id then os.remove(path) end
+end
+
 --- Writes the undo export (a new file, 0600, written and fsync'ed before any write is
 -- sent), or, when the file exists (a retire run again), checks that it holds every device
 -- still to delete, by IotId: a device made again under a deleted one's name since is not
--- the one the export holds, and deleting it would lose its secret.
+-- the one the export holds, and deleting it would lose its secret. A file this run
+-- created and could not write whole is removed again.
 -- @treturn ?table err `InvalidParameter` (the file exists without those devices) or
 --   `JournalError`-like `UndoError` (it cannot be written)
 function M.write_undo(path, pk, present, found)
@@ -91,11 +135,10 @@ function M.write_undo(path, pk, present, found)
     end
     local held, err = undo_names(path)
     if not held then return err end
+    err = not_held(path, held, present)
+    if err then return err end
     for _, n in ipairs(present) do
-      if not held[n] then
-        return bad("undo", ("undo file %s exists and does not hold device %s: give the path " ..
-          "of a new file (an undo export is never overwritten)"):format(path, n))
-      elseif held[n] ~= found[n].IotId then
+      if held[n] ~= found[n].IotId then
         return bad("undo", ("undo file %s holds another device named %s (IotId %s; the " ..
           "device now has IotId %s: made again since): give the path of a new file")
           :format(path, n, errors.printable(held[n]), errors.printable(tostring(found[n].IotId))))
@@ -108,13 +151,16 @@ function M.write_undo(path, pk, present, found)
     local d = found[n]
     lines[#lines + 1] = table.concat({pk, d.DeviceName, d.DeviceSecret, d.IotId}, ",")
   end
+  local id = file:id()
   local ok, werr = file:append(table.concat(lines, "\n") .. "\n")
   local closed, cerr = file:close()
   -- the undo record is what makes the deletes recoverable: a failed close fails it too
   if ok and not closed then ok, werr = false, cerr end
   if not ok then
-    return errors.new{code = "UndoError", message = ("cannot write undo file %s: %s")
-      :format(path, tostring(werr))}
+    remove_partial(path, id)
+    return errors.new{code = "UndoError", message = ("cannot write undo file %s: %s (the " ..
+      "partial file removed; no write sent)"):format(path,
+      (tostring(werr):gsub("^cannot write the journal: ", "")))}
   end
 end
 
@@ -414,6 +460,8 @@ function M.run(port, a)
   if a.journal and a.journal == a.undo then
     return empty, bad("undo", "the undo export and the journal must be two files")
   end
+  local ferr = M.files_problem(a)
+  if ferr then return empty, ferr end
   local j, sum, jerr = open_journal(port, a)
   if not sum then return empty, jerr end
   local res, err = run_steps(port, a, j, sum)
