@@ -125,9 +125,11 @@ describe("fleet guards", function()
     assert.are.equal("InvalidParameter", lerr.code)
     assert.are.same({}, (since(emu, from)))
     -- the flag alone is misuse; with --retire-unlisted it retires every device, as asked
-    code, _, err = run_cli(("apply --endpoint %s --product-key %s --manifest hdr.csv --allow-empty-manifest")
+    code, out, err = run_cli(("apply --endpoint %s --product-key %s --manifest hdr.csv --allow-empty-manifest")
       :format(emu.endpoint, PK))
     assert.are.equal(2, code, err)
+    assert.are.equal("", out)
+    assert.matches("go with %-%-retire%-unlisted", err)
     code, out, err = run_cli(("apply --endpoint %s --product-key %s --manifest hdr.csv --retire-unlisted " ..
       "--allow-empty-manifest --wait 1"):format(emu.endpoint, PK))
     assert.are.equal(0, code, err)
@@ -165,7 +167,7 @@ describe("fleet guards", function()
     shell.write(dir .. "/a.csv", "DeviceName\ntypo_0001\ntypo_0002\n")
     shell.write(dir .. "/b.csv", "DeviceName\nlamp_0001\n")
     killed_apply("a.csv")
-    local code, err
+    local code, _, err
     local journal = assert(shell.read(dir .. "/s.state"))
     assert.matches('"digest":"', journal)
     local from = #emu:requests() + 1
@@ -191,7 +193,7 @@ describe("fleet guards", function()
   it("a journal written before digests is taken as it was", function()
     shell.write(dir .. "/a.csv", "DeviceName\ntypo_0001\n")
     killed_apply("a.csv")
-    local code, err
+    local code, _, err
     local journal = assert(shell.read(dir .. "/s.state"))
     local old = journal:gsub(',"digest":"[^"]*"', ""):gsub('"digest":"[^"]*",?', "")
     assert.are_not.equal(journal, old)

@@ -118,7 +118,8 @@ end
 --   manifest does not list), `retire_unlisted` (boolean: plan retiring the devices it does
 --   not list), `deadline` [s from now: no request starts after it]
 -- @treturn ?table plan (`aliyun.iot.fleet.diff.plan`) with `ProductKey`: `Devices`,
---   `Unlisted`, `Retire`, `CreateGroups`, `Totals`, `changes` (0: nothing to do), and
+--   `Unlisted`, `Retire`, `CreateGroups`, `Totals`, `changes` (0: nothing to do),
+--   `Disabled` (the manifest's devices listed `DISABLE`: no change, apply leaves them so), and
 --   `GroupIds` (`{[GroupName] = GroupId}`, the account's groups, read when a manifest
 --   device lists groups)
 -- @treturn ?table err `InvalidParameter` (a bad argument, a manifest breaking a rule,
