@@ -139,8 +139,9 @@ describe("fleet guards", function()
 
   it("apply prints the plan before its first write (a killed apply has said what it meant)", function()
     shell.write(dir .. "/m.csv", "DeviceName,Nickname\nlamp_0001,lamp_one\n")
-    -- the first write is held 20 s: the plan must be on stdout while it waits
-    emu:fault{kind = "slow", action = "BatchCheckDeviceNames", count = 1, delay = 20}
+    -- the first write is held 5 s: the plan must be on stdout while it waits (printed
+    -- after the writes, it would come with writes in the log)
+    emu:fault{kind = "slow", action = "BatchCheckDeviceNames", count = 1, delay = 5}
     local from = #emu:requests() + 1
     local pid = start_cli(("apply --endpoint %s --product-key %s --manifest m.csv --timeout 60")
       :format(emu.endpoint, PK))
@@ -154,7 +155,12 @@ describe("fleet guards", function()
     assert.matches("%+ lamp_0001  create\n", out, shell.read(dir .. "/bg.err"))
     assert.matches("Plan: 1 to create", out)
     assert.are.equal(0, writes)
+    -- the held call is answered after the kill: waited for, so that no later count sees it
+    assert.is_truthy(poll(300, function()
+      for _, a in ipairs((since(emu, from))) do if a == "BatchCheckDeviceNames" then return true end end
+    end))
     emu:clear_faults()
+    from = #emu:requests() + 1
     -- the library: on_plan is called once, before any write
     local seen
     assert(c:apply{ProductKey = PK, manifest = dir .. "/m.csv", on_plan = function(p)

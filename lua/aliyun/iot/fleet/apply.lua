@@ -56,14 +56,19 @@ local function stop(ctx, err, what)
   ctx.cause = ("not sent: %s failed first (%s)"):format(what, tostring(err.code))
 end
 
+-- A change's record given its call's answer or error (neither: skipped, the cause named).
+local function change_record(ctx, name, change, target, res, err)
+  return {DeviceName = name, change = change, target = target,
+    outcome = res and "done" or err and "failed" or "skipped",
+    code = err and err.code, message = err and err.message or not res and ctx.cause or nil,
+    RequestId = answer.request_id(res and res.RequestId or err and err.request_id)}
+end
+
 -- The outcome of one call for each change it carried.
 local function settle(ctx, action, item, res, err)
   if err then stop(ctx, err, ("%s for %s"):format(action, item.target or item.names[1])) end
   for _, name in ipairs(item.names) do
-    record(ctx, {DeviceName = name, change = item.change, target = item.target,
-      outcome = res and "done" or err and "failed" or "skipped",
-      code = err and err.code, message = err and err.message or not res and ctx.cause or nil,
-      RequestId = answer.request_id(res and res.RequestId or err and err.request_id)})
+    record(ctx, change_record(ctx, name, item.change, item.target, res, err))
   end
 end
 
@@ -180,10 +185,7 @@ local function create_groups(ctx, plan)
         outcome = err and "failed" or "done", code = err and err.code,
         RequestId = answer.request_id(res and res.RequestId or err and err.request_id)}
     end
-    record(ctx, {change = "create_group", target = name,
-      outcome = res and "done" or err and "failed" or "skipped", code = err and err.code,
-      message = err and err.message or not res and ctx.cause or nil,
-      RequestId = answer.request_id(res and res.RequestId or err and err.request_id)})
+    record(ctx, change_record(ctx, nil, "create_group", name, res, err))
   end
   if #plan.CreateGroups > 0 then batch_done(ctx) end
 end
