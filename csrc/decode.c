@@ -246,17 +246,33 @@ static int json_needs(const char *s, size_t len)
     return nulls ? JSON_NULLS : JSON_PLAIN;
 }
 
-/* Pushes the integer literal s[0..len) (already validated) as the Lua value it stands for. */
-static void push_integer_literal(lua_State *L, const char *s, size_t len)
+/*
+ * Pushes a literal (ending where a non-number character or the string ends) as the nearest
+ * Lua float, +-HUGE_VAL beyond a double: core.json_decode(text, true), where a caller must
+ * tell a number from a string whatever its size.
+ */
+static void push_as_float(lua_State *L, const char *s)
+{
+    lua_pushnumber(L, (lua_Number)strtod(s, NULL));
+}
+
+/*
+ * Pushes the integer literal s[0..len) (already validated) as the Lua value it stands for
+ * (with `numbers`, never as text).
+ */
+static void push_integer_literal(lua_State *L, const char *s, size_t len, int numbers)
 {
     int64_t v = 0;
     parse_int64(s, len, &v);
 #if COMPAT_HAS_INTEGERS
+    (void)numbers; /* int64 fits a Lua integer */
     lua_pushinteger(L, (lua_Integer)v);
 #else
     /* No integer subtype: doubles are exact up to 2^53; beyond, the digits travel as text. */
     if (v <= ((int64_t)1 << 53) && v >= -((int64_t)1 << 53))
         lua_pushnumber(L, (lua_Number)v);
+    else if (numbers)
+        push_as_float(L, s);
     else
         lua_pushlstring(L, s, len);
 #endif
@@ -285,17 +301,20 @@ static void push_big_float(lua_State *L, const char *s, size_t len)
 }
 
 /*
- * Replaces a decoded scalar at the stack top by its final form (marked strings unmarked),
+ * Replaces a decoded scalar at the stack top by its final form (marked strings unmarked;
+ * with `numbers`, a number no Lua number holds exactly as a float, see push_as_float),
  * setting *changed when it did. Returns an error message or NULL.
  */
-static const char *fix_scalar(lua_State *L, int *changed)
+static const char *fix_scalar(lua_State *L, int *changed, int numbers)
 {
     if (lua_type(L, -1) == LUA_TSTRING) {
         size_t len;
         const char *s = lua_tolstring(L, -1, &len);
         if (len >= 2 && s[0] == MARK) {
             if (s[1] == MARK_INT)
-                push_integer_literal(L, s + 2, len - 2);
+                push_integer_literal(L, s + 2, len - 2, numbers);
+            else if (numbers && (s[1] == MARK_BIGFLOAT || s[1] == MARK_TEXT))
+                push_as_float(L, s + 2);
             else if (s[1] == MARK_BIGFLOAT)
                 push_big_float(L, s + 2, len - 2);
             else
@@ -310,14 +329,14 @@ static const char *fix_scalar(lua_State *L, int *changed)
     return NULL;
 }
 
-static const char *fix_value(lua_State *L, int depth, int *changed);
+static const char *fix_value(lua_State *L, int depth, int *changed, int numbers);
 
 /*
  * Array (cjson gives 1..n without holes, nulls as lightuserdata): a null keeps its place
  * as false, so the elements after it keep their indexes and the list has no hole. Only a
  * value that changed is stored again (tables are fixed in place).
  */
-static const char *fix_array(lua_State *L, int t, size_t n, int depth)
+static const char *fix_array(lua_State *L, int t, size_t n, int depth, int numbers)
 {
     size_t i;
     for (i = 1; i <= n; i++) {
@@ -327,7 +346,7 @@ static const char *fix_array(lua_State *L, int t, size_t n, int depth)
         if (is_json_null(L, -1)) {
             lua_pop(L, 1);
             lua_pushboolean(L, 0);
-        } else if ((err = fix_value(L, depth + 1, &changed)) != NULL) {
+        } else if ((err = fix_value(L, depth + 1, &changed, numbers)) != NULL) {
             return err;
         }
         if (changed)
@@ -342,7 +361,7 @@ static const char *fix_array(lua_State *L, int t, size_t n, int depth)
  * Object: drop null members, fix values in place (allowed during lua_next; only a value
  * that changed is stored again), unmark keys.
  */
-static const char *fix_object(lua_State *L, int t, int depth)
+static const char *fix_object(lua_State *L, int t, int depth, int numbers)
 {
     int marked_keys = 0;
     lua_pushnil(L);
@@ -363,7 +382,7 @@ static const char *fix_object(lua_State *L, int t, int depth)
         }
         {
             int changed = 0;
-            const char *err = fix_value(L, depth + 1, &changed);
+            const char *err = fix_value(L, depth + 1, &changed, numbers);
             if (err != NULL)
                 return err;
             if (!changed) {
@@ -411,20 +430,20 @@ static const char *fix_object(lua_State *L, int t, int depth)
  * Replaces the decoded value at the stack top by its final form, setting *changed when it
  * is another value (a table is fixed in place); error message or NULL.
  */
-static const char *fix_value(lua_State *L, int depth, int *changed)
+static const char *fix_value(lua_State *L, int depth, int *changed, int numbers)
 {
     int t;
     size_t n;
     *changed = 0;
     if (lua_type(L, -1) != LUA_TTABLE)
-        return fix_scalar(L, changed);
+        return fix_scalar(L, changed, numbers);
     if (depth > JSON_MAX_DEPTH)
         return "JSON nested too deeply";
     luaL_checkstack(L, 6, "JSON nested too deeply");
     t = lua_gettop(L);
     n = lua_rawlen(L, t);
     /* JSON object keys are strings, so a table with a border > 0 is an array. */
-    return n > 0 ? fix_array(L, t, n, depth) : fix_object(L, t, depth);
+    return n > 0 ? fix_array(L, t, n, depth, numbers) : fix_object(L, t, depth, numbers);
 }
 
 /*
@@ -477,6 +496,7 @@ static void push_cjson_decode(lua_State *L)
 
 struct fast {
     lua_State *L;
+    int numbers;
     const char *s;
     size_t i, len;
 };
@@ -615,7 +635,7 @@ static int fast_value(struct fast *f, int depth)
         size_t end = scan_number(s, f->i, f->len, &mark);
         if (mark != MARK_INT)
             return FAST_FAIL;
-        push_integer_literal(f->L, s + f->i, end - f->i);
+        push_integer_literal(f->L, s + f->i, end - f->i, f->numbers);
         f->i = end;
         return FAST_VALUE;
     }
@@ -637,11 +657,12 @@ static int fast_value(struct fast *f, int depth)
 }
 
 /* Pushes the document's value and returns 1, or leaves the stack as it was and returns 0. */
-static int fast_decode(lua_State *L, const char *text, size_t len)
+static int fast_decode(lua_State *L, const char *text, size_t len, int numbers)
 {
     struct fast f;
     int top = lua_gettop(L);
     f.L = L;
+    f.numbers = numbers;
     f.s = text;
     f.i = 0;
     f.len = len;
@@ -656,14 +677,17 @@ static int fast_decode(lua_State *L, const char *text, size_t len)
 }
 
 /*
- * core.json_decode(text) -> value | nil, message
+ * core.json_decode(text [, numbers]) -> value | nil, message
  * Decodes a JSON document through lua-cjson. Integer literals (no fraction, no exponent)
  * come back exact: Lua integers over the whole int64 range on 5.3/5.4; on 5.1/5.2/LuaJIT
  * numbers when |v| <= 2^53 and decimal strings beyond. A number no Lua number holds (an
  * integer literal beyond int64, a float that overflows a double such as 1e400) comes back
  * as its literal text, a string, so a field nobody reads cannot sink the answer (whoever
- * reads it type-checks it). null object members are removed; a null array element
- * becomes false, keeping the indexes after it; so no cjson.null ever reaches a caller. A
+ * reads it type-checks it); with `numbers` true it comes back as the nearest float instead
+ * (+-inf beyond a double), so that a caller wanting strings (a manifest) refuses it as a
+ * number rather than take its digits for a name. null object members are removed; a null
+ * array element becomes false, keeping the indexes after it; so no cjson.null ever
+ * reaches a caller. A
  * document that is null itself is an error. A UTF-8 byte order mark before the document
  * is skipped. Malformed or truncated text, nesting beyond 512 levels -> nil, message.
  * Raises only when text is not a string.
@@ -672,6 +696,7 @@ static int l_json_decode(lua_State *L)
 {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
+    int numbers = lua_toboolean(L, 2);
     const char *err;
     int needs;
     luaL_Buffer b;
@@ -683,7 +708,7 @@ static int l_json_decode(lua_State *L)
         lua_replace(L, 1);
         text = lua_tolstring(L, 1, &len);
     }
-    if (fast_decode(L, text, len))
+    if (fast_decode(L, text, len, numbers))
         return 1;
     push_cjson_decode(L); /* 2 */
     needs = json_needs(text, len);
@@ -722,7 +747,7 @@ static int l_json_decode(lua_State *L)
     err = NULL;
     if (needs != JSON_PLAIN) {
         int changed;
-        err = fix_value(L, 0, &changed);
+        err = fix_value(L, 0, &changed, numbers);
     }
     if (err != NULL) {
         lua_pushnil(L);

@@ -45,7 +45,7 @@ describe("examples/fleet.csv", function()
       emu.access_key_id, emu.access_key_secret, LUA, emu.endpoint)
     local out, code = run(cmd:format("apply"))
     assert.are.equal(0, code)
-    assert.matches("\nApply: 4 created, 10 done%.\n$", out)
+    assert.matches("\nApply: 4 created, 13 done%.\n$", out)
     local state = emu:state().products.a1FleetPK
     assert.are.same({"lamp_north_01", "lamp_north_02", "lamp_south_01", "meter_0001"}, state.names)
     assert.are.equal("meter_one", state.details.meter_0001.Nickname)

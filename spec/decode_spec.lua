@@ -81,6 +81,23 @@ describe("core.json_decode", function()
     assert.are.equal("1e400", core.json_decode("1e400"))
   end)
 
+  it("with numbers = true gives every number as a number, the ones no Lua number holds as floats", function()
+    local text = '{"big":123456789012345678901234,"neg":-18446744073709551617,"huge":1e400,' ..
+      '"n":[-1e400,1E+309,12,9007199254740993],"s":"123456789012345678901234"}'
+    local v = assert(core.json_decode(text, true))
+    assert.are.equal(1.2345678901234568e23, v.big)
+    assert.are.equal(-18446744073709551617.0, v.neg)
+    assert.are.equal(math.huge, v.huge)
+    assert.are.same({ -math.huge, math.huge, 12 }, { v.n[1], v.n[2], v.n[3] })
+    assert.are.equal("number", type(v.n[4]))
+    if has_integers then assert.are.equal(9007199254740993, v.n[4]) end
+    assert.are.equal("123456789012345678901234", v.s)
+    -- the default is unchanged: text for what no Lua number holds, integers exact
+    local d = assert(core.json_decode(text))
+    assert.are.equal("123456789012345678901234", d.big)
+    assert.are.equal("1e400", d.huge)
+  end)
+
   it("rejects JSON's non-numbers and malformed numbers", function()
     for _, text in ipairs{ "NaN", "[Infinity]", "[-Infinity]", "[0x10]", "[01]", "[-]", "[+1]",
                            "[1e]", "[1e+]", "[.5]", "[1.5.2]", "[--1]", "{1e400:1}" } do

@@ -98,10 +98,13 @@ describe("fleet apply", function()
     assert.are.same({Nickname = "lamp_three", groups = {}, props = {}}, details(emu, "lamp_0003"))
     -- one report record per change, in order
     local seen = {}
-    for _, r in ipairs(res.Report) do seen[#seen + 1] = r.DeviceName .. " " .. r.change .. " " .. r.outcome end
+    for _, r in ipairs(res.Report) do
+      seen[#seen + 1] = (r.DeviceName or r.target) .. " " .. r.change .. " " .. r.outcome
+    end
+    -- a group's creation is a change of its own, its record with no DeviceName
     assert.are.same({"lamp_0001 create created", "lamp_0002 create created", "lamp_0003 create created",
-      "lamp_0001 tag_set done", "lamp_0002 tag_set done", "lamp_0001 join done", "lamp_0002 join done",
-      "lamp_0001 join done"}, seen)
+      "all_lamps create_group done", "north_site create_group done", "lamp_0001 tag_set done",
+      "lamp_0002 tag_set done", "lamp_0001 join done", "lamp_0002 join done", "lamp_0001 join done"}, seen)
     for _, r in ipairs(res.Report) do assert.is_string(r.RequestId) end
     -- applied again: an empty plan, reads only
     local from = #emu:requests() + 1
@@ -126,8 +129,10 @@ describe("fleet apply", function()
       on_report = function(r, pos) seen[pos] = r end})
     assert.are.same(res.Report, seen)
     local by = {}
-    for _, r in ipairs(res.Report) do by[r.DeviceName .. " " .. r.change .. " " .. (r.target or "")] = r.outcome end
-    assert.are.same({["lamp_0004 create "] = "created", ["lamp_0002 rename "] = "done",
+    for _, r in ipairs(res.Report) do
+      by[(r.DeviceName or "") .. " " .. r.change .. " " .. (r.target or "")] = r.outcome
+    end
+    assert.are.same({["lamp_0004 create "] = "created", [" create_group spare_group"] = "done", ["lamp_0002 rename "] = "done",
       ["lamp_0001 tag_set site"] = "done", ["lamp_0001 tag_remove extra"] = "done",
       ["lamp_0004 tag_set batch"] = "done", ["lamp_0004 join spare_group"] = "done",
       ["lamp_0002 leave stale_group"] = "done"}, by)
@@ -146,7 +151,7 @@ describe("fleet apply", function()
     for i = 1, 10 do old[i], new[i] = "old_g" .. i, "new_g" .. i end
     assert(c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", groups = old}}})
     local res = assert(c:apply{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", groups = new}}})
-    assert.are.equal(20, #res.Report)
+    assert.are.equal(30, #res.Report) -- 10 groups created, 10 leaves, 10 joins
     table.sort(new)
     assert.are.same(new, details(emu, "lamp_0001").groups)
     assert.are.equal(0, assert(c:plan{ProductKey = PK, manifest = {{DeviceName = "lamp_0001", groups = new}}}).changes)
@@ -195,16 +200,17 @@ describe("fleet apply", function()
     assert.matches("\n%+ lamp_north_01  create\n", out)
     -- the created devices' nicknames are counted in the plan's totals
     assert.matches("Plan: 4 to create, 0 to update, 0 unchanged; 3 nicknames,", out)
-    assert.matches("\nApply: 4 created, 10 done%.\n$", out)
+    assert.matches("\nApply: 4 created, 13 done%.\n$", out) -- 3 of them groups created
     local n = 0
     for line in shell.read(rep):gmatch("[^\n]+") do
       local r = cjson.decode(line)
-      assert.is_string(r.DeviceName)
+      -- a device's change, or a group's creation (no DeviceName, the group its target)
+      assert.is_string(r.change == "create_group" and r.target or r.DeviceName)
       assert.is_string(r.change)
       assert.is_nil(r.DeviceSecret)
       n = n + 1
     end
-    assert.are.equal(14, n)
+    assert.are.equal(17, n)
     assert.is_nil(err:find("DeviceSecret", 1, true))
     local from = #emu:requests() + 1
     code, out = run_cli(("apply --endpoint %s --product-key %s --manifest %s")
@@ -268,18 +274,18 @@ describe("fleet apply", function()
     assert.is_true(held())
     assert.is_true(shell.read(dir .. "/apply.state") ~= nil)
     -- the outcomes decided before the kill reached the report (each batch's before the
-    -- next batch of writes was sent): the 4 creations and the 4 tags set
+    -- next batch of writes was sent): the 4 creations, the 3 groups created, the 4 tags set
     local function report_lines()
       local out = {}
       for line in (shell.read(dir .. "/apply.report") or ""):gmatch("[^\n]+") do
         local r = cjson.decode(line)
-        out[#out + 1] = r.DeviceName .. " " .. r.change .. " " .. tostring(r.target) .. " " .. r.outcome
+        out[#out + 1] = tostring(r.DeviceName) .. " " .. r.change .. " " .. tostring(r.target) .. " " .. r.outcome
       end
       table.sort(out)
       return out
     end
     local before = report_lines()
-    assert.are.equal(8, #before, table.concat(before, "\n"))
+    assert.are.equal(11, #before, table.concat(before, "\n"))
     -- resume cannot finish an apply: refused, naming the command that can, nothing sent
     local from = #emu:requests() + 1
     local code, _, err = run_cli("resume --endpoint " .. emu.endpoint .. " --state apply.state")

@@ -57,10 +57,12 @@ describe("fleet retire", function()
     assert.are.equal(1, code)
     assert.are.equal("", out)
     assert.matches("DevicesOnline", err)
-    assert.matches("1 device%(s%) still ONLINE after a wait of 0 s %(disabled, none deleted%): old_0002;", err)
-    -- the way on: a longer wait, or --force
+    assert.matches("1 device%(s%) still ONLINE after a wait of 0 s: old_0002; none deleted, and " ..
+      "all 3 device%(s%) of this retire are left disabled;", err)
+    -- the way on: a longer wait, or --force, or back: the command that enables a device
     assert.matches("%-%-wait S", err)
     assert.matches("%-%-force", err)
+    assert.matches("enable each again: aliyun%-iot call EnableThing ProductKey=" .. PK .. " DeviceName=NAME", err)
     assert.matches("retire stopped: 0 deleted, 1 absent, 0 failed, 3 not deleted yet; undo export names.txt.undo.csv", err)
     assert.is_nil(err:find("DeviceSecret", 1, true))
     local acts = actions(emu, from)

@@ -174,7 +174,8 @@ end
 -- @tparam table args `ProductKey` (string), `page_size` (1..50, default 50), `deadline`
 --   [s from now, optional: no request starts after it, those in flight are cut to it]
 -- @treturn function iterator yielding device records `{ProductKey=, DeviceName=,
---   DeviceSecret=, IotId=}`, newest first, each device once; devices created during the
+--   DeviceSecret=, IotId=, DeviceStatus=}` (DeviceStatus as the page gave it, when it is
+--   ONLINE, OFFLINE, UNACTIVE or DISABLE), newest first, each device once; devices created during the
 --   walk are not listed, one deleted during it may be; on a failure it yields `false, err`
 --   once, then ends: the call's error (`DeadlineExceeded` at the deadline),
 --   `InvalidResponse` for a page or detail answer that fails its checks (a count or token

@@ -40,7 +40,9 @@ local APPLY_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolea
                     journal = "string", deadline = "number", on_report = "function",
                     retire_unlisted = "boolean", undo = "string", wait = "number",
                     force = "boolean", report = true, on_batch = "function",
-                    on_wait = "function"}
+                    on_wait = "function", allow_empty = "boolean", on_plan = "function"}
+--- The longest wait for devices to go offline (`wait` of retire and apply) [s]: a day.
+M.MAX_WAIT = 86400
 
 local function bad(parameter, message)
   return errors.new{code = "InvalidParameter", parameter = parameter, message = message}
@@ -63,6 +65,10 @@ local function check_args(args, level, what, allowed)
   if allowed.manifest and args.manifest == nil then return bad("manifest", "manifest is required") end
   if args.deadline ~= nil and not (args.deadline > 0 and args.deadline < math.huge) then
     return bad("deadline", "deadline must be a positive number of seconds")
+  end
+  -- NaN fails both comparisons: refused like a negative or endless wait
+  if args.wait ~= nil and not (args.wait >= 0 and args.wait <= M.MAX_WAIT) then
+    return bad("wait", ("wait must be a number of seconds from 0 to %d"):format(M.MAX_WAIT))
   end
 end
 
@@ -113,7 +119,8 @@ end
 --   manifest does not list), `retire_unlisted` (boolean: plan retiring the devices it does
 --   not list), `deadline` [s from now: no request starts after it]
 -- @treturn ?table plan (`aliyun.iot.fleet.diff.plan`) with `ProductKey`: `Devices`,
---   `Unlisted`, `Retire`, `CreateGroups`, `Totals`, `changes` (0: nothing to do), and
+--   `Unlisted`, `Retire`, `CreateGroups`, `Totals`, `changes` (0: nothing to do),
+--   `Disabled` (the manifest's devices listed `DISABLE`: no change, apply leaves them so), and
 --   `GroupIds` (`{[GroupName] = GroupId}`, the account's groups, read when a manifest
 --   device lists groups)
 -- @treturn ?table err `InvalidParameter` (a bad argument, a manifest breaking a rule,
@@ -171,9 +178,11 @@ end
 -- What is at the apply's journal path (`apply_journal.inspect`: "none", "empty" or
 -- "journal", the last one's creation finished first, see resume_creation), the report
 -- checked against it; nil and the error when it cannot be this apply's.
-local function open_journal(self, args, seconds)
+local function open_journal(self, args, digest, seconds)
   local found, records, err = apply_journal.inspect(args.journal, args.ProductKey)
   if not found then return nil, nil, err end
+  err = found == "journal" and apply_journal.check_manifest(args.journal, records, digest)
+  if err then return nil, nil, err end
   if found ~= "journal" then
     if type(args.report) == "table" then
       err = apply_journal.check_report(args.journal, nil, args.report)
@@ -188,13 +197,13 @@ local function open_journal(self, args, seconds)
 end
 
 -- The apply's journal created before its first write (`aliyun.iot.fleet.apply_journal`).
-local function start_journal(port, p, args, reuse_empty)
+local function start_journal(port, p, args, digest, reuse_empty)
   local report = report_of(args)
   local err = apply_journal.check_report(args.journal, nil, report)
   if err then return err end
   return apply_journal.start(port, args.journal, {ProductKey = args.ProductKey,
     Devices = apply_m.creations(p), report = report, reuse_empty = reuse_empty,
-    manifest = type(args.manifest) == "string" and args.manifest or nil})
+    manifest = type(args.manifest) == "string" and args.manifest or nil, digest = digest})
 end
 
 --- Makes a product match a manifest: the plan (`client:plan`) read, then its changes sent
@@ -226,13 +235,18 @@ end
 --   is that file; or a function returning it, called once right before the journal
 --   records it, so that a file it creates then is recorded at once), `retire_unlisted`
 --   (boolean: retire the devices the manifest does not list, after the other changes, as
---   `retire` does, with `undo` (required then), `wait`, `force` and `on_wait`)
+--   `retire` does, with `undo` (required then), `wait` [s, 0 to `MAX_WAIT`], `force` and
+--   `on_wait`; a manifest listing no device is refused then, unless `allow_empty`),
+--   `on_plan(plan)` (called once the plan is read, before its first write: where a caller
+--   shows what is about to be done; a killed apply's creation finished from its journal
+--   comes before it)
 -- @treturn ?table `{ProductKey=, Plan = plan, Report = {{DeviceName=, change=, target=,
 --   outcome=, code=, message=, RequestId=}, ...}, Groups = {{GroupName=, outcome=}},
 --   ApplyIds=, Devices=}` (`aliyun.iot.fleet.apply`; Devices with secrets, the created
 --   and adopted ones)
 -- @treturn ?table err `InvalidParameter` (nothing sent: a bad value, a journal of another
---   job or product, a report that cannot be continued), `JournalError`, a read's error
+--   job or product or of another manifest (`apply_journal.check_manifest`), a report that
+--   cannot be continued, an empty manifest with `retire_unlisted`), `JournalError`, a read's error
 --   (nothing written), or the first write's failure with `Report` and `Plan`
 -- @raise on misuse, as `plan` (and `on_report` or `on_batch` not a function, `journal`
 --   not a string, `report` neither a table nor a function)
@@ -257,13 +271,20 @@ local function apply(self, args)
   if bad_arg then return nil, bad_arg end
   local manifest, err = manifest_m.load(args.manifest, 2)
   if not manifest then return nil, err end
+  if args.retire_unlisted and #manifest.devices == 0 and not args.allow_empty then
+    -- a header-only file would retire every device of the product
+    return nil, bad("manifest", "the manifest lists no device: retire_unlisted would retire " ..
+      "every device of the product; if that is meant, say so (allow_empty, " ..
+      "--allow-empty-manifest)")
+  end
+  local digest = manifest_m.digest(manifest)
   local port = port_m.new(self)
   local t_end = args.deadline and port:clock() + args.deadline
   local function left() return t_end and math.max(t_end - port:clock(), 1e-3) or nil end
   local path = args.journal
   local found, resumed = "none", nil
   if path then
-    found, resumed, err = open_journal(self, args, left())
+    found, resumed, err = open_journal(self, args, digest, left())
     if not found then return nil, err end
   end
   local p
@@ -275,9 +296,10 @@ local function apply(self, args)
     err = retire_m.files_problem{undo = args.undo, holds = p.Retire}
     if err then return nil, err end
   end
+  if args.on_plan then args.on_plan(p) end
   local new_journal = path and found ~= "journal"
   if new_journal then
-    err = start_journal(port, p, args, found == "empty")
+    err = start_journal(port, p, args, digest, found == "empty")
     if err then return nil, err end
   end
   local res, werr = apply_m.run(self, port, p, {ProductKey = args.ProductKey,
@@ -297,7 +319,12 @@ end
 -- DeviceName rule and for duplicates; nil and the error for a bad one.
 local function retire_names(list)
   local out, seen = {}, {}
-  for i = 1, #list do
+  local n, hole = validate.list_length(list)
+  if not n then
+    error(hole and ("retire: Devices[%d] is missing: a list must have no hole"):format(hole)
+      or "retire: Devices must be a list (keys 1..n)", 4)
+  end
+  for i = 1, n do
     local v = list[i]
     local name = type(v) == "table" and v.DeviceName or v
     if type(name) ~= "string" then
@@ -318,8 +345,8 @@ end
 -- where it stopped; with `journal` (`aliyun.iot.fleet.retire_journal`) it repeats no
 -- DisableThing or DeleteDevice that was answered and settles one in flight by a read first.
 -- @tparam table args `ProductKey`, `Devices` (names, or `{DeviceName=}` records), `undo`
---   (path of the undo export; required unless `dry_run`), `wait` [s, default 600: how
---   long to wait for the devices to go offline], `force` (delete those still online when
+--   (path of the undo export; required unless `dry_run`), `wait` [s, default 600, at most
+--   `MAX_WAIT`: how long to wait for the devices to go offline], `force` (delete those still online when
 --   the wait ends), `dry_run` (read only: what would be retired), `deadline` [s],
 --   `on_report(record, position)`, `on_wait{Online = {names}, total =, waited = s, wait = s}`
 --   (called before each pause of the wait, while some are still ONLINE), `on_step(info)`
@@ -340,7 +367,7 @@ end
 --   `TargetMismatch`, `UndoError`, `DevicesOnline` (with `Online`; nothing deleted), a call's
 --   error; each with `Report`
 -- @raise on misuse (not a table, an unknown argument, a wrong Lua type, `report` neither
---   a table nor a function)
+--   a table nor a function, Devices not a list or with a hole)
 local function retire(self, args)
   local bad_arg = check_args(args, 3, "retire", RETIRE_ARGS)
   if args.report ~= nil and type(args.report) ~= "table" and type(args.report) ~= "function" then
@@ -353,9 +380,6 @@ local function retire(self, args)
     bad_arg = bad("journal", "a dry run keeps no journal")
   elseif not bad_arg and args.journal and args.journal == args.undo then
     bad_arg = bad("undo", "the undo export and the journal must be two files")
-  end
-  if not bad_arg and args.wait ~= nil and not (args.wait >= 0 and args.wait < math.huge) then
-    bad_arg = bad("wait", "wait must be a number of seconds, 0 or more")
   end
   if bad_arg then return nil, bad_arg end
   local names, err = retire_names(args.Devices)

@@ -231,12 +231,16 @@ local EVENTS = {
 local PHASE_NEEDS = {create = "Count", check = "Names"}
 
 -- A named job that is an apply's creation step (`aliyun.iot.fleet.apply_journal`):
--- `{"manifest": PATH}`, the manifest's path when it was a file.
+-- `{"manifest": PATH, "digest": D}`, the manifest's path when it was a file and its
+-- digest (`aliyun.iot.fleet.manifest.digest`; absent from journals written before).
 local function apply_note(v)
   if v == nil then return nil end
   if type(v) ~= "table" then return "must be an object" end
   if v.manifest ~= nil and not text(v.manifest) then
     return "manifest must be a non-empty string without NUL, CR or LF"
+  end
+  if v.digest ~= nil and not text(v.digest) then
+    return "digest must be a non-empty string without NUL, CR or LF"
   end
 end
 

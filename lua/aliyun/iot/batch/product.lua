@@ -77,7 +77,9 @@ local function listed(it, r)
     if why then return nil, "has a DeviceName that " .. why end
     return {DeviceName = r.DeviceName}, nil, true
   end
-  return answer.device(r)
+  local dev, why = answer.device(r)
+  if dev then dev.DeviceStatus = r.DeviceStatus end -- checked when yielded
+  return dev, why
 end
 
 -- The page's list of devices, at most the page size.
@@ -216,13 +218,18 @@ local function at_end(port, it)
       it.page, it.total, it.last_total, now, created)), {action = "QueryDevice"})
 end
 
+-- QueryDevice's DeviceStatus values (§4); any other is not passed on.
+local STATUSES = {ONLINE = true, OFFLINE = true, UNACTIVE = true, DISABLE = true}
+
 local function next_device(port, it)
   while true do
     it.i = it.i + 1
     local d = it.buf[it.i]
     if d then
       return {ProductKey = it.ProductKey, DeviceName = d.DeviceName,
-              DeviceSecret = d.DeviceSecret, IotId = d.IotId}
+              DeviceSecret = d.DeviceSecret, IotId = d.IotId,
+              -- the page's, or BatchQueryDeviceDetail's Status for a completed one
+              DeviceStatus = STATUSES[d.DeviceStatus or d.Status] and (d.DeviceStatus or d.Status) or nil}
     end
     if it.ended then return at_end(port, it) end
     local err = refill(port, it)

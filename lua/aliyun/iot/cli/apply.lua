@@ -1,5 +1,6 @@
 --- `aliyun-iot apply`: makes a product match a manifest (`client:apply`), printing the
--- plan it carried out and a line of totals; `--report FILE` gets one JSON line per change.
+-- plan it is about to carry out once it is read (before the first write), then a line of
+-- totals; `--report FILE` gets one JSON line per change.
 -- `--state FILE` is the apply's journal (`aliyun.iot.fleet.apply_journal`): after a killed
 -- apply, the same command line finishes it (the creation from the journal, the rest from
 -- the state read again), repeating no write, and continues the `--report` the journal
@@ -86,6 +87,14 @@ function M.run(opts, streams, ui, ctx)
     retire_unlisted = opts.retire_unlisted or nil,
     undo = undo, wait = opts.wait, force = opts.force or nil,
     on_wait = opts.retire_unlisted and retire_cli.wait_note(ui) or nil,
+    allow_empty = opts.allow_empty_manifest or nil,
+    -- what is about to be done, before the first write: a killed apply has said it
+    on_plan = function(p)
+      plan_cli.print_plan(p, function(s) out.fh:write(s) end)
+      -- seen now on a terminal or pipe (an --out file shows it whole when complete); a
+      -- failed flush surfaces at the output's finish, checked there
+      if not opts.out then streams.stdout:flush() end
+    end,
     -- each batch of writes' outcomes made durable before the next batch is sent
     on_batch = opts.report and function() if ctx.report then ctx.report.sync() end end,
     report = report_arg}
@@ -94,9 +103,7 @@ function M.run(opts, streams, ui, ctx)
     if ctx.report then drop_report(ctx, rep) end
     return commands.failed(out, streams, err)
   end
-  local result = res or err
-  plan_cli.print_plan(result.Plan, function(s) out.fh:write(s) end)
-  local written = outcomes.close(ctx, result.Report, streams)
+  local written = outcomes.close(ctx, (res or err).Report, streams)
   if not res then
     out:finish()
     report.print_error(streams, err)

@@ -47,12 +47,14 @@ Commands:
         no write; exit 0, or 2 on changes with --detailed-exitcode
   apply --product-key PK --manifest FILE [--state FILE] [--prune-tags]
         [--report FILE] [--retire-unlisted] [--undo FILE] [--wait S] [--force]
-        make the product match FILE: create, rename, tag, join and leave
-        groups as plan prints; --state keeps a journal: after a stop, the
-        same command finishes the job without repeating a write;
+        [--allow-empty-manifest]
+        make the product match FILE: print the plan, then create, rename, tag,
+        join and leave groups as it says; --state keeps a journal: after a
+        stop, the same command finishes the job without repeating a write;
         --retire-unlisted retires the devices FILE does not list, as retire
         does (undo export default STATE.undo.csv with --state STATE, else
-        MANIFEST.undo.csv beside the manifest)
+        MANIFEST.undo.csv beside the manifest); a FILE listing no device is
+        refused then, unless --allow-empty-manifest
   retire --product-key PK --names-file FILE [--state FILE] [--undo FILE]
          [--wait S] [--force] [--dry-run] [--report FILE]
         delete the devices of FILE: an undo export with their secrets first
@@ -149,6 +151,7 @@ local OPTIONS = {
   manifest = {value = true, commands = {plan = true, apply = true}},
   ["prune-tags"] = {commands = {plan = true, apply = true}},
   ["retire-unlisted"] = {commands = {plan = true, apply = true}},
+  ["allow-empty-manifest"] = {commands = {apply = true}},
   ["detailed-exitcode"] = {commands = {plan = true}},
   count = {value = true, commands = {register = true}},
   ["names-file"] = {value = true, commands = {register = true, check = true, retire = true}},
@@ -361,8 +364,9 @@ function M.check(opts)
     if cmd == "retire" and opts.state and opts.dry_run then
       usage_error("--dry-run keeps no journal: leave --state out")
     end
-    if cmd == "apply" and not opts.retire_unlisted and (opts.undo or opts.wait or opts.force) then
-      usage_error("--undo, --wait and --force go with --retire-unlisted")
+    if cmd == "apply" and not opts.retire_unlisted and (opts.undo or opts.wait or opts.force
+        or opts.allow_empty_manifest) then
+      usage_error("--undo, --wait, --force and --allow-empty-manifest go with --retire-unlisted")
     end
     if opts.wait ~= nil then
       local n = opts.wait:find("^%d*%.?%d+$") and tonumber(opts.wait)

@@ -74,14 +74,15 @@ function M.open(path, out)
 end
 
 -- Why a report's text is not one this tool wrote (its whole lines: JSON objects with a
--- DeviceName and an outcome), or nil.
+-- DeviceName, or apply's group creation, and an outcome), or nil.
 local function report_text_problem(body)
   local n = 0
   for line in body:gmatch("([^\n]*)\n") do
     n = n + 1
     local ok, rec = pcall(core().json_decode, line)
     if not ok then error(rec, 0) end -- no verdict on the line: an interrupt, memory
-    if type(rec) ~= "table" or type(rec.DeviceName) ~= "string" or type(rec.outcome) ~= "string" then
+    if type(rec) ~= "table" or type(rec.outcome) ~= "string" or type(rec.DeviceName) ~= "string"
+       and rec.change ~= "create_group" then
       return ("line %d is not a report line"):format(n)
     end
   end

@@ -67,7 +67,8 @@ local function totals_line(t)
 end
 
 --- Prints a plan: every device with a change (unchanged ones only counted), the groups to
--- create, the unlisted devices (to retire, or left alone), then the totals.
+-- create, the unlisted devices (to retire, or left alone), then the totals, and a note of
+-- the listed devices that are disabled (no change of the plan: apply does not enable them).
 -- @tparam table p the plan (`client:plan`)
 -- @tparam function w writes a string
 function M.print_plan(p, w)
@@ -81,6 +82,14 @@ function M.print_plan(p, w)
       or ("? %s  unlisted (left alone; --retire-unlisted retires it)\n"):format(name))
   end
   w(totals_line(p.Totals))
+  local off = p.Disabled or {}
+  if #off > 0 then
+    local shown = {}
+    for i = 1, math.min(#off, 20) do shown[i] = printable(off[i]) end
+    w(("Note: %d listed device(s) disabled (DISABLE), which apply leaves so: %s%s; enable one " ..
+      "with: aliyun-iot call EnableThing ProductKey=%s DeviceName=NAME\n"):format(#off,
+      table.concat(shown, ", "), #off > 20 and ", ..." or "", printable(p.ProductKey or "PK")))
+  end
   if p.changes == 0 then w("No changes: the product matches the manifest.\n") end
 end
 

@@ -14,11 +14,14 @@
 -- re-sent blindly: a re-run finds the group or not).
 --
 -- Report records: `{DeviceName=, change=, target=, outcome=, code=, message=, RequestId=}`;
--- `change` one of `create`, `rename`, `tag_set`, `tag_remove`, `join`, `leave`, `retire`;
+-- `change` one of `create`, `create_group`, `rename`, `tag_set`, `tag_remove`, `join`,
+-- `leave`, `retire`;
 -- `target` the nickname, tag keys or group name it concerns; `outcome` `created`,
 -- `existing`, `invalid`, `unknown` (creation, as `register --report`), `done`, `failed`
 -- (the call that carried it failed: its `code` and `message`) or `skipped` (not sent: an
--- earlier failure stopped the apply). No secret is in a record.
+-- earlier failure stopped the apply; `message` names that call). A group's creation is a
+-- record of its own: `change = "create_group"`, `target` its name, no DeviceName. No
+-- secret is in a record.
 -- @module aliyun.iot.fleet.apply
 
 local answer = require "aliyun.iot.batch.answer"
@@ -45,15 +48,28 @@ local function batch_done(ctx)
   if ctx.on_batch then ctx.on_batch() end
 end
 
+-- The first failure stops the writes; `ctx.cause` says, in every record skipped after
+-- it, which call it was.
+local function stop(ctx, err, what)
+  if ctx.err then return end
+  ctx.err = err
+  ctx.cause = ("not sent: %s failed first (%s)"):format(what, tostring(err.code))
+end
+
+-- A change's record given its call's answer or error (neither: skipped, the cause named).
+local function change_record(ctx, name, change, target, res, err)
+  return {DeviceName = name, change = change, target = target,
+    outcome = res and "done" or err and "failed" or "skipped",
+    code = err and err.code, message = err and err.message or not res and ctx.cause or nil,
+    RequestId = answer.request_id(res and res.RequestId or err and err.request_id)}
+end
+
 -- The outcome of one call for each change it carried.
-local function settle(ctx, item, res, err)
-  if err and not ctx.err then ctx.err = err end
+local function settle(ctx, action, item, res, err)
+  if err then stop(ctx, err, ("%s for %s"):format(action, item.target or item.names[1])) end
   for _, name in ipairs(item.names) do
-    record(ctx, {DeviceName = name, change = item.change,
-      target = item.targets and item.targets[name] or item.target,
-      outcome = res and "done" or err and "failed" or "skipped",
-      code = err and err.code, message = err and err.message,
-      RequestId = answer.request_id(res and res.RequestId or err and err.request_id)})
+    record(ctx, change_record(ctx, name, item.change,
+      item.targets and item.targets[name] or item.target, res, err))
   end
 end
 
@@ -67,7 +83,7 @@ local function send_all(ctx, action, items)
       part[#part + 1], params[#params + 1] = items[i], items[i].params
     end
     if ctx.err then
-      for _, item in ipairs(part) do settle(ctx, item) end
+      for _, item in ipairs(part) do settle(ctx, action, item) end
     else
       local results, errs = ctx.port:invoke_many(action, params, ctx.opts, CONCURRENCY)
       for i, item in ipairs(part) do
@@ -77,7 +93,7 @@ local function send_all(ctx, action, items)
         if not res and not err then
           err = answer.invalid_response("the fan-out returned no answer", {action = action})
         end
-        settle(ctx, item, res, err)
+        settle(ctx, action, item, res, err)
       end
       batch_done(ctx)
     end
@@ -114,7 +130,7 @@ local function create(ctx, plan)
       existing = "adopt", deadline = ctx.seconds_left()}
   end
   M.record_creations(ctx, devices, res or err, true)
-  if err then ctx.err = err end
+  if err then stop(ctx, err, "the creation of devices") end
   batch_done(ctx)
 end
 
@@ -153,18 +169,27 @@ local function group_id_check(res)
 end
 
 -- The groups that do not exist yet; one call at a time (a repeat would make a second one).
+-- Each is a change of the report too (`create_group`, no DeviceName): a failed one is
+-- what the joins skipped after it name.
 local function create_groups(ctx, plan)
   for _, name in ipairs(plan.CreateGroups) do
-    local item = {params = {GroupName = name}, names = {}, change = "create_group", target = name}
+    local res, err
     if not ctx.err then
-      local res, err = ctx.port:invoke("CreateDeviceGroup", item.params, ctx.opts)
+      res, err = ctx.port:invoke("CreateDeviceGroup", {GroupName = name}, ctx.opts)
       err = err or group_id_check(res)
-      if err then ctx.err = err else ctx.group_ids[name] = res.Data.GroupId end
+      if err then
+        res = nil
+        stop(ctx, err, "CreateDeviceGroup for group " .. name)
+      else
+        ctx.group_ids[name] = res.Data.GroupId
+      end
       ctx.result.Groups[#ctx.result.Groups + 1] = {GroupName = name,
         outcome = err and "failed" or "done", code = err and err.code,
         RequestId = answer.request_id(res and res.RequestId or err and err.request_id)}
     end
+    record(ctx, change_record(ctx, nil, "create_group", name, res, err))
   end
+  if #plan.CreateGroups > 0 then batch_done(ctx) end
 end
 
 local function live(ctx, d) return not ctx.lost[d.DeviceName] end
@@ -261,8 +286,8 @@ local function relations(ctx, plan, field, change, action)
   -- a group whose creation failed has no GroupId: its joins are skipped with the rest
   if not ctx.err then
     for _, item in ipairs(items) do
-      if not item.params.GroupId then ctx.err = ctx.err or answer.invalid_response(
-        "no GroupId for group " .. item.target, {action = action}) end
+      if not item.params.GroupId then stop(ctx, answer.invalid_response(
+        "no GroupId for group " .. item.target, {action = action}), action) end
     end
   end
   send_all(ctx, action, items)

@@ -57,6 +57,25 @@ function M.inspect(path, pk)
   return "journal", records
 end
 
+--- Refuses a run again with another manifest than the one the journal's apply started
+-- with (the job line's `apply.digest`, `aliyun.iot.fleet.manifest.digest`): finishing a
+-- killed apply with another manifest would create the devices the first one planned.
+-- A journal written before digests were recorded is taken as it is.
+-- @tparam string path the journal's path
+-- @tparam table records from `inspect`
+-- @tparam string digest this run's manifest's
+-- @treturn ?table err `InvalidParameter` (`parameter = "journal"`)
+function M.check_manifest(path, records, digest)
+  local note = records[1].apply
+  local was = type(note) == "table" and note.digest
+  if not was or was == digest then return nil end
+  return bad(("journal %s is an apply of another manifest%s than this one (the devices, " ..
+    "nicknames, tags or groups differ): run it again with that manifest unchanged to finish " ..
+    "it; to apply this one, finish or abandon that apply first, then give a new journal " ..
+    "path (--state FILE)"):format(path, note.manifest and
+    (" (%s as it was then)"):format(errors.printable(note.manifest)) or ""))
+end
+
 --- The report a journal last recorded (`{path=, id=, size=}`), or nil.
 -- @tparam table records from `inspect`
 function M.last_report(records)
@@ -152,12 +171,14 @@ end
 -- @tparam table port `aliyun.iot.batch.port`
 -- @tparam string path
 -- @tparam table args `ProductKey`, `Devices` (`{{DeviceName=, DeviceNickname=}}`, the
---   plan's creations, perhaps none), `manifest` (its path, or nil), `report`
+--   plan's creations, perhaps none), `manifest` (its path, or nil), `digest` (its
+--   `aliyun.iot.fleet.manifest.digest`), `report`
 --   (`{path=, id=, size=}` or nil), `reuse_empty` (an empty regular file at path is taken)
 -- @treturn ?table err `InvalidParameter` (`parameter = "journal"`) or `JournalError`
 function M.start(port, path, args)
   local record = {kind = "named", ProductKey = args.ProductKey, skip_invalid = false,
-    existing = "adopt", Devices = args.Devices, apply = {manifest = args.manifest}}
+    existing = "adopt", Devices = args.Devices,
+    apply = {manifest = args.manifest, digest = args.digest}}
   for k, v in pairs(target_m.record(port)) do record[k] = v end
   local j, err = journal.create(path, record, args.reuse_empty)
   if not j then

@@ -78,7 +78,8 @@ end
 -- @tparam[opt] table opts `prune_tags` (remove tag keys the manifest does not list),
 --   `retire_unlisted` (retire the devices the manifest does not list)
 -- @treturn table plan `{Devices = {...}, Unlisted = {names}, Retire = {names},
---   CreateGroups = {names}, Totals = {...}, changes = n}`. Each of `Devices` (manifest
+--   CreateGroups = {names}, Totals = {...}, changes = n, Disabled = {names}}` (Disabled:
+--   the manifest's devices the state shows `DISABLE`; no change, apply leaves them so). Each of `Devices` (manifest
 --   order) is `{DeviceName=, action = "create"|"update"|"nothing", rename = {from=, to=},
 --   tags = {set = {k = v}, remove = {keys}, kept = {keys}}, join = {groups}, leave =
 --   {groups}}`, fields present only where they apply (a created device's nickname is its
@@ -91,9 +92,11 @@ function M.plan(manifest, state, opts)
   opts = opts or {}
   local totals = {devices = #manifest.devices, create = 0, update = 0, nothing = 0, rename = 0,
                   tag_set = 0, tag_remove = 0, join = 0, leave = 0}
-  local out, new_groups = {}, {}
+  local out, new_groups, disabled = {}, {}, {}
   for i, rec in ipairs(manifest.devices) do
-    out[i] = device_plan(rec, state.devices[rec.DeviceName], opts, totals)
+    local dev = state.devices[rec.DeviceName]
+    out[i] = device_plan(rec, dev, opts, totals)
+    if dev and dev.Disabled then disabled[#disabled + 1] = rec.DeviceName end
     for _, g in ipairs(rec.groups or {}) do
       if not state.groups[g] then new_groups[g] = true end
     end
@@ -107,7 +110,7 @@ function M.plan(manifest, state, opts)
   totals.create_group, totals.unlisted = #create_groups, #unlisted
   totals.retire = opts.retire_unlisted and #unlisted or 0
   return {Devices = out, Unlisted = unlisted, Retire = opts.retire_unlisted and unlisted or {},
-          CreateGroups = create_groups, Totals = totals,
+          CreateGroups = create_groups, Totals = totals, Disabled = disabled,
           changes = totals.create + totals.update + totals.create_group + totals.retire}
 end
 

@@ -264,7 +264,7 @@ end
 -- an array of strings or `a;b`; nil and a reason.
 local function json_field(name, v)
   if name == "DeviceName" or name == "Nickname" then
-    if type(v) ~= "string" then return nil, name .. " is not a string" end
+    if type(v) ~= "string" then return nil, name .. " must be a string" end
     return v
   elseif name == "tags" then
     if type(v) == "string" then return parse_tags(v) end
@@ -304,7 +304,9 @@ local function parse_json_lines(lines, source)
   local records = {}
   for _, l in ipairs(lines) do
     local where = source .. ":" .. l.n
-    local ok, obj, jerr = pcall(core.json_decode, l.text)
+    -- numbers of any size come back as numbers: refused below as not strings, never
+    -- taken as their digits
+    local ok, obj, jerr = pcall(core.json_decode, l.text, true)
     if not ok or obj == nil then
       return nil, problem(where, "not JSON: %s", tostring(jerr or obj))
     end
@@ -335,6 +337,25 @@ function M.parse(text, source)
       "on a line of its own")
   end
   return parse_csv(lines, source)
+end
+
+-- Digest's key: any fixed text (HMAC-SHA1 is the hash core has; a key changes nothing).
+local DIGEST_KEY = "aliyun-iot manifest"
+
+--- A loaded manifest's digest: what tells a run again of an apply that its manifest is the
+-- killed run's (`aliyun.iot.fleet.apply_journal`). It covers the normalised records
+-- (name, nickname, tags sorted by key, groups sorted; a field left out differs from an
+-- empty one), in the manifest's order, so the same devices written as CSV, JSON lines or
+-- a Lua array, or with other spacing, quoting or comments, have one digest.
+-- @tparam table manifest from `load` or `parse`
+-- @treturn string Base64 of HMAC-SHA1 over that text
+function M.digest(manifest)
+  local rows = {}
+  for i, d in ipairs(manifest.devices) do
+    rows[i] = cjson.encode({d.DeviceName, d.Nickname or false,
+      d.tags and M.tag_json(d.tags) or false, d.groups or false})
+  end
+  return core.hmac_sha1(DIGEST_KEY, table.concat(rows, "\n"))
 end
 
 -- A Lua array's entry as a record; a wrong Lua type raises (misuse).

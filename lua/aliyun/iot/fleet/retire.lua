@@ -352,12 +352,17 @@ local function to_disable(present, found, sum)
 end
 
 -- The refusal of devices still online when the wait ended (how many, the first 20, the
--- way on, in the library's words: the CLI puts its flags in their place); nothing deleted.
-local function online_error(on, wait)
+-- way on, in the library's words: the CLI puts its flags in their place); nothing deleted,
+-- but every device of the retire (`n`) is left disabled, which the user must hear with the
+-- way back: the platform does not undo DisableThing by itself.
+local function online_error(pk, on, n, wait)
   return errors.new{code = "DevicesOnline", Online = on, message = ("%d device(s) still " ..
-    "ONLINE after a wait of %g s (disabled, none deleted): %s%s; run again with a longer " ..
-    "`wait` for them to go offline, or with `force = true` to delete them while online")
-    :format(#on, wait, table.concat(on, ", ", 1, math.min(#on, 20)), #on > 20 and ", ..." or "")}
+    "ONLINE after a wait of %g s: %s%s; none deleted, and all %d device(s) of this retire " ..
+    "are left disabled; run again with a longer `wait` for them to go offline, or with " ..
+    "`force = true` to delete them while online; to keep them instead, enable each again: " ..
+    "aliyun-iot call EnableThing ProductKey=%s DeviceName=NAME")
+    :format(#on, wait, table.concat(on, ", ", 1, math.min(#on, 20)), #on > 20 and ", ..." or "",
+      n, pk)}
 end
 
 -- DisableThing, the wait, DeleteDevice (see M.run); `done` gets the deletions' records.
@@ -373,7 +378,7 @@ local function disable_wait_delete(port, a, j, sum, present, found, done)
   on, err = M.wait_offline(port, a.ProductKey, present, a.wait, opts, a.on_wait)
   if not on then return nil, already, err end
   if #on > 0 and not a.force then
-    return on, already, online_error(on, a.wait)
+    return on, already, online_error(a.ProductKey, on, #present, a.wait)
   end
   local online_at_end = {}
   for _, n in ipairs(on) do online_at_end[n] = true end

@@ -52,7 +52,8 @@ local function each_result(port, action, list, opts, on_result)
   end
 end
 
--- The product's devices from the iterator: {[DeviceName] = {DeviceName=, Nickname=}}.
+-- The product's devices from the iterator: {[DeviceName] = {DeviceName=, Nickname=,
+-- Disabled=}}.
 local function list_devices(pk, iterate)
   local devices, n = {}, 0
   for dev, err in iterate do
@@ -70,7 +71,9 @@ local function list_devices(pk, iterate)
     end
     n = n + 1
     if n > M.MAX_ITEMS then return nil, invalid("QueryDevice", "more than %d devices", M.MAX_ITEMS) end
-    devices[dev.DeviceName] = {DeviceName = dev.DeviceName, Nickname = dev.Nickname}
+    -- DISABLE (DisableThing, a refused retire's): the plan notes it, apply leaves it so
+    devices[dev.DeviceName] = {DeviceName = dev.DeviceName, Nickname = dev.Nickname,
+                               Disabled = dev.DeviceStatus == "DISABLE" or nil}
   end
   return devices
 end
