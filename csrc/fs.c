@@ -394,6 +394,30 @@ static int l_file_kind(lua_State *L)
 }
 
 /*
+ * core.cwd() -> path | nil, message, errno
+ * The process's working folder (getcwd(3)): what makes a relative path absolute in a
+ * command printed for later (a run again from another folder must find the same files).
+ * $PWD is not it: a shell's, it may be stale or absent. The buffer doubles on ERANGE, up
+ * to 1 MiB.
+ */
+static int l_cwd(lua_State *L)
+{
+    size_t size = 256;
+
+    for (;;) {
+        char *buf = (char *)lua_newuserdatauv(L, size, 0); /* freed by the GC on any error */
+        if (getcwd(buf, size) != NULL) {
+            lua_pushstring(L, buf);
+            return 1;
+        }
+        if (errno != ERANGE || size >= (size_t)1 << 20)
+            return push_errno(L, "cannot read", "the working folder", errno);
+        lua_pop(L, 1);
+        size *= 2;
+    }
+}
+
+/*
  * core.read_file(path, max_bytes) -> string | nil, message, errno
  * The contents of the regular file at path (symlinks followed), at most max_bytes: a
  * device (/dev/zero), FIFO or folder is refused (EINVAL, EISDIR) without waiting on it,
@@ -543,7 +567,7 @@ void aliyun_open_fs(lua_State *L)
         {"journal_open", l_journal_open}, {"file_kind", l_file_kind},
         {"read_file", l_read_file}, {"disable_core_dumps", l_disable_core_dumps},
         {"ignore_file_size_signal", l_ignore_file_size_signal},
-        {"append_sync", l_append_sync}, {"lock_file", l_lock_file}, {NULL, NULL}};
+        {"append_sync", l_append_sync}, {"lock_file", l_lock_file}, {"cwd", l_cwd}, {NULL, NULL}};
 
     static const luaL_Reg lock_meta[] = {
         {"__gc", lock_release}, {"__close", lock_release}, {NULL, NULL}};

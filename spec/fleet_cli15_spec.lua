@@ -67,7 +67,7 @@ describe("fleet CLI follow-ups", function()
     assert.are.equal(1, code)
     assert.are.equal("", out)
     assert.matches("DevicesOnline", err)
-    assert.matches("run the same command again to finish\n", err)
+    assert.matches("; to finish it, run:\n  ", err, 1, true)
     local first = shell.read(dir .. "/r.jsonl")
     assert.matches('"DeviceName":"old_0001","change":"retire","outcome":"skipped"', first)
     local recorded

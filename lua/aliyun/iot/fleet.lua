@@ -181,7 +181,8 @@ end
 local function open_journal(self, args, digest, seconds)
   local found, records, err = apply_journal.inspect(args.journal, args.ProductKey)
   if not found then return nil, nil, err end
-  err = found == "journal" and apply_journal.check_manifest(args.journal, records, digest)
+  err = found == "journal" and (apply_journal.check_manifest(args.journal, records, digest)
+    or apply_journal.check_options(args.journal, records, args))
   if err then return nil, nil, err end
   if found ~= "journal" then
     if type(args.report) == "table" then
@@ -203,7 +204,8 @@ local function start_journal(port, p, args, digest, reuse_empty)
   if err then return err end
   return apply_journal.start(port, args.journal, {ProductKey = args.ProductKey,
     Devices = apply_m.creations(p), report = report, reuse_empty = reuse_empty,
-    manifest = type(args.manifest) == "string" and args.manifest or nil, digest = digest})
+    manifest = type(args.manifest) == "string" and args.manifest or nil, digest = digest,
+    prune_tags = args.prune_tags, retire_unlisted = args.retire_unlisted})
 end
 
 --- Makes a product match a manifest: the plan (`client:plan`) read, then its changes sent
@@ -218,7 +220,8 @@ end
 -- the creation step's batch journal, the one step whose lost answer a re-read cannot
 -- settle, marked as an apply's), created after the plan is read and before the first
 -- write, whether or not the plan creates a device. A killed apply is resumed by calling
--- apply again with the same `journal`: the unfinished creation is finished from it first
+-- apply again with the same `journal`, manifest, `prune_tags` and `retire_unlisted` (the
+-- journal records them; others are refused before any request): the unfinished creation is finished from it first
 -- (`client:resume`, its outcomes reported), then the state is read again and only what is
 -- still missing is sent, so no write is repeated (every other write is visible in the
 -- state read back). An empty regular file at `journal` (a run killed before the journal's
@@ -245,7 +248,8 @@ end
 --   ApplyIds=, Devices=}` (`aliyun.iot.fleet.apply`; Devices with secrets, the created
 --   and adopted ones)
 -- @treturn ?table err `InvalidParameter` (nothing sent: a bad value, a journal of another
---   job or product or of another manifest (`apply_journal.check_manifest`), a report that
+--   job or product or of another manifest (`apply_journal.check_manifest`) or other
+--   options (`apply_journal.check_options`: `parameter` the option), a report that
 --   cannot be continued, an empty manifest with `retire_unlisted`), `JournalError`, a read's error
 --   (nothing written), or the first write's failure with `Report` and `Plan`
 -- @raise on misuse, as `plan` (and `on_report` or `on_batch` not a function, `journal`

@@ -107,8 +107,8 @@ function M.run(opts, streams, ui, ctx)
   if not res then
     out:finish()
     report.print_error(streams, err)
-    streams.stderr:write(("aliyun-iot: apply stopped (changes: %s); run the same command " ..
-      "again to finish\n"):format(totals(err.Report)))
+    streams.stderr:write(("aliyun-iot: apply stopped (changes: %s)"):format(totals(err.Report)),
+      report.finish_note(opts))
     return report.EXIT_FAILURE
   end
   retire_cli.warn_forced(streams, res.Online, opts.wait)

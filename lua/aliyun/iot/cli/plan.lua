@@ -62,8 +62,9 @@ end
 local function totals_line(t)
   return ("Plan: %d to create, %d to update, %d unchanged; %d nicknames, %d tags set, " ..
     "%d tags removed, %d group joins, %d group leaves, %d groups to create; %d unlisted, " ..
-    "%d to retire.\n"):format(t.create, t.update, t.nothing, t.rename, t.tag_set, t.tag_remove,
-    t.join, t.leave, t.create_group, t.unlisted, t.retire)
+    "%d to retire%s.\n"):format(t.create, t.update, t.nothing, t.rename, t.tag_set, t.tag_remove,
+    t.join, t.leave, t.create_group, t.unlisted, t.retire,
+    t.retire > 0 and (" (%d ONLINE now)"):format(t.retire_online or 0) or "")
 end
 
 --- Prints a plan: every device with a change (unchanged ones only counted), the groups to
@@ -77,8 +78,11 @@ function M.print_plan(p, w)
     if d.action ~= "nothing" then device_lines(d, w) end
   end
   local retire = #p.Retire > 0
+  local online = {}
+  for _, name in ipairs(p.RetireOnline or {}) do online[name] = true end
   for _, name in ipairs(p.Unlisted) do
-    w(retire and ("- %s  retire\n"):format(name)
+    -- as retire --dry-run: the retire waits for the ONLINE ones to go offline
+    w(retire and ("- %s  retire%s\n"):format(name, online[name] and " (ONLINE now)" or "")
       or ("? %s  unlisted (left alone; --retire-unlisted retires it)\n"):format(name))
   end
   w(totals_line(p.Totals))

@@ -32,6 +32,9 @@ local CREDENTIALS_HELP = "set ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCE
   "configure) or ~/.alibabacloud/credentials, or run on ECS with a RAM role (README, " ..
   "\"Credentials\")"
 
+-- Library arguments a message may name, and the flags a shell user types for them.
+local FLAGS = {prune_tags = "--prune-tags", retire_unlisted = "--retire-unlisted"}
+
 -- The error as the CLI prints it: library hints (option names, `client:...` calls, the
 -- notes on ApplyIds and journals the CLI prints itself) replaced by what a shell user types.
 local function cli_error(err)
@@ -45,6 +48,11 @@ local function cli_error(err)
   msg = msg:gsub("client:resume{journal = %.%.%., accept_ambiguous = true}",
     "aliyun-iot resume --state FILE --accept-ambiguous")
   msg = msg:gsub("client:resume{journal = %.%.%.}", "aliyun-iot resume --state FILE")
+  local flag = FLAGS[err.parameter]
+  if err.code == "InvalidParameter" and flag then -- an apply's options, as its journal has them
+    msg = msg:gsub("`" .. err.parameter .. " = true`", flag)
+      :gsub("`" .. err.parameter .. " = false`", "no " .. flag)
+  end
   if err.code == "DevicesOnline" then -- retire's, apply --retire-unlisted's way on
     msg = msg:gsub("a longer `wait`", "a longer --wait S"):gsub("with `force = true`", "with --force")
   end
@@ -81,6 +89,67 @@ function M.resume_command(opts, state)
   if opts.out then f[#f + 1] = "--out " .. shell_quote(opts.out) end
   return table.concat(f, " ")
 end
+-- The options of a stopped apply or retire that a run again must repeat, in command-line
+-- order: {flag, kind}, kind "path" (made absolute), "value" or "switch".
+local FLEET_FLAGS = {
+  apply = {{"product-key", "value"}, {"manifest", "path"}, {"state", "path"},
+           {"report", "path"}, {"prune-tags", "switch"}, {"retire-unlisted", "switch"},
+           {"undo", "path"}, {"wait", "value"}, {"force", "switch"},
+           {"allow-empty-manifest", "switch"}},
+  retire = {{"product-key", "value"}, {"names-file", "path"}, {"state", "path"},
+            {"report", "path"}, {"undo", "path"}, {"wait", "value"}, {"force", "switch"}},
+}
+
+-- A path a run from any folder finds: "-" (stdin, stdout) and absolute ones kept.
+local function absolute(path, cwd)
+  if path == "-" or path:sub(1, 1) == "/" or not cwd then return path end
+  return (cwd:gsub("/$", "")) .. "/" .. path:gsub("^%./", "")
+end
+
+-- A number of seconds as `--wait` parses it again (digits and a point, no exponent).
+local function seconds(v)
+  if type(v) ~= "number" then return tostring(v) end
+  return (("%.6f"):format(v):gsub("%.?0+$", ""):gsub("^$", "0"))
+end
+
+--- The command that finishes a stopped `apply` or `retire` run with `--state` (its
+-- journal): the same command, its options and the common flags (`common_flags`), every
+-- path made absolute, so that a run again from another folder finds the same files.
+-- @tparam table opts the checked options (`command` "apply" or "retire")
+-- @treturn string the command line, quoted for a POSIX shell
+function M.finish_command(opts)
+  local cwd = require("aliyun.iot.core").cwd()
+  local f = {shell_quote(M.PROG), opts.command}
+  for _, spec in ipairs(FLEET_FLAGS[opts.command]) do
+    local v = opts[(spec[1]:gsub("%-", "_"))]
+    if v and spec[2] == "switch" then
+      f[#f + 1] = "--" .. spec[1]
+    elseif v then
+      v = spec[2] == "path" and absolute(v, cwd) or spec[1] == "wait" and seconds(v) or v
+      f[#f + 1] = "--" .. spec[1] .. " " .. shell_quote(tostring(v))
+    end
+  end
+  local common = {}
+  for k, v in pairs(opts) do common[k] = v end
+  common.ca_file = common.ca_file and absolute(common.ca_file, cwd)
+  for _, x in ipairs(M.common_flags(common)) do f[#f + 1] = x end
+  if opts.out then f[#f + 1] = "--out " .. shell_quote(absolute(opts.out, cwd)) end
+  return table.concat(f, " ")
+end
+
+--- How to finish a stopped `apply` or `retire`, the end of a line on stderr: with
+-- `--state`, the command (`finish_command`) on a line of its own; without, that the same
+-- command run again does it (reading the state again; a `--report` then needs a new path:
+-- nothing records the one written).
+-- @tparam table opts the checked options
+-- @treturn string "; ...\n"
+function M.finish_note(opts)
+  if opts.state then return "; to finish it, run:\n  " .. M.finish_command(opts) .. "\n" end
+  return ("; run the same command again%s to finish%s\n"):format(
+    opts.report and " with a new --report path" or "",
+    opts.command == "apply" and " (it plans again from the product's state)" or "")
+end
+
 -- Whether a resume would meet the same end: an uncertain BatchRegisterDevice (Ambiguous:
 -- the ApplyId it lacks can never arrive).
 local function settled_by_service(err)
@@ -229,7 +298,13 @@ function M.report_interrupt(ctx, streams, signal)
     streams.stderr:write("aliyun-iot: interrupted\n")
   end
   local state = ctx.state
-  if not state then return code end
+  if not state then
+    local opts = ctx.opts
+    if opts and FLEET_FLAGS[opts.command] and not opts.dry_run then
+      streams.stderr:write("aliyun-iot: ", opts.command, " interrupted", M.finish_note(opts))
+    end
+    return code
+  end
   local journal = require "aliyun.iot.journal"
   -- read, not opened: the interrupted job in this process may still hold its lock
   local records = journal.read(state)

@@ -91,11 +91,9 @@ local BEFORE_WRITES = {InvalidParameter = true, JournalError = true, TargetMisma
 local function stopped(streams, rep, err, undo, opts)
   if BEFORE_WRITES[err.code] or #rep == 0 then return end
   streams.stderr:write(("aliyun-iot: retire stopped: %d deleted, %d absent, %d failed, " ..
-    "%d not deleted yet; undo export %s; run the same command again%s to finish\n")
-    :format(count(rep, "deleted"), count(rep, "absent"), count(rep, "failed"),
-      count(rep, "skipped"), printable(undo or "none"),
-      -- without a journal, nothing records the report: a run again needs a new one
-      opts.report and not opts.state and " with a new --report path" or ""))
+    "%d not deleted yet; undo export %s"):format(count(rep, "deleted"), count(rep, "absent"),
+      count(rep, "failed"), count(rep, "skipped"), printable(undo or "none")),
+    report.finish_note(opts))
 end
 
 -- The --report: without --state a new file (or a device); with it, checked now against

@@ -76,6 +76,35 @@ function M.check_manifest(path, records, digest)
     (" (%s as it was then)"):format(errors.printable(note.manifest)) or ""))
 end
 
+--- The apply options that change what the job does, as its journal records them
+-- (`start`): finishing a killed apply with others would do another job (remove the tags
+-- it kept, retire the devices it left, or the reverse).
+M.OPTIONS = {"prune_tags", "retire_unlisted"}
+
+--- Refuses a run again with other `OPTIONS` than the ones the journal's apply started
+-- with (the job line's `apply.options`). A journal written before options were recorded
+-- is taken as it is.
+-- @tparam string path the journal's path
+-- @tparam table records from `inspect`
+-- @tparam table args this run's (`prune_tags`, `retire_unlisted`: true or nil/false)
+-- @treturn ?table err `InvalidParameter`, `parameter` the option's name; its message
+--   writes the values as `` `prune_tags = true` `` (the CLI puts its flags in their place)
+function M.check_options(path, records, args)
+  local note = records[1].apply
+  local was = type(note) == "table" and type(note.options) == "table" and note.options
+  if not was then return nil end
+  for _, name in ipairs(M.OPTIONS) do
+    local then_, now = was[name] == true, args[name] == true
+    if then_ ~= now then
+      return errors.new{code = "InvalidParameter", parameter = name, message = ("journal %s " ..
+        "is an apply started with `%s = %s`, this run has `%s = %s`: run it again with " ..
+        "`%s = %s` to finish it; to apply with other options, finish or abandon that apply " ..
+        "first, then give a new journal path"):format(path, name, tostring(then_), name,
+        tostring(now), name, tostring(then_))}
+    end
+  end
+end
+
 --- The report a journal last recorded (`{path=, id=, size=}`), or nil.
 -- @tparam table records from `inspect`
 function M.last_report(records)
@@ -173,12 +202,14 @@ end
 -- @tparam table args `ProductKey`, `Devices` (`{{DeviceName=, DeviceNickname=}}`, the
 --   plan's creations, perhaps none), `manifest` (its path, or nil), `digest` (its
 --   `aliyun.iot.fleet.manifest.digest`), `report`
---   (`{path=, id=, size=}` or nil), `reuse_empty` (an empty regular file at path is taken)
+--   (`{path=, id=, size=}` or nil), `reuse_empty` (an empty regular file at path is taken),
+--   `prune_tags` and `retire_unlisted` (the apply's `OPTIONS`, recorded)
 -- @treturn ?table err `InvalidParameter` (`parameter = "journal"`) or `JournalError`
 function M.start(port, path, args)
   local record = {kind = "named", ProductKey = args.ProductKey, skip_invalid = false,
     existing = "adopt", Devices = args.Devices,
-    apply = {manifest = args.manifest, digest = args.digest}}
+    apply = {manifest = args.manifest, digest = args.digest, options = {}}}
+  for _, name in ipairs(M.OPTIONS) do record.apply.options[name] = args[name] == true end
   for k, v in pairs(target_m.record(port)) do record[k] = v end
   local j, err = journal.create(path, record, args.reuse_empty)
   if not j then

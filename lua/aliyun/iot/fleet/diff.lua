@@ -78,14 +78,17 @@ end
 -- @tparam[opt] table opts `prune_tags` (remove tag keys the manifest does not list),
 --   `retire_unlisted` (retire the devices the manifest does not list)
 -- @treturn table plan `{Devices = {...}, Unlisted = {names}, Retire = {names},
---   CreateGroups = {names}, Totals = {...}, changes = n, Disabled = {names}}` (Disabled:
---   the manifest's devices the state shows `DISABLE`; no change, apply leaves them so). Each of `Devices` (manifest
+--   RetireOnline = {names}, CreateGroups = {names}, Totals = {...}, changes = n, Disabled =
+--   {names}}` (Disabled: the manifest's devices the state shows `DISABLE`; no change, apply
+--   leaves them so; RetireOnline: those of Retire the state shows `ONLINE`, as the
+--   product's listing gave it: the retire waits for them). Each of `Devices` (manifest
 --   order) is `{DeviceName=, action = "create"|"update"|"nothing", rename = {from=, to=},
 --   tags = {set = {k = v}, remove = {keys}, kept = {keys}}, join = {groups}, leave =
 --   {groups}}`, fields present only where they apply (a created device's nickname is its
 --   `rename` from ""). `Totals`: `devices`, `create`, `update`, `nothing`, `rename`
 --   (nicknames set or cleared, a created device's included), `tag_set` and `tag_remove`
---   (keys), `join` and `leave` (device-group pairs), `create_group`, `unlisted`, `retire`.
+--   (keys), `join` and `leave` (device-group pairs), `create_group`, `unlisted`, `retire`,
+--   `retire_online` (of them, ONLINE now).
 --   `changes`: create + update + create_group + retire, 0 when applying would change
 --   nothing.
 function M.plan(manifest, state, opts)
@@ -109,7 +112,13 @@ function M.plan(manifest, state, opts)
   local create_groups = sorted_keys(new_groups)
   totals.create_group, totals.unlisted = #create_groups, #unlisted
   totals.retire = opts.retire_unlisted and #unlisted or 0
+  local online = {}
+  for _, name in ipairs(opts.retire_unlisted and unlisted or {}) do
+    if state.devices[name].Online then online[#online + 1] = name end
+  end
+  totals.retire_online = #online
   return {Devices = out, Unlisted = unlisted, Retire = opts.retire_unlisted and unlisted or {},
+          RetireOnline = online,
           CreateGroups = create_groups, Totals = totals, Disabled = disabled,
           changes = totals.create + totals.update + totals.create_group + totals.retire}
 end

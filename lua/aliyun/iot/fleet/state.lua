@@ -53,7 +53,7 @@ local function each_result(port, action, list, opts, on_result)
 end
 
 -- The product's devices from the iterator: {[DeviceName] = {DeviceName=, Nickname=,
--- Disabled=}}.
+-- Disabled=, Online=}}.
 local function list_devices(pk, iterate)
   local devices, n = {}, 0
   for dev, err in iterate do
@@ -72,8 +72,10 @@ local function list_devices(pk, iterate)
     n = n + 1
     if n > M.MAX_ITEMS then return nil, invalid("QueryDevice", "more than %d devices", M.MAX_ITEMS) end
     -- DISABLE (DisableThing, a refused retire's): the plan notes it, apply leaves it so
+    -- ONLINE: a plan retiring it says so (the retire waits for it), as retire --dry-run
     devices[dev.DeviceName] = {DeviceName = dev.DeviceName, Nickname = dev.Nickname,
-                               Disabled = dev.DeviceStatus == "DISABLE" or nil}
+                               Disabled = dev.DeviceStatus == "DISABLE" or nil,
+                               Online = dev.DeviceStatus == "ONLINE" or nil}
   end
   return devices
 end
@@ -240,7 +242,8 @@ end
 --   ...}` records, or `false, err` once), `deadline` (absolute `port:clock()` value,
 --   optional)
 -- @treturn ?table `{devices = {[DeviceName] = {DeviceName=, Nickname=, tags=, groups =
---   {[GroupName] = true}}}, groups = {[GroupName] = GroupId}}`; tags only for the
+--   {[GroupName] = true}, Disabled=, Online=}}, groups = {[GroupName] = GroupId}}`
+--   (Disabled, Online: true when the listing's DeviceStatus says so); tags only for the
 --   manifest's devices that manage tags, groups only when a manifest device manages groups
 -- @treturn ?table err the iterator's or a call's error, or `InvalidResponse`
 function M.read(port, args)
