@@ -407,6 +407,18 @@ function M.create(path, job, reuse_empty)
   return self
 end
 
+--- `path` made absolute against the working folder (`core.cwd`), for a path recorded or
+-- printed for a later run that may start in another folder; "-" (stdin, stdout) and
+-- absolute paths are kept, and so is `path` when the working folder cannot be read.
+-- @tparam string path
+-- @treturn string
+function M.absolute(path)
+  if path == "-" or path:sub(1, 1) == "/" then return path end
+  local cwd = core.cwd()
+  if not cwd then return path end
+  return (cwd:gsub("/$", "")) .. "/" .. path:gsub("^%./", "")
+end
+
 --- Why `path` cannot take a file a job creates or continues (a journal, an undo export),
 -- asked before anything is sent so that a bad path never fails a job midway: nil when it
 -- is a regular file (not a symlink), or names nothing yet in an existing folder; else a

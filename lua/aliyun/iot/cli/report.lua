@@ -100,12 +100,6 @@ local FLEET_FLAGS = {
             {"report", "path"}, {"undo", "path"}, {"wait", "value"}, {"force", "switch"}},
 }
 
--- A path a run from any folder finds: "-" (stdin, stdout) and absolute ones kept.
-local function absolute(path, cwd)
-  if path == "-" or path:sub(1, 1) == "/" or not cwd then return path end
-  return (cwd:gsub("/$", "")) .. "/" .. path:gsub("^%./", "")
-end
-
 -- A number of seconds as `--wait` parses it again (digits and a point, no exponent).
 local function seconds(v)
   if type(v) ~= "number" then return tostring(v) end
@@ -118,22 +112,23 @@ end
 -- @tparam table opts the checked options (`command` "apply" or "retire")
 -- @treturn string the command line, quoted for a POSIX shell
 function M.finish_command(opts)
-  local cwd = require("aliyun.iot.core").cwd()
-  local f = {shell_quote(M.PROG), opts.command}
+  local absolute = require("aliyun.iot.journal").absolute
+  -- bin/aliyun-iot as run from a checkout, found again from any folder
+  local f = {shell_quote(M.PROG:find("/") and absolute(M.PROG) or M.PROG), opts.command}
   for _, spec in ipairs(FLEET_FLAGS[opts.command]) do
     local v = opts[(spec[1]:gsub("%-", "_"))]
     if v and spec[2] == "switch" then
       f[#f + 1] = "--" .. spec[1]
     elseif v then
-      v = spec[2] == "path" and absolute(v, cwd) or spec[1] == "wait" and seconds(v) or v
+      v = spec[2] == "path" and absolute(v) or spec[1] == "wait" and seconds(v) or v
       f[#f + 1] = "--" .. spec[1] .. " " .. shell_quote(tostring(v))
     end
   end
   local common = {}
   for k, v in pairs(opts) do common[k] = v end
-  common.ca_file = common.ca_file and absolute(common.ca_file, cwd)
+  common.ca_file = common.ca_file and absolute(common.ca_file)
   for _, x in ipairs(M.common_flags(common)) do f[#f + 1] = x end
-  if opts.out then f[#f + 1] = "--out " .. shell_quote(absolute(opts.out, cwd)) end
+  if opts.out then f[#f + 1] = "--out " .. shell_quote(absolute(opts.out)) end
   return table.concat(f, " ")
 end
 

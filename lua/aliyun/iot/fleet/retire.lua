@@ -23,6 +23,7 @@ local detail = require "aliyun.iot.batch.detail"
 local errors = require "aliyun.iot.errors"
 local validate = require "aliyun.iot.validate"
 local core = require "aliyun.iot.core"
+local journal_m = require "aliyun.iot.journal"
 local rjournal = require "aliyun.iot.fleet.retire_journal"
 local apply_journal = require "aliyun.iot.fleet.apply_journal"
 local target = require "aliyun.iot.batch.target"
@@ -281,6 +282,16 @@ local function note_report(j, records, a)
     or apply_journal.append_report(j, records, report)
 end
 
+-- Whether the undo path a journal recorded (absolute, or as given before it was made so)
+-- and this run's name one file: the same path, or the same file found at both.
+local function same_file(recorded, given)
+  if type(recorded) ~= "string" then return false end
+  if recorded == given or recorded == journal_m.absolute(given) then return true end
+  local kind, id = core.file_kind(recorded, true)
+  local kind2, id2 = core.file_kind(given, true)
+  return kind == "file" and kind2 == "file" and id == id2
+end
+
 -- The retire's journal (`a.journal`): created (nothing sent yet), or opened and held to
 -- this retire's devices, undo file and target; the report recorded in it. Returns the
 -- journal (nil without one) and what it holds (`retire_journal.summary`), or nil, nil and
@@ -289,7 +300,9 @@ local function open_journal(port, a)
   if not a.journal then return nil, rjournal.summary({}) end
   if core.file_kind(a.journal) == "none" then
     local job = target.record(port)
-    job.ProductKey, job.Names, job.undo = a.ProductKey, a.names, a.undo
+    -- absolute: a run again from another folder (the command apply and retire print)
+    -- names the same file
+    job.ProductKey, job.Names, job.undo = a.ProductKey, a.names, journal_m.absolute(a.undo)
     local j, err = rjournal.create(a.journal, job)
     if not j then return nil, nil, err end
     err = note_report(j, nil, a)
@@ -305,7 +318,7 @@ local function open_journal(port, a)
   if not j then return nil, nil, err end
   local job, sum = records[1], rjournal.summary(records)
   err = target.check(job, port, a.ProductKey, a.journal)
-  if not err and (not same_names(job, a) or job.undo ~= a.undo) then
+  if not err and (not same_names(job, a) or not same_file(job.undo, a.undo)) then
     err = bad("journal", ("retire journal %s is the retire of %d other device(s) or of the " ..
       "undo file %s: run it again with the same names and undo file, or give a new path")
       :format(a.journal, #job.Names, errors.printable(job.undo)))

@@ -13,7 +13,8 @@
 -- Events, in the order a retire writes them:
 --
 --   {"event":"retire","version":1,"ProductKey":..,"Names":[..],"undo":PATH,<target>}
---     (the target as `aliyun.iot.batch.target` writes it: endpoint, RegionId, ...)
+--     (the target as `aliyun.iot.batch.target` writes it: endpoint, RegionId, ...; PATH
+--     absolute, so that a run again from another folder finds it the same file)
 --   {"event":"send","action":"DisableThing"|"DeleteDevice","Names":[..]}  (right before
 --     the calls for these devices are sent)
 --   {"event":"answered","action":..,"Names":[..]}  (the devices whose call was answered
