@@ -188,4 +188,18 @@ describe("fleet apply options and follow-ups", function()
     assert.matches("\n%- old_0001  retire %(ONLINE now%)\n", out)
     assert.are.same({"keep_0001", "new_0001"}, emu:state().products[PK].names)
   end)
+
+  it("core.cwd is getcwd(3), past 256 bytes too; journal.absolute keeps - and absolute paths", function()
+    local deep = dir .. "/" .. ("d"):rep(200) .. "/" .. ("e"):rep(200)
+    assert(shell.ok("mkdir -p " .. q(deep)))
+    local cpath = os.getenv("PWD") .. "/build/" .. LUA .. "/?.so"
+    local got = shell.capture(("cd %s && env LUA_CPATH=%s %s -e %s"):format(q(deep), q(cpath), LUA,
+      q('io.write(assert(require("aliyun.iot.core").cwd()))')))
+    assert.are.equal(real .. "/" .. ("d"):rep(200) .. "/" .. ("e"):rep(200), got)
+    local journal = require "aliyun.iot.journal"
+    assert.are.equal("-", journal.absolute("-"))
+    assert.are.equal("/x/y", journal.absolute("/x/y"))
+    local here = assert(require("aliyun.iot.core").cwd())
+    assert.are.equal(here .. "/a.csv", journal.absolute("./a.csv"))
+  end)
 end)
