@@ -89,6 +89,7 @@ function M.resume_command(opts, state)
   if opts.out then f[#f + 1] = "--out " .. shell_quote(opts.out) end
   return table.concat(f, " ")
 end
+
 -- The options of a stopped apply or retire that a run again must repeat, in command-line
 -- order: {flag, kind}, kind "path" (made absolute), "value" or "switch".
 local FLEET_FLAGS = {
@@ -103,7 +104,7 @@ local FLEET_FLAGS = {
 -- A number of seconds as `--wait` parses it again (digits and a point, no exponent).
 local function seconds(v)
   if type(v) ~= "number" then return tostring(v) end
-  return (("%.6f"):format(v):gsub("%.?0+$", ""):gsub("^$", "0"))
+  return (("%.6f"):format(v):gsub("%.?0+$", ""))
 end
 
 --- The command that finishes a stopped `apply` or `retire` run with `--state` (its
