@@ -202,6 +202,15 @@ describe("journal", function()
        1, "Devices item 1 has no DeviceName string"},
       {"a done verdict's DeviceName a number", JOB ..
        '{"event":"done","Devices":0,"Invalid":[{"DeviceName":5}]}\n', 2, "Invalid item 1"},
+      -- an apply's batch of writes in flight (aliyun.iot.fleet.apply_journal)
+      {"a sending change unknown", JOB .. '{"event":"sending","seq":1,"Changes":' ..
+       '[{"DeviceName":"dev_0001","change":"delete","target":"x"}]}\n', 2, "Changes item 1 change must be"},
+      {"a sending change's DeviceName against the rule", JOB .. '{"event":"sending","seq":1,' ..
+       '"Changes":[{"DeviceName":"=1","change":"join","target":"g"}]}\n', 2, "Changes item 1 DeviceName"},
+      {"a sending change with no target", JOB .. '{"event":"sending","seq":1,"Changes":' ..
+       '[{"change":"create_group"}]}\n', 2, "Changes item 1 has no target string"},
+      {"a sending without Changes", JOB .. '{"event":"sending","seq":1}\n', 2, "Changes must be a list"},
+      {"a settled seq 0", JOB .. '{"event":"settled","seq":0}\n', 2, "settled event: seq"},
     }
     for _, case in ipairs(BAD) do
       it(case[1] .. ": JournalError PATH:LINE, never a Lua error", function()
@@ -231,6 +240,18 @@ describe("journal", function()
       assert.are.equal(3, #recs2)
       j:close()
       assert.are.equal(JOB .. APPLY .. DEVICE, read(path))
+    end)
+
+    it("reads an apply's batches in flight: those never settled are unsettled", function()
+      local path = tmp .. "/batches.state"
+      write(path, JOB .. '{"event":"sending","seq":1,"Changes":[{"change":"create_group","target":"g"}]}\n' ..
+        '{"event":"settled","seq":1}\n' ..
+        '{"event":"sending","seq":2,"Changes":[{"DeviceName":"dev_0001","change":"rename","target":""}]}\n')
+      local recs = assert(journal.read(path))
+      local open = require("aliyun.iot.fleet.apply_journal").unsettled(recs)
+      assert.are.equal(1, #open)
+      assert.are.equal(2, open[1].seq)
+      assert.are.same({{DeviceName = "dev_0001", change = "rename", target = ""}}, open[1].Changes)
     end)
 
     it("refuses a FIFO, a device, a symlink or a folder to resume from, without waiting", function()

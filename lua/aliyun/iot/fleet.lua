@@ -40,7 +40,8 @@ local APPLY_ARGS = {ProductKey = "string", manifest = true, prune_tags = "boolea
                     journal = "string", deadline = "number", on_report = "function",
                     retire_unlisted = "boolean", undo = "string", wait = "number",
                     force = "boolean", report = true, on_batch = "function",
-                    on_wait = "function", allow_empty = "boolean", on_plan = "function"}
+                    on_wait = "function", allow_empty = "boolean", on_plan = "function",
+                    reported = "function"}
 --- The longest wait for devices to go offline (`wait` of retire and apply) [s]: a day.
 M.MAX_WAIT = 86400
 
@@ -194,7 +195,7 @@ local function open_journal(self, args, digest, seconds)
   local resumed
   resumed, err = resume_creation(self, args.journal, records, args, seconds)
   if err then return nil, nil, err end
-  return found, resumed
+  return found, resumed, nil, records
 end
 
 -- The apply's journal created before its first write (`aliyun.iot.fleet.apply_journal`).
@@ -242,7 +243,14 @@ end
 --   `on_wait`; a manifest listing no device is refused then, unless `allow_empty`),
 --   `on_plan(plan)` (called once the plan is read, before its first write: where a caller
 --   shows what is about to be done; a killed apply's creation finished from its journal
---   comes before it)
+--   comes before it), `reported(change) -> boolean` (with `journal`: whether the caller's
+--   report holds a `done` line for `{DeviceName=, change=, target=}` already; see below)
+--
+-- Each batch of writes but the creation's is journaled before it is sent and once its
+-- records were given to `on_report` and `on_batch` returned: a run after a kill reports
+-- the changes of a batch left in flight that landed (the plan read again no longer holds
+-- them) as `done` with `settled = "state"`, before its own, skipping those `reported`
+-- says the report has (a kill after on_batch, before the journal's record of it).
 -- @treturn ?table `{ProductKey=, Plan = plan, Report = {{DeviceName=, change=, target=,
 --   outcome=, code=, message=, RequestId=}, ...}, Groups = {{GroupName=, outcome=}},
 --   ApplyIds=, Devices=}` (`aliyun.iot.fleet.apply`; Devices with secrets, the created
@@ -286,9 +294,9 @@ local function apply(self, args)
   local t_end = args.deadline and port:clock() + args.deadline
   local function left() return t_end and math.max(t_end - port:clock(), 1e-3) or nil end
   local path = args.journal
-  local found, resumed = "none", nil
+  local found, resumed, records = "none", nil, nil
   if path then
-    found, resumed, err = open_journal(self, args, digest, left())
+    found, resumed, err, records = open_journal(self, args, digest, left())
     if not found then return nil, err end
   end
   local p
@@ -308,7 +316,8 @@ local function apply(self, args)
   end
   local res, werr = apply_m.run(self, port, p, {ProductKey = args.ProductKey,
     journal = new_journal and path or nil, t_end = t_end, on_report = args.on_report,
-    on_batch = args.on_batch, resumed = resumed})
+    on_batch = args.on_batch, resumed = resumed, reported = args.reported,
+    ledger = path and apply_journal.ledger(path, records)})
   res.ProductKey, res.Plan = args.ProductKey, p
   if not werr and #p.Retire > 0 then werr = retire_unlisted(port, args, p, res, t_end) end
   if werr then

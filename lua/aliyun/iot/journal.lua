@@ -197,6 +197,24 @@ local function named_device(v)
   return F.string_opt(v.DeviceNickname)
 end
 
+--- The most changes one `sending` event lists: an apply's batch (64 calls of at most 200
+-- devices, `aliyun.iot.fleet.apply`), with room.
+M.MAX_BATCH_CHANGES = 20000
+
+local CHANGE = one_of("create_group", "rename", "tag_set", "tag_remove", "join", "leave")
+-- One change of an apply's batch: {DeviceName=, change=, target=} (DeviceName absent for
+-- create_group; target a string, "" for a nickname removed).
+local function change(v)
+  if type(v) ~= "table" then return "must be {DeviceName=, change=, target=}" end
+  local why = CHANGE(v.change)
+  if why then return "change " .. why end
+  if v.DeviceName ~= nil or v.change ~= "create_group" then
+    why = F.device_name(v.DeviceName)
+    if why then return "DeviceName " .. why end
+  end
+  if type(v.target) ~= "string" then return "has no target string" end
+end
+
 -- Event name -> {field = check}. Fields not listed are ignored (written by a later version
 -- of the job they would be new facts, not changes to these).
 local EVENTS = {
@@ -225,6 +243,10 @@ local EVENTS = {
   -- an apply's report file (`aliyun.iot.fleet.apply_journal`): its path, identity
   -- ("device:inode") and size when the run that writes it started; resume ignores it
   report = {path = F.text, id = F.text, size = range(0, 2^53)},
+  -- an apply's batch of writes about to be sent, its changes (the report's fields, no
+  -- secret), and the same batch settled (its outcomes reported); resume ignores both
+  sending = {seq = F.seq, Changes = list_of(change, false, M.MAX_BATCH_CHANGES)},
+  settled = {seq = F.seq},
 }
 
 -- What each phase of an apply needs: a create apply its Count, a check apply its Names.

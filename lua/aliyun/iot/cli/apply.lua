@@ -5,7 +5,9 @@
 -- apply, the same command line finishes it (the creation from the journal, the rest from
 -- the state read again), repeating no write, and continues the `--report` the journal
 -- recorded. Each batch of writes' outcomes reaches the report, durably, before the next
--- batch is sent.
+-- batch is sent; a batch in flight when apply is killed is journaled, and the run again
+-- reports each of its changes that landed (`"settled":"state"`, no RequestId) before its
+-- own lines, so the report ends with one outcome per change made.
 -- @module aliyun.iot.cli.apply
 
 local commands = require "aliyun.iot.cli.commands"
@@ -14,6 +16,7 @@ local plan_cli = require "aliyun.iot.cli.plan"
 local report = require "aliyun.iot.cli.report"
 local retire_cli = require "aliyun.iot.cli.retire"
 local apply_journal = require "aliyun.iot.fleet.apply_journal"
+local apply_m = require "aliyun.iot.fleet.apply"
 local printable = require("aliyun.iot.errors").printable
 
 local M = {}
@@ -62,12 +65,12 @@ function M.run(opts, streams, ui, ctx)
     if found then err = nil end
   end
   if err then return commands.failed(out, streams, err) end
-  local report_arg
+  local report_arg, done
   if opts.report and opts.state then
     -- checked now, opened (created or continued) when the journal is about to record it
     outcomes.check_apply(opts, records)
     report_arg = function()
-      ctx.report, rep = outcomes.open_apply(opts, records)
+      ctx.report, rep, done = outcomes.open_apply(opts, records)
       return rep
     end
   elseif opts.report then
@@ -97,7 +100,11 @@ function M.run(opts, streams, ui, ctx)
     end,
     -- each batch of writes' outcomes made durable before the next batch is sent
     on_batch = opts.report and function() if ctx.report then ctx.report.sync() end end,
-    report = report_arg}
+    report = report_arg,
+    -- the changes a killed run's last batch carried whose lines reached the report
+    reported = report_arg and function(c)
+      return done ~= nil and done[apply_m.change_key(c)] or false
+    end}
   ui.done()
   if not res and not err.Plan then
     if ctx.report then drop_report(ctx, rep) end

@@ -12,8 +12,9 @@ local M = {}
 
 -- change and target: apply's records (cli/apply.lua), absent from register's; online:
 -- retire's, a device deleted by --force while still ONLINE
-local KEYS = {"DeviceName", "change", "target", "outcome", "online", "ApplyId", "code", "message",
-              "RequestId"}
+-- settled: apply's "state", a change a killed run sent, found landed by the run again
+local KEYS = {"DeviceName", "change", "target", "outcome", "settled", "online", "ApplyId", "code",
+              "message", "RequestId"}
 local BATCH = 200 -- lines gathered before a durable write
 
 --- One report line.
@@ -74,9 +75,11 @@ function M.open(path, out)
 end
 
 -- Why a report's text is not one this tool wrote (its whole lines: JSON objects with a
--- DeviceName, or apply's group creation, and an outcome), or nil.
-local function report_text_problem(body)
+-- DeviceName, or apply's group creation, and an outcome), or nil; `done` gets the
+-- `change_key` of each apply change reported done.
+local function report_text_problem(body, done)
   local n = 0
+  local key = require("aliyun.iot.fleet.apply").change_key
   for line in body:gmatch("([^\n]*)\n") do
     n = n + 1
     local ok, rec = pcall(core().json_decode, line)
@@ -85,6 +88,7 @@ local function report_text_problem(body)
        and rec.change ~= "create_group" then
       return ("line %d is not a report line"):format(n)
     end
+    if rec.outcome == "done" and type(rec.change) == "string" then done[key(rec)] = true end
   end
 end
 
@@ -126,6 +130,8 @@ end
 -- @treturn ?table `{path=, id=, size=, new=}` for `client:apply{report=}` or
 --   `client:retire{report=}` (nil for a device, FIFO or descriptor name, which is written
 --   as it is)
+-- @treturn table the `change_key` (`aliyun.iot.fleet.apply`) of each change the report
+--   continued holds a `done` line for (for `client:apply{reported=}`)
 function M.open_apply(opts, records, job)
   local path = opts.report
   local kind, id = M.check_apply(opts, records, job)
@@ -133,13 +139,15 @@ function M.open_apply(opts, records, job)
     -- nothing there (a new file), or a device, FIFO or descriptor name (written as it is);
     -- anything else is refused by `open`
     local w = M.open(path)
-    return w, w.id and {path = path, id = w.id, size = 0, new = true}
+    return w, w.id and {path = path, id = w.id, size = 0, new = true}, {}
   end
   local problem = require("aliyun.iot.fleet.apply_journal").report_problem
+  local done = {}
   local out, kept = output.continue_file("--report", path, id, MAX_REPORT, function(body)
-    return problem(records, {path = path, id = id, size = #body}, job) or report_text_problem(body)
+    return problem(records, {path = path, id = id, size = #body}, job)
+      or report_text_problem(body, done)
   end)
-  return M.open(path, out), {path = path, id = id, size = kept, new = false}
+  return M.open(path, out), {path = path, id = id, size = kept, new = false}, done
 end
 
 --- Writes the rest of the command's --report (`ctx.report`, from `open`) with `records`

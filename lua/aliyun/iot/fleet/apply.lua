@@ -21,7 +21,9 @@
 -- (the call that carried it failed: its `code` and `message`) or `skipped` (not sent: an
 -- earlier failure stopped the apply; `message` names that call). A group's creation is a
 -- record of its own: `change = "create_group"`, `target` its name, no DeviceName. No
--- secret is in a record.
+-- secret is in a record. A change a killed run sent whose answer it never reported is
+-- reported by the run again from the state it reads: `outcome = "done"`,
+-- `settled = "state"`, no RequestId (see `run`'s `ledger`).
 -- @module aliyun.iot.fleet.apply
 
 local answer = require "aliyun.iot.batch.answer"
@@ -33,19 +35,15 @@ local NICKNAMES_A_CALL = 50   -- BatchUpdateDeviceNickname (§10: the emulator's
 local RELATIONS_A_CALL = 200  -- BatchAdd/DeleteDeviceGroupRelations (§10)
 local CONCURRENCY = 16        -- calls in flight at once; the pacer keeps them within QPS
 -- Calls sent as one batch: their outcomes are reported (on_report, on_batch) before the
--- next batch goes out, so a killed apply loses at most one batch's records (64 calls,
--- about 1.3 s at 50 QPS); each batch's end waits for its slowest call.
+-- next batch goes out, and with a journal the batch is journaled before it is sent, so
+-- that a run after a kill reports the changes of it that landed (64 calls, about 1.3 s at
+-- 50 QPS; at most 64 * 200 changes, within journal.MAX_BATCH_CHANGES); each batch's end
+-- waits for its slowest call.
 local CHUNK = 4 * CONCURRENCY
 
 local function record(ctx, rec)
   ctx.report[#ctx.report + 1] = rec
   if ctx.on_report then ctx.on_report(rec, #ctx.report) end
-end
-
--- A batch of writes settled and its records given to on_report: the caller makes them
--- durable (on_batch) before the next batch is sent.
-local function batch_done(ctx)
-  if ctx.on_batch then ctx.on_batch() end
 end
 
 -- The first failure stops the writes; `ctx.cause` says, in every record skipped after
@@ -54,6 +52,49 @@ local function stop(ctx, err, what)
   if ctx.err then return end
   ctx.err = err
   ctx.cause = ("not sent: %s failed first (%s)"):format(what, tostring(err.code))
+end
+
+-- A batch of writes settled and its records given to on_report: the caller makes them
+-- durable (on_batch) before the next batch is sent; then the journal's `sending` event of
+-- the batch (`seq`, nil when none was journaled) is closed by `settled`. In this order a
+-- kill between the two leaves the batch unsettled with its lines in the report: the run
+-- again finds them there (`reported`) and reports none twice; the other order would lose
+-- them (settled, yet never reported).
+local function batch_done(ctx, seqs)
+  if ctx.on_batch then ctx.on_batch() end
+  if seqs and #seqs > 0 then
+    local err = ctx.ledger.settled(seqs)
+    if err then stop(ctx, err, "the journal's record of a settled batch") end
+  end
+end
+
+--- The key of a change (`DeviceName`, `change`, `target`): one per change of a plan, the
+-- same in a report record and in the journal's record of a batch in flight.
+-- @tparam table c `{DeviceName=, change=, target=}` (DeviceName nil for create_group)
+-- @treturn string
+function M.change_key(c)
+  return table.concat({c.DeviceName or "", tostring(c.change), tostring(c.target or "")}, "\0")
+end
+
+-- The changes a batch of items carries, as the report's records name them (no secret).
+local function changes_of(part)
+  local out = {}
+  for _, item in ipairs(part) do
+    for _, name in ipairs(item.names) do
+      out[#out + 1] = {DeviceName = name, change = item.change,
+        target = item.targets and item.targets[name] or item.target}
+    end
+  end
+  return out
+end
+
+-- Journals a batch's changes before it is sent (`ctx.ledger`, with a journal): its seq,
+-- or nil; a failed append stops the writes, the batch unsent.
+local function journal_sending(ctx, changes, what)
+  if not ctx.ledger or #changes == 0 then return nil end
+  local seq, err = ctx.ledger.sending(changes)
+  if not seq then stop(ctx, err, "the journal's record of " .. what) end
+  return seq
 end
 
 -- A change's record given its call's answer or error (neither: skipped, the cause named).
@@ -82,6 +123,7 @@ local function send_all(ctx, action, items)
     for i = first, math.min(first + CHUNK - 1, #items) do
       part[#part + 1], params[#params + 1] = items[i], items[i].params
     end
+    local seq = not ctx.err and journal_sending(ctx, changes_of(part), action)
     if ctx.err then
       for _, item in ipairs(part) do settle(ctx, action, item) end
     else
@@ -95,7 +137,7 @@ local function send_all(ctx, action, items)
         end
         settle(ctx, action, item, res, err)
       end
-      batch_done(ctx)
+      batch_done(ctx, {seq})
     end
   end
 end
@@ -172,6 +214,9 @@ end
 -- Each is a change of the report too (`create_group`, no DeviceName): a failed one is
 -- what the joins skipped after it name.
 local function create_groups(ctx, plan)
+  local changes = {}
+  for i, name in ipairs(plan.CreateGroups) do changes[i] = {change = "create_group", target = name} end
+  local seq = not ctx.err and journal_sending(ctx, changes, "CreateDeviceGroup")
   for _, name in ipairs(plan.CreateGroups) do
     local res, err
     if not ctx.err then
@@ -189,7 +234,7 @@ local function create_groups(ctx, plan)
     end
     record(ctx, change_record(ctx, nil, "create_group", name, res, err))
   end
-  if #plan.CreateGroups > 0 then batch_done(ctx) end
+  if #plan.CreateGroups > 0 then batch_done(ctx, {seq or nil}) end
 end
 
 local function live(ctx, d) return not ctx.lost[d.DeviceName] end
@@ -213,17 +258,22 @@ local function renames(ctx, plan)
   send_all(ctx, "BatchUpdateDeviceNickname", items)
 end
 
+-- A tag_set's target: the keys it sets, sorted, joined by ";".
+local function tag_target(set)
+  local keys = {}
+  for k in pairs(set) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return table.concat(keys, ";")
+end
+
 local function tags(ctx, plan)
   local sets, removes = {}, {}
   for _, d in ipairs(plan.Devices) do
     local t = d.tags
     if t and t.set and live(ctx, d) then
-      local keys = {}
-      for k in pairs(t.set) do keys[#keys + 1] = k end
-      table.sort(keys)
       sets[#sets + 1] = {params = {ProductKey = ctx.pk, DeviceName = d.DeviceName,
         Props = manifest_m.tag_json(t.set)}, names = {d.DeviceName}, change = "tag_set",
-        target = table.concat(keys, ";")}
+        target = tag_target(t.set)}
     end
     for _, k in ipairs(t and t.remove or {}) do
       removes[#removes + 1] = {params = {ProductKey = ctx.pk, DeviceName = d.DeviceName,
@@ -293,6 +343,50 @@ local function relations(ctx, plan, field, change, action)
   send_all(ctx, action, items)
 end
 
+--- The keys (`change_key`) of every change a plan holds but the creations.
+-- @tparam table plan
+-- @treturn table set of keys
+function M.planned_changes(plan)
+  local keys = {}
+  local function add(name, change, target)
+    keys[M.change_key{DeviceName = name, change = change, target = target}] = true
+  end
+  for _, g in ipairs(plan.CreateGroups) do add(nil, "create_group", g) end
+  for _, d in ipairs(plan.Devices) do
+    local n, t = d.DeviceName, d.tags or {}
+    if d.rename then add(n, "rename", d.rename.to) end
+    if t.set then add(n, "tag_set", tag_target(t.set)) end
+    for _, k in ipairs(t.remove or {}) do add(n, "tag_remove", k) end
+    for _, g in ipairs(d.leave or {}) do add(n, "leave", g) end
+    for _, g in ipairs(d.join or {}) do add(n, "join", g) end
+  end
+  return keys
+end
+
+-- The batches a killed run journaled as sent and never settled (`ctx.ledger.unsettled`):
+-- each change of them that this run's plan, read after the kill, no longer holds has
+-- landed (the state shows it) and is reported `done` now, `settled = "state"`, unless the
+-- report has its line already (`ctx.reported`: the kill came after the report was synced,
+-- before the journal said so). A change still planned did not land: the plan carries it
+-- out again and reports it then. The batches are then journaled settled.
+local function settle_from_state(ctx, plan)
+  local batches = ctx.ledger and ctx.ledger.unsettled or {}
+  if #batches == 0 then return end
+  local planned, seen, seqs = M.planned_changes(plan), {}, {}
+  for i, b in ipairs(batches) do
+    seqs[i] = b.seq
+    for _, c in ipairs(b.Changes) do
+      local key = M.change_key(c)
+      if not planned[key] and not seen[key] and not (ctx.reported and ctx.reported(c)) then
+        seen[key] = true
+        record(ctx, {DeviceName = c.DeviceName, change = c.change, target = c.target,
+          outcome = "done", settled = "state"})
+      end
+    end
+  end
+  batch_done(ctx, seqs)
+end
+
 --- Sends a plan's changes.
 -- @tparam table client the client (`register_named_devices`)
 -- @tparam table port `aliyun.iot.batch.port` of that client
@@ -302,7 +396,11 @@ end
 --   (absolute `port:clock()` deadline, or nil), `on_report(rec, position)`, `on_batch()`
 --   (after each batch of writes is settled and reported, before the next one is sent),
 --   `resumed` (`{Devices=, result=}`: a killed apply's creation finished from its journal
---   this run, reported first)
+--   this run, reported first), `ledger` (`aliyun.iot.fleet.apply_journal.ledger` of the
+--   apply's journal, or nil: each batch of writes journaled before it is sent and once
+--   settled; the batches a killed run left unsettled reported from the plan first),
+--   `reported(change) -> boolean` (whether the caller's report holds that change's `done`
+--   line already: a killed run's batch may have reached it)
 -- @treturn table `{Report = {records}, Groups = {{GroupName=, outcome=, code=,
 --   RequestId=}}, ApplyIds=, Devices=}` (Devices: the created and adopted devices, with
 --   their secrets, as `register_named_devices` returns them)
@@ -310,7 +408,8 @@ end
 function M.run(client, port, plan, opts)
   local ctx = {client = client, port = port, pk = opts.ProductKey, journal = opts.journal,
     opts = {deadline = opts.t_end}, report = {}, on_report = opts.on_report,
-    on_batch = opts.on_batch, lost = {}, adopted = {},
+    on_batch = opts.on_batch, lost = {}, adopted = {}, ledger = opts.ledger,
+    reported = opts.reported,
     group_ids = {}, result = {Groups = {}}}
   for k, v in pairs(plan.GroupIds or {}) do ctx.group_ids[k] = v end
   function ctx.seconds_left()
@@ -321,6 +420,7 @@ function M.run(client, port, plan, opts)
     M.record_creations(ctx, opts.resumed.Devices, opts.resumed.result, false)
     batch_done(ctx)
   end
+  settle_from_state(ctx, plan)
   create(ctx, plan)
   create_groups(ctx, plan)
   renames(ctx, plan)
@@ -329,6 +429,7 @@ function M.run(client, port, plan, opts)
   -- join first is refused with ExceedTenGroupDeviceCount, and so would every re-run be)
   relations(ctx, plan, "leave", "leave", "BatchDeleteDeviceGroupRelations")
   relations(ctx, plan, "join", "join", "BatchAddDeviceGroupRelations")
+  if ctx.ledger then ctx.ledger.close() end
   ctx.result.Report = ctx.report
   return ctx.result, ctx.err
 end

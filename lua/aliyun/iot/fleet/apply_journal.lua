@@ -7,6 +7,9 @@
 -- "device:inode" identity and its size when the run writing it started), appended once
 -- per run that writes a report. A run started again after a kill may append to a report
 -- only when the journal's last `report` event names that very file (`report_problem`).
+-- Each batch of the apply's other writes is journaled before it is sent (`sending`: its
+-- changes, no secret) and once its outcomes reached the report (`settled`): a run after a
+-- kill reports the changes of a batch left unsettled that landed (`ledger`).
 -- @module aliyun.iot.fleet.apply_journal
 
 local journal = require "aliyun.iot.journal"
@@ -193,6 +196,72 @@ local function note_report(j, records, report)
   local err = M.append_report(j, records, report)
   j:close()
   return err
+end
+
+--- The batches of writes journaled as sent (`sending {seq, Changes}`) and never settled
+-- (`settled {seq}`), in the journal's order: those a killed run had in flight. A journal
+-- written before batches were journaled has none.
+-- @tparam table records the journal's events
+-- @treturn table `{{seq=, Changes = {{DeviceName=, change=, target=}}}, ...}`
+function M.unsettled(records)
+  local open, order = {}, {}
+  for i = 2, #records do
+    local r = records[i]
+    if r.event == "sending" then
+      open[r.seq], order[#order + 1] = r, r
+    elseif r.event == "settled" then
+      open[r.seq] = nil
+    end
+  end
+  local out = {}
+  for _, r in ipairs(order) do
+    if open[r.seq] == r then out[#out + 1] = r end
+  end
+  return out
+end
+
+--- The record of an apply's batches of writes in its journal (`aliyun.iot.fleet.apply`'s
+-- `ledger`): `sending(changes) -> seq | nil, err` before a batch is sent (its changes
+-- `{DeviceName=, change=, target=}`, never a secret), `settled({seq, ...}) -> ?err`
+-- once its outcomes reached the report, `close()`, and `unsettled` (see `unsettled`).
+-- The journal is opened (and locked) at the first append, not before: the creation step
+-- (`client:resume`) opens it on its own before that.
+-- @tparam string path the journal's path
+-- @tparam ?table records its events (nil: a journal this run just created)
+-- @treturn table
+function M.ledger(path, records)
+  records = records or {}
+  local L, j, next_seq = {unsettled = M.unsettled(records)}, nil, 1
+  for i = 2, #records do
+    local r = records[i]
+    if r.event == "sending" and r.seq >= next_seq then next_seq = r.seq + 1 end
+  end
+  local function append(events)
+    if not j then
+      local jj, _, err = journal.open(path)
+      if not jj then return err end
+      j = jj
+    end
+    local ok, err = j:append_list(events)
+    if not ok then return err end
+  end
+  function L.sending(changes)
+    local seq = next_seq
+    local err = append{{event = "sending", seq = seq, Changes = changes}}
+    if err then return nil, err end
+    next_seq = seq + 1
+    return seq
+  end
+  function L.settled(seqs)
+    local events = {}
+    for i, seq in ipairs(seqs) do events[i] = {event = "settled", seq = seq} end
+    return append(events)
+  end
+  function L.close()
+    if j then j:close() end
+    j = nil
+  end
+  return L
 end
 
 --- Starts an apply's journal before its first write: the creations the plan makes, the
