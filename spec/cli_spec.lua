@@ -1084,6 +1084,32 @@ describe("aliyun-iot command", function()
     assert.are.equal(0, request_count())
   end)
 
+  it("--out never replaces a retire's journal, an undo export nor a report of another run", function()
+    -- what another command wrote earlier: the undo export is the only copy of the secrets
+    -- of devices deleted since; the report and the retire journal are a job's record
+    local kept = {
+      ["r.state"] = '{"event":"retire","version":1,"ProductKey":"' .. PK .. '"}\n',
+      ["r.undo.csv"] = "ProductKey,DeviceName,DeviceSecret,IotId\n" .. PK .. ",d1,s3cr3t,id1\n",
+      ["r.undo.crlf"] = "ProductKey,DeviceName,DeviceSecret,IotId\r\n",
+      ["r.jsonl"] = '{"DeviceName":"d1","change":"tag_set","outcome":"done"}\n',
+      ["g.jsonl"] = '{"change":"create_group","target":"g","outcome":"failed"}\n',
+    }
+    for name, text in pairs(kept) do
+      write(tmp .. "/" .. name, text)
+      local code, out, err = run(ep() .. "call QueryDevice ProductKey=" .. PK .. " --out " .. name)
+      assert.are.equal(2, code, name .. ": " .. err)
+      assert.are.equal("", out)
+      assert.truthy(err:find("never replaced by an output", 1, true), err)
+      assert.are.equal(text, read(tmp .. "/" .. name), name)
+    end
+    assert.are.equal(0, request_count())
+    -- an ordinary file is still replaced, as documented
+    write(tmp .. "/plain.csv", "DeviceName,outcome\nd1,done\n")
+    local code, _, err = run(ep() .. "call QueryDevice ProductKey=" .. PK .. " --out plain.csv")
+    assert.are.equal(0, code, err)
+    assert.truthy(err:find("replaced plain.csv", 1, true), err)
+  end)
+
   it("--out /dev/fd/N, /proc/self/fd/N and links to them write through the descriptor", function()
     local function inode() return sh("stat -c %i " .. q(tmp .. "/log.csv")) end
     write(tmp .. "/log.csv", "earlier\n")

@@ -78,23 +78,35 @@ end
 
 local JOURNAL_PROBE = 65536 -- bytes of a file's first line looked at for a job record
 
--- True when the regular file at `path` is an aliyun-iot journal: its first line is a
--- `job` record (read at most JOURNAL_PROBE bytes; the keys come in any order).
-local function is_journal(path)
+-- What the regular file at `path` is when it is a file of aliyun-iot's that no output may
+-- replace, from its first line (at most JOURNAL_PROBE bytes; JSON keys in any order): a
+-- journal (a `job` record: register's, apply's; a `retire` record), an undo export (the
+-- only copy of deleted devices' secrets), or a report (an `outcome` per line); else nil.
+local function kept_kind(path)
   local fh = io.open(path, "rb")
-  if not fh then return false end
+  if not fh then return nil end
   local head = fh:read(JOURNAL_PROBE) or ""
   fh:close()
-  local line = head:match("^([^\n]*)")
-  return line:sub(1, 1) == "{" and line:find('"event":"job"', 1, true) ~= nil
+  local line = head:match("^([^\n\r]*)")
+  if line == require("aliyun.iot.fleet.retire").HEADER then
+    return "an aliyun-iot undo export (the secrets of deleted devices)"
+  end
+  if line:sub(1, 1) ~= "{" then return nil end
+  if line:find('"event":"job"', 1, true) or line:find('"event":"retire"', 1, true) then
+    return "an aliyun-iot journal"
+  end
+  if line:find('"outcome":"', 1, true) then return "an aliyun-iot report" end
+  return nil
 end
 
--- Refuses (exit 2) an output file that is a journal or is locked by another process (a
--- journal in use); `name` is the path as given, `file` a name of the regular file.
+-- Refuses (exit 2) an output file that is a journal, an undo export or a report, or is
+-- locked by another process (a journal in use); `name` is the path as given, `file` a name
+-- of the regular file.
 local function refuse_journal(name, file, lockable)
-  if is_journal(file) then
-    local_error("cannot write --out %s: it is an aliyun-iot journal (a journal is never " ..
-      "replaced by an output); choose another file", name)
+  local kept = kept_kind(file)
+  if kept then
+    local_error("cannot write --out %s: it is %s (never replaced by an output); choose " ..
+      "another file", name, kept)
   end
   if lockable then
     local lk, why = core().lock_file(file)
