@@ -81,8 +81,6 @@ function M.run(opts, streams, ui, ctx)
       :format(opts.state, opts.retire_unlisted and (" (the retire's: %s.retire)"):format(opts.state) or ""))
   end
   ui.note("applying " .. printable(opts.manifest) .. " to product " .. printable(opts.product_key))
-  -- retire says where the deleted devices' secrets go; so does apply when it may delete
-  if undo then ui.note("undo export (the devices' secrets, if any is retired): " .. printable(undo)) end
   local res
   res, err = client:apply{ProductKey = opts.product_key, manifest = opts.manifest,
     prune_tags = opts.prune_tags or nil, journal = opts.state, deadline = opts.deadline,
@@ -94,6 +92,9 @@ function M.run(opts, streams, ui, ctx)
     -- what is about to be done, before the first write: a killed apply has said it
     on_plan = function(p)
       plan_cli.print_plan(p, function(s) out.fh:write(s) end)
+      -- retire says where the deleted devices' secrets go; so does apply, once its checks
+      -- passed (a refused undo path is never announced) and only when it deletes
+      if #p.Retire > 0 then ui.note("undo export (the devices' secrets): " .. printable(undo)) end
       -- seen now on a terminal or pipe (an --out file shows it whole when complete); a
       -- failed flush surfaces at the output's finish, checked there
       if not opts.out then streams.stdout:flush() end

@@ -23,7 +23,8 @@ local function bad(message)
   return errors.new{code = "InvalidParameter", parameter = "journal", message = message}
 end
 
---- What is at an apply's journal path, read and checked without locking it.
+--- What is at an apply's journal path, read and checked without locking it (a lock
+-- taken and dropped at once tells a journal another process holds: refused).
 -- @tparam string path
 -- @tparam string pk the ProductKey the apply is for
 -- @treturn ?string "none" (no file), "empty" (an empty regular file: a journal whose
@@ -43,6 +44,14 @@ function M.inspect(path, pk)
   if kind ~= "file" then
     return nil, nil, bad(("journal %s is not a regular file (%s): give the path of a new " ..
       "file, or the one of the killed apply"):format(path, kind == "link" and "a symlink" or kind))
+  end
+  local lock, lock_err = core.lock_file(path)
+  if lock then
+    lock:unlock()
+  elseif tostring(lock_err):find("is locked$") then
+    -- another apply runs with it: said before this one reads the product's whole state
+    return nil, nil, bad(("journal %s is in use by another process (an apply or retire " ..
+      "running with it): wait for it to end, or give another journal path"):format(path))
   end
   if core.read_file(path, 1) == "" then return "empty" end
   local records, err = journal.read(path)

@@ -40,6 +40,13 @@ local function journal_error(message)
   return errors.new{code = "JournalError", message = message}
 end
 
+-- A file that is no retire's journal at all (another command's journal, any other file):
+-- a wrong path, refused before any request like a bad value, not a damaged journal.
+local function not_retire_journal(message)
+  return errors.new{code = "InvalidParameter", parameter = "journal", message = message ..
+    ": give the path of a new file, or the one of the stopped retire"}
+end
+
 local ACTIONS = {DisableThing = true, DeleteDevice = true}
 
 -- Why `names` is not a list of DeviceNames (of the job's when `job` is given), or nil.
@@ -94,7 +101,8 @@ local function parse(path, body)
     local why = event_problem(rec, job)
     if why then
       if nl == "\n" or type(rec) == "table" then
-        return nil, journal_error(("%s:%d: %s"):format(path, n, why))
+        local wrong = not job and (type(rec) ~= "table" or rec.event ~= "retire")
+        return nil, (wrong and not_retire_journal or journal_error)(("%s:%d: %s"):format(path, n, why))
       end
       torn = true
     else
@@ -106,7 +114,7 @@ local function parse(path, body)
     end
   end
   if not records[1] then
-    return nil, journal_error(path .. " is not a retire journal (no retire event first)")
+    return nil, not_retire_journal(path .. " is not a retire journal (no retire event first)")
   end
   return records, torn
 end
