@@ -68,7 +68,7 @@ end
 
 --- For a before_each: the emulator's devices, groups, faults and log cleared (a test that
 -- changed async_delay and failed midway does not leak it), `dir`'s files removed when it is
--- given (dot files too: no test sees another's journal or lock), `names` registered in PK.
+-- given (dot files too: no test sees another's files), `names` registered in PK.
 -- Returns a new client.
 function M.fresh(emu, dir, names)
   emu:reset()
