@@ -1,17 +1,17 @@
 -- The fleet actions (docs/wire.md §10) through the client against the emulator over real
 -- HTTP, and the emulator's own limits through a signer of the spec's (spec/emulator/signer.lua).
-local iot = require "aliyun.iot"
 local emulator = require "aliyun.iot.emulator"
+local fleet = require "spec.support.fleet"
 local s = require "spec.emulator.signer"
 local cjson = require "cjson"
 
-local PK = "a1TestPK001"
+local PK = fleet.PK
 
+-- No pacing and no retry: the emulator's limits are met by each call as it is.
 local function client_for(emu, opts)
-  local o = {access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint,
-             qps = false, max_retries = 0}
+  local o = {qps = false, max_retries = 0}
   for k, v in pairs(opts or {}) do o[k] = v end
-  return assert(iot.new(o))
+  return fleet.client(emu, o)
 end
 
 describe("fleet actions", function()

@@ -3,15 +3,10 @@
 -- equals it; applied again, its plan is empty and no write is sent; a killed apply run
 -- again repeats no write (the emulator's request log holds each once); limits are refused
 -- before any request.
-local iot = require "aliyun.iot"
-local emulator = require "aliyun.iot.emulator"
+local fleet = require "spec.support.fleet"
 local shell = require "spec.support.shell"
-local cjson = require "cjson"
 
-local PK = "a1TestPK001"
-local LUA = os.getenv("ALIYUN_IOT_LUA")
-  or (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
-local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
+local PK, MANIFEST = fleet.PK, fleet.MANIFEST
 local EXAMPLE = os.getenv("PWD") .. "/examples/fleet.csv"
 local q = shell.quote
 
@@ -20,13 +15,6 @@ local WRITES = {BatchCheckDeviceNames = true, BatchRegisterDeviceWithApplyId = t
   BatchUpdateDeviceNickname = true, SaveDeviceProp = true, DeleteDeviceProp = true,
   BatchAddDeviceGroupRelations = true, BatchDeleteDeviceGroupRelations = true,
   DisableThing = true, DeleteDevice = true}
-
-local MANIFEST = table.concat({
-  "DeviceName,Nickname,tags,groups",
-  "lamp_0001,lamp_one,site=north;rev=b,north_site;all_lamps",
-  "lamp_0002,,site=south,all_lamps",
-  "lamp_0003,lamp_three,,",
-}, "\n") .. "\n"
 
 -- The write requests the emulator received since `from`: {"Action params-as-JSON", ...}.
 local function writes_since(emu, from)
@@ -61,31 +49,15 @@ end
 describe("fleet apply", function()
   local emu, c, dir, path
 
-  local function run_cli(args)
-    local out, err = dir .. "/stdout", dir .. "/stderr"
-    local code = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
-      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > %s 2> %s; echo $?")
-      :format(q(dir), q(dir), LUA, q(BIN), args, q(out), q(err)))
-    return tonumber(code), shell.read(out), shell.read(err)
-  end
+  local function run_cli(args) return fleet.run(dir, args) end
 
   setup(function()
-    emu = emulator.start{async_delay = 0}
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(shell.ok("mkdir -m 700 " .. q(dir)))
+    emu, dir = fleet.start()
     path = dir .. "/fleet.csv"
     shell.write(path, MANIFEST)
   end)
-  teardown(function()
-    emu:stop()
-    shell.ok("rm -rf " .. q(dir))
-  end)
-  before_each(function()
-    emu:reset()
-    emu:set{async_delay = 0}
-    c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint})
-  end)
+  teardown(function() fleet.stop(emu, dir) end)
+  before_each(function() c = fleet.fresh(emu) end)
 
   it("creates, names, tags and groups an empty product's devices; a second apply sends no write", function()
     local res = assert(c:apply{ProductKey = PK, manifest = path})
@@ -202,8 +174,7 @@ describe("fleet apply", function()
     assert.matches("Plan: 4 to create, 0 to update, 0 unchanged; 3 nicknames,", out)
     assert.matches("\nApply: 4 created, 13 done%.\n$", out) -- 3 of them groups created
     local n = 0
-    for line in shell.read(rep):gmatch("[^\n]+") do
-      local r = cjson.decode(line)
+    for _, r in ipairs(fleet.records(rep)) do
       -- a device's change, or a group's creation (no DeviceName, the group its target)
       assert.is_string(r.change == "create_group" and r.target or r.DeviceName)
       assert.is_string(r.change)
@@ -251,34 +222,20 @@ describe("fleet apply", function()
     os.remove(dir .. "/apply.report")
     local cmd = ("apply --endpoint %s --product-key %s --manifest %s --state apply.state --quiet " ..
       "--report apply.report"):format(emu.endpoint, PK, q(EXAMPLE))
-    local pid = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
-      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > kill.out 2> kill.err & echo $!")
-      :format(q(dir), q(dir), LUA, q(BIN), cmd)):match("%d+")
-    local function count(action)
-      local n = 0
-      for _, r in ipairs(emu:requests()) do if r.action == action then n = n + 1 end end
-      return n
-    end
-    local t0 = os.time()
-    while count("SaveDeviceProp") < 4 and os.time() - t0 < 30 do os.execute("sleep 0.05") end
-    assert.are.equal(4, count("SaveDeviceProp"))
+    local pid = fleet.start_cli(dir, cmd, "kill")
+    fleet.poll(function() return fleet.count(emu, "SaveDeviceProp") >= 4 end)
+    assert.are.equal(4, fleet.count(emu, "SaveDeviceProp"))
     os.execute("sleep 0.3") -- the held join is sent meanwhile
     assert(os.execute("kill -9 " .. pid))
     -- the held join acts after the kill; wait for it before running again
-    local function held()
-      for _, r in ipairs(emu:requests()) do if r.fault == "slow" then return true end end
-      return false
-    end
-    t0 = os.time()
-    while not held() and os.time() - t0 < 30 do os.execute("sleep 0.05") end
-    assert.is_true(held())
+    local function held() return fleet.count(emu, function(r) return r.fault == "slow" end) > 0 end
+    assert.is_true(fleet.poll(held))
     assert.is_true(shell.read(dir .. "/apply.state") ~= nil)
     -- the outcomes decided before the kill reached the report (each batch's before the
     -- next batch of writes was sent): the 4 creations, the 3 groups created, the 4 tags set
     local function report_lines()
       local out = {}
-      for line in (shell.read(dir .. "/apply.report") or ""):gmatch("[^\n]+") do
-        local r = cjson.decode(line)
+      for _, r in ipairs(fleet.records(dir .. "/apply.report")) do
         out[#out + 1] = tostring(r.DeviceName) .. " " .. r.change .. " " .. tostring(r.target) .. " " .. r.outcome
       end
       table.sort(out)
@@ -350,16 +307,12 @@ describe("fleet apply", function()
     emu:set{async_delay = 1}
     local cmd = ("apply --endpoint %s --product-key %s --manifest %s --state create.state --quiet")
       :format(emu.endpoint, PK, q(EXAMPLE))
-    local pid = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
-      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > kill.out 2> kill.err & echo $!")
-      :format(q(dir), q(dir), LUA, q(BIN), cmd)):match("%d+")
+    local pid = fleet.start_cli(dir, cmd, "kill")
     local function registered()
       return (shell.read(dir .. "/create.state") or ""):find('"event":"apply"', 1, true) ~= nil
         and #writes_since(emu, 1) >= 2
     end
-    local t0 = os.time()
-    while not registered() and os.time() - t0 < 30 do os.execute("sleep 0.05") end
-    assert.is_true(registered())
+    assert.is_true(fleet.poll(registered))
     assert(os.execute("kill -9 " .. pid))
     emu:set{async_delay = 0}
     local code, _, err = run_cli(cmd)
@@ -424,20 +377,12 @@ describe("fleet apply", function()
   it("adopts a device that appears between the plan and its creation, and names it", function()
     -- the check is held: the device is registered (with another nickname) meanwhile
     emu:fault{kind = "slow", action = "BatchCheckDeviceNames", count = 1, delay = 2}
-    local pid = shell.capture(("(cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
-      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s apply --endpoint %s --product-key %s --manifest fleet.csv " ..
-      "--report adopt.jsonl < /dev/null > adopt.out 2> adopt.err; echo $? > adopt.code) > /dev/null 2>&1 & echo $!")
-      :format(q(dir), q(dir), LUA, q(BIN), emu.endpoint, PK)):match("%d+")
+    local pid = fleet.start_cli(dir, ("apply --endpoint %s --product-key %s --manifest fleet.csv --report adopt.jsonl")
+      :format(emu.endpoint, PK), "adopt")
     assert.is_truthy(pid)
-    local function seen(action)
-      for _, r in ipairs(emu:requests()) do if r.action == action then return true end end
-      return false
-    end
-    local t0 = os.time()
-    while not seen("QueryDevice") and os.time() - t0 < 30 do os.execute("sleep 0.05") end
+    fleet.poll(function() return fleet.count(emu, "QueryDevice") > 0 end)
     assert(c:register_device{ProductKey = PK, DeviceName = "lamp_0003", Nickname = "someone_else"})
-    t0 = os.time()
-    while not shell.read(dir .. "/adopt.code") and os.time() - t0 < 60 do os.execute("sleep 0.1") end
+    fleet.poll(function() return shell.read(dir .. "/adopt.code") end, 60)
     assert.are.equal("0\n", shell.read(dir .. "/adopt.code"), shell.read(dir .. "/adopt.err"))
     assert.matches('"DeviceName":"lamp_0003","change":"create","target":"lamp_three","outcome":"existing"',
       shell.read(dir .. "/adopt.jsonl"))

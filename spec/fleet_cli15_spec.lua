@@ -1,61 +1,26 @@
 -- A fresh user's findings on plan/apply/retire (issue 15) at the CLI, against the emulator
 -- over real HTTP: a retire's --report continued through its journal, `resume` on a retire's
 -- journal, rename report lines with their target, usage errors exiting 2, retire's notes.
-local iot = require "aliyun.iot"
-local emulator = require "aliyun.iot.emulator"
+local fleet = require "spec.support.fleet"
 local shell = require "spec.support.shell"
 local cjson = require "cjson"
 
-local PK = "a1TestPK001"
-local LUA = os.getenv("ALIYUN_IOT_LUA")
-  or (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
-local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
-local q = shell.quote
+local PK = fleet.PK
+local lines = fleet.records
 
 local WRITES = {DisableThing = true, DeleteDevice = true, EnableThing = true}
 
 describe("fleet CLI follow-ups", function()
   local emu, c, dir
 
-  local function run_cli(args)
-    local out, err = dir .. "/stdout", dir .. "/stderr"
-    local code = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
-      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > %s 2> %s; echo $?")
-      :format(q(dir), q(dir), LUA, q(BIN), args, q(out), q(err)))
-    return tonumber(code), shell.read(out), shell.read(err)
-  end
+  local function run_cli(args) return fleet.run(dir, args) end
 
-  local function writes(from)
-    local n = 0
-    for i, r in ipairs(emu:requests()) do
-      if i >= (from or 1) and WRITES[r.action] then n = n + 1 end
-    end
-    return n
-  end
+  local function writes(from) return fleet.count(emu, WRITES, from) end
 
-  local function lines(path)
-    local out = {}
-    for line in (shell.read(path) or ""):gmatch("[^\n]+") do out[#out + 1] = cjson.decode(line) end
-    return out
-  end
-
-  setup(function()
-    emu = emulator.start{async_delay = 0}
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(shell.ok("mkdir -m 700 " .. q(dir)))
-  end)
-  teardown(function()
-    emu:stop()
-    shell.ok("rm -rf " .. q(dir))
-  end)
+  setup(function() emu, dir = fleet.start() end)
+  teardown(function() fleet.stop(emu, dir) end)
   before_each(function()
-    emu:reset()
-    shell.ok("rm -f " .. q(dir) .. "/*")
-    c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint})
-    for _, n in ipairs{"old_0001", "old_0002", "keep_0001"} do
-      assert(c:register_device{ProductKey = PK, DeviceName = n})
-    end
+    c = fleet.fresh(emu, dir, {"old_0001", "old_0002", "keep_0001"})
     shell.write(dir .. "/names.txt", "old_0001\nold_0002\ngone_0001\n")
   end)
 

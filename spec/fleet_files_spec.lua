@@ -4,14 +4,10 @@
 -- unchanged); an undo export that could not be written whole is removed, so the same command
 -- works again; a --report FIFO is refused unopened; values quoted in errors are cut; a JSON
 -- array manifest, a non-UTF-8 tag value are named as such.
-local iot = require "aliyun.iot"
-local emulator = require "aliyun.iot.emulator"
+local fleet = require "spec.support.fleet"
 local shell = require "spec.support.shell"
 
-local PK = "a1TestPK001"
-local LUA = os.getenv("ALIYUN_IOT_LUA")
-  or (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
-local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
+local PK = fleet.PK
 local q = shell.quote
 
 describe("fleet files #lua54only", function()
@@ -20,12 +16,7 @@ describe("fleet files #lua54only", function()
   -- The CLI in `dir`, `pre` run first in the same shell (a ulimit); exit status, stdout,
   -- stderr. `timeout` ends a run that would hang (a FIFO's open) so that the spec fails.
   local function run_cli(args, pre)
-    local out, err = dir .. "/stdout", dir .. "/stderr"
-    local code = shell.capture(("cd %s && (%s timeout -s KILL 30 env -u LUA_PATH -u LUA_CPATH HOME=%s " ..
-      "ALIBABA_CLOUD_ACCESS_KEY_ID=testid ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s " ..
-      "--endpoint %s %s < /dev/null > %s 2> %s); echo $?")
-      :format(q(dir), pre or "", q(dir), LUA, q(BIN), emu.endpoint, args, q(out), q(err)))
-    return tonumber(code), shell.read(out), shell.read(err)
+    return fleet.run(dir, "--endpoint " .. emu.endpoint .. " " .. args, {pre = pre, timeout = 30})
   end
 
   local function requests() return #emu:requests() end
@@ -41,21 +32,10 @@ describe("fleet files #lua54only", function()
     return err
   end
 
-  setup(function()
-    emu = emulator.start{async_delay = 0}
-    dir = shell.temp_dir()
-  end)
-  teardown(function()
-    emu:stop()
-    shell.ok("rm -rf " .. q(dir))
-  end)
+  setup(function() emu, dir = fleet.start() end)
+  teardown(function() fleet.stop(emu, dir) end)
   before_each(function()
-    emu:reset()
-    shell.ok("rm -rf " .. q(dir) .. "/* " .. q(dir) .. "/.[!.]*")
-    c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint})
-    for _, n in ipairs{"old_0001", "old_0002", "keep_0001"} do
-      assert(c:register_device{ProductKey = PK, DeviceName = n})
-    end
+    c = fleet.fresh(emu, dir, {"old_0001", "old_0002", "keep_0001"})
     shell.write(dir .. "/names.txt", "old_0001\nold_0002\n")
     shell.write(dir .. "/keep.csv", "DeviceName\nkeep_0001\n")
   end)
@@ -145,7 +125,7 @@ describe("fleet files #lua54only", function()
     local cmd = "retire --product-key " .. PK .. " --names-file uf.txt --state uf.state --undo uf.undo --wait 1"
     local from = requests()
     -- 6 blocks of 512 bytes: the journal fits, the undo export (150 secrets) does not
-    local code, out, err = run_cli(cmd, "ulimit -f 6;")
+    local code, out, err = run_cli(cmd, "ulimit -f 6 &&")
     assert.are.equal(1, code, err)
     assert.are.equal("", out)
     assert.matches("UndoError: cannot write undo file uf.undo: File too large %(the partial file " ..

@@ -4,29 +4,20 @@
 -- before its first write; a killed apply's journal refuses another manifest; `wait`,
 -- hole-y device lists and JSON numbers are refused; a refused retire's disabled devices
 -- are shown by plan with the way back; a failed group creation is in the report.
-local iot = require "aliyun.iot"
-local emulator = require "aliyun.iot.emulator"
+local fleet = require "spec.support.fleet"
 local manifest = require "aliyun.iot.fleet.manifest"
 local shell = require "spec.support.shell"
-local cjson = require "cjson"
 
-local PK = "a1TestPK001"
-local LUA = os.getenv("ALIYUN_IOT_LUA")
-  or (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
-local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
-local q = shell.quote
+local PK = fleet.PK
 
 local READS = {QueryDevice = true, BatchQueryDeviceDetail = true, QueryDeviceProp = true,
   QueryDeviceGroupList = true, QueryDeviceListByDeviceGroup = true, BatchGetDeviceState = true}
 
 -- The actions the emulator received since `from`, and how many were writes.
 local function since(emu, from)
-  local acts, writes = {}, 0
-  for i, r in ipairs(emu:requests()) do
-    if i >= from then
-      acts[#acts + 1] = r.action
-      if not READS[r.action] then writes = writes + 1 end
-    end
+  local acts, writes = fleet.actions(emu, from), 0
+  for _, a in ipairs(acts) do
+    if not READS[a] then writes = writes + 1 end
   end
   return acts, writes
 end
@@ -34,30 +25,11 @@ end
 describe("fleet guards", function()
   local emu, c, dir
 
-  local function env()
-    return ("cd %s && exec env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
-      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s"):format(q(dir), q(dir), LUA, q(BIN))
-  end
-
-  -- Polls (0.1 s steps, at most `n`) until ok() is true; ok()'s last value.
-  local function poll(n, ok)
-    for _ = 1, n do
-      local v = ok()
-      if v then return v end
-      os.execute("sleep 0.1")
-    end
-    return ok()
-  end
+  -- Polls until ok() is true, for `n` tenths of a second at the most; ok()'s last value.
+  local function poll(n, ok) return fleet.poll(ok, n / 10) end
 
   -- Starts the CLI in the background: its pid (stdout and stderr to dir/bg.out, bg.err).
-  local function start_cli(args)
-    -- the shell writes its pid, then becomes the CLI (env() ends in exec)
-    os.remove(dir .. "/pid")
-    local cmd = ("echo $$ > %s/pid; %s %s < /dev/null"):format(q(dir), env(), args)
-    shell.ok(("(sh -c %s > %s/bg.out 2> %s/bg.err; echo $? > %s/code) > /dev/null 2>&1 &")
-      :format(q(cmd), q(dir), q(dir), q(dir)))
-    return poll(100, function() return (shell.read(dir .. "/pid") or ""):match("%d+") end)
-  end
+  local function start_cli(args) return fleet.start_cli(dir, args, "bg") end
 
   -- An apply of `file` with journal s.state killed while its registration is held by the
   -- emulator (1.5 s), as a kill leaves it: the journal unfinished, the held call answered.
@@ -66,48 +38,20 @@ describe("fleet guards", function()
     local pid = start_cli(("apply --endpoint %s --product-key %s --manifest %s --state s.state")
       :format(emu.endpoint, PK, file))
     assert.is_truthy(pid)
-    local function sent()
-      for _, r in ipairs(emu:requests()) do
-        if r.action == "BatchCheckDeviceNames" then return true end
-      end
-    end
-    assert.is_truthy(poll(300, sent))
+    assert.is_truthy(poll(300, function() return fleet.count(emu, "BatchCheckDeviceNames") > 0 end))
     os.execute("sleep 0.3; kill -9 " .. pid .. " 2>/dev/null")
-    local function answered()
-      for _, r in ipairs(emu:requests()) do
-        if r.action == "BatchRegisterDeviceWithApplyId" then return true end
-      end
-    end
-    assert.is_truthy(poll(300, answered))
+    assert.is_truthy(poll(300, function() return fleet.count(emu, "BatchRegisterDeviceWithApplyId") > 0 end))
     emu:clear_faults()
   end
 
-  local function run_cli(args)
-    local out, err = dir .. "/stdout", dir .. "/stderr"
-    local code = shell.capture(("(%s %s) < /dev/null > %s 2> %s; echo $?")
-      :format(env(), args, q(out), q(err)))
-    return tonumber(code), shell.read(out), shell.read(err)
-  end
+  local function run_cli(args) return fleet.run(dir, args) end
 
-  setup(function()
-    emu = emulator.start{async_delay = 0}
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(shell.ok("mkdir -m 700 " .. q(dir)))
-  end)
-  teardown(function()
-    emu:stop()
-    shell.ok("rm -rf " .. q(dir))
-  end)
-  before_each(function()
-    emu:reset()
-    emu:set{async_delay = 0}
-    shell.ok("rm -f " .. q(dir) .. "/*")
-    c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint})
-  end)
+  setup(function() emu, dir = fleet.start() end)
+  teardown(function() fleet.stop(emu, dir) end)
+  before_each(function() c = fleet.fresh(emu, dir) end)
 
   it("refuses a manifest of no device with --retire-unlisted unless --allow-empty-manifest", function()
-    for _, n in ipairs{"old_0001", "old_0002"} do assert(c:register_device{ProductKey = PK, DeviceName = n}) end
+    fleet.register(c, {"old_0001", "old_0002"})
     shell.write(dir .. "/hdr.csv", "DeviceName\n")
     local from = #emu:requests() + 1
     local code, out, err = run_cli(("apply --endpoint %s --product-key %s --manifest hdr.csv " ..
@@ -256,9 +200,7 @@ describe("fleet guards", function()
   end)
 
   it("plan notes the listed devices a refused retire left disabled, and the command that enables one works", function()
-    for _, n in ipairs{"old_0001", "old_0002", "old_0003"} do
-      assert(c:register_device{ProductKey = PK, DeviceName = n})
-    end
+    fleet.register(c, {"old_0001", "old_0002", "old_0003"})
     -- a device that keeps its connection: ONLINE, so the retire is refused
     emu:set_online{ProductKey = PK, DeviceName = "old_0003", stay_online = true}
     shell.write(dir .. "/names.txt", "old_0001\nold_0002\nold_0003\n")
@@ -290,8 +232,7 @@ describe("fleet guards", function()
     local code, _, err = run_cli(("apply --endpoint %s --product-key %s --manifest m.csv --report r.jsonl")
       :format(emu.endpoint, PK))
     assert.are.equal(1, code, err)
-    local recs = {}
-    for line in assert(shell.read(dir .. "/r.jsonl")):gmatch("([^\n]*)\n") do recs[#recs + 1] = cjson.decode(line) end
+    local recs = fleet.records(dir .. "/r.jsonl")
     assert.are.equal(3, #recs)
     assert.are.equal("create_group", recs[1].change)
     assert.are.equal("north", recs[1].target)

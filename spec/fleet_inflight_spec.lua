@@ -4,16 +4,11 @@
 -- change twice. The emulator holds the batch's calls (a `slow` fault: carried out after
 -- the delay, whether or not the caller is still there to read the answer) and the CLI is
 -- killed (SIGKILL) while they are held.
-local iot = require "aliyun.iot"
-local emulator = require "aliyun.iot.emulator"
+local fleet = require "spec.support.fleet"
 local shell = require "spec.support.shell"
 local cjson = require "cjson"
 
-local PK = "a1TestPK001"
-local LUA = os.getenv("ALIYUN_IOT_LUA")
-  or (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
-local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
-local q = shell.quote
+local PK = fleet.PK
 
 local N = 40
 local WRITES = {SaveDeviceProp = true, DeleteDeviceProp = true, CreateDeviceGroup = true,
@@ -97,17 +92,10 @@ describe("fleet apply killed with a batch of writes in flight", function()
   local emu, c, dir
 
   setup(function()
-    emu = emulator.start{async_delay = 0}
-    c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret",
-                       endpoint = emu.endpoint})
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(shell.ok("mkdir -m 700 " .. q(dir)))
+    emu, dir = fleet.start()
+    c = fleet.client(emu)
   end)
-  teardown(function()
-    emu:stop()
-    shell.ok("rm -rf " .. q(dir))
-  end)
+  teardown(function() fleet.stop(emu, dir) end)
   after_each(function() emu:clear_faults() end)
 
   it("CLI: the run again reports every change of the killed batch once, repeats no write", function()
@@ -116,47 +104,30 @@ describe("fleet apply killed with a batch of writes in flight", function()
     local from = #emu:requests() + 1
     local cmd = ("apply --endpoint %s --product-key %s --manifest fleet.csv --state apply.state " ..
       "--report apply.report --quiet"):format(emu.endpoint, PK)
-    local env = ("cd %s && exec env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
-      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null"):format(q(dir), q(dir), LUA, q(BIN), cmd)
     -- every SaveDeviceProp held 3 s, then carried out: the child is killed 1 s after the
     -- group's creation (the write before the tags), while the first calls of the tag
     -- batch are held (the others of it never sent); checked below from the log
     emu:fault{kind = "slow", action = "SaveDeviceProp", count = N, delay = 3}
-    local pid = shell.capture(("(sh -c %s > %s/run.out 2> %s/run.err; echo $? > %s/code) > /dev/null 2>&1 & " ..
-      "sleep 0.05; pgrep -P $! -n || echo none"):format(q(env), q(dir), q(dir), q(dir))):match("%d+")
+    local pid = fleet.start_cli(dir, cmd, "run")
     assert.is_truthy(pid)
-    local function grouped()
-      for i, r in ipairs(emu:requests()) do
-        if i >= from and r.action == "CreateDeviceGroup" then return true end
-      end
-    end
-    for _ = 1, 600 do
-      if grouped() or shell.read(dir .. "/code") then break end
-      os.execute("sleep 0.05")
-    end
+    local function grouped() return fleet.count(emu, "CreateDeviceGroup", from) > 0 end
+    fleet.poll(function() return grouped() or shell.read(dir .. "/run.code") end)
     assert.is_truthy(grouped(), "the group was never created")
     os.execute("sleep 1")
-    assert.is_nil(shell.read(dir .. "/code"), "apply ended before it was killed")
+    assert.is_nil(shell.read(dir .. "/run.code"), "apply ended before it was killed")
     os.execute("kill -9 " .. pid)
     -- the held calls are carried out after the kill: wait until the log stands still
-    local n, still = #emu:requests(), 0
-    while still < 3.5 do
-      os.execute("sleep 0.1")
-      local now = #emu:requests()
-      if now == n then still = still + 0.1 else n, still = now, 0 end
-    end
+    fleet.settle(emu, 3.5)
     emu:clear_faults()
     local landed = write_units(emu, from)
     local held = 0
     for u in pairs(landed) do if u:find("^SaveDeviceProp") then held = held + 1 end end
     assert.is_true(held > 0 and held < N, ("%d of %d tag writes landed"):format(held, N))
 
-    local code = shell.capture(("sh -c %s > %s/last.out 2> %s/last.err; echo $?"):format(q(env), q(dir), q(dir)))
-    assert.are.equal("0", code:match("%d+"), tostring(shell.read(dir .. "/last.err")))
-    local records, state = {}, 0
-    for line in assert(shell.read(dir .. "/apply.report")):gmatch("([^\n]*)\n") do
-      local r = cjson.decode(line)
-      records[#records + 1] = r
+    local code, _, err = fleet.run(dir, cmd)
+    assert.are.equal(0, code, err)
+    local records, state = fleet.records(dir .. "/apply.report"), 0
+    for _, r in ipairs(records) do
       if r.settled == "state" then
         state = state + 1
         assert.are.equal("tag_set", r.change)
@@ -169,8 +140,8 @@ describe("fleet apply killed with a batch of writes in flight", function()
     -- a third run finds nothing to do
     local p = assert(c:plan{ProductKey = PK, manifest = dir .. "/fleet.csv"})
     assert.are.equal(0, p.changes)
-    code = shell.capture(("sh -c %s > %s/third.out 2> %s/third.err; echo $?"):format(q(env), q(dir), q(dir)))
-    assert.are.equal("0", code:match("%d+"), tostring(shell.read(dir .. "/third.err")))
+    code, _, err = fleet.run(dir, cmd)
+    assert.are.equal(0, code, err)
   end)
 
   -- library: `on_report` raising at the first record of the tag batch stands for a kill

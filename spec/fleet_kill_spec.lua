@@ -8,16 +8,10 @@
 -- BatchCheckDeviceNames is the exception: a check whose answer was lost is sent again by
 -- the creation's resume (batch/named: the journal records a check only once answered); it
 -- registers nothing, and the spec holds it to once per run.
-local iot = require "aliyun.iot"
-local emulator = require "aliyun.iot.emulator"
+local fleet = require "spec.support.fleet"
 local shell = require "spec.support.shell"
-local cjson = require "cjson"
 
-local PK = "a1TestPK001"
-local LUA = os.getenv("ALIYUN_IOT_LUA")
-  or (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
-local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
-local q = shell.quote
+local PK = fleet.PK
 
 local N_OLD, N_NEW = 40, 10
 
@@ -66,19 +60,13 @@ describe("fleet apply killed at random moments", function()
   local emu, c, dir
 
   setup(function()
-    emu = emulator.start{async_delay = 0}
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(shell.ok("mkdir -m 700 " .. q(dir)))
+    emu, dir = fleet.start()
     shell.write(dir .. "/fleet.csv", manifest_text())
   end)
-  teardown(function()
-    emu:stop()
-    shell.ok("rm -rf " .. q(dir))
-  end)
+  teardown(function() fleet.stop(emu, dir) end)
 
   it("run again after each kill, repeats no write of any kind and ends matching the manifest", function()
-    c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint})
+    c = fleet.client(emu)
     assert(c:apply{ProductKey = PK, manifest = before()})
     local from = #emu:requests() + 1
     local seed = tonumber(os.getenv("KILL_SEED") or "") or os.time()
@@ -86,8 +74,6 @@ describe("fleet apply killed at random moments", function()
     os.remove(dir .. "/apply.report")
     local cmd = ("apply --endpoint %s --product-key %s --manifest fleet.csv --prune-tags --state apply.state " ..
       "--report apply.report --quiet"):format(emu.endpoint, PK)
-    local env = ("cd %s && exec env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
-      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null"):format(q(dir), q(dir), LUA, q(BIN), cmd)
     -- each kind of write in the order apply sends them: its first call is held by the
     -- emulator (answered 1.5 s late), and the child is killed at a random moment (0 to 0.3 s)
     -- after a call of that kind is answered or while it waits for the held one (the log
@@ -97,15 +83,15 @@ describe("fleet apply killed at random moments", function()
       "BatchDeleteDeviceGroupRelations", "BatchAddDeviceGroupRelations"}
     local rank = {}
     for i, a in ipairs(order) do rank[a] = i end
-    -- true once the log stands still for `seconds` (or, with `k`, once it holds a request
-    -- of that kind or a later one since `start`); false when done() first
+    -- true once the log stands still for `seconds` or holds a request of kind `k` or a
+    -- later one since `start`; false when done() first
     local function still_for(seconds, done, k, start)
       local n, t = #emu:requests(), 0
       while t < seconds do
-        if done and done() then return false end
+        if done() then return false end
         os.execute("sleep 0.05")
         local log = emu:requests()
-        for i = start or #log + 1, #log do
+        for i = start, #log do
           if (rank[log[i].action] or 0) >= k then return true end
         end
         if #log == n then t = t + 0.05 else n, t = #log, 0 end
@@ -116,22 +102,20 @@ describe("fleet apply killed at random moments", function()
     for k, kind in ipairs(order) do
       emu:clear_faults()
       emu:fault{kind = "slow", action = kind, count = 1, delay = 1.5}
-      os.remove(dir .. "/code")
       local start = #emu:requests() + 1
-      local pid = shell.capture(("(sh -c %s > %s/run.out 2> %s/run.err; echo $? > %s/code) > /dev/null 2>&1 & " ..
-        "sleep 0.05; pgrep -P $! -n || echo none"):format(q(env), q(dir), q(dir), q(dir))):match("%d+")
-      local function done() return shell.read(dir .. "/code") ~= nil end
-      if not pid or not still_for(0.2, done, k, start) then break end
+      local pid = fleet.start_cli(dir, cmd, "run")
+      local function done() return shell.read(dir .. "/run.code") ~= nil end
+      if not still_for(0.2, done, k, start) then break end
       os.execute(("sleep %.3f"):format(math.random() * 0.3))
       if done() then break end
       os.execute("kill -9 " .. pid .. " 2>/dev/null")
       kills = kills + 1
       -- the held call is answered after the kill: wait until the log stands still
-      still_for(1.7)
+      fleet.settle(emu, 1.7)
     end
     emu:clear_faults()
-    local code = shell.capture(("sh -c %s > %s/last.out 2> %s/last.err; echo $?"):format(q(env), q(dir), q(dir)))
-    assert.are.equal("0", code:match("%d+"), "seed " .. seed .. ": " .. tostring(shell.read(dir .. "/last.err")))
+    local code, _, err = fleet.run(dir, cmd)
+    assert.are.equal(0, code, "seed " .. seed .. ": " .. tostring(err))
     local seen, kinds = {}, {}
     for i, r in ipairs(emu:requests()) do
       if i >= from then
@@ -153,11 +137,10 @@ describe("fleet apply killed at random moments", function()
     -- one report across the runs, continued by each: whole lines, no change reported
     -- twice, every creation reported (a kill loses at most the batch in flight)
     local lines, creates = {}, 0
-    for line in assert(shell.read(dir .. "/apply.report")):gmatch("([^\n]*)\n") do
-      local r = cjson.decode(line)
+    for _, r in ipairs(fleet.records(dir .. "/apply.report")) do
       local key = ("%s %s %s"):format(r.DeviceName, r.change, tostring(r.target))
       assert.is_nil(lines[key], ("seed %d: reported twice: %s"):format(seed, key))
-      assert.is_true(r.outcome == "done" or r.outcome == "created", line)
+      assert.is_true(r.outcome == "done" or r.outcome == "created", key .. " " .. tostring(r.outcome))
       lines[key] = true
       if r.change == "create" then creates = creates + 1 end
     end

@@ -2,11 +2,11 @@
 -- documented limit refused locally, naming the line, with nothing sent (client:plan and
 -- the CLI against the emulator, whose request log must stay empty).
 local manifest = require "aliyun.iot.fleet.manifest"
-local iot = require "aliyun.iot"
 local emulator = require "aliyun.iot.emulator"
+local fleet = require "spec.support.fleet"
 local shell = require "spec.support.shell"
 
-local PK = "a1TestPK001"
+local PK = fleet.PK
 
 local function ok_parse(text, source)
   local m, err = manifest.parse(text, source)
@@ -119,9 +119,7 @@ describe("fleet manifests", function()
   end)
 
   it("reads a manifest file, regular files only", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    assert(shell.ok("mkdir " .. shell.quote(dir)))
+    local dir = shell.temp_dir()
     finally(function() shell.ok("rm -rf " .. shell.quote(dir)) end)
     shell.write(dir .. "/fleet.csv", "DeviceName,Nickname\ndev_0001,lamp_one\n")
     assert.are.equal("lamp_one", assert(manifest.load(dir .. "/fleet.csv")).devices[1].Nickname)
@@ -138,8 +136,7 @@ describe("fleet manifests", function()
 
     it("client:plan returns InvalidParameter naming the line, and the emulator saw no request", function()
       emu:reset()
-      local c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret",
-                               endpoint = emu.endpoint})
+      local c = fleet.client(emu)
       local cases = {
         "DeviceName,tags\ndev_0001," .. tags_cell(101) .. "\n",
         "DeviceName,groups\ndev_0001," .. groups_cell(11) .. "\n",

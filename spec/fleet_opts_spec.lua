@@ -3,59 +3,28 @@
 -- others is refused before any request), a stopped or interrupted apply or retire prints
 -- the command that finishes it (paths absolute: it works from another folder), and a plan
 -- retiring devices says which are ONLINE now, from the listing it reads anyway.
-local iot = require "aliyun.iot"
-local emulator = require "aliyun.iot.emulator"
+local fleet = require "spec.support.fleet"
 local shell = require "spec.support.shell"
 local cjson = require "cjson"
 
-local PK = "a1TestPK001"
-local LUA = os.getenv("ALIYUN_IOT_LUA")
-  or (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
-local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
+local PK, LUA = fleet.PK, fleet.LUA
 local q = shell.quote
 
 describe("fleet apply options and follow-ups", function()
   local emu, c, dir, real
 
-  -- The interpreter with a clean environment (then the program and its arguments).
-  local function lua_env()
-    return ("env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
-      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s"):format(q(dir), LUA)
-  end
-  local function env(from) return ("cd %s && exec %s"):format(q(from or dir), lua_env()) end
-
-  -- Runs the CLI (`line`: its arguments, or a whole printed command when `from` is given,
-  -- run from that folder); exit status, stdout, stderr.
-  local function run_cli(line, from)
-    local out, err = dir .. "/stdout", dir .. "/stderr"
-    local code = shell.capture(("sh -c %s < /dev/null > %s 2> %s; echo $?"):format(
-      q(env(from) .. " " .. (from and line or q(BIN) .. " " .. line)), q(out), q(err)))
-    return tonumber(code), shell.read(out), shell.read(err)
-  end
-
-  local function wait_for(pred)
-    local t0 = os.time()
-    while not pred() and os.time() - t0 < 20 do os.execute("sleep 0.05") end
-    return pred()
-  end
+  -- Runs the CLI in `dir` (its arguments), or from folder `from` (its arguments as a printed
+  -- command gives them after the program); exit status, stdout, stderr.
+  local function run_cli(args, from) return fleet.run(dir, args, {cwd = from}) end
 
   setup(function()
-    emu = emulator.start{async_delay = 0}
-    dir = shell.temp_dir()
+    emu, dir = fleet.start()
     -- the folder as getcwd(3) names it (a symlinked TMPDIR resolved)
     real = shell.capture("cd " .. q(dir) .. " && pwd -P"):match("[^\n]+")
   end)
-  teardown(function()
-    emu:stop()
-    shell.ok("rm -rf " .. q(dir))
-  end)
+  teardown(function() fleet.stop(emu, dir) end)
   before_each(function()
-    emu:reset()
-    shell.ok("rm -rf " .. q(dir) .. "/*")
-    c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint})
-    for _, n in ipairs{"keep_0001", "old_0001", "old_0002"} do
-      assert(c:register_device{ProductKey = PK, DeviceName = n})
-    end
+    c = fleet.fresh(emu, dir, {"keep_0001", "old_0001", "old_0002"})
     shell.write(dir .. "/m.csv", "DeviceName,tags\nkeep_0001,site=a\nnew_0001,site=b\n")
   end)
 
@@ -118,7 +87,7 @@ describe("fleet apply options and follow-ups", function()
     assert.truthy(prog == "aliyun-iot" or prog:sub(1, 1) == "/", cmd)
     emu:set_online{ProductKey = PK, DeviceName = "old_0001", online = false}
     local out
-    code, out, err = run_cli(q(BIN) .. cmd:sub(#prog + 1), "/")
+    code, out, err = run_cli(cmd:sub(#prog + 1), "/")
     assert.are.equal(0, code, err)
     assert.matches("Apply: ", out)
     assert.are.same({"keep_0001", "new_0001"}, emu:state().products[PK].names)
@@ -146,16 +115,15 @@ describe("fleet apply options and follow-ups", function()
     emu:set_online{ProductKey = PK, DeviceName = "old_0001", stay_online = true}
     local line = ("apply --endpoint %s --product-key %s --manifest m.csv --state s.state --retire-unlisted " ..
       "--wait 60"):format(emu.endpoint, PK)
-    shell.ok(("cd %s && sh -c %s > /dev/null 2>&1 &"):format(q(dir), q(lua_env() .. " " .. q(BIN) ..
-      " " .. line .. " > t.out 2> t.err < /dev/null & echo $! > t.pid; wait $!; echo $? > t.rc")))
+    local pid = fleet.start_cli(dir, line, "t")
     -- in the retire's wait: its note is on stderr
-    assert.truthy(wait_for(function()
+    assert.truthy(fleet.poll(function()
       return (shell.read(dir .. "/t.err") or ""):find("waiting for 1 of 2 devices", 1, true) ~= nil
-    end), shell.read(dir .. "/t.err"))
-    assert(shell.ok("kill -TERM " .. shell.read(dir .. "/t.pid"):match("%d+")))
-    assert.truthy(wait_for(function() return shell.read(dir .. "/t.rc") ~= nil end))
+    end, 20), shell.read(dir .. "/t.err"))
+    assert(shell.ok("kill -TERM " .. pid))
+    assert.truthy(fleet.poll(function() return shell.read(dir .. "/t.code") ~= nil end, 20))
     local err = shell.read(dir .. "/t.err")
-    assert.are.equal("143", shell.read(dir .. "/t.rc"):match("%d+"), err)
+    assert.are.equal("143", shell.read(dir .. "/t.code"):match("%d+"), err)
     local cmd = err:match("aliyun%-iot: apply interrupted; to finish it, run:\n  ([^\n]+)\n")
     assert.is_string(cmd, err)
     assert.truthy(cmd:find(" --state " .. real .. "/s.state ", 1, true), cmd)

@@ -2,37 +2,17 @@
 -- empty product, one already matching its manifest (an empty plan), and a mixed one; no
 -- write ever sent (the emulator's request log holds reads only); answers that do not look
 -- like the API's end in InvalidResponse.
-local iot = require "aliyun.iot"
-local emulator = require "aliyun.iot.emulator"
+local fleet = require "spec.support.fleet"
 local shell = require "spec.support.shell"
 
-local PK = "a1TestPK001"
-local LUA = os.getenv("ALIYUN_IOT_LUA")
-  or (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
-local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
+local PK, MANIFEST = fleet.PK, fleet.MANIFEST
 local q = shell.quote
 
 local READS = {QueryDevice = true, BatchQueryDeviceDetail = true, QueryDeviceProp = true,
                QueryDeviceGroupList = true, QueryDeviceListByDeviceGroup = true}
 
-local MANIFEST = table.concat({
-  "DeviceName,Nickname,tags,groups",
-  "lamp_0001,lamp_one,site=north;rev=b,north_site;all_lamps",
-  "lamp_0002,,site=south,all_lamps",
-  "lamp_0003,lamp_three,,",
-}, "\n") .. "\n"
-
--- The actions the emulator received since `from` (1-based index into its log).
-local function actions_since(emu, from)
-  local out = {}
-  for i, r in ipairs(emu:requests()) do
-    if i >= from then out[#out + 1] = r.action end
-  end
-  return out
-end
-
 local function assert_reads_only(emu, from)
-  local acts = actions_since(emu, from)
+  local acts = fleet.actions(emu, from)
   assert.is_true(#acts > 0)
   for _, a in ipairs(acts) do assert.is_true(READS[a], "a write was sent: " .. tostring(a)) end
 end
@@ -48,9 +28,7 @@ describe("fleet plan", function()
 
   -- Makes the product match MANIFEST through direct calls (what apply would do).
   local function make_matching()
-    for _, n in ipairs{"lamp_0001", "lamp_0002", "lamp_0003"} do
-      assert(c:register_device{ProductKey = PK, DeviceName = n})
-    end
+    fleet.register(c, {"lamp_0001", "lamp_0002", "lamp_0003"})
     assert(c:batch_update_device_nickname{DeviceNicknameInfo = {
       {ProductKey = PK, DeviceName = "lamp_0001", Nickname = "lamp_one"},
       {ProductKey = PK, DeviceName = "lamp_0003", Nickname = "lamp_three"}}})
@@ -64,30 +42,15 @@ describe("fleet plan", function()
     return north, all
   end
 
-  local function run_cli(args)
-    local out, err = dir .. "/stdout", dir .. "/stderr"
-    local code = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
-      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > %s 2> %s; echo $?")
-      :format(q(dir), q(dir), LUA, q(BIN), args, q(out), q(err)))
-    return tonumber(code), shell.read(out), shell.read(err)
-  end
+  local function run_cli(args) return fleet.run(dir, args) end
 
   setup(function()
-    emu = emulator.start{async_delay = 0}
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(shell.ok("mkdir -m 700 " .. q(dir)))
+    emu, dir = fleet.start()
     path = dir .. "/fleet.csv"
     shell.write(path, MANIFEST)
   end)
-  teardown(function()
-    emu:stop()
-    shell.ok("rm -rf " .. q(dir))
-  end)
-  before_each(function()
-    emu:reset()
-    c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint})
-  end)
+  teardown(function() fleet.stop(emu, dir) end)
+  before_each(function() c = fleet.fresh(emu) end)
 
   it("plans every device's creation on an empty product, sending reads only", function()
     local p = assert(c:plan{ProductKey = PK, manifest = path})
@@ -117,11 +80,7 @@ describe("fleet plan", function()
     assert.are.equal(3, p.Totals.nothing)
     assert_reads_only(emu, from)
     -- one QueryDeviceProp a manifest device that exists and manages tags (all 3), no more
-    local props = 0
-    for i, r in ipairs(emu:requests()) do
-      if i >= from and r.action == "QueryDeviceProp" then props = props + 1 end
-    end
-    assert.are.equal(3, props)
+    assert.are.equal(3, fleet.count(emu, "QueryDeviceProp", from))
     -- the CLI agrees: exit 0 even with --detailed-exitcode, and says so
     local code, out = run_cli(("plan --endpoint %s --product-key %s --manifest %s --detailed-exitcode")
       :format(emu.endpoint, PK, q(path)))
@@ -260,15 +219,7 @@ describe("fleet plan", function()
   it("ends in InvalidResponse when tags or groups do not look like the API's", function()
     make_matching()
     local function tampered(action, from, to)
-      local curl = iot.transports.curl
-      return assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint,
-        transport = function(req)
-          local res, err = curl(req)
-          if res and ((req.body or "") .. req.url):find("Action=" .. action, 1, true) then
-            res.body = res.body:gsub(from, to)
-          end
-          return res, err
-        end})
+      return fleet.tampering(emu, action, function(res) res.body = res.body:gsub(from, to) end)
     end
     local cases = {
       {"BatchQueryDeviceDetail", '"DeviceName":"lamp_0001"', '"DeviceName":"other_0001"'},

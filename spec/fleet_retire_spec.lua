@@ -2,50 +2,22 @@
 -- the undo export written before any write, online devices refused without --force (the
 -- devices disabled, none deleted), exactly the listed devices deleted, a run again with the
 -- same undo file finishing the job, --dry-run sending reads only, bad input refused unsent.
-local iot = require "aliyun.iot"
-local emulator = require "aliyun.iot.emulator"
+local fleet = require "spec.support.fleet"
 local shell = require "spec.support.shell"
 
-local PK = "a1TestPK001"
-local LUA = os.getenv("ALIYUN_IOT_LUA")
-  or (rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+"))
-local BIN = os.getenv("PWD") .. "/bin/aliyun-iot"
+local PK = fleet.PK
 local q = shell.quote
-
-local function actions(emu, from)
-  local out = {}
-  for i, r in ipairs(emu:requests()) do if i >= (from or 1) then out[#out + 1] = r.action end end
-  return out
-end
+local actions = fleet.actions
 
 describe("fleet retire", function()
   local emu, c, dir
 
-  local function run_cli(args)
-    local out, err = dir .. "/stdout", dir .. "/stderr"
-    local code = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
-      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > %s 2> %s; echo $?")
-      :format(q(dir), q(dir), LUA, q(BIN), args, q(out), q(err)))
-    return tonumber(code), shell.read(out), shell.read(err)
-  end
+  local function run_cli(args) return fleet.run(dir, args) end
 
-  setup(function()
-    emu = emulator.start{async_delay = 0}
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(shell.ok("mkdir -m 700 " .. q(dir)))
-  end)
-  teardown(function()
-    emu:stop()
-    shell.ok("rm -rf " .. q(dir))
-  end)
+  setup(function() emu, dir = fleet.start() end)
+  teardown(function() fleet.stop(emu, dir) end)
   before_each(function()
-    emu:reset()
-    shell.ok("rm -f " .. q(dir) .. "/*")
-    c = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint})
-    for _, n in ipairs{"old_0001", "old_0002", "old_0003", "keep_0001"} do
-      assert(c:register_device{ProductKey = PK, DeviceName = n})
-    end
+    c = fleet.fresh(emu, dir, {"old_0001", "old_0002", "old_0003", "keep_0001"})
     shell.write(dir .. "/names.txt", "old_0001\nold_0002\nold_0003\ngone_0001\n")
   end)
 
@@ -167,16 +139,10 @@ describe("fleet retire", function()
 
   it("a BatchGetDeviceState answer leaving out a device asked for deletes nothing (InvalidResponse)", function()
     emu:set_online{ProductKey = PK, DeviceName = "old_0001", stay_online = true}
-    local curl = iot.transports.curl
-    local lying = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint,
-      transport = function(req)
-        local res, err = curl(req)
-        if res and ((req.body or "") .. req.url):find("Action=BatchGetDeviceState", 1, true) then
-          -- the online device's status left out of the list
-          res.body = res.body:gsub('{[^{}]-"Status":"ONLINE"[^{}]-},?', "")
-        end
-        return res, err
-      end})
+    local lying = fleet.tampering(emu, "BatchGetDeviceState", function(res)
+      -- the online device's status left out of the list
+      res.body = res.body:gsub('{[^{}]-"Status":"ONLINE"[^{}]-},?', "")
+    end)
     local _, err = lying:retire{ProductKey = PK, Devices = {"old_0001", "old_0002"}, undo = dir .. "/l.csv", wait = 0}
     assert.are.equal("InvalidResponse", err.code)
     assert.are.same({"keep_0001", "old_0001", "old_0002", "old_0003"}, emu:state().products[PK].names)
@@ -208,17 +174,10 @@ describe("fleet retire", function()
 
   it("a retire killed while it waits is finished by running it again with the same undo file", function()
     emu:set_online{ProductKey = PK, DeviceName = "old_0003", stay_online = true}
-    local pid = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
-      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s retire --endpoint %s --product-key %s --names-file names.txt " ..
-      "--undo kept.csv < /dev/null > kill.out 2> kill.err & echo $!"):format(q(dir), q(dir), LUA, q(BIN), emu.endpoint, PK))
-      :match("%d+")
-    local function polled()
-      for _, r in ipairs(emu:requests()) do if r.action == "BatchGetDeviceState" then return true end end
-      return false
-    end
-    local t0 = os.time()
-    while not polled() and os.time() - t0 < 30 do os.execute("sleep 0.05") end
-    assert.is_true(polled())
+    local pid = fleet.start_cli(dir, ("retire --endpoint %s --product-key %s --names-file names.txt --undo kept.csv")
+      :format(emu.endpoint, PK), "kill")
+    local function polled() return fleet.count(emu, "BatchGetDeviceState") > 0 end
+    assert.is_true(fleet.poll(polled))
     assert(os.execute("kill -9 " .. pid))
     local undo = shell.read(dir .. "/kept.csv")
     assert.matches("old_0003", undo)
@@ -239,18 +198,11 @@ describe("fleet retire", function()
     local cmd = ("apply --endpoint %s --product-key %s --manifest fleet.csv --retire-unlisted --state %s")
       :format(emu.endpoint, PK, q(dir .. "/a.state"))
     local function count(action, name)
-      local n = 0
-      for _, r in ipairs(emu:requests()) do
-        if r.action == action and (not name or r.params.DeviceName == name) then n = n + 1 end
-      end
-      return n
+      return fleet.count(emu, function(r) return r.action == action and (not name or r.params.DeviceName == name) end)
     end
     -- killed while it waits for old_0003 (the DisableThings answered)
-    local pid = shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
-      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > kill.out 2> kill.err & echo $!")
-      :format(q(dir), q(dir), LUA, q(BIN), cmd)):match("%d+")
-    local t0 = os.time()
-    while count("BatchGetDeviceState") == 0 and os.time() - t0 < 30 do os.execute("sleep 0.05") end
+    local pid = fleet.start_cli(dir, cmd, "kill")
+    fleet.poll(function() return count("BatchGetDeviceState") > 0 end)
     assert.is_true(count("BatchGetDeviceState") > 0, shell.read(dir .. "/kill.err"))
     assert(os.execute("kill -9 " .. pid))
     assert.are.equal(3, count("DisableThing"))
@@ -258,16 +210,15 @@ describe("fleet retire", function()
     -- run again (the library, the same journal, forced: old_0003 still shows ONLINE, so only
     -- the journal knows its DisableThing was answered), old_0002's DeleteDevice refused on
     -- the way (it never reaches the service): the apply fails, the two others deleted
-    local curl = iot.transports.curl
-    local refusing = assert(iot.new{access_key_id = "testid", access_key_secret = "testsecret", endpoint = emu.endpoint,
-      transport = function(req)
-        local body = (req.body or "") .. req.url
-        if body:find("Action=DeleteDevice", 1, true) and body:find("DeviceName=old_0002", 1, true) then
-          return {status = 200, headers = {["content-type"] = "application/json"}, body = '{"RequestId":"R-1",' ..
-            '"Success":false,"Code":"iot.common.QueryDeviceActionError","ErrorMessage":"refused"}'}
-        end
-        return curl(req)
-      end})
+    local curl = require("aliyun.iot").transports.curl
+    local refusing = fleet.client(emu, {transport = function(req)
+      local body = (req.body or "") .. req.url
+      if body:find("Action=DeleteDevice", 1, true) and body:find("DeviceName=old_0002", 1, true) then
+        return {status = 200, headers = {["content-type"] = "application/json"}, body = '{"RequestId":"R-1",' ..
+          '"Success":false,"Code":"iot.common.QueryDeviceActionError","ErrorMessage":"refused"}'}
+      end
+      return curl(req)
+    end})
     local _, aerr = refusing:apply{ProductKey = PK, manifest = dir .. "/fleet.csv", retire_unlisted = true,
       journal = dir .. "/a.state", undo = dir .. "/a.state.undo.csv", wait = 0, force = true}
     assert.are.equal("iot.common.QueryDeviceActionError", aerr and aerr.code, aerr and aerr.message)
@@ -294,23 +245,11 @@ describe("fleet retire", function()
     emu:set_online{ProductKey = PK, DeviceName = "old_0003", stay_online = true}
     local cmd = ("retire --endpoint %s --product-key %s --names-file names.txt --state r.state")
       :format(emu.endpoint, PK)
-    local function start()
-      return shell.capture(("cd %s && env -u LUA_PATH -u LUA_CPATH HOME=%s ALIBABA_CLOUD_ACCESS_KEY_ID=testid " ..
-        "ALIBABA_CLOUD_ACCESS_KEY_SECRET=testsecret %s %s %s < /dev/null > kill.out 2> kill.err & echo $!")
-        :format(q(dir), q(dir), LUA, q(BIN), cmd)):match("%d+")
-    end
+    local function start() return fleet.start_cli(dir, cmd, "kill") end
     local function count(action, fault)
-      local n = 0
-      for _, r in ipairs(emu:requests()) do
-        if r.action == action and (not fault or r.fault == fault) then n = n + 1 end
-      end
-      return n
+      return fleet.count(emu, function(r) return r.action == action and (not fault or r.fault == fault) end)
     end
-    local function until_(cond)
-      local t0 = os.time()
-      while not cond() and os.time() - t0 < 30 do os.execute("sleep 0.05") end
-      assert.is_true(cond(), shell.read(dir .. "/kill.err"))
-    end
+    local function until_(cond) assert.is_true(fleet.poll(cond), shell.read(dir .. "/kill.err")) end
     -- killed while it waits for old_0003 (the DisableThings answered)
     local pid = start()
     until_(function() return count("BatchGetDeviceState") > 0 end)
