@@ -138,7 +138,7 @@ describe("fleet apply killed at random moments", function()
     -- twice, every creation reported (a kill loses at most the batch in flight)
     local lines, creates = {}, 0
     for _, r in ipairs(fleet.records(dir .. "/apply.report")) do
-      local key = ("%s %s %s"):format(r.DeviceName, r.change, tostring(r.target))
+      local key = ("%s %s %s"):format(tostring(r.DeviceName), r.change, tostring(r.target))
       assert.is_nil(lines[key], ("seed %d: reported twice: %s"):format(seed, key))
       assert.is_true(r.outcome == "done" or r.outcome == "created", key .. " " .. tostring(r.outcome))
       lines[key] = true
