@@ -50,7 +50,7 @@ end
 -- @treturn ?table err
 local function start(opts, streams, ui, ctx, how)
   how = how or {}
-  output.check_out(opts, how.keeps)
+  output.check_out(opts, how.keeps, how.devices)
   local out = how.devices and output.open_devices(opts, streams.stdout)
     or output.open(opts.out, streams.stdout)
   ctx.out = out
@@ -231,7 +231,7 @@ end
 -- @treturn integer exit status
 function M.run_job(opts, streams, ui, now, ctx)
   local job, state, own_state, dir = job_args(opts, streams, ui)
-  output.check_out(opts)
+  output.check_out(opts, nil, true)
   -- the library's own rules first: a job refused before sending anything keeps no journal
   -- and prints no journal note
   local _, aerr = require("aliyun.iot.batch").check_args(helper_name(opts, job), job)

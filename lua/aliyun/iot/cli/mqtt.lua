@@ -27,7 +27,7 @@ function M.run(opts, streams, ctx)
     local ok, why = connection.add(dev, cred_opts)
     if not ok then local_error("%s: %s", wheres[i], printable(why)) end
   end
-  output.check_out(opts)
+  output.check_out(opts, nil, true)
   local out = output.open_devices(opts, streams.stdout)
   ctx.out = out
   output.write_devices(opts, out, devices)

@@ -78,18 +78,22 @@ end
 
 local JOURNAL_PROBE = 65536 -- bytes of a file's first line looked at for a job record
 
--- What the regular file at `path` is when it is a file of aliyun-iot's that no output may
--- replace, from its first line (at most JOURNAL_PROBE bytes; JSON keys in any order): a
--- journal (a `job` record: register's, apply's; a `retire` record), an undo export (the
--- only copy of deleted devices' secrets), or a report (an `outcome` per line); else nil.
-local function kept_kind(path)
+-- What the regular file at `path` is when it is a file of aliyun-iot's that this output may
+-- not replace, from its first line (at most JOURNAL_PROBE bytes; JSON keys in any order):
+-- a journal (a `job` record: register's, apply's; a `retire` record), a report (an
+-- `outcome` per line), or, unless the output is itself a list of devices (`devices`: a
+-- re-run replacing its earlier devices file, as documented), a file of DeviceSecrets in
+-- the devices CSV's columns (an undo export, the only copy of deleted devices' secrets,
+-- has the same); else nil.
+local function kept_kind(path, devices)
   local fh = io.open(path, "rb")
   if not fh then return nil end
   local head = fh:read(JOURNAL_PROBE) or ""
   fh:close()
   local line = head:match("^([^\n\r]*)")
-  if line == require("aliyun.iot.fleet.retire").HEADER then
-    return "an aliyun-iot undo export (the secrets of deleted devices)"
+  if not devices and line == require("aliyun.iot.fleet.retire").HEADER then
+    return "a file of DeviceSecrets (an undo export or devices output, whose secrets " ..
+      "may exist nowhere else)"
   end
   if line:sub(1, 1) ~= "{" then return nil end
   if line:find('"event":"job"', 1, true) or line:find('"event":"retire"', 1, true) then
@@ -99,14 +103,14 @@ local function kept_kind(path)
   return nil
 end
 
--- Refuses (exit 2) an output file that is a journal, an undo export or a report, or is
--- locked by another process (a journal in use); `name` is the path as given, `file` a name
--- of the regular file.
-local function refuse_journal(name, file, lockable)
-  local kept = kept_kind(file)
+-- Refuses (exit 2) an output file that is a journal, a report or (`devices` false) a file of
+-- DeviceSecrets, or is locked by another process (a journal in use); `name` is the path as
+-- given, `file` a name of the regular file.
+local function refuse_journal(name, file, lockable, devices)
+  local kept = kept_kind(file, devices)
   if kept then
-    local_error("cannot write --out %s: it is %s (never replaced by an output); choose " ..
-      "another file", name, kept)
+    local_error("cannot write --out %s: it is %s, which this output may not replace; " ..
+      "choose another file", name, kept)
   end
   if lockable then
     local lk, why = core().lock_file(file)
@@ -160,7 +164,8 @@ end
 --   `in`, `manifest`)
 -- @tparam[opt] table keeps more files of the job, `{{what, path}, ...}` (retire's undo
 --   export, apply's retire journal: `what` names them in the message)
-function M.check_out(opts, keeps)
+-- @tparam[opt] boolean devices the output is a list of devices (it may replace one)
+function M.check_out(opts, keeps, devices)
   local list, writes = named_files(opts, keeps)
   for i = 1, writes do
     local here = place_of(list[i][2])
@@ -174,7 +179,7 @@ function M.check_out(opts, keeps)
   local out = opts.out
   if not out then return end
   if core().file_kind(out, true) == "file" then
-    refuse_journal(out, out, not per_process(out) and core().file_kind(out) == "file")
+    refuse_journal(out, out, not per_process(out) and core().file_kind(out) == "file", devices)
   end
 end
 
@@ -238,7 +243,7 @@ local CHUNK = 1048576 -- bytes gathered before a write to a temporary output
 -- A temporary file beside `target`, created exclusively with mode 0600 from the start (it
 -- will hold secrets), written in checked chunks and renamed over `target` when complete;
 -- removed on failure (only while it is still the file this run created).
-local function replacing_output(path, target)
+local function replacing_output(path, target, devices)
   local dir, base = target:match("^(.*)/([^/]+)$")
   if not dir then dir, base = ".", target end
   if dir == "" then dir = "/" end
@@ -282,7 +287,8 @@ local function replacing_output(path, target)
       if not err and core().file_kind(target, true) == "file" then
         -- a journal made since the output was opened (--state FILE is this very path) is
         -- never replaced
-        local okj, jerr = pcall(refuse_journal, path, target, core().file_kind(target) == "file")
+        local okj, jerr = pcall(refuse_journal, path, target, core().file_kind(target) == "file",
+          devices)
         -- an interrupt (SIGINT, SIGTERM) raised meanwhile is no verdict on the file: it goes
         -- on up, and abort removes the temporary file
         if not okj and not args.is_usage(jerr) then error(jerr, 0) end
@@ -316,7 +322,7 @@ end
 -- /dev/stdout); else a temporary file that replaces the regular file only when complete --
 -- the file a symlink leads to, so the link stays. Made before any request, so a bad path
 -- fails first.
-function M.open(path, stdout)
+function M.open(path, stdout, devices)
   if not path then return stdout_output(stdout) end
   local kind, link, id = path_kind(path)
   if kind == "folder" then local_error("cannot write --out %s: it is a folder", path) end
@@ -330,7 +336,7 @@ function M.open(path, stdout)
     target = link_target(path, id)
     if not target then return direct_output(path) end
   end
-  return replacing_output(path, target)
+  return replacing_output(path, target, devices)
 end
 
 -- A file open through `core.journal_open` (locked), appended to in checked, durable
@@ -470,13 +476,13 @@ end
 -- @param stdout the standard output stream
 -- @treturn table the output (`fh`, `finish`, `abort`)
 function M.open_devices(opts, stdout)
-  if opts.format ~= "esp-idf" then return M.open(opts.out, stdout) end
+  if opts.format ~= "esp-idf" then return M.open(opts.out, stdout, true) end
   local kind = path_kind(opts.out)
   if kind == "special" or per_process(opts.out) then
     local_error("--format esp-idf writes --out %s and a config file beside it: give a " ..
       "regular file, not a device or FIFO", opts.out)
   end
-  local o = M.open(opts.out, stdout)
+  local o = M.open(opts.out, stdout, true)
   return with_esp_config(o, formats.esp_config_path(opts.out),
     formats.esp_config(formats.columns(opts), opts.esp_namespace))
 end
