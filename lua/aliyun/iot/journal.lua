@@ -441,6 +441,21 @@ function M.absolute(path)
   return (cwd:gsub("/$", "")) .. "/" .. path:gsub("^%./", "")
 end
 
+--- Whether another process holds the regular file at path locked (as a running job holds
+-- its journal): asked before a job reads or sends anything, so that the second of two
+-- runs on one journal stops at once. The lock is taken and dropped at once; a file that
+-- cannot be opened is not "in use" (its own check says what is wrong with it).
+-- @tparam string path
+-- @treturn boolean
+function M.in_use(path)
+  local lock, why = core.lock_file(path)
+  if lock then
+    lock:unlock()
+    return false
+  end
+  return tostring(why):find("is locked$") ~= nil
+end
+
 --- Why `path` cannot take a file a job creates or continues (a journal, an undo export),
 -- asked before anything is sent so that a bad path never fails a job midway: nil when it
 -- is a regular file (not a symlink), or names nothing yet in an existing folder; else a

@@ -112,13 +112,9 @@ local function refuse_journal(name, file, lockable, devices)
     local_error("cannot write --out %s: it is %s, which this output may not replace; " ..
       "choose another file", name, kept)
   end
-  if lockable then
-    local lk, why = core().lock_file(file)
-    if lk then lk:unlock()
-    elseif tostring(why):find("is locked$") then
-      local_error("cannot write --out %s: it is in use by another process (locked, as a " ..
-        "running job's journal is); choose another file", name)
-    end
+  if lockable and require("aliyun.iot.journal").in_use(file) then
+    local_error("cannot write --out %s: it is in use by another process (locked, as a " ..
+      "running job's journal is); choose another file", name)
   end
 end
 

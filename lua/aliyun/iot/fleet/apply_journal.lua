@@ -45,10 +45,7 @@ function M.inspect(path, pk)
     return nil, nil, bad(("journal %s is not a regular file (%s): give the path of a new " ..
       "file, or the one of the killed apply"):format(path, kind == "link" and "a symlink" or kind))
   end
-  local lock, lock_err = core.lock_file(path)
-  if lock then
-    lock:unlock()
-  elseif tostring(lock_err):find("is locked$") then
+  if journal.in_use(path) then
     -- another apply runs with it: said before this one reads the product's whole state
     return nil, nil, bad(("journal %s is in use by another process (an apply or retire " ..
       "running with it): wait for it to end, or give another journal path"):format(path))
